@@ -1,0 +1,12 @@
+//! relocd-core: the migration logic of relocd, with no I/O and no clock.
+//!
+//! The crate is `#![no_std]` unconditionally and needs no allocator unless
+//! the `alloc` feature is on. CI builds it for `x86_64-unknown-none` with no
+//! features to prove that.
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(any(feature = "std", test))]
+extern crate std;

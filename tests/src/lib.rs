@@ -1,0 +1,1 @@
+//! Shared helpers for relocd's cross-crate integration tests (in `tests/tests/`).
