@@ -43,8 +43,8 @@
 //! decoded lazily: [`Atom::as_plain`], [`Atom::decode_into`] (a caller
 //! buffer), [`Atom::chars`], `Display`, or `to_string` under `alloc`.
 //! Warnings go to a [`WarningSink`] (a closure, `()`/[`IgnoreWarnings`],
-//! or a `Vec` under `alloc`). Under `alloc`, [`parse_all`] / [`parse_one`]
-//! build owned [`Value`] trees.
+//! or a `Vec` under `alloc`). Under `alloc`, `parse_all` / `parse_one`
+//! build owned `Value` trees.
 //!
 //! Every [`Error`] and [`Warning`] carries a 1-based line and column; the
 //! column counts characters (Unicode scalar values), not bytes.
@@ -102,9 +102,9 @@ pub enum ErrorKind {
     InvalidCharacter(char),
     /// The input bytes are not UTF-8 ([`Reader::from_bytes`]).
     InvalidUtf8,
-    /// More input after the single expression [`parse_one`] expected.
+    /// More input after the single expression `parse_one` expected.
     TrailingInput,
-    /// [`parse_one`] found no expression at all.
+    /// `parse_one` found no expression at all.
     Empty,
 }
 
@@ -851,7 +851,9 @@ mod owned {
     }
 
     impl fmt::Display for Value {
-        /// Writes the value back as sxp (strings single-quoted when needed).
+        /// Writes the value back as sxp, strings single-quoted when needed.
+        /// Control characters are written as octal escapes, which xend
+        /// also reads correctly (its hex escapes misread letter digits).
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             match self {
                 Value::Atom(s) => {
@@ -870,7 +872,7 @@ mod owned {
                             '\t' => f.write_str("\\t")?,
                             '\r' => f.write_str("\\r")?,
                             c if (c as u32) < 0x20 || c == '\x7f' => {
-                                write!(f, "\\x{:02x}", c as u32)?
+                                write!(f, "\\{:03o}", c as u32)?
                             }
                             c => fmt::Write::write_char(f, c)?,
                         }

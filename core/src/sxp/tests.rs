@@ -385,3 +385,57 @@ mod owned {
         assert_eq!(parse_one(&shown, &mut q).unwrap(), v);
     }
 }
+
+/// Random texts over an alphabet of the tricky characters: the reader
+/// never panics, positions stay inside the text, and (under `alloc`) what
+/// parses prints back to an equal tree.
+#[test]
+fn random_texts_never_panic() {
+    const ALPHABET: &[&str] = &[
+        "(", ")", "'", "\"", "\\", "#", "\n", " ", "a", "x", "4", "7", "f", ";", "é", "\x01",
+        "\\x", "\\0", "\\.",
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut parsed = 0;
+    for _ in 0..20_000 {
+        let len = (next() % 24) as usize;
+        let mut text = String::new();
+        for _ in 0..len {
+            text.push_str(ALPHABET[(next() % ALPHABET.len() as u64) as usize]);
+        }
+        let lines = text.split('\n').count() as u32;
+        match render(&text) {
+            Ok(_) => parsed += 1,
+            Err(e) => {
+                assert!(e.pos.line >= 1 && e.pos.line <= lines, "{text:?}: {e}");
+                assert!(e.pos.column >= 1, "{text:?}: {e}");
+            }
+        }
+        #[cfg(feature = "alloc")]
+        if let Ok(values) = parse_all(&text, &mut IgnoreWarnings) {
+            for v in values {
+                let shown = std::string::ToString::to_string(&v);
+                assert_eq!(parse_one(&shown, &mut IgnoreWarnings), Ok(v), "{text:?}");
+            }
+        }
+    }
+    // The alphabet is not so hostile that nothing parses.
+    assert!(parsed > 1000, "{parsed}");
+}
+
+#[cfg(feature = "alloc")]
+#[test]
+fn display_escapes_controls_in_octal() {
+    let v = Value::Atom(String::from("a\x0bb\x7f"));
+    let shown = std::string::ToString::to_string(&v);
+    assert_eq!(shown, r"'a\013b\177'");
+    let mut ws = Vec::new();
+    assert_eq!(parse_one(&shown, &mut ws), Ok(v));
+    assert!(ws.is_empty());
+}
