@@ -35,6 +35,23 @@
 //! `'static`: the offending value is copied (decoded, cut at
 //! [`BadValue::CAPACITY`] bytes) into the error.
 
+//!
+//! # Example
+//!
+//! ```
+//! use relocd_core::config::{ConfigWarning, RelocationConfig};
+//!
+//! let text = "(xend-relocation-server yes)\n\
+//!             (xend-relocation-hosts-allow '^localhost$ ^localhost\\\\.localdomain$')";
+//! let mut warnings = 0;
+//! let cfg = RelocationConfig::parse(text, &mut |_: ConfigWarning<'_>| warnings += 1)?;
+//! assert!(cfg.server);
+//! assert_eq!(cfg.port, 8002);
+//! assert!(cfg.hosts_allow.eq_str(r"^localhost$ ^localhost\.localdomain$"));
+//! assert_eq!(warnings, 0);
+//! # Ok::<(), relocd_core::config::ConfigError>(())
+//! ```
+
 use crate::sxp::{self, Atom, Event, Pos, Reader, Span, WarningSink};
 use core::fmt;
 

@@ -50,6 +50,24 @@
 //! column counts characters (Unicode scalar values), not bytes.
 //!
 //! The reader never recurses and never panics on any input.
+//!
+//! ```
+//! use relocd_core::sxp::{Event, Reader, Warning};
+//!
+//! let mut r = Reader::new("(hosts '^a\\.b$ ^c\\.d$') # comment");
+//! let mut warnings = 0;
+//! let mut sink = |_: Warning| warnings += 1;
+//! assert!(matches!(r.next_event(&mut sink), Ok(Some(Event::Open(_)))));
+//! let Ok(Some(Event::Atom(key))) = r.next_event(&mut sink) else { panic!() };
+//! assert_eq!(key.as_plain(), Some("hosts"));
+//! let Ok(Some(Event::Atom(v))) = r.next_event(&mut sink) else { panic!() };
+//! let mut buf = [0u8; 64];
+//! // `\.` is no escape: kept as typed, with a warning each (xend dropped the dot).
+//! assert_eq!(v.decode_into(&mut buf), Ok(r"^a\.b$ ^c\.d$"));
+//! assert!(matches!(r.next_event(&mut sink), Ok(Some(Event::Close(_)))));
+//! assert_eq!(r.next_event(&mut sink), Ok(None));
+//! assert_eq!(warnings, 2);
+//! ```
 
 use core::fmt;
 
@@ -871,8 +889,8 @@ mod owned {
                             '\n' => f.write_str("\\n")?,
                             '\t' => f.write_str("\\t")?,
                             '\r' => f.write_str("\\r")?,
-                            c if (c as u32) < 0x20 || c == '\x7f' => {
-                                write!(f, "\\{:03o}", c as u32)?
+                            c if u32::from(c) < 0x20 || c == '\x7f' => {
+                                write!(f, "\\{:03o}", u32::from(c))?
                             }
                             c => fmt::Write::write_char(f, c)?,
                         }
