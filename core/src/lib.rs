@@ -10,3 +10,6 @@
 extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
+
+pub mod config;
+pub mod sxp;
