@@ -1,0 +1,6 @@
+//! relocd's host side as a library: the binary (`main.rs`) is a thin
+//! command-line front end over these modules, and `relocd-tests` drives
+//! them directly.
+#![forbid(unsafe_code)]
+
+pub mod peer;
