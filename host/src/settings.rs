@@ -1,0 +1,173 @@
+//! Reading `xend-config.sxp` from disk into the core's typed settings, with
+//! the file name in every message.
+
+use relocd_core::config::{ConfigError, ConfigWarning, RelocationConfig};
+use std::path::{Path, PathBuf};
+
+/// The largest config file relocd reads (a stock xend-config.sxp is ~12 KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_CONFIG_BYTES`].
+    #[error("{path}: {size} bytes is larger than the {MAX_CONFIG_BYTES} bytes relocd reads")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// The file is not valid UTF-8.
+    #[error("{path}: not UTF-8 text ({source})")]
+    NotText {
+        /// The file.
+        path: PathBuf,
+        /// Where the bad byte is.
+        #[source]
+        source: std::str::Utf8Error,
+    },
+    /// A syntax error or a setting of the wrong type.
+    #[error("{path}: {source}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The core's error (names the key, line and column).
+        #[source]
+        source: ConfigError,
+    },
+}
+
+/// A config file's text, kept so that the settings can borrow from it.
+#[derive(Debug)]
+pub struct ConfigFile {
+    path: PathBuf,
+    text: String,
+}
+
+impl ConfigFile {
+    /// Reads `path` (at most [`MAX_CONFIG_BYTES`]).
+    pub fn read(path: &Path) -> Result<ConfigFile, SettingsError> {
+        use std::io::Read;
+        let read_err = |source| SettingsError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        let size = bytes.len() as u64;
+        if size > MAX_CONFIG_BYTES {
+            return Err(SettingsError::TooLarge {
+                path: path.to_owned(),
+                size,
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|e| SettingsError::NotText {
+            path: path.to_owned(),
+            source: e.utf8_error(),
+        })?;
+        Ok(ConfigFile {
+            path: path.to_owned(),
+            text,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The relocation settings and the warnings worth telling, each already
+    /// prefixed with the file name.
+    pub fn relocation(&self) -> Result<(RelocationConfig<'_>, Vec<String>), SettingsError> {
+        let mut warnings: Vec<ConfigWarning<'_>> = Vec::new();
+        let cfg = RelocationConfig::parse(&self.text, &mut warnings).map_err(|source| {
+            SettingsError::Config {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
+        let shown = warnings
+            .iter()
+            .map(|w| format!("{}: {w}", self.path.display()))
+            .collect();
+        Ok((cfg, shown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, body: &[u8]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("relocd-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+
+    #[test]
+    fn shipped_example_is_read() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/xend-config.sxp");
+        let file = ConfigFile::read(&path).unwrap();
+        let (cfg, warnings) = file.relocation().unwrap();
+        assert!(cfg.server);
+        assert_eq!(cfg.port, 8002);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn wrong_type_names_file_key_and_line() {
+        let path = write(
+            "bad.sxp",
+            b"(dom0-min-mem 196)\n(xend-relocation-port eighty)\n",
+        );
+        let err = ConfigFile::read(&path).unwrap().relocation().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("bad.sxp: line 2"), "{text}");
+        assert!(text.contains("xend-relocation-port"), "{text}");
+        assert!(text.contains("eighty"), "{text}");
+    }
+
+    #[test]
+    fn warnings_carry_the_file_name() {
+        let path = write(
+            "dup.sxp",
+            b"(xend-relocation-port 8002)\n(xend-relocation-port 9000)\n",
+        );
+        let file = ConfigFile::read(&path).unwrap();
+        let (cfg, warnings) = file.relocation().unwrap();
+        assert_eq!(cfg.port, 8002);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with(&format!("{}:", path.display())));
+    }
+
+    #[test]
+    fn missing_oversized_and_binary_files_are_errors() {
+        let missing = ConfigFile::read(Path::new("/nonexistent/xend-config.sxp")).unwrap_err();
+        assert!(matches!(missing, SettingsError::Read { .. }));
+        let big = write("big.sxp", &vec![b' '; (MAX_CONFIG_BYTES + 1) as usize]);
+        assert!(matches!(
+            ConfigFile::read(&big).unwrap_err(),
+            SettingsError::TooLarge { .. }
+        ));
+        let bin = write("bin.sxp", b"(a \xff)");
+        assert!(matches!(
+            ConfigFile::read(&bin).unwrap_err(),
+            SettingsError::NotText { .. }
+        ));
+    }
+}
