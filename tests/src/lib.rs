@@ -1,3 +1,4 @@
 //! Shared helpers for relocd's cross-crate integration tests (in `tests/tests/`).
 
+pub mod fuzz_entry;
 pub mod xen_utils;
