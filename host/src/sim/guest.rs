@@ -5,7 +5,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::memory::SparseMemory;
+use super::memory::{is_zero, SparseMemory};
 use super::workload::{counter_page, page_contents, read_counter, ExpectedMemory, VcpuState};
 use super::{DomainState, Domid, Drive, HvShared, PageType, SimError, PAGE_SIZE};
 
@@ -453,12 +453,12 @@ impl SimGuest {
         for pfn in 0..self.inner.nr_pages {
             let have = st.mem.get(pfn);
             let same = match expected.last_write(pfn) {
-                None => have.is_none_or(|page| page.iter().all(|&b| b == 0)),
+                None => have.is_none_or(|page| is_zero(page)),
                 Some(_) => {
                     expected.page(pfn, &mut want);
                     match have {
                         Some(page) => page[..] == want[..],
-                        None => want.iter().all(|&b| b == 0),
+                        None => is_zero(&want[..]),
                     }
                 }
             };

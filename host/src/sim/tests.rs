@@ -541,6 +541,30 @@ fn pause_stops_the_workload_real_time() {
 // ----- hypervisor -----
 
 #[test]
+fn handles_cross_threads() {
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send_sync::<SimHypervisor>();
+    send_sync::<SimGuest>();
+    // A source read and a workload step on two threads at once.
+    let hv = hv();
+    let g = hv
+        .create(&spec("t", 4 * MIB, 32 * MIB, Pattern::Uniform), false)
+        .unwrap();
+    let stepper = {
+        let g = g.clone();
+        thread::spawn(move || g.advance(200))
+    };
+    let mut buf = vec![0; 64 * PAGE_SIZE];
+    let pfns: Vec<u64> = (0..64).collect();
+    for _ in 0..50 {
+        g.read_pages(&pfns, &mut buf).unwrap();
+    }
+    assert_eq!(stepper.join().unwrap(), 200);
+    let expected = ExpectedMemory::after(g.vcpu_state().unwrap().workload, g.nr_pages(), 200);
+    assert_eq!(g.verify(&expected), Ok(()));
+}
+
+#[test]
 fn admission_domids_names_and_destroy() {
     let hv = SimHypervisor::new(GIB, Drive::Manual);
     let a = hv
