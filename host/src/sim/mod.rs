@@ -34,6 +34,39 @@
 //! [`SimGuest::write_pages`], [`SimGuest::set_vcpu_context`],
 //! [`SimGuest::unpause`]; the workload goes on at the step after the one
 //! the source last ran.
+//!
+//! ```
+//! use relocd::sim::*;
+//!
+//! let (here, there) = (
+//!     SimHypervisor::new(4 << 30, Drive::Manual),
+//!     SimHypervisor::new(4 << 30, Drive::Manual),
+//! );
+//! let spec = GuestSpec::new("web1", parse_memory("1G")?)?
+//!     .with_dirty_rate(parse_rate("64M/s")?)?
+//!     .with_pattern("hot".parse()?);
+//! let src = here.create(&spec, false)?;
+//! src.advance(100); // one simulated second
+//!
+//! // Offline move: pause, copy every page and the vCPU, start there.
+//! src.pause()?;
+//! let dst = there.create_empty("web1", spec.memory)?;
+//! let mut buf = vec![0; 1024 * PAGE_SIZE];
+//! for first in (0..src.nr_pages()).step_by(1024) {
+//!     let pfns: Vec<u64> = (first..first + 1024).collect();
+//!     src.read_pages(&pfns, &mut buf)?;
+//!     dst.write_pages(&pfns, &buf)?;
+//! }
+//! dst.set_vcpu_context(&src.vcpu_context()?)?;
+//! src.destroy()?;
+//! dst.unpause()?;
+//! dst.advance(1);
+//!
+//! assert_eq!(dst.memory_counter(), Some(101));
+//! let expected = ExpectedMemory::after(spec.workload(), spec.nr_pages(), 101);
+//! dst.verify(&expected)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod guest;
 mod memory;

@@ -34,7 +34,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::workload::{Pattern, Workload, DEFAULT_STEP_PERIOD_NS, MAX_DIRTY_RATE};
+use super::workload::{ExpectedMemory, Pattern, Workload, DEFAULT_STEP_PERIOD_NS, MAX_DIRTY_RATE};
 use super::PAGE_SIZE;
 
 /// The largest guest memory a spec accepts: 1 TiB.
@@ -278,6 +278,12 @@ impl GuestSpec {
             pattern: self.pattern,
             step_period_ns: self.step_period_ns,
         }
+    }
+
+    /// What a guest of this spec holds after `steps` workload steps,
+    /// wherever they ran.
+    pub fn expected_memory(&self, steps: u64) -> ExpectedMemory {
+        ExpectedMemory::after(self.workload(), self.nr_pages(), steps)
     }
 }
 

@@ -429,7 +429,7 @@ fn counter_goes_on_after_a_copy() {
     assert_eq!(dst.first_difference(&src), Ok(None));
     assert_eq!(dst.steps(), Some(65));
     assert_eq!(dst.memory_counter(), Some(65));
-    let expected = ExpectedMemory::after(s.workload(), s.nr_pages(), 65);
+    let expected = s.expected_memory(65);
     assert_eq!(dst.verify(&expected), Ok(()));
 }
 
