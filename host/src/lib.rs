@@ -5,3 +5,4 @@
 
 pub mod peer;
 pub mod settings;
+pub mod sim;
