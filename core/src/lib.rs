@@ -10,3 +10,8 @@
 extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
+
+pub mod guest;
+pub mod precopy;
+pub mod protocol;
+pub mod time;
