@@ -245,6 +245,8 @@ pub struct Source {
     config: SourceConfig,
     outbox: Deque<Out, 8>,
     actions: Deque<SourceAction, 4>,
+    /// The last frame `poll_transmit` returned.
+    last_tx: Option<Out>,
 }
 
 impl Source {
@@ -259,6 +261,7 @@ impl Source {
             config,
             outbox,
             actions: Deque::new(),
+            last_tx: None,
         }
     }
 
@@ -336,6 +339,7 @@ impl Source {
         };
         let n = msg::encode(&m, buf)?;
         self.outbox.pop_front();
+        self.last_tx = Some(out);
         if out == Out::Commit {
             if let SourceState::Committing { sent, .. } = &mut self.state {
                 *sent = true;
@@ -377,6 +381,22 @@ impl Source {
             let state = self.state.name();
             self.fail(now, Error::LinkLost { state }, false);
         }
+    }
+
+    /// The last frame returned by [`poll_transmit`](Self::poll_transmit)
+    /// could not be written at all: the write failed before the connection
+    /// accepted any byte of it. Ends the session like
+    /// [`handle_link_error`](Self::handle_link_error), but knowing that
+    /// frame never left, so a `Commit` that never left does not put the
+    /// session in doubt. If any byte of it may have been accepted, call
+    /// `handle_link_error` instead.
+    pub fn handle_transmit_failed(&mut self, now: Instant) {
+        if self.last_tx == Some(Out::Commit) {
+            if let SourceState::Committing { sent, .. } = &mut self.state {
+                *sent = false;
+            }
+        }
+        self.handle_link_error(now);
     }
 
     /// A frame body from the destination.
