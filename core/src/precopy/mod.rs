@@ -31,6 +31,8 @@
 //!          batches as above; summary = pc.finish(now)
 //! ```
 //!
+//! [`drive`] has these steps as functions over the guest traits.
+//!
 //! The caller keeps the bitmap and may refill it between rounds as it likes;
 //! [`Precopy`] only reads it. After `suspend`, the pages dirtied since the
 //! last `clean_dirty` must be merged into the bitmap of pages not yet sent
@@ -47,6 +49,7 @@
 //! one image chunk of the relocation protocol. [`MAX_PAGE_DATA_RECORD_LEN`]
 //! bounds that record, and the protocol's frame limit is derived from it.
 
+pub mod drive;
 mod policy;
 #[cfg(test)]
 mod tests;
@@ -352,6 +355,11 @@ impl<P: PrecopyPolicy> Precopy<P> {
     /// Where the loop is.
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// The guest's `p2m_size` this loop walks.
+    pub fn p2m_size(&self) -> u64 {
+        self.p2m_size
     }
 
     /// The policy, e.g. to read its settings back.

@@ -386,3 +386,187 @@ fn bandwidth_cap_paces_batches() {
     assert_eq!(d, Decision::ContinuePrecopy);
     assert_eq!(pc.phase(), Phase::Live(2));
 }
+
+/// A guest whose odd pfns are holes (XTAB) and which can be told to lie
+/// about how many pages it copied.
+struct Holes {
+    lie: bool,
+    suspended: bool,
+}
+
+impl crate::guest::SourceGuest for Holes {
+    type Error = ();
+    fn info(&self) -> Result<crate::guest::GuestInfo, ()> {
+        Ok(crate::guest::GuestInfo {
+            guest_type: crate::guest::GuestType::Pv,
+            p2m_size: 10,
+            nr_pages: 5,
+            vcpus: 1,
+        })
+    }
+    fn enable_logdirty(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn clean_dirty(&mut self, bitmap: &mut [u64]) -> Result<u64, ()> {
+        bitmap[0] = if self.suspended { 0b1000 } else { 0b11 };
+        Ok(2)
+    }
+    fn read_pages(
+        &mut self,
+        pfns: &[Pfn],
+        types: &mut [crate::guest::PageType],
+        data: &mut [u8],
+    ) -> Result<usize, ()> {
+        let mut k = 0;
+        for (i, p) in pfns.iter().enumerate() {
+            if p % 2 == 1 {
+                types[i] = crate::guest::PageType::XTAB;
+            } else {
+                types[i] = crate::guest::PageType::NOTAB;
+                data[k * PAGE_SIZE..(k + 1) * PAGE_SIZE].fill(*p as u8);
+                k += 1;
+            }
+        }
+        Ok(if self.lie { k + 1 } else { k })
+    }
+    fn pause(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn unpause(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn suspend(&mut self) -> Result<(), ()> {
+        self.suspended = true;
+        Ok(())
+    }
+    fn resume(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn vcpu_context(&mut self, _: u32, _: &mut [u8]) -> Result<usize, ()> {
+        Ok(0)
+    }
+    fn destroy(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn drive_steps_over_a_guest() {
+    use drive::*;
+    let mut g = Holes {
+        lie: false,
+        suspended: false,
+    };
+    let mut bm = [0u64; 1];
+    let mut pc = start_live(
+        &mut g,
+        &mut bm,
+        PrecopyConfig::default(),
+        SimplePolicy {
+            target_dirty: 0,
+            max_rounds: 2,
+        },
+        Instant::ZERO,
+    )
+    .unwrap();
+    let (mut pfns, mut types, mut data) = (
+        [0u64; 4],
+        [crate::guest::PageType::NOTAB; 4],
+        vec![0u8; 4 * PAGE_SIZE],
+    );
+    let b = read_batch(
+        &mut pc,
+        &mut g,
+        &bm,
+        BatchBuf {
+            pfns: &mut pfns,
+            types: &mut types,
+            data: &mut data,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(b.pfns, &[0, 1, 2, 3]);
+    assert_eq!(b.types[1], crate::guest::PageType::XTAB);
+    // Holes carry no data: two pages, packed.
+    assert_eq!(b.data.len(), 2 * PAGE_SIZE);
+    assert_eq!((b.data[0], b.data[PAGE_SIZE]), (0, 2));
+    assert_eq!(b.record_len(), 16 + 4 * 8 + 2 * PAGE_SIZE);
+    let mut count = 4;
+    loop {
+        let buf = BatchBuf {
+            pfns: &mut pfns,
+            types: &mut types,
+            data: &mut data,
+        };
+        match read_batch(&mut pc, &mut g, &bm, buf).unwrap() {
+            Some(b) => count += b.pfns.len(),
+            None => break,
+        }
+    }
+    assert_eq!(count, 10);
+    assert_eq!(
+        end_live_round(&mut pc, &mut g, &mut bm, Instant::from_millis(5)),
+        Ok(Decision::ContinuePrecopy)
+    );
+    assert_eq!(
+        end_live_round(&mut pc, &mut g, &mut bm, Instant::from_millis(6)),
+        Ok(Decision::StopAndCopy)
+    );
+    assert_eq!(pc.phase(), Phase::Stopping);
+    // The last log (pfn 3) joins what round 2 left dirty (pfns 0, 1).
+    let mut scratch = [0u64; 1];
+    assert_eq!(
+        suspend_for_final(
+            &mut pc,
+            &mut g,
+            &mut bm,
+            &mut scratch,
+            Instant::from_millis(7)
+        ),
+        Ok(3)
+    );
+    assert_eq!(bm[0], 0b1011);
+    // A backend that miscounts is caught.
+    g.lie = true;
+    let buf = BatchBuf {
+        pfns: &mut pfns,
+        types: &mut types,
+        data: &mut data,
+    };
+    assert_eq!(
+        read_batch(&mut pc, &mut g, &bm, buf),
+        Err(DriveError::BatchMismatch)
+    );
+    // The sink side checks the data length against the types.
+    struct Sink;
+    impl crate::guest::SinkGuest for Sink {
+        type Error = ();
+        fn populate(&mut self, _: &[Pfn], _: &[crate::guest::PageType]) -> Result<(), ()> {
+            Ok(())
+        }
+        fn write_pages(
+            &mut self,
+            _: &[Pfn],
+            _: &[crate::guest::PageType],
+            _: &[u8],
+        ) -> Result<(), ()> {
+            Ok(())
+        }
+        fn set_vcpu_context(&mut self, _: u32, _: &[u8]) -> Result<(), ()> {
+            Ok(())
+        }
+        fn unpause(&mut self) -> Result<(), ()> {
+            Ok(())
+        }
+        fn destroy(&mut self) -> Result<(), ()> {
+            Ok(())
+        }
+    }
+    let t = [crate::guest::PageType::NOTAB, crate::guest::PageType::XTAB];
+    assert_eq!(apply_batch(&mut Sink, &[0, 1], &t, &[0; PAGE_SIZE]), Ok(()));
+    assert_eq!(
+        apply_batch(&mut Sink, &[0, 1], &t, &[0; 2 * PAGE_SIZE]),
+        Err(DriveError::BatchMismatch)
+    );
+}

@@ -239,6 +239,12 @@ impl Input<'_> {
 ///    [`handle_link_error`](Self::handle_link_error) and wake at
 ///    [`poll_timeout`](Self::poll_timeout) for
 ///    [`handle_timeout`](Self::handle_timeout).
+///
+/// An `Err` from `frame_len`/`handle_frame` has ended the session unless
+/// the commit had already arrived (then the machine carries on to
+/// `Running`); an `Err` from a host call out of order changes nothing. The
+/// session is over only at [`DestAction::Finished`]: keep driving actions
+/// until then, even after the connection is gone.
 #[derive(Debug)]
 pub struct Dest {
     state: DestState,

@@ -24,6 +24,21 @@ pub struct GuestDesc {
     pub info: GuestInfo,
 }
 
+impl GuestDesc {
+    /// A description from the guest's name, UUID and shape; the memory is
+    /// `info.nr_pages` pages. Fails if the name is longer than
+    /// [`MAX_NAME_LEN`].
+    pub fn new(name: &str, uuid: [u8; 16], info: GuestInfo) -> Result<Self, Error> {
+        let name = String::try_from(name).map_err(|_| Error::LimitExceeded(Limit::NameTooLong))?;
+        Ok(GuestDesc {
+            name,
+            uuid,
+            memory_bytes: info.nr_pages.saturating_mul(crate::guest::PAGE_SIZE as u64),
+            info,
+        })
+    }
+}
+
 /// The source's settings for one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceConfig {
@@ -238,7 +253,14 @@ impl Input<'_> {
 ///
 /// An `Err` from a `handle_*` method that was caused by the peer or the
 /// link has already moved the machine to `Finished`; an `Err` for a host
-/// call out of order leaves the state as it was.
+/// call out of order leaves the state as it was. Either way the session is
+/// over only when `poll_action` has returned [`SourceAction::Finished`]:
+/// keep draining actions (and `poll_transmit`, for a last `Abort`) until
+/// then, and carry out the outcome.
+///
+/// While the image flows the source waits on nothing, so it has no
+/// deadline of its own then: a destination that stops reading shows up as
+/// the host's write timeout, reported with `handle_link_error`.
 #[derive(Debug)]
 pub struct Source {
     state: SourceState,

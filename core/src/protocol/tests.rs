@@ -12,7 +12,7 @@ use super::msg::{self, Hello, Msg, VersionRefused};
 use super::*;
 use crate::guest::{GuestInfo, GuestType, PageType, Pfn, SinkGuest, SourceGuest, PAGE_SIZE};
 use crate::precopy::{
-    self, Decision, DefaultPolicy, PolicyConfig, Precopy, PrecopyConfig, MAX_BATCH_SIZE,
+    self, drive, Decision, DefaultPolicy, PolicyConfig, Precopy, PrecopyConfig, MAX_BATCH_SIZE,
 };
 use crate::time::{Duration, Instant};
 use std::collections::VecDeque;
@@ -298,11 +298,7 @@ impl ImageReader {
                         types.push(PageType::from_raw((e >> 32) as u32));
                     }
                     let data = chunk.get(5 + 8 * n..)?;
-                    if data.len() != n * PAGE_SIZE {
-                        return None;
-                    }
-                    sink.populate(&pfns, &types).ok()?;
-                    sink.write_pages(&pfns, &types, data).ok()
+                    drive::apply_batch(sink, &pfns, &types, data).ok()
                 }
                 b'V' => {
                     let v = u32::from_le_bytes(chunk.get(1..5)?.try_into().ok()?);
@@ -439,17 +435,17 @@ struct Pair {
 }
 
 fn guest_desc() -> GuestDesc {
-    GuestDesc {
-        name: heapless::String::try_from("web1").unwrap(),
-        uuid: [7; 16],
-        memory_bytes: P2M * PAGE_SIZE as u64,
-        info: GuestInfo {
-            guest_type: GuestType::Hvm,
-            p2m_size: P2M,
-            nr_pages: P2M,
-            vcpus: VCPUS,
-        },
-    }
+    let info = GuestInfo {
+        guest_type: GuestType::Hvm,
+        p2m_size: P2M,
+        nr_pages: P2M,
+        vcpus: VCPUS,
+    };
+    assert_eq!(
+        GuestDesc::new(&"x".repeat(65), [0; 16], info),
+        Err(Error::LimitExceeded(Limit::NameTooLong))
+    );
+    GuestDesc::new("web1", [7; 16], info).unwrap()
 }
 
 impl Pair {
@@ -690,21 +686,18 @@ impl Pair {
             busy = true;
             match a {
                 SourceAction::StartTransfer { live } => {
-                    let info = self.src.guest.info().unwrap();
                     let cfg = PrecopyConfig {
                         bandwidth_limit: self.src.bandwidth,
                     };
-                    precopy::set_all(&mut self.src.bitmap, info.p2m_size).unwrap();
                     let policy = DefaultPolicy::new(self.src.policy);
+                    let (g, bm) = (&mut self.src.guest, &mut self.src.bitmap);
                     if live {
-                        self.src.guest.enable_logdirty().unwrap();
-                        self.src.pc = Some(Precopy::live(info.p2m_size, cfg, policy, now));
+                        self.src.pc = Some(drive::start_live(g, bm, cfg, policy, now).unwrap());
                         self.src.xfer = Xfer::Live;
                     } else {
-                        self.src.guest.suspend().unwrap();
+                        self.src.pc = Some(drive::start_offline(g, bm, cfg, policy, now).unwrap());
                         sm.handle_suspended(now).unwrap();
                         self.src.snapshot = Some(self.src.guest.m.clone());
-                        self.src.pc = Some(Precopy::offline(info.p2m_size, cfg, policy, now));
                         self.src.xfer = Xfer::Final;
                     }
                 }
@@ -823,18 +816,22 @@ impl Pair {
 
     fn src_batch(&mut self) {
         let now = self.now;
-        let mut pfns = vec![0 as Pfn; self.src.batch.min(MAX_BATCH_SIZE)];
+        let size = self.src.batch.min(MAX_BATCH_SIZE);
+        let mut pfns = vec![0 as Pfn; size];
+        let mut types = vec![PageType::NOTAB; size];
+        let mut data = vec![0u8; size * PAGE_SIZE];
         let pc = self.src.pc.as_mut().unwrap();
-        let n = pc.next_batch(&self.src.bitmap, &mut pfns).unwrap();
-        if n > 0 {
-            let mut types = vec![PageType::NOTAB; n];
-            let mut data = vec![0u8; n * PAGE_SIZE];
-            self.src
-                .guest
-                .read_pages(&pfns[..n], &mut types, &mut data)
-                .unwrap();
+        let buf = drive::BatchBuf {
+            pfns: &mut pfns,
+            types: &mut types,
+            data: &mut data,
+        };
+        let batch = drive::read_batch(pc, &mut self.src.guest, &self.src.bitmap, buf).unwrap();
+        if let Some(b) = batch {
+            let n = b.pfns.len();
             let mut rec = Vec::new();
-            page_record(&pfns[..n], &types, &data, &mut rec);
+            page_record(b.pfns, b.types, b.data, &mut rec);
+            assert_eq!(rec.len() + 11, b.record_len());
             if self.src_chunk(&rec) {
                 if let Some(pc) = self.src.pc.as_mut() {
                     if let Some(t) = pc.record_batch(now, n as u64, rec.len() as u64) {
@@ -846,8 +843,8 @@ impl Pair {
         }
         match self.src.xfer {
             Xfer::Live => {
-                let dirty = self.src.guest.clean_dirty(&mut self.src.bitmap).unwrap();
-                let d = pc.end_round(now, dirty).unwrap();
+                let d = drive::end_live_round(pc, &mut self.src.guest, &mut self.src.bitmap, now)
+                    .unwrap();
                 let stats = pc.progress().last_round.unwrap();
                 self.src.rounds.push(d);
                 let sm = self.src.sm.as_mut().unwrap();
@@ -855,12 +852,10 @@ impl Pair {
                 match d {
                     Decision::ContinuePrecopy => {}
                     Decision::StopAndCopy => {
-                        self.src.guest.suspend().unwrap();
-                        self.src.snapshot = Some(self.src.guest.m.clone());
                         let mut last = vec![0u64; self.src.bitmap.len()];
-                        self.src.guest.clean_dirty(&mut last).unwrap();
-                        let count = precopy::or_into(&mut self.src.bitmap, &last, P2M).unwrap();
-                        pc.begin_final(now, count).unwrap();
+                        let (g, bm) = (&mut self.src.guest, &mut self.src.bitmap);
+                        drive::suspend_for_final(pc, g, bm, &mut last, now).unwrap();
+                        self.src.snapshot = Some(self.src.guest.m.clone());
                         sm.handle_suspended(now).unwrap();
                         self.src.xfer = Xfer::Final;
                     }
