@@ -304,7 +304,10 @@ impl Dest {
     }
 
     /// Checks a frame header against the current bound and returns the body
-    /// length; on error the session has failed (nothing was allocated).
+    /// length. On error nothing was allocated and the session has failed
+    /// (unless the commit had arrived); the byte stream can no longer be
+    /// trusted: close the connection and report
+    /// [`handle_link_error`](Self::handle_link_error).
     pub fn frame_len(
         &mut self,
         now: Instant,

@@ -244,7 +244,10 @@ impl Input<'_> {
 ///    abort): 4 header bytes → [`frame_len`](Self::frame_len) → body →
 ///    [`handle_frame`](Self::handle_frame).
 /// 5. Report the connection's failure (EOF, reset, read or write timeout)
-///    with [`handle_link_error`](Self::handle_link_error), and wake up at
+///    with [`handle_link_error`](Self::handle_link_error) (or
+///    [`handle_transmit_failed`](Self::handle_transmit_failed) when the
+///    write of the last polled frame failed before any of it was
+///    accepted), and wake up at
 ///    [`poll_timeout`](Self::poll_timeout) to call
 ///    [`handle_timeout`](Self::handle_timeout).
 /// 6. While transferring, send each image chunk as
@@ -316,8 +319,10 @@ impl Source {
         MAX_CONTROL_FRAME_LEN
     }
 
-    /// Checks a frame header from the destination; on error the session
-    /// has failed.
+    /// Checks a frame header from the destination. On error the session
+    /// has failed (or, once `Commit` has left, keeps waiting); either way
+    /// the byte stream can no longer be trusted: close the connection and
+    /// report [`handle_link_error`](Self::handle_link_error).
     pub fn frame_len(
         &mut self,
         now: Instant,
@@ -632,6 +637,14 @@ impl Source {
         use SourceState as S;
         let outcome = match self.state {
             S::Finished(_) => return,
+            // Once Commit has left, only `Committed`, `Abort`, link loss or
+            // the deadline end the wait: a stray or broken message from the
+            // destination says nothing about whether it runs the guest.
+            S::Committing { sent: true, .. }
+                if !matches!(error, Error::LinkLost { .. } | Error::Timeout { .. }) =>
+            {
+                return
+            }
             S::Committing { sent: true, .. } => SourceOutcome::InDoubt(error),
             _ => SourceOutcome::Aborted(error),
         };

@@ -343,6 +343,12 @@ enum What {
     /// The daemon on `side` dies (SIGKILL) and restarts from its journal;
     /// its connection is reset.
     Kill,
+    /// The frame's body is replaced by 0xff bytes.
+    Garbage,
+    /// The frame's length prefix is replaced by `u32::MAX`.
+    Oversize,
+    /// The frame is delivered twice (a message out of order).
+    Duplicate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,6 +416,10 @@ struct SrcHost {
     batch: usize,
     rounds: Vec<Decision>,
     snapshot: Option<Machine>,
+    /// Host faults to inject: the commit journal write fails; the operator
+    /// cancels after this many live rounds.
+    fail_journal: bool,
+    cancel_after_round: Option<u32>,
 }
 
 struct DstHost {
@@ -421,6 +431,10 @@ struct DstHost {
     outcome: Option<DestOutcome>,
     recovery: Option<DestRecovery>,
     admission: Result<(), RefuseReason>,
+    /// Host faults to inject at the destination.
+    fail_complete: bool,
+    fail_journal: bool,
+    fail_unpause: bool,
 }
 
 struct Pair {
@@ -430,7 +444,7 @@ struct Pair {
     dst: DstHost,
     fault: Option<Fault>,
     fired: bool,
-    counts: Vec<(Side, &'static str, u32)>,
+    counts: Vec<((Side, When, &'static str), u32)>,
     buf: Vec<u8>,
 }
 
@@ -484,6 +498,8 @@ impl Pair {
                 batch: 100,
                 rounds: Vec::new(),
                 snapshot: None,
+                fail_journal: false,
+                cancel_after_round: None,
             },
             dst: DstHost {
                 sm: Some(Dest::new(DestConfig::default(), now)),
@@ -494,6 +510,9 @@ impl Pair {
                 outcome: None,
                 recovery: None,
                 admission: Ok(()),
+                fail_complete: false,
+                fail_journal: false,
+                fail_unpause: false,
             },
             fault: None,
             fired: false,
@@ -507,37 +526,23 @@ impl Pair {
         self
     }
 
-    /// Counts an event and fires the fault if it matches.
+    /// Counts an event and fires the fault if it matches. Events are
+    /// counted per (side, when, kind); frames arrive in order, so the n-th
+    /// frame of a kind received is the n-th sent.
     fn event(&mut self, side: Side, when: When, kind: &'static str) {
-        let n = match self
-            .counts
-            .iter_mut()
-            .find(|(s, k, _)| *s == side && *k == kind && when == When::Sent)
-        {
-            Some(c) => {
-                c.2 += 1;
-                c.2
+        let key = (side, when, kind);
+        let nth = match self.counts.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
             }
             None => {
-                if when == When::Sent {
-                    self.counts.push((side, kind, 1));
-                }
+                self.counts.push((key, 1));
                 1
             }
         };
-        let nth = if when == When::Sent {
-            n
-        } else {
-            // Received frames are counted on the sender's tally.
-            let other = if side == Side::Src {
-                Side::Dst
-            } else {
-                Side::Src
-            };
-            self.received_nth(other, kind)
-        };
         let Some(f) = self.fault else { return };
-        if self.fired || f.side != side || f.when != when || f.kind != kind || f.nth != nth {
+        if self.fired || (f.side, f.when, f.kind, f.nth) != (side, when, kind, nth) {
             return;
         }
         self.fired = true;
@@ -550,25 +555,20 @@ impl Pair {
             }
             What::Stall => self.link.stalled = true,
             What::Kill => self.kill(side),
-        }
-    }
-
-    fn received_nth(&mut self, sender: Side, kind: &'static str) -> u32 {
-        // Frames are delivered in order, so the k-th received frame of a kind
-        // is the k-th sent; keep a separate tally keyed by the receiver.
-        let key = match sender {
-            Side::Src => "rx-dst",
-            Side::Dst => "rx-src",
-        };
-        let label: &'static str = std::boxed::Box::leak(format!("{key}:{kind}").into_boxed_str());
-        match self.counts.iter_mut().find(|(_, k, _)| *k == label) {
-            Some(c) => {
-                c.2 += 1;
-                c.2
+            What::Garbage => {
+                if let Some(f) = self.link.queue(side).back_mut() {
+                    f[4..].fill(0xff);
+                }
             }
-            None => {
-                self.counts.push((sender, label, 1));
-                1
+            What::Oversize => {
+                if let Some(f) = self.link.queue(side).back_mut() {
+                    f[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+                }
+            }
+            What::Duplicate => {
+                if let Some(f) = self.link.queue(side).back().cloned() {
+                    self.link.queue(side).push_back(f);
+                }
             }
         }
     }
@@ -703,6 +703,10 @@ impl Pair {
                 }
                 SourceAction::JournalCommit { session } => {
                     assert_eq!(session, sm.session());
+                    if self.src.fail_journal {
+                        sm.handle_journal_failed(now).unwrap();
+                        continue;
+                    }
                     self.src.journal.push(RecordKind::Commit);
                     self.src.sm = Some(sm);
                     self.event(Side::Src, When::Sent, "Journal");
@@ -759,6 +763,9 @@ impl Pair {
                 let hdr: [u8; 4] = frame[..4].try_into().unwrap();
                 if sm.frame_len(now, hdr).is_ok() {
                     let _ = sm.handle_frame(now, &frame[4..]);
+                } else {
+                    // The stream is out of step: hang up.
+                    self.link.cut = true;
                 }
                 self.src.sm = Some(sm);
                 self.event(Side::Src, When::Received, kind);
@@ -849,6 +856,11 @@ impl Pair {
                 self.src.rounds.push(d);
                 let sm = self.src.sm.as_mut().unwrap();
                 sm.handle_round_end(now, &stats).unwrap();
+                if self.src.cancel_after_round == Some(stats.round) {
+                    sm.abort(now, AbortReason::Cancelled).unwrap();
+                    self.src.xfer = Xfer::Done;
+                    return;
+                }
                 match d {
                     Decision::ContinuePrecopy => {}
                     Decision::StopAndCopy => {
@@ -906,6 +918,8 @@ impl Pair {
                         let sink = self.dst.sink.as_mut().expect("image before admission");
                         self.dst.reader.apply(image, sink);
                     }
+                } else {
+                    self.link.cut = true;
                 }
                 self.dst.sm = Some(sm);
                 self.event(Side::Dst, When::Received, kind);
@@ -933,16 +947,22 @@ impl Pair {
                 }
                 DestAction::CompleteImage => {
                     let sink = self.dst.sink.as_mut().unwrap();
-                    let r =
-                        if self.dst.reader.ended && !self.dst.reader.bad && sink.complete().is_ok()
-                        {
-                            Ok(())
-                        } else {
-                            Err(AbortReason::BadImage)
-                        };
+                    let r = if self.dst.reader.ended
+                        && !self.dst.reader.bad
+                        && !self.dst.fail_complete
+                        && sink.complete().is_ok()
+                    {
+                        Ok(())
+                    } else {
+                        Err(AbortReason::BadImage)
+                    };
                     sm.handle_image_complete(now, r).unwrap();
                 }
                 DestAction::JournalCommit { .. } => {
+                    if self.dst.fail_journal {
+                        sm.handle_journal_failed(now).unwrap();
+                        continue;
+                    }
                     self.dst.journal.push(RecordKind::Commit);
                     self.dst.sm = Some(sm);
                     self.event(Side::Dst, When::Sent, "Journal");
@@ -953,8 +973,12 @@ impl Pair {
                     sm.handle_journaled(now).unwrap();
                 }
                 DestAction::Unpause => {
-                    self.dst.sink.as_mut().unwrap().unpause().unwrap();
-                    sm.handle_unpaused(now, true).unwrap();
+                    if self.dst.fail_unpause {
+                        sm.handle_unpaused(now, false).unwrap();
+                    } else {
+                        self.dst.sink.as_mut().unwrap().unpause().unwrap();
+                        sm.handle_unpaused(now, true).unwrap();
+                    }
                 }
                 DestAction::Finished(o) => {
                     self.dst.outcome = Some(o);
@@ -1638,7 +1662,15 @@ fn fault_matrix(live: bool) -> Vec<(Fault, &'static str)> {
             Side::Src
         };
         for nth in nths {
-            for what in [What::Cut(true), What::Cut(false), What::Stall, What::Kill] {
+            for what in [
+                What::Cut(true),
+                What::Cut(false),
+                What::Stall,
+                What::Kill,
+                What::Garbage,
+                What::Oversize,
+                What::Duplicate,
+            ] {
                 faults.push(Fault {
                     side,
                     when: When::Sent,
@@ -1785,6 +1817,39 @@ fn check_expected(r: &[(Fault, &'static str)]) {
         verdict(Side::Dst, When::Sent, "Journal", What::Kill),
         "destination+in-doubt"
     );
+    // Bad input before the commit: the guest stays at the source.
+    for kind in ["Hello", "Admit", "Image", "ImageEnd"] {
+        for what in [What::Garbage, What::Oversize, What::Duplicate] {
+            assert_eq!(
+                verdict(Side::Src, When::Sent, kind, what),
+                "source",
+                "{kind} {what:?}"
+            );
+        }
+    }
+    assert_eq!(
+        verdict(Side::Dst, When::Sent, "Prepared", What::Garbage),
+        "source"
+    );
+    // A broken Commit: the destination presumes abort and says so.
+    assert_eq!(
+        verdict(Side::Src, When::Sent, "Commit", What::Garbage),
+        "source"
+    );
+    // A duplicate Prepared or Commit is reported and changes nothing.
+    assert_eq!(
+        verdict(Side::Dst, When::Sent, "Prepared", What::Duplicate),
+        "destination"
+    );
+    assert_eq!(
+        verdict(Side::Src, When::Sent, "Commit", What::Duplicate),
+        "destination"
+    );
+    // A broken Committed: in doubt (the destination does run it).
+    assert_eq!(
+        verdict(Side::Dst, When::Sent, "Committed", What::Garbage),
+        "destination+in-doubt"
+    );
     // Committed lost: same; delivered: clean.
     assert_eq!(
         verdict(Side::Dst, When::Sent, "Committed", What::Cut(false)),
@@ -1794,4 +1859,139 @@ fn check_expected(r: &[(Fault, &'static str)]) {
         verdict(Side::Dst, When::Sent, "Committed", What::Cut(true)),
         "destination"
     );
+}
+
+#[test]
+fn host_failures_around_the_commit() {
+    // The destination cannot finish the image: it aborts, the source resumes.
+    let mut p = Pair::new(21, true);
+    p.dst.fail_complete = true;
+    p.drive();
+    assert_eq!(
+        p.src.outcome,
+        Some(SourceOutcome::Aborted(Error::Aborted(
+            AbortReason::BadImage
+        )))
+    );
+    assert_eq!(p.src.guest.run, Run::Running);
+    assert!(p.src.journal.is_empty());
+    assert_eq!(p.check_invariant(), "source");
+
+    // The source cannot journal its commit: no Commit is ever sent.
+    let mut p = Pair::new(22, true);
+    p.src.fail_journal = true;
+    p.drive();
+    assert_eq!(
+        p.src.outcome,
+        Some(SourceOutcome::Aborted(Error::Aborted(
+            AbortReason::SourceFailed
+        )))
+    );
+    assert!(!p.link.sent.iter().any(|(_, k)| *k == "Commit"));
+    assert_eq!(p.check_invariant(), "source");
+
+    // The destination cannot journal, or cannot unpause, after the source
+    // committed: its Abort lets the source resume even after its commit.
+    for unpause in [false, true] {
+        let mut p = Pair::new(23, false);
+        if unpause {
+            p.dst.fail_unpause = true;
+        } else {
+            p.dst.fail_journal = true;
+        }
+        p.drive();
+        assert_eq!(
+            p.src.outcome,
+            Some(SourceOutcome::Aborted(Error::Aborted(
+                AbortReason::DestFailed
+            )))
+        );
+        assert_eq!(p.src.journal, [RecordKind::Commit, RecordKind::Aborted]);
+        assert_eq!(
+            p.dst.outcome,
+            Some(DestOutcome::Discarded(Error::Aborted(
+                AbortReason::DestFailed
+            )))
+        );
+        assert_eq!(p.check_invariant(), "source");
+    }
+}
+
+#[test]
+fn operator_cancel_during_precopy() {
+    let mut p = Pair::new(24, true);
+    p.src.cancel_after_round = Some(1);
+    p.drive();
+    assert_eq!(
+        p.src.outcome,
+        Some(SourceOutcome::Aborted(Error::Aborted(
+            AbortReason::Cancelled
+        )))
+    );
+    assert_eq!(
+        p.dst.outcome,
+        Some(DestOutcome::Discarded(Error::Aborted(
+            AbortReason::Cancelled
+        )))
+    );
+    assert_eq!(p.src.guest.run, Run::Running);
+    assert!(p.src.guest.logdirty.is_none(), "dirty log stopped");
+    assert_eq!(p.check_invariant(), "source");
+}
+
+#[test]
+fn no_abort_after_the_commit() {
+    let now = Instant::ZERO;
+    let mut s = Source::new(
+        SourceConfig {
+            session: 1,
+            live: false,
+            features: Features::ALL,
+            timeouts: Timeouts::default(),
+            guest: guest_desc(),
+        },
+        now,
+    );
+    let mut b = [0u8; 512];
+    let ack = frame(&Msg::HelloAck(msg::HelloAck {
+        version: 1,
+        features: Features::ALL,
+    }));
+    s.handle_frame(now, &ack[4..]).unwrap();
+    s.handle_frame(now, &frame(&Msg::Admitted)[4..]).unwrap();
+    assert_eq!(
+        s.poll_action(),
+        Some(SourceAction::StartTransfer { live: false })
+    );
+    s.handle_suspended(now).unwrap();
+    let mut hdr = [0u8; IMAGE_HEADER_MAX];
+    while s.poll_transmit(&mut b).unwrap().is_some() {}
+    s.image_chunk_header(10, &mut hdr).unwrap();
+    s.handle_image_end(now).unwrap();
+    s.handle_frame(now, &frame(&Msg::Prepared)[4..]).unwrap();
+    assert_eq!(
+        s.poll_action(),
+        Some(SourceAction::JournalCommit { session: 1 })
+    );
+    s.handle_journaled(now).unwrap();
+    while s.poll_transmit(&mut b).unwrap().is_some() {}
+    assert_eq!(s.state_name(), "Committing");
+    assert_eq!(
+        s.abort(now, AbortReason::Cancelled),
+        Err(Error::InvalidInState {
+            state: "Committing",
+            input: "abort"
+        })
+    );
+    // Stray input keeps the wait going; the deadline ends it in doubt.
+    assert!(s.handle_frame(now, &frame(&Msg::Prepared)[4..]).is_err());
+    assert_eq!(s.state_name(), "Committing");
+    let deadline = s.poll_timeout().unwrap();
+    s.handle_timeout(deadline);
+    assert!(matches!(
+        s.outcome(),
+        Some(SourceOutcome::InDoubt(Error::Timeout {
+            state: "Committing"
+        }))
+    ));
 }
