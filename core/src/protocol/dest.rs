@@ -137,7 +137,10 @@ pub struct Receive {
 ///     Prepared --> Journaling: Commit / JournalCommit
 ///     Journaling --> Unpausing: handle_journaled / Unpause
 ///     Unpausing --> Finished: handle_unpaused Ok (Committed queued) / Running
-///     Receiving --> Finished: failure, Abort / Discarded
+///     AwaitHello --> Finished: abort() (Refused queued) / Discarded
+///     AwaitAdmit --> Finished: abort(), Abort / Discarded
+///     Admitting --> Finished: abort(), Abort / Discarded
+///     Receiving --> Finished: failure, Abort, abort() / Discarded
 ///     Completing --> Finished: failure, Abort / Discarded
 ///     Prepared --> Finished: failure, timeout, Abort / Discarded (presumed abort)
 ///     Journaling --> Finished: journal failed (Abort queued) / Discarded
@@ -204,6 +207,7 @@ enum Input<'a> {
     Journaled,
     JournalFailed,
     Unpaused(bool),
+    Abort(AbortReason),
 }
 
 impl Input<'_> {
@@ -215,6 +219,7 @@ impl Input<'_> {
             Input::Journaled => "handle_journaled",
             Input::JournalFailed => "handle_journal_failed",
             Input::Unpaused(_) => "handle_unpaused",
+            Input::Abort(_) => "abort",
         }
     }
 }
@@ -432,6 +437,15 @@ impl Dest {
         self.handle(now, Input::Unpaused(ok))
     }
 
+    /// Gives up the session before the commit has arrived: a sink failure
+    /// while applying the image (`BadImage`, `DestFailed`), or the daemon
+    /// shutting down (`Cancelled`). Queues `Abort` (or, before admission,
+    /// `Refused(ShuttingDown)`) and ends in [`DestOutcome::Discarded`].
+    /// Refused once the commit has arrived: the guest must be started.
+    pub fn abort(&mut self, now: Instant, reason: AbortReason) -> Result<(), Error> {
+        self.handle(now, Input::Abort(reason))
+    }
+
     fn handle(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         let state = self.state;
         let next = self.step(now, state, input)?;
@@ -556,6 +570,14 @@ impl Dest {
                 | S::Prepared(..),
                 Input::Msg(Msg::Abort(reason)),
             ) => S::Finished(DestOutcome::Discarded(Error::Aborted(reason))),
+            (S::AwaitHello(_) | S::AwaitAdmit(..) | S::Admitting(_), Input::Abort(reason)) => {
+                self.send(Out::Refused(RefuseReason::ShuttingDown))?;
+                S::Finished(DestOutcome::Discarded(Error::Aborted(reason)))
+            }
+            (S::Receiving(..) | S::Completing(_) | S::Prepared(..), Input::Abort(reason)) => {
+                self.send(Out::Abort(reason))?;
+                S::Finished(DestOutcome::Discarded(Error::Aborted(reason)))
+            }
             (s, i) => {
                 return Err(Error::InvalidInState {
                     state: s.name(),

@@ -113,8 +113,12 @@
 //!    may resume even after its commit.
 //! 8. **The one in-doubt instant.** Once `Commit` has been handed to the
 //!    connection, the source cannot tell, without `Committed` or `Abort`,
-//!    whether the destination got it. If the connection or the destination
-//!    fails then, the source ends in [`SourceOutcome::InDoubt`]: it keeps
+//!    whether the destination got it. (If the host knows the write of
+//!    `Commit` failed before any byte was accepted, it says so with
+//!    [`Source::handle_transmit_failed`] and the session aborts instead.)
+//!    Stray or broken input from the destination does not end this wait:
+//!    it carries no answer. If the connection or the destination fails, or
+//!    the deadline passes, the source ends in [`SourceOutcome::InDoubt`]: it keeps
 //!    its copy suspended, and the host lists the domain "in doubt". The
 //!    destination either runs the guest (it got `Commit`) or destroyed its
 //!    copy (it did not): at most one runs, and the suspended copy at the
@@ -136,6 +140,8 @@
 //! | --- | --- | --- | --- |
 //! | cut before `Admitted`, refusal, version mismatch | Aborted (never paused) | Discarded (nothing or empty domain) | source |
 //! | cut, stall, garbage or `Abort` during pre-copy | Aborted: guest kept running | Discarded: partial copy destroyed | source |
+//! | garbage, oversize or out-of-order frame before the commit | Aborted (`Abort` sent or received) | Discarded (`Abort` sent or received) | source |
+//! | the destination's sink fails mid-image, or it shuts down | Aborted (`Abort`/`Refused` received) | Discarded | source |
 //! | cut after `Suspended`, before `Prepared` arrives | Aborted: guest resumed | Discarded | source |
 //! | image incomplete at the destination | Aborted (`Abort` received) | Discarded, `Abort` sent | source |
 //! | source's commit journal fails | Aborted, `Abort` sent | Discarded | source |
@@ -144,6 +150,8 @@
 //! | cut after `Commit` arrived, before `Committed` arrives | **InDoubt**, suspended | Running | destination: in doubt at source → `resolve --discard` |
 //! | destination's commit journal or unpause fails, `Abort` arrives | Aborted: resumes | Discarded, `Abort` sent | source |
 //! | the same, `Abort` lost | **InDoubt** | Discarded | none: `resolve --resume` |
+//! | stray or broken frame from the destination after `Commit` left | ignored: keeps waiting for `Committed` until its deadline | — | as the next rows |
+//! | stray or broken frame at the destination after `Commit` arrived | — | ignored: goes on to Running | destination |
 //! | `Committed` arrives | Migrated: copy destroyed | Running | destination |
 //! | source killed before its commit record | restart: resume | cut → Discarded | source |
 //! | source killed after its commit record | restart: **in doubt** | Running if `Commit` arrived, else Discarded | destination or none: `resolve` |

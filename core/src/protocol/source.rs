@@ -564,7 +564,7 @@ impl Source {
                 });
                 S::Transferring(tr)
             }
-            (S::AwaitAdmission(..), Input::Msg(Msg::Refused(r))) => {
+            (S::AwaitHelloAck(_) | S::AwaitAdmission(..), Input::Msg(Msg::Refused(r))) => {
                 S::Finished(SourceOutcome::Aborted(Error::Refused(r)))
             }
             (S::Transferring(mut tr), Input::RoundEnd(s)) if self.config.live && !tr.suspended => {

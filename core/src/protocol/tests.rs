@@ -435,6 +435,10 @@ struct DstHost {
     fail_complete: bool,
     fail_journal: bool,
     fail_unpause: bool,
+    /// The sink fails to write this image chunk (1-based).
+    fail_chunk: Option<u64>,
+    /// The daemon shuts down when asked for admission.
+    shutdown_at_admission: bool,
 }
 
 struct Pair {
@@ -513,6 +517,8 @@ impl Pair {
                 fail_complete: false,
                 fail_journal: false,
                 fail_unpause: false,
+                fail_chunk: None,
+                shutdown_at_admission: false,
             },
             fault: None,
             fired: false,
@@ -917,6 +923,13 @@ impl Pair {
                     if let Ok(Some(image)) = sm.handle_frame(now, &frame[4..]) {
                         let sink = self.dst.sink.as_mut().expect("image before admission");
                         self.dst.reader.apply(image, sink);
+                        let chunks = sm.receive().map(|r| r.chunks);
+                        if chunks.is_some() && chunks == self.dst.fail_chunk {
+                            self.dst.reader.bad = true;
+                        }
+                        if self.dst.reader.bad {
+                            sm.abort(now, AbortReason::BadImage).unwrap();
+                        }
                     }
                 } else {
                     self.link.cut = true;
@@ -940,6 +953,10 @@ impl Pair {
                 DestAction::Admit(req) => {
                     assert_eq!(req.name.as_str(), "web1");
                     assert_eq!(req.p2m_size, P2M);
+                    if self.dst.shutdown_at_admission {
+                        sm.abort(now, AbortReason::Cancelled).unwrap();
+                        continue;
+                    }
                     if self.dst.admission.is_ok() {
                         self.dst.sink = Some(FakeSink::new());
                     }
@@ -1994,4 +2011,67 @@ fn no_abort_after_the_commit() {
             state: "Committing"
         }))
     ));
+}
+
+#[test]
+fn destination_gives_up_mid_image_or_at_shutdown() {
+    let mut p = Pair::new(31, true);
+    p.dst.fail_chunk = Some(3);
+    p.drive();
+    assert_eq!(
+        p.src.outcome,
+        Some(SourceOutcome::Aborted(Error::Aborted(
+            AbortReason::BadImage
+        )))
+    );
+    assert_eq!(p.check_invariant(), "source");
+    assert_eq!(p.dst.sink.as_ref().unwrap().run, Run::Destroyed);
+
+    let mut p = Pair::new(32, true);
+    p.dst.shutdown_at_admission = true;
+    p.drive();
+    assert_eq!(
+        p.src.outcome,
+        Some(SourceOutcome::Aborted(Error::Refused(
+            RefuseReason::ShuttingDown
+        )))
+    );
+    assert!(p.dst.sink.is_none());
+    assert_eq!(p.check_invariant(), "source");
+
+    // After the commit the destination may not give up.
+    let now = Instant::ZERO;
+    let mut d = admitted_dest(now);
+    feed_dest(&mut d, now, &frame(&Msg::Suspended)).unwrap();
+    let end = Msg::ImageEnd(msg::ImageEnd {
+        chunks: 0,
+        bytes: 0,
+    });
+    feed_dest(&mut d, now, &frame(&end)).unwrap();
+    assert_eq!(d.poll_action(), Some(DestAction::CompleteImage));
+    d.handle_image_complete(now, Ok(())).unwrap();
+    feed_dest(&mut d, now, &frame(&Msg::Commit)).unwrap();
+    assert_eq!(
+        d.poll_action(),
+        Some(DestAction::JournalCommit { session: 9 })
+    );
+    assert!(d.state().committed());
+    assert_eq!(
+        d.abort(now, AbortReason::Cancelled),
+        Err(Error::InvalidInState {
+            state: "Journaling",
+            input: "abort"
+        })
+    );
+    // Nor do the link, the clock or garbage stop it now.
+    d.handle_link_error(now);
+    d.handle_timeout(Instant::from_secs(1 << 20));
+    assert!(feed_dest(&mut d, now, &[0, 0, 0, 1, 0xff]).is_err());
+    d.handle_journaled(now).unwrap();
+    assert_eq!(d.poll_action(), Some(DestAction::Unpause));
+    d.handle_unpaused(now, true).unwrap();
+    assert_eq!(
+        d.poll_action(),
+        Some(DestAction::Finished(DestOutcome::Running))
+    );
 }
