@@ -77,6 +77,12 @@ const _: () = assert!(MAX_PAGE_DATA_RECORD_LEN % 8 == 0);
 /// plus its pfn entry.
 pub const WIRE_BYTES_PER_PAGE: u64 = PAGE_SIZE as u64 + 8;
 
+/// A round is "busy" when the guest dirtied at least this percentage of
+/// the pages the round sent: the link barely keeps up. Counting distinct
+/// dirty pages, a guest that out-writes the link saturates just under 100 %
+/// (it rewrites the same pages), so "at least as many" alone would miss it.
+pub const BUSY_PERCENT: u64 = 90;
+
 /// Words of a dirty bitmap covering `p2m_size` pfns.
 pub const fn bitmap_words(p2m_size: u64) -> usize {
     let w = p2m_size.div_ceil(64);
@@ -250,7 +256,7 @@ pub struct PrecopyStats {
     /// stop-and-copy now would cost.
     pub projected_downtime: Duration,
     /// Consecutive rounds (ending with this one) in which the guest dirtied
-    /// at least as many pages as the round sent.
+    /// at least [`BUSY_PERCENT`] % as many pages as the round sent.
     pub busy_streak: u32,
     /// The guest's `p2m_size`.
     pub p2m_size: u64,
@@ -447,7 +453,10 @@ impl<P: PrecopyPolicy> Precopy<P> {
         let bandwidth = round_time.rate_of(self.round_bytes);
         let projected_downtime =
             Duration::for_bytes_at_rate(dirty_count.saturating_mul(WIRE_BYTES_PER_PAGE), bandwidth);
-        if dirty_count >= self.round_sent && dirty_count > 0 {
+        if dirty_count > 0
+            && u128::from(dirty_count) * 100
+                >= u128::from(self.round_sent) * u128::from(BUSY_PERCENT)
+        {
             self.busy_streak = self.busy_streak.saturating_add(1);
         } else {
             self.busy_streak = 0;

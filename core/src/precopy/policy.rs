@@ -51,8 +51,9 @@ pub struct PolicyConfig {
     /// Stop (or abort, with `abort_if_busy`) after this many live rounds
     /// (`--max-iters`). At least 1 is enforced.
     pub max_rounds: u32,
-    /// Stop (or abort) when the guest dirtied at least as many pages as the
-    /// round sent this many rounds in a row. 0 disables the check.
+    /// Stop (or abort) when the guest dirtied nearly as many pages as the
+    /// round sent ([`super::BUSY_PERCENT`]) this many rounds in a row. 0
+    /// disables the check.
     pub busy_rounds: u32,
     /// Abort instead of forcing a stop-and-copy whose downtime would exceed
     /// the limit (`--abort-if-busy`, as xl's `--abort_if_busy`).
