@@ -2075,3 +2075,186 @@ fn destination_gives_up_mid_image_or_at_shutdown() {
         Some(DestAction::Finished(DestOutcome::Running))
     );
 }
+
+/// Valid messages in random order, with random host answers: the
+/// machines never panic, the destination never asks to unpause unless it
+/// sent `Prepared` and then received `Commit`, and the source never sends
+/// `Commit` unless it received `Prepared` and the host journaled.
+#[test]
+fn random_valid_messages_keep_the_commit_rules() {
+    let payload = [1u8, 2, 3];
+    let msgs: Vec<Msg<'_>> = vec![
+        Msg::Hello(Hello {
+            magic: msg::MAGIC,
+            min_version: 1,
+            max_version: 1,
+            features: Features::ALL,
+        }),
+        Msg::HelloAck(msg::HelloAck {
+            version: 1,
+            features: Features::ALL,
+        }),
+        Msg::Admit(base_admit()),
+        Msg::Admitted,
+        Msg::Refused(RefuseReason::NoCapacity),
+        Msg::Image(&payload),
+        Msg::RoundEnd(msg::RoundEnd {
+            round: 1,
+            pages: 1,
+            dirty: 1,
+        }),
+        Msg::Suspended,
+        Msg::ImageEnd(msg::ImageEnd {
+            chunks: 1,
+            bytes: 3,
+        }),
+        Msg::ImageEnd(msg::ImageEnd {
+            chunks: 0,
+            bytes: 0,
+        }),
+        Msg::Prepared,
+        Msg::Commit,
+        Msg::Committed,
+        Msg::Abort(AbortReason::Cancelled),
+    ];
+    let frames: Vec<Vec<u8>> = msgs.iter().map(frame).collect();
+    let mut rng = XorShift(0x1234_5678);
+    let mut b = [0u8; 512];
+    let mut unpauses = 0;
+    let mut commits = 0;
+    for _ in 0..3000 {
+        let now = Instant::ZERO;
+        let mut d = Dest::new(DestConfig::default(), now);
+        let mut s = Source::new(
+            SourceConfig {
+                session: 1,
+                live: rng.next() % 2 == 0,
+                features: Features::ALL,
+                timeouts: Timeouts::default(),
+                guest: guest_desc(),
+            },
+            now,
+        );
+        let (mut d_sent_prepared, mut d_got_commit_after) = (false, false);
+        let (mut s_got_prepared, mut s_journaled) = (false, false);
+        for _ in 0..16 {
+            // Half the time the message the destination expects next.
+            let guided = rng.next() % 2 == 0;
+            let expected = match d.state() {
+                DestState::AwaitHello(_) => Some(frames[0].clone()),
+                DestState::AwaitAdmit(..) => Some(frames[2].clone()),
+                DestState::Receiving(r, _) if !r.suspended => Some(frames[7].clone()),
+                DestState::Receiving(r, _) => Some(frame(&Msg::ImageEnd(msg::ImageEnd {
+                    chunks: r.chunks,
+                    bytes: r.bytes,
+                }))),
+                DestState::Prepared(..) => Some(frames[11].clone()),
+                _ => None,
+            };
+            let f = match expected {
+                Some(e) if guided => e,
+                _ => frames[(rng.next() % frames.len() as u64) as usize].clone(),
+            };
+            let f = &f;
+            let kind = kind_of(f);
+            // Destination side.
+            let was_prepared = matches!(d.state(), DestState::Prepared(..));
+            if feed_dest(&mut d, now, f).is_ok() && kind == "Commit" && was_prepared {
+                d_got_commit_after = d_sent_prepared;
+            }
+            while let Some(a) = d.poll_action() {
+                let r = rng.next();
+                let _ = match a {
+                    DestAction::Admit(_) => d.handle_admission(
+                        now,
+                        if r % 3 == 0 {
+                            Err(RefuseReason::NameTaken)
+                        } else {
+                            Ok(())
+                        },
+                    ),
+                    DestAction::CompleteImage => d.handle_image_complete(
+                        now,
+                        if r % 4 == 0 {
+                            Err(AbortReason::BadImage)
+                        } else {
+                            Ok(())
+                        },
+                    ),
+                    DestAction::JournalCommit { .. } => d.handle_journaled(now),
+                    DestAction::Unpause => {
+                        assert!(d_got_commit_after, "unpause without Prepared then Commit");
+                        unpauses += 1;
+                        d.handle_unpaused(now, true)
+                    }
+                    DestAction::Finished(_) => Ok(()),
+                };
+            }
+            while let Some(n) = d.poll_transmit(&mut b).unwrap() {
+                if kind_of(&b[..n]) == "Prepared" {
+                    d_sent_prepared = true;
+                }
+            }
+            // Source side, with random host events; half the time the
+            // answer it expects.
+            let expected = match s.state() {
+                SourceState::AwaitHelloAck(_) => Some(&frames[1]),
+                SourceState::AwaitAdmission(..) => Some(&frames[3]),
+                SourceState::AwaitPrepared(..) => Some(&frames[10]),
+                SourceState::Committing { .. } => Some(&frames[12]),
+                _ => None,
+            };
+            let f = match expected {
+                Some(e) if rng.next() % 2 == 0 => Some(e),
+                None if rng.next() % 2 == 0 => None,
+                _ => Some(&frames[(rng.next() % frames.len() as u64) as usize]),
+            };
+            if let Some(f) = f {
+                let kind = kind_of(f);
+                if s.frame_len(now, f[..4].try_into().unwrap()).is_ok() {
+                    let before = s.state_name();
+                    if s.handle_frame(now, &f[4..]).is_ok()
+                        && kind == "Prepared"
+                        && before == "AwaitPrepared"
+                    {
+                        s_got_prepared = true;
+                    }
+                }
+            }
+            let suspended = s.transfer().is_some_and(|t| t.suspended);
+            let _ = match rng.next() % 4 {
+                0 if !suspended => s.handle_suspended(now),
+                0 | 1 => s.handle_image_end(now),
+                2 => s.handle_round_end(
+                    now,
+                    &precopy::PrecopyStats {
+                        round: 1,
+                        ..Default::default()
+                    },
+                ),
+                _ => Ok(()),
+            };
+            while let Some(a) = s.poll_action() {
+                if let SourceAction::JournalCommit { .. } = a {
+                    assert!(s_got_prepared);
+                    s_journaled = true;
+                    let _ = s.handle_journaled(now);
+                }
+            }
+            while let Some(n) = s.poll_transmit(&mut b).unwrap() {
+                if kind_of(&b[..n]) == "Commit" {
+                    assert!(
+                        s_got_prepared && s_journaled,
+                        "Commit before Prepared and journal"
+                    );
+                    commits += 1;
+                }
+            }
+        }
+    }
+    // The random walk reached the interesting states at least sometimes.
+    assert!(
+        unpauses > 0 && commits > 0,
+        "unpauses {unpauses}, commits {commits}"
+    );
+}
