@@ -328,7 +328,7 @@ impl Source {
         now: Instant,
         header: [u8; FRAME_HEADER_LEN],
     ) -> Result<usize, Error> {
-        msg::frame_len(header, self.max_frame_len()).inspect_err(|e| self.fail(now, *e, false))
+        msg::frame_len(header, self.max_frame_len()).inspect_err(|e| self.fail(now, *e, true))
     }
 
     /// The next frame to send, written into `buf` (at least
