@@ -12,4 +12,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod config;
+pub mod guest;
+pub mod precopy;
+pub mod protocol;
 pub mod sxp;
+pub mod time;
