@@ -3,5 +3,7 @@
 //! them directly.
 #![forbid(unsafe_code)]
 
+pub mod client;
+pub mod daemon;
 pub mod peer;
 pub mod settings;
