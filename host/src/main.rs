@@ -33,10 +33,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Serve(args) => {
             daemon::init_logging(cli.json);
-            daemon::serve(&cli.control, args).map_err(|e| {
-                tracing::error!("{e}");
-                (e.to_string(), ErrorKind::Internal)
-            })
+            daemon::serve(&cli.control, args).map_err(|e| (e.to_string(), ErrorKind::Internal))
         }
         Command::List => client::list(&cli.control, cli.json)
             .map_err(|e| (e.to_string(), e.to_command_error().kind)),

@@ -461,8 +461,12 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
         pid = std::process::id(),
         "relocd ready"
     );
-    let signal = signals.forever().next();
-    tracing::info!(signal = ?signal, "stopping");
+    let signal = match signals.forever().next() {
+        Some(SIGTERM) => "SIGTERM",
+        Some(SIGINT) => "SIGINT",
+        _ => "end of signal stream",
+    };
+    tracing::info!(signal, "stopping");
     daemon.stop();
     Ok(())
 }
