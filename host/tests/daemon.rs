@@ -279,6 +279,65 @@ fn second_serve_on_the_same_socket_refuses_while_the_first_lives() {
 }
 
 #[test]
+fn second_serve_on_the_same_state_dir_refuses() {
+    let dir = Scratch::new("samestate");
+    let config = dir.config("");
+    let state = dir.path("state");
+    let _first = Daemon::start(
+        &dir.path("one.sock"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    let second = dir.path("two.sock");
+    let out = relocd(
+        &second,
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("is in use by another relocd"), "{err}");
+    assert!(!second.exists(), "the refused daemon removes its socket");
+}
+
+#[test]
+fn listen_port_in_use_is_an_error_that_leaves_no_socket() {
+    let dir = Scratch::new("portbusy");
+    let config = dir.config("");
+    let control = dir.path("relocd.sock");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = relocd(
+        &control,
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            dir.path("state").to_str().unwrap(),
+            "--listen",
+            &addr,
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!("relocation listener on {addr}")),
+        "{err}"
+    );
+    assert!(!control.exists());
+}
+
+#[test]
 fn stale_socket_is_replaced() {
     let dir = Scratch::new("stale");
     let control = dir.path("relocd.sock");
@@ -298,6 +357,26 @@ fn stale_socket_is_replaced() {
     assert!(daemon
         .log_text()
         .contains("replacing a stale management socket"));
+}
+
+#[test]
+fn a_daemon_killed_with_sigkill_leaves_nothing_in_the_way() {
+    let dir = Scratch::new("sigkill");
+    let control = dir.path("relocd.sock");
+    let config = dir.config("");
+    let state = dir.path("state");
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let mut first = Daemon::start(&control, &args);
+    first.signal("KILL");
+    first.wait();
+    assert!(control.exists(), "SIGKILL leaves the socket file behind");
+    let second = Daemon::start(&control, &args);
+    assert_eq!(second.ping().pid, second.child.id());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //!
 //! Both are trait objects the daemon holds; the management socket turns each
 //! [`Request`](super::control::Request) into one call. Every method has a
-//! default that answers [`ErrorKind::NotImplemented`], so a backend or an
+//! default that answers [`ErrorKind::NotImplemented`](super::control::ErrorKind::NotImplemented), so a backend or an
 //! engine implements only what it can do and the CLI gets a typed error for
 //! the rest, never a hang.
 

@@ -14,6 +14,7 @@
 //! line of its own. Any *other* unreadable line is corruption and is reported
 //! with its line number: relocd does not guess about commit points.
 
+use super::lock::InstanceLock;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -118,6 +119,14 @@ pub enum JournalError {
         /// Its size.
         size: u64,
     },
+    /// Another live daemon uses this state directory.
+    #[error(
+        "state directory {path} is in use by another relocd; give each daemon its own --state-dir"
+    )]
+    InUse {
+        /// The state directory.
+        path: PathBuf,
+    },
     /// A record to write is longer than [`MAX_LINE`].
     #[error("journal record of {0} bytes is longer than {MAX_LINE} bytes")]
     RecordTooLong(usize),
@@ -152,6 +161,7 @@ pub struct Journal {
     path: PathBuf,
     appender: Mutex<Appender>,
     torn: Option<TornTail>,
+    _lock: InstanceLock,
 }
 
 impl std::fmt::Debug for Journal {
@@ -197,9 +207,17 @@ fn create_dir_durable(dir: &Path) -> Result<(), JournalError> {
 impl Journal {
     /// Opens (creating if needed) the journal in `state_dir`, repairing a
     /// torn last line (see [`Journal::torn_tail`]). The directory is created
-    /// with mode 0700 when missing.
+    /// with mode 0700 when missing. One journal per directory at a time: the
+    /// directory's instance lock is held until the journal is dropped.
     pub fn open(state_dir: &Path) -> Result<Journal, JournalError> {
         create_dir_durable(state_dir)?;
+        let Some(lock) =
+            InstanceLock::acquire("state", state_dir, FILE_NAME).map_err(io_err(state_dir))?
+        else {
+            return Err(JournalError::InUse {
+                path: state_dir.to_owned(),
+            });
+        };
         let path = state_dir.join(FILE_NAME);
         let created = !path.exists();
         let mut file = OpenOptions::new()
@@ -239,6 +257,7 @@ impl Journal {
             }),
             path,
             torn,
+            _lock: lock,
         })
     }
 
@@ -318,18 +337,21 @@ impl Journal {
 /// For each session and role, the last record, when it is not
 /// [`CommitState::Resolved`]: the sessions a restarted daemon must look at.
 pub fn unresolved(entries: &[JournalEntry]) -> Vec<JournalEntry> {
-    let mut last: Vec<JournalEntry> = Vec::new();
+    let mut index: std::collections::HashMap<(&str, Role), usize> = Default::default();
+    let mut last: Vec<&JournalEntry> = Vec::new();
     for e in entries {
-        match last
-            .iter_mut()
-            .find(|l| l.session_id == e.session_id && l.role == e.role)
-        {
-            Some(slot) => *slot = e.clone(),
-            None => last.push(e.clone()),
+        match index.entry((e.session_id.as_str(), e.role)) {
+            std::collections::hash_map::Entry::Occupied(slot) => last[*slot.get()] = e,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(last.len());
+                last.push(e);
+            }
         }
     }
-    last.retain(|e| e.state != CommitState::Resolved);
-    last
+    last.into_iter()
+        .filter(|e| e.state != CommitState::Resolved)
+        .cloned()
+        .collect()
 }
 
 fn read_bounded(file: &mut File, path: &Path) -> Result<Vec<u8>, JournalError> {
@@ -473,6 +495,18 @@ mod tests {
             Journal::open(&dir).unwrap_err(),
             JournalError::Corrupt { line: 2, .. }
         ));
+    }
+
+    #[test]
+    fn one_journal_per_directory_at_a_time() {
+        let dir = temp_dir("locked");
+        let journal = Journal::open(&dir).unwrap();
+        assert!(matches!(
+            Journal::open(&dir).unwrap_err(),
+            JournalError::InUse { .. }
+        ));
+        drop(journal);
+        Journal::open(&dir).unwrap();
     }
 
     #[test]

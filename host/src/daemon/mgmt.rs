@@ -8,6 +8,7 @@ use super::control::{
     read_line, write_line, CommandError, ErrorKind, FrameError, Outcome, PingInfo, Progress, Reply,
     Request, MAX_LINE,
 };
+use super::lock::InstanceLock;
 use super::ShutdownToken;
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -30,13 +31,14 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Why the management socket could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// A live daemon answers on the socket.
-    #[error("relocd is already serving on {path} (pid {pid}); stop it or pick another --control")]
+    /// A live daemon holds the socket.
+    #[error("relocd is already serving on {path} ({}); stop it or pick another --control",
+        .pid.map_or_else(|| "still starting".to_owned(), |p| format!("pid {p}")))]
     AlreadyRunning {
         /// The socket.
         path: PathBuf,
-        /// The live daemon's pid.
-        pid: u32,
+        /// The live daemon's pid, when it answered.
+        pid: Option<u32>,
     },
     /// Something other than a socket is at the path.
     #[error("{path} exists and is not a socket; not replacing it")]
@@ -87,27 +89,54 @@ fn probe(path: &Path) -> Option<u32> {
     }
 }
 
-/// The bound management socket, not yet serving.
+/// The bound management socket, not yet serving. Dropping it removes the
+/// socket file (when it is still ours).
 #[derive(Debug)]
 pub struct ControlSocket {
     path: PathBuf,
-    listener: UnixListener,
+    listener: Option<UnixListener>,
     /// (device, inode) of the socket file we created, so that only our own
     /// file is removed at the end.
     identity: (u64, u64),
+    _lock: InstanceLock,
 }
 
 impl ControlSocket {
-    /// Claims `path`: refuses if a live relocd answers there, replaces a
-    /// stale socket, creates the directory (mode 0700) when missing, and binds
-    /// a socket of mode 0600. The socket is bound under a temporary name and
-    /// renamed into place, so it is never reachable with wider permissions.
+    /// Claims `path`: creates the directory (mode 0700) when missing, takes
+    /// the path's instance lock, refuses if a live relocd holds it or answers
+    /// on the socket, replaces a stale socket, and binds a socket of mode
+    /// 0600. The socket is bound under a temporary name and renamed into
+    /// place, so it is never reachable with wider permissions.
     pub fn claim(path: &Path) -> Result<ControlSocket, ControlError> {
         if path.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(ControlError::PathTooLong {
                 path: path.to_owned(),
             });
         }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
+            return Err(io_err(path)(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the socket path needs a UTF-8 file name",
+            )));
+        };
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io_err(&dir))?;
+        }
+        let lock = InstanceLock::acquire("control", &dir, file_name).map_err(io_err(&dir))?;
+        let Some(lock) = lock else {
+            return Err(ControlError::AlreadyRunning {
+                path: path.to_owned(),
+                pid: probe(path),
+            });
+        };
         match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(path)(e)),
@@ -117,25 +146,16 @@ impl ControlSocket {
                 })
             }
             Ok(_) => {
+                // The lock is free, but a daemon in another network
+                // namespace (or without the lock) may still answer.
                 if let Some(pid) = probe(path) {
                     return Err(ControlError::AlreadyRunning {
                         path: path.to_owned(),
-                        pid,
+                        pid: Some(pid),
                     });
                 }
                 tracing::info!(socket = %path.display(), "replacing a stale management socket (no relocd answers on it)");
             }
-        }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(io_err(&dir))?;
         }
         let temp = dir.join(format!(".{}.tmp", std::process::id()));
         let _ = std::fs::remove_file(&temp);
@@ -149,14 +169,37 @@ impl ControlSocket {
         let meta = std::fs::symlink_metadata(path).map_err(io_err(path))?;
         Ok(ControlSocket {
             path: path.to_owned(),
-            listener,
+            listener: Some(listener),
             identity: (meta.dev(), meta.ino()),
+            _lock: lock,
         })
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the file at the path is still the socket we bound.
+    fn is_ours(&self) -> bool {
+        std::fs::symlink_metadata(&self.path)
+            .map(|m| (m.dev(), m.ino()) == self.identity)
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        if !self.is_ours() {
+            tracing::warn!(socket = %self.path.display(), "the management socket was replaced by someone else; leaving it");
+            return;
+        }
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => tracing::debug!(socket = %self.path.display(), "management socket removed"),
+            Err(e) => {
+                tracing::warn!(socket = %self.path.display(), error = %e, "could not remove the management socket")
+            }
+        }
     }
 }
 
@@ -174,8 +217,7 @@ pub struct ControlContext {
 
 /// The management socket, serving.
 pub struct ControlServer {
-    path: PathBuf,
-    identity: (u64, u64),
+    socket: Option<ControlSocket>,
     stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -183,20 +225,19 @@ pub struct ControlServer {
 impl std::fmt::Debug for ControlServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlServer")
-            .field("path", &self.path)
+            .field("socket", &self.socket)
             .finish()
     }
 }
 
 impl ControlServer {
     /// Starts serving `socket` on a thread of its own.
-    pub fn start(socket: ControlSocket, ctx: ControlContext) -> io::Result<ControlServer> {
+    pub fn start(mut socket: ControlSocket, ctx: ControlContext) -> io::Result<ControlServer> {
         let stopping = Arc::new(AtomicBool::new(false));
-        let ControlSocket {
-            path,
-            listener,
-            identity,
-        } = socket;
+        let listener = socket
+            .listener
+            .take()
+            .ok_or_else(|| io::Error::other("the management socket is already served"))?;
         let thread = std::thread::Builder::new()
             .name("relocd-control".into())
             .spawn({
@@ -204,16 +245,10 @@ impl ControlServer {
                 move || accept_loop(listener, Arc::new(ctx), stopping)
             })?;
         Ok(ControlServer {
-            path,
-            identity,
+            socket: Some(socket),
             stopping,
             thread: Some(thread),
         })
-    }
-
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Stops accepting and removes the socket file (when it is still ours).
@@ -223,29 +258,17 @@ impl ControlServer {
     }
 
     fn stop_inner(&mut self) {
-        let Some(thread) = self.thread.take() else {
+        let Some(socket) = self.socket.take() else {
             return;
         };
         self.stopping.store(true, Ordering::SeqCst);
-        let ours = std::fs::symlink_metadata(&self.path)
-            .map(|m| (m.dev(), m.ino()) == self.identity)
-            .unwrap_or(false);
-        // Wake the blocked accept() with a connection of our own.
-        if ours && UnixStream::connect(&self.path).is_ok() {
-            let _ = thread.join();
-        }
-        if ours {
-            match std::fs::remove_file(&self.path) {
-                Ok(()) => {
-                    tracing::debug!(socket = %self.path.display(), "management socket removed")
-                }
-                Err(e) => {
-                    tracing::warn!(socket = %self.path.display(), error = %e, "could not remove the management socket")
-                }
+        if let Some(thread) = self.thread.take() {
+            // Wake the blocked accept() with a connection of our own.
+            if socket.is_ours() && UnixStream::connect(&socket.path).is_ok() {
+                let _ = thread.join();
             }
-        } else {
-            tracing::warn!(socket = %self.path.display(), "the management socket was replaced by someone else; leaving it");
         }
+        drop(socket);
     }
 }
 

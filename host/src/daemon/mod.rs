@@ -24,6 +24,7 @@ pub mod backend;
 pub mod control;
 pub mod journal;
 pub mod listener;
+pub mod lock;
 pub mod mgmt;
 
 pub use backend::{Backend, EmptyBackend, NoOperations, Operations, ProgressSink};
