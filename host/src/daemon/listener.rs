@@ -75,27 +75,26 @@ impl Admission for AdmitAll {
 }
 
 /// Refuses every peer with a fixed reason (fail closed, when a policy could
-/// not be put in place).
-#[derive(Clone, Debug)]
+/// not be put in place). Peers are still named, for the log line.
 pub struct RefuseAll {
+    resolver: Box<dyn Resolver + Send + Sync>,
     reason: String,
 }
 
 impl RefuseAll {
-    /// Refuses everyone, logging `reason`.
-    pub fn new(reason: impl Into<String>) -> RefuseAll {
+    /// Refuses everyone, naming peers with `resolver` and logging `reason`.
+    pub fn new(resolver: impl Resolver + Send + Sync + 'static, reason: impl Into<String>) -> Self {
         RefuseAll {
+            resolver: Box::new(resolver),
             reason: reason.into(),
         }
     }
 }
 
 impl Admission for RefuseAll {
-    fn decide(&self, _peer: SocketAddr) -> AdmissionVerdict {
+    fn decide(&self, peer: SocketAddr) -> AdmissionVerdict {
         AdmissionVerdict::Refuse {
-            peer_name: PeerName::None {
-                reason: "not looked up".into(),
-            },
+            peer_name: name_peer(self.resolver.as_ref(), canonical(peer.ip())),
             reason: self.reason.clone(),
         }
     }
@@ -600,6 +599,26 @@ mod tests {
         first.read_to_string(&mut done).unwrap();
         assert_eq!(done, "DONE\n");
         assert!(listener.stop(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn stop_wakes_a_listener_on_all_interfaces() {
+        let listener = RelocationListener::start(
+            ListenerConfig {
+                addr: "0.0.0.0:0".parse().unwrap(),
+                max_sessions: 1,
+                max_pending: 1,
+                io_timeout: None,
+            },
+            Arc::new(AdmitAll),
+            Arc::new(NoSessions),
+            ShutdownToken::new(),
+        )
+        .unwrap();
+        let port = listener.local_addr().port();
+        assert!(listener.stop(Duration::from_secs(10)));
+        let err = TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub use backend::{Backend, EmptyBackend, NoOperations, Operations, ProgressSink}
 pub use journal::Journal;
 pub use listener::{Admission, AdmissionVerdict, Session, SessionHandler};
 
+use crate::peer::SystemResolver;
 use crate::settings::{ConfigFile, SettingsError};
 use control::PingInfo;
 use journal::JournalError;
@@ -432,6 +433,7 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
             "hosts-allow patterns cannot be matched by this build; every relocation peer is refused"
         );
         Arc::new(RefuseAll::new(
+            SystemResolver,
             "hosts-allow patterns cannot be matched by this build",
         ))
     };
