@@ -1,7 +1,6 @@
 //! relocd: the daemon and command-line client.
 
 use clap::{Parser, Subcommand};
-use relocd::daemon::control::ErrorKind;
 use relocd::{client, daemon};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,7 +32,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Serve(args) => {
             daemon::init_logging(cli.json);
-            daemon::serve(&cli.control, args).map_err(|e| (e.to_string(), ErrorKind::Internal))
+            daemon::serve(&cli.control, args).map_err(|e| (e.to_string(), e.kind()))
         }
         Command::List => client::list(&cli.control, cli.json)
             .map_err(|e| (e.to_string(), e.to_command_error().kind)),

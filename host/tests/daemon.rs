@@ -444,6 +444,9 @@ fn xen_backend_is_a_clear_error() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("xen backend is not available yet"), "{err}");
     assert!(!control.exists());
+    let out = relocd(&control, &["--json", "serve", "--backend", "xen"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["error"]["kind"], "not_implemented");
 }
 
 #[test]

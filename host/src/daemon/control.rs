@@ -392,6 +392,8 @@ pub enum ErrorKind {
     NotFound,
     /// A name is already in use.
     Exists,
+    /// The daemon's configuration (file or options) is unusable.
+    Config,
     /// The peer or the backend refused (hosts-allow, capacity, …).
     Refused,
     /// The command was cancelled; nothing changed.

@@ -19,6 +19,23 @@
 //! stop, stop accepting relocations and let the sessions end (at most the
 //! grace period), let the backend resume any guest it paused, remove the
 //! socket.
+//!
+//! # Plugging in
+//!
+//! - A hypervisor implements [`Backend`] (`list`, `sim_create`, `shutdown`).
+//! - The migration engine implements [`Operations`]: `migrate`, `save`,
+//!   `restore` get a [`ProgressSink`]; each `report` becomes one
+//!   `{"reply":"progress",…}` line to the client, and `Err(Cancelled)` (or
+//!   `is_cancelled()`) says the client sent `cancel` or hung up. The return
+//!   value becomes the final line. It records commit points with
+//!   [`Journal::record`] (synced before it returns).
+//! - hosts-allow implements [`Admission`] (see
+//!   [`listener::PatternAdmission`], which takes any `(ip, fqdn) -> bool`).
+//! - The destination side of the relocation protocol implements
+//!   [`SessionHandler`]; each admitted connection arrives as a [`Session`]
+//!   on its own thread, with timeouts set and nothing read.
+//!
+//! [`serve`] builds these in one place ([`DaemonParts`]).
 
 pub mod backend;
 pub mod control;
@@ -104,6 +121,26 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl DaemonError {
+    /// The error's category, for `--json` output.
+    pub fn kind(&self) -> control::ErrorKind {
+        use control::ErrorKind;
+        match self {
+            DaemonError::Settings(_) => ErrorKind::Config,
+            DaemonError::Control(ControlError::AlreadyRunning { .. })
+            | DaemonError::Journal(JournalError::InUse { .. }) => ErrorKind::Exists,
+            DaemonError::Control(
+                ControlError::NotASocket { .. } | ControlError::PathTooLong { .. },
+            ) => ErrorKind::Config,
+            DaemonError::Listen { .. } => ErrorKind::Network,
+            DaemonError::BackendUnavailable(_) => ErrorKind::NotImplemented,
+            DaemonError::Control(_) | DaemonError::Journal(_) | DaemonError::Os { .. } => {
+                ErrorKind::Internal
+            }
+        }
+    }
 }
 
 /// The daemon's settings (what is left after the config file and the
