@@ -206,6 +206,7 @@ mod tests {
                 memory_bytes: 2048 << 20,
                 vcpus: 4,
                 state: DomainState::Running,
+                steps: None,
             },
             DomainInfo {
                 id: 7,
@@ -213,6 +214,7 @@ mod tests {
                 memory_bytes: 1 << 30,
                 vcpus: 2,
                 state: DomainState::InDoubt,
+                steps: None,
             },
         ]);
         let lines: Vec<&str> = table.lines().collect();

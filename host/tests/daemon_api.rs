@@ -43,6 +43,7 @@ impl Backend for FakeBackend {
             memory_bytes: 512 << 20,
             vcpus: 1,
             state: DomainState::InDoubt,
+            steps: None,
         }]
     }
 

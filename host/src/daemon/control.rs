@@ -286,6 +286,10 @@ pub struct DomainInfo {
     pub vcpus: u32,
     /// Its run state.
     pub state: DomainState,
+    /// The simulated guest's workload step counter (sim backend only): it
+    /// goes on at the destination after a move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u64>,
 }
 
 /// A stage of a long command, for progress displays.
@@ -542,6 +546,7 @@ mod tests {
                     memory_bytes: 1 << 30,
                     vcpus: 2,
                     state: DomainState::InDoubt,
+                    steps: None,
                 }],
             },
         };
@@ -552,6 +557,11 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Reply>(&text).unwrap(), ok);
         assert!(ok.is_final());
+        let sim: DomainInfo = serde_json::from_str(
+            r#"{"id":1,"name":"g","memory_bytes":0,"vcpus":1,"state":"running","steps":42}"#,
+        )
+        .unwrap();
+        assert_eq!(sim.steps, Some(42));
 
         let err = Reply::Error(CommandError::not_implemented("migrate"));
         let text = serde_json::to_string(&err).unwrap();
