@@ -543,6 +543,15 @@ fn control_socket_rejects_bad_input_with_typed_errors() {
         matches!(r, Reply::Error(ref e) if e.kind == ErrorKind::BadRequest),
         "{r:?}"
     );
+    // Deep nesting is refused by the parser's depth limit, not a stack
+    // overflow.
+    let mut deep = "[".repeat(100_000).into_bytes();
+    deep.push(b'\n');
+    let r = reply(&mut conn, &deep);
+    assert!(
+        matches!(r, Reply::Error(ref e) if e.kind == ErrorKind::BadRequest),
+        "{r:?}"
+    );
     let r = reply(&mut conn, b"{\"cmd\":\"ping\"}\n");
     assert!(
         matches!(
