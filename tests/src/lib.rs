@@ -1,1 +1,3 @@
 //! Shared helpers for relocd's cross-crate integration tests (in `tests/tests/`).
+
+pub mod acl_gen;

@@ -92,24 +92,43 @@ const MAGIC: [u8; 8] = *b"RLDACL\0\x01";
 const HEADER_LEN: usize = 32;
 const FLAG_ADMIT_ALL: u32 = 1;
 
+/// Bit set in [`ALPHABET`] for bytes of plausible host names.
+const NAME: u8 = 1;
+/// Bit set in [`ALPHABET`] for bytes of plausible address text.
+const ADDR: u8 = 2;
+const MAX_NAME_LEN: usize = 253;
+const MAX_ADDR_LEN: usize = 64;
+
+/// Per byte: [`NAME`] for `[A-Za-z0-9._-]`, [`ADDR`] for those and `:%`.
+static ALPHABET: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'_' {
+            t[b] = NAME | ADDR;
+        } else if c == b':' || c == b'%' {
+            t[b] = ADDR;
+        }
+        b += 1;
+    }
+    t
+};
+
+fn plausible(s: &str, class: u8, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| ALPHABET[usize::from(b)] & class != 0)
+}
+
 /// Whether `name` is in the host-name alphabet (`[A-Za-z0-9._-]`, non-empty,
 /// at most 253 bytes). Names outside it are not matched (module docs).
 pub fn is_plausible_hostname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    plausible(name, NAME, MAX_NAME_LEN)
 }
 
 /// Whether `ip` is plausible IP address text: non-empty, at most 64 bytes,
 /// ASCII letters, digits and `.:%_-` (IPv4, IPv6 with a scope id).
 pub fn is_plausible_address(ip: &str) -> bool {
-    !ip.is_empty()
-        && ip.len() <= 64
-        && ip
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'%' | b'-' | b'_'))
+    plausible(ip, ADDR, MAX_ADDR_LEN)
 }
 
 /// What a pattern matched.
@@ -511,6 +530,8 @@ impl core::error::Error for LoadError {}
 #[derive(Debug, Clone)]
 pub struct HostsAllowRef<'a> {
     dfa: Option<DFA<&'a [u32]>>,
+    /// The anchored start state (unused without a DFA).
+    start: StateID,
     count: usize,
     texts: &'a str,
 }
@@ -556,6 +577,7 @@ impl<'a> HostsAllowRef<'a> {
             }
             return Ok(HostsAllowRef {
                 dfa: None,
+                start: StateID::ZERO,
                 count: 0,
                 texts: "",
             });
@@ -568,22 +590,30 @@ impl<'a> HostsAllowRef<'a> {
         if read != dfa_len || dfa.pattern_len() != count {
             return Err(LoadError::BadDfa);
         }
-        let acl = HostsAllowRef {
+        let start = Self::start_of(&dfa).ok_or(LoadError::BadDfa)?;
+        Ok(HostsAllowRef {
             dfa: Some(dfa),
+            start,
             count,
             texts,
-        };
-        acl.start().ok_or(LoadError::BadDfa)?;
-        Ok(acl)
+        })
     }
 
     #[cfg(feature = "alloc")]
     pub(crate) fn from_parts(dfa: Option<DFA<&'a [u32]>>, count: usize, texts: &'a str) -> Self {
-        HostsAllowRef { dfa, count, texts }
+        // A DFA built by `HostsAllow::compile` always has an anchored start;
+        // without one it would decide nothing, so it is dropped (refuse all).
+        let start = dfa.as_ref().and_then(Self::start_of);
+        let dfa = if start.is_some() { dfa } else { None };
+        HostsAllowRef {
+            dfa,
+            start: start.unwrap_or(StateID::ZERO),
+            count,
+            texts,
+        }
     }
 
-    fn start(&self) -> Option<StateID> {
-        let dfa = self.dfa.as_ref()?;
+    fn start_of(dfa: &DFA<&'a [u32]>) -> Option<StateID> {
         dfa.start_state(&start::Config::new().anchored(Anchored::Yes))
             .ok()
     }
@@ -601,31 +631,46 @@ impl<'a> HostsAllowRef<'a> {
         self.texts.split('\n').nth(index)
     }
 
-    /// Calls `seen(p)` for every pattern `p` whose match ends somewhere in
-    /// `input` (with repeats), until `seen` returns `true`.
-    fn scan(&self, input: &str, mut seen: impl FnMut(usize) -> bool) {
-        let (Some(dfa), Some(mut sid)) = (self.dfa.as_ref(), self.start()) else {
-            return;
+    /// The lowest pattern whose match ends in `input` (below `limit`):
+    /// walks the DFA once, stopping when it dies. With `class` set, also
+    /// checks that `input` is plausible ([`ALPHABET`]); an implausible input
+    /// matches nothing (when the DFA dies early with no match, the rest is
+    /// not checked: the answer is `None` either way).
+    #[inline]
+    fn lowest(
+        dfa: &DFA<&[u32]>,
+        start: StateID,
+        input: &[u8],
+        limit: usize,
+        class: u8,
+    ) -> Option<usize> {
+        let mut best = limit;
+        let mut sid = start;
+        let note = |sid: StateID, best: &mut usize| {
+            for i in 0..dfa.match_len(sid) {
+                *best = (*best).min(dfa.match_pattern(sid, i).as_usize());
+            }
         };
-        let report = |sid: StateID, seen: &mut dyn FnMut(usize) -> bool| {
-            (0..dfa.match_len(sid)).any(|i| seen(dfa.match_pattern(sid, i).as_usize()))
-        };
-        for &b in input.as_bytes() {
-            sid = dfa.next_state(sid, b);
+        let ok = |b: &u8| ALPHABET[usize::from(*b)] & class == class;
+        for (i, b) in input.iter().enumerate() {
+            if !ok(b) {
+                return None;
+            }
+            sid = dfa.next_state(sid, *b);
             if dfa.is_special_state(sid) {
                 if dfa.is_match_state(sid) {
-                    if report(sid, &mut seen) {
-                        return;
-                    }
+                    note(sid, &mut best);
                 } else if dfa.is_dead_state(sid) || dfa.is_quit_state(sid) {
-                    return;
+                    let rest = input.get(i + 1..).unwrap_or(&[]);
+                    return (best < limit && rest.iter().all(ok)).then_some(best);
                 }
             }
         }
         sid = dfa.next_eoi_state(sid);
         if dfa.is_match_state(sid) {
-            report(sid, &mut seen);
+            note(sid, &mut best);
         }
+        (best < limit).then_some(best)
     }
 
     /// The lowest index of a pattern that Python's `re.match` would match
@@ -633,54 +678,71 @@ impl<'a> HostsAllowRef<'a> {
     /// setting. `input` is taken as is; [`admit`](Self::admit) first checks
     /// that it is plausible.
     pub fn first_match(&self, input: &str) -> Option<usize> {
-        let mut best: Option<usize> = None;
-        self.scan(input, |p| {
-            if best.is_none_or(|b| p < b) {
-                best = Some(p);
-            }
-            p == 0
-        });
-        best
+        let dfa = self.dfa.as_ref()?;
+        Self::lowest(dfa, self.start, input.as_bytes(), usize::MAX, 0)
     }
 
     /// Whether pattern `pattern` alone `re.match`es `input`.
     pub fn matches(&self, input: &str, pattern: usize) -> bool {
-        let mut hit = false;
-        self.scan(input, |p| {
-            hit |= p == pattern;
-            hit
-        });
-        hit
+        let Some(dfa) = self.dfa.as_ref() else {
+            return false;
+        };
+        let mut sid = self.start;
+        let has = |sid: StateID| {
+            (0..dfa.match_len(sid)).any(|i| dfa.match_pattern(sid, i).as_usize() == pattern)
+        };
+        for &b in input.as_bytes() {
+            sid = dfa.next_state(sid, b);
+            if dfa.is_match_state(sid) && has(sid) {
+                return true;
+            }
+            if dfa.is_dead_state(sid) || dfa.is_quit_state(sid) {
+                return false;
+            }
+        }
+        sid = dfa.next_eoi_state(sid);
+        dfa.is_match_state(sid) && has(sid)
     }
 
     /// Decides on a peer with address text `ip` and, when known, FQDN
     /// `fqdn`. Implausible inputs are not matched (module docs).
     pub fn admit(&self, ip: &str, fqdn: Option<&str>) -> Decision {
-        if self.dfa.is_none() {
+        let Some(dfa) = self.dfa.as_ref() else {
             return Decision::AdmitAll;
+        };
+        let by_name = match fqdn {
+            Some(n) if n.len() <= MAX_NAME_LEN => {
+                Self::lowest(dfa, self.start, n.as_bytes(), usize::MAX, NAME)
+            }
+            _ => None,
+        };
+        if by_name == Some(0) {
+            return Decision::Admitted {
+                pattern: 0,
+                on: MatchedOn::Name,
+            };
         }
-        let name = match fqdn {
-            None => None,
-            Some(n) if is_plausible_hostname(n) => Some(n),
-            Some(_) => None,
+        // Only a pattern before the name's can change the verdict.
+        let limit = by_name.unwrap_or(usize::MAX);
+        let by_ip = match ip.len() {
+            1..=MAX_ADDR_LEN => Self::lowest(dfa, self.start, ip.as_bytes(), limit, ADDR),
+            _ => None,
         };
-        let ip_ok = is_plausible_address(ip);
-        let by_name = name.and_then(|n| self.first_match(n));
-        let by_ip = if ip_ok { self.first_match(ip) } else { None };
-        let found = match (by_name, by_ip) {
-            (Some(n), Some(i)) if i < n => Some((i, MatchedOn::Ip)),
-            (Some(n), _) => Some((n, MatchedOn::Name)),
-            (None, Some(i)) => Some((i, MatchedOn::Ip)),
-            (None, None) => None,
-        };
-        match found {
-            Some((pattern, on)) => Decision::Admitted { pattern, on },
-            None => Decision::Refused {
-                ip_tried: ip_ok,
-                name: match (fqdn, name) {
-                    (None, _) => NameUse::NotGiven,
-                    (Some(_), None) => NameUse::Unusable,
-                    (Some(_), Some(_)) => NameUse::NoMatch,
+        match (by_ip, by_name) {
+            (Some(pattern), _) => Decision::Admitted {
+                pattern,
+                on: MatchedOn::Ip,
+            },
+            (None, Some(pattern)) => Decision::Admitted {
+                pattern,
+                on: MatchedOn::Name,
+            },
+            (None, None) => Decision::Refused {
+                ip_tried: is_plausible_address(ip),
+                name: match fqdn {
+                    None => NameUse::NotGiven,
+                    Some(n) if !is_plausible_hostname(n) => NameUse::Unusable,
+                    Some(_) => NameUse::NoMatch,
                 },
             },
         }

@@ -1,0 +1,102 @@
+//! Differential test of hosts-allow against CPython 3.11's `re.match`, the
+//! function xend ran: ≥10,000 (patterns, address, name) cases from a seeded
+//! generator, all decided by one python3 process, every verdict compared
+//! (admitted or not, and which pattern first admits, on the name or the
+//! address). Patterns Python rejects must be rejected by relocd, and
+//! patterns relocd rejects as invalid must be invalid for Python.
+
+use relocd_core::acl::{AclError, AlignedBytes, HostsAllow, HostsAllowRef};
+use relocd_tests::acl_gen::{generate, python_oracle, verdict};
+
+const SEED: u64 = 0x5eed_ac1_2026;
+
+#[test]
+fn hosts_allow_agrees_with_cpython() {
+    let corpus = generate(SEED, 1_500, 8);
+    assert!(corpus.cases.len() >= 10_000);
+    let oracle = python_oracle(&corpus);
+    assert_eq!(oracle.verdicts.len(), corpus.cases.len());
+
+    let mut compiled = Vec::with_capacity(corpus.settings.len());
+    let (mut py_invalid, mut refused_valid, mut accepted) = (0, 0, 0);
+    for (si, pats) in corpus.settings.iter().enumerate() {
+        let text = corpus.setting_text(si);
+        let py_ok = &oracle.compiles[si];
+        let first_bad = py_ok.iter().position(|ok| !ok);
+        match HostsAllow::compile(&text) {
+            Ok((acl, _)) => {
+                assert_eq!(
+                    first_bad, None,
+                    "relocd accepts `{text}` but Python rejects pattern {first_bad:?}"
+                );
+                assert_eq!(acl.patterns().count(), pats.len());
+                accepted += 1;
+                compiled.push(Some(acl));
+            }
+            Err(AclError::Pattern { index, kind, .. }) => {
+                if kind.is_python_error() {
+                    assert!(
+                        !py_ok[index],
+                        "relocd says pattern {index} of `{text}` is invalid Python ({kind}), Python accepts it"
+                    );
+                } else {
+                    assert!(
+                        first_bad.is_none_or(|b| index <= b),
+                        "`{text}`: {kind} at {index}"
+                    );
+                }
+                if first_bad.is_some() {
+                    py_invalid += 1;
+                } else {
+                    refused_valid += 1;
+                }
+                compiled.push(None);
+            }
+            Err(e) => panic!("`{text}`: {e}"),
+        }
+    }
+
+    // Decide every case twice: on the compiled DFA and on the serialized one.
+    let blobs: Vec<Option<AlignedBytes>> = compiled
+        .iter()
+        .map(|a| a.as_ref().map(|a| AlignedBytes::copy_from(&a.to_bytes())))
+        .collect();
+    let (mut compared, mut admitted) = (0usize, 0usize);
+    for (case, want) in corpus.cases.iter().zip(&oracle.verdicts) {
+        let (Some(acl), Some(want)) = (&compiled[case.setting], want) else {
+            continue;
+        };
+        let blob = blobs[case.setting].as_ref().expect("blob");
+        let loaded = HostsAllowRef::from_bytes(blob.as_bytes()).expect("load");
+        let name = case.name.as_deref();
+        let got = verdict(acl.admit(&case.ip, name));
+        assert_eq!(
+            got,
+            *want,
+            "setting `{}` ip {} name {:?}",
+            corpus.setting_text(case.setting),
+            case.ip,
+            case.name
+        );
+        assert_eq!(verdict(loaded.admit(&case.ip, name)), got);
+        compared += 1;
+        admitted += usize::from(got.is_some());
+    }
+    println!(
+        "acl_cpython: {} cases, {compared} verdicts compared ({admitted} admitted, {} refused); \
+         {} settings: {accepted} compiled, {py_invalid} invalid in Python (rejected by both), \
+         {refused_valid} valid Python refused by relocd",
+        corpus.cases.len(),
+        compared - admitted,
+        corpus.settings.len()
+    );
+    assert!(compared >= 10_000, "only {compared} verdicts compared");
+    assert!(
+        admitted >= compared / 5 && compared - admitted >= compared / 5,
+        "cases not balanced: {admitted}/{compared}"
+    );
+    assert!(
+        py_invalid >= 20 && refused_valid >= 20,
+        "too few refusal cases: {py_invalid} {refused_valid}"
+    );
+}
