@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use relocd_core::acl::{AlignedBytes, HostsAllow, HostsAllowRef};
 use relocd_tests::acl_gen::{generate, python_bench, Corpus};
 
-const SEED: u64 = 0xbe7c_ac1;
+const SEED: u64 = 0x0be7_cac1;
 const MIN_TIME: Duration = Duration::from_millis(1500);
 
 /// Keeps the settings relocd compiles and the cases that carry a name.
