@@ -5,8 +5,9 @@
 //! # The input alphabet is ASCII
 //!
 //! Peers are matched by their host name or IP address text, and
-//! [`super::admit`](super::HostsAllowRef::admit) only ever feeds the DFA
-//! printable ASCII without white space (see [`super::is_usable_input`]). So
+//! [`HostsAllowRef::admit`](super::HostsAllowRef::admit) only ever feeds the
+//! DFA the host-name / address alphabet (see
+//! [`is_plausible_hostname`](super::is_plausible_hostname)). So
 //! every character class is built as a set of ASCII bytes: a Python class,
 //! `\d`, `\w`, `\s`, `.` or a literal is intersected with ASCII, and a
 //! non-ASCII literal becomes a class that matches nothing. On ASCII input

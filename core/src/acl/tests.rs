@@ -504,3 +504,54 @@ fn plausibility() {
     assert!(is_plausible_address("192.0.2.1"));
     assert!(!is_plausible_address("192.0.2.1\n"));
 }
+
+#[test]
+fn unicode_classes_keep_the_dfa_small() {
+    // Python's \w, \d, \s and (?i) are Unicode-aware; only their ASCII part
+    // can match a plausible input, so the DFA stays small.
+    let (acl, _) =
+        HostsAllow::compile(r"(?i)^\w+\d*\s?[^\W\d]\.EXAMPLE\.org$ ^\S+\.\D+$ ^(?:\w|\.)+$")
+            .unwrap();
+    assert!(acl.dfa_len() < 16 * 1024, "{}", acl.dfa_len());
+    assert_eq!(
+        acl.admit("192.0.2.1", Some("Node7x.example.ORG")),
+        Decision::Admitted {
+            pattern: 0,
+            on: MatchedOn::Name
+        }
+    );
+}
+
+#[test]
+fn refusals_explain_themselves() {
+    let (acl, _) = HostsAllow::compile(r"^localhost$").unwrap();
+    let d = acl.admit("192.0.2.1", Some("bad name"));
+    assert_eq!(
+        d,
+        Decision::Refused {
+            ip_tried: true,
+            name: NameUse::Unusable
+        }
+    );
+    assert_eq!(
+        d.to_string(),
+        "refused: no pattern matches the peer's address; its name is not a plausible host name and was not used"
+    );
+    let d = acl.admit("192.0.2.1", Some("other"));
+    assert_eq!(
+        d.to_string(),
+        "refused: no pattern matches the peer's address or name"
+    );
+    assert!(!d.is_admitted());
+    let e = HostsAllow::compile("^a$ a(?=b)").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "hosts-allow pattern 1 (at byte 4 of the setting), at byte 1 of the pattern: look-ahead (?=…)/(?!…) \
+         cannot run in a DFA (valid Python, refused by relocd)"
+    );
+    assert_eq!(
+        e.with_setting("^a$ a(?=b)").to_string(),
+        "hosts-allow pattern 1 `a(?=b)`, at byte 1: look-ahead (?=…)/(?!…) cannot run in a DFA (valid Python, \
+         refused by relocd)"
+    );
+}
