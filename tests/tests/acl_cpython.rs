@@ -105,3 +105,73 @@ fn hosts_allow_agrees_with_cpython() {
         "too few refusal cases: {py_invalid} {refused_valid}"
     );
 }
+
+/// Short random strings of metacharacters: whatever CPython rejects,
+/// relocd rejects; whatever relocd rejects as invalid Python, CPython
+/// rejects; nothing panics.
+#[test]
+fn syntax_errors_agree_with_cpython() {
+    use relocd_tests::acl_gen::{Case, Corpus, Rng};
+    const ALPHABET: &[u8] = b"()[]{}*+?|\\^$.-aZ09,:<>=!#PiLxu_";
+    let mut rng = Rng::new(SEED ^ 0x5157);
+    let mut corpus = Corpus::default();
+    while corpus.settings.len() < 5_000 {
+        let len = 1 + rng.below(8);
+        let p: String = (0..len).map(|_| *rng.pick(ALPHABET) as char).collect();
+        let setting = corpus.settings.len();
+        corpus.settings.push(vec![p]);
+        for _ in 0..2 {
+            let name = rng.pick(&[
+                "a", "Z", "aZ", "a-b", "ax", "P", "0", "_", "a.b", "aaa", "xu", "iL",
+            ]);
+            let ip = rng.pick(&["10.0.0.1", "::1", "a:0"]);
+            corpus.cases.push(Case {
+                setting,
+                ip: ip.to_string(),
+                name: Some(name.to_string()),
+            });
+        }
+    }
+    let oracle = python_oracle(&corpus);
+    let mut verdicts = 0;
+    for (case, want) in corpus.cases.iter().zip(&oracle.verdicts) {
+        let (Ok((acl, _)), Some(want)) =
+            (HostsAllow::compile(&corpus.settings[case.setting][0]), want)
+        else {
+            continue;
+        };
+        let got = verdict(acl.admit(&case.ip, case.name.as_deref()));
+        assert_eq!(
+            got, *want,
+            "`{}` on {:?} {}",
+            corpus.settings[case.setting][0], case.name, case.ip
+        );
+        verdicts += 1;
+    }
+    let (mut both_reject, mut both_accept, mut dfa_refused) = (0, 0, 0);
+    for (pats, ok) in corpus.settings.iter().zip(&oracle.compiles) {
+        let p = &pats[0];
+        match (HostsAllow::compile(p), ok[0]) {
+            (Ok(_), true) => both_accept += 1,
+            (Ok(_), false) => panic!("relocd accepts `{p}`, CPython rejects it"),
+            (Err(AclError::Pattern { .. }), false) => both_reject += 1,
+            (Err(AclError::Pattern { kind, .. }), true) => {
+                assert!(
+                    !kind.is_python_error(),
+                    "relocd says `{p}` is invalid Python ({kind}); CPython accepts it"
+                );
+                dfa_refused += 1;
+            }
+            (Err(e), _) => panic!("`{p}`: {e}"),
+        }
+    }
+    println!(
+        "acl syntax: {} patterns: {both_accept} accepted by both ({verdicts} verdicts compared), \
+         {both_reject} rejected by both, {dfa_refused} valid Python refused (DFA-impossible)",
+        corpus.settings.len()
+    );
+    assert!(
+        both_reject > 1000 && both_accept > 500,
+        "{both_reject} {both_accept}"
+    );
+}

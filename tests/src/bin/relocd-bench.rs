@@ -88,6 +88,12 @@ fn bench(title: &str, corpus: &Corpus, blobs: &[AlignedBytes]) {
         "ratio (relocd / CPython)",
         py_ns / ours_ns
     );
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!(
+        "  goals: < 1 us per decision {}; >= 100x CPython {}",
+        verdict(ours_ns < 1000.0),
+        verdict(py_ns / ours_ns >= 100.0)
+    );
     println!();
 }
 
