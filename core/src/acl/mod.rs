@@ -211,19 +211,19 @@ impl fmt::Display for Decision {
     }
 }
 
-/// A [`Decision`] shown with the text of the admitting pattern.
+/// A [`Decision`] shown with the text of the admitting pattern
+/// ([`HostsAllowRef::explain`]).
+#[derive(Debug, Clone, Copy)]
 pub struct Explained<'a> {
     decision: Decision,
-    acl: &'a HostsAllowRef<'a>,
+    text: Option<&'a str>,
 }
 
 impl fmt::Display for Explained<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.decision)?;
-        if let Decision::Admitted { pattern, .. } = self.decision {
-            if let Some(text) = self.acl.pattern(pattern) {
-                write!(f, " (`{text}`)")?;
-            }
+        if let Some(text) = self.text {
+            write!(f, " (`{text}`)")?;
         }
         Ok(())
     }
@@ -749,11 +749,12 @@ impl<'a> HostsAllowRef<'a> {
     }
 
     /// `decision` shown with the admitting pattern's text.
-    pub fn explain(&'a self, decision: Decision) -> Explained<'a> {
-        Explained {
-            decision,
-            acl: self,
-        }
+    pub fn explain(&self, decision: Decision) -> Explained<'a> {
+        let text = match decision {
+            Decision::Admitted { pattern, .. } => self.pattern(pattern),
+            _ => None,
+        };
+        Explained { decision, text }
     }
 }
 

@@ -273,6 +273,9 @@ fn seed_example_and_decisions() {
             name: NameUse::NotGiven
         }
     );
+    // Python's `^localhost$` matches "localhost\n" (`$` before a final
+    // newline); relocd never feeds such a name to the DFA, which is why `$`
+    // can be compiled as end of text.
     assert_eq!(
         r.admit("127.0.0.1", Some("localhost\n")),
         Decision::Refused {
