@@ -11,6 +11,7 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+pub mod acl;
 pub mod config;
 pub mod guest;
 pub mod precopy;
