@@ -1,0 +1,440 @@
+//! Safe, typed wrappers over [`Hypervisor`]: what migration needs, one
+//! method per operation, with Xen's quirks handled in one place.
+
+use crate::abi::domctl::{
+    self, dominf, shadow, AddressSize, Domctl, GetDomainInfo, GetPageFrameInfo3, MaxMem, MaxVcpus,
+    ShadowOp, TscInfo, VcpuContext, XEN_INVALID_MAX_VCPU_ID,
+};
+use crate::abi::memory::{self, MemoryReservation};
+use crate::abi::sysctl::{self, GetDomainInfoList, PhysInfo, Sysctl};
+use crate::abi::xen::{shutdown, DomId, DomainHandle, VcpuGuestContext, XenPfn, PAGE_SIZE};
+use crate::error::{errno, Error, Op};
+use crate::hypervisor::{GuestBuf, Hypervisor};
+use crate::plain::{slice_as_bytes_mut, PlainData};
+use core::mem::offset_of;
+
+/// Xen 4.17 refuses `getpageframeinfo3` batches larger than this (`E2BIG`).
+pub const PFINFO_BATCH_MAX: usize = 1024;
+
+/// A domain as `getdomaininfo` describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainInfo {
+    /// Domain id.
+    pub domid: DomId,
+    /// `XEN_DOMINF_*` ([`dominf`]), raw.
+    pub flags: u32,
+    /// Pages allocated (what `xl list` shows as memory, with
+    /// `outstanding_pages`).
+    pub tot_pages: u64,
+    /// Page limit.
+    pub max_pages: u64,
+    /// Claimed, not yet allocated pages.
+    pub outstanding_pages: u64,
+    /// Shared pages.
+    pub shr_pages: u64,
+    /// Paged-out pages.
+    pub paged_pages: u64,
+    /// GMFN of the shared-info page.
+    pub shared_info_frame: u64,
+    /// CPU time used, in ns.
+    pub cpu_time_ns: u64,
+    /// vCPUs online (`xl list`'s VCPUs column).
+    pub online_vcpus: u32,
+    /// Highest vCPU id in use; `None` when the domain has no vCPUs.
+    pub max_vcpu_id: Option<u32>,
+    /// XSM security id.
+    pub ssidref: u32,
+    /// UUID.
+    pub handle: DomainHandle,
+    /// CPU pool.
+    pub cpupool: u32,
+    /// Guest physical address width.
+    pub gpaddr_bits: u8,
+}
+
+impl From<&GetDomainInfo> for DomainInfo {
+    fn from(r: &GetDomainInfo) -> Self {
+        DomainInfo {
+            domid: r.domain,
+            flags: r.flags,
+            tot_pages: r.tot_pages,
+            max_pages: r.max_pages,
+            outstanding_pages: r.outstanding_pages,
+            shr_pages: r.shr_pages,
+            paged_pages: r.paged_pages,
+            shared_info_frame: r.shared_info_frame,
+            cpu_time_ns: r.cpu_time,
+            online_vcpus: r.nr_online_vcpus,
+            max_vcpu_id: (r.max_vcpu_id != XEN_INVALID_MAX_VCPU_ID).then_some(r.max_vcpu_id),
+            ssidref: r.ssidref,
+            handle: r.handle,
+            cpupool: r.cpupool,
+            gpaddr_bits: r.gpaddr_bits,
+        }
+    }
+}
+
+impl DomainInfo {
+    fn flag(&self, f: u32) -> bool {
+        self.flags & f != 0
+    }
+    /// Scheduled to die.
+    pub fn dying(&self) -> bool {
+        self.flag(dominf::DYING)
+    }
+    /// An HVM (or PVH) guest rather than PV.
+    pub fn hvm(&self) -> bool {
+        self.flag(dominf::HVM_GUEST)
+    }
+    /// The guest has shut down.
+    pub fn shutdown(&self) -> bool {
+        self.flag(dominf::SHUTDOWN)
+    }
+    /// Paused by the toolstack.
+    pub fn paused(&self) -> bool {
+        self.flag(dominf::PAUSED)
+    }
+    /// Blocked waiting for an event.
+    pub fn blocked(&self) -> bool {
+        self.flag(dominf::BLOCKED)
+    }
+    /// Running on a CPU.
+    pub fn running(&self) -> bool {
+        self.flag(dominf::RUNNING)
+    }
+    /// Being debugged.
+    pub fn debugged(&self) -> bool {
+        self.flag(dominf::DEBUGGED)
+    }
+    /// A xenstore domain.
+    pub fn xs_domain(&self) -> bool {
+        self.flag(dominf::XS_DOMAIN)
+    }
+    /// Uses hardware-assisted paging.
+    pub fn hap(&self) -> bool {
+        self.flag(dominf::HAP)
+    }
+    /// The guest's shutdown code (`SHUTDOWN_*`), when it has shut down.
+    pub fn shutdown_reason(&self) -> Option<u8> {
+        let code = (self.flags >> dominf::SHUTDOWN_SHIFT) & dominf::SHUTDOWN_MASK;
+        // The mask keeps 8 bits, so the conversion cannot fail.
+        self.shutdown()
+            .then(|| u8::try_from(code).unwrap_or(u8::MAX))
+    }
+    /// Shut down with `SHUTDOWN_crash`.
+    pub fn crashed(&self) -> bool {
+        self.shutdown_reason() == Some(shutdown::CRASH)
+    }
+    /// Memory in KiB as `xl list` counts it (allocated plus claimed).
+    pub fn memory_kib(&self) -> u64 {
+        self.tot_pages
+            .saturating_add(self.outstanding_pages)
+            .saturating_mul(PAGE_SIZE as u64 / 1024)
+    }
+    /// The six-letter state column of `xl list` (`r`unning, `b`locked,
+    /// `p`aused, `s`hutdown, `c`rashed, `d`ying; `-` when not).
+    pub fn xl_state(&self) -> [u8; 6] {
+        let crashed = self.crashed();
+        let pick = |on: bool, c: u8| if on { c } else { b'-' };
+        [
+            pick(self.running(), b'r'),
+            pick(self.blocked(), b'b'),
+            pick(self.paused(), b'p'),
+            pick(self.shutdown() && !crashed, b's'),
+            pick(crashed, b'c'),
+            pick(self.dying(), b'd'),
+        ]
+    }
+}
+
+/// What a log-dirty CLEAN or PEEK returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShadowStats {
+    /// Bits of the bitmap Xen filled (the guest's p2m size, at most the
+    /// bitmap's size).
+    pub pages: u64,
+    /// Faults since the last CLEAN.
+    pub fault_count: u32,
+    /// Pages dirtied since the last CLEAN.
+    pub dirty_count: u32,
+}
+
+const SHADOW_BITMAP_SLOT: usize = Domctl::union_offset(offset_of!(ShadowOp, dirty_bitmap));
+const PFINFO_SLOT: usize = Domctl::union_offset(offset_of!(GetPageFrameInfo3, array));
+const VCPUCTXT_SLOT: usize = Domctl::union_offset(offset_of!(VcpuContext, ctxt));
+const DOMLIST_SLOT: usize = Sysctl::union_offset(offset_of!(GetDomainInfoList, buffer));
+const EXTENT_SLOT: usize = offset_of!(MemoryReservation, extent_start);
+
+/// The typed operations, for every [`Hypervisor`].
+pub trait XenOps: Hypervisor {
+    /// `XEN_DOMCTL_getdomaininfo` for exactly `domid`.
+    ///
+    /// Xen 4.17 answers with the next domain at or above `domid` when
+    /// `domid` does not exist; that is turned into `ESRCH` here.
+    fn domain_info(&self, domid: DomId) -> Result<DomainInfo, Error> {
+        let op = Op::Domctl(domctl::cmd::GETDOMAININFO);
+        let mut d = Domctl::new(domctl::cmd::GETDOMAININFO, domid);
+        self.domctl(&mut d, &mut [])?;
+        let info: GetDomainInfo = d.payload();
+        if info.domain != domid {
+            return Err(Error::new(op, errno::ESRCH));
+        }
+        Ok(DomainInfo::from(&info))
+    }
+
+    /// `XEN_SYSCTL_getdomaininfolist`: fills `out` with the domains from
+    /// `first` up; returns how many were written.
+    fn domain_info_list(&self, first: DomId, out: &mut [GetDomainInfo]) -> Result<usize, Error> {
+        let op = Op::Sysctl(sysctl::cmd::GETDOMAININFOLIST);
+        let max = u32::try_from(out.len()).map_err(|_| Error::new(op, errno::E2BIG))?;
+        let arg = GetDomainInfoList {
+            first_domain: first,
+            max_domains: max,
+            ..Default::default()
+        };
+        let mut s = Sysctl::with_payload(sysctl::cmd::GETDOMAININFOLIST, &arg);
+        self.sysctl(
+            &mut s,
+            &mut [GuestBuf::output(DOMLIST_SLOT, slice_as_bytes_mut(out))],
+        )?;
+        let n = s.payload::<GetDomainInfoList>().num_domains;
+        let n = usize::try_from(n).map_err(|_| Error::new(op, errno::ERANGE))?;
+        if n > out.len() {
+            return Err(Error::new(op, errno::ERANGE));
+        }
+        Ok(n)
+    }
+
+    /// `XEN_SYSCTL_physinfo`.
+    fn physinfo(&self) -> Result<PhysInfo, Error> {
+        let mut s = Sysctl::new(sysctl::cmd::PHYSINFO);
+        self.sysctl(&mut s, &mut [])?;
+        Ok(s.payload())
+    }
+
+    /// `XEN_DOMCTL_pausedomain`.
+    fn pause(&self, domid: DomId) -> Result<(), Error> {
+        self.domctl(&mut Domctl::new(domctl::cmd::PAUSEDOMAIN, domid), &mut [])
+    }
+
+    /// `XEN_DOMCTL_unpausedomain`.
+    fn unpause(&self, domid: DomId) -> Result<(), Error> {
+        self.domctl(&mut Domctl::new(domctl::cmd::UNPAUSEDOMAIN, domid), &mut [])
+    }
+
+    /// `XEN_DOMCTL_destroydomain`.
+    fn destroy(&self, domid: DomId) -> Result<(), Error> {
+        self.domctl(&mut Domctl::new(domctl::cmd::DESTROYDOMAIN, domid), &mut [])
+    }
+
+    /// `XEN_DOMCTL_max_mem`.
+    fn set_max_mem(&self, domid: DomId, max_memkb: u64) -> Result<(), Error> {
+        let p = MaxMem { max_memkb };
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::MAX_MEM, domid, &p),
+            &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_max_vcpus`.
+    fn set_max_vcpus(&self, domid: DomId, max: u32) -> Result<(), Error> {
+        let p = MaxVcpus { max };
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::MAX_VCPUS, domid, &p),
+            &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_set_address_size` (bits: 64 for a 64-bit PV guest).
+    fn set_address_size(&self, domid: DomId, bits: u32) -> Result<(), Error> {
+        let p = AddressSize { size: bits };
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::SET_ADDRESS_SIZE, domid, &p),
+            &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_gettscinfo`.
+    fn tsc_info(&self, domid: DomId) -> Result<TscInfo, Error> {
+        let mut d = Domctl::new(domctl::cmd::GETTSCINFO, domid);
+        self.domctl(&mut d, &mut [])?;
+        Ok(d.payload())
+    }
+
+    /// `XEN_DOMCTL_settscinfo`.
+    fn set_tsc_info(&self, domid: DomId, info: &TscInfo) -> Result<(), Error> {
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::SETTSCINFO, domid, info),
+            &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_shadow_op` / `OP_ENABLE_LOGDIRTY`: start logging dirty
+    /// pages (needs shadow paging for a PV guest).
+    fn logdirty_enable(&self, domid: DomId) -> Result<(), Error> {
+        let p = ShadowOp {
+            op: shadow::OP_ENABLE_LOGDIRTY,
+            ..Default::default()
+        };
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::SHADOW_OP, domid, &p),
+            &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_shadow_op` / `OP_OFF`: stop logging dirty pages.
+    fn logdirty_disable(&self, domid: DomId) -> Result<(), Error> {
+        let p = ShadowOp {
+            op: shadow::OP_OFF,
+            ..Default::default()
+        };
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::SHADOW_OP, domid, &p),
+            &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_shadow_op` / `OP_CLEAN`: the pages dirtied since the last
+    /// CLEAN, one bit per PFN (bit `i % 8` of byte `i / 8`), into `bitmap`,
+    /// and the log is cleared. `pages` bits are asked for; `bitmap` must
+    /// hold them (`EINVAL` otherwise, before Xen is called). `final_round`
+    /// sets `XEN_DOMCTL_SHADOW_LOGDIRTY_FINAL`.
+    fn logdirty_clean(
+        &self,
+        domid: DomId,
+        bitmap: &mut [u8],
+        pages: u64,
+        final_round: bool,
+    ) -> Result<ShadowStats, Error> {
+        shadow_bitmap_op(self, domid, shadow::OP_CLEAN, bitmap, pages, final_round)
+    }
+
+    /// `XEN_DOMCTL_shadow_op` / `OP_PEEK`: as [`XenOps::logdirty_clean`],
+    /// but the log is kept.
+    fn logdirty_peek(
+        &self,
+        domid: DomId,
+        bitmap: &mut [u8],
+        pages: u64,
+    ) -> Result<ShadowStats, Error> {
+        shadow_bitmap_op(self, domid, shadow::OP_PEEK, bitmap, pages, false)
+    }
+
+    /// `XEN_DOMCTL_getpageframeinfo3`: replaces each PFN in `pfns` by the
+    /// same PFN with its type (`XEN_DOMCTL_PFINFO_*`) in bits 28–31 (split
+    /// into batches of [`PFINFO_BATCH_MAX`]).
+    fn page_frame_types(&self, domid: DomId, pfns: &mut [XenPfn]) -> Result<(), Error> {
+        for chunk in pfns.chunks_mut(PFINFO_BATCH_MAX) {
+            let p = GetPageFrameInfo3 {
+                num: chunk.len() as u64,
+                array: 0,
+            };
+            let mut d = Domctl::with_payload(domctl::cmd::GETPAGEFRAMEINFO3, domid, &p);
+            self.domctl(
+                &mut d,
+                &mut [GuestBuf::in_out(PFINFO_SLOT, slice_as_bytes_mut(chunk))],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `XEN_DOMCTL_getvcpucontext` for a 64-bit PV guest.
+    fn vcpu_context(&self, domid: DomId, vcpu: u32) -> Result<VcpuGuestContext, Error> {
+        let mut ctxt = VcpuGuestContext::zeroed();
+        let p = VcpuContext {
+            vcpu,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::GETVCPUCONTEXT, domid, &p);
+        self.domctl(
+            &mut d,
+            &mut [GuestBuf::output(VCPUCTXT_SLOT, ctxt.as_bytes_mut())],
+        )?;
+        Ok(ctxt)
+    }
+
+    /// `XEN_DOMCTL_setvcpucontext` for a 64-bit PV guest.
+    fn set_vcpu_context(
+        &self,
+        domid: DomId,
+        vcpu: u32,
+        ctxt: &VcpuGuestContext,
+    ) -> Result<(), Error> {
+        let p = VcpuContext {
+            vcpu,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::SETVCPUCONTEXT, domid, &p);
+        self.domctl(
+            &mut d,
+            &mut [GuestBuf::input(VCPUCTXT_SLOT, ctxt.as_bytes())],
+        )
+    }
+
+    /// `XENMEM_maximum_gpfn`: the highest GPFN the domain has.
+    fn maximum_gpfn(&self, domid: DomId) -> Result<XenPfn, Error> {
+        let mut arg = domid;
+        self.memory_op(memory::cmd::MAXIMUM_GPFN, arg.as_bytes_mut(), &mut [])
+    }
+
+    /// `XENMEM_populate_physmap` with order-0 extents: gives the domain a
+    /// page at each GPFN of `gpfns` (each replaced by the GMFN Xen
+    /// allocated); returns how many extents were populated.
+    fn populate_physmap(&self, domid: DomId, gpfns: &mut [XenPfn]) -> Result<usize, Error> {
+        let op = Op::MemoryOp(memory::cmd::POPULATE_PHYSMAP);
+        let mut r = MemoryReservation {
+            nr_extents: gpfns.len() as u64,
+            domid,
+            ..Default::default()
+        };
+        let done = self.memory_op(
+            memory::cmd::POPULATE_PHYSMAP,
+            r.as_bytes_mut(),
+            &mut [GuestBuf::in_out(EXTENT_SLOT, slice_as_bytes_mut(gpfns))],
+        )?;
+        usize::try_from(done)
+            .ok()
+            .filter(|&n| n <= gpfns.len())
+            .ok_or(Error::new(op, errno::ERANGE))
+    }
+}
+
+impl<H: Hypervisor + ?Sized> XenOps for H {}
+
+fn shadow_bitmap_op<H: Hypervisor + ?Sized>(
+    h: &H,
+    domid: DomId,
+    sop: u32,
+    bitmap: &mut [u8],
+    pages: u64,
+    final_round: bool,
+) -> Result<ShadowStats, Error> {
+    let op = Op::Domctl(domctl::cmd::SHADOW_OP);
+    let bits = (bitmap.len() as u64).saturating_mul(8);
+    if pages > bits {
+        return Err(Error::new(op, errno::EINVAL));
+    }
+    // Only the bytes covering `pages` bits are handed to Xen.
+    let used = usize::try_from(pages.div_ceil(8)).map_err(|_| Error::new(op, errno::EINVAL))?;
+    let bitmap = bitmap
+        .get_mut(..used)
+        .ok_or(Error::new(op, errno::EINVAL))?;
+    let p = ShadowOp {
+        op: sop,
+        mode: if final_round {
+            shadow::LOGDIRTY_FINAL
+        } else {
+            0
+        },
+        pages,
+        ..Default::default()
+    };
+    let mut d = Domctl::with_payload(domctl::cmd::SHADOW_OP, domid, &p);
+    h.domctl(&mut d, &mut [GuestBuf::output(SHADOW_BITMAP_SLOT, bitmap)])?;
+    let r: ShadowOp = d.payload();
+    Ok(ShadowStats {
+        pages: r.pages,
+        fault_count: r.stats.fault_count,
+        dirty_count: r.stats.dirty_count,
+    })
+}
