@@ -222,3 +222,42 @@ impl fmt::Display for Error {
 }
 
 impl core::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_errnos() {
+        let k = |e| Error::new(Op::Domctl(5), e).kind();
+        assert_eq!(k(errno::ESRCH), ErrorKind::NotFound);
+        assert_eq!(k(-errno::EPERM), ErrorKind::PermissionDenied);
+        assert_eq!(k(errno::E2BIG), ErrorKind::InvalidInput);
+        assert_eq!(k(errno::EOPNOTSUPP), ErrorKind::Unsupported);
+        assert_eq!(k(errno::ENOMEM), ErrorKind::OutOfMemory);
+        assert_eq!(k(errno::EAGAIN), ErrorKind::Busy);
+        assert_eq!(k(errno::EFAULT), ErrorKind::BadAddress);
+        assert_eq!(k(25), ErrorKind::Other);
+        // Xen returns -errno; the sign is dropped.
+        assert_eq!(Error::new(Op::MmuUpdate, -22).errno, 22);
+    }
+
+    #[test]
+    fn messages_name_the_operation_and_errno() {
+        let e = Error::new(
+            Op::Domctl(crate::abi::domctl::cmd::SHADOW_OP),
+            errno::EOPNOTSUPP,
+        );
+        assert_eq!(e.to_string(), "domctl shadow_op failed: EOPNOTSUPP (95)");
+        let e = Error::new(Op::Sysctl(99), 200);
+        assert_eq!(e.to_string(), "sysctl 99 failed: errno 200");
+        let e = Error::new(Op::Open(Device::Privcmd), errno::ENOENT);
+        assert!(
+            e.to_string()
+                .starts_with("opening /dev/xen/privcmd failed: ENOENT (2); no Xen here"),
+            "{e}"
+        );
+        let e = Error::new(Op::MemoryOp(14), errno::ESRCH);
+        assert_eq!(e.to_string(), "memory_op maximum_gpfn failed: ESRCH (3)");
+    }
+}

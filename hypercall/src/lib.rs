@@ -23,7 +23,7 @@
 
 pub mod abi;
 pub mod backend;
-mod calls;
+pub mod calls;
 mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;

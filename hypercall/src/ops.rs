@@ -438,3 +438,242 @@ fn shadow_bitmap_op<H: Hypervisor + ?Sized>(
         dirty_count: r.stats.dirty_count,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::domctl::pfinfo;
+    use crate::fake::{FakeDomain, FakeXen, FAKE_MFN_OFFSET};
+    use crate::{ErrorKind, ForeignPages, Prot};
+
+    fn fake() -> FakeXen {
+        let x = FakeXen::new();
+        x.add_domain(FakeDomain::pv(0, 16, 2));
+        x.add_domain(FakeDomain::pv(3, 40, 1));
+        x.add_domain(FakeDomain::pv(7, 8, 4));
+        x
+    }
+
+    #[test]
+    fn domain_info_is_typed() {
+        let x = fake();
+        let i = x.domain_info(3).unwrap();
+        assert_eq!(
+            (i.domid, i.tot_pages, i.online_vcpus, i.max_vcpu_id),
+            (3, 40, 1, Some(0))
+        );
+        assert!(i.running() && !i.paused() && !i.hvm());
+        assert_eq!(i.memory_kib(), 160);
+        assert_eq!(&i.xl_state(), b"r-----");
+        assert_eq!(x.calls(), [Op::Domctl(domctl::cmd::GETDOMAININFO)]);
+    }
+
+    #[test]
+    fn domain_info_of_a_missing_domain_is_esrch_not_the_next_one() {
+        // Xen 4.17 answers for domain 7 when asked for 4.
+        let e = fake().domain_info(4).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::Domctl(domctl::cmd::GETDOMAININFO), errno::ESRCH)
+        );
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(fake().domain_info(8).unwrap_err().errno, errno::ESRCH);
+    }
+
+    #[test]
+    fn xl_state_and_shutdown_reason() {
+        let mut r = GetDomainInfo {
+            flags: dominf::SHUTDOWN | dominf::DYING | (3 << 16),
+            ..Default::default()
+        };
+        let i = DomainInfo::from(&r);
+        assert_eq!(
+            (i.shutdown_reason(), i.crashed()),
+            (Some(shutdown::CRASH), true)
+        );
+        assert_eq!(&i.xl_state(), b"----cd");
+        r.flags = dominf::SHUTDOWN | dominf::BLOCKED | dominf::PAUSED;
+        assert_eq!(&DomainInfo::from(&r).xl_state(), b"-bps--");
+        r.max_vcpu_id = XEN_INVALID_MAX_VCPU_ID;
+        assert_eq!(DomainInfo::from(&r).max_vcpu_id, None);
+    }
+
+    #[test]
+    fn domain_info_list_fills_the_caller_array() {
+        let x = fake();
+        let mut out = [GetDomainInfo::default(); 2];
+        assert_eq!(x.domain_info_list(1, &mut out).unwrap(), 2);
+        assert_eq!((out[0].domain, out[1].domain), (3, 7));
+        let mut big = [GetDomainInfo::default(); 8];
+        assert_eq!(x.domain_info_list(0, &mut big).unwrap(), 3);
+        assert_eq!(big[2].tot_pages, 8);
+        assert_eq!(x.domain_info_list(0, &mut []).unwrap(), 0);
+    }
+
+    #[test]
+    fn physinfo_reports_shadow_paging() {
+        let p = fake().physinfo().unwrap();
+        assert_ne!(p.capabilities & sysctl::physcap::SHADOW, 0);
+        assert_eq!(p.nr_cpus, 2);
+    }
+
+    #[test]
+    fn pause_unpause_destroy() {
+        let x = fake();
+        x.pause(3).unwrap();
+        assert!(x.domain_info(3).unwrap().paused());
+        assert!(!x.guest_write(3, 0, 0, b"x"));
+        x.unpause(3).unwrap();
+        assert!(!x.domain_info(3).unwrap().paused());
+        x.destroy(3).unwrap();
+        assert_eq!(x.pause(3).unwrap_err().errno, errno::ESRCH);
+        x.fail_next(Op::Domctl(0), errno::EPERM);
+        let e = x.unpause(7).unwrap_err();
+        assert_eq!(
+            (e.op, e.kind()),
+            (
+                Op::Domctl(domctl::cmd::UNPAUSEDOMAIN),
+                ErrorKind::PermissionDenied
+            )
+        );
+    }
+
+    #[test]
+    fn log_dirty_round_trip() {
+        let x = fake();
+        let mut bitmap = [0u8; 8];
+        // CLEAN before enabling is refused by Xen.
+        assert_eq!(
+            x.logdirty_clean(3, &mut bitmap, 40, false)
+                .unwrap_err()
+                .errno,
+            errno::EINVAL
+        );
+        x.logdirty_enable(3).unwrap();
+        assert_eq!(x.logdirty_enable(3).unwrap_err().errno, errno::EINVAL);
+        assert!(
+            x.guest_write(3, 1, 0, b"a")
+                && x.guest_write(3, 9, 5, b"b")
+                && x.guest_write(3, 39, 0, b"c")
+        );
+        let s = x.logdirty_peek(3, &mut bitmap, 40).unwrap();
+        assert_eq!((s.pages, s.dirty_count), (40, 3));
+        assert_eq!(bitmap[..5], [0b10, 0b10, 0, 0, 0x80]);
+        let s = x.logdirty_clean(3, &mut bitmap, 40, true).unwrap();
+        assert_eq!(s.dirty_count, 3);
+        // Cleaned: nothing dirty until the guest writes again.
+        let s = x.logdirty_peek(3, &mut bitmap, 40).unwrap();
+        assert_eq!((s.dirty_count, bitmap), (0, [0; 8]));
+        // Paused: the guest dirties nothing.
+        x.pause(3).unwrap();
+        assert!(!x.guest_write(3, 2, 0, b"z"));
+        assert_eq!(
+            x.logdirty_clean(3, &mut bitmap, 40, false)
+                .unwrap()
+                .dirty_count,
+            0
+        );
+        x.unpause(3).unwrap();
+        x.logdirty_disable(3).unwrap();
+        assert!(!x.domain(3).unwrap().logdirty);
+    }
+
+    #[test]
+    fn a_short_bitmap_is_refused_before_xen_is_called() {
+        let x = fake();
+        let mut bitmap = [0u8; 4];
+        let e = x.logdirty_clean(3, &mut bitmap, 40, false).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::Domctl(domctl::cmd::SHADOW_OP), errno::EINVAL)
+        );
+        assert!(x.calls().is_empty());
+        // Asking for fewer pages than the bitmap holds is fine.
+        x.logdirty_enable(3).unwrap();
+        assert_eq!(x.logdirty_peek(3, &mut bitmap, 20).unwrap().pages, 20);
+    }
+
+    #[test]
+    fn page_types_in_batches_of_1024() {
+        let x = FakeXen::new();
+        x.add_domain(FakeDomain::pv(5, 3000, 1));
+        x.set_page_type(5, 2, pfinfo::L4TAB | pfinfo::LPINTAB);
+        x.set_page_type(5, 2500, pfinfo::L1TAB);
+        let mut pfns: Vec<XenPfn> = (0..2600).collect();
+        pfns.push(9999);
+        x.page_frame_types(5, &mut pfns).unwrap();
+        let ty = |v: u64| (v as u32) & pfinfo::LTAB_MASK;
+        assert_eq!(ty(pfns[2]), pfinfo::L4TAB | pfinfo::LPINTAB);
+        assert_eq!(pfns[2] & 0xfff_ffff, 2);
+        assert_eq!(ty(pfns[2500]), pfinfo::L1TAB);
+        assert_eq!(ty(pfns[0]), pfinfo::NOTAB);
+        assert_eq!(ty(pfns[2600]), pfinfo::XTAB);
+        assert_eq!(x.calls().len(), 3);
+    }
+
+    #[test]
+    fn vcpu_context_round_trip() {
+        let x = fake();
+        let mut c = x.vcpu_context(7, 3).unwrap();
+        assert_eq!(c, VcpuGuestContext::zeroed());
+        c.user_regs.rip = 0xffff_ffff_8100_0000;
+        c.ctrlreg[3] = 0x1234_5000;
+        c.trap_ctxt[14].address = 0xdead_beef;
+        c.gs_base_user = 42;
+        x.set_vcpu_context(7, 3, &c).unwrap();
+        assert_eq!(x.vcpu_context(7, 3).unwrap(), c);
+        assert_eq!(x.domain(7).unwrap().vcpus[3], c);
+        assert_eq!(x.vcpu_context(7, 4).unwrap_err().errno, errno::ESRCH);
+    }
+
+    #[test]
+    fn maximum_gpfn_and_populate() {
+        let x = fake();
+        assert_eq!(x.maximum_gpfn(3).unwrap(), 39);
+        let mut gpfns = [100, 101, 200];
+        assert_eq!(x.populate_physmap(3, &mut gpfns).unwrap(), 3);
+        assert_eq!(
+            gpfns,
+            [
+                100 + FAKE_MFN_OFFSET,
+                101 + FAKE_MFN_OFFSET,
+                200 + FAKE_MFN_OFFSET
+            ]
+        );
+        assert_eq!(x.maximum_gpfn(3).unwrap(), 200);
+        assert_eq!(x.domain_info(3).unwrap().tot_pages, 43);
+        assert_eq!(
+            x.maximum_gpfn(4).unwrap_err().op,
+            Op::MemoryOp(memory::cmd::MAXIMUM_GPFN)
+        );
+    }
+
+    #[test]
+    fn foreign_mapping_reads_what_the_guest_wrote() {
+        let x = fake();
+        assert!(x.guest_write(3, 5, 100, b"hello"));
+        let mut m = x.map_foreign(3, &[5, 6, 77], Prot::Read).unwrap();
+        assert_eq!(
+            (m.len(), m.page_error(0), m.page_error(2)),
+            (3, None, Some(errno::EINVAL))
+        );
+        let mut page = [0u8; PAGE_SIZE];
+        m.read_page(0, &mut page).unwrap();
+        assert_eq!(&page[100..105], b"hello");
+        assert_eq!(m.read_page(2, &mut page).unwrap_err().errno, errno::EINVAL);
+        assert_eq!(m.read_page(3, &mut page).unwrap_err().errno, errno::EINVAL);
+        assert_eq!(m.write_page(0, &page).unwrap_err().errno, errno::EACCES);
+        let mut w = x.map_foreign(3, &[6], Prot::ReadWrite).unwrap();
+        w.write_page(0, &[7; PAGE_SIZE]).unwrap();
+        assert_eq!(x.domain(3).unwrap().memory[&6][4095], 7);
+    }
+
+    #[test]
+    fn other_domctls_pass_their_payloads() {
+        let x = fake();
+        x.set_max_mem(3, 1024).unwrap();
+        assert_eq!(x.domain_info(3).unwrap().max_pages, 256);
+        // Not modelled by the fake, but admitted by the table.
+        assert_eq!(x.set_max_vcpus(3, 2).unwrap_err().errno, errno::ENOSYS);
+    }
+}
