@@ -592,3 +592,148 @@ impl Drop for ForeignMapping {
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.pages * PAGE_SIZE) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::domctl::{self, ShadowOp};
+    use crate::abi::memory;
+    use crate::{ErrorKind, XenOps};
+
+    const MISSING: &str = "/nonexistent/xen/hypercall";
+
+    /// `/dev/null` accepts open and mmap-less ioctls with `ENOTTY`: the
+    /// whole path up to the kernel runs, and nothing reaches a hypervisor.
+    fn null_doorway() -> Privcmd {
+        Privcmd::open_at(Path::new("/dev/null"), Path::new(MISSING)).unwrap()
+    }
+
+    #[test]
+    fn a_missing_privcmd_is_a_clear_typed_error() {
+        let e = Privcmd::open_at(Path::new("/nonexistent/xen/privcmd"), Path::new(MISSING))
+            .unwrap_err();
+        assert_eq!(
+            (e.op, e.errno, e.kind()),
+            (
+                Op::Open(Device::Privcmd),
+                errno::ENOENT,
+                ErrorKind::NotFound
+            )
+        );
+        assert!(e.to_string().contains("no Xen here"), "{e}");
+    }
+
+    #[test]
+    fn open_reports_the_standard_path() {
+        let present = Path::new(PRIVCMD_PATH).exists() || Path::new(PRIVCMD_PROC_PATH).exists();
+        match Privcmd::open() {
+            Ok(_) => assert!(present),
+            Err(e) => {
+                assert_eq!(e.op, Op::Open(Device::Privcmd));
+                if !present {
+                    assert_eq!(e.errno, errno::ENOENT);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_broken_hypercall_device_is_an_error_but_a_missing_one_is_not() {
+        assert!(!null_doorway().has_buffer_device());
+        let e = Privcmd::open_at(Path::new("/dev/null"), Path::new("/dev/null/x")).unwrap_err();
+        assert_eq!(e.op, Op::Open(Device::HypercallBuffers));
+    }
+
+    #[test]
+    fn hypercall_buffers_are_zeroed_page_aligned_and_writable() {
+        let pc = null_doorway();
+        let mut b = pc.alloc_buf::<u64>(1000).unwrap();
+        assert_eq!(b.len(), 1000);
+        assert_eq!(b.addr() % PAGE_SIZE as u64, 0);
+        assert!(b.iter().all(|&v| v == 0));
+        b[999] = u64::MAX;
+        assert_eq!(b[999], u64::MAX);
+        let empty = pc.alloc_buf::<u8>(0).unwrap();
+        assert!(empty.is_empty() && empty.addr() != 0);
+        let e = pc.alloc_buf::<u64>(usize::MAX).unwrap_err();
+        assert_eq!((e.op, e.errno), (Op::AllocBuffer, errno::ENOMEM));
+    }
+
+    #[test]
+    fn a_hypercall_reaches_the_ioctl_and_its_errno_comes_back_typed() {
+        let pc = null_doorway();
+        let e = pc.pause(1).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::Domctl(domctl::cmd::PAUSEDOMAIN), libc::ENOTTY)
+        );
+        let mut bitmap = [0u8; 16];
+        let e = pc.logdirty_peek(1, &mut bitmap, 128).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::Domctl(domctl::cmd::SHADOW_OP), libc::ENOTTY)
+        );
+        assert_eq!(
+            pc.maximum_gpfn(1).unwrap_err().op,
+            Op::MemoryOp(memory::cmd::MAXIMUM_GPFN)
+        );
+        assert_eq!(pc.physinfo().unwrap_err().errno, libc::ENOTTY);
+    }
+
+    #[test]
+    fn bad_buffers_and_unknown_commands_never_reach_the_kernel() {
+        let pc = null_doorway();
+        let p = ShadowOp {
+            op: domctl::shadow::OP_CLEAN,
+            pages: 1 << 20,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::SHADOW_OP, 1, &p);
+        let slot = Domctl::union_offset(std::mem::offset_of!(ShadowOp, dirty_bitmap));
+        let mut short = [0u8; 64];
+        let e = pc
+            .domctl(&mut d, &mut [GuestBuf::output(slot, &mut short)])
+            .unwrap_err();
+        assert_eq!(e.errno, errno::EINVAL);
+        let e = pc
+            .domctl(&mut Domctl::new(domctl::cmd::GETHVMCONTEXT, 1), &mut [])
+            .unwrap_err();
+        assert_eq!(e.errno, errno::EOPNOTSUPP);
+        let mut too_long = [0u8; 8];
+        let e = pc
+            .memory_op(memory::cmd::MAXIMUM_GPFN, &mut too_long, &mut [])
+            .unwrap_err();
+        assert_eq!(e.errno, errno::EINVAL);
+    }
+
+    #[test]
+    fn the_envelope_keeps_the_callers_handle_values() {
+        let pc = null_doorway();
+        let p = ShadowOp {
+            op: domctl::shadow::OP_PEEK,
+            pages: 8,
+            dirty_bitmap: 0x1234,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::SHADOW_OP, 1, &p);
+        let slot = Domctl::union_offset(std::mem::offset_of!(ShadowOp, dirty_bitmap));
+        let mut bitmap = [0xffu8; 1];
+        assert!(pc
+            .domctl(&mut d, &mut [GuestBuf::output(slot, &mut bitmap)])
+            .is_err());
+        assert_eq!(d.payload::<ShadowOp>(), p);
+        // Output buffers are copied back whatever Xen did: zeroed here.
+        assert_eq!(bitmap, [0]);
+    }
+
+    #[test]
+    fn a_foreign_mapping_that_cannot_be_made_is_an_error() {
+        let pc = null_doorway();
+        let e = pc.map_foreign(1, &[0, 1], Prot::Read).unwrap_err();
+        assert_eq!(e.op, Op::MapForeign);
+        assert_eq!(
+            pc.map_foreign(1, &[], Prot::Read).unwrap_err().errno,
+            errno::EINVAL
+        );
+    }
+}
