@@ -54,9 +54,9 @@ pub const DOMID_INVALID: DomId = 0x7FF4;
 /// `DOMID_IDLE`
 pub const DOMID_IDLE: DomId = 0x7FFF;
 
-/// `XEN_PAGE_SHIFT` on x86.
+/// Pages are 4 KiB on x86 (`XEN_PAGE_SHIFT` of `xen/io/ring.h`).
 pub const PAGE_SHIFT: u32 = 12;
-/// `XEN_PAGE_SIZE` on x86.
+/// The page size on x86.
 pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 
 /// `mmu_update` commands (the low two bits of [`MmuUpdate::ptr`]).
