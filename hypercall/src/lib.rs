@@ -14,6 +14,30 @@
 //!   builds without std and answers "not available").
 //! - `fake` (feature `fake`): an in-memory Xen for tests above the trait.
 //!
+//! Code above this crate is generic over [`Hypervisor`] and calls the
+//! wrappers; tests plug in the fake, a dom0 plugs in privcmd:
+//!
+//! ```
+//! use relocd_hypercall::fake::{FakeDomain, FakeXen};
+//! use relocd_hypercall::{Hypervisor, XenOps};
+//!
+//! fn dirty_pages(xen: &impl Hypervisor, domid: u16) -> Result<u32, relocd_hypercall::Error> {
+//!     let pages = xen.maximum_gpfn(domid)? + 1;
+//!     let mut bitmap = vec![0u8; pages.div_ceil(8) as usize];
+//!     Ok(xen.logdirty_peek(domid, &mut bitmap, pages)?.dirty_count)
+//! }
+//!
+//! let xen = FakeXen::new();
+//! xen.add_domain(FakeDomain::pv(1, 256, 1));
+//! xen.logdirty_enable(1)?;
+//! xen.guest_write(1, 42, 0, b"hello");
+//! assert_eq!(dirty_pages(&xen, 1)?, 1);
+//! xen.pause(1)?;
+//! assert_eq!(&xen.domain_info(1)?.xl_state(), b"--p---");
+//! // In dom0: relocd_hypercall::backend::privcmd::Privcmd::open()?
+//! # Ok::<(), relocd_hypercall::Error>(())
+//! ```
+//!
 //! Every `unsafe` block carries a `// SAFETY:` comment and every `unsafe`
 //! trait or function a `# Safety` section (enforced by clippy's
 //! `undocumented_unsafe_blocks` and `missing_safety_doc`).
