@@ -235,6 +235,23 @@ impl Hypervisor for FakeXen {
                 d.domain = *id;
                 d.set_payload(&dom.info);
             }
+            domctl::cmd::CREATEDOMAIN => {
+                let cfg: domctl::CreateDomain = d.payload();
+                let id = match d.domain {
+                    0 => (1..crate::abi::xen::DOMID_FIRST_RESERVED)
+                        .find(|id| !st.domains.contains_key(id))
+                        .ok_or(Error::new(op, errno::ENOMEM))?,
+                    id if st.domains.contains_key(&id) => {
+                        return Err(Error::new(op, errno::EEXIST))
+                    }
+                    id => id,
+                };
+                let mut dom = FakeDomain::pv(id, 0, cfg.max_vcpus);
+                dom.info.flags = dominf::PAUSED;
+                dom.info.handle = cfg.handle;
+                st.domains.insert(id, dom);
+                d.domain = id;
+            }
             domctl::cmd::PAUSEDOMAIN => {
                 let dom = domain(&mut st, d.domain, op)?;
                 dom.info.flags = (dom.info.flags | dominf::PAUSED) & !dominf::RUNNING;

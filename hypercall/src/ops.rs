@@ -2,15 +2,18 @@
 //! method per operation, with Xen's quirks handled in one place.
 
 use crate::abi::domctl::{
-    self, dominf, shadow, AddressSize, Domctl, GetDomainInfo, GetPageFrameInfo3, MaxMem, MaxVcpus,
-    ShadowOp, TscInfo, VcpuContext, XEN_INVALID_MAX_VCPU_ID,
+    self, dominf, shadow, AddressSize, CpuPolicy, CreateDomain, Domctl, GetDomainInfo,
+    GetPageFrameInfo3, MaxMem, MaxVcpus, ShadowOp, TscInfo, VcpuContext, VcpuExtState,
+    XEN_INVALID_MAX_VCPU_ID,
 };
 use crate::abi::memory::{self, MemoryReservation};
 use crate::abi::sysctl::{self, GetDomainInfoList, PhysInfo, Sysctl};
-use crate::abi::xen::{shutdown, DomId, DomainHandle, VcpuGuestContext, XenPfn, PAGE_SIZE};
+use crate::abi::xen::{
+    shutdown, CpuidLeaf, DomId, DomainHandle, MsrEntry, VcpuGuestContext, XenPfn, PAGE_SIZE,
+};
 use crate::error::{errno, Error, Op};
 use crate::hypervisor::{GuestBuf, Hypervisor};
-use crate::plain::{slice_as_bytes_mut, PlainData};
+use crate::plain::{slice_as_bytes, slice_as_bytes_mut, PlainData};
 use core::mem::offset_of;
 
 /// Xen 4.17 refuses `getpageframeinfo3` batches larger than this (`E2BIG`).
@@ -163,6 +166,9 @@ const SHADOW_BITMAP_SLOT: usize = Domctl::union_offset(offset_of!(ShadowOp, dirt
 const PFINFO_SLOT: usize = Domctl::union_offset(offset_of!(GetPageFrameInfo3, array));
 const VCPUCTXT_SLOT: usize = Domctl::union_offset(offset_of!(VcpuContext, ctxt));
 const DOMLIST_SLOT: usize = Sysctl::union_offset(offset_of!(GetDomainInfoList, buffer));
+const POLICY_LEAVES_SLOT: usize = Domctl::union_offset(offset_of!(CpuPolicy, leaves));
+const POLICY_MSRS_SLOT: usize = Domctl::union_offset(offset_of!(CpuPolicy, msrs));
+const EXTSTATE_SLOT: usize = Domctl::union_offset(offset_of!(VcpuExtState, buffer));
 const EXTENT_SLOT: usize = offset_of!(MemoryReservation, extent_start);
 
 /// The typed operations, for every [`Hypervisor`].
@@ -225,6 +231,130 @@ pub trait XenOps: Hypervisor {
     /// `XEN_DOMCTL_destroydomain`.
     fn destroy(&self, domid: DomId) -> Result<(), Error> {
         self.domctl(&mut Domctl::new(domctl::cmd::DESTROYDOMAIN, domid), &mut [])
+    }
+
+    /// `XEN_DOMCTL_createdomain`: creates a paused domain with id `domid`,
+    /// or a free id Xen picks when `domid` is 0; returns the id.
+    fn create_domain(&self, domid: DomId, config: &CreateDomain) -> Result<DomId, Error> {
+        let mut d = Domctl::with_payload(domctl::cmd::CREATEDOMAIN, domid, config);
+        self.domctl(&mut d, &mut [])?;
+        Ok(d.domain)
+    }
+
+    /// `XEN_DOMCTL_get_cpu_policy`: fills `leaves` and `msrs`; returns how
+    /// many of each Xen wrote (`ENOBUFS` when an array is too short).
+    fn cpu_policy(
+        &self,
+        domid: DomId,
+        leaves: &mut [CpuidLeaf],
+        msrs: &mut [MsrEntry],
+    ) -> Result<(usize, usize), Error> {
+        let op = Op::Domctl(domctl::cmd::GET_CPU_POLICY);
+        let too_big = || Error::new(op, errno::E2BIG);
+        let p = CpuPolicy {
+            nr_leaves: u32::try_from(leaves.len()).map_err(|_| too_big())?,
+            nr_msrs: u32::try_from(msrs.len()).map_err(|_| too_big())?,
+            ..Default::default()
+        };
+        let (nl, nm) = (leaves.len(), msrs.len());
+        let mut d = Domctl::with_payload(domctl::cmd::GET_CPU_POLICY, domid, &p);
+        self.domctl(
+            &mut d,
+            &mut [
+                GuestBuf::output(POLICY_LEAVES_SLOT, slice_as_bytes_mut(leaves)),
+                GuestBuf::output(POLICY_MSRS_SLOT, slice_as_bytes_mut(msrs)),
+            ],
+        )?;
+        let r: CpuPolicy = d.payload();
+        let (l, m) = (r.nr_leaves as usize, r.nr_msrs as usize);
+        if l > nl || m > nm {
+            return Err(Error::new(op, errno::ERANGE));
+        }
+        Ok((l, m))
+    }
+
+    /// `XEN_DOMCTL_set_cpu_policy`. When Xen's audit refuses the policy
+    /// the error is Xen's; the leaf or MSR it objected to is not kept.
+    fn set_cpu_policy(
+        &self,
+        domid: DomId,
+        leaves: &[CpuidLeaf],
+        msrs: &[MsrEntry],
+    ) -> Result<(), Error> {
+        let op = Op::Domctl(domctl::cmd::SET_CPU_POLICY);
+        let too_big = || Error::new(op, errno::E2BIG);
+        let p = CpuPolicy {
+            nr_leaves: u32::try_from(leaves.len()).map_err(|_| too_big())?,
+            nr_msrs: u32::try_from(msrs.len()).map_err(|_| too_big())?,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::SET_CPU_POLICY, domid, &p);
+        self.domctl(
+            &mut d,
+            &mut [
+                GuestBuf::input(POLICY_LEAVES_SLOT, slice_as_bytes(leaves)),
+                GuestBuf::input(POLICY_MSRS_SLOT, slice_as_bytes(msrs)),
+            ],
+        )
+    }
+
+    /// `XEN_DOMCTL_getvcpuextstate` with an empty buffer: the xfeature mask
+    /// and the size in bytes of the vCPU's extended state.
+    fn vcpu_extstate_size(&self, domid: DomId, vcpu: u32) -> Result<(u64, u64), Error> {
+        let p = VcpuExtState {
+            vcpu,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::GETVCPUEXTSTATE, domid, &p);
+        self.domctl(&mut d, &mut [])?;
+        let r: VcpuExtState = d.payload();
+        Ok((r.xfeature_mask, r.size))
+    }
+
+    /// `XEN_DOMCTL_getvcpuextstate`: the extended state into `buf` (sized
+    /// from [`XenOps::vcpu_extstate_size`]); returns the xfeature mask and
+    /// the bytes written.
+    fn vcpu_extstate(
+        &self,
+        domid: DomId,
+        vcpu: u32,
+        mask: u64,
+        buf: &mut [u64],
+    ) -> Result<(u64, u64), Error> {
+        let p = VcpuExtState {
+            vcpu,
+            xfeature_mask: mask,
+            size: (buf.len() * 8) as u64,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::GETVCPUEXTSTATE, domid, &p);
+        self.domctl(
+            &mut d,
+            &mut [GuestBuf::output(EXTSTATE_SLOT, slice_as_bytes_mut(buf))],
+        )?;
+        let r: VcpuExtState = d.payload();
+        Ok((r.xfeature_mask, r.size))
+    }
+
+    /// `XEN_DOMCTL_setvcpuextstate`.
+    fn set_vcpu_extstate(
+        &self,
+        domid: DomId,
+        vcpu: u32,
+        mask: u64,
+        buf: &[u64],
+    ) -> Result<(), Error> {
+        let p = VcpuExtState {
+            vcpu,
+            xfeature_mask: mask,
+            size: (buf.len() * 8) as u64,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::SETVCPUEXTSTATE, domid, &p);
+        self.domctl(
+            &mut d,
+            &mut [GuestBuf::input(EXTSTATE_SLOT, slice_as_bytes(buf))],
+        )
     }
 
     /// `XEN_DOMCTL_max_mem`.
@@ -666,6 +796,51 @@ mod tests {
         let mut w = x.map_foreign(3, &[6], Prot::ReadWrite).unwrap();
         w.write_page(0, &[7; PAGE_SIZE]).unwrap();
         assert_eq!(x.domain(3).unwrap().memory[&6][4095], 7);
+    }
+
+    #[test]
+    fn create_domain_returns_the_new_id() {
+        let x = fake();
+        let cfg = CreateDomain {
+            max_vcpus: 2,
+            max_evtchn_port: 1023,
+            max_grant_frames: -1,
+            ..Default::default()
+        };
+        let id = x.create_domain(0, &cfg).unwrap();
+        assert_eq!(id, 1, "the lowest free id");
+        let i = x.domain_info(id).unwrap();
+        assert!(i.paused());
+        assert_eq!(i.max_vcpu_id, Some(1));
+        assert_eq!(x.create_domain(3, &cfg).unwrap_err().errno, errno::EEXIST);
+        assert_eq!(x.create_domain(12, &cfg).unwrap(), 12);
+    }
+
+    #[test]
+    fn policy_and_extstate_buffers_pass_the_doorway_checks() {
+        // The fake does not model these: ENOSYS (not EINVAL) shows the
+        // wrappers bound the right slots with long enough buffers.
+        let x = fake();
+        let (mut l, mut m) = ([CpuidLeaf::default(); 4], [MsrEntry::default(); 2]);
+        assert_eq!(
+            x.cpu_policy(3, &mut l, &mut m).unwrap_err().errno,
+            errno::ENOSYS
+        );
+        assert_eq!(
+            x.set_cpu_policy(3, &l, &m).unwrap_err().errno,
+            errno::ENOSYS
+        );
+        assert_eq!(x.vcpu_extstate_size(3, 0).unwrap_err().errno, errno::ENOSYS);
+        let mut buf = [0u64; 64];
+        assert_eq!(
+            x.vcpu_extstate(3, 0, 7, &mut buf).unwrap_err().errno,
+            errno::ENOSYS
+        );
+        assert_eq!(
+            x.set_vcpu_extstate(3, 0, 7, &buf).unwrap_err().errno,
+            errno::ENOSYS
+        );
+        assert_eq!(x.calls().len(), 5);
     }
 
     #[test]
