@@ -35,6 +35,8 @@ pub mod errno {
     pub const EEXIST: i32 = 17;
     /// `ENODEV`
     pub const ENODEV: i32 = 19;
+    /// `ENOTTY`: the descriptor is not a privcmd device.
+    pub const ENOTTY: i32 = 25;
     /// `EINVAL`
     pub const EINVAL: i32 = 22;
     /// `ENOSPC`
@@ -45,6 +47,8 @@ pub mod errno {
     pub const ENOSYS: i32 = 38;
     /// `EOPNOTSUPP`
     pub const EOPNOTSUPP: i32 = 95;
+    /// `ENOBUFS`: a caller array is too short for Xen's answer.
+    pub const ENOBUFS: i32 = 105;
 
     /// The symbolic name of an errno, when it is one of the above.
     pub const fn name(e: i32) -> Option<&'static str> {
@@ -64,11 +68,13 @@ pub mod errno {
             EBUSY => "EBUSY",
             EEXIST => "EEXIST",
             ENODEV => "ENODEV",
+            ENOTTY => "ENOTTY",
             EINVAL => "EINVAL",
             ENOSPC => "ENOSPC",
             ERANGE => "ERANGE",
             ENOSYS => "ENOSYS",
             EOPNOTSUPP => "EOPNOTSUPP",
+            ENOBUFS => "ENOBUFS",
             _ => return None,
         })
     }
@@ -146,10 +152,12 @@ pub enum ErrorKind {
     NotFound,
     /// Not privileged enough (`EPERM`, `EACCES`).
     PermissionDenied,
-    /// An argument Xen refused (`EINVAL`, `E2BIG`, `ERANGE`).
+    /// An argument Xen refused (`EINVAL`, `E2BIG`, `ERANGE`, `ENOBUFS`).
     InvalidInput,
+    /// Already exists (`EEXIST`).
+    AlreadyExists,
     /// Not built into this Xen, kernel or doorway (`ENOSYS`, `EOPNOTSUPP`,
-    /// `ENODEV`, `ENXIO`).
+    /// `ENODEV`, `ENXIO`, `ENOTTY`).
     Unsupported,
     /// Out of memory (`ENOMEM`, `ENOSPC`).
     OutOfMemory,
@@ -186,8 +194,9 @@ impl Error {
         match self.errno {
             ESRCH | ENOENT => ErrorKind::NotFound,
             EPERM | EACCES => ErrorKind::PermissionDenied,
-            EINVAL | E2BIG | ERANGE => ErrorKind::InvalidInput,
-            ENOSYS | EOPNOTSUPP | ENODEV | ENXIO => ErrorKind::Unsupported,
+            EINVAL | E2BIG | ERANGE | ENOBUFS => ErrorKind::InvalidInput,
+            EEXIST => ErrorKind::AlreadyExists,
+            ENOSYS | EOPNOTSUPP | ENODEV | ENXIO | ENOTTY => ErrorKind::Unsupported,
             ENOMEM | ENOSPC => ErrorKind::OutOfMemory,
             EBUSY | EAGAIN | EINTR => ErrorKind::Busy,
             EFAULT => ErrorKind::BadAddress,
@@ -237,7 +246,10 @@ mod tests {
         assert_eq!(k(errno::ENOMEM), ErrorKind::OutOfMemory);
         assert_eq!(k(errno::EAGAIN), ErrorKind::Busy);
         assert_eq!(k(errno::EFAULT), ErrorKind::BadAddress);
-        assert_eq!(k(25), ErrorKind::Other);
+        assert_eq!(k(errno::ENOTTY), ErrorKind::Unsupported);
+        assert_eq!(k(errno::EEXIST), ErrorKind::AlreadyExists);
+        assert_eq!(k(errno::ENOBUFS), ErrorKind::InvalidInput);
+        assert_eq!(k(errno::EIO), ErrorKind::Other);
         // Xen returns -errno; the sign is dropped.
         assert_eq!(Error::new(Op::MmuUpdate, -22).errno, 22);
     }

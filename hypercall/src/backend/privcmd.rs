@@ -609,6 +609,37 @@ mod tests {
     }
 
     #[test]
+    fn errno_numbers_are_linuxs() {
+        let pairs = [
+            (errno::EPERM, libc::EPERM),
+            (errno::ENOENT, libc::ENOENT),
+            (errno::ESRCH, libc::ESRCH),
+            (errno::EINTR, libc::EINTR),
+            (errno::EIO, libc::EIO),
+            (errno::ENXIO, libc::ENXIO),
+            (errno::E2BIG, libc::E2BIG),
+            (errno::EBADF, libc::EBADF),
+            (errno::EAGAIN, libc::EAGAIN),
+            (errno::ENOMEM, libc::ENOMEM),
+            (errno::EACCES, libc::EACCES),
+            (errno::EFAULT, libc::EFAULT),
+            (errno::EBUSY, libc::EBUSY),
+            (errno::EEXIST, libc::EEXIST),
+            (errno::ENODEV, libc::ENODEV),
+            (errno::ENOTTY, errno::ENOTTY),
+            (errno::EINVAL, libc::EINVAL),
+            (errno::ENOSPC, libc::ENOSPC),
+            (errno::ERANGE, libc::ERANGE),
+            (errno::ENOSYS, libc::ENOSYS),
+            (errno::EOPNOTSUPP, libc::EOPNOTSUPP),
+            (errno::ENOBUFS, libc::ENOBUFS),
+        ];
+        for (ours, linux) in pairs {
+            assert_eq!(ours, linux, "{:?}", errno::name(ours));
+        }
+    }
+
+    #[test]
     fn a_missing_privcmd_is_a_clear_typed_error() {
         let e = Privcmd::open_at(Path::new("/nonexistent/xen/privcmd"), Path::new(MISSING))
             .unwrap_err();
@@ -665,19 +696,19 @@ mod tests {
         let e = pc.pause(1).unwrap_err();
         assert_eq!(
             (e.op, e.errno),
-            (Op::Domctl(domctl::cmd::PAUSEDOMAIN), libc::ENOTTY)
+            (Op::Domctl(domctl::cmd::PAUSEDOMAIN), errno::ENOTTY)
         );
         let mut bitmap = [0u8; 16];
         let e = pc.logdirty_peek(1, &mut bitmap, 128).unwrap_err();
         assert_eq!(
             (e.op, e.errno),
-            (Op::Domctl(domctl::cmd::SHADOW_OP), libc::ENOTTY)
+            (Op::Domctl(domctl::cmd::SHADOW_OP), errno::ENOTTY)
         );
         assert_eq!(
             pc.maximum_gpfn(1).unwrap_err().op,
             Op::MemoryOp(memory::cmd::MAXIMUM_GPFN)
         );
-        assert_eq!(pc.physinfo().unwrap_err().errno, libc::ENOTTY);
+        assert_eq!(pc.physinfo().unwrap_err().errno, errno::ENOTTY);
     }
 
     #[test]
