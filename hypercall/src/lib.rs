@@ -60,5 +60,5 @@ pub use abi::sysctl::XEN_SYSCTL_INTERFACE_VERSION;
 pub use abi::xen::{DomId, XenPfn, PAGE_SIZE};
 pub use error::{errno, Device, Error, ErrorKind, Op};
 pub use hypervisor::{BufData, ForeignPages, GuestBuf, Hypervisor, Prot};
-pub use ops::{DomainInfo, ShadowStats, XenOps, PFINFO_BATCH_MAX};
+pub use ops::{DomainInfo, ShadowStats, XenOps, DOMAIN_LIST_BATCH, PFINFO_BATCH_MAX};
 pub use plain::{slice_as_bytes, slice_as_bytes_mut, PlainData};

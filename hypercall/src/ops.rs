@@ -9,7 +9,8 @@ use crate::abi::domctl::{
 use crate::abi::memory::{self, MemoryReservation};
 use crate::abi::sysctl::{self, GetDomainInfoList, PhysInfo, Sysctl};
 use crate::abi::xen::{
-    shutdown, CpuidLeaf, DomId, DomainHandle, MsrEntry, VcpuGuestContext, XenPfn, PAGE_SIZE,
+    shutdown, CpuidLeaf, DomId, DomainHandle, MsrEntry, VcpuGuestContext, XenPfn,
+    DOMID_FIRST_RESERVED, PAGE_SIZE,
 };
 use crate::error::{errno, Error, Op};
 use crate::hypervisor::{GuestBuf, Hypervisor};
@@ -18,6 +19,10 @@ use core::mem::offset_of;
 
 /// Xen 4.17 refuses `getpageframeinfo3` batches larger than this (`E2BIG`).
 pub const PFINFO_BATCH_MAX: usize = 1024;
+
+/// Domains fetched per `getdomaininfolist` call by
+/// [`XenOps::for_each_domain`].
+pub const DOMAIN_LIST_BATCH: usize = 32;
 
 /// A domain as `getdomaininfo` describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,6 +214,29 @@ pub trait XenOps: Hypervisor {
             return Err(Error::new(op, errno::ERANGE));
         }
         Ok(n)
+    }
+
+    /// Every domain, in id order, through `XEN_SYSCTL_getdomaininfolist` in
+    /// batches of [`DOMAIN_LIST_BATCH`] (no allocation): what `xl list`
+    /// walks. Returns how many domains `f` saw.
+    fn for_each_domain(&self, mut f: impl FnMut(&DomainInfo)) -> Result<usize, Error> {
+        let mut batch = [GetDomainInfo::default(); DOMAIN_LIST_BATCH];
+        let (mut first, mut seen) = (0u16, 0usize);
+        loop {
+            let n = self.domain_info_list(first, &mut batch)?;
+            let got = batch.get(..n).unwrap_or(&[]);
+            for raw in got {
+                f(&DomainInfo::from(raw));
+            }
+            seen += got.len();
+            // Ids only grow, so a short batch or the last id ends the walk.
+            match got.last() {
+                Some(last) if n == DOMAIN_LIST_BATCH && last.domain < DOMID_FIRST_RESERVED - 1 => {
+                    first = last.domain + 1
+                }
+                _ => return Ok(seen),
+            }
+        }
     }
 
     /// `XEN_SYSCTL_physinfo`.
@@ -638,6 +666,22 @@ mod tests {
         assert_eq!(x.domain_info_list(0, &mut big).unwrap(), 3);
         assert_eq!(big[2].tot_pages, 8);
         assert_eq!(x.domain_info_list(0, &mut []).unwrap(), 0);
+    }
+
+    #[test]
+    fn for_each_domain_walks_every_batch() {
+        let x = FakeXen::new();
+        let ids: Vec<DomId> = (0..70).map(|i| i * 3).collect();
+        for &id in &ids {
+            x.add_domain(FakeDomain::pv(id, 1, 1));
+        }
+        let mut seen = Vec::new();
+        assert_eq!(x.for_each_domain(|d| seen.push(d.domid)).unwrap(), 70);
+        assert_eq!(seen, ids);
+        // 32 + 32 + 6.
+        assert_eq!(x.calls().len(), 3);
+        let empty = FakeXen::new();
+        assert_eq!(empty.for_each_domain(|_| panic!("no domains")).unwrap(), 0);
     }
 
     #[test]
