@@ -25,6 +25,8 @@ enum Command {
     Serve(daemon::ServeArgs),
     /// List the domains the daemon's backend sees.
     List,
+    /// Would the relocation server admit this peer? (hosts-allow, as xend read it)
+    CheckHost(relocd::check_host::CheckHostArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,8 @@ fn main() -> ExitCode {
             daemon::init_logging(cli.json);
             daemon::serve(&cli.control, args).map_err(|e| (e.to_string(), e.kind()))
         }
+        // check-host has exit codes of its own (0 admitted, 1 refused, 2 bad config).
+        Command::CheckHost(args) => return ExitCode::from(relocd::check_host::run(args, cli.json)),
         Command::List => client::list(&cli.control, cli.json)
             .map_err(|e| (e.to_string(), e.to_command_error().kind)),
     };

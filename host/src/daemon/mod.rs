@@ -52,8 +52,9 @@ use crate::peer::SystemResolver;
 use crate::settings::{ConfigFile, SettingsError};
 use control::PingInfo;
 use journal::JournalError;
-use listener::{AdmitAll, ListenerConfig, NoSessions, RefuseAll, RelocationListener};
+use listener::{AdmitAll, ListenerConfig, NoSessions, PatternAdmission, RelocationListener};
 use mgmt::{ControlContext, ControlError, ControlServer, ControlSocket};
+use relocd_core::acl::HostsAllow;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,6 +110,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// xend-relocation-hosts-allow holds a pattern relocd refuses.
+    #[error("xend-relocation-hosts-allow: {0}")]
+    HostsAllow(String),
     /// The backend asked for is not part of this build.
     #[error("the {0} backend is not available yet; use --backend sim")]
     BackendUnavailable(&'static str),
@@ -128,7 +132,7 @@ impl DaemonError {
     pub fn kind(&self) -> control::ErrorKind {
         use control::ErrorKind;
         match self {
-            DaemonError::Settings(_) => ErrorKind::Config,
+            DaemonError::Settings(_) | DaemonError::HostsAllow(_) => ErrorKind::Config,
             DaemonError::Control(ControlError::AlreadyRunning { .. })
             | DaemonError::Journal(JournalError::InUse { .. }) => ErrorKind::Exists,
             DaemonError::Control(
@@ -357,6 +361,24 @@ pub struct ServeArgs {
     pub io_timeout: u64,
 }
 
+/// hosts-allow as the listener applies it: empty admits every peer; else
+/// the patterns compiled into one DFA, each peer named by reverse lookup and
+/// forward confirmation before it is matched. Load-time warnings are logged.
+fn admission_for(hosts_allow: &str) -> Result<Arc<dyn Admission>, DaemonError> {
+    if hosts_allow.trim().is_empty() {
+        return Ok(Arc::new(AdmitAll));
+    }
+    let (acl, warnings) = HostsAllow::compile(hosts_allow)
+        .map_err(|e| DaemonError::HostsAllow(e.with_setting(hosts_allow).to_string()))?;
+    for w in warnings.iter() {
+        tracing::warn!("xend-relocation-hosts-allow: {w}");
+    }
+    Ok(Arc::new(PatternAdmission::new(
+        SystemResolver,
+        move |ip: &str, fqdn: Option<&str>| acl.admit(ip, fqdn).is_admitted(),
+    )))
+}
+
 fn resolve_addr(text: &str) -> Result<SocketAddr, DaemonError> {
     let unresolvable = |source| DaemonError::Listen {
         addr: text.to_owned(),
@@ -461,19 +483,7 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
     let io_timeout = Duration::from_secs(args.io_timeout);
     let max_sessions = usize::try_from(args.max_concurrent).unwrap_or(usize::MAX);
     let hosts_allow = cfg.hosts_allow.to_owned_string();
-    let admission: Arc<dyn Admission> = if hosts_allow.trim().is_empty() {
-        Arc::new(AdmitAll)
-    } else {
-        // Fail closed until the hosts-allow matcher is part of the build.
-        tracing::warn!(
-            hosts_allow = %hosts_allow,
-            "hosts-allow patterns cannot be matched by this build; every relocation peer is refused"
-        );
-        Arc::new(RefuseAll::new(
-            SystemResolver,
-            "hosts-allow patterns cannot be matched by this build",
-        ))
-    };
+    let admission = admission_for(&hosts_allow)?;
 
     let daemon = Daemon::start(
         DaemonConfig {
