@@ -1305,4 +1305,4 @@ pub fn decode_all(
 }
 
 #[cfg(test)]
-mod test;
+pub(crate) mod test;

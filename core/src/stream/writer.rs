@@ -659,9 +659,14 @@ impl<S: Sink> StreamWriter<S> {
     }
 
     /// CHECKPOINT: the records so far are consistent; pages may follow again.
+    /// In libxl framing this hands the stream to libxl, as libxc does, and
+    /// libxl's CHECKPOINT_END hands it back; both are written here.
     pub fn checkpoint(&mut self) -> WResult<(), S> {
         self.need_content()?;
         self.put(RecordType::Checkpoint.into(), &[])?;
+        if self.framing != Framing::Libxc {
+            self.put(libxl::RecordType::CheckpointEnd.into(), &[])?;
+        }
         self.vcpus = false;
         self.phase = Phase::Memory;
         Ok(())
