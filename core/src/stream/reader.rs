@@ -1304,5 +1304,113 @@ pub fn decode_all(
     }
 }
 
+/// Running totals over a stream's events, for summaries such as
+/// `relocd inspect` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    /// Records of either layer, skipped ones included.
+    pub records: u64,
+    /// Unknown optional records skipped.
+    pub skipped: u64,
+    /// libxc records per type code 0x00..=0x12 (others not counted here).
+    pub libxc_by_type: [u64; 19],
+    /// PAGE_DATA records.
+    pub page_data_records: u64,
+    /// Pfns per type nibble, over all PAGE_DATA records.
+    pub pfns_by_type: [u64; 16],
+    /// Pages whose contents were in the stream.
+    pub data_pages: u64,
+    /// Highest vCPU id seen in a vCPU record, plus one (PV; HVM vCPUs live
+    /// inside HVM_CONTEXT).
+    pub vcpus: u32,
+    /// CHECKPOINT records.
+    pub checkpoints: u64,
+    /// Octets up to the end of the last record read.
+    pub bytes: u64,
+}
+
+impl Totals {
+    /// Takes one event into account.
+    pub fn observe(&mut self, ev: &Event<'_>) {
+        match ev {
+            Event::Record(r) => {
+                self.records += 1;
+                if r.skipped {
+                    self.skipped += 1;
+                }
+                if r.layer == Layer::Libxc {
+                    if let Some(n) = self.libxc_by_type.get_mut(r.rtype as usize) {
+                        *n += 1;
+                    }
+                    match RecordType::from(r.rtype) {
+                        RecordType::PageData => self.page_data_records += 1,
+                        RecordType::Checkpoint => self.checkpoints += 1,
+                        _ => {}
+                    }
+                }
+            }
+            Event::PfnsDone(s) => {
+                for (t, n) in self.pfns_by_type.iter_mut().zip(s.type_counts.iter()) {
+                    *t += u64::from(*n);
+                }
+                self.data_pages += u64::from(s.data_pages);
+            }
+            Event::Vcpu(v) => self.vcpus = self.vcpus.max(v.vcpu_id.saturating_add(1)),
+            Event::RecordEnd(r) => self.bytes = self.bytes.max(r.offset + r.total_len()),
+            _ => {}
+        }
+    }
+}
+
+/// Error of [`read_stream`]: the source failed, or the stream is bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError<E> {
+    /// The source failed.
+    Io(E),
+    /// The stream is malformed (with its offset).
+    Stream(Error),
+}
+
+impl<E: core::fmt::Debug> core::fmt::Display for ReadError<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "read: {e:?}"),
+            ReadError::Stream(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<E: core::fmt::Debug> core::error::Error for ReadError<E> {}
+
+/// Reads a whole stream from `source`, using only `buf` (any size from 1
+/// octet; a few hundred KiB reads fast), and hands every event to `f`.
+/// Events seen before an error have been handed out already.
+pub fn read_stream<R: embedded_io::Read>(
+    source: &mut R,
+    buf: &mut [u8],
+    opts: Options,
+    mut f: impl FnMut(&Event<'_>),
+) -> core::result::Result<(), ReadError<R::Error>> {
+    let mut d = Decoder::new(opts);
+    if buf.is_empty() {
+        return Err(ReadError::Stream(Error::new(0, ErrorKind::BufferTooSmall)));
+    }
+    loop {
+        let n = source.read(buf).map_err(ReadError::Io)?;
+        let mut input = buf.get(..n).unwrap_or(&[]);
+        loop {
+            let step = d.push(input).map_err(ReadError::Stream)?;
+            input = input.get(step.consumed..).unwrap_or(&[]);
+            match &step.event {
+                Some(ev) => f(ev),
+                None => break,
+            }
+        }
+        if n == 0 {
+            return d.finish().map_err(ReadError::Stream);
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod test;

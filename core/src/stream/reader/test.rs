@@ -648,3 +648,43 @@ fn arbitrary_bytes_never_panic() {
         let _ = decode_all(&v, Options::default(), 4096, |_| {});
     }
 }
+
+#[test]
+fn totals_and_read_stream() {
+    struct Dribble<'a>(&'a [u8]);
+    impl embedded_io::ErrorType for Dribble<'_> {
+        type Error = core::convert::Infallible;
+    }
+    impl embedded_io::Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> core::result::Result<usize, Self::Error> {
+            let n = buf.len().min(self.0.len()).min(5);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let mut t = Totals::default();
+    let mut buf = [0u8; 16];
+    read_stream(&mut Dribble(&PV_STREAM), &mut buf, Options::STRICT, |e| {
+        t.observe(e)
+    })
+    .unwrap();
+    assert_eq!(t.records, 7);
+    assert_eq!(t.libxc_by_type[1], 1);
+    assert_eq!(t.pfns_by_type[0xf], 1);
+    assert_eq!(t.pfns_by_type[0xe], 1);
+    assert_eq!(t.data_pages, 0);
+    assert_eq!(t.vcpus, 1);
+    assert_eq!(t.bytes, PV_STREAM.len() as u64);
+    // A damaged stream: the events before the damage were seen.
+    let mut seen = 0;
+    let e = read_stream(
+        &mut Dribble(&PV_STREAM[..100]),
+        &mut buf,
+        Options::STRICT,
+        |_| seen += 1,
+    )
+    .unwrap_err();
+    assert_eq!(e, ReadError::Stream(Error::new(100, ErrorKind::Truncated)));
+    assert!(seen > 5);
+}
