@@ -126,6 +126,9 @@ pub enum ErrorKind {
     RecordTooLong(u32),
     /// A mandatory record type this reader does not know.
     UnknownMandatoryRecord(u32),
+    /// An optional record type this reader does not know (strict mode
+    /// only; otherwise such records are skipped).
+    UnknownOptionalRecord(u32),
     /// A record's body length does not fit its type (code, length).
     BadRecordLength(u32, u32),
     /// PAGE_DATA with a count of zero.
@@ -262,6 +265,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::UnsupportedPageShift(v) => write!(f, "page shift {v}"),
             ErrorKind::RecordTooLong(v) => write!(f, "record length {v:#x} above REC_LENGTH_MAX"),
             ErrorKind::UnknownMandatoryRecord(v) => write!(f, "unknown mandatory record {v:#010x}"),
+            ErrorKind::UnknownOptionalRecord(v) => write!(f, "unknown optional record {v:#010x}"),
             ErrorKind::BadRecordLength(t, l) => {
                 write!(f, "record {t:#010x} has impossible length {l}")
             }

@@ -39,8 +39,9 @@
 //! X86_PV_INFO combinations, p2m frame counts, one STATIC_DATA_END), the
 //! spec's order rules (see [`OrderRule`]), and with [`Options::strict`]
 //! what Xen's `verify-stream-v2` adds (reserved fields and padding zero,
-//! HVM_PARAMS before HVM_CONTEXT, no TOOLSTACK or dirty-pfn records,
-//! known emulator ids, well-formed xenstore data, exact X86_PV_INFO length).
+//! HVM_PARAMS before HVM_CONTEXT, no TOOLSTACK or dirty-pfn records, no
+//! unknown records even optional ones, known emulator ids, well-formed
+//! xenstore data, exact X86_PV_INFO length).
 //!
 //! Errors carry the absolute offset of the offending structure or field:
 //! the record header for length and order errors (the length field, at
@@ -897,6 +898,9 @@ impl Decoder {
             if code & OPTIONAL == 0 {
                 return Err(Error::new(at, ErrorKind::UnknownMandatoryRecord(code)));
             }
+            if self.opts.strict {
+                return Err(Error::new(at, ErrorKind::UnknownOptionalRecord(code)));
+            }
             info.skipped = true;
             self.start_body(info, Some(St::Skip));
             return Ok(Event::Record(info));
@@ -1059,6 +1063,9 @@ impl Decoder {
             T::Unknown(code) => {
                 if code & OPTIONAL == 0 {
                     return Err(Error::new(at, ErrorKind::UnknownMandatoryRecord(code)));
+                }
+                if self.opts.strict {
+                    return Err(Error::new(at, ErrorKind::UnknownOptionalRecord(code)));
                 }
                 info.skipped = true;
                 Some(St::Skip)

@@ -142,6 +142,20 @@ fn truncation_at_every_byte() {
 }
 
 #[test]
+fn truncation_at_every_byte_of_an_xl_file() {
+    let mut x = b"Xen saved domain, xl format\n \0 \r".to_vec();
+    x.extend_from_slice(&[
+        4, 3, 2, 1, 3, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 3, 0, 0, 0, b'{', b'}', 0, 7, 7,
+    ]);
+    x.extend_from_slice(&libxl_wrap(&HVM_STREAM));
+    assert!(decode_all(&x, Options::STRICT, 3, |_| {}).is_ok());
+    for cut in 0..x.len() {
+        let e = decode_all(&x[..cut], Options::STRICT, 5, |_| {}).unwrap_err();
+        assert_eq!(e, Error::new(cut as u64, ErrorKind::Truncated), "cut {cut}");
+    }
+}
+
+#[test]
 fn decoder_is_small() {
     assert!(
         core::mem::size_of::<Decoder>() <= 512,
@@ -298,7 +312,11 @@ fn retype(v: &mut [u8], off: usize, t: u32) {
 fn optional_records_are_skipped() {
     // TSC info turned into an unknown optional record: skipped, reported.
     let v = pv(|v| retype(v, 120, 0x8000_0042));
-    let ev = events(&v, Options::STRICT, 5).unwrap();
+    assert_eq!(
+        err(&v, Options::STRICT),
+        at(120, ErrorKind::UnknownOptionalRecord(0x8000_0042))
+    );
+    let ev = events(&v, Options::default(), 5).unwrap();
     assert!(ev
         .iter()
         .any(|e| e.contains("rtype: 2147483714, length: 24, offset: 120, skipped: true")));
@@ -311,7 +329,11 @@ fn optional_records_are_skipped() {
     opt[8..11].copy_from_slice(b"abc");
     let end = l.len() - 8;
     l.splice(end..end, opt);
-    let ev = events(&l, Options::STRICT, 3).unwrap();
+    assert_eq!(
+        err(&l, Options::STRICT),
+        at(208, ErrorKind::UnknownOptionalRecord(0x8000_0007))
+    );
+    let ev = events(&l, Options::default(), 3).unwrap();
     assert!(ev
         .iter()
         .any(|e| e.contains("layer: Libxl, rtype: 2147483655, length: 3")
