@@ -3,6 +3,7 @@
 //! them directly.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod peer;
