@@ -47,12 +47,15 @@ fn parse() -> Cli {
                 && e.kind() != K::DisplayHelpOnMissingArgumentOrSubcommand;
             if json && usage {
                 let text = e.render().to_string();
+                // The error's own lines, without clap's usage and hint.
                 let message = text
                     .lines()
-                    .next()
-                    .unwrap_or("usage error")
-                    .trim_start_matches("error: ")
-                    .to_owned();
+                    .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let message = message.trim_start_matches("error: ").to_owned();
                 Failure::usage(message).report(true);
                 std::process::exit(i32::from(cli::EXIT_USAGE));
             }

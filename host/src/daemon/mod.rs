@@ -116,7 +116,7 @@ pub enum DaemonError {
     BackendUnavailable(&'static str),
     /// The sim backend's guests (`serve --guests FILE`) could not be read
     /// or created.
-    #[error("guests file {path}: {message}")]
+    #[error("{}: {message}", .path.display())]
     Guests {
         /// The file.
         path: PathBuf,
