@@ -350,3 +350,28 @@ fn no_daemon_is_a_failure_that_names_the_socket() {
     );
     assert_eq!(json(&out)["error"]["kind"], "network");
 }
+
+#[test]
+fn sigterm_stops_serve_with_running_guests() {
+    let dir = Scratch::new("sigterm");
+    let mut serve = Serve::start(&dir, &[]);
+    let ok = serve.relocd(&[
+        "sim",
+        "create",
+        "web1",
+        "--memory",
+        "64M",
+        "--dirty-rate",
+        "1M/s",
+    ]);
+    assert!(ok.status.success(), "{ok:?}");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(serve.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(serve.child.wait().unwrap().success());
+    serve.wait_for("relocd stopped");
+    assert!(!serve.control.exists());
+}

@@ -21,11 +21,15 @@
 //! [`SimBackend::mark_in_doubt`] instead: `relocd list` reports it as
 //! [`DomainState::InDoubt`] and shutdown leaves it paused, because
 //! resuming it could make it run on two hosts (invariant 1 of the design);
-//! `relocd resolve` settles it.
+//! `relocd resolve` settles it ([`SimBackend::settle`]).
 
 use super::backend::Backend;
-use super::control::{CommandError, DomainInfo, DomainState, ErrorKind, SimCreateRequest};
-use crate::sim::{self, Domid, Drive, GuestSpec, Pattern, SimError, SimHypervisor, SpecError};
+use super::control::{
+    CommandError, DomainInfo, DomainState, ErrorKind, ResolveAction, SimCreateRequest,
+};
+use crate::sim::{
+    self, Domid, Drive, GuestSpec, Pattern, SimError, SimGuest, SimHypervisor, SpecError,
+};
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -113,6 +117,40 @@ impl SimBackend {
             .into_iter()
             .find(|d| d.domid == domid)
             .map(|d| to_daemon_info(&d, &marks))
+    }
+
+    /// The guest a command names: by name first, then by domain id (as
+    /// xm accepts either). [`ErrorKind::NotFound`] when there is none.
+    pub fn find(&self, domain: &str) -> Result<SimGuest, CommandError> {
+        self.hv
+            .by_name(domain)
+            .or_else(|| domain.parse::<Domid>().ok().and_then(|id| self.hv.get(id)))
+            .ok_or_else(|| CommandError::new(ErrorKind::NotFound, format!("no domain `{domain}`")))
+    }
+
+    /// Settles an in-doubt guest (`relocd resolve`): `Resume` lets it run
+    /// here, `Discard` destroys it here; either way its mark goes. A guest
+    /// that is not in doubt is refused ([`ErrorKind::Refused`]) and left as
+    /// it is. The journal record of the decision is the caller's.
+    pub fn settle(&self, domain: &str, action: ResolveAction) -> Result<(), CommandError> {
+        let guest = self.find(domain)?;
+        let domid = guest.domid();
+        if !self.marks().in_doubt.contains(&domid) {
+            return Err(CommandError::new(
+                ErrorKind::Refused,
+                format!("`{domain}` is not in doubt; there is nothing to resolve"),
+            ));
+        }
+        let done = match action {
+            ResolveAction::Resume => guest.unpause(),
+            ResolveAction::Discard => guest.destroy(),
+        };
+        done.map_err(|e| {
+            CommandError::new(ErrorKind::Internal, format!("resolving `{domain}`: {e}"))
+        })?;
+        self.clear(domid);
+        tracing::info!(domain, domid, ?action, "in-doubt guest settled");
+        Ok(())
     }
 
     /// The migration engine paused `domid` for a migration that has not
@@ -421,5 +459,34 @@ mod tests {
         assert_eq!(made[1].name, "db1");
         let too_big = sim::parse_guests_file("big memory=1G\n").unwrap();
         assert_eq!(b.create_all(&too_big).unwrap_err().kind, ErrorKind::Refused);
+    }
+
+    #[test]
+    fn find_by_name_or_id_and_settle_in_doubt() {
+        let b = backend(1 << 30);
+        let a = b.sim_create(&req("a", 1 << 20)).unwrap();
+        b.sim_create(&req("b", 1 << 20)).unwrap();
+        assert_eq!(b.find("a").unwrap().name(), "a");
+        assert_eq!(b.find(&a.id.to_string()).unwrap().name(), "a");
+        assert_eq!(b.find("zz").unwrap_err().kind, ErrorKind::NotFound);
+
+        // Not in doubt: refused, untouched.
+        let e = b.settle("a", ResolveAction::Discard).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Refused);
+        assert_eq!(b.list().len(), 2);
+
+        for n in ["a", "b"] {
+            let g = b.find(n).unwrap();
+            g.pause().unwrap();
+            b.mark_in_doubt(g.domid());
+        }
+        b.settle("a", ResolveAction::Resume).unwrap();
+        assert_eq!(b.find("a").unwrap().state(), sim::DomainState::Running);
+        b.settle("b", ResolveAction::Discard).unwrap();
+        assert!(b.find("b").is_err());
+        let list = b.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].state, DomainState::Running);
+        assert!(b.in_doubt().is_empty());
     }
 }
