@@ -153,8 +153,9 @@ pub struct MigrateArgs {
     /// The guest (name or id).
     #[arg(value_name = "DOMAIN")]
     pub domain: String,
-    /// Where to: HOST, HOST:PORT or [IPV6]:PORT.
-    #[arg(value_name = "HOST[:PORT]", value_parser = parse_destination)]
+    /// The destination host and port.
+    #[arg(value_name = "HOST[:PORT]", value_parser = parse_destination,
+        help = "Where to: HOST, HOST:PORT or [IPV6]:PORT", long_help = "Where to: HOST, HOST:PORT or [IPV6]:PORT")]
     pub host: Destination,
 }
 
