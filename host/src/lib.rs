@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check_host;
+pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod peer;
