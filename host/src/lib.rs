@@ -8,5 +8,6 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod peer;
+pub mod session;
 pub mod settings;
 pub mod sim;

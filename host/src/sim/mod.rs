@@ -68,6 +68,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod adapter;
 mod guest;
 mod memory;
 mod spec;
@@ -80,6 +81,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+pub use adapter::{SimFault, SimSink, SimSource};
 pub use guest::{bitmap_words, SimGuest};
 pub use memory::{Page, CHUNK_PAGES};
 pub use spec::{

@@ -1,0 +1,794 @@
+//! The sending side: [`run_source`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use relocd_core::guest::{GuestInfo, PageType, Pfn, SourceGuest, PAGE_SIZE};
+use relocd_core::precopy::drive::{self, BatchBuf, DriveError};
+use relocd_core::precopy::{
+    Decision, DefaultPolicy, Phase as PcPhase, PolicyConfig, Precopy, PrecopyConfig, Summary,
+    MAX_BATCH_SIZE,
+};
+use relocd_core::protocol::journal::{Record, RecordKind, Role};
+use relocd_core::protocol::{
+    msg, AbortReason, Features, GuestDesc, Source, SourceAction, SourceConfig, SourceOutcome,
+    IMAGE_HEADER_MAX, MAX_CONTROL_FRAME_LEN,
+};
+use relocd_core::time::Instant;
+
+use super::image::{ImageEncoder, LibxcEncoder};
+use super::link::{read_full, write_all, Header, Link, ReadEnd};
+use super::{
+    guest_err, mib_per_s, Clock, JournalSink, LinkTimeouts, Phase, Progress, SessionError,
+    POLL_INTERVAL,
+};
+
+/// What the source is asked to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceOptions {
+    /// The session identifier (unique on this host; both journals use it).
+    pub session: u64,
+    /// Live (pre-copy rounds while the guest runs) or offline.
+    pub live: bool,
+    /// The domain's name as the destination will know it.
+    pub name: String,
+    /// The domain's UUID.
+    pub uuid: [u8; 16],
+    /// The pre-copy stop policy's settings (`--downtime-limit`,
+    /// `--max-iters`, `--abort-if-busy`).
+    pub policy: PolicyConfig,
+    /// Send-rate cap in bytes per second during live rounds
+    /// (`--bandwidth`).
+    pub bandwidth_limit: Option<u64>,
+    /// Protocol and write timeouts.
+    pub timeouts: LinkTimeouts,
+    /// Features offered.
+    pub features: Features,
+}
+
+impl SourceOptions {
+    /// Defaults for a session moving `name`.
+    pub fn new(session: u64, name: &str, live: bool) -> SourceOptions {
+        SourceOptions {
+            session,
+            live,
+            name: name.to_owned(),
+            uuid: [0; 16],
+            policy: PolicyConfig::default(),
+            bandwidth_limit: None,
+            timeouts: LinkTimeouts::default(),
+            features: Features::ALL,
+        }
+    }
+}
+
+/// What a successful migration amounted to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SourceReport {
+    /// The session identifier.
+    pub session: u64,
+    /// Whether it was live.
+    pub live: bool,
+    /// Live pre-copy rounds (0 offline).
+    pub rounds: u32,
+    /// Pages sent, all rounds (a page sent twice counts twice).
+    pub pages_sent: u64,
+    /// Pages sent while the guest was suspended.
+    pub final_pages: u64,
+    /// Bytes written to the connection: every frame, image and control.
+    pub bytes_sent: u64,
+    /// Bytes of migration image (libxc stream) among them.
+    pub image_bytes: u64,
+    /// The guest's memory in bytes.
+    pub guest_bytes: u64,
+    /// From the suspend to the destination's `Committed` (its guest runs).
+    pub downtime_ms: u64,
+    /// From the call to the end.
+    pub total_ms: u64,
+    /// `bytes_sent` over the time the image flowed (from the admission to
+    /// the image's end), MiB/s.
+    pub bandwidth_mib_s: f64,
+}
+
+/// What the reader thread hands over.
+enum Incoming {
+    Frame(Header, Vec<u8>),
+    BadHeader(Header),
+    Closed,
+}
+
+fn reader<L: Link>(mut link: L, tx: Sender<Incoming>, stop: Arc<AtomicBool>) {
+    loop {
+        let mut hdr: Header = [0; 4];
+        let mut idle = || stop.load(Ordering::Relaxed);
+        match read_full(&mut link, &mut hdr, &mut idle) {
+            ReadEnd::Done => {}
+            ReadEnd::Stopped => return,
+            ReadEnd::Eof | ReadEnd::Failed => {
+                let _ = tx.send(Incoming::Closed);
+                return;
+            }
+        }
+        // The destination only sends control messages: the bound is fixed
+        // and checked before the body is read.
+        let Ok(len) = msg::frame_len(hdr, MAX_CONTROL_FRAME_LEN) else {
+            let _ = tx.send(Incoming::BadHeader(hdr));
+            return;
+        };
+        let mut body = vec![0; len];
+        match read_full(&mut link, &mut body, &mut idle) {
+            ReadEnd::Done => {}
+            ReadEnd::Stopped => return,
+            ReadEnd::Eof | ReadEnd::Failed => {
+                let _ = tx.send(Incoming::Closed);
+                return;
+            }
+        }
+        if tx.send(Incoming::Frame(hdr, body)).is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Xfer {
+    Idle,
+    Live,
+    Final,
+    Done,
+}
+
+/// Moves `guest` to the destination at the other end of `link`, with the
+/// libxc stream as image ([`LibxcEncoder`]). See
+/// [`run_source_with_encoder`].
+pub fn run_source<L: Link, G: SourceGuest>(
+    link: L,
+    guest: &mut G,
+    opts: &SourceOptions,
+    journal: &mut dyn JournalSink,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+    clock: &Clock,
+) -> Result<SourceReport, SessionError> {
+    run_source_with_encoder(
+        link,
+        guest,
+        &mut LibxcEncoder::new(),
+        opts,
+        journal,
+        progress,
+        cancel,
+        clock,
+    )
+}
+
+/// Moves `guest` to the destination at the other end of `link`.
+///
+/// Blocks until the session is over. On `Ok` the destination runs the
+/// guest and the local copy is destroyed (journal: `Commit`, then
+/// `Done`). On `Err` the guest runs here again (it was resumed if it had
+/// been suspended, and the dirty log is off), except for
+/// [`SessionError::InDoubt`], where it stays suspended. Setting `cancel`
+/// aborts the session at the next batch unless its point of no return is
+/// passed. `progress` is called after every few batches and every round.
+#[expect(clippy::too_many_arguments, reason = "the session's whole context")]
+pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
+    link: L,
+    guest: &mut G,
+    encoder: &mut dyn ImageEncoder,
+    opts: &SourceOptions,
+    journal: &mut dyn JournalSink,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+    clock: &Clock,
+) -> Result<SourceReport, SessionError> {
+    let started = std::time::Instant::now();
+    let info = guest.info().map_err(|e| guest_err("info", e))?;
+    let desc = GuestDesc::new(&opts.name, opts.uuid, info)
+        .map_err(|e| SessionError::Internal(e.to_string()))?;
+    link.set_read_timeout(Some(POLL_INTERVAL))
+        .map_err(SessionError::Link)?;
+    link.set_write_timeout(Some(opts.timeouts.write))
+        .map_err(SessionError::Link)?;
+    let rlink = link.try_clone().map_err(SessionError::Link)?;
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let handle = thread::Builder::new()
+        .name("relocd-src-rx".into())
+        .spawn(move || reader(rlink, tx, stop2))
+        .map_err(SessionError::Link)?;
+    let now = clock.now();
+    let sm = Source::new(
+        SourceConfig {
+            session: opts.session,
+            live: opts.live,
+            features: opts.features,
+            timeouts: opts.timeouts.protocol,
+            guest: desc,
+        },
+        now,
+    );
+    let mut d = SrcDriver {
+        sm,
+        link,
+        rx,
+        guest,
+        encoder,
+        journal,
+        progress,
+        clock,
+        opts,
+        info,
+        pc: None,
+        bitmap: Vec::new(),
+        scratch: Vec::new(),
+        pfns: vec![0; MAX_BATCH_SIZE],
+        types: vec![PageType::NOTAB; MAX_BATCH_SIZE],
+        data: vec![0; MAX_BATCH_SIZE * PAGE_SIZE],
+        chunk: Vec::new(),
+        ctl: vec![0; MAX_CONTROL_FRAME_LEN + 64],
+        xfer: Xfer::Idle,
+        next_send: None,
+        link_dead: false,
+        link_reported: false,
+        logdirty: false,
+        suspended: false,
+        commit_journaled: false,
+        cancelled: false,
+        failure: None,
+        summary: None,
+        bytes_sent: 0,
+        image_bytes: 0,
+        batches: 0,
+        started,
+        transfer_start: None,
+        transfer_end: None,
+        suspend_at: None,
+    };
+    let r = d.run(cancel);
+    stop.store(true, Ordering::Relaxed);
+    d.link.shutdown();
+    let _ = handle.join();
+    r
+}
+
+struct SrcDriver<'a, L: Link, G: SourceGuest> {
+    sm: Source,
+    link: L,
+    rx: Receiver<Incoming>,
+    guest: &'a mut G,
+    encoder: &'a mut dyn ImageEncoder,
+    journal: &'a mut dyn JournalSink,
+    progress: &'a mut dyn FnMut(Progress),
+    clock: &'a Clock,
+    opts: &'a SourceOptions,
+    info: GuestInfo,
+    pc: Option<Precopy<DefaultPolicy>>,
+    bitmap: Vec<u64>,
+    scratch: Vec<u64>,
+    pfns: Vec<Pfn>,
+    types: Vec<PageType>,
+    data: Vec<u8>,
+    chunk: Vec<u8>,
+    ctl: Vec<u8>,
+    xfer: Xfer,
+    next_send: Option<Instant>,
+    link_dead: bool,
+    link_reported: bool,
+    logdirty: bool,
+    suspended: bool,
+    commit_journaled: bool,
+    cancelled: bool,
+    /// The local failure that made this side abort, reported instead of
+    /// the protocol's view of it.
+    failure: Option<SessionError>,
+    summary: Option<Summary>,
+    bytes_sent: u64,
+    image_bytes: u64,
+    batches: u64,
+    started: std::time::Instant,
+    transfer_start: Option<std::time::Instant>,
+    transfer_end: Option<std::time::Instant>,
+    suspend_at: Option<std::time::Instant>,
+}
+
+impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
+    fn run(&mut self, cancel: &AtomicBool) -> Result<SourceReport, SessionError> {
+        loop {
+            let now = self.clock.now();
+            if cancel.load(Ordering::Relaxed) && !self.cancelled {
+                self.cancelled = true;
+                // Refused once the commit is journaled: then it is too late.
+                if self.sm.abort(now, AbortReason::Cancelled).is_ok() {
+                    self.xfer = Xfer::Done;
+                }
+            }
+            self.flush(now);
+            while let Some(a) = self.sm.poll_action() {
+                match a {
+                    SourceAction::StartTransfer { live } => self.start(now, live),
+                    SourceAction::JournalCommit { session } => self.journal_commit(now, session),
+                    SourceAction::Finished(o) => {
+                        // A last Abort, if the machine queued one.
+                        self.flush(now);
+                        return self.finish(o);
+                    }
+                }
+                self.flush(now);
+            }
+            self.drain_incoming(now);
+            let mut worked = false;
+            if matches!(self.xfer, Xfer::Live | Xfer::Final)
+                && self.sm.outcome().is_none()
+                && self.next_send.is_none_or(|t| now >= t)
+            {
+                self.step(now);
+                worked = true;
+            }
+            self.sm.handle_timeout(self.clock.now());
+            if !worked {
+                self.wait();
+            }
+        }
+    }
+
+    /// Blocks until a frame arrives, a deadline passes or the poll
+    /// interval ends.
+    fn wait(&mut self) {
+        let mut wait = POLL_INTERVAL;
+        if let Some(t) = self.sm.poll_timeout() {
+            wait = wait.min(self.clock.until(t));
+        }
+        if matches!(self.xfer, Xfer::Live | Xfer::Final) {
+            if let Some(t) = self.next_send {
+                wait = wait.min(self.clock.until(t));
+            }
+        }
+        if self.link_reported {
+            thread::sleep(wait.min(Duration::from_millis(5)));
+            return;
+        }
+        match self.rx.recv_timeout(wait) {
+            Ok(inc) => {
+                let now = self.clock.now();
+                self.incoming(now, inc);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => self.link_lost(self.clock.now()),
+        }
+    }
+
+    fn drain_incoming(&mut self, now: Instant) {
+        loop {
+            match self.rx.try_recv() {
+                Ok(inc) => self.incoming(now, inc),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.link_lost(now);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn incoming(&mut self, now: Instant, inc: Incoming) {
+        match inc {
+            Incoming::Frame(hdr, body) => {
+                if self.sm.frame_len(now, hdr).is_ok() {
+                    // Errors have moved the machine already (call contract).
+                    let _ = self.sm.handle_frame(now, &body);
+                } else {
+                    self.link.shutdown();
+                    self.link_lost(now);
+                }
+            }
+            Incoming::BadHeader(hdr) => {
+                let _ = self.sm.frame_len(now, hdr);
+                self.link.shutdown();
+                self.link_lost(now);
+            }
+            Incoming::Closed => self.link_lost(now),
+        }
+    }
+
+    fn link_lost(&mut self, now: Instant) {
+        self.link_dead = true;
+        if !self.link_reported {
+            self.link_reported = true;
+            self.sm.handle_link_error(now);
+        }
+        if self.xfer != Xfer::Idle {
+            self.xfer = Xfer::Done;
+        }
+    }
+
+    /// Writes the control frames the machine has queued.
+    fn flush(&mut self, now: Instant) {
+        loop {
+            let n = match self.sm.poll_transmit(&mut self.ctl) {
+                Ok(Some(n)) => n,
+                Ok(None) => return,
+                Err(e) => {
+                    self.failure = Some(SessionError::Internal(e.to_string()));
+                    self.link.shutdown();
+                    self.link_lost(now);
+                    return;
+                }
+            };
+            if self.link_dead {
+                self.sm.handle_transmit_failed(now);
+                continue;
+            }
+            match write_all(&mut self.link, &self.ctl[..n]) {
+                Ok(()) => self.bytes_sent += n as u64,
+                Err((_, accepted)) => {
+                    self.link_dead = true;
+                    self.link_reported = true;
+                    if accepted {
+                        self.sm.handle_link_error(now);
+                    } else {
+                        self.sm.handle_transmit_failed(now);
+                    }
+                    self.xfer = Xfer::Done;
+                }
+            }
+        }
+    }
+
+    /// A local failure: remember it and give up the session.
+    fn local_failure(&mut self, now: Instant, e: SessionError) {
+        if self.failure.is_none() {
+            self.failure = Some(e);
+        }
+        let _ = self.sm.abort(now, AbortReason::SourceFailed);
+        self.xfer = Xfer::Done;
+    }
+
+    fn drive_failure(&mut self, now: Instant, what: &'static str, e: DriveError<G::Error>) {
+        let err = match e {
+            DriveError::Guest(g) => guest_err(what, g),
+            other => SessionError::Internal(format!("{what}: {other}")),
+        };
+        self.local_failure(now, err);
+    }
+
+    fn start(&mut self, now: Instant, live: bool) {
+        self.transfer_start = Some(std::time::Instant::now());
+        let words = self.info.bitmap_words();
+        self.bitmap = vec![0; words];
+        self.scratch = vec![0; words];
+        self.chunk.clear();
+        if let Err(e) = self.encoder.start(&self.info, &mut self.chunk) {
+            self.local_failure(now, e.into());
+            return;
+        }
+        let chunk = std::mem::take(&mut self.chunk);
+        let sent = self.send_chunk(now, &chunk);
+        self.chunk = chunk;
+        if !sent {
+            return;
+        }
+        let cfg = PrecopyConfig {
+            bandwidth_limit: self.opts.bandwidth_limit,
+        };
+        let policy = DefaultPolicy::new(self.opts.policy);
+        if live {
+            match drive::start_live(&mut *self.guest, &mut self.bitmap, cfg, policy, now) {
+                Ok(pc) => {
+                    self.pc = Some(pc);
+                    self.logdirty = true;
+                    self.xfer = Xfer::Live;
+                }
+                Err(e) => self.drive_failure(now, "enable log-dirty", e),
+            }
+        } else {
+            match drive::start_offline(&mut *self.guest, &mut self.bitmap, cfg, policy, now) {
+                Ok(pc) => {
+                    self.pc = Some(pc);
+                    self.mark_suspended(now);
+                }
+                Err(e) => self.drive_failure(now, "suspend", e),
+            }
+        }
+    }
+
+    fn mark_suspended(&mut self, now: Instant) {
+        self.suspended = true;
+        self.suspend_at = Some(std::time::Instant::now());
+        self.xfer = Xfer::Final;
+        if let Err(e) = self.sm.handle_suspended(now) {
+            self.failure = Some(SessionError::Internal(e.to_string()));
+            self.xfer = Xfer::Done;
+        }
+        self.flush(now);
+    }
+
+    /// Sends one image chunk (header from the machine, then the payload).
+    fn send_chunk(&mut self, now: Instant, payload: &[u8]) -> bool {
+        self.flush(now);
+        if self.link_dead {
+            return false;
+        }
+        let mut hdr = [0u8; IMAGE_HEADER_MAX];
+        let h = match self.sm.image_chunk_header(payload.len(), &mut hdr) {
+            Ok(h) => h,
+            Err(e) => {
+                self.local_failure(now, SessionError::Internal(e.to_string()));
+                return false;
+            }
+        };
+        let r = write_all(&mut self.link, &hdr[..h])
+            .and_then(|()| write_all(&mut self.link, payload).map_err(|(e, _)| (e, true)));
+        match r {
+            Ok(()) => {
+                self.bytes_sent += (h + payload.len()) as u64;
+                self.image_bytes += payload.len() as u64;
+                true
+            }
+            Err(_) => {
+                // Part of the image may have gone: either way the session
+                // is over before its commit.
+                self.link_dead = true;
+                self.link_reported = true;
+                self.sm.handle_link_error(now);
+                self.xfer = Xfer::Done;
+                false
+            }
+        }
+    }
+
+    /// One batch of the current round, or the round's end.
+    fn step(&mut self, now: Instant) {
+        let Some(mut pc) = self.pc.take() else {
+            self.xfer = Xfer::Done;
+            return;
+        };
+        self.step_with(now, &mut pc);
+        self.pc = Some(pc);
+    }
+
+    fn step_with(&mut self, now: Instant, pc: &mut Precopy<DefaultPolicy>) {
+        let buf = BatchBuf {
+            pfns: &mut self.pfns,
+            types: &mut self.types,
+            data: &mut self.data,
+        };
+        let batch = match drive::read_batch(pc, &mut *self.guest, &self.bitmap, buf) {
+            Ok(b) => b,
+            Err(e) => return self.drive_failure(now, "read pages", e),
+        };
+        if let Some(b) = batch {
+            let n = b.pfns.len() as u64;
+            let mut chunk = std::mem::take(&mut self.chunk);
+            chunk.clear();
+            let r = self.encoder.pages(b.pfns, b.types, b.data, &mut chunk);
+            if let Err(e) = r {
+                self.chunk = chunk;
+                return self.local_failure(now, e.into());
+            }
+            let sent = self.send_chunk(now, &chunk);
+            let len = chunk.len() as u64;
+            self.chunk = chunk;
+            if sent {
+                self.next_send = pc.record_batch(self.clock.now(), n, len);
+                self.batches += 1;
+                if self.batches % 8 == 0 {
+                    self.pc_progress(pc);
+                }
+            }
+            return;
+        }
+        match self.xfer {
+            Xfer::Live => self.end_round(now, pc),
+            Xfer::Final => self.end_image(now, pc),
+            _ => {}
+        }
+    }
+
+    fn pc_progress(&mut self, pc: &Precopy<DefaultPolicy>) {
+        let p = pc.progress();
+        let phase = match p.phase {
+            PcPhase::Live(r) => Phase::Live(r),
+            PcPhase::Stopping | PcPhase::Final => Phase::Final,
+            PcPhase::Done => Phase::Committing,
+        };
+        let last = p.last_round.unwrap_or_default();
+        (self.progress)(Progress {
+            phase,
+            round_pages: p.round_pages,
+            round_pages_sent: p.round_pages_sent,
+            pages_sent: p.total_pages_sent,
+            bytes_sent: self.bytes_sent,
+            dirty: last.dirty_count,
+            bandwidth: last.bandwidth,
+            projected_downtime: last.projected_downtime.into(),
+        });
+    }
+
+    fn end_round(&mut self, now: Instant, pc: &mut Precopy<DefaultPolicy>) {
+        let decision = match drive::end_live_round(pc, &mut *self.guest, &mut self.bitmap, now) {
+            Ok(d) => d,
+            Err(e) => return self.drive_failure(now, "read the dirty log", e),
+        };
+        let Some(stats) = pc.progress().last_round else {
+            return self.local_failure(now, SessionError::Internal("round without figures".into()));
+        };
+        self.next_send = None;
+        if let Err(e) = self.sm.handle_round_end(now, &stats) {
+            self.failure = Some(SessionError::Internal(e.to_string()));
+            self.xfer = Xfer::Done;
+            return;
+        }
+        self.pc_progress(pc);
+        match decision {
+            Decision::ContinuePrecopy => {}
+            Decision::StopAndCopy => {
+                self.flush(now);
+                let r = drive::suspend_for_final(
+                    pc,
+                    &mut *self.guest,
+                    &mut self.bitmap,
+                    &mut self.scratch,
+                    self.clock.now(),
+                );
+                match r {
+                    Ok(_) => self.mark_suspended(now),
+                    Err(e) => {
+                        // The suspend itself may have happened.
+                        self.suspended = true;
+                        self.drive_failure(now, "suspend", e);
+                    }
+                }
+            }
+            Decision::Abort => {
+                let _ = self.sm.abort(now, AbortReason::Busy);
+                self.xfer = Xfer::Done;
+            }
+        }
+    }
+
+    fn end_image(&mut self, now: Instant, pc: &mut Precopy<DefaultPolicy>) {
+        match pc.finish(self.clock.now()) {
+            Ok(s) => self.summary = Some(s),
+            Err(e) => {
+                return self.local_failure(now, SessionError::Internal(e.to_string()));
+            }
+        }
+        let mut blobs = Vec::new();
+        for v in 0..self.info.vcpus {
+            let mut buf = vec![0u8; 64 * 1024];
+            match self.guest.vcpu_context(v, &mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    blobs.push(buf);
+                }
+                Err(e) => return self.local_failure(now, guest_err("vCPU context", e)),
+            }
+        }
+        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.clear();
+        if let Err(e) = self.encoder.finish(&refs, &mut chunk) {
+            self.chunk = chunk;
+            return self.local_failure(now, e.into());
+        }
+        let sent = self.send_chunk(now, &chunk);
+        self.chunk = chunk;
+        if !sent {
+            return;
+        }
+        self.xfer = Xfer::Done;
+        self.transfer_end = Some(std::time::Instant::now());
+        if let Err(e) = self.sm.handle_image_end(now) {
+            self.failure = Some(SessionError::Internal(e.to_string()));
+        }
+        self.pc_progress(pc);
+    }
+
+    fn journal_commit(&mut self, now: Instant, session: u64) {
+        let rec = Record {
+            session,
+            uuid: self.opts.uuid,
+            role: Role::Source,
+            kind: RecordKind::Commit,
+        };
+        match self.journal.record(&rec) {
+            Ok(()) => {
+                self.commit_journaled = true;
+                let _ = self.sm.handle_journaled(now);
+            }
+            Err(e) => {
+                self.failure = Some(SessionError::Journal(e));
+                let _ = self.sm.handle_journal_failed(now);
+            }
+        }
+    }
+
+    fn finish(&mut self, outcome: SourceOutcome) -> Result<SourceReport, SessionError> {
+        let end = std::time::Instant::now();
+        match outcome {
+            SourceOutcome::Migrated => {
+                let destroyed = self.guest.destroy();
+                let rec = Record {
+                    session: self.opts.session,
+                    uuid: self.opts.uuid,
+                    role: Role::Source,
+                    kind: RecordKind::Done,
+                };
+                self.journal.record(&rec).map_err(SessionError::Journal)?;
+                destroyed.map_err(|e| guest_err("destroy the local copy", e))?;
+                let s = self.summary.unwrap_or(Summary {
+                    live_rounds: 0,
+                    final_pages: 0,
+                    final_bytes: 0,
+                    final_time: Default::default(),
+                    total_pages_sent: 0,
+                    total_bytes_sent: 0,
+                    total_time: Default::default(),
+                    bandwidth: 0,
+                });
+                let transfer = match (self.transfer_start, self.transfer_end) {
+                    (Some(a), Some(b)) => b.saturating_duration_since(a),
+                    _ => end.saturating_duration_since(self.started),
+                };
+                Ok(SourceReport {
+                    session: self.opts.session,
+                    live: self.opts.live,
+                    rounds: s.live_rounds,
+                    pages_sent: s.total_pages_sent,
+                    final_pages: s.final_pages,
+                    bytes_sent: self.bytes_sent,
+                    image_bytes: self.image_bytes,
+                    guest_bytes: self.info.nr_pages * PAGE_SIZE as u64,
+                    downtime_ms: self
+                        .suspend_at
+                        .map_or(0, |t| millis(end.saturating_duration_since(t))),
+                    total_ms: millis(end.saturating_duration_since(self.started)),
+                    bandwidth_mib_s: mib_per_s(self.bytes_sent, transfer),
+                })
+            }
+            SourceOutcome::Aborted(e) => {
+                let mut journal_err = None;
+                if self.commit_journaled {
+                    let rec = Record {
+                        session: self.opts.session,
+                        uuid: self.opts.uuid,
+                        role: Role::Source,
+                        kind: RecordKind::Aborted,
+                    };
+                    journal_err = self.journal.record(&rec).err();
+                }
+                let mut guest_failure = None;
+                if self.logdirty {
+                    if let Err(g) = self.guest.disable_logdirty() {
+                        guest_failure = Some(guest_err("disable log-dirty", g));
+                    }
+                }
+                if self.suspended {
+                    if let Err(g) = self.guest.resume() {
+                        guest_failure = Some(guest_err("resume", g));
+                    }
+                }
+                if let Some(f) = self.failure.take() {
+                    return Err(f);
+                }
+                if let Some(j) = journal_err {
+                    return Err(SessionError::Journal(j));
+                }
+                if let Some(g) = guest_failure {
+                    return Err(g);
+                }
+                Err(SessionError::from_protocol(e))
+            }
+            SourceOutcome::InDoubt(e) => Err(SessionError::InDoubt(e)),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,294 @@
+//! The simulated hypervisor behind the core's guest traits:
+//! [`SimSource`] implements [`SourceGuest`] and [`SimSink`] implements
+//! [`SinkGuest`], so the session drivers (`crate::session`) move a
+//! [`SimGuest`] exactly as they will move a Xen domain.
+//!
+//! A simulated guest looks like an HVM guest with one vCPU on the wire:
+//! every page is `NOTAB`, `p2m_size` is its page count, and its vCPU state
+//! is the [`VcpuState`](super::VcpuState) blob.
+//!
+//! The traits want a `Copy` error; [`SimFault`] is the kind of a
+//! [`SimError`] with its small fields kept (the names are dropped, the
+//! caller knows the domain).
+
+use std::fmt;
+
+use relocd_core::guest::{
+    GuestInfo, GuestType, PageType, Pfn, SinkGuest, SourceGuest, PAGE_SIZE as CORE_PAGE_SIZE,
+};
+
+use super::{DomainState, SimError, SimGuest, VCPU_STATE_LEN};
+
+const _: () = assert!(CORE_PAGE_SIZE == super::PAGE_SIZE);
+
+/// A [`SimError`] reduced to a `Copy` value, as the guest traits require.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SimFault {
+    /// Not enough capacity.
+    NoCapacity,
+    /// The name is in use.
+    NameTaken,
+    /// No such domain.
+    NoSuchDomain,
+    /// A bad name or size.
+    Spec,
+    /// No free domid.
+    NoDomid,
+    /// A pfn beyond the guest.
+    PfnOutOfRange {
+        /// The pfn asked for.
+        pfn: u64,
+    },
+    /// A caller buffer of the wrong size.
+    BufferSize,
+    /// The domain was destroyed.
+    Destroyed,
+    /// The domain must be paused for this.
+    NotPaused,
+    /// The domain has no vCPU state.
+    NoVcpuState,
+    /// A bad vCPU state blob.
+    VcpuState,
+    /// Log-dirty mode is off.
+    LogDirtyOff,
+    /// A vCPU number other than 0 (simulated guests have one).
+    NoSuchVcpu(u32),
+    /// A page type that carries no data where data was expected, or the
+    /// reverse.
+    PageType,
+    /// Anything else the simulator reported.
+    Other,
+}
+
+impl From<&SimError> for SimFault {
+    fn from(e: &SimError) -> Self {
+        match e {
+            SimError::NoCapacity { .. } => SimFault::NoCapacity,
+            SimError::NameTaken(_) => SimFault::NameTaken,
+            SimError::NoSuchDomain(_) => SimFault::NoSuchDomain,
+            SimError::Spec(_) => SimFault::Spec,
+            SimError::NoDomid => SimFault::NoDomid,
+            SimError::PfnOutOfRange { pfn, .. } => SimFault::PfnOutOfRange { pfn: *pfn },
+            SimError::BufferSize { .. } => SimFault::BufferSize,
+            SimError::Destroyed(_) => SimFault::Destroyed,
+            SimError::NotPaused(_) => SimFault::NotPaused,
+            SimError::NoVcpuState => SimFault::NoVcpuState,
+            SimError::VcpuState(_) => SimFault::VcpuState,
+            SimError::LogDirtyOff => SimFault::LogDirtyOff,
+            _ => SimFault::Other,
+        }
+    }
+}
+
+impl From<SimError> for SimFault {
+    fn from(e: SimError) -> Self {
+        SimFault::from(&e)
+    }
+}
+
+impl fmt::Display for SimFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimFault::PfnOutOfRange { pfn } => write!(f, "pfn {pfn:#x} out of range"),
+            SimFault::NoSuchVcpu(v) => write!(f, "no vCPU {v}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+impl std::error::Error for SimFault {}
+
+fn sim<T>(r: Result<T, SimError>) -> Result<T, SimFault> {
+    r.map_err(SimFault::from)
+}
+
+/// A simulated guest being migrated away.
+#[derive(Clone, Debug)]
+pub struct SimSource {
+    guest: SimGuest,
+}
+
+impl SimSource {
+    /// Wraps a guest of a [`SimHypervisor`](super::SimHypervisor).
+    pub fn new(guest: SimGuest) -> Self {
+        SimSource { guest }
+    }
+
+    /// The guest.
+    pub fn guest(&self) -> &SimGuest {
+        &self.guest
+    }
+}
+
+impl SourceGuest for SimSource {
+    type Error = SimFault;
+
+    fn info(&self) -> Result<GuestInfo, SimFault> {
+        if self.guest.state() == DomainState::Destroyed {
+            return Err(SimFault::Destroyed);
+        }
+        let nr = self.guest.nr_pages();
+        Ok(GuestInfo {
+            guest_type: GuestType::Hvm,
+            p2m_size: nr,
+            nr_pages: nr,
+            vcpus: 1,
+        })
+    }
+
+    fn enable_logdirty(&mut self) -> Result<(), SimFault> {
+        // Xen's ENABLE_LOGDIRTY starts with a clean log; the simulator
+        // keeps an existing one, so empty it.
+        sim(self.guest.disable_log_dirty())?;
+        sim(self.guest.enable_log_dirty())
+    }
+
+    fn disable_logdirty(&mut self) -> Result<(), SimFault> {
+        sim(self.guest.disable_log_dirty())
+    }
+
+    fn peek_dirty(&mut self, bitmap: &mut [u64]) -> Result<u64, SimFault> {
+        sim(self.guest.peek_dirty(bitmap))
+    }
+
+    fn clean_dirty(&mut self, bitmap: &mut [u64]) -> Result<u64, SimFault> {
+        let n = sim(self.guest.clean_dirty(bitmap))?;
+        // The trait says every word is overwritten.
+        let words = super::bitmap_words(self.guest.nr_pages());
+        if let Some(rest) = bitmap.get_mut(words..) {
+            rest.fill(0);
+        }
+        Ok(n)
+    }
+
+    fn read_pages(
+        &mut self,
+        pfns: &[Pfn],
+        types: &mut [PageType],
+        data: &mut [u8],
+    ) -> Result<usize, SimFault> {
+        let n = pfns.len();
+        let (Some(types), Some(data)) = (
+            types.get_mut(..n),
+            data.get_mut(..n.saturating_mul(CORE_PAGE_SIZE)),
+        ) else {
+            return Err(SimFault::BufferSize);
+        };
+        sim(self.guest.read_pages(pfns, data))?;
+        // Every simulated page is an ordinary one.
+        types.fill(PageType::NOTAB);
+        Ok(n)
+    }
+
+    fn pause(&mut self) -> Result<(), SimFault> {
+        sim(self.guest.pause())
+    }
+
+    fn unpause(&mut self) -> Result<(), SimFault> {
+        sim(self.guest.unpause())
+    }
+
+    fn suspend(&mut self) -> Result<(), SimFault> {
+        sim(self.guest.pause())
+    }
+
+    fn resume(&mut self) -> Result<(), SimFault> {
+        sim(self.guest.unpause())
+    }
+
+    fn vcpu_context(&mut self, vcpu: u32, buf: &mut [u8]) -> Result<usize, SimFault> {
+        if vcpu != 0 {
+            return Err(SimFault::NoSuchVcpu(vcpu));
+        }
+        let blob = sim(self.guest.vcpu_context())?;
+        let out = buf.get_mut(..VCPU_STATE_LEN).ok_or(SimFault::BufferSize)?;
+        out.copy_from_slice(&blob);
+        Ok(VCPU_STATE_LEN)
+    }
+
+    fn destroy(&mut self) -> Result<(), SimFault> {
+        sim(self.guest.destroy())
+    }
+}
+
+/// A simulated domain being built from a migration image (created empty
+/// and paused with [`SimHypervisor::create_empty`](super::SimHypervisor::create_empty)).
+#[derive(Clone, Debug)]
+pub struct SimSink {
+    guest: SimGuest,
+    vcpu_set: bool,
+    /// Scratch for batches that mix pages with and without data.
+    pfns: Vec<u64>,
+}
+
+impl SimSink {
+    /// Wraps an empty, paused domain.
+    pub fn new(guest: SimGuest) -> Self {
+        SimSink {
+            guest,
+            vcpu_set: false,
+            pfns: Vec::new(),
+        }
+    }
+
+    /// The domain.
+    pub fn guest(&self) -> &SimGuest {
+        &self.guest
+    }
+}
+
+impl SinkGuest for SimSink {
+    type Error = SimFault;
+
+    fn populate(&mut self, pfns: &[Pfn], _types: &[PageType]) -> Result<(), SimFault> {
+        sim(self.guest.populate(pfns))
+    }
+
+    fn write_pages(
+        &mut self,
+        pfns: &[Pfn],
+        types: &[PageType],
+        data: &[u8],
+    ) -> Result<(), SimFault> {
+        if types.len() != pfns.len() {
+            return Err(SimFault::BufferSize);
+        }
+        if types.iter().all(|t| t.has_data()) {
+            return sim(self.guest.write_pages(pfns, data));
+        }
+        // Only the pages that carry data are packed in `data`.
+        self.pfns.clear();
+        self.pfns.extend(
+            pfns.iter()
+                .zip(types)
+                .filter(|(_, t)| t.has_data())
+                .map(|(p, _)| *p),
+        );
+        sim(self.guest.write_pages(&self.pfns, data))
+    }
+
+    fn set_vcpu_context(&mut self, vcpu: u32, blob: &[u8]) -> Result<(), SimFault> {
+        if vcpu != 0 {
+            return Err(SimFault::NoSuchVcpu(vcpu));
+        }
+        sim(self.guest.set_vcpu_context(blob))?;
+        self.vcpu_set = true;
+        Ok(())
+    }
+
+    fn complete(&mut self) -> Result<(), SimFault> {
+        if !self.vcpu_set {
+            return Err(SimFault::NoVcpuState);
+        }
+        Ok(())
+    }
+
+    fn unpause(&mut self) -> Result<(), SimFault> {
+        sim(self.guest.unpause())
+    }
+
+    fn destroy(&mut self) -> Result<(), SimFault> {
+        sim(self.guest.destroy())
+    }
+}

@@ -1,0 +1,407 @@
+//! The session drivers over a real loopback TCP connection, a simulated
+//! hypervisor on each side: offline and live migration checked byte for
+//! byte against the workload's recomputation, refusals, a link cut in the
+//! middle of the image, and a cancel.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+
+use relocd::session::{
+    run_dest, run_source, Clock, DestOptions, DestReport, FileJournal, Progress, SessionError,
+    SourceOptions, SourceReport,
+};
+use relocd::sim::{
+    DomainState, Drive, GuestSpec, SimError, SimHypervisor, SimSink, SimSource, PAGE_SIZE,
+};
+use relocd_core::protocol::journal::{RecordKind, Role};
+use relocd_core::protocol::{AdmissionRequest, Error, RefuseReason};
+
+const MIB: u64 = 1 << 20;
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("relocd-session-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn admission(hv: &SimHypervisor, req: &AdmissionRequest) -> Result<SimSink, RefuseReason> {
+    hv.create_empty(req.name.as_str(), req.memory_bytes)
+        .map(SimSink::new)
+        .map_err(|e| match e {
+            SimError::NameTaken(_) => RefuseReason::NameTaken,
+            SimError::NoCapacity { .. } => RefuseReason::NoCapacity,
+            _ => RefuseReason::Invalid,
+        })
+}
+
+/// A destination on its own thread, accepting one connection.
+fn spawn_dest(
+    hv: &SimHypervisor,
+    dir: &Path,
+) -> (SocketAddr, JoinHandle<Result<DestReport, SessionError>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hv = hv.clone();
+    let journal = dir.join("dest.journal");
+    let h = thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut j = FileJournal::open(&journal).unwrap();
+        run_dest(
+            s,
+            |req: &AdmissionRequest| admission(&hv, req),
+            &DestOptions::default(),
+            &mut j,
+            &Clock::new(),
+        )
+    });
+    (addr, h)
+}
+
+/// Forwards source → destination until `limit` bytes went through, then
+/// closes both connections; destination → source flows freely.
+fn spawn_cutting_proxy(dest: SocketAddr, limit: usize) -> (SocketAddr, JoinHandle<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let h = thread::spawn(move || {
+        let (mut from_src, _) = listener.accept().unwrap();
+        let mut to_dst = TcpStream::connect(dest).unwrap();
+        let (mut back_src, mut back_dst) =
+            (from_src.try_clone().unwrap(), to_dst.try_clone().unwrap());
+        let back = thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = back_dst.read(&mut buf) {
+                if n == 0 || back_src.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut passed = 0;
+        while passed < limit {
+            let want = buf.len().min(limit - passed);
+            match from_src.read(&mut buf[..want]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to_dst.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    passed += n;
+                }
+            }
+        }
+        let _ = from_src.shutdown(Shutdown::Both);
+        let _ = to_dst.shutdown(Shutdown::Both);
+        let _ = back.join();
+        passed
+    });
+    (addr, h)
+}
+
+struct Run {
+    src: Result<SourceReport, SessionError>,
+    dst: Result<DestReport, SessionError>,
+    progress: Vec<Progress>,
+}
+
+fn migrate(
+    guest: &relocd::sim::SimGuest,
+    to: SocketAddr,
+    opts: &SourceOptions,
+    dir: &Path,
+    dest: JoinHandle<Result<DestReport, SessionError>>,
+    cancel_at_first_progress: bool,
+) -> Run {
+    let link = TcpStream::connect(to).unwrap();
+    link.set_nodelay(true).unwrap();
+    let mut j = FileJournal::open(&dir.join("source.journal")).unwrap();
+    let cancel = AtomicBool::new(false);
+    let mut progress = Vec::new();
+    let mut on_progress = |p: Progress| {
+        if cancel_at_first_progress {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        progress.push(p);
+    };
+    let mut src_guest = SimSource::new(guest.clone());
+    let src = run_source(
+        link,
+        &mut src_guest,
+        opts,
+        &mut j,
+        &mut on_progress,
+        &cancel,
+        &Clock::new(),
+    );
+    let dst = dest.join().unwrap();
+    Run { src, dst, progress }
+}
+
+fn kinds(path: &Path, role: Role) -> Vec<RecordKind> {
+    FileJournal::read(path)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.role, role);
+            r.kind
+        })
+        .collect()
+}
+
+/// Checks the destination holds exactly the workload's memory at the step
+/// its vCPU is at, then that the guest goes on from there.
+fn check_moved(
+    spec: &GuestSpec,
+    src_hv: &SimHypervisor,
+    src: &relocd::sim::SimGuest,
+    dst_hv: &SimHypervisor,
+    floor: u64,
+) -> u64 {
+    assert!(src_hv.by_name(&spec.name).is_none(), "source still has it");
+    assert_eq!(src.state(), DomainState::Destroyed);
+    let dst = dst_hv.by_name(&spec.name).expect("destination has it");
+    assert_eq!(dst.state(), DomainState::Running);
+    dst.pause().unwrap();
+    let steps = dst.steps().unwrap();
+    assert!(steps >= floor, "steps {steps} < {floor}");
+    dst.verify(&spec.expected_memory(steps)).unwrap();
+    dst.unpause().unwrap();
+    assert_eq!(dst.advance(5), 5);
+    assert_eq!(dst.steps(), Some(steps + 5));
+    assert_eq!(dst.memory_counter(), Some(steps + 5));
+    steps
+}
+
+#[test]
+fn offline_migration_moves_memory_and_steps() {
+    let dir = temp_dir("offline");
+    let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let spec = GuestSpec::new("web1", 64 * MIB)
+        .unwrap()
+        .with_dirty_rate(16 * MIB)
+        .unwrap();
+    let g = src_hv.create(&spec, false).unwrap();
+    g.advance(250);
+    let (addr, dest) = spawn_dest(&dst_hv, &dir);
+    let run = migrate(
+        &g,
+        addr,
+        &SourceOptions::new(7, "web1", false),
+        &dir,
+        dest,
+        false,
+    );
+    let rep = run.src.unwrap();
+    let drep = run.dst.unwrap();
+    assert_eq!(check_moved(&spec, &src_hv, &g, &dst_hv, 250), 250);
+    let pages = spec.nr_pages();
+    assert_eq!(rep.rounds, 0);
+    assert_eq!(rep.pages_sent, pages);
+    assert_eq!(rep.final_pages, pages);
+    assert_eq!(rep.guest_bytes, 64 * MIB);
+    assert!(rep.bytes_sent > pages * PAGE_SIZE as u64);
+    assert_eq!(drep.pages_applied, pages);
+    assert_eq!(drep.image_bytes, rep.image_bytes);
+    assert_eq!(drep.name, "web1");
+    assert_eq!(
+        kinds(&dir.join("source.journal"), Role::Source),
+        [RecordKind::Commit, RecordKind::Done]
+    );
+    assert_eq!(
+        kinds(&dir.join("dest.journal"), Role::Dest),
+        [RecordKind::Commit, RecordKind::Done]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn live_migration_of_a_dirtying_guest() {
+    let dir = temp_dir("live");
+    // The source's guest runs in real time and dirties 16 MiB/s while the
+    // rounds go; the destination's is stepped by hand after the move.
+    let src_hv = SimHypervisor::new(1 << 30, Drive::RealTime);
+    let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let spec = GuestSpec::new("web1", 64 * MIB)
+        .unwrap()
+        .with_dirty_rate(16 * MIB)
+        .unwrap();
+    let g = src_hv.create(&spec, false).unwrap();
+    g.advance(100);
+    let (addr, dest) = spawn_dest(&dst_hv, &dir);
+    let mut opts = SourceOptions::new(8, "web1", true);
+    opts.uuid = [3; 16];
+    let run = migrate(&g, addr, &opts, &dir, dest, false);
+    let rep = run.src.unwrap();
+    let drep = run.dst.unwrap();
+    check_moved(&spec, &src_hv, &g, &dst_hv, 100);
+    assert!(rep.rounds >= 1);
+    assert!(rep.pages_sent >= spec.nr_pages());
+    assert_eq!(drep.pages_applied, rep.pages_sent);
+    assert_eq!(drep.rounds, rep.rounds);
+    assert!(drep.live);
+    // Progress was reported for every round and ended in the final phase.
+    assert!(run.progress.len() as u32 >= rep.rounds);
+    let recs = FileJournal::read(&dir.join("source.journal")).unwrap();
+    assert!(recs.iter().all(|r| r.session == 8 && r.uuid == [3; 16]));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn refused(dst_hv: &SimHypervisor, tag: &str) -> (Run, SimHypervisor, relocd::sim::SimGuest) {
+    let dir = temp_dir(tag);
+    let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let spec = GuestSpec::new("web1", 64 * MIB).unwrap();
+    let g = src_hv.create(&spec, false).unwrap();
+    g.advance(3);
+    let (addr, dest) = spawn_dest(dst_hv, &dir);
+    let run = migrate(
+        &g,
+        addr,
+        &SourceOptions::new(9, "web1", true),
+        &dir,
+        dest,
+        false,
+    );
+    // Nothing was journaled on either side.
+    assert!(FileJournal::read(&dir.join("source.journal"))
+        .unwrap()
+        .is_empty());
+    assert!(FileJournal::read(&dir.join("dest.journal"))
+        .unwrap()
+        .is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+    (run, src_hv, g)
+}
+
+fn still_at_source(hv: &SimHypervisor, g: &relocd::sim::SimGuest) {
+    assert_eq!(hv.by_name("web1").map(|x| x.domid()), Some(g.domid()));
+    assert_eq!(g.state(), DomainState::Running);
+    assert!(!g.log_dirty_enabled());
+    let before = g.steps().unwrap();
+    assert_eq!(g.advance(2), 2);
+    assert_eq!(g.steps(), Some(before + 2));
+}
+
+#[test]
+fn refusal_name_taken() {
+    let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let other = dst_hv
+        .create(&GuestSpec::new("web1", 16 * MIB).unwrap(), true)
+        .unwrap();
+    let (run, src_hv, g) = refused(&dst_hv, "taken");
+    assert!(
+        matches!(run.src, Err(SessionError::Refused(RefuseReason::NameTaken))),
+        "{:?}",
+        run.src
+    );
+    assert!(matches!(
+        run.dst,
+        Err(SessionError::Refused(RefuseReason::NameTaken))
+    ));
+    assert_eq!(
+        run.src.unwrap_err().to_string(),
+        "the destination refused: a domain with that name already exists on the destination"
+    );
+    still_at_source(&src_hv, &g);
+    // The destination's own guest is untouched and alone.
+    assert_eq!(dst_hv.list().len(), 1);
+    assert_eq!(dst_hv.by_name("web1").unwrap().domid(), other.domid());
+}
+
+#[test]
+fn refusal_no_capacity() {
+    let dst_hv = SimHypervisor::new(32 * MIB, Drive::Manual);
+    let (run, src_hv, g) = refused(&dst_hv, "capacity");
+    assert!(
+        matches!(
+            run.src,
+            Err(SessionError::Refused(RefuseReason::NoCapacity))
+        ),
+        "{:?}",
+        run.src
+    );
+    still_at_source(&src_hv, &g);
+    assert!(dst_hv.list().is_empty());
+}
+
+#[test]
+fn link_cut_mid_image_resumes_at_source() {
+    let dir = temp_dir("cut");
+    let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let spec = GuestSpec::new("web1", 64 * MIB)
+        .unwrap()
+        .with_dirty_rate(16 * MIB)
+        .unwrap();
+    let g = src_hv.create(&spec, false).unwrap();
+    g.advance(40);
+    let (dest_addr, dest) = spawn_dest(&dst_hv, &dir);
+    // Hello, admission, the image header and a bit more than two batches
+    // of pages get through; the rest of the image does not.
+    let (proxy_addr, proxy) = spawn_cutting_proxy(dest_addr, 9 * MIB as usize);
+    // Offline: the guest is suspended when the cut comes, so it must be
+    // resumed.
+    let run = migrate(
+        &g,
+        proxy_addr,
+        &SourceOptions::new(10, "web1", false),
+        &dir,
+        dest,
+        false,
+    );
+    assert_eq!(proxy.join().unwrap(), 9 * MIB as usize);
+    assert!(
+        matches!(run.src, Err(SessionError::Aborted(Error::LinkLost { .. }))),
+        "{:?}",
+        run.src
+    );
+    assert!(
+        matches!(run.dst, Err(SessionError::Aborted(Error::LinkLost { .. }))),
+        "{:?}",
+        run.dst
+    );
+    still_at_source(&src_hv, &g);
+    assert_eq!(g.steps(), Some(42));
+    assert!(dst_hv.list().is_empty(), "{:?}", dst_hv.list());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cancel_leaves_the_guest_running_at_source() {
+    let dir = temp_dir("cancel");
+    let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let spec = GuestSpec::new("web1", 64 * MIB).unwrap();
+    let g = src_hv.create(&spec, false).unwrap();
+    let (addr, dest) = spawn_dest(&dst_hv, &dir);
+    // The flag goes up at the first progress report, during round 1.
+    let run = migrate(
+        &g,
+        addr,
+        &SourceOptions::new(11, "web1", true),
+        &dir,
+        dest,
+        true,
+    );
+    assert!(
+        matches!(run.src, Err(SessionError::Cancelled)),
+        "{:?}",
+        run.src
+    );
+    assert!(
+        matches!(
+            run.dst,
+            Err(SessionError::Cancelled) | Err(SessionError::Aborted(Error::LinkLost { .. }))
+        ),
+        "{:?}",
+        run.dst
+    );
+    assert!(!run.progress.is_empty());
+    still_at_source(&src_hv, &g);
+    assert!(dst_hv.list().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
