@@ -14,6 +14,7 @@ use relocd::session::{
 };
 use relocd::sim::{Drive, GuestSpec, SimError, SimHypervisor, SimSink, SimSource};
 use relocd_core::protocol::{AdmissionRequest, RefuseReason};
+use relocd_core::time::Duration;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -44,7 +45,7 @@ fn plain_tcp(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64 / t.elapsed().as_secs_f64()
 }
 
-fn migrate_live(tag: &str, spec: &GuestSpec) -> SourceReport {
+fn migrate_live(tag: &str, spec: &GuestSpec, downtime_limit_ms: Option<u64>) -> SourceReport {
     let dir = std::env::temp_dir().join(format!("relocd-bench-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -78,10 +79,14 @@ fn migrate_live(tag: &str, spec: &GuestSpec) -> SourceReport {
     let link = TcpStream::connect(addr).unwrap();
     link.set_nodelay(true).unwrap();
     let mut j = FileJournal::open(&dir.join("source.journal")).unwrap();
+    let mut opts = SourceOptions::new(1, &spec.name, true);
+    if let Some(ms) = downtime_limit_ms {
+        opts.policy.downtime_limit = Duration::from_millis(ms);
+    }
     let rep = run_source(
         link,
         &mut SimSource::new(g),
-        &SourceOptions::new(1, &spec.name, true),
+        &opts,
         &mut j,
         &mut |_| {},
         &AtomicBool::new(false),
@@ -116,7 +121,7 @@ fn loopback_figures() {
     let tcp = plain_tcp(GIB);
     println!("plain loopback TCP, 1 GiB: {tcp:.0} MiB/s");
     let idle = GuestSpec::new("idle", GIB).unwrap();
-    let r = migrate_live("idle", &idle);
+    let r = migrate_live("idle", &idle, None);
     print("idle 1 GiB", &r);
     println!(
         "idle 1 GiB throughput / plain TCP: {:.2}",
@@ -126,6 +131,8 @@ fn loopback_figures() {
         .unwrap()
         .with_dirty_rate(64 * MIB)
         .unwrap();
-    let r = migrate_live("busy", &busy);
-    print("1 GiB dirtying 64 MiB/s", &r);
+    let r = migrate_live("busy", &busy, None);
+    print("1 GiB dirtying 64 MiB/s, default policy (300 ms)", &r);
+    let r = migrate_live("busy20", &busy, Some(20));
+    print("1 GiB dirtying 64 MiB/s, --downtime-limit 20", &r);
 }

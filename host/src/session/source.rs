@@ -467,7 +467,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             return;
         }
         let chunk = std::mem::take(&mut self.chunk);
-        let sent = self.send_chunk(now, &chunk);
+        let sent = self.send_chunk(now, &[&chunk]);
         self.chunk = chunk;
         if !sent {
             return;
@@ -508,25 +508,30 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
     }
 
     /// Sends one image chunk (header from the machine, then the payload).
-    fn send_chunk(&mut self, now: Instant, payload: &[u8]) -> bool {
+    fn send_chunk(&mut self, now: Instant, parts: &[&[u8]]) -> bool {
         self.flush(now);
         if self.link_dead {
             return false;
         }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         let mut hdr = [0u8; IMAGE_HEADER_MAX];
-        let h = match self.sm.image_chunk_header(payload.len(), &mut hdr) {
+        let h = match self.sm.image_chunk_header(len, &mut hdr) {
             Ok(h) => h,
             Err(e) => {
                 self.local_failure(now, SessionError::Internal(e.to_string()));
                 return false;
             }
         };
-        let r = write_all(&mut self.link, &hdr[..h])
-            .and_then(|()| write_all(&mut self.link, payload).map_err(|(e, _)| (e, true)));
+        let mut r = write_all(&mut self.link, &hdr[..h]);
+        for p in parts {
+            if r.is_ok() {
+                r = write_all(&mut self.link, p).map_err(|(e, _)| (e, true));
+            }
+        }
         match r {
             Ok(()) => {
-                self.bytes_sent += (h + payload.len()) as u64;
-                self.image_bytes += payload.len() as u64;
+                self.bytes_sent += (h + len) as u64;
+                self.image_bytes += len as u64;
                 true
             }
             Err(_) => {
@@ -552,34 +557,16 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
     }
 
     fn step_with(&mut self, now: Instant, pc: &mut Precopy<DefaultPolicy>) {
-        let buf = BatchBuf {
-            pfns: &mut self.pfns,
-            types: &mut self.types,
-            data: &mut self.data,
-        };
-        let batch = match drive::read_batch(pc, &mut *self.guest, &self.bitmap, buf) {
-            Ok(b) => b,
-            Err(e) => return self.drive_failure(now, "read pages", e),
-        };
-        if let Some(b) = batch {
-            let n = b.pfns.len() as u64;
-            let mut chunk = std::mem::take(&mut self.chunk);
-            chunk.clear();
-            let r = self.encoder.pages(b.pfns, b.types, b.data, &mut chunk);
-            if let Err(e) = r {
-                self.chunk = chunk;
-                return self.local_failure(now, e.into());
-            }
-            let sent = self.send_chunk(now, &chunk);
-            let len = chunk.len() as u64;
-            self.chunk = chunk;
-            if sent {
-                self.next_send = pc.record_batch(self.clock.now(), n, len);
-                self.batches += 1;
-                if self.batches % 8 == 0 {
-                    self.pc_progress(pc);
-                }
-            }
+        // The batch buffers leave `self` for the step, so the pages can be
+        // sent from where the guest put them.
+        let (mut pfns, mut types, mut data) = (
+            std::mem::take(&mut self.pfns),
+            std::mem::take(&mut self.types),
+            std::mem::take(&mut self.data),
+        );
+        let more = self.batch(now, pc, &mut pfns, &mut types, &mut data);
+        (self.pfns, self.types, self.data) = (pfns, types, data);
+        if more {
             return;
         }
         match self.xfer {
@@ -587,6 +574,47 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             Xfer::Final => self.end_image(now, pc),
             _ => {}
         }
+    }
+
+    /// Reads and sends the next batch: `true` when one was handled (sent,
+    /// or failed and the session aborted), `false` when the round has no
+    /// more pages.
+    fn batch(
+        &mut self,
+        now: Instant,
+        pc: &mut Precopy<DefaultPolicy>,
+        pfns: &mut [Pfn],
+        types: &mut [PageType],
+        data: &mut [u8],
+    ) -> bool {
+        let buf = BatchBuf { pfns, types, data };
+        let b = match drive::read_batch(pc, &mut *self.guest, &self.bitmap, buf) {
+            Ok(Some(b)) => b,
+            Ok(None) => return false,
+            Err(e) => {
+                self.drive_failure(now, "read pages", e);
+                return true;
+            }
+        };
+        let n = b.pfns.len() as u64;
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.clear();
+        if let Err(e) = self.encoder.pages(b.pfns, b.types, b.data, &mut chunk) {
+            self.chunk = chunk;
+            self.local_failure(now, e.into());
+            return true;
+        }
+        let sent = self.send_chunk(now, &[&chunk, b.data]);
+        let len = (chunk.len() + b.data.len()) as u64;
+        self.chunk = chunk;
+        if sent {
+            self.next_send = pc.record_batch(self.clock.now(), n, len);
+            self.batches += 1;
+            if self.batches % 8 == 0 {
+                self.pc_progress(pc);
+            }
+        }
+        true
     }
 
     fn pc_progress(&mut self, pc: &Precopy<DefaultPolicy>) {
@@ -676,7 +704,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             self.chunk = chunk;
             return self.local_failure(now, e.into());
         }
-        let sent = self.send_chunk(now, &chunk);
+        let sent = self.send_chunk(now, &[&chunk]);
         self.chunk = chunk;
         if !sent {
             return;
