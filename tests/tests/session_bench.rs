@@ -45,7 +45,12 @@ fn plain_tcp(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64 / t.elapsed().as_secs_f64()
 }
 
-fn migrate_live(tag: &str, spec: &GuestSpec, downtime_limit_ms: Option<u64>) -> SourceReport {
+fn migrate_live(
+    tag: &str,
+    spec: &GuestSpec,
+    downtime_limit_ms: Option<u64>,
+    bandwidth: Option<u64>,
+) -> SourceReport {
     let dir = std::env::temp_dir().join(format!("relocd-bench-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -83,6 +88,7 @@ fn migrate_live(tag: &str, spec: &GuestSpec, downtime_limit_ms: Option<u64>) -> 
     if let Some(ms) = downtime_limit_ms {
         opts.policy.downtime_limit = Duration::from_millis(ms);
     }
+    opts.bandwidth_limit = bandwidth;
     let rep = run_source(
         link,
         &mut SimSource::new(g),
@@ -121,18 +127,20 @@ fn loopback_figures() {
     let tcp = plain_tcp(GIB);
     println!("plain loopback TCP, 1 GiB: {tcp:.0} MiB/s");
     let idle = GuestSpec::new("idle", GIB).unwrap();
-    let r = migrate_live("idle", &idle, None);
+    let r = migrate_live("idle", &idle, None, None);
     print("idle 1 GiB", &r);
     println!(
         "idle 1 GiB throughput / plain TCP: {:.2}",
         r.bandwidth_mib_s / tcp
     );
+    let r = migrate_live("capped", &idle, None, Some(512 * MIB));
+    print("idle 1 GiB, --bandwidth 512M", &r);
     let busy = GuestSpec::new("busy", GIB)
         .unwrap()
         .with_dirty_rate(64 * MIB)
         .unwrap();
-    let r = migrate_live("busy", &busy, None);
+    let r = migrate_live("busy", &busy, None, None);
     print("1 GiB dirtying 64 MiB/s, default policy (300 ms)", &r);
-    let r = migrate_live("busy20", &busy, Some(20));
+    let r = migrate_live("busy20", &busy, Some(20), None);
     print("1 GiB dirtying 64 MiB/s, --downtime-limit 20", &r);
 }

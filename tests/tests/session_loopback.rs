@@ -405,3 +405,57 @@ fn cancel_leaves_the_guest_running_at_source() {
     assert!(dst_hv.list().is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Raw bytes to a destination; returns its result.
+fn feed_dest(bytes: &[u8], dst_hv: &SimHypervisor, tag: &str) -> Result<DestReport, SessionError> {
+    let dir = temp_dir(tag);
+    let (addr, dest) = spawn_dest(dst_hv, &dir);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(bytes).unwrap();
+    // Whatever the destination answers, then its close.
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let r = dest.join().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    r
+}
+
+#[test]
+fn bad_input_at_the_destination_is_refused_without_a_domain() {
+    use relocd_core::protocol::{Limit, Misbehavior};
+    let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    // A length prefix of 4 GiB: refused before a byte of body is read.
+    let r = feed_dest(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3], &dst_hv, "oversize");
+    assert!(
+        matches!(
+            r,
+            Err(SessionError::Aborted(Error::LimitExceeded(
+                Limit::FrameTooLong { .. }
+            )))
+        ),
+        "{r:?}"
+    );
+    // xm migrate's S-expression.
+    let r = feed_dest(b"(receive)", &dst_hv, "xend");
+    assert!(
+        matches!(
+            r,
+            Err(SessionError::Aborted(Error::PeerMisbehaved(
+                Misbehavior::XendProtocol
+            )))
+        ),
+        "{r:?}"
+    );
+    // A well-framed body that is not a message.
+    let r = feed_dest(&[0, 0, 0, 4, 0xee, 0xee, 0xee, 0xee], &dst_hv, "garbage");
+    assert!(
+        matches!(
+            r,
+            Err(SessionError::Aborted(Error::PeerMisbehaved(
+                Misbehavior::Malformed
+            )))
+        ),
+        "{r:?}"
+    );
+    assert!(dst_hv.list().is_empty());
+}
