@@ -459,3 +459,81 @@ fn bad_input_at_the_destination_is_refused_without_a_domain() {
     );
     assert!(dst_hv.list().is_empty());
 }
+
+/// Forwards source → destination freely; destination → source only the
+/// first `back_limit` bytes, then swallows the rest (a link that loses
+/// the destination's answers).
+fn spawn_muting_proxy(dest: SocketAddr, back_limit: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let (mut from_src, _) = listener.accept().unwrap();
+        let mut to_dst = TcpStream::connect(dest).unwrap();
+        let (mut back_src, mut back_dst) =
+            (from_src.try_clone().unwrap(), to_dst.try_clone().unwrap());
+        thread::spawn(move || {
+            let mut buf = [0u8; 1];
+            let mut passed = 0;
+            while let Ok(1) = back_dst.read(&mut buf) {
+                if passed < back_limit {
+                    passed += 1;
+                    if back_src.write_all(&buf).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from_src.read(&mut buf) {
+            if n == 0 || to_dst.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_dst.shutdown(Shutdown::Both);
+    });
+    addr
+}
+
+#[test]
+fn lost_committed_leaves_the_source_in_doubt_and_suspended() {
+    let dir = temp_dir("indoubt");
+    let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let spec = GuestSpec::new("web1", 16 * MIB)
+        .unwrap()
+        .with_dirty_rate(4 * MIB)
+        .unwrap();
+    let g = src_hv.create(&spec, false).unwrap();
+    g.advance(20);
+    let (dest_addr, dest) = spawn_dest(&dst_hv, &dir);
+    // HelloAck (7 bytes), Admitted (5) and Prepared (5) get back to the
+    // source; Committed does not.
+    let proxy = spawn_muting_proxy(dest_addr, 17);
+    let mut opts = SourceOptions::new(12, "web1", false);
+    opts.timeouts.protocol.commit = relocd_core::time::Duration::from_millis(500);
+    let run = migrate(&g, proxy, &opts, &dir, dest, false);
+    assert!(
+        matches!(run.src, Err(SessionError::InDoubt(Error::Timeout { .. }))),
+        "{:?}",
+        run.src
+    );
+    run.dst.unwrap();
+    // The source keeps its copy, suspended; the journal says in doubt.
+    assert_eq!(g.state(), DomainState::Paused);
+    assert_eq!(g.advance(1), 0);
+    assert_eq!(
+        kinds(&dir.join("source.journal"), Role::Source),
+        [RecordKind::Commit]
+    );
+    assert_eq!(
+        relocd_core::protocol::journal::recover_source(Some(RecordKind::Commit)),
+        relocd_core::protocol::journal::SourceRecovery::InDoubt
+    );
+    // Exactly one copy runs: the destination's, with the right memory.
+    let d = dst_hv.by_name("web1").unwrap();
+    assert_eq!(d.state(), DomainState::Running);
+    d.pause().unwrap();
+    assert_eq!(d.steps(), Some(20));
+    d.verify(&spec.expected_memory(20)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
