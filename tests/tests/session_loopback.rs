@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
 use relocd::session::{
-    run_dest, run_source, Clock, DestOptions, DestReport, FileJournal, Progress, SessionError,
-    SourceOptions, SourceReport,
+    run_dest, run_source, Clock, DestOptions, DestReport, FileJournal, JournalSink, Progress,
+    SessionError, SourceOptions, SourceReport,
 };
 use relocd::sim::{
     DomainState, Drive, GuestSpec, SimError, SimHypervisor, SimSink, SimSource, PAGE_SIZE,
 };
 use relocd_core::protocol::journal::{RecordKind, Role};
-use relocd_core::protocol::{AdmissionRequest, Error, RefuseReason};
+use relocd_core::protocol::{AbortReason, AdmissionRequest, Error, RefuseReason};
 
 const MIB: u64 = 1 << 20;
 
@@ -116,9 +116,20 @@ fn migrate(
     dest: JoinHandle<Result<DestReport, SessionError>>,
     cancel_at_first_progress: bool,
 ) -> Run {
+    let mut j = FileJournal::open(&dir.join("source.journal")).unwrap();
+    migrate_with_journal(guest, to, opts, &mut j, dest, cancel_at_first_progress)
+}
+
+fn migrate_with_journal(
+    guest: &relocd::sim::SimGuest,
+    to: SocketAddr,
+    opts: &SourceOptions,
+    j: &mut dyn JournalSink,
+    dest: JoinHandle<Result<DestReport, SessionError>>,
+    cancel_at_first_progress: bool,
+) -> Run {
     let link = TcpStream::connect(to).unwrap();
     link.set_nodelay(true).unwrap();
-    let mut j = FileJournal::open(&dir.join("source.journal")).unwrap();
     let cancel = AtomicBool::new(false);
     let mut progress = Vec::new();
     let mut on_progress = |p: Progress| {
@@ -132,7 +143,7 @@ fn migrate(
         link,
         &mut src_guest,
         opts,
-        &mut j,
+        j,
         &mut on_progress,
         &cancel,
         &Clock::new(),
@@ -535,5 +546,50 @@ fn lost_committed_leaves_the_source_in_doubt_and_suspended() {
     d.pause().unwrap();
     assert_eq!(d.steps(), Some(20));
     d.verify(&spec.expected_memory(20)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A journal whose disk is gone.
+struct BrokenJournal;
+
+impl JournalSink for BrokenJournal {
+    fn record(&mut self, _: &relocd_core::protocol::journal::Record) -> std::io::Result<()> {
+        Err(std::io::Error::other("disk gone"))
+    }
+}
+
+#[test]
+fn commit_journal_failure_aborts_before_the_point_of_no_return() {
+    let dir = temp_dir("journalfail");
+    let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let spec = GuestSpec::new("web1", 16 * MIB).unwrap();
+    let g = src_hv.create(&spec, false).unwrap();
+    g.advance(5);
+    let (addr, dest) = spawn_dest(&dst_hv, &dir);
+    let opts = SourceOptions::new(13, "web1", false);
+    let run = migrate_with_journal(&g, addr, &opts, &mut BrokenJournal, dest, false);
+    assert!(
+        matches!(run.src, Err(SessionError::Journal(_))),
+        "{:?}",
+        run.src
+    );
+    // The destination was told (Abort) and never ran its copy.
+    assert!(
+        matches!(
+            run.dst,
+            Err(SessionError::Aborted(Error::Aborted(
+                AbortReason::SourceFailed
+            )))
+        ),
+        "{:?}",
+        run.dst
+    );
+    still_at_source(&src_hv, &g);
+    assert_eq!(g.steps(), Some(7));
+    assert!(dst_hv.list().is_empty());
+    assert!(FileJournal::read(&dir.join("dest.journal"))
+        .unwrap()
+        .is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
