@@ -20,7 +20,7 @@ use relocd_core::protocol::{
 use relocd_core::time::Instant;
 
 use super::image::{ImageEncoder, LibxcEncoder};
-use super::link::{read_full, write_all, Header, Link, ReadEnd};
+use super::link::{read_full, write_all, write_all_parts, Header, Link, ReadEnd};
 use super::{
     guest_err, mib_per_s, Clock, JournalSink, LinkTimeouts, Phase, Progress, SessionError,
     POLL_INTERVAL,
@@ -522,13 +522,10 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                 return false;
             }
         };
-        let mut r = write_all(&mut self.link, &hdr[..h]);
-        for p in parts {
-            if r.is_ok() {
-                r = write_all(&mut self.link, p).map_err(|(e, _)| (e, true));
-            }
-        }
-        match r {
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        all.push(&hdr[..h]);
+        all.extend_from_slice(parts);
+        match write_all_parts(&mut self.link, &all) {
             Ok(()) => {
                 self.bytes_sent += (h + len) as u64;
                 self.image_bytes += len as u64;
