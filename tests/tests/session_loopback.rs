@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
 use relocd::session::{
-    run_dest, run_source, Clock, DestOptions, DestReport, FileJournal, JournalSink, Progress,
-    SessionError, SourceOptions, SourceReport,
+    run_dest, run_source, Clock, DestOptions, DestReport, FileJournal, ImageError, JournalSink,
+    Progress, SessionError, SourceOptions, SourceReport,
 };
 use relocd::sim::{
     DomainState, Drive, GuestSpec, SimError, SimHypervisor, SimSink, SimSource, PAGE_SIZE,
@@ -591,5 +591,95 @@ fn commit_journal_failure_aborts_before_the_point_of_no_return() {
     assert!(FileJournal::read(&dir.join("dest.journal"))
         .unwrap()
         .is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A sink whose memory runs out after `left` batches.
+struct FailingSink {
+    inner: SimSink,
+    left: u32,
+}
+
+impl relocd_core::guest::SinkGuest for FailingSink {
+    type Error = relocd::sim::SimFault;
+    fn populate(
+        &mut self,
+        pfns: &[u64],
+        types: &[relocd_core::guest::PageType],
+    ) -> Result<(), Self::Error> {
+        if self.left == 0 {
+            return Err(relocd::sim::SimFault::NoCapacity);
+        }
+        self.left -= 1;
+        self.inner.populate(pfns, types)
+    }
+    fn write_pages(
+        &mut self,
+        pfns: &[u64],
+        types: &[relocd_core::guest::PageType],
+        data: &[u8],
+    ) -> Result<(), Self::Error> {
+        self.inner.write_pages(pfns, types, data)
+    }
+    fn set_vcpu_context(&mut self, vcpu: u32, blob: &[u8]) -> Result<(), Self::Error> {
+        self.inner.set_vcpu_context(vcpu, blob)
+    }
+    fn unpause(&mut self) -> Result<(), Self::Error> {
+        self.inner.unpause()
+    }
+    fn destroy(&mut self) -> Result<(), Self::Error> {
+        self.inner.destroy()
+    }
+}
+
+#[test]
+fn destination_failure_mid_image_is_reported_to_the_source() {
+    let dir = temp_dir("sinkfail");
+    let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let spec = GuestSpec::new("web1", 64 * MIB).unwrap();
+    let g = src_hv.create(&spec, false).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hv, journal) = (dst_hv.clone(), dir.join("dest.journal"));
+    let dest = thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut j = FileJournal::open(&journal).unwrap();
+        run_dest(
+            s,
+            |req: &AdmissionRequest| {
+                admission(&hv, req).map(|inner| FailingSink { inner, left: 3 })
+            },
+            &DestOptions::default(),
+            &mut j,
+            &Clock::new(),
+        )
+    });
+    let run = migrate(
+        &g,
+        addr,
+        &SourceOptions::new(14, "web1", true),
+        &dir,
+        dest,
+        false,
+    );
+    assert!(
+        matches!(run.dst, Err(SessionError::Image(ImageError::Sink(_)))),
+        "{:?}",
+        run.dst
+    );
+    // The source hears the reason, not just a cut.
+    assert!(
+        matches!(
+            run.src,
+            Err(SessionError::Aborted(Error::Aborted(
+                AbortReason::DestFailed
+            )))
+        ),
+        "{:?}",
+        run.src
+    );
+    still_at_source(&src_hv, &g);
+    assert!(dst_hv.list().is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -20,6 +20,9 @@ pub trait Link: Read + Write + Send + Sized + 'static {
     /// Closes both directions; a blocked reader on another handle wakes
     /// up with EOF or an error.
     fn shutdown(&self);
+    /// Closes our sending direction only (the peer reads EOF after what
+    /// was sent).
+    fn close_write(&self);
 }
 
 impl Link for TcpStream {
@@ -34,6 +37,9 @@ impl Link for TcpStream {
     }
     fn shutdown(&self) {
         let _ = TcpStream::shutdown(self, Shutdown::Both);
+    }
+    fn close_write(&self) {
+        let _ = TcpStream::shutdown(self, Shutdown::Write);
     }
 }
 

@@ -133,6 +133,9 @@ fn reader<L: Link>(mut link: L, tx: Sender<Incoming>, stop: Arc<AtomicBool>) {
     }
 }
 
+/// How long a failed write waits for the destination's last frames.
+const LAST_WORDS: Duration = Duration::from_millis(200);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Xfer {
     Idle,
@@ -406,6 +409,29 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         }
     }
 
+    /// A write failed (`accepted`: some of the frame may have left). The
+    /// destination may have said why before it closed (`Abort`,
+    /// `Refused`): take the frames the reader already has, for a moment,
+    /// before reporting the cut.
+    fn write_failed(&mut self, now: Instant, accepted: bool) {
+        self.link_dead = true;
+        let until = std::time::Instant::now() + LAST_WORDS;
+        while self.sm.outcome().is_none() && !self.link_reported {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Incoming::Frame(h, b)) => self.incoming(now, Incoming::Frame(h, b)),
+                _ => break,
+            }
+        }
+        self.link_reported = true;
+        if accepted {
+            self.sm.handle_link_error(now);
+        } else {
+            self.sm.handle_transmit_failed(now);
+        }
+        self.xfer = Xfer::Done;
+    }
+
     /// Writes the control frames the machine has queued.
     fn flush(&mut self, now: Instant) {
         loop {
@@ -425,16 +451,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             }
             match write_all(&mut self.link, &self.ctl[..n]) {
                 Ok(()) => self.bytes_sent += n as u64,
-                Err((_, accepted)) => {
-                    self.link_dead = true;
-                    self.link_reported = true;
-                    if accepted {
-                        self.sm.handle_link_error(now);
-                    } else {
-                        self.sm.handle_transmit_failed(now);
-                    }
-                    self.xfer = Xfer::Done;
-                }
+                Err((_, accepted)) => self.write_failed(now, accepted),
             }
         }
     }
@@ -534,10 +551,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             Err(_) => {
                 // Part of the image may have gone: either way the session
                 // is over before its commit.
-                self.link_dead = true;
-                self.link_reported = true;
-                self.sm.handle_link_error(now);
-                self.xfer = Xfer::Done;
+                self.write_failed(now, true);
                 false
             }
         }
