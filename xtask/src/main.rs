@@ -223,7 +223,22 @@ fn bench(args: &[String]) -> Result<()> {
             "relocd-bench",
             "--",
         ])
-        .args(args))
+        .args(args))?;
+    // The migration figures: real sessions over loopback TCP between two
+    // simulated hypervisors, in release mode, beside a plain TCP copy.
+    run(cargo().args([
+        "test",
+        "--release",
+        "--quiet",
+        "-p",
+        "relocd-tests",
+        "--test",
+        "session_bench",
+        "--",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]))
 }
 
 fn fuzz(root: &Path, args: &[String]) -> Result<()> {
