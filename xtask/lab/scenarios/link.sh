@@ -3,7 +3,7 @@
 role=$(e2e_arg e2e.role)
 peer=$(e2e_arg e2e.peer)
 [ -n "$peer" ] || e2e_fail "no e2e.peer on the kernel command line (run with two hosts)"
-ip -br addr show eth0 || e2e_fail "no eth0"
+ip addr show dev eth0 || e2e_fail "no eth0"
 i=0
 until ping -c 1 -W 1 "$peer" >/dev/null 2>&1; do
   i=$((i + 1))

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 const HOST_MIB: u32 = 1536;
 const DOM0_MIB: u32 = 768;
 /// From QEMU's start to dom0's toolstack being up (about 10 s here).
-const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// From typing `run NAME` to the script's first marker.
 const ACK_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -122,12 +122,14 @@ pub fn main(args: &[String]) -> Result<()> {
 /// saying why they were skipped. `RELOCD_E2E=0` skips them; `RELOCD_E2E=1`
 /// turns a skip into a failure.
 pub fn from_test() -> Result<()> {
-    let mode = std::env::var("RELOCD_E2E").unwrap_or_default();
-    if mode == "0" {
-        eprintln!("xtask: e2e scenarios SKIPPED by request (RELOCD_E2E=0)");
-        return Ok(());
-    }
-    let strict = mode == "1";
+    let mode = std::env::var("RELOCD_E2E").ok();
+    let strict = match e2e_mode(mode.as_deref())? {
+        None => {
+            eprintln!("xtask: e2e scenarios SKIPPED by request (RELOCD_E2E=0)");
+            return Ok(());
+        }
+        Some(strict) => strict,
+    };
     let all: Vec<&Scenario> = SCENARIOS.iter().collect();
     match run(&all, None, true) {
         Ok(s) if s.failed == 0 => Ok(()),
@@ -142,6 +144,17 @@ pub fn from_test() -> Result<()> {
             }
             _ => Err(e),
         },
+    }
+}
+
+/// `RELOCD_E2E`: unset or empty: run, skip when impossible (`Some(false)`);
+/// `1`: run, a skip is a failure (`Some(true)`); `0`: do not run (`None`).
+fn e2e_mode(var: Option<&str>) -> Result<Option<bool>> {
+    match var.map(str::trim) {
+        None | Some("") => Ok(Some(false)),
+        Some("1") => Ok(Some(true)),
+        Some("0") => Ok(None),
+        Some(other) => bail!("RELOCD_E2E is `{other}`; it takes 0 (skip) or 1 (must run)"),
     }
 }
 
@@ -303,6 +316,34 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// What the boot of the hosts showed so far.
+struct BootWatch {
+    /// When each host's Xen printed its version banner.
+    xen_banner: Vec<Option<f64>>,
+    /// When each host's dom0 started reading commands.
+    ready: Vec<Option<f64>>,
+    /// A panic line, if Xen or dom0 panicked.
+    fatal: Option<String>,
+}
+
+impl BootWatch {
+    /// Takes one line; `true` when booting is over (all up, or a panic).
+    fn line(&mut self, l: &qemu::Line) -> bool {
+        if l.text.contains("Xen version") && self.xen_banner[l.host].is_none() {
+            self.xen_banner[l.host] = Some(l.at);
+        }
+        if l.text.contains("Panic on CPU") || l.text.contains("Kernel panic") {
+            self.fatal = Some(l.text.clone());
+            return true;
+        }
+        if let Some(Marker::Listening) = Marker::parse(&l.text) {
+            self.ready[l.host] = Some(l.at);
+            eprintln!("e2e: host {} ready after {:.1} s", ["A", "B"][l.host], l.at);
+        }
+        self.ready.iter().all(Option::is_some)
+    }
+}
+
 /// Boots `hosts` hosts, runs `group` on them one after another, powers
 /// them off. Returns a line about the boot and the outcomes.
 fn run_group(
@@ -318,6 +359,11 @@ fn run_group(
     let names = ["A", "B"];
     let port = if hosts > 1 { free_port()? } else { 0 };
     let mut lab = Lab::new();
+    let mut watch = BootWatch {
+        xen_banner: vec![None; hosts],
+        ready: vec![None; hosts],
+        fatal: None,
+    };
     for (i, name) in names.iter().take(hosts).enumerate() {
         let mut dom0_args = Vec::new();
         let mut link = None;
@@ -352,28 +398,20 @@ fn run_group(
         lab.spawn(&spec, &log, hard)?;
         if i == 0 && hosts > 1 {
             // the listening side must be up before the other connects
-            let _ = lab.expect(Duration::from_secs(10), |_| Some(()));
+            let _ = lab.expect(Duration::from_secs(10), |l| {
+                watch.line(l);
+                Some(())
+            });
         }
     }
 
     // boot: wait for every host's command loop
-    let mut ready = vec![None; hosts];
-    let mut xen_banner = vec![None; hosts];
-    let mut fatal = None;
-    let waited = lab.expect(BOOT_TIMEOUT, |l| {
-        if l.text.contains("Xen version") && xen_banner[l.host].is_none() {
-            xen_banner[l.host] = Some(l.at);
-        }
-        if l.text.contains("Panic on CPU") || l.text.contains("Kernel panic") {
-            fatal = Some(l.text.clone());
-            return Some(());
-        }
-        if let Some(Marker::Listening) = Marker::parse(&l.text) {
-            ready[l.host] = Some(l.at);
-            eprintln!("e2e: host {} ready after {:.1} s", ["A", "B"][l.host], l.at);
-        }
-        ready.iter().all(Option::is_some).then_some(())
-    });
+    let waited = lab.expect(BOOT_TIMEOUT, |l| watch.line(l).then_some(()));
+    let BootWatch {
+        xen_banner,
+        ready,
+        fatal,
+    } = watch;
     let hostlist = names[..hosts].join("+");
     if let Some(text) = fatal {
         lab.shutdown(Duration::from_secs(1));
@@ -568,6 +606,15 @@ fn run_scenario(lab: &mut Lab, s: &Scenario, hosts: usize, logs: &Path) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relocd_e2e_variable() {
+        assert_eq!(e2e_mode(None).unwrap(), Some(false));
+        assert_eq!(e2e_mode(Some("")).unwrap(), Some(false));
+        assert_eq!(e2e_mode(Some("1")).unwrap(), Some(true));
+        assert_eq!(e2e_mode(Some("0")).unwrap(), None);
+        assert!(e2e_mode(Some("yes")).is_err());
+    }
 
     #[test]
     fn options_and_scenario_choice() {

@@ -5,9 +5,12 @@
 //! [`Lab`] starts the hosts and is an expect-style runner: one reader thread
 //! a host turns QEMU's stdout into timestamped [`Line`]s (also written to
 //! the host's log), [`Lab::expect`] waits for a line that matches with a
-//! deadline, [`Lab::send`] types a command. Every QEMU runs under
-//! `timeout -s KILL`, so none outlives its hard limit even if this process
-//! dies; dropping the [`Lab`] kills the ones still running.
+//! deadline, [`Lab::send`] types a command.
+//!
+//! No QEMU outlives the harness: each runs under `timeout --foreground -s
+//! KILL` (a hard limit; Ctrl-C reaches QEMU too), a guard process kills it
+//! when the harness's end of a pipe closes however the harness ends, and
+//! dropping the [`Lab`] kills the ones still running.
 
 use anyhow::{bail, Context, Result};
 use std::fs::File;
@@ -170,6 +173,26 @@ struct Host {
     stdin: Option<ChildStdin>,
     pidfile: PathBuf,
     closed: bool,
+    /// Kills QEMU when its stdin (our end) closes.
+    guard: Option<Child>,
+}
+
+/// A shell that waits for its stdin to close, then kills the QEMU whose PID
+/// is in `pidfile` if that process is still the QEMU started with it.
+fn spawn_guard(pidfile: &Path) -> Option<Child> {
+    const SCRIPT: &str = r#"read -r _
+pid=$(cat "$1" 2>/dev/null)
+case "$pid" in ''|*[!0-9]*) exit 0 ;; esac
+tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-pidfile $1 " && kill -9 "$pid"
+exit 0"#;
+    Command::new("sh")
+        .args(["-c", SCRIPT, "relocd-e2e-guard"])
+        .arg(pidfile)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
 }
 
 /// Running virtual hosts and their consoles.
@@ -213,13 +236,15 @@ impl Lab {
         let stderr = File::create(log.with_extension("stderr"))?;
         let _ = std::fs::remove_file(&spec.pidfile);
         let mut child = Command::new("timeout")
-            .args(["-s", "KILL", &hard_limit.as_secs().max(1).to_string(), QEMU])
+            .args(["--foreground", "-s", "KILL"])
+            .args([&hard_limit.as_secs().max(1).to_string(), QEMU])
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("cannot start {QEMU}"))?;
+        let guard = spawn_guard(&spec.pidfile);
         let idx = self.hosts.len();
         let stdout = child.stdout.take().context("no stdout")?;
         let stdin = child.stdin.take();
@@ -232,6 +257,7 @@ impl Lab {
             stdin,
             pidfile: spec.pidfile.clone(),
             closed: false,
+            guard,
         });
         Ok(idx)
     }
@@ -296,6 +322,7 @@ impl Lab {
         for host in &mut self.hosts {
             loop {
                 if let Ok(Some(_)) = host.child.try_wait() {
+                    host.release_guard();
                     break;
                 }
                 if Instant::now() >= deadline {
@@ -311,6 +338,14 @@ impl Lab {
 }
 
 impl Host {
+    /// Lets the guard go (QEMU has exited or been killed).
+    fn release_guard(&mut self) {
+        if let Some(mut g) = self.guard.take() {
+            drop(g.stdin.take());
+            let _ = g.wait();
+        }
+    }
+
     /// Kills QEMU by the PID it wrote, then the `timeout` wrapper.
     fn kill(&mut self) {
         if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
@@ -322,6 +357,7 @@ impl Host {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
+                self.release_guard();
                 return;
             }
             thread::sleep(Duration::from_millis(50));
@@ -329,13 +365,16 @@ impl Host {
         // the wrapper, whose KILL timer would end QEMU later anyway
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.release_guard();
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
         for host in &mut self.hosts {
-            if !matches!(host.child.try_wait(), Ok(Some(_))) {
+            if matches!(host.child.try_wait(), Ok(Some(_))) {
+                host.release_guard();
+            } else {
                 host.kill();
             }
         }
