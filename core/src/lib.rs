@@ -11,5 +11,10 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+pub mod acl;
 pub mod config;
+pub mod guest;
+pub mod precopy;
+pub mod protocol;
 pub mod sxp;
+pub mod time;

@@ -3,6 +3,8 @@
 //! them directly.
 #![forbid(unsafe_code)]
 
+pub mod client;
+pub mod daemon;
 pub mod peer;
 pub mod settings;
 pub mod sim;

@@ -1,4 +1,5 @@
 //! Shared helpers for relocd's cross-crate integration tests (in `tests/tests/`).
 
+pub mod acl_gen;
 pub mod fuzz_entry;
 pub mod xen_utils;

@@ -1,0 +1,184 @@
+//! The loop's steps over a [`SourceGuest`] and a [`SinkGuest`]: what a host
+//! calls so that the order of guest calls documented on the traits holds.
+//!
+//! Each function is one step; the host keeps control of I/O and time in
+//! between (it encodes each [`Batch`] as a `PAGE_DATA` record, sends it,
+//! and reports it with [`Precopy::record_batch`]).
+
+use super::{or_into, set_all, Decision, Error, Precopy, PrecopyConfig, PrecopyPolicy};
+use crate::guest::{PageType, Pfn, SinkGuest, SourceGuest, PAGE_SIZE};
+use crate::time::Instant;
+use core::fmt;
+
+/// A step failed in the pre-copy bookkeeping or in the guest backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriveError<E> {
+    /// The loop's own error (a caller mistake).
+    Precopy(Error),
+    /// The backend's error.
+    Guest(E),
+    /// The backend returned a batch inconsistent with its page types (data
+    /// pages counted differently, or a buffer of the wrong size).
+    BatchMismatch,
+}
+
+impl<E> From<Error> for DriveError<E> {
+    fn from(e: Error) -> Self {
+        DriveError::Precopy(e)
+    }
+}
+
+impl<E: fmt::Debug> fmt::Display for DriveError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriveError::Precopy(e) => write!(f, "{e}"),
+            DriveError::Guest(e) => write!(f, "guest backend: {e:?}"),
+            DriveError::BatchMismatch => f.write_str("guest returned an inconsistent batch"),
+        }
+    }
+}
+
+impl<E: fmt::Debug> core::error::Error for DriveError<E> {}
+
+/// Buffers for one batch, lent by the caller. The batch is bounded by the
+/// shortest of them (`data` counts in pages) and by
+/// [`super::MAX_BATCH_SIZE`].
+#[derive(Debug)]
+pub struct BatchBuf<'a> {
+    /// Room for the pfns.
+    pub pfns: &'a mut [Pfn],
+    /// Room for their types.
+    pub types: &'a mut [PageType],
+    /// Room for the packed page contents.
+    pub data: &'a mut [u8],
+}
+
+/// One batch read from the guest: the content of one `PAGE_DATA` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch<'a> {
+    /// The pfns, ascending.
+    pub pfns: &'a [Pfn],
+    /// Their types.
+    pub types: &'a [PageType],
+    /// The packed contents of the pages that have data.
+    pub data: &'a [u8],
+}
+
+impl Batch<'_> {
+    /// Bytes of the `PAGE_DATA` record this batch becomes: record header,
+    /// page-data header, pfn entries, page contents.
+    pub fn record_len(&self) -> usize {
+        16 + self.pfns.len() * 8 + self.data.len()
+    }
+}
+
+fn guest<T, E>(r: Result<T, E>) -> Result<T, DriveError<E>> {
+    r.map_err(DriveError::Guest)
+}
+
+/// Starts a live migration: enables the dirty log, marks every pfn dirty
+/// in `bitmap`, and returns the loop at round 1.
+pub fn start_live<G: SourceGuest, P: PrecopyPolicy>(
+    g: &mut G,
+    bitmap: &mut [u64],
+    config: PrecopyConfig,
+    policy: P,
+    now: Instant,
+) -> Result<Precopy<P>, DriveError<G::Error>> {
+    let info = guest(g.info())?;
+    set_all(bitmap, info.p2m_size)?;
+    guest(g.enable_logdirty())?;
+    Ok(Precopy::live(info.p2m_size, config, policy, now))
+}
+
+/// Starts an offline migration: suspends the guest, marks every pfn dirty,
+/// and returns the loop in its final round.
+pub fn start_offline<G: SourceGuest, P: PrecopyPolicy>(
+    g: &mut G,
+    bitmap: &mut [u64],
+    config: PrecopyConfig,
+    policy: P,
+    now: Instant,
+) -> Result<Precopy<P>, DriveError<G::Error>> {
+    let info = guest(g.info())?;
+    set_all(bitmap, info.p2m_size)?;
+    guest(g.suspend())?;
+    Ok(Precopy::offline(info.p2m_size, config, policy, now))
+}
+
+/// Reads the next batch of the current round from the guest into `buf`.
+/// `None`: the round is done (call [`end_live_round`] or
+/// [`Precopy::finish`]).
+pub fn read_batch<'b, G: SourceGuest, P: PrecopyPolicy>(
+    pc: &mut Precopy<P>,
+    g: &mut G,
+    bitmap: &[u64],
+    buf: BatchBuf<'b>,
+) -> Result<Option<Batch<'b>>, DriveError<G::Error>> {
+    let BatchBuf { pfns, types, data } = buf;
+    let room = pfns.len().min(types.len()).min(data.len() / PAGE_SIZE);
+    let n = pc.next_batch(bitmap, &mut pfns[..room])?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let pfns: &'b [Pfn] = pfns;
+    let pfns = &pfns[..n];
+    let k = guest(g.read_pages(pfns, &mut types[..n], &mut data[..n * PAGE_SIZE]))?;
+    let types: &'b [PageType] = types;
+    let types = &types[..n];
+    let with_data = types.iter().filter(|t| t.has_data()).count();
+    if k != with_data {
+        return Err(DriveError::BatchMismatch);
+    }
+    let data: &'b [u8] = data;
+    Ok(Some(Batch {
+        pfns,
+        types,
+        data: &data[..k * PAGE_SIZE],
+    }))
+}
+
+/// Ends a live round: collects the pages dirtied during it into `bitmap`
+/// and returns the policy's decision.
+pub fn end_live_round<G: SourceGuest, P: PrecopyPolicy>(
+    pc: &mut Precopy<P>,
+    g: &mut G,
+    bitmap: &mut [u64],
+    now: Instant,
+) -> Result<Decision, DriveError<G::Error>> {
+    let dirty = guest(g.clean_dirty(bitmap))?;
+    Ok(pc.end_round(now, dirty)?)
+}
+
+/// After a `StopAndCopy` decision: suspends the guest, adds the pages
+/// dirtied since the last round (read into `scratch`) to `bitmap`, and
+/// starts the final round. Returns the number of pages it will send.
+pub fn suspend_for_final<G: SourceGuest, P: PrecopyPolicy>(
+    pc: &mut Precopy<P>,
+    g: &mut G,
+    bitmap: &mut [u64],
+    scratch: &mut [u64],
+    now: Instant,
+) -> Result<u64, DriveError<G::Error>> {
+    guest(g.suspend())?;
+    guest(g.clean_dirty(scratch))?;
+    let n = or_into(bitmap, scratch, pc.p2m_size())?;
+    pc.begin_final(now, n)?;
+    Ok(n)
+}
+
+/// Applies one received batch to the sink: populate, then write. `data`
+/// must hold exactly the pages of `types` that have data.
+pub fn apply_batch<S: SinkGuest>(
+    sink: &mut S,
+    pfns: &[Pfn],
+    types: &[PageType],
+    data: &[u8],
+) -> Result<(), DriveError<S::Error>> {
+    let with_data = types.iter().filter(|t| t.has_data()).count();
+    if pfns.len() != types.len() || data.len() != with_data * PAGE_SIZE {
+        return Err(DriveError::BatchMismatch);
+    }
+    guest(sink.populate(pfns, types))?;
+    guest(sink.write_pages(pfns, types, data))
+}

@@ -1,0 +1,613 @@
+//! Pre-copy loop tests: synthetic dirtying and a simulated link, no guest.
+
+use super::*;
+use std::vec;
+use std::vec::Vec;
+
+#[test]
+fn bitmap_helpers() {
+    let mut bm = [0u64; 3];
+    assert_eq!(set_all(&mut bm, 130), Ok(130));
+    assert_eq!(bm, [u64::MAX, u64::MAX, 0b11]);
+    assert_eq!(count_dirty(&bm, 130), Ok(130));
+    // Bits beyond p2m_size do not count.
+    bm[2] = u64::MAX;
+    assert_eq!(count_dirty(&bm, 130), Ok(130));
+    assert_eq!(
+        set_all(&mut bm[..2], 130),
+        Err(Error::BitmapTooShort { needed: 3, got: 2 })
+    );
+    let mut a = [0b1010u64, 0];
+    let b = [0b0101u64, 1 << 63];
+    assert_eq!(or_into(&mut a, &b, 100), Ok(4));
+    assert_eq!(a, [0b1111, 0]);
+    assert_eq!(bitmap_words(0), 0);
+    assert_eq!(bitmap_words(64), 1);
+    assert_eq!(bitmap_words(65), 2);
+}
+
+#[test]
+fn batches_walk_the_bitmap_in_order() {
+    let p2m = 5000u64;
+    let mut bm = vec![0u64; bitmap_words(p2m)];
+    let dirty: Vec<u64> = (0..p2m).filter(|p| p % 3 == 0 || *p == 4999).collect();
+    for &p in &dirty {
+        bm[(p / 64) as usize] |= 1 << (p % 64);
+    }
+    let mut pc = Precopy::live(
+        p2m,
+        PrecopyConfig::default(),
+        DefaultPolicy::default(),
+        Instant::ZERO,
+    );
+    let mut out = [0u64; 2048];
+    let mut seen = Vec::new();
+    loop {
+        let n = pc.next_batch(&bm, &mut out).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(n <= MAX_BATCH_SIZE, "a batch is one PAGE_DATA record");
+        seen.extend_from_slice(&out[..n]);
+    }
+    assert_eq!(seen, dirty);
+    // A smaller caller buffer bounds the batch.
+    let mut pc = Precopy::live(
+        p2m,
+        PrecopyConfig::default(),
+        SimplePolicy::default(),
+        Instant::ZERO,
+    );
+    let mut small = [0u64; 7];
+    assert_eq!(pc.next_batch(&bm, &mut small), Ok(7));
+    assert_eq!(small, [0, 3, 6, 9, 12, 15, 18]);
+}
+
+#[test]
+fn phase_errors() {
+    let mut pc = Precopy::offline(
+        64,
+        PrecopyConfig::default(),
+        SimplePolicy::default(),
+        Instant::ZERO,
+    );
+    assert_eq!(
+        pc.end_round(Instant::ZERO, 0),
+        Err(Error::InvalidInPhase {
+            phase: "final",
+            input: "end_round"
+        })
+    );
+    assert!(pc.finish(Instant::from_millis(1)).is_ok());
+    let bm = [u64::MAX];
+    let mut out = [0u64; 4];
+    assert!(matches!(
+        pc.next_batch(&bm, &mut out),
+        Err(Error::InvalidInPhase { phase: "done", .. })
+    ));
+}
+
+fn stats(round: u32, sent: u64, dirty: u64, busy: u32, downtime_ms: u64) -> PrecopyStats {
+    PrecopyStats {
+        round,
+        pages_sent: sent,
+        dirty_count: dirty,
+        busy_streak: busy,
+        projected_downtime: Duration::from_millis(downtime_ms),
+        ..PrecopyStats::default()
+    }
+}
+
+#[test]
+fn default_policy_rules() {
+    let mut p = DefaultPolicy::default();
+    assert_eq!(p.decide(&stats(1, 1000, 10, 0, 299)), Decision::StopAndCopy);
+    assert_eq!(p.decide(&stats(1, 1000, 10, 0, 300)), Decision::StopAndCopy);
+    assert_eq!(
+        p.decide(&stats(1, 1000, 10, 0, 301)),
+        Decision::ContinuePrecopy
+    );
+    assert_eq!(p.decide(&stats(2, 1000, 0, 0, 0)), Decision::StopAndCopy);
+    assert_eq!(
+        p.decide(&stats(3, 10, 20, 2, 900)),
+        Decision::ContinuePrecopy
+    );
+    assert_eq!(p.decide(&stats(4, 10, 20, 3, 900)), Decision::StopAndCopy);
+    assert_eq!(p.decide(&stats(5, 10, 5, 0, 900)), Decision::StopAndCopy);
+    let mut busy = DefaultPolicy::new(PolicyConfig {
+        abort_if_busy: true,
+        ..PolicyConfig::default()
+    });
+    assert_eq!(busy.decide(&stats(4, 10, 20, 3, 900)), Decision::Abort);
+    assert_eq!(busy.decide(&stats(5, 10, 5, 0, 900)), Decision::Abort);
+    // Even an aborting policy stops when the target is met.
+    assert_eq!(busy.decide(&stats(5, 10, 5, 3, 100)), Decision::StopAndCopy);
+    let mut xen = SimplePolicy::default();
+    assert_eq!(xen.decide(&stats(1, 100, 49, 0, 0)), Decision::StopAndCopy);
+    assert_eq!(
+        xen.decide(&stats(1, 100, 50, 0, 0)),
+        Decision::ContinuePrecopy
+    );
+    assert_eq!(
+        xen.decide(&stats(5, 100, 5000, 0, 0)),
+        Decision::StopAndCopy
+    );
+}
+
+/// A deterministic model: a link of `link` bytes per ms, a guest that
+/// dirties `rate` pages per ms spread over a hot set of `hot` pages.
+struct Sim {
+    p2m: u64,
+    link_bytes_per_ms: u64,
+    dirty_pages_per_ms: u64,
+    hot: u64,
+    next_dirty: u64,
+}
+
+#[derive(Debug, PartialEq)]
+struct Run {
+    decision: Decision,
+    rounds: u32,
+    final_pages: u64,
+    total_pages: u64,
+    history: Vec<(u32, u64, u64)>,
+}
+
+impl Sim {
+    fn dirty(&mut self, bm: &mut [u64], pages: u64) {
+        for _ in 0..pages {
+            let p = self.next_dirty % self.hot;
+            bm[(p / 64) as usize] |= 1 << (p % 64);
+            self.next_dirty = self
+                .next_dirty
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407)
+                >> 1;
+        }
+    }
+
+    fn run<P: PrecopyPolicy>(&mut self, policy: P, cfg: PrecopyConfig) -> Run {
+        let page_bytes = WIRE_BYTES_PER_PAGE;
+        let mut now = Instant::ZERO;
+        let mut bm = vec![0u64; bitmap_words(self.p2m)];
+        let mut log = vec![0u64; bitmap_words(self.p2m)];
+        set_all(&mut bm, self.p2m).unwrap();
+        let mut pc = Precopy::live(self.p2m, cfg, policy, now);
+        let mut out = [0u64; MAX_BATCH_SIZE];
+        let mut history = Vec::new();
+        let decision = loop {
+            loop {
+                let n = pc.next_batch(&bm, &mut out).unwrap() as u64;
+                if n == 0 {
+                    break;
+                }
+                let bytes = n * page_bytes + 16;
+                // Sending takes bytes / link ms; the guest dirties meanwhile.
+                let ms = bytes.div_ceil(self.link_bytes_per_ms).max(1);
+                now += Duration::from_millis(ms);
+                self.dirty(&mut log, ms * self.dirty_pages_per_ms);
+                if let Some(t) = pc.record_batch(now, n, bytes) {
+                    let wait = t - now;
+                    let wait_ms = wait.as_nanos().div_ceil(1_000_000);
+                    self.dirty(&mut log, wait_ms * self.dirty_pages_per_ms);
+                    now = t;
+                }
+            }
+            // clean_dirty: the log becomes the next round's bitmap.
+            bm.copy_from_slice(&log);
+            log.iter_mut().for_each(|w| *w = 0);
+            let dirty = count_dirty(&bm, self.p2m).unwrap();
+            let d = pc.end_round(now, dirty).unwrap();
+            let s = pc.progress().last_round.unwrap();
+            history.push((s.round, s.pages_sent, s.dirty_count));
+            if d != Decision::ContinuePrecopy {
+                break d;
+            }
+        };
+        if decision == Decision::Abort {
+            return Run {
+                decision,
+                rounds: pc.progress().last_round.unwrap().round,
+                final_pages: 0,
+                total_pages: pc.progress().total_pages_sent,
+                history,
+            };
+        }
+        let dirty = or_into(&mut bm, &log, self.p2m).unwrap();
+        pc.begin_final(now, dirty).unwrap();
+        let mut final_pages = 0;
+        loop {
+            let n = pc.next_batch(&bm, &mut out).unwrap() as u64;
+            if n == 0 {
+                break;
+            }
+            final_pages += n;
+            now += Duration::from_millis(1);
+            assert_eq!(
+                pc.record_batch(now, n, n * page_bytes),
+                None,
+                "final round is uncapped"
+            );
+        }
+        let summary = pc.finish(now).unwrap();
+        assert_eq!(summary.final_pages, final_pages);
+        Run {
+            decision,
+            rounds: summary.live_rounds,
+            final_pages,
+            total_pages: summary.total_pages_sent,
+            history,
+        }
+    }
+}
+
+#[test]
+fn idle_guest_stops_after_one_round() {
+    let mut sim = Sim {
+        p2m: 8192,
+        link_bytes_per_ms: 1 << 20,
+        dirty_pages_per_ms: 0,
+        hot: 1,
+        next_dirty: 0,
+    };
+    let r = sim.run(DefaultPolicy::default(), PrecopyConfig::default());
+    assert_eq!(r.decision, Decision::StopAndCopy);
+    assert_eq!(r.rounds, 1);
+    assert_eq!(r.final_pages, 0);
+    assert_eq!(r.total_pages, 8192);
+}
+
+#[test]
+fn slow_dirtier_converges_within_downtime_limit() {
+    // 1 MiB/ms link (~1 GiB/s), 2 pages/ms dirtied over a hot set of 4096.
+    let mut sim = Sim {
+        p2m: 65536,
+        link_bytes_per_ms: 1 << 20,
+        dirty_pages_per_ms: 2,
+        hot: 4096,
+        next_dirty: 7,
+    };
+    let r = sim.run(
+        DefaultPolicy::new(PolicyConfig {
+            downtime_limit: Duration::from_millis(1),
+            ..PolicyConfig::default()
+        }),
+        PrecopyConfig::default(),
+    );
+    assert_eq!(r.decision, Decision::StopAndCopy);
+    assert!(r.rounds >= 2 && r.rounds <= 5, "{r:?}");
+    let last = r.history.last().unwrap();
+    // Stopped because what remains fits 1 ms at ~1 GiB/s: under ~256 pages.
+    assert!(
+        last.2 * WIRE_BYTES_PER_PAGE <= (1 << 20) + (1 << 16),
+        "{r:?}"
+    );
+    assert!(
+        r.final_pages >= last.2,
+        "the final round covers the last log too"
+    );
+}
+
+#[test]
+fn busy_guest_stops_or_aborts_after_three_rounds() {
+    // The guest dirties 400 pages/ms, the link sends ~250 pages/ms.
+    let mk = || Sim {
+        p2m: 16384,
+        link_bytes_per_ms: 1 << 20,
+        dirty_pages_per_ms: 400,
+        hot: 16384,
+        next_dirty: 3,
+    };
+    let strict = PolicyConfig {
+        downtime_limit: Duration::from_millis(1),
+        max_rounds: 30,
+        ..PolicyConfig::default()
+    };
+    let r = mk().run(DefaultPolicy::new(strict), PrecopyConfig::default());
+    assert_eq!(r.decision, Decision::StopAndCopy);
+    // Busy from some round on; stopped when the streak hit 3.
+    assert!(r.rounds < 30, "{r:?}");
+    let busy_rounds = r
+        .history
+        .iter()
+        .rev()
+        .take_while(|(_, sent, dirty)| dirty * 100 >= sent * BUSY_PERCENT)
+        .count();
+    assert_eq!(busy_rounds, 3, "{r:?}");
+    let r2 = mk().run(
+        DefaultPolicy::new(PolicyConfig {
+            abort_if_busy: true,
+            ..strict
+        }),
+        PrecopyConfig::default(),
+    );
+    assert_eq!(r2.decision, Decision::Abort);
+    assert_eq!(r2.rounds, r.rounds);
+}
+
+#[test]
+fn round_cap_and_swapped_policy() {
+    // Dirties just under the link rate: never busy, never under 1 ms.
+    let mk = || Sim {
+        p2m: 16384,
+        link_bytes_per_ms: 1 << 20,
+        dirty_pages_per_ms: 150,
+        hot: 16384,
+        next_dirty: 11,
+    };
+    let cfg = PolicyConfig {
+        downtime_limit: Duration::from_millis(1),
+        max_rounds: 4,
+        ..PolicyConfig::default()
+    };
+    let r = mk().run(DefaultPolicy::new(cfg), PrecopyConfig::default());
+    assert_eq!((r.decision, r.rounds), (Decision::StopAndCopy, 4), "{r:?}");
+    let r = mk().run(
+        SimplePolicy {
+            target_dirty: 50,
+            max_rounds: 2,
+        },
+        PrecopyConfig::default(),
+    );
+    assert_eq!((r.decision, r.rounds), (Decision::StopAndCopy, 2));
+}
+
+#[test]
+fn bandwidth_cap_paces_batches() {
+    let cap = 1_000_000u64; // 1 MB/s
+    let mut pc = Precopy::live(
+        4096,
+        PrecopyConfig {
+            bandwidth_limit: Some(cap),
+        },
+        DefaultPolicy::default(),
+        Instant::ZERO,
+    );
+    // 500 kB sent instantly: wait until 0.5 s.
+    assert_eq!(
+        pc.record_batch(Instant::ZERO, 100, 500_000),
+        Some(Instant::from_millis(500))
+    );
+    // Called again at 0.5 s with 250 kB: booked until 0.75 s.
+    assert_eq!(
+        pc.record_batch(Instant::from_millis(500), 50, 250_000),
+        Some(Instant::from_millis(750))
+    );
+    // A slow link needs no pacing: 1 kB at 2 s.
+    assert_eq!(pc.record_batch(Instant::from_secs(2), 1, 1000), None);
+    let d = pc.end_round(Instant::from_secs(2), 100).unwrap();
+    let s = pc.progress().last_round.unwrap();
+    assert_eq!(s.bytes_sent, 751_000);
+    assert_eq!(s.bandwidth, 375_500);
+    assert_eq!(
+        s.projected_downtime,
+        Duration::for_bytes_at_rate(100 * WIRE_BYTES_PER_PAGE, 375_500)
+    );
+    assert_eq!(d, Decision::ContinuePrecopy);
+    assert_eq!(pc.phase(), Phase::Live(2));
+}
+
+/// A guest whose odd pfns are holes (XTAB) and which can be told to lie
+/// about how many pages it copied.
+struct Holes {
+    lie: bool,
+    suspended: bool,
+}
+
+impl crate::guest::SourceGuest for Holes {
+    type Error = ();
+    fn info(&self) -> Result<crate::guest::GuestInfo, ()> {
+        Ok(crate::guest::GuestInfo {
+            guest_type: crate::guest::GuestType::Pv,
+            p2m_size: 10,
+            nr_pages: 5,
+            vcpus: 1,
+        })
+    }
+    fn enable_logdirty(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn clean_dirty(&mut self, bitmap: &mut [u64]) -> Result<u64, ()> {
+        bitmap[0] = if self.suspended { 0b1000 } else { 0b11 };
+        Ok(2)
+    }
+    fn read_pages(
+        &mut self,
+        pfns: &[Pfn],
+        types: &mut [crate::guest::PageType],
+        data: &mut [u8],
+    ) -> Result<usize, ()> {
+        let mut k = 0;
+        for (i, p) in pfns.iter().enumerate() {
+            if p % 2 == 1 {
+                types[i] = crate::guest::PageType::XTAB;
+            } else {
+                types[i] = crate::guest::PageType::NOTAB;
+                data[k * PAGE_SIZE..(k + 1) * PAGE_SIZE].fill(*p as u8);
+                k += 1;
+            }
+        }
+        Ok(if self.lie { k + 1 } else { k })
+    }
+    fn pause(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn unpause(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn suspend(&mut self) -> Result<(), ()> {
+        self.suspended = true;
+        Ok(())
+    }
+    fn resume(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn vcpu_context(&mut self, _: u32, _: &mut [u8]) -> Result<usize, ()> {
+        Ok(0)
+    }
+    fn destroy(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn drive_steps_over_a_guest() {
+    use drive::*;
+    let mut g = Holes {
+        lie: false,
+        suspended: false,
+    };
+    let mut bm = [0u64; 1];
+    let mut pc = start_live(
+        &mut g,
+        &mut bm,
+        PrecopyConfig::default(),
+        SimplePolicy {
+            target_dirty: 0,
+            max_rounds: 2,
+        },
+        Instant::ZERO,
+    )
+    .unwrap();
+    let (mut pfns, mut types, mut data) = (
+        [0u64; 4],
+        [crate::guest::PageType::NOTAB; 4],
+        vec![0u8; 4 * PAGE_SIZE],
+    );
+    let b = read_batch(
+        &mut pc,
+        &mut g,
+        &bm,
+        BatchBuf {
+            pfns: &mut pfns,
+            types: &mut types,
+            data: &mut data,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(b.pfns, &[0, 1, 2, 3]);
+    assert_eq!(b.types[1], crate::guest::PageType::XTAB);
+    // Holes carry no data: two pages, packed.
+    assert_eq!(b.data.len(), 2 * PAGE_SIZE);
+    assert_eq!((b.data[0], b.data[PAGE_SIZE]), (0, 2));
+    assert_eq!(b.record_len(), 16 + 4 * 8 + 2 * PAGE_SIZE);
+    let mut count = 4;
+    loop {
+        let buf = BatchBuf {
+            pfns: &mut pfns,
+            types: &mut types,
+            data: &mut data,
+        };
+        match read_batch(&mut pc, &mut g, &bm, buf).unwrap() {
+            Some(b) => count += b.pfns.len(),
+            None => break,
+        }
+    }
+    assert_eq!(count, 10);
+    assert_eq!(
+        end_live_round(&mut pc, &mut g, &mut bm, Instant::from_millis(5)),
+        Ok(Decision::ContinuePrecopy)
+    );
+    assert_eq!(
+        end_live_round(&mut pc, &mut g, &mut bm, Instant::from_millis(6)),
+        Ok(Decision::StopAndCopy)
+    );
+    assert_eq!(pc.phase(), Phase::Stopping);
+    // The last log (pfn 3) joins what round 2 left dirty (pfns 0, 1).
+    let mut scratch = [0u64; 1];
+    assert_eq!(
+        suspend_for_final(
+            &mut pc,
+            &mut g,
+            &mut bm,
+            &mut scratch,
+            Instant::from_millis(7)
+        ),
+        Ok(3)
+    );
+    assert_eq!(bm[0], 0b1011);
+    // A backend that miscounts is caught.
+    g.lie = true;
+    let buf = BatchBuf {
+        pfns: &mut pfns,
+        types: &mut types,
+        data: &mut data,
+    };
+    assert_eq!(
+        read_batch(&mut pc, &mut g, &bm, buf),
+        Err(DriveError::BatchMismatch)
+    );
+    // The sink side checks the data length against the types.
+    struct Sink;
+    impl crate::guest::SinkGuest for Sink {
+        type Error = ();
+        fn populate(&mut self, _: &[Pfn], _: &[crate::guest::PageType]) -> Result<(), ()> {
+            Ok(())
+        }
+        fn write_pages(
+            &mut self,
+            _: &[Pfn],
+            _: &[crate::guest::PageType],
+            _: &[u8],
+        ) -> Result<(), ()> {
+            Ok(())
+        }
+        fn set_vcpu_context(&mut self, _: u32, _: &[u8]) -> Result<(), ()> {
+            Ok(())
+        }
+        fn unpause(&mut self) -> Result<(), ()> {
+            Ok(())
+        }
+        fn destroy(&mut self) -> Result<(), ()> {
+            Ok(())
+        }
+    }
+    let t = [crate::guest::PageType::NOTAB, crate::guest::PageType::XTAB];
+    assert_eq!(apply_batch(&mut Sink, &[0, 1], &t, &[0; PAGE_SIZE]), Ok(()));
+    assert_eq!(
+        apply_batch(&mut Sink, &[0, 1], &t, &[0; 2 * PAGE_SIZE]),
+        Err(DriveError::BatchMismatch)
+    );
+}
+
+/// A summary table per dirty rate, pinned: any change to the loop or the
+/// default policy that moves these figures shows up here.
+#[test]
+fn summary_table_per_dirty_rate() {
+    use std::fmt::Write;
+    let mut table = std::string::String::new();
+    for rate in [0u64, 10, 50, 100, 200, 250, 400] {
+        let mut sim = Sim {
+            p2m: 16384,
+            link_bytes_per_ms: 1 << 20,
+            dirty_pages_per_ms: rate,
+            hot: 16384,
+            next_dirty: 5,
+        };
+        let cfg = PolicyConfig {
+            downtime_limit: Duration::from_millis(2),
+            max_rounds: 8,
+            ..PolicyConfig::default()
+        };
+        let r = sim.run(DefaultPolicy::new(cfg), PrecopyConfig::default());
+        writeln!(
+            table,
+            "rate {rate:>3} p/ms: {:?} after {} rounds, {} pages sent, final {} pages",
+            r.decision, r.rounds, r.total_pages, r.final_pages
+        )
+        .unwrap();
+    }
+    std::println!("{table}");
+    assert_eq!(table, SUMMARY);
+}
+
+const SUMMARY: &str = "\
+rate   0 p/ms: StopAndCopy after 1 rounds, 16384 pages sent, final 0 pages
+rate  10 p/ms: StopAndCopy after 2 rounds, 17205 pages sent, final 40 pages
+rate  50 p/ms: StopAndCopy after 3 rounds, 20989 pages sent, final 197 pages
+rate 100 p/ms: StopAndCopy after 5 rounds, 27909 pages sent, final 300 pages
+rate 200 p/ms: StopAndCopy after 8 rounds, 58034 pages sent, final 2560 pages
+rate 250 p/ms: StopAndCopy after 6 rounds, 67317 pages sent, final 6700 pages
+rate 400 p/ms: StopAndCopy after 4 rounds, 69930 pages sent, final 12917 pages
+";

@@ -1,0 +1,241 @@
+//! Protocol errors and the reasons carried on the wire.
+
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+/// Why a relocation session failed, on either side.
+///
+/// Small and `Copy`, like every error of the core; the host adds the peer's
+/// address and the domain name when it logs one. Categories nest: the
+/// variant says whose fault it is, the payload says what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer sent something no correct peer sends: undecodable bytes, a
+    /// bad magic, counts that do not add up.
+    PeerMisbehaved(Misbehavior),
+    /// No common protocol version: both sides' (highest) versions.
+    Incompatible {
+        /// Our version.
+        ours: u16,
+        /// The peer's version.
+        theirs: u16,
+    },
+    /// An input that makes no sense in the current state: a message out of
+    /// order from the peer, or a `handle_*` call out of order from the host.
+    InvalidInState {
+        /// The state's name (`Source::state_name`/`Dest::state_name`).
+        state: &'static str,
+        /// The message kind or the method called.
+        input: &'static str,
+    },
+    /// A bound was exceeded, checked before any memory was taken.
+    LimitExceeded(Limit),
+    /// The destination refused the migration.
+    Refused(RefuseReason),
+    /// The session was aborted, by the peer (received `Abort`) or locally
+    /// (cancel, pre-copy policy, guest failure).
+    Aborted(AbortReason),
+    /// Nothing arrived from the peer in time in this state.
+    Timeout {
+        /// The state that timed out.
+        state: &'static str,
+    },
+    /// The connection failed (EOF, reset, write error) in this state.
+    LinkLost {
+        /// The state the link was lost in.
+        state: &'static str,
+    },
+}
+
+/// What exactly the peer did wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Misbehavior {
+    /// The frame body does not decode as a control message, or has bytes
+    /// left after one.
+    Malformed,
+    /// The hello does not start with relocd's magic.
+    BadMagic,
+    /// The first bytes are an S-expression: a xend-era client (`xm migrate`)
+    /// speaking the old relocation protocol.
+    XendProtocol,
+    /// The image totals announced at its end do not match what arrived.
+    ImageMismatch,
+    /// A field is out of its range (empty name, zero vCPUs, unknown guest
+    /// type, a live migration the hello did not negotiate).
+    InvalidField,
+}
+
+/// Which bound was exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// A frame header announced more bytes than this state accepts.
+    FrameTooLong {
+        /// The announced length.
+        len: u32,
+        /// The largest length accepted here.
+        max: u32,
+    },
+    /// A caller's buffer cannot hold the frame to be written.
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+    },
+    /// An image chunk longer than [`super::MAX_IMAGE_CHUNK_LEN`].
+    ChunkTooLong,
+    /// A domain name longer than [`super::MAX_NAME_LEN`].
+    NameTooLong,
+    /// More vCPUs than [`super::MAX_VCPUS`].
+    TooManyVcpus,
+    /// A guest larger than [`super::MAX_P2M_SIZE`] pages.
+    GuestTooLarge,
+    /// More control frames queued than the outbox holds: the host did not
+    /// call `poll_transmit`.
+    Backlog,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::PeerMisbehaved(m) => write!(f, "peer misbehaved: {m}"),
+            Error::Incompatible { ours, theirs } => write!(
+                f,
+                "incompatible protocol versions: we speak {ours}, the peer speaks {theirs}"
+            ),
+            Error::InvalidInState { state, input } => {
+                write!(f, "{input} is not valid in state {state}")
+            }
+            Error::LimitExceeded(l) => write!(f, "limit exceeded: {l}"),
+            Error::Refused(r) => write!(f, "migration refused: {r}"),
+            Error::Aborted(r) => write!(f, "migration aborted: {r}"),
+            Error::Timeout { state } => write!(f, "timed out in state {state}"),
+            Error::LinkLost { state } => write!(f, "connection lost in state {state}"),
+        }
+    }
+}
+
+impl fmt::Display for Misbehavior {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Misbehavior::Malformed => "malformed control message",
+            Misbehavior::BadMagic => "bad magic in hello (not a relocd peer)",
+            Misbehavior::XendProtocol => {
+                "xend's old relocation protocol (xm migrate); relocd speaks its own"
+            }
+            Misbehavior::ImageMismatch => "image totals do not match the data received",
+            Misbehavior::InvalidField => "field out of range",
+        })
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::FrameTooLong { len, max } => {
+                write!(f, "frame of {len} bytes, at most {max} accepted here")
+            }
+            Limit::BufferTooSmall { needed } => {
+                write!(f, "buffer too small, {needed} bytes needed")
+            }
+            Limit::ChunkTooLong => f.write_str("image chunk too long"),
+            Limit::NameTooLong => f.write_str("domain name too long"),
+            Limit::TooManyVcpus => f.write_str("too many vCPUs"),
+            Limit::GuestTooLarge => f.write_str("guest too large"),
+            Limit::Backlog => f.write_str("control frames not drained"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+impl core::error::Error for Misbehavior {}
+impl core::error::Error for Limit {}
+
+/// Defines an open `u16` wire enum: known codes plus `Unknown(u16)`, with
+/// lossless conversions and serde through the raw code.
+macro_rules! open_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $value:expr => $text:expr, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(from = "u16", into = "u16")]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+            /// A code this version does not know (kept as is).
+            Unknown(u16),
+        }
+
+        impl From<u16> for $name {
+            fn from(v: u16) -> Self {
+                match v {
+                    $( $value => $name::$variant, )+
+                    other => $name::Unknown(other),
+                }
+            }
+        }
+
+        impl From<$name> for u16 {
+            fn from(v: $name) -> u16 {
+                match v {
+                    $( $name::$variant => $value, )+
+                    $name::Unknown(other) => other,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $( $name::$variant => f.write_str($text), )+
+                    $name::Unknown(c) => write!(f, "unknown reason {c}"),
+                }
+            }
+        }
+    };
+}
+
+open_enum! {
+    /// Why a destination refuses a migration (admission or hello).
+    pub enum RefuseReason {
+        /// Not enough free memory or vCPUs for the guest.
+        NoCapacity = 1 => "no capacity for the guest on the destination",
+        /// A domain with that name (or UUID) already exists there.
+        NameTaken = 2 => "a domain with that name already exists on the destination",
+        /// The destination's concurrent-migration limit is reached.
+        TooManyMigrations = 3 => "too many migrations in progress on the destination",
+        /// The destination's policy forbids it.
+        NotAllowed = 4 => "not allowed by the destination's policy",
+        /// The request was malformed or out of bounds.
+        Invalid = 5 => "invalid admission request",
+        /// The guest type or a requested mode is not supported there.
+        Unsupported = 6 => "guest type or mode not supported by the destination",
+        /// The destination daemon is shutting down.
+        ShuttingDown = 7 => "the destination is shutting down",
+    }
+}
+
+open_enum! {
+    /// Why a side aborts a session it had started.
+    pub enum AbortReason {
+        /// The operator cancelled (Ctrl-C).
+        Cancelled = 1 => "cancelled",
+        /// The guest dirties memory faster than the link sends
+        /// (`--abort-if-busy`).
+        Busy = 2 => "guest too busy to converge",
+        /// The source could not read the guest or its state.
+        SourceFailed = 3 => "source-side failure",
+        /// The destination could not build, journal or start the guest.
+        DestFailed = 4 => "destination-side failure",
+        /// The sender stopped hearing from the peer in time.
+        Timeout = 5 => "timeout",
+        /// The sender received something it could not accept.
+        ProtocolError = 6 => "protocol error",
+        /// The image did not decode (the stream layer refused it).
+        BadImage = 7 => "bad migration image",
+    }
+}

@@ -1,0 +1,462 @@
+//! Control messages and their framing.
+//!
+//! A frame is `[u32 length, big-endian][body]`; the body is one [`Msg`]
+//! encoded with postcard, with nothing after it. The length is checked
+//! against the receiver's current bound ([`frame_len`]) before a byte of the
+//! body is read, so a peer cannot make the host allocate more than
+//! [`MAX_CONTROL_FRAME_LEN`] before admission, or more than
+//! [`MAX_FRAME_LEN`] ever.
+//!
+//! Image chunks are the one large message. To spare a copy of up to 4 MiB,
+//! the sender writes [`image_header`] and then the payload straight from
+//! its record buffer: the two together are byte for byte the postcard
+//! encoding of `Msg::Image(payload)`, which the receiver decodes zero-copy.
+
+use super::error::{AbortReason, Error, Limit, Misbehavior, RefuseReason};
+use serde::{Deserialize, Serialize};
+
+/// The first four bytes of a hello: `RLCD`.
+pub const MAGIC: [u8; 4] = *b"RLCD";
+
+/// Bytes of the frame length prefix.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// Largest body of any control message other than an image chunk.
+pub const MAX_CONTROL_FRAME_LEN: usize = 256;
+
+/// Largest image chunk payload: one `PAGE_DATA` record of
+/// [`crate::precopy::MAX_BATCH_SIZE`] pages with room to spare for small
+/// records sharing the chunk.
+pub const MAX_IMAGE_CHUNK_LEN: usize = 4 * 1024 * 1024 + 64 * 1024;
+const _: () = assert!(MAX_IMAGE_CHUNK_LEN >= crate::precopy::MAX_PAGE_DATA_RECORD_LEN);
+
+/// Largest frame body: an image chunk with its tag and length varint.
+pub const MAX_FRAME_LEN: usize = MAX_IMAGE_CHUNK_LEN + 16;
+const _: () = assert!(MAX_FRAME_LEN <= u32::MAX as usize);
+
+/// Room [`image_header`] needs: length prefix, tag, length varint.
+pub const IMAGE_HEADER_MAX: usize = FRAME_HEADER_LEN + 1 + 10;
+
+/// Longest domain name accepted (bytes of UTF-8).
+pub const MAX_NAME_LEN: usize = 64;
+/// Most vCPUs a guest may have (Xen's `HVM_MAX_VCPUS` is 128, PV allows
+/// more; this bounds what a peer can ask for).
+pub const MAX_VCPUS: u32 = 4096;
+/// Largest `p2m_size` accepted: 2^36 pages, 256 TiB.
+pub const MAX_P2M_SIZE: u64 = 1 << 36;
+
+/// Feature bits of the hello; the session uses the intersection of both
+/// sides'. Unknown bits are ignored, which is how new features are added
+/// without a version bump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Features(pub u32);
+
+impl Features {
+    /// Live migration: the destination accepts pages sent more than once
+    /// and round markers.
+    pub const LIVE: Features = Features(1 << 0);
+    /// Everything this version implements.
+    pub const ALL: Features = Features::LIVE;
+
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: Features) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Bits set in both.
+    pub const fn intersect(self, other: Features) -> Features {
+        Features(self.0 & other.0)
+    }
+}
+
+/// Source → destination, first frame. Its encoding is frozen for ever (see
+/// "Protocol versioning" in the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`MAGIC`].
+    pub magic: [u8; 4],
+    /// Lowest protocol version the source speaks.
+    pub min_version: u16,
+    /// Highest protocol version the source speaks.
+    pub max_version: u16,
+    /// The source's feature bits.
+    pub features: Features,
+}
+
+/// Destination → source: the version and features the session will use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloAck {
+    /// The chosen version: the highest both speak.
+    pub version: u16,
+    /// The intersection of both sides' features.
+    pub features: Features,
+}
+
+/// Destination → source: no common version. Frozen like [`Hello`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRefused {
+    /// Lowest version the destination speaks.
+    pub min_version: u16,
+    /// Highest version the destination speaks.
+    pub max_version: u16,
+}
+
+/// Source → destination: what is coming, for the admission decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admit<'a> {
+    /// The session's identifier, chosen by the source; both journals use it.
+    pub session: u64,
+    /// The domain's name.
+    pub name: &'a str,
+    /// The domain's UUID.
+    pub uuid: [u8; 16],
+    /// Memory the guest needs, in bytes.
+    pub memory_bytes: u64,
+    /// One more than its highest pfn.
+    pub p2m_size: u64,
+    /// Its vCPUs.
+    pub vcpus: u32,
+    /// Xen's domain-header guest type: 1 = x86 PV, 2 = x86 HVM.
+    pub guest_type: u32,
+    /// Live (pre-copy rounds while it runs) or offline.
+    pub live: bool,
+}
+
+/// Source → destination after each live round: progress, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundEnd {
+    /// The round just sent (from 1).
+    pub round: u32,
+    /// Pages sent in it.
+    pub pages: u64,
+    /// Pages left dirty after it.
+    pub dirty: u64,
+}
+
+/// Source → destination: the image is complete; the totals let the
+/// destination check that nothing was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageEnd {
+    /// Image chunks sent.
+    pub chunks: u64,
+    /// Payload bytes in them.
+    pub bytes: u64,
+}
+
+/// A control message. Variant order is the wire tag: never reorder, only
+/// append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg<'a> {
+    /// Tag 0, frozen. S → D.
+    Hello(Hello),
+    /// Tag 1, frozen. D → S.
+    HelloAck(HelloAck),
+    /// Tag 2, frozen. D → S.
+    VersionRefused(VersionRefused),
+    /// S → D.
+    #[serde(borrow)]
+    Admit(Admit<'a>),
+    /// D → S: admitted; an empty paused domain is waiting for the image.
+    Admitted,
+    /// D → S: refused, with the reason.
+    Refused(RefuseReason),
+    /// S → D: a chunk of the migration image (libxc stream bytes, whole
+    /// records).
+    Image(&'a [u8]),
+    /// S → D: end of a live round.
+    RoundEnd(RoundEnd),
+    /// S → D: the guest is suspended; stop-and-copy has begun.
+    Suspended,
+    /// S → D: the image is complete.
+    ImageEnd(ImageEnd),
+    /// D → S: I hold a complete, paused copy and can run it on commit.
+    Prepared,
+    /// S → D: the commit is journaled at the source; run the guest.
+    Commit,
+    /// D → S: the guest runs here; destroy yours.
+    Committed,
+    /// Either way: the session is off. From the destination, it also
+    /// promises that its copy will never run.
+    Abort(AbortReason),
+}
+
+/// The wire tag of `Msg::Image` (its variant index).
+const IMAGE_TAG: u8 = 6;
+
+impl Msg<'_> {
+    /// The message kind, for logs and errors.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Msg::Hello(_) => "Hello",
+            Msg::HelloAck(_) => "HelloAck",
+            Msg::VersionRefused(_) => "VersionRefused",
+            Msg::Admit(_) => "Admit",
+            Msg::Admitted => "Admitted",
+            Msg::Refused(_) => "Refused",
+            Msg::Image(_) => "Image",
+            Msg::RoundEnd(_) => "RoundEnd",
+            Msg::Suspended => "Suspended",
+            Msg::ImageEnd(_) => "ImageEnd",
+            Msg::Prepared => "Prepared",
+            Msg::Commit => "Commit",
+            Msg::Committed => "Committed",
+            Msg::Abort(_) => "Abort",
+        }
+    }
+}
+
+/// Encodes `msg` as a whole frame (length prefix and body) into `out` and
+/// returns the frame's length.
+pub fn encode(msg: &Msg<'_>, out: &mut [u8]) -> Result<usize, Error> {
+    let too_small = Error::LimitExceeded(Limit::BufferTooSmall {
+        needed: out.len().saturating_add(1),
+    });
+    let Some(body_buf) = out.get_mut(FRAME_HEADER_LEN..) else {
+        return Err(too_small);
+    };
+    let body_len = match postcard::to_slice(msg, body_buf) {
+        Ok(b) => b.len(),
+        Err(_) => return Err(too_small),
+    };
+    if body_len > MAX_FRAME_LEN {
+        return Err(Error::LimitExceeded(Limit::ChunkTooLong));
+    }
+    let len = u32::try_from(body_len).map_err(|_| Error::LimitExceeded(Limit::ChunkTooLong))?;
+    out[..FRAME_HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    Ok(FRAME_HEADER_LEN + body_len)
+}
+
+/// Checks a frame's length prefix against `max` (the receiver's current
+/// bound) and returns the body length. Recognises a xend-era client, whose
+/// first bytes are an S-expression.
+pub fn frame_len(header: [u8; FRAME_HEADER_LEN], max: usize) -> Result<usize, Error> {
+    if header[0] == b'(' && header[1..].iter().all(|b| b.is_ascii_alphabetic()) {
+        return Err(Error::PeerMisbehaved(Misbehavior::XendProtocol));
+    }
+    let len = u32::from_be_bytes(header);
+    let max32 = u32::try_from(max.min(MAX_FRAME_LEN)).unwrap_or(u32::MAX);
+    if len > max32 {
+        return Err(Error::LimitExceeded(Limit::FrameTooLong {
+            len,
+            max: max32,
+        }));
+    }
+    if len == 0 {
+        return Err(Error::PeerMisbehaved(Misbehavior::Malformed));
+    }
+    Ok(len as usize)
+}
+
+/// Decodes a frame body (without its length prefix). Borrowed fields
+/// (`Admit::name`, `Image` payload) point into `body`.
+pub fn decode(body: &[u8]) -> Result<Msg<'_>, Error> {
+    match postcard::take_from_bytes::<Msg<'_>>(body) {
+        Ok((msg, [])) => Ok(msg),
+        _ => Err(Error::PeerMisbehaved(Misbehavior::Malformed)),
+    }
+}
+
+/// Writes the frame header of an image chunk of `payload_len` bytes into
+/// `out` and returns its length; the payload follows it on the wire.
+pub fn image_header(payload_len: usize, out: &mut [u8; IMAGE_HEADER_MAX]) -> Result<usize, Error> {
+    if payload_len > MAX_IMAGE_CHUNK_LEN {
+        return Err(Error::LimitExceeded(Limit::ChunkTooLong));
+    }
+    let mut varint = [0u8; 10];
+    let mut n = 0;
+    let mut v = payload_len as u64;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            varint[n] = byte;
+            n += 1;
+            break;
+        }
+        varint[n] = byte | 0x80;
+        n += 1;
+    }
+    let body_len = 1 + n + payload_len;
+    let len = u32::try_from(body_len).map_err(|_| Error::LimitExceeded(Limit::ChunkTooLong))?;
+    out[..FRAME_HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    out[FRAME_HEADER_LEN] = IMAGE_TAG;
+    out[FRAME_HEADER_LEN + 1..FRAME_HEADER_LEN + 1 + n].copy_from_slice(&varint[..n]);
+    Ok(FRAME_HEADER_LEN + 1 + n)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn all_messages(payload: &[u8]) -> Vec<Msg<'_>> {
+        vec![
+            Msg::Hello(Hello {
+                magic: MAGIC,
+                min_version: 1,
+                max_version: 1,
+                features: Features::ALL,
+            }),
+            Msg::HelloAck(HelloAck {
+                version: 1,
+                features: Features::LIVE,
+            }),
+            Msg::VersionRefused(VersionRefused {
+                min_version: 2,
+                max_version: 3,
+            }),
+            Msg::Admit(Admit {
+                session: u64::MAX,
+                name: "web1-with-a-name-of-sixty-four-bytes-xxxxxxxxxxxxxxxxxxxxxxxxxx",
+                uuid: [0xab; 16],
+                memory_bytes: u64::MAX,
+                p2m_size: MAX_P2M_SIZE,
+                vcpus: MAX_VCPUS,
+                guest_type: u32::MAX,
+                live: true,
+            }),
+            Msg::Admitted,
+            Msg::Refused(RefuseReason::NameTaken),
+            Msg::Refused(RefuseReason::Unknown(999)),
+            Msg::Image(payload),
+            Msg::RoundEnd(RoundEnd {
+                round: 3,
+                pages: 1 << 40,
+                dirty: 17,
+            }),
+            Msg::Suspended,
+            Msg::ImageEnd(ImageEnd {
+                chunks: 12,
+                bytes: 1 << 33,
+            }),
+            Msg::Prepared,
+            Msg::Commit,
+            Msg::Committed,
+            Msg::Abort(AbortReason::Busy),
+            Msg::Abort(AbortReason::Unknown(0)),
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let payload: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let mut buf = vec![0u8; 1024];
+        for msg in all_messages(&payload) {
+            let n = encode(&msg, &mut buf).unwrap();
+            let len = frame_len(buf[..4].try_into().unwrap(), MAX_FRAME_LEN).unwrap();
+            assert_eq!(len + 4, n, "{}", msg.name());
+            if msg.name() != "Image" {
+                assert!(
+                    len <= MAX_CONTROL_FRAME_LEN,
+                    "{} is {len} bytes",
+                    msg.name()
+                );
+            }
+            assert_eq!(decode(&buf[4..n]).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn frozen_encodings() {
+        // The hello and the version refusal must stay readable by every
+        // future version: pin their bytes.
+        let mut buf = [0u8; 64];
+        let hello = Msg::Hello(Hello {
+            magic: MAGIC,
+            min_version: 1,
+            max_version: 1,
+            features: Features(1),
+        });
+        let n = encode(&hello, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &[0, 0, 0, 8, 0, b'R', b'L', b'C', b'D', 1, 1, 1]);
+        let n = encode(
+            &Msg::VersionRefused(VersionRefused {
+                min_version: 1,
+                max_version: 300,
+            }),
+            &mut buf,
+        )
+        .unwrap();
+        assert_eq!(&buf[..n], &[0, 0, 0, 4, 2, 1, 0xac, 0x02]);
+    }
+
+    #[test]
+    fn image_header_matches_postcard() {
+        for len in [0usize, 1, 127, 128, 300, 16383, 16384, MAX_IMAGE_CHUNK_LEN] {
+            let payload = vec![0x5au8; len];
+            let mut whole = vec![0u8; len + 32];
+            let n = encode(&Msg::Image(&payload), &mut whole).unwrap();
+            let mut hdr = [0u8; IMAGE_HEADER_MAX];
+            let h = image_header(len, &mut hdr).unwrap();
+            assert_eq!(&hdr[..h], &whole[..h], "len {len}");
+            assert_eq!(h + len, n);
+            assert_eq!(decode(&whole[4..n]).unwrap(), Msg::Image(&payload));
+        }
+        let mut hdr = [0u8; IMAGE_HEADER_MAX];
+        assert_eq!(
+            image_header(MAX_IMAGE_CHUNK_LEN + 1, &mut hdr),
+            Err(Error::LimitExceeded(Limit::ChunkTooLong))
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_typed_errors() {
+        assert_eq!(
+            frame_len([0, 0, 1, 1], MAX_CONTROL_FRAME_LEN),
+            Err(Error::LimitExceeded(Limit::FrameTooLong {
+                len: 257,
+                max: 256
+            }))
+        );
+        assert_eq!(
+            frame_len([0xff; 4], usize::MAX),
+            Err(Error::LimitExceeded(Limit::FrameTooLong {
+                len: u32::MAX,
+                max: MAX_FRAME_LEN as u32
+            }))
+        );
+        assert_eq!(
+            frame_len(*b"(rec", MAX_FRAME_LEN),
+            Err(Error::PeerMisbehaved(Misbehavior::XendProtocol))
+        );
+        assert_eq!(
+            frame_len([0; 4], MAX_FRAME_LEN),
+            Err(Error::PeerMisbehaved(Misbehavior::Malformed))
+        );
+        let malformed = Err(Error::PeerMisbehaved(Misbehavior::Malformed));
+        assert_eq!(decode(&[]), malformed);
+        assert_eq!(decode(&[200]), malformed); // unknown tag
+        assert_eq!(decode(&[4, 0]), malformed); // trailing byte
+        assert_eq!(decode(&[6, 5, 1, 2]), malformed); // short image
+        assert_eq!(decode(&[3, 1, 0xff]), malformed); // truncated admit
+                                                      // A buffer too small to encode into.
+        let mut tiny = [0u8; 3];
+        assert!(matches!(
+            encode(&Msg::Commit, &mut tiny),
+            Err(Error::LimitExceeded(Limit::BufferTooSmall { .. }))
+        ));
+        let mut five = [0u8; 5];
+        assert!(matches!(
+            encode(&Msg::Abort(AbortReason::Busy), &mut five),
+            Err(Error::LimitExceeded(Limit::BufferTooSmall { .. }))
+        ));
+    }
+
+    #[test]
+    fn decoding_random_bytes_never_panics() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut buf = [0u8; 64];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 64) as usize;
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = (x.rotate_left(i as u32 * 5) >> 3) as u8;
+            }
+            // Bias the first byte towards valid tags.
+            buf[0] %= 16;
+            let _ = decode(&buf[..len]);
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Instance locks that die with their process: a listening socket in Linux's
+//! abstract Unix namespace. Binding a name someone else holds fails with
+//! `EADDRINUSE`; the kernel frees the name when the holder exits, however it
+//! exits (SIGKILL included), so there is never a stale lock to clean up.
+//!
+//! The names are keyed on a directory's device and inode numbers, so two
+//! spellings of one directory (symlinks, `..`) get the same lock. The
+//! abstract namespace belongs to the network namespace: daemons in different
+//! network namespaces sharing a file system do not see each other's locks
+//! (the management socket's liveness probe still catches that case there).
+
+use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
+use std::path::Path;
+
+/// Longest abstract name (`sun_path` minus the leading NUL).
+const MAX_NAME: usize = 107;
+
+/// A held lock; released on drop or process exit.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _socket: UnixListener,
+    name: String,
+}
+
+impl InstanceLock {
+    /// Takes the lock called `what` on directory `dir` (with an optional
+    /// `item` inside it, such as a socket's file name). `Ok(None)` when
+    /// another live process holds it.
+    pub fn acquire(what: &str, dir: &Path, item: &str) -> io::Result<Option<InstanceLock>> {
+        let meta = std::fs::metadata(dir)?;
+        let mut name = format!("relocd/{what}/{:x}/{:x}/{item}", meta.dev(), meta.ino());
+        if name.len() > MAX_NAME {
+            // Keep it unique but short: the item's bytes folded (FNV-1a).
+            let hash = item.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            name = format!(
+                "relocd/{what}/{:x}/{:x}/#{hash:016x}",
+                meta.dev(),
+                meta.ino()
+            );
+        }
+        let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+        match UnixListener::bind_addr(&addr) {
+            Ok(socket) => Ok(Some(InstanceLock {
+                _socket: socket,
+                name,
+            })),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The lock's abstract name (for logs).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_until_dropped_and_keyed_on_the_directory() {
+        let dir = std::env::temp_dir().join(format!("relocd-lock-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let first = InstanceLock::acquire("test", &dir, "x").unwrap().unwrap();
+        // Another spelling of the same directory.
+        let alias = dir.join("sub/..");
+        assert!(InstanceLock::acquire("test", &alias, "x")
+            .unwrap()
+            .is_none());
+        // Other items and other kinds of lock are independent.
+        let other = InstanceLock::acquire("test", &dir, "y").unwrap().unwrap();
+        let kind = InstanceLock::acquire("other", &dir, "x").unwrap().unwrap();
+        drop(first);
+        assert!(InstanceLock::acquire("test", &alias, "x")
+            .unwrap()
+            .is_some());
+        let long = "z".repeat(200);
+        let a = InstanceLock::acquire("test", &dir, &long).unwrap().unwrap();
+        assert!(a.name().len() <= MAX_NAME);
+        assert!(InstanceLock::acquire("test", &dir, &long)
+            .unwrap()
+            .is_none());
+        drop((other, kind, a));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,512 @@
+//! `relocd serve`: the daemon (xend's role).
+//!
+//! It holds a hypervisor [`Backend`], the long-running [`Operations`] and a
+//! durable [`Journal`], and serves them on two sockets:
+//!
+//! - the management socket ([`mgmt`], wire format in [`control`]): a Unix
+//!   socket, root only, for the local CLI (`relocd list`, `migrate`, …);
+//! - the relocation listener ([`listener`]): TCP, for other hosts, with
+//!   hosts-allow decided before a byte is read.
+//!
+//! [`serve`] is the whole `relocd serve` command; [`Daemon::start`] is the
+//! same daemon without the config file and the signal handling, for tests
+//! and the demo, which run several daemons in one process.
+//!
+//! Start-up order matters: the management socket is claimed first (so a
+//! second daemon on the same socket gives up before it touches the journal
+//! or the port), then the journal is opened, then the listener bound.
+//! Shutdown runs the other way: stop taking commands, tell the operations to
+//! stop, stop accepting relocations and let the sessions end (at most the
+//! grace period), let the backend resume any guest it paused, remove the
+//! socket.
+//!
+//! # Plugging in
+//!
+//! - A hypervisor implements [`Backend`] (`list`, `sim_create`, `shutdown`).
+//! - The migration engine implements [`Operations`]: `migrate`, `save`,
+//!   `restore` get a [`ProgressSink`]; each `report` becomes one
+//!   `{"reply":"progress",…}` line to the client, and `Err(Cancelled)` (or
+//!   `is_cancelled()`) says the client sent `cancel` or hung up. The return
+//!   value becomes the final line. It records commit points with
+//!   [`Journal::record`] (synced before it returns).
+//! - hosts-allow implements [`Admission`] (see
+//!   [`listener::PatternAdmission`], which takes any `(ip, fqdn) -> bool`).
+//! - The destination side of the relocation protocol implements
+//!   [`SessionHandler`]; each admitted connection arrives as a [`Session`]
+//!   on its own thread, with timeouts set and nothing read.
+//!
+//! [`serve`] builds these in one place ([`DaemonParts`]).
+
+pub mod backend;
+pub mod control;
+pub mod journal;
+pub mod listener;
+pub mod lock;
+pub mod mgmt;
+
+pub use backend::{Backend, EmptyBackend, NoOperations, Operations, ProgressSink};
+pub use journal::Journal;
+pub use listener::{Admission, AdmissionVerdict, Session, SessionHandler};
+
+use crate::peer::SystemResolver;
+use crate::settings::{ConfigFile, SettingsError};
+use control::PingInfo;
+use journal::JournalError;
+use listener::{AdmitAll, ListenerConfig, NoSessions, RefuseAll, RelocationListener};
+use mgmt::{ControlContext, ControlError, ControlServer, ControlSocket};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The management socket when `--control` is not given.
+pub const DEFAULT_CONTROL: &str = "/run/relocd/relocd.sock";
+/// The config file when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/xen/xend-config.sxp";
+/// The state directory (journal) when `--state-dir` is not given.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/relocd";
+
+/// Set once when the daemon starts to stop; sessions and commands poll it.
+#[derive(Clone, Debug, Default)]
+pub struct ShutdownToken(Arc<AtomicBool>);
+
+impl ShutdownToken {
+    /// A token not yet triggered.
+    pub fn new() -> ShutdownToken {
+        ShutdownToken::default()
+    }
+
+    /// Asks everything holding a clone to stop.
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the daemon is stopping.
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config file could not be used.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The management socket could not be set up (or another daemon owns it).
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The journal could not be opened.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The relocation listener could not be bound.
+    #[error("relocation listener on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backend asked for is not part of this build.
+    #[error("the {0} backend is not available yet; use --backend sim")]
+    BackendUnavailable(&'static str),
+    /// Signal handlers could not be installed, or a thread not started.
+    #[error("{what}: {source}")]
+    Os {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DaemonError {
+    /// The error's category, for `--json` output.
+    pub fn kind(&self) -> control::ErrorKind {
+        use control::ErrorKind;
+        match self {
+            DaemonError::Settings(_) => ErrorKind::Config,
+            DaemonError::Control(ControlError::AlreadyRunning { .. })
+            | DaemonError::Journal(JournalError::InUse { .. }) => ErrorKind::Exists,
+            DaemonError::Control(
+                ControlError::NotASocket { .. } | ControlError::PathTooLong { .. },
+            ) => ErrorKind::Config,
+            DaemonError::Listen { .. } => ErrorKind::Network,
+            DaemonError::BackendUnavailable(_) => ErrorKind::NotImplemented,
+            DaemonError::Control(_) | DaemonError::Journal(_) | DaemonError::Os { .. } => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}
+
+/// The daemon's settings (what is left after the config file and the
+/// command line are read).
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// The management socket.
+    pub control: PathBuf,
+    /// The state directory (the journal).
+    pub state_dir: PathBuf,
+    /// The relocation listener; `None`: do not listen.
+    pub listen: Option<ListenerConfig>,
+    /// How long shutdown waits for running sessions.
+    pub shutdown_grace: Duration,
+}
+
+/// What the daemon serves. Built by the caller of [`Daemon::start`] once the
+/// journal is open (the operations need it).
+pub struct DaemonParts {
+    /// The hypervisor.
+    pub backend: Arc<dyn Backend>,
+    /// The long-running commands.
+    pub operations: Arc<dyn Operations>,
+    /// hosts-allow.
+    pub admission: Arc<dyn Admission>,
+    /// The destination side of relocation sessions.
+    pub sessions: Arc<dyn SessionHandler>,
+}
+
+/// A running daemon. Stop it with [`Daemon::stop`] (dropping it stops it
+/// too).
+pub struct Daemon {
+    control: Option<ControlServer>,
+    control_path: PathBuf,
+    listener: Option<RelocationListener>,
+    listen_addr: Option<SocketAddr>,
+    backend: Arc<dyn Backend>,
+    operations: Arc<dyn Operations>,
+    journal: Arc<Journal>,
+    shutdown: ShutdownToken,
+    grace: Duration,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("control", &self.control_path)
+            .field("listen", &self.listen_addr)
+            .finish()
+    }
+}
+
+impl Daemon {
+    /// Claims the management socket, opens the journal, calls `parts` with
+    /// it, binds the listener and starts serving.
+    pub fn start(
+        cfg: DaemonConfig,
+        parts: impl FnOnce(&Arc<Journal>) -> DaemonParts,
+    ) -> Result<Daemon, DaemonError> {
+        let socket = ControlSocket::claim(&cfg.control)?;
+        let journal = Arc::new(Journal::open(&cfg.state_dir)?);
+        let entries = journal.entries()?;
+        for e in journal::unresolved(&entries) {
+            tracing::warn!(
+                domain = %e.domain,
+                session = %e.session_id,
+                role = ?e.role,
+                state = ?e.state,
+                "journal: a migration was not settled before the daemon stopped"
+            );
+        }
+        let parts = parts(&journal);
+        let shutdown = ShutdownToken::new();
+        let listener = match cfg.listen {
+            Some(lc) => {
+                let addr = lc.addr;
+                let l = RelocationListener::start(
+                    lc,
+                    parts.admission.clone(),
+                    parts.sessions.clone(),
+                    shutdown.clone(),
+                )
+                .map_err(|source| DaemonError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+                tracing::info!(listen = %l.local_addr(), "relocation listener ready");
+                Some(l)
+            }
+            None => None,
+        };
+        let listen_addr = listener.as_ref().map(RelocationListener::local_addr);
+        let info = PingInfo {
+            protocol: control::PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            backend: parts.backend.name().to_owned(),
+            listen: listen_addr.map(|a| a.to_string()),
+            control: cfg.control.clone(),
+            state_dir: cfg.state_dir.clone(),
+        };
+        let control = ControlServer::start(
+            socket,
+            ControlContext {
+                backend: parts.backend.clone(),
+                operations: parts.operations.clone(),
+                info,
+                shutdown: shutdown.clone(),
+            },
+        )
+        .map_err(|source| DaemonError::Os {
+            what: "starting the management thread",
+            source,
+        })?;
+        Ok(Daemon {
+            control: Some(control),
+            control_path: cfg.control,
+            listener,
+            listen_addr,
+            backend: parts.backend,
+            operations: parts.operations,
+            journal,
+            shutdown,
+            grace: cfg.shutdown_grace,
+            stopped: false,
+        })
+    }
+
+    /// The management socket's path.
+    pub fn control_path(&self) -> &Path {
+        &self.control_path
+    }
+
+    /// The relocation listener's bound address, when listening.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen_addr
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// The token the daemon triggers when it stops.
+    pub fn shutdown_token(&self) -> &ShutdownToken {
+        &self.shutdown
+    }
+
+    /// Stops the daemon in order (see the module doc).
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
+        self.shutdown.trigger();
+        if let Some(control) = self.control.take() {
+            control.stop();
+        }
+        self.operations.shutdown();
+        if let Some(listener) = self.listener.take() {
+            if !listener.stop(self.grace) {
+                tracing::warn!(
+                    grace_s = self.grace.as_secs_f64(),
+                    "relocation sessions still running after the grace period"
+                );
+            }
+        }
+        self.backend.shutdown();
+        tracing::info!("relocd stopped");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// The backends `--backend` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// The simulated hypervisor (no Xen needed).
+    Sim,
+    /// Xen, through hypercalls.
+    Xen,
+}
+
+/// `relocd serve`'s arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    /// xend's config file (default /etc/xen/xend-config.sxp; when that is
+    /// missing, xend's defaults apply).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The hypervisor backend.
+    #[arg(long, value_enum, default_value = "sim")]
+    pub backend: BackendKind,
+    /// Listen for relocations on ADDR:PORT, whatever the config says (port 0:
+    /// any free port, reported by the log and by `Ping`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Where the journal lives.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Relocation sessions that may run at once; more are refused.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_concurrent: u32,
+    /// Timeout on every read and write of a relocation session, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub io_timeout: u64,
+}
+
+fn resolve_addr(text: &str) -> Result<SocketAddr, DaemonError> {
+    let unresolvable = |source| DaemonError::Listen {
+        addr: text.to_owned(),
+        source,
+    };
+    text.to_socket_addrs()
+        .map_err(unresolvable)?
+        .next()
+        .ok_or_else(|| {
+            unresolvable(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the name has no address",
+            ))
+        })
+}
+
+/// Installs the log subscriber (stderr; JSON lines with `json`). The level
+/// comes from `RELOCD_LOG` (`error` … `trace`, default `info`).
+pub fn init_logging(json: bool) {
+    let level = std::env::var("RELOCD_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_ansi(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// `relocd serve`: reads the config, starts the daemon, and runs until
+/// SIGTERM or SIGINT; then stops it cleanly.
+pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    // First, so a signal during start-up already means a clean stop.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(|source| {
+        DaemonError::Os {
+            what: "installing signal handlers",
+            source,
+        }
+    })?;
+
+    let backend_name = match args.backend {
+        BackendKind::Sim => "sim",
+        BackendKind::Xen => return Err(DaemonError::BackendUnavailable("xen")),
+    };
+
+    let (config_path, file) = match &args.config {
+        Some(path) => (path.clone(), Some(ConfigFile::read(path)?)),
+        None => {
+            let path = PathBuf::from(DEFAULT_CONFIG);
+            match ConfigFile::read(&path) {
+                Ok(file) => (path, Some(file)),
+                Err(SettingsError::Read { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    tracing::info!(config = %path.display(), "config file not found; using xend's defaults");
+                    (path, None)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let (cfg, warnings) = match &file {
+        Some(f) => f.relocation()?,
+        None => Default::default(),
+    };
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+
+    let listen_addr = match &args.listen {
+        Some(text) => Some(resolve_addr(text)?),
+        None if cfg.server => {
+            let host = cfg.address.to_owned_string();
+            let host = if host.is_empty() {
+                "0.0.0.0".to_owned()
+            } else {
+                host
+            };
+            let text = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]:{}", cfg.port)
+            } else {
+                format!("{host}:{}", cfg.port)
+            };
+            Some(resolve_addr(&text)?)
+        }
+        None => {
+            tracing::info!(
+                config = %config_path.display(),
+                "not listening for relocations: (xend-relocation-server yes) is not set \
+                 (set it in the config, or pass --listen ADDR:PORT); \
+                 the management socket is served"
+            );
+            None
+        }
+    };
+    let io_timeout = Duration::from_secs(args.io_timeout);
+    let max_sessions = usize::try_from(args.max_concurrent).unwrap_or(usize::MAX);
+    let hosts_allow = cfg.hosts_allow.to_owned_string();
+    let admission: Arc<dyn Admission> = if hosts_allow.trim().is_empty() {
+        Arc::new(AdmitAll)
+    } else {
+        // Fail closed until the hosts-allow matcher is part of the build.
+        tracing::warn!(
+            hosts_allow = %hosts_allow,
+            "hosts-allow patterns cannot be matched by this build; every relocation peer is refused"
+        );
+        Arc::new(RefuseAll::new(
+            SystemResolver,
+            "hosts-allow patterns cannot be matched by this build",
+        ))
+    };
+
+    let daemon = Daemon::start(
+        DaemonConfig {
+            control: control.to_owned(),
+            state_dir: args.state_dir.clone(),
+            listen: listen_addr.map(|addr| ListenerConfig {
+                addr,
+                max_sessions,
+                max_pending: max_sessions.saturating_mul(4).saturating_add(16),
+                io_timeout: Some(io_timeout),
+            }),
+            shutdown_grace: io_timeout,
+        },
+        |_journal| DaemonParts {
+            backend: Arc::new(EmptyBackend::new(backend_name)),
+            operations: Arc::new(NoOperations),
+            admission,
+            sessions: Arc::new(NoSessions),
+        },
+    )?;
+    tracing::info!(
+        control = %daemon.control_path().display(),
+        listen = %daemon.listen_addr().map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        backend = backend_name,
+        pid = std::process::id(),
+        "relocd ready"
+    );
+    let signal = match signals.forever().next() {
+        Some(SIGTERM) => "SIGTERM",
+        Some(SIGINT) => "SIGINT",
+        _ => "end of signal stream",
+    };
+    tracing::info!(signal, "stopping");
+    daemon.stop();
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Which calls the safe path accepts, where their guest handles are, and how
+//! many bytes Xen may touch behind each.
+//!
+//! This table is what makes [`Hypervisor::domctl`](crate::Hypervisor::domctl)
+//! and friends safe to expose: a doorway only issues a call listed here;
+//! every handle slot of that call is either bound to a caller buffer at
+//! least as long as Xen may access (checked from the payload's own counts),
+//! or set to 0 (NULL: Xen then fails with `EFAULT`). Nothing a caller puts
+//! in a payload can make Xen write outside memory the doorway owns.
+//!
+//! Public so that every doorway applies the same rules.
+
+use crate::abi::domctl::{
+    self, CpuPolicy, Domctl, GetPageFrameInfo3, ShadowOp, VcpuContext, VcpuExtState,
+};
+use crate::abi::memory::{self, MemoryReservation};
+use crate::abi::sysctl::{self, GetDomainInfoList, Sysctl};
+use crate::abi::xen::{CpuidLeaf, MsrEntry, VcpuGuestContext};
+use crate::error::{errno, Error, Op};
+use crate::hypervisor::GuestBuf;
+use crate::plain::PlainData;
+use core::mem::{offset_of, size_of};
+
+/// The handle slots of one call: (byte offset in the argument, bytes Xen may
+/// access through it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handles {
+    slots: [(usize, u64); 2],
+    n: usize,
+}
+
+impl Handles {
+    const NONE: Handles = Handles {
+        slots: [(0, 0); 2],
+        n: 0,
+    };
+
+    fn one(slot: usize, len: u64) -> Self {
+        Handles {
+            slots: [(slot, len), (0, 0)],
+            n: 1,
+        }
+    }
+
+    fn two(a: (usize, u64), b: (usize, u64)) -> Self {
+        Handles {
+            slots: [a, b],
+            n: 2,
+        }
+    }
+
+    /// The slots.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.slots.iter().take(self.n).copied()
+    }
+
+    /// Checks `bufs` against these slots: each buffer names a slot of the
+    /// call, once, and is long enough.
+    pub fn check(&self, op: Op, bufs: &[GuestBuf<'_>]) -> Result<(), Error> {
+        for (i, b) in bufs.iter().enumerate() {
+            let need = self
+                .iter()
+                .find(|&(slot, _)| slot == b.slot)
+                .map(|(_, len)| len);
+            let dup = bufs
+                .get(..i)
+                .is_some_and(|prev| prev.iter().any(|p| p.slot == b.slot));
+            match need {
+                Some(len) if !dup && b.data.len() as u64 >= len => {}
+                _ => return Err(Error::new(op, errno::EINVAL)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes 0 into every slot of `arg` (the doorway's own copy of the
+    /// argument), before the bound buffers' addresses are filled in.
+    pub fn clear(&self, arg: &mut [u8]) {
+        for (slot, _) in self.iter() {
+            if let Some(s) = arg.get_mut(slot..slot + 8) {
+                s.fill(0);
+            }
+        }
+    }
+}
+
+fn times(count: u64, size: usize) -> u64 {
+    count.saturating_mul(size as u64)
+}
+
+/// The handles of a domctl, or `EOPNOTSUPP` for a command the safe path
+/// does not issue.
+pub fn domctl_handles(d: &Domctl) -> Result<Handles, Error> {
+    use domctl::cmd::*;
+    let at = Domctl::union_offset;
+    Ok(match d.cmd {
+        CREATEDOMAIN | DESTROYDOMAIN | PAUSEDOMAIN | UNPAUSEDOMAIN | GETDOMAININFO | MAX_MEM
+        | MAX_VCPUS | RESUMEDOMAIN | SET_ADDRESS_SIZE | GET_ADDRESS_SIZE | GETTSCINFO
+        | SETTSCINFO | GETVCPUINFO => Handles::NONE,
+        SHADOW_OP => {
+            let p: ShadowOp = d.payload();
+            Handles::one(at(offset_of!(ShadowOp, dirty_bitmap)), p.pages.div_ceil(8))
+        }
+        GETVCPUCONTEXT | SETVCPUCONTEXT => Handles::one(
+            at(offset_of!(VcpuContext, ctxt)),
+            size_of::<VcpuGuestContext>() as u64,
+        ),
+        GETPAGEFRAMEINFO3 => {
+            let p: GetPageFrameInfo3 = d.payload();
+            Handles::one(at(offset_of!(GetPageFrameInfo3, array)), times(p.num, 8))
+        }
+        GETVCPUEXTSTATE | SETVCPUEXTSTATE => {
+            let p: VcpuExtState = d.payload();
+            Handles::one(at(offset_of!(VcpuExtState, buffer)), p.size)
+        }
+        GET_CPU_POLICY | SET_CPU_POLICY => {
+            let p: CpuPolicy = d.payload();
+            Handles::two(
+                (
+                    at(offset_of!(CpuPolicy, leaves)),
+                    times(p.nr_leaves.into(), size_of::<CpuidLeaf>()),
+                ),
+                (
+                    at(offset_of!(CpuPolicy, msrs)),
+                    times(p.nr_msrs.into(), size_of::<MsrEntry>()),
+                ),
+            )
+        }
+        other => return Err(Error::new(Op::Domctl(other), errno::EOPNOTSUPP)),
+    })
+}
+
+/// The handles of a sysctl, or `EOPNOTSUPP`.
+pub fn sysctl_handles(s: &Sysctl) -> Result<Handles, Error> {
+    let at = Sysctl::union_offset;
+    Ok(match s.cmd {
+        sysctl::cmd::PHYSINFO => Handles::NONE,
+        sysctl::cmd::GETDOMAININFOLIST => {
+            let p: GetDomainInfoList = s.payload();
+            let each = size_of::<domctl::GetDomainInfo>();
+            Handles::one(
+                at(offset_of!(GetDomainInfoList, buffer)),
+                times(p.max_domains.into(), each),
+            )
+        }
+        other => return Err(Error::new(Op::Sysctl(other), errno::EOPNOTSUPP)),
+    })
+}
+
+/// The handles of a memory_op whose argument is `arg`, or `EOPNOTSUPP`
+/// (unknown command) / `EINVAL` (argument of the wrong size).
+pub fn memory_op_handles(cmd: u32, arg: &[u8]) -> Result<Handles, Error> {
+    use memory::cmd::*;
+    let op = Op::MemoryOp(cmd);
+    let (len, handles) = match cmd {
+        MAXIMUM_GPFN | CURRENT_RESERVATION | MAXIMUM_RESERVATION => (2, Handles::NONE),
+        INCREASE_RESERVATION | DECREASE_RESERVATION | POPULATE_PHYSMAP => {
+            let r = MemoryReservation::read_from(arg).ok_or(Error::new(op, errno::EINVAL))?;
+            let bytes = times(r.nr_extents, 8);
+            (
+                size_of::<MemoryReservation>(),
+                Handles::one(offset_of!(MemoryReservation, extent_start), bytes),
+            )
+        }
+        _ => return Err(Error::new(op, errno::EOPNOTSUPP)),
+    };
+    if arg.len() != len {
+        return Err(Error::new(op, errno::EINVAL));
+    }
+    Ok(handles)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shadow(pages: u64) -> Domctl {
+        let p = ShadowOp {
+            op: domctl::shadow::OP_PEEK,
+            pages,
+            ..Default::default()
+        };
+        Domctl::with_payload(domctl::cmd::SHADOW_OP, 1, &p)
+    }
+
+    const BITMAP: usize = Domctl::union_offset(offset_of!(ShadowOp, dirty_bitmap));
+
+    #[test]
+    fn a_bitmap_must_cover_the_pages_asked_for() {
+        let h = domctl_handles(&shadow(100)).unwrap();
+        assert_eq!(h.iter().collect::<Vec<_>>(), [(BITMAP, 13)]);
+        let op = Op::Domctl(domctl::cmd::SHADOW_OP);
+        let mut ok = [0u8; 13];
+        assert_eq!(h.check(op, &[GuestBuf::output(BITMAP, &mut ok)]), Ok(()));
+        let mut short = [0u8; 12];
+        let e = h
+            .check(op, &[GuestBuf::output(BITMAP, &mut short)])
+            .unwrap_err();
+        assert_eq!((e.op, e.errno), (op, errno::EINVAL));
+    }
+
+    #[test]
+    fn buffers_must_name_a_slot_of_the_call_once() {
+        let h = domctl_handles(&shadow(8)).unwrap();
+        let op = Op::Domctl(domctl::cmd::SHADOW_OP);
+        let (mut a, mut b) = ([0u8; 1], [0u8; 1]);
+        assert!(h
+            .check(op, &[GuestBuf::output(BITMAP + 8, &mut a)])
+            .is_err());
+        let two = [
+            GuestBuf::output(BITMAP, &mut a),
+            GuestBuf::output(BITMAP, &mut b),
+        ];
+        assert!(h.check(op, &two).is_err());
+        // A call without handles takes no buffers.
+        let none = domctl_handles(&Domctl::new(domctl::cmd::PAUSEDOMAIN, 1)).unwrap();
+        assert!(none.check(op, &[GuestBuf::output(BITMAP, &mut a)]).is_err());
+        assert_eq!(none.check(op, &[]), Ok(()));
+    }
+
+    #[test]
+    fn clear_zeroes_every_handle_slot_only() {
+        let p = CpuPolicy {
+            nr_leaves: 2,
+            nr_msrs: 1,
+            leaves: 0xdead,
+            msrs: 0xbeef,
+            err_leaf: 7,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::GET_CPU_POLICY, 3, &p);
+        let h = domctl_handles(&d).unwrap();
+        assert_eq!(h.iter().map(|(_, len)| len).collect::<Vec<_>>(), [48, 16]);
+        h.clear(d.as_bytes_mut());
+        let q: CpuPolicy = d.payload();
+        assert_eq!((q.leaves, q.msrs, q.nr_leaves, q.err_leaf), (0, 0, 2, 7));
+    }
+
+    #[test]
+    fn unknown_commands_are_refused() {
+        let e = domctl_handles(&Domctl::new(domctl::cmd::GETHVMCONTEXT, 1)).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::Domctl(domctl::cmd::GETHVMCONTEXT), errno::EOPNOTSUPP)
+        );
+        assert!(sysctl_handles(&Sysctl::new(sysctl::cmd::READCONSOLE)).is_err());
+        assert!(memory_op_handles(memory::cmd::MEMORY_MAP, &[]).is_err());
+    }
+
+    #[test]
+    fn memory_op_arguments_must_have_their_size() {
+        assert!(memory_op_handles(memory::cmd::MAXIMUM_GPFN, &[1, 0]).is_ok());
+        let e = memory_op_handles(memory::cmd::MAXIMUM_GPFN, &[1, 0, 0, 0]).unwrap_err();
+        assert_eq!(e.errno, errno::EINVAL);
+        let r = MemoryReservation {
+            nr_extents: 3,
+            ..Default::default()
+        };
+        let h = memory_op_handles(memory::cmd::POPULATE_PHYSMAP, r.as_bytes()).unwrap();
+        assert_eq!(h.iter().collect::<Vec<_>>(), [(0, 24)]);
+        assert!(memory_op_handles(memory::cmd::POPULATE_PHYSMAP, &r.as_bytes()[..31]).is_err());
+    }
+}

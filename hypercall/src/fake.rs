@@ -1,0 +1,515 @@
+//! `FakeXen`: an in-memory hypervisor behind [`Hypervisor`], for tests of
+//! the safe wrappers and of code above them.
+//!
+//! It checks calls exactly as a real doorway does (the same table of
+//! admitted commands, handle slots and buffer lengths), then acts on a small
+//! model: domains with flags, pages, page types, vCPU contexts and a dirty
+//! log. Like Xen 4.17, `getdomaininfo` answers with the next domain at or
+//! above the one asked for.
+
+use crate::abi::domctl::{
+    self, dominf, pfinfo, shadow, Domctl, GetDomainInfo, GetPageFrameInfo3, MaxMem, ShadowOp,
+    VcpuContext, XEN_DOMCTL_INTERFACE_VERSION,
+};
+use crate::abi::memory::{self, MemoryReservation};
+use crate::abi::sysctl::{self, GetDomainInfoList, PhysInfo, Sysctl, XEN_SYSCTL_INTERFACE_VERSION};
+use crate::abi::xen::{DomId, MmuUpdate, MmuextOp, VcpuGuestContext, XenPfn, PAGE_SIZE};
+use crate::calls;
+use crate::error::{errno, Error, Op};
+use crate::hypervisor::{BufData, ForeignPages, GuestBuf, Hypervisor, Prot};
+use crate::plain::PlainData;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The fake MFN of a PFN: an offset that makes mix-ups visible.
+pub const FAKE_MFN_OFFSET: u64 = 0x10_0000;
+
+/// One domain of the fake.
+#[derive(Clone, Debug)]
+pub struct FakeDomain {
+    /// What getdomaininfo reports (`tot_pages` follows `memory`).
+    pub info: GetDomainInfo,
+    /// Guest pages by PFN.
+    pub memory: BTreeMap<XenPfn, Box<[u8; PAGE_SIZE]>>,
+    /// Page types (`XEN_DOMCTL_PFINFO_*`) of pages that are not plain.
+    pub page_types: BTreeMap<XenPfn, u32>,
+    /// Log-dirty enabled.
+    pub logdirty: bool,
+    /// PFNs dirtied since the last CLEAN.
+    pub dirty: BTreeSet<XenPfn>,
+    /// One context per vCPU.
+    pub vcpus: Vec<VcpuGuestContext>,
+}
+
+impl FakeDomain {
+    /// A running 64-bit PV domain with `pages` zeroed pages (PFN 0 up) and
+    /// `vcpus` vCPUs.
+    pub fn pv(domid: DomId, pages: u64, vcpus: u32) -> Self {
+        let info = GetDomainInfo {
+            domain: domid,
+            flags: dominf::RUNNING,
+            max_pages: pages,
+            nr_online_vcpus: vcpus,
+            max_vcpu_id: vcpus.wrapping_sub(1),
+            ..Default::default()
+        };
+        let memory = (0..pages)
+            .map(|p| (p, Box::new([0u8; PAGE_SIZE])))
+            .collect();
+        let vcpus = (0..vcpus).map(|_| VcpuGuestContext::zeroed()).collect();
+        let mut d = FakeDomain {
+            info,
+            memory,
+            page_types: BTreeMap::new(),
+            logdirty: false,
+            dirty: BTreeSet::new(),
+            vcpus,
+        };
+        d.sync();
+        d
+    }
+
+    fn sync(&mut self) {
+        self.info.tot_pages = self.memory.len() as u64;
+    }
+
+    fn paused(&self) -> bool {
+        self.info.flags & dominf::PAUSED != 0
+    }
+
+    fn max_gpfn(&self) -> u64 {
+        self.memory.keys().next_back().copied().unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    domains: BTreeMap<DomId, FakeDomain>,
+    physinfo: PhysInfo,
+    calls: Vec<Op>,
+    fail_next: Option<Error>,
+}
+
+/// The fake hypervisor. Cheap to clone: clones share the model.
+#[derive(Clone, Debug, Default)]
+pub struct FakeXen {
+    state: Arc<Mutex<State>>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FakeXen {
+    /// A fake with no domains and a small host in physinfo.
+    pub fn new() -> Self {
+        let fake = FakeXen::default();
+        lock(&fake.state).physinfo = PhysInfo {
+            threads_per_core: 1,
+            cores_per_socket: 2,
+            nr_cpus: 2,
+            max_cpu_id: 1,
+            nr_nodes: 1,
+            cpu_khz: 2_000_000,
+            capabilities: sysctl::physcap::PV | sysctl::physcap::SHADOW,
+            total_pages: 262_144,
+            free_pages: 131_072,
+            max_mfn: 262_143,
+            ..Default::default()
+        };
+        fake
+    }
+
+    /// Adds (or replaces) a domain.
+    pub fn add_domain(&self, d: FakeDomain) {
+        lock(&self.state).domains.insert(d.info.domain, d);
+    }
+
+    /// A copy of a domain's model.
+    pub fn domain(&self, domid: DomId) -> Option<FakeDomain> {
+        lock(&self.state).domains.get(&domid).cloned()
+    }
+
+    /// What the guest does: writes `data` at `offset` of page `pfn` (marked
+    /// dirty when log-dirty is on). A paused guest cannot write: `false`.
+    pub fn guest_write(&self, domid: DomId, pfn: XenPfn, offset: usize, data: &[u8]) -> bool {
+        let mut st = lock(&self.state);
+        let Some(d) = st.domains.get_mut(&domid) else {
+            return false;
+        };
+        if d.paused() {
+            return false;
+        }
+        let Some(page) = d.memory.get_mut(&pfn) else {
+            return false;
+        };
+        let Some(dst) = offset
+            .checked_add(data.len())
+            .and_then(|end| page.get_mut(offset..end))
+        else {
+            return false;
+        };
+        dst.copy_from_slice(data);
+        if d.logdirty {
+            d.dirty.insert(pfn);
+        }
+        true
+    }
+
+    /// Sets a page's type (as getpageframeinfo3 will report it).
+    pub fn set_page_type(&self, domid: DomId, pfn: XenPfn, ty: u32) {
+        if let Some(d) = lock(&self.state).domains.get_mut(&domid) {
+            d.page_types.insert(pfn, ty);
+        }
+    }
+
+    /// Replaces physinfo.
+    pub fn set_physinfo(&self, p: PhysInfo) {
+        lock(&self.state).physinfo = p;
+    }
+
+    /// Makes the next call fail with `errno`, as Xen would.
+    pub fn fail_next(&self, op: Op, errno: i32) {
+        lock(&self.state).fail_next = Some(Error::new(op, errno));
+    }
+
+    /// The calls that reached the fake (after the doorway's checks), in
+    /// order.
+    pub fn calls(&self) -> Vec<Op> {
+        lock(&self.state).calls.clone()
+    }
+
+    fn enter(&self, op: Op) -> Result<MutexGuard<'_, State>, Error> {
+        let mut st = lock(&self.state);
+        st.calls.push(op);
+        match st.fail_next.take() {
+            Some(e) => Err(Error::new(op, e.errno)),
+            None => Ok(st),
+        }
+    }
+}
+
+fn buf_for<'b, 'a>(bufs: &'b mut [GuestBuf<'a>], slot: usize) -> Option<&'b mut BufData<'a>> {
+    bufs.iter_mut()
+        .find(|b| b.slot == slot)
+        .map(|b| &mut b.data)
+}
+
+fn out_bytes<'b>(bufs: &'b mut [GuestBuf<'_>], slot: usize, op: Op) -> Result<&'b mut [u8], Error> {
+    // An unbound handle is NULL: Xen's copy to it faults.
+    buf_for(bufs, slot)
+        .and_then(|d| d.output())
+        .ok_or(Error::new(op, errno::EFAULT))
+}
+
+fn in_bytes<'b>(bufs: &'b mut [GuestBuf<'_>], slot: usize, op: Op) -> Result<&'b [u8], Error> {
+    buf_for(bufs, slot)
+        .and_then(|d| d.input())
+        .ok_or(Error::new(op, errno::EFAULT))
+}
+
+fn domain(st: &mut State, domid: DomId, op: Op) -> Result<&mut FakeDomain, Error> {
+    st.domains
+        .get_mut(&domid)
+        .ok_or(Error::new(op, errno::ESRCH))
+}
+
+impl Hypervisor for FakeXen {
+    type Mapping = FakeMapping;
+
+    fn domctl(&self, d: &mut Domctl, bufs: &mut [GuestBuf<'_>]) -> Result<(), Error> {
+        let op = Op::Domctl(d.cmd);
+        calls::domctl_handles(d)?.check(op, bufs)?;
+        let mut st = self.enter(op)?;
+        if d.interface_version != XEN_DOMCTL_INTERFACE_VERSION {
+            return Err(Error::new(op, errno::EACCES));
+        }
+        let at = Domctl::union_offset;
+        match d.cmd {
+            domctl::cmd::GETDOMAININFO => {
+                let (id, dom) = st
+                    .domains
+                    .range(d.domain..)
+                    .next()
+                    .ok_or(Error::new(op, errno::ESRCH))?;
+                d.domain = *id;
+                d.set_payload(&dom.info);
+            }
+            domctl::cmd::CREATEDOMAIN => {
+                let cfg: domctl::CreateDomain = d.payload();
+                let id = match d.domain {
+                    0 => (1..crate::abi::xen::DOMID_FIRST_RESERVED)
+                        .find(|id| !st.domains.contains_key(id))
+                        .ok_or(Error::new(op, errno::ENOMEM))?,
+                    id if st.domains.contains_key(&id) => {
+                        return Err(Error::new(op, errno::EEXIST))
+                    }
+                    id => id,
+                };
+                let mut dom = FakeDomain::pv(id, 0, cfg.max_vcpus);
+                dom.info.flags = dominf::PAUSED;
+                dom.info.handle = cfg.handle;
+                st.domains.insert(id, dom);
+                d.domain = id;
+            }
+            domctl::cmd::PAUSEDOMAIN => {
+                let dom = domain(&mut st, d.domain, op)?;
+                dom.info.flags = (dom.info.flags | dominf::PAUSED) & !dominf::RUNNING;
+            }
+            domctl::cmd::UNPAUSEDOMAIN => {
+                let dom = domain(&mut st, d.domain, op)?;
+                dom.info.flags = (dom.info.flags & !dominf::PAUSED) | dominf::RUNNING;
+            }
+            domctl::cmd::DESTROYDOMAIN => {
+                st.domains
+                    .remove(&d.domain)
+                    .ok_or(Error::new(op, errno::ESRCH))?;
+            }
+            domctl::cmd::MAX_MEM => {
+                let p: MaxMem = d.payload();
+                domain(&mut st, d.domain, op)?.info.max_pages = p.max_memkb / 4;
+            }
+            domctl::cmd::SHADOW_OP => {
+                let mut p: ShadowOp = d.payload();
+                let dom = domain(&mut st, d.domain, op)?;
+                match p.op {
+                    shadow::OP_ENABLE_LOGDIRTY if dom.logdirty => {
+                        return Err(Error::new(op, errno::EINVAL))
+                    }
+                    shadow::OP_ENABLE_LOGDIRTY => dom.logdirty = true,
+                    shadow::OP_OFF => {
+                        dom.logdirty = false;
+                        dom.dirty.clear();
+                    }
+                    shadow::OP_CLEAN | shadow::OP_PEEK => {
+                        if !dom.logdirty {
+                            return Err(Error::new(op, errno::EINVAL));
+                        }
+                        let pages = p.pages.min(dom.max_gpfn() + 1);
+                        let bitmap =
+                            out_bytes(bufs, at(core::mem::offset_of!(ShadowOp, dirty_bitmap)), op)?;
+                        bitmap.fill(0);
+                        let mut count = 0u32;
+                        for &pfn in dom.dirty.range(..pages) {
+                            if let Some(b) = bitmap.get_mut((pfn / 8) as usize) {
+                                *b |= 1 << (pfn % 8);
+                                count += 1;
+                            }
+                        }
+                        if p.op == shadow::OP_CLEAN {
+                            dom.dirty.clear();
+                        }
+                        p.pages = pages;
+                        p.stats.dirty_count = count;
+                        d.set_payload(&p);
+                    }
+                    _ => return Err(Error::new(op, errno::EINVAL)),
+                }
+            }
+            domctl::cmd::GETPAGEFRAMEINFO3 => {
+                let p: GetPageFrameInfo3 = d.payload();
+                if p.num > crate::PFINFO_BATCH_MAX as u64 {
+                    return Err(Error::new(op, errno::E2BIG));
+                }
+                let dom = domain(&mut st, d.domain, op)?;
+                let arr = out_bytes(
+                    bufs,
+                    at(core::mem::offset_of!(GetPageFrameInfo3, array)),
+                    op,
+                )?;
+                for e in arr.chunks_exact_mut(8).take(p.num as usize) {
+                    let pfn = u64::from_ne_bytes(e.try_into().unwrap_or([0; 8]))
+                        & !(u64::from(pfinfo::LTAB_MASK));
+                    let ty = if dom.memory.contains_key(&pfn) {
+                        dom.page_types.get(&pfn).copied().unwrap_or(pfinfo::NOTAB)
+                    } else {
+                        pfinfo::XTAB
+                    };
+                    e.copy_from_slice(&(pfn | u64::from(ty)).to_ne_bytes());
+                }
+            }
+            domctl::cmd::GETVCPUCONTEXT | domctl::cmd::SETVCPUCONTEXT => {
+                let p: VcpuContext = d.payload();
+                let slot = at(core::mem::offset_of!(VcpuContext, ctxt));
+                let dom = domain(&mut st, d.domain, op)?;
+                let ctxt = dom
+                    .vcpus
+                    .get_mut(p.vcpu as usize)
+                    .ok_or(Error::new(op, errno::ESRCH))?;
+                if d.cmd == domctl::cmd::GETVCPUCONTEXT {
+                    let _ = ctxt.write_to(out_bytes(bufs, slot, op)?);
+                } else {
+                    *ctxt = VcpuGuestContext::read_from(in_bytes(bufs, slot, op)?)
+                        .ok_or(Error::new(op, errno::EFAULT))?;
+                }
+            }
+            _ => return Err(Error::new(op, errno::ENOSYS)),
+        }
+        Ok(())
+    }
+
+    fn sysctl(&self, s: &mut Sysctl, bufs: &mut [GuestBuf<'_>]) -> Result<(), Error> {
+        let op = Op::Sysctl(s.cmd);
+        calls::sysctl_handles(s)?.check(op, bufs)?;
+        let st = self.enter(op)?;
+        if s.interface_version != XEN_SYSCTL_INTERFACE_VERSION {
+            return Err(Error::new(op, errno::EACCES));
+        }
+        match s.cmd {
+            sysctl::cmd::PHYSINFO => s.set_payload(&st.physinfo),
+            sysctl::cmd::GETDOMAININFOLIST => {
+                let mut p: GetDomainInfoList = s.payload();
+                let out = out_bytes(
+                    bufs,
+                    Sysctl::union_offset(core::mem::offset_of!(GetDomainInfoList, buffer)),
+                    op,
+                )?;
+                let mut n = 0u32;
+                let slots = out.chunks_exact_mut(core::mem::size_of::<GetDomainInfo>());
+                for (dom, slot) in st
+                    .domains
+                    .range(p.first_domain..)
+                    .map(|(_, d)| d)
+                    .zip(slots)
+                    .take(p.max_domains as usize)
+                {
+                    let _ = dom.info.write_to(slot);
+                    n += 1;
+                }
+                p.num_domains = n;
+                s.set_payload(&p);
+            }
+            _ => return Err(Error::new(op, errno::ENOSYS)),
+        }
+        Ok(())
+    }
+
+    fn memory_op(&self, cmd: u32, arg: &mut [u8], bufs: &mut [GuestBuf<'_>]) -> Result<u64, Error> {
+        let op = Op::MemoryOp(cmd);
+        calls::memory_op_handles(cmd, arg)?.check(op, bufs)?;
+        let mut st = self.enter(op)?;
+        match cmd {
+            memory::cmd::MAXIMUM_GPFN => {
+                let domid = DomId::read_from(arg).ok_or(Error::new(op, errno::EFAULT))?;
+                Ok(domain(&mut st, domid, op)?.max_gpfn())
+            }
+            memory::cmd::POPULATE_PHYSMAP => {
+                let r = MemoryReservation::read_from(arg).ok_or(Error::new(op, errno::EFAULT))?;
+                if r.extent_order != 0 {
+                    return Err(Error::new(op, errno::EINVAL));
+                }
+                let dom = domain(&mut st, r.domid, op)?;
+                let slot = core::mem::offset_of!(MemoryReservation, extent_start);
+                let ext = out_bytes(bufs, slot, op)?;
+                let mut done = 0u64;
+                for e in ext.chunks_exact_mut(8).take(r.nr_extents as usize) {
+                    let pfn = u64::from_ne_bytes(e.try_into().unwrap_or([0; 8]));
+                    dom.memory
+                        .entry(pfn)
+                        .or_insert_with(|| Box::new([0; PAGE_SIZE]));
+                    e.copy_from_slice(&(pfn + FAKE_MFN_OFFSET).to_ne_bytes());
+                    done += 1;
+                }
+                dom.sync();
+                Ok(done)
+            }
+            _ => Err(Error::new(op, errno::ENOSYS)),
+        }
+    }
+
+    unsafe fn mmuext_op(&self, _ops: &[MmuextOp], _domid: DomId) -> Result<(), Error> {
+        self.enter(Op::MmuextOp).map(|_| ())
+    }
+
+    unsafe fn mmu_update(&self, _reqs: &[MmuUpdate], _domid: DomId) -> Result<(), Error> {
+        self.enter(Op::MmuUpdate).map(|_| ())
+    }
+
+    fn map_foreign(&self, domid: DomId, pfns: &[XenPfn], prot: Prot) -> Result<FakeMapping, Error> {
+        let op = Op::MapForeign;
+        let mut st = self.enter(op)?;
+        if pfns.is_empty() {
+            return Err(Error::new(op, errno::EINVAL));
+        }
+        let dom = domain(&mut st, domid, op)?;
+        let errs = pfns
+            .iter()
+            .map(|p| {
+                if dom.memory.contains_key(p) {
+                    0
+                } else {
+                    -errno::EINVAL
+                }
+            })
+            .collect();
+        Ok(FakeMapping {
+            state: Arc::clone(&self.state),
+            domid,
+            pfns: pfns.to_vec(),
+            errs,
+            prot,
+        })
+    }
+}
+
+/// A foreign mapping of the fake: reads and writes go to the model, so the
+/// guest's later writes are seen, as through a real mapping.
+#[derive(Debug)]
+pub struct FakeMapping {
+    state: Arc<Mutex<State>>,
+    domid: DomId,
+    pfns: Vec<XenPfn>,
+    errs: Vec<i32>,
+    prot: Prot,
+}
+
+impl FakeMapping {
+    fn check(&self, i: usize) -> Result<XenPfn, Error> {
+        match self.page_error(i) {
+            None => self
+                .pfns
+                .get(i)
+                .copied()
+                .ok_or(Error::new(Op::MapForeign, errno::EINVAL)),
+            Some(e) => Err(Error::new(Op::MapForeign, e)),
+        }
+    }
+}
+
+impl ForeignPages for FakeMapping {
+    fn len(&self) -> usize {
+        self.pfns.len()
+    }
+
+    fn page_error(&self, i: usize) -> Option<i32> {
+        match self.errs.get(i) {
+            None => Some(errno::EINVAL),
+            Some(0) => None,
+            Some(&e) => Some(e.wrapping_abs()),
+        }
+    }
+
+    fn read_page(&self, i: usize, dst: &mut [u8; PAGE_SIZE]) -> Result<(), Error> {
+        let pfn = self.check(i)?;
+        let st = lock(&self.state);
+        let page = st.domains.get(&self.domid).and_then(|d| d.memory.get(&pfn));
+        let page = page.ok_or(Error::new(Op::MapForeign, errno::EFAULT))?;
+        dst.copy_from_slice(&page[..]);
+        Ok(())
+    }
+
+    fn write_page(&mut self, i: usize, src: &[u8; PAGE_SIZE]) -> Result<(), Error> {
+        if self.prot != Prot::ReadWrite {
+            return Err(Error::new(Op::MapForeign, errno::EACCES));
+        }
+        let pfn = self.check(i)?;
+        let mut st = lock(&self.state);
+        let page = st
+            .domains
+            .get_mut(&self.domid)
+            .and_then(|d| d.memory.get_mut(&pfn));
+        page.ok_or(Error::new(Op::MapForeign, errno::EFAULT))?
+            .copy_from_slice(src);
+        Ok(())
+    }
+}

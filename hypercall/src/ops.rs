@@ -1,0 +1,898 @@
+//! Safe, typed wrappers over [`Hypervisor`]: what migration needs, one
+//! method per operation, with Xen's quirks handled in one place.
+
+use crate::abi::domctl::{
+    self, dominf, shadow, AddressSize, CpuPolicy, CreateDomain, Domctl, GetDomainInfo,
+    GetPageFrameInfo3, MaxMem, MaxVcpus, ShadowOp, TscInfo, VcpuContext, VcpuExtState,
+    XEN_INVALID_MAX_VCPU_ID,
+};
+use crate::abi::memory::{self, MemoryReservation};
+use crate::abi::sysctl::{self, GetDomainInfoList, PhysInfo, Sysctl};
+use crate::abi::xen::{
+    shutdown, CpuidLeaf, DomId, DomainHandle, MsrEntry, VcpuGuestContext, XenPfn,
+    DOMID_FIRST_RESERVED, PAGE_SIZE,
+};
+use crate::error::{errno, Error, Op};
+use crate::hypervisor::{GuestBuf, Hypervisor};
+use crate::plain::{slice_as_bytes, slice_as_bytes_mut, PlainData};
+use core::mem::offset_of;
+
+/// Xen 4.17 refuses `getpageframeinfo3` batches larger than this (`E2BIG`).
+pub const PFINFO_BATCH_MAX: usize = 1024;
+
+/// Domains fetched per `getdomaininfolist` call by
+/// [`XenOps::for_each_domain`].
+pub const DOMAIN_LIST_BATCH: usize = 32;
+
+/// A domain as `getdomaininfo` describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainInfo {
+    /// Domain id.
+    pub domid: DomId,
+    /// `XEN_DOMINF_*` ([`dominf`]), raw.
+    pub flags: u32,
+    /// Pages allocated (what `xl list` shows as memory, with
+    /// `outstanding_pages`).
+    pub tot_pages: u64,
+    /// Page limit.
+    pub max_pages: u64,
+    /// Claimed, not yet allocated pages.
+    pub outstanding_pages: u64,
+    /// Shared pages.
+    pub shr_pages: u64,
+    /// Paged-out pages.
+    pub paged_pages: u64,
+    /// GMFN of the shared-info page.
+    pub shared_info_frame: u64,
+    /// CPU time used, in ns.
+    pub cpu_time_ns: u64,
+    /// vCPUs online (`xl list`'s VCPUs column).
+    pub online_vcpus: u32,
+    /// Highest vCPU id in use; `None` when the domain has no vCPUs.
+    pub max_vcpu_id: Option<u32>,
+    /// XSM security id.
+    pub ssidref: u32,
+    /// UUID.
+    pub handle: DomainHandle,
+    /// CPU pool.
+    pub cpupool: u32,
+    /// Guest physical address width.
+    pub gpaddr_bits: u8,
+}
+
+impl From<&GetDomainInfo> for DomainInfo {
+    fn from(r: &GetDomainInfo) -> Self {
+        DomainInfo {
+            domid: r.domain,
+            flags: r.flags,
+            tot_pages: r.tot_pages,
+            max_pages: r.max_pages,
+            outstanding_pages: r.outstanding_pages,
+            shr_pages: r.shr_pages,
+            paged_pages: r.paged_pages,
+            shared_info_frame: r.shared_info_frame,
+            cpu_time_ns: r.cpu_time,
+            online_vcpus: r.nr_online_vcpus,
+            max_vcpu_id: (r.max_vcpu_id != XEN_INVALID_MAX_VCPU_ID).then_some(r.max_vcpu_id),
+            ssidref: r.ssidref,
+            handle: r.handle,
+            cpupool: r.cpupool,
+            gpaddr_bits: r.gpaddr_bits,
+        }
+    }
+}
+
+impl DomainInfo {
+    fn flag(&self, f: u32) -> bool {
+        self.flags & f != 0
+    }
+    /// Scheduled to die.
+    pub fn dying(&self) -> bool {
+        self.flag(dominf::DYING)
+    }
+    /// An HVM (or PVH) guest rather than PV.
+    pub fn hvm(&self) -> bool {
+        self.flag(dominf::HVM_GUEST)
+    }
+    /// The guest has shut down.
+    pub fn shutdown(&self) -> bool {
+        self.flag(dominf::SHUTDOWN)
+    }
+    /// Paused by the toolstack.
+    pub fn paused(&self) -> bool {
+        self.flag(dominf::PAUSED)
+    }
+    /// Blocked waiting for an event.
+    pub fn blocked(&self) -> bool {
+        self.flag(dominf::BLOCKED)
+    }
+    /// Running on a CPU.
+    pub fn running(&self) -> bool {
+        self.flag(dominf::RUNNING)
+    }
+    /// Being debugged.
+    pub fn debugged(&self) -> bool {
+        self.flag(dominf::DEBUGGED)
+    }
+    /// A xenstore domain.
+    pub fn xs_domain(&self) -> bool {
+        self.flag(dominf::XS_DOMAIN)
+    }
+    /// Uses hardware-assisted paging.
+    pub fn hap(&self) -> bool {
+        self.flag(dominf::HAP)
+    }
+    /// The guest's shutdown code (`SHUTDOWN_*`), when it has shut down.
+    pub fn shutdown_reason(&self) -> Option<u8> {
+        let code = (self.flags >> dominf::SHUTDOWN_SHIFT) & dominf::SHUTDOWN_MASK;
+        // The mask keeps 8 bits, so the conversion cannot fail.
+        self.shutdown()
+            .then(|| u8::try_from(code).unwrap_or(u8::MAX))
+    }
+    /// Shut down with `SHUTDOWN_crash`.
+    pub fn crashed(&self) -> bool {
+        self.shutdown_reason() == Some(shutdown::CRASH)
+    }
+    /// Memory in KiB as `xl list` counts it (allocated plus claimed).
+    pub fn memory_kib(&self) -> u64 {
+        self.tot_pages
+            .saturating_add(self.outstanding_pages)
+            .saturating_mul(PAGE_SIZE as u64 / 1024)
+    }
+    /// The six-letter state column of `xl list` (`r`unning, `b`locked,
+    /// `p`aused, `s`hutdown, `c`rashed, `d`ying; `-` when not).
+    pub fn xl_state(&self) -> [u8; 6] {
+        let crashed = self.crashed();
+        let pick = |on: bool, c: u8| if on { c } else { b'-' };
+        [
+            pick(self.running(), b'r'),
+            pick(self.blocked(), b'b'),
+            pick(self.paused(), b'p'),
+            pick(self.shutdown() && !crashed, b's'),
+            pick(crashed, b'c'),
+            pick(self.dying(), b'd'),
+        ]
+    }
+}
+
+/// What a log-dirty CLEAN or PEEK returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShadowStats {
+    /// Bits of the bitmap Xen filled (the guest's p2m size, at most the
+    /// bitmap's size).
+    pub pages: u64,
+    /// Faults since the last CLEAN.
+    pub fault_count: u32,
+    /// Pages dirtied since the last CLEAN.
+    pub dirty_count: u32,
+}
+
+const SHADOW_BITMAP_SLOT: usize = Domctl::union_offset(offset_of!(ShadowOp, dirty_bitmap));
+const PFINFO_SLOT: usize = Domctl::union_offset(offset_of!(GetPageFrameInfo3, array));
+const VCPUCTXT_SLOT: usize = Domctl::union_offset(offset_of!(VcpuContext, ctxt));
+const DOMLIST_SLOT: usize = Sysctl::union_offset(offset_of!(GetDomainInfoList, buffer));
+const POLICY_LEAVES_SLOT: usize = Domctl::union_offset(offset_of!(CpuPolicy, leaves));
+const POLICY_MSRS_SLOT: usize = Domctl::union_offset(offset_of!(CpuPolicy, msrs));
+const EXTSTATE_SLOT: usize = Domctl::union_offset(offset_of!(VcpuExtState, buffer));
+const EXTENT_SLOT: usize = offset_of!(MemoryReservation, extent_start);
+
+/// The typed operations, for every [`Hypervisor`].
+pub trait XenOps: Hypervisor {
+    /// `XEN_DOMCTL_getdomaininfo` for exactly `domid`.
+    ///
+    /// Xen 4.17 answers with the next domain at or above `domid` when
+    /// `domid` does not exist; that is turned into `ESRCH` here.
+    fn domain_info(&self, domid: DomId) -> Result<DomainInfo, Error> {
+        let op = Op::Domctl(domctl::cmd::GETDOMAININFO);
+        let mut d = Domctl::new(domctl::cmd::GETDOMAININFO, domid);
+        self.domctl(&mut d, &mut [])?;
+        let info: GetDomainInfo = d.payload();
+        if info.domain != domid {
+            return Err(Error::new(op, errno::ESRCH));
+        }
+        Ok(DomainInfo::from(&info))
+    }
+
+    /// `XEN_SYSCTL_getdomaininfolist`: fills `out` with the domains from
+    /// `first` up; returns how many were written.
+    fn domain_info_list(&self, first: DomId, out: &mut [GetDomainInfo]) -> Result<usize, Error> {
+        let op = Op::Sysctl(sysctl::cmd::GETDOMAININFOLIST);
+        let max = u32::try_from(out.len()).map_err(|_| Error::new(op, errno::E2BIG))?;
+        let arg = GetDomainInfoList {
+            first_domain: first,
+            max_domains: max,
+            ..Default::default()
+        };
+        let mut s = Sysctl::with_payload(sysctl::cmd::GETDOMAININFOLIST, &arg);
+        self.sysctl(
+            &mut s,
+            &mut [GuestBuf::output(DOMLIST_SLOT, slice_as_bytes_mut(out))],
+        )?;
+        let n = s.payload::<GetDomainInfoList>().num_domains;
+        let n = usize::try_from(n).map_err(|_| Error::new(op, errno::ERANGE))?;
+        if n > out.len() {
+            return Err(Error::new(op, errno::ERANGE));
+        }
+        Ok(n)
+    }
+
+    /// Every domain, in id order, through `XEN_SYSCTL_getdomaininfolist` in
+    /// batches of [`DOMAIN_LIST_BATCH`] (no allocation): what `xl list`
+    /// walks. Returns how many domains `f` saw.
+    fn for_each_domain(&self, mut f: impl FnMut(&DomainInfo)) -> Result<usize, Error> {
+        let mut batch = [GetDomainInfo::default(); DOMAIN_LIST_BATCH];
+        let (mut first, mut seen) = (0u16, 0usize);
+        loop {
+            let n = self.domain_info_list(first, &mut batch)?;
+            let got = batch.get(..n).unwrap_or(&[]);
+            for raw in got {
+                f(&DomainInfo::from(raw));
+            }
+            seen += got.len();
+            // Ids only grow, so a short batch or the last id ends the walk.
+            match got.last() {
+                Some(last) if n == DOMAIN_LIST_BATCH && last.domain < DOMID_FIRST_RESERVED - 1 => {
+                    first = last.domain + 1
+                }
+                _ => return Ok(seen),
+            }
+        }
+    }
+
+    /// `XEN_SYSCTL_physinfo`.
+    fn physinfo(&self) -> Result<PhysInfo, Error> {
+        let mut s = Sysctl::new(sysctl::cmd::PHYSINFO);
+        self.sysctl(&mut s, &mut [])?;
+        Ok(s.payload())
+    }
+
+    /// `XEN_DOMCTL_pausedomain`.
+    fn pause(&self, domid: DomId) -> Result<(), Error> {
+        self.domctl(&mut Domctl::new(domctl::cmd::PAUSEDOMAIN, domid), &mut [])
+    }
+
+    /// `XEN_DOMCTL_unpausedomain`.
+    fn unpause(&self, domid: DomId) -> Result<(), Error> {
+        self.domctl(&mut Domctl::new(domctl::cmd::UNPAUSEDOMAIN, domid), &mut [])
+    }
+
+    /// `XEN_DOMCTL_destroydomain`.
+    fn destroy(&self, domid: DomId) -> Result<(), Error> {
+        self.domctl(&mut Domctl::new(domctl::cmd::DESTROYDOMAIN, domid), &mut [])
+    }
+
+    /// `XEN_DOMCTL_createdomain`: creates a paused domain with id `domid`,
+    /// or a free id Xen picks when `domid` is 0; returns the id.
+    fn create_domain(&self, domid: DomId, config: &CreateDomain) -> Result<DomId, Error> {
+        let mut d = Domctl::with_payload(domctl::cmd::CREATEDOMAIN, domid, config);
+        self.domctl(&mut d, &mut [])?;
+        Ok(d.domain)
+    }
+
+    /// `XEN_DOMCTL_get_cpu_policy`: fills `leaves` and `msrs`; returns how
+    /// many of each Xen wrote (`ENOBUFS` when an array is too short).
+    fn cpu_policy(
+        &self,
+        domid: DomId,
+        leaves: &mut [CpuidLeaf],
+        msrs: &mut [MsrEntry],
+    ) -> Result<(usize, usize), Error> {
+        let op = Op::Domctl(domctl::cmd::GET_CPU_POLICY);
+        let too_big = || Error::new(op, errno::E2BIG);
+        let p = CpuPolicy {
+            nr_leaves: u32::try_from(leaves.len()).map_err(|_| too_big())?,
+            nr_msrs: u32::try_from(msrs.len()).map_err(|_| too_big())?,
+            ..Default::default()
+        };
+        let (nl, nm) = (leaves.len(), msrs.len());
+        let mut d = Domctl::with_payload(domctl::cmd::GET_CPU_POLICY, domid, &p);
+        self.domctl(
+            &mut d,
+            &mut [
+                GuestBuf::output(POLICY_LEAVES_SLOT, slice_as_bytes_mut(leaves)),
+                GuestBuf::output(POLICY_MSRS_SLOT, slice_as_bytes_mut(msrs)),
+            ],
+        )?;
+        let r: CpuPolicy = d.payload();
+        let (l, m) = (r.nr_leaves as usize, r.nr_msrs as usize);
+        if l > nl || m > nm {
+            return Err(Error::new(op, errno::ERANGE));
+        }
+        Ok((l, m))
+    }
+
+    /// `XEN_DOMCTL_set_cpu_policy`. When Xen's audit refuses the policy
+    /// the error is Xen's; the leaf or MSR it objected to is not kept.
+    fn set_cpu_policy(
+        &self,
+        domid: DomId,
+        leaves: &[CpuidLeaf],
+        msrs: &[MsrEntry],
+    ) -> Result<(), Error> {
+        let op = Op::Domctl(domctl::cmd::SET_CPU_POLICY);
+        let too_big = || Error::new(op, errno::E2BIG);
+        let p = CpuPolicy {
+            nr_leaves: u32::try_from(leaves.len()).map_err(|_| too_big())?,
+            nr_msrs: u32::try_from(msrs.len()).map_err(|_| too_big())?,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::SET_CPU_POLICY, domid, &p);
+        self.domctl(
+            &mut d,
+            &mut [
+                GuestBuf::input(POLICY_LEAVES_SLOT, slice_as_bytes(leaves)),
+                GuestBuf::input(POLICY_MSRS_SLOT, slice_as_bytes(msrs)),
+            ],
+        )
+    }
+
+    /// `XEN_DOMCTL_getvcpuextstate` with an empty buffer: the xfeature mask
+    /// and the size in bytes of the vCPU's extended state.
+    fn vcpu_extstate_size(&self, domid: DomId, vcpu: u32) -> Result<(u64, u64), Error> {
+        let p = VcpuExtState {
+            vcpu,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::GETVCPUEXTSTATE, domid, &p);
+        self.domctl(&mut d, &mut [])?;
+        let r: VcpuExtState = d.payload();
+        Ok((r.xfeature_mask, r.size))
+    }
+
+    /// `XEN_DOMCTL_getvcpuextstate`: the extended state into `buf` (sized
+    /// from [`XenOps::vcpu_extstate_size`]); returns the xfeature mask and
+    /// the bytes written.
+    fn vcpu_extstate(
+        &self,
+        domid: DomId,
+        vcpu: u32,
+        mask: u64,
+        buf: &mut [u64],
+    ) -> Result<(u64, u64), Error> {
+        let p = VcpuExtState {
+            vcpu,
+            xfeature_mask: mask,
+            size: (buf.len() * 8) as u64,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::GETVCPUEXTSTATE, domid, &p);
+        self.domctl(
+            &mut d,
+            &mut [GuestBuf::output(EXTSTATE_SLOT, slice_as_bytes_mut(buf))],
+        )?;
+        let r: VcpuExtState = d.payload();
+        Ok((r.xfeature_mask, r.size))
+    }
+
+    /// `XEN_DOMCTL_setvcpuextstate`.
+    fn set_vcpu_extstate(
+        &self,
+        domid: DomId,
+        vcpu: u32,
+        mask: u64,
+        buf: &[u64],
+    ) -> Result<(), Error> {
+        let p = VcpuExtState {
+            vcpu,
+            xfeature_mask: mask,
+            size: (buf.len() * 8) as u64,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::SETVCPUEXTSTATE, domid, &p);
+        self.domctl(
+            &mut d,
+            &mut [GuestBuf::input(EXTSTATE_SLOT, slice_as_bytes(buf))],
+        )
+    }
+
+    /// `XEN_DOMCTL_max_mem`.
+    fn set_max_mem(&self, domid: DomId, max_memkb: u64) -> Result<(), Error> {
+        let p = MaxMem { max_memkb };
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::MAX_MEM, domid, &p),
+            &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_max_vcpus`.
+    fn set_max_vcpus(&self, domid: DomId, max: u32) -> Result<(), Error> {
+        let p = MaxVcpus { max };
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::MAX_VCPUS, domid, &p),
+            &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_set_address_size` (bits: 64 for a 64-bit PV guest).
+    fn set_address_size(&self, domid: DomId, bits: u32) -> Result<(), Error> {
+        let p = AddressSize { size: bits };
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::SET_ADDRESS_SIZE, domid, &p),
+            &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_gettscinfo`.
+    fn tsc_info(&self, domid: DomId) -> Result<TscInfo, Error> {
+        let mut d = Domctl::new(domctl::cmd::GETTSCINFO, domid);
+        self.domctl(&mut d, &mut [])?;
+        Ok(d.payload())
+    }
+
+    /// `XEN_DOMCTL_settscinfo`.
+    fn set_tsc_info(&self, domid: DomId, info: &TscInfo) -> Result<(), Error> {
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::SETTSCINFO, domid, info),
+            &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_shadow_op` / `OP_ENABLE_LOGDIRTY`: start logging dirty
+    /// pages (needs shadow paging for a PV guest).
+    fn logdirty_enable(&self, domid: DomId) -> Result<(), Error> {
+        let p = ShadowOp {
+            op: shadow::OP_ENABLE_LOGDIRTY,
+            ..Default::default()
+        };
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::SHADOW_OP, domid, &p),
+            &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_shadow_op` / `OP_OFF`: stop logging dirty pages.
+    fn logdirty_disable(&self, domid: DomId) -> Result<(), Error> {
+        let p = ShadowOp {
+            op: shadow::OP_OFF,
+            ..Default::default()
+        };
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::SHADOW_OP, domid, &p),
+            &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_shadow_op` / `OP_CLEAN`: the pages dirtied since the last
+    /// CLEAN, one bit per PFN (bit `i % 8` of byte `i / 8`), into `bitmap`,
+    /// and the log is cleared. `pages` bits are asked for; `bitmap` must
+    /// hold them (`EINVAL` otherwise, before Xen is called). `final_round`
+    /// sets `XEN_DOMCTL_SHADOW_LOGDIRTY_FINAL`.
+    fn logdirty_clean(
+        &self,
+        domid: DomId,
+        bitmap: &mut [u8],
+        pages: u64,
+        final_round: bool,
+    ) -> Result<ShadowStats, Error> {
+        shadow_bitmap_op(self, domid, shadow::OP_CLEAN, bitmap, pages, final_round)
+    }
+
+    /// `XEN_DOMCTL_shadow_op` / `OP_PEEK`: as [`XenOps::logdirty_clean`],
+    /// but the log is kept.
+    fn logdirty_peek(
+        &self,
+        domid: DomId,
+        bitmap: &mut [u8],
+        pages: u64,
+    ) -> Result<ShadowStats, Error> {
+        shadow_bitmap_op(self, domid, shadow::OP_PEEK, bitmap, pages, false)
+    }
+
+    /// `XEN_DOMCTL_getpageframeinfo3`: replaces each PFN in `pfns` by the
+    /// same PFN with its type (`XEN_DOMCTL_PFINFO_*`) in bits 28–31 (split
+    /// into batches of [`PFINFO_BATCH_MAX`]).
+    fn page_frame_types(&self, domid: DomId, pfns: &mut [XenPfn]) -> Result<(), Error> {
+        for chunk in pfns.chunks_mut(PFINFO_BATCH_MAX) {
+            let p = GetPageFrameInfo3 {
+                num: chunk.len() as u64,
+                array: 0,
+            };
+            let mut d = Domctl::with_payload(domctl::cmd::GETPAGEFRAMEINFO3, domid, &p);
+            self.domctl(
+                &mut d,
+                &mut [GuestBuf::in_out(PFINFO_SLOT, slice_as_bytes_mut(chunk))],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `XEN_DOMCTL_getvcpucontext` for a 64-bit PV guest.
+    fn vcpu_context(&self, domid: DomId, vcpu: u32) -> Result<VcpuGuestContext, Error> {
+        let mut ctxt = VcpuGuestContext::zeroed();
+        let p = VcpuContext {
+            vcpu,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::GETVCPUCONTEXT, domid, &p);
+        self.domctl(
+            &mut d,
+            &mut [GuestBuf::output(VCPUCTXT_SLOT, ctxt.as_bytes_mut())],
+        )?;
+        Ok(ctxt)
+    }
+
+    /// `XEN_DOMCTL_setvcpucontext` for a 64-bit PV guest.
+    fn set_vcpu_context(
+        &self,
+        domid: DomId,
+        vcpu: u32,
+        ctxt: &VcpuGuestContext,
+    ) -> Result<(), Error> {
+        let p = VcpuContext {
+            vcpu,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::SETVCPUCONTEXT, domid, &p);
+        self.domctl(
+            &mut d,
+            &mut [GuestBuf::input(VCPUCTXT_SLOT, ctxt.as_bytes())],
+        )
+    }
+
+    /// `XENMEM_maximum_gpfn`: the highest GPFN the domain has.
+    fn maximum_gpfn(&self, domid: DomId) -> Result<XenPfn, Error> {
+        let mut arg = domid;
+        self.memory_op(memory::cmd::MAXIMUM_GPFN, arg.as_bytes_mut(), &mut [])
+    }
+
+    /// `XENMEM_populate_physmap` with order-0 extents: gives the domain a
+    /// page at each GPFN of `gpfns` (each replaced by the GMFN Xen
+    /// allocated); returns how many extents were populated.
+    fn populate_physmap(&self, domid: DomId, gpfns: &mut [XenPfn]) -> Result<usize, Error> {
+        let op = Op::MemoryOp(memory::cmd::POPULATE_PHYSMAP);
+        let mut r = MemoryReservation {
+            nr_extents: gpfns.len() as u64,
+            domid,
+            ..Default::default()
+        };
+        let done = self.memory_op(
+            memory::cmd::POPULATE_PHYSMAP,
+            r.as_bytes_mut(),
+            &mut [GuestBuf::in_out(EXTENT_SLOT, slice_as_bytes_mut(gpfns))],
+        )?;
+        usize::try_from(done)
+            .ok()
+            .filter(|&n| n <= gpfns.len())
+            .ok_or(Error::new(op, errno::ERANGE))
+    }
+}
+
+impl<H: Hypervisor + ?Sized> XenOps for H {}
+
+fn shadow_bitmap_op<H: Hypervisor + ?Sized>(
+    h: &H,
+    domid: DomId,
+    sop: u32,
+    bitmap: &mut [u8],
+    pages: u64,
+    final_round: bool,
+) -> Result<ShadowStats, Error> {
+    let op = Op::Domctl(domctl::cmd::SHADOW_OP);
+    let bits = (bitmap.len() as u64).saturating_mul(8);
+    if pages > bits {
+        return Err(Error::new(op, errno::EINVAL));
+    }
+    // Only the bytes covering `pages` bits are handed to Xen.
+    let used = usize::try_from(pages.div_ceil(8)).map_err(|_| Error::new(op, errno::EINVAL))?;
+    let bitmap = bitmap
+        .get_mut(..used)
+        .ok_or(Error::new(op, errno::EINVAL))?;
+    let p = ShadowOp {
+        op: sop,
+        mode: if final_round {
+            shadow::LOGDIRTY_FINAL
+        } else {
+            0
+        },
+        pages,
+        ..Default::default()
+    };
+    let mut d = Domctl::with_payload(domctl::cmd::SHADOW_OP, domid, &p);
+    h.domctl(&mut d, &mut [GuestBuf::output(SHADOW_BITMAP_SLOT, bitmap)])?;
+    let r: ShadowOp = d.payload();
+    Ok(ShadowStats {
+        pages: r.pages,
+        fault_count: r.stats.fault_count,
+        dirty_count: r.stats.dirty_count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::domctl::pfinfo;
+    use crate::fake::{FakeDomain, FakeXen, FAKE_MFN_OFFSET};
+    use crate::{ErrorKind, ForeignPages, Prot};
+
+    fn fake() -> FakeXen {
+        let x = FakeXen::new();
+        x.add_domain(FakeDomain::pv(0, 16, 2));
+        x.add_domain(FakeDomain::pv(3, 40, 1));
+        x.add_domain(FakeDomain::pv(7, 8, 4));
+        x
+    }
+
+    #[test]
+    fn domain_info_is_typed() {
+        let x = fake();
+        let i = x.domain_info(3).unwrap();
+        assert_eq!(
+            (i.domid, i.tot_pages, i.online_vcpus, i.max_vcpu_id),
+            (3, 40, 1, Some(0))
+        );
+        assert!(i.running() && !i.paused() && !i.hvm());
+        assert_eq!(i.memory_kib(), 160);
+        assert_eq!(&i.xl_state(), b"r-----");
+        assert_eq!(x.calls(), [Op::Domctl(domctl::cmd::GETDOMAININFO)]);
+    }
+
+    #[test]
+    fn domain_info_of_a_missing_domain_is_esrch_not_the_next_one() {
+        // Xen 4.17 answers for domain 7 when asked for 4.
+        let e = fake().domain_info(4).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::Domctl(domctl::cmd::GETDOMAININFO), errno::ESRCH)
+        );
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(fake().domain_info(8).unwrap_err().errno, errno::ESRCH);
+    }
+
+    #[test]
+    fn xl_state_and_shutdown_reason() {
+        let mut r = GetDomainInfo {
+            flags: dominf::SHUTDOWN | dominf::DYING | (3 << 16),
+            ..Default::default()
+        };
+        let i = DomainInfo::from(&r);
+        assert_eq!(
+            (i.shutdown_reason(), i.crashed()),
+            (Some(shutdown::CRASH), true)
+        );
+        assert_eq!(&i.xl_state(), b"----cd");
+        r.flags = dominf::SHUTDOWN | dominf::BLOCKED | dominf::PAUSED;
+        assert_eq!(&DomainInfo::from(&r).xl_state(), b"-bps--");
+        r.max_vcpu_id = XEN_INVALID_MAX_VCPU_ID;
+        assert_eq!(DomainInfo::from(&r).max_vcpu_id, None);
+    }
+
+    #[test]
+    fn domain_info_list_fills_the_caller_array() {
+        let x = fake();
+        let mut out = [GetDomainInfo::default(); 2];
+        assert_eq!(x.domain_info_list(1, &mut out).unwrap(), 2);
+        assert_eq!((out[0].domain, out[1].domain), (3, 7));
+        let mut big = [GetDomainInfo::default(); 8];
+        assert_eq!(x.domain_info_list(0, &mut big).unwrap(), 3);
+        assert_eq!(big[2].tot_pages, 8);
+        assert_eq!(x.domain_info_list(0, &mut []).unwrap(), 0);
+    }
+
+    #[test]
+    fn for_each_domain_walks_every_batch() {
+        let x = FakeXen::new();
+        let ids: Vec<DomId> = (0..70).map(|i| i * 3).collect();
+        for &id in &ids {
+            x.add_domain(FakeDomain::pv(id, 1, 1));
+        }
+        let mut seen = Vec::new();
+        assert_eq!(x.for_each_domain(|d| seen.push(d.domid)).unwrap(), 70);
+        assert_eq!(seen, ids);
+        // 32 + 32 + 6.
+        assert_eq!(x.calls().len(), 3);
+        let empty = FakeXen::new();
+        assert_eq!(empty.for_each_domain(|_| panic!("no domains")).unwrap(), 0);
+    }
+
+    #[test]
+    fn physinfo_reports_shadow_paging() {
+        let p = fake().physinfo().unwrap();
+        assert_ne!(p.capabilities & sysctl::physcap::SHADOW, 0);
+        assert_eq!(p.nr_cpus, 2);
+    }
+
+    #[test]
+    fn pause_unpause_destroy() {
+        let x = fake();
+        x.pause(3).unwrap();
+        assert!(x.domain_info(3).unwrap().paused());
+        assert!(!x.guest_write(3, 0, 0, b"x"));
+        x.unpause(3).unwrap();
+        assert!(!x.domain_info(3).unwrap().paused());
+        x.destroy(3).unwrap();
+        assert_eq!(x.pause(3).unwrap_err().errno, errno::ESRCH);
+        x.fail_next(Op::Domctl(0), errno::EPERM);
+        let e = x.unpause(7).unwrap_err();
+        assert_eq!(
+            (e.op, e.kind()),
+            (
+                Op::Domctl(domctl::cmd::UNPAUSEDOMAIN),
+                ErrorKind::PermissionDenied
+            )
+        );
+    }
+
+    #[test]
+    fn log_dirty_round_trip() {
+        let x = fake();
+        let mut bitmap = [0u8; 8];
+        // CLEAN before enabling is refused by Xen.
+        assert_eq!(
+            x.logdirty_clean(3, &mut bitmap, 40, false)
+                .unwrap_err()
+                .errno,
+            errno::EINVAL
+        );
+        x.logdirty_enable(3).unwrap();
+        assert_eq!(x.logdirty_enable(3).unwrap_err().errno, errno::EINVAL);
+        assert!(
+            x.guest_write(3, 1, 0, b"a")
+                && x.guest_write(3, 9, 5, b"b")
+                && x.guest_write(3, 39, 0, b"c")
+        );
+        let s = x.logdirty_peek(3, &mut bitmap, 40).unwrap();
+        assert_eq!((s.pages, s.dirty_count), (40, 3));
+        assert_eq!(bitmap[..5], [0b10, 0b10, 0, 0, 0x80]);
+        let s = x.logdirty_clean(3, &mut bitmap, 40, true).unwrap();
+        assert_eq!(s.dirty_count, 3);
+        // Cleaned: nothing dirty until the guest writes again.
+        let s = x.logdirty_peek(3, &mut bitmap, 40).unwrap();
+        assert_eq!((s.dirty_count, bitmap), (0, [0; 8]));
+        // Paused: the guest dirties nothing.
+        x.pause(3).unwrap();
+        assert!(!x.guest_write(3, 2, 0, b"z"));
+        assert_eq!(
+            x.logdirty_clean(3, &mut bitmap, 40, false)
+                .unwrap()
+                .dirty_count,
+            0
+        );
+        x.unpause(3).unwrap();
+        x.logdirty_disable(3).unwrap();
+        assert!(!x.domain(3).unwrap().logdirty);
+    }
+
+    #[test]
+    fn a_short_bitmap_is_refused_before_xen_is_called() {
+        let x = fake();
+        let mut bitmap = [0u8; 4];
+        let e = x.logdirty_clean(3, &mut bitmap, 40, false).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::Domctl(domctl::cmd::SHADOW_OP), errno::EINVAL)
+        );
+        assert!(x.calls().is_empty());
+        // Asking for fewer pages than the bitmap holds is fine.
+        x.logdirty_enable(3).unwrap();
+        assert_eq!(x.logdirty_peek(3, &mut bitmap, 20).unwrap().pages, 20);
+    }
+
+    #[test]
+    fn page_types_in_batches_of_1024() {
+        let x = FakeXen::new();
+        x.add_domain(FakeDomain::pv(5, 3000, 1));
+        x.set_page_type(5, 2, pfinfo::L4TAB | pfinfo::LPINTAB);
+        x.set_page_type(5, 2500, pfinfo::L1TAB);
+        let mut pfns: Vec<XenPfn> = (0..2600).collect();
+        pfns.push(9999);
+        x.page_frame_types(5, &mut pfns).unwrap();
+        let ty = |v: u64| (v as u32) & pfinfo::LTAB_MASK;
+        assert_eq!(ty(pfns[2]), pfinfo::L4TAB | pfinfo::LPINTAB);
+        assert_eq!(pfns[2] & 0xfff_ffff, 2);
+        assert_eq!(ty(pfns[2500]), pfinfo::L1TAB);
+        assert_eq!(ty(pfns[0]), pfinfo::NOTAB);
+        assert_eq!(ty(pfns[2600]), pfinfo::XTAB);
+        assert_eq!(x.calls().len(), 3);
+    }
+
+    #[test]
+    fn vcpu_context_round_trip() {
+        let x = fake();
+        let mut c = x.vcpu_context(7, 3).unwrap();
+        assert_eq!(c, VcpuGuestContext::zeroed());
+        c.user_regs.rip = 0xffff_ffff_8100_0000;
+        c.ctrlreg[3] = 0x1234_5000;
+        c.trap_ctxt[14].address = 0xdead_beef;
+        c.gs_base_user = 42;
+        x.set_vcpu_context(7, 3, &c).unwrap();
+        assert_eq!(x.vcpu_context(7, 3).unwrap(), c);
+        assert_eq!(x.domain(7).unwrap().vcpus[3], c);
+        assert_eq!(x.vcpu_context(7, 4).unwrap_err().errno, errno::ESRCH);
+    }
+
+    #[test]
+    fn maximum_gpfn_and_populate() {
+        let x = fake();
+        assert_eq!(x.maximum_gpfn(3).unwrap(), 39);
+        let mut gpfns = [100, 101, 200];
+        assert_eq!(x.populate_physmap(3, &mut gpfns).unwrap(), 3);
+        assert_eq!(
+            gpfns,
+            [
+                100 + FAKE_MFN_OFFSET,
+                101 + FAKE_MFN_OFFSET,
+                200 + FAKE_MFN_OFFSET
+            ]
+        );
+        assert_eq!(x.maximum_gpfn(3).unwrap(), 200);
+        assert_eq!(x.domain_info(3).unwrap().tot_pages, 43);
+        assert_eq!(
+            x.maximum_gpfn(4).unwrap_err().op,
+            Op::MemoryOp(memory::cmd::MAXIMUM_GPFN)
+        );
+    }
+
+    #[test]
+    fn foreign_mapping_reads_what_the_guest_wrote() {
+        let x = fake();
+        assert!(x.guest_write(3, 5, 100, b"hello"));
+        let mut m = x.map_foreign(3, &[5, 6, 77], Prot::Read).unwrap();
+        assert_eq!(
+            (m.len(), m.page_error(0), m.page_error(2)),
+            (3, None, Some(errno::EINVAL))
+        );
+        let mut page = [0u8; PAGE_SIZE];
+        m.read_page(0, &mut page).unwrap();
+        assert_eq!(&page[100..105], b"hello");
+        assert_eq!(m.read_page(2, &mut page).unwrap_err().errno, errno::EINVAL);
+        assert_eq!(m.read_page(3, &mut page).unwrap_err().errno, errno::EINVAL);
+        assert_eq!(m.write_page(0, &page).unwrap_err().errno, errno::EACCES);
+        let mut w = x.map_foreign(3, &[6], Prot::ReadWrite).unwrap();
+        w.write_page(0, &[7; PAGE_SIZE]).unwrap();
+        assert_eq!(x.domain(3).unwrap().memory[&6][4095], 7);
+    }
+
+    #[test]
+    fn create_domain_returns_the_new_id() {
+        let x = fake();
+        let cfg = CreateDomain {
+            max_vcpus: 2,
+            max_evtchn_port: 1023,
+            max_grant_frames: -1,
+            ..Default::default()
+        };
+        let id = x.create_domain(0, &cfg).unwrap();
+        assert_eq!(id, 1, "the lowest free id");
+        let i = x.domain_info(id).unwrap();
+        assert!(i.paused());
+        assert_eq!(i.max_vcpu_id, Some(1));
+        assert_eq!(x.create_domain(3, &cfg).unwrap_err().errno, errno::EEXIST);
+        assert_eq!(x.create_domain(12, &cfg).unwrap(), 12);
+    }
+
+    #[test]
+    fn policy_and_extstate_buffers_pass_the_doorway_checks() {
+        // The fake does not model these: ENOSYS (not EINVAL) shows the
+        // wrappers bound the right slots with long enough buffers.
+        let x = fake();
+        let (mut l, mut m) = ([CpuidLeaf::default(); 4], [MsrEntry::default(); 2]);
+        assert_eq!(
+            x.cpu_policy(3, &mut l, &mut m).unwrap_err().errno,
+            errno::ENOSYS
+        );
+        assert_eq!(
+            x.set_cpu_policy(3, &l, &m).unwrap_err().errno,
+            errno::ENOSYS
+        );
+        assert_eq!(x.vcpu_extstate_size(3, 0).unwrap_err().errno, errno::ENOSYS);
+        let mut buf = [0u64; 64];
+        assert_eq!(
+            x.vcpu_extstate(3, 0, 7, &mut buf).unwrap_err().errno,
+            errno::ENOSYS
+        );
+        assert_eq!(
+            x.set_vcpu_extstate(3, 0, 7, &buf).unwrap_err().errno,
+            errno::ENOSYS
+        );
+        assert_eq!(x.calls().len(), 5);
+    }
+
+    #[test]
+    fn other_domctls_pass_their_payloads() {
+        let x = fake();
+        x.set_max_mem(3, 1024).unwrap();
+        assert_eq!(x.domain_info(3).unwrap().max_pages, 256);
+        // Not modelled by the fake, but admitted by the table.
+        assert_eq!(x.set_max_vcpus(3, 2).unwrap_err().errno, errno::ENOSYS);
+    }
+}
