@@ -69,3 +69,47 @@ e2e_wait_counter() { # e2e_wait_counter LOG MIN TIMEOUT_S [FROM_LINE]
   tail -5 "$1" 2>/dev/null
   return 1
 }
+
+# The test guest (lab/guest/): its name, config and console log.
+E2E_GUEST=e2e-guest
+E2E_GUEST_CFG=/e2e/guest/guest.cfg
+E2E_GUEST_LOG=$E2E_CONSOLE_DIR/guest-$E2E_GUEST.log
+
+e2e_guest_start() { # creates the test guest and waits until it counted to 5
+  xl destroy $E2E_GUEST >/dev/null 2>&1
+  rm -f "$E2E_CONSOLE_DIR"/guest-*
+  e2e_step create xl create "$E2E_GUEST_CFG" || e2e_fail "xl create failed"
+  e2e_step first-counter e2e_wait_counter "$E2E_GUEST_LOG" 1 120 \
+    || e2e_fail "the guest never counted"
+  e2e_wait_counter "$E2E_GUEST_LOG" 5 60 || e2e_fail "the guest stopped counting"
+}
+
+e2e_log_mark() { # the number of the next line the guest's console log gets
+  echo $(($(wc -l < "$E2E_GUEST_LOG") + 1))
+}
+
+# e2e_guest_goes_on NAME BEFORE LOG FROM_LINE: after an interruption (a
+# restore, a migration) the guest's counter, last seen at BEFORE, must go on
+# at BEFORE+1 in console log LOG from line FROM_LINE on, rise by one a tick,
+# without a reboot, with a working set that still changes and that the guest
+# found intact. Reports NAME's first counter.
+e2e_guest_goes_on() {
+  e2e_step "$1-counting" e2e_wait_counter "$3" $(($2 + 3)) 60 "$4" \
+    || e2e_fail "the guest did not go on counting after $1"
+  _first=$(e2e_counters "$3" "$4" | head -1)
+  e2e_report "first_counter_after_$1" "$_first"
+  tail -n +"$4" "$3" | grep -q GUEST-BOOTED && e2e_fail "the guest rebooted during $1"
+  [ "$_first" = $(($2 + 1)) ] \
+    || e2e_fail "after $1 the counter went on at $_first, not $(($2 + 1))"
+  _prev=$2
+  for _c in $(e2e_counters "$3" "$4"); do
+    [ "$_c" = $((_prev + 1)) ] || e2e_fail "after $1 the counter jumped from $_prev to $_c"
+    _prev=$_c
+  done
+  grep -q GUEST-CORRUPT "$E2E_CONSOLE_DIR"/guest-* && e2e_fail "the guest found its working set changed"
+  grep -h 'GUEST counter=' "$E2E_CONSOLE_DIR"/guest-* | grep -vq 'sum=[0-9a-f]\{16\}' \
+    && e2e_fail "a counter line has no checksum"
+  _sums=$(tail -n +"$4" "$3" | grep -o 'sum=[0-9a-f]*' | sort -u | wc -l)
+  [ "$_sums" -ge 2 ] || e2e_fail "the working set did not change after $1"
+  return 0
+}

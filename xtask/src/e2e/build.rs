@@ -208,6 +208,8 @@ fn fetch_and_unpack(cache: &Path, root: &Path) -> Result<bool> {
         eprintln!("e2e: downloading {} Debian packages", missing.len());
         let download = || {
             run(Command::new("apt-get")
+                // root's downloads into a folder _apt cannot write to
+                .arg("-oAPT::Sandbox::User=root")
                 .arg("download")
                 .args(&missing)
                 .current_dir(&debs))

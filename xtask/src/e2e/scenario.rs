@@ -9,10 +9,12 @@
 //! To add a scenario: write its script, add an entry to [`SCENARIOS`]. A
 //! scenario with `hosts: 2` runs the same script on two virtual hosts joined
 //! by a link (`-netdev socket` over 127.0.0.1; inside, 169.254.0.1 is role
-//! `A` and 169.254.0.2 is role `B`, read with `e2e_arg e2e.role`). Planned
-//! next: `relocd list` against `xl list`, log-dirty on the running guest
-//! (needs the shadow-paging hypervisor: `xen: XenBuild::Shadow`), relocd
-//! save/restore, and migration between two hosts.
+//! `A` and 169.254.0.2 is role `B`, read with `e2e_arg e2e.role`; the
+//! peer's address is `e2e.peer`). `lab/dom0/lib.sh` has the test guest's
+//! helpers (`e2e_guest_start`, `e2e_guest_goes_on`). Planned next: `relocd
+//! list` against `xl list`, log-dirty on the running guest (`xen:
+//! XenBuild::Shadow`), relocd save/restore against `xl restore`, and
+//! migration between two hosts.
 
 use std::time::Duration;
 
@@ -62,6 +64,13 @@ pub const SCENARIOS: &[Scenario] = &[
         hosts: 1,
         xen: XenBuild::Any,
         timeout: Duration::from_secs(60),
+    },
+    Scenario {
+        name: "xl-migrate",
+        about: "xl live-migrates the test guest to the same host (PV log-dirty); it counts on",
+        hosts: 1,
+        xen: XenBuild::Shadow,
+        timeout: Duration::from_secs(300),
     },
     Scenario {
         name: "link",
