@@ -184,10 +184,13 @@ struct Outcome {
     rc: Option<i32>,
     /// Host seconds from `run NAME` to the end marker.
     secs: f64,
-    /// Per host: steps `(name, rc, dom0 secs)`.
+    /// Steps `(host, name, rc, seconds on dom0's clock)`.
     steps: Vec<(String, String, i32, f64)>,
+    /// Figures `(host, key, value)`.
     reports: Vec<(String, String, String)>,
+    /// `E2E-FAIL` messages.
     fails: Vec<String>,
+    /// Why it did not end, or was not run.
     note: String,
 }
 
@@ -197,13 +200,9 @@ impl Outcome {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    crate::workspace_root()
-}
-
 fn run(chosen: &[&'static Scenario], xen: Option<XenBuild>, keep_going: bool) -> Result<Summary> {
     let t0 = Instant::now();
-    let ws = workspace_root();
+    let ws = crate::workspace_root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| ws.join("target"));

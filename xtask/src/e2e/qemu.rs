@@ -343,6 +343,7 @@ impl Host {
         if let Some(mut g) = self.guard.take() {
             drop(g.stdin.take());
             let _ = g.wait();
+            let _ = std::fs::remove_file(&self.pidfile);
         }
     }
 
