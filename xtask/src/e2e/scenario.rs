@@ -56,7 +56,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "the PV test guest counts; xl save + xl restore; it counts on from where it was",
         hosts: 1,
         xen: XenBuild::Any,
-        timeout: Duration::from_secs(300),
+        timeout: Duration::from_secs(180),
     },
     Scenario {
         name: "relocd-runs",
@@ -70,7 +70,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "xl live-migrates the test guest to the same host (PV log-dirty); it counts on",
         hosts: 1,
         xen: XenBuild::Shadow,
-        timeout: Duration::from_secs(300),
+        timeout: Duration::from_secs(180),
     },
     Scenario {
         name: "link",
