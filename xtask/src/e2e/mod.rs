@@ -353,7 +353,7 @@ fn run_group(
     logs: &Path,
     keep_going: bool,
 ) -> Result<(String, Vec<Outcome>)> {
-    let budget: Duration = group.iter().map(|s| s.timeout + ACK_TIMEOUT).sum();
+    let budget: Duration = group.iter().map(|s| s.timeout + ACK_TIMEOUT * 3).sum();
     let hard = BOOT_TIMEOUT + budget + Duration::from_secs(60);
     let names = ["A", "B"];
     let port = if hosts > 1 { free_port()? } else { 0 };
