@@ -138,7 +138,7 @@ pub fn from_test() -> Result<()> {
             Some(why) if !strict => {
                 eprintln!(
                     "xtask: e2e scenarios SKIPPED: {why}\n\
-                     xtask: (RELOCD_E2E=1 makes this a failure; RELOCD_E2E=0 skips quietly)"
+                     xtask: (RELOCD_E2E=1 makes this a failure; RELOCD_E2E=0 skips them without trying)"
                 );
                 Ok(())
             }
