@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 const HOST_MIB: u32 = 1536;
 const DOM0_MIB: u32 = 768;
 /// From QEMU's start to dom0's toolstack being up (about 10 s here).
-const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// From typing `run NAME` to the script's first marker.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
