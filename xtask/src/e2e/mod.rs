@@ -3,8 +3,9 @@
 //! Boots Xen 4.17 with a Linux PV dom0 (Debian's packages) under QEMU's TCG
 //! emulation, one or two virtual hosts, and runs named scenarios in dom0
 //! through the serial console. Logs go to `target/e2e/`: one console log a
-//! host (`host-A.log`), and a folder a scenario with its part of the console
-//! and the files it collected; `summary.txt` holds the figures.
+//! host (`host-A.log` for the single host, `pair-A.log` and `pair-B.log` for
+//! the two linked ones), a folder a scenario with its part of the console
+//! and the files it collected, and `summary.txt` with the figures.
 //!
 //! ```text
 //! cargo xtask e2e [--list] [--xen stock|shadow] [--keep-going] [SCENARIO...]
@@ -357,6 +358,8 @@ fn run_group(
     let hard = BOOT_TIMEOUT + budget + Duration::from_secs(60);
     let names = ["A", "B"];
     let port = if hosts > 1 { free_port()? } else { 0 };
+    // console logs: host-A.log for the single host, pair-A/B.log for two
+    let prefix = if hosts > 1 { "pair" } else { "host" };
     let mut lab = Lab::new();
     let mut watch = BootWatch {
         xen_banner: vec![None; hosts],
@@ -387,9 +390,9 @@ fn run_group(
             mem_mib: HOST_MIB,
             dom0_mib: DOM0_MIB,
             link,
-            pidfile: logs.join(format!("host-{name}.pid")),
+            pidfile: logs.join(format!("{prefix}-{name}.pid")),
         };
-        let log = logs.join(format!("host-{name}.log"));
+        let log = logs.join(format!("{prefix}-{name}.log"));
         eprintln!(
             "e2e: starting host {name} (QEMU/TCG, {HOST_MIB} MiB), console in {}",
             log.display()
@@ -415,7 +418,7 @@ fn run_group(
     if let Some(text) = fatal {
         lab.shutdown(Duration::from_secs(1));
         return Err(Unavailable(format!(
-            "QEMU could not boot Xen here: `{text}` (see target/e2e/host-*.log)"
+            "QEMU could not boot Xen here: `{text}` (see the console logs in target/e2e/)"
         ))
         .into());
     }
@@ -426,7 +429,7 @@ fn run_group(
             Gave::Closed(h) => format!("QEMU of host {h} exited during boot"),
         };
         return Err(Unavailable(format!(
-            "QEMU could not boot Xen here: {why} (see target/e2e/host-*.log)"
+            "QEMU could not boot Xen here: {why} (see the console logs in target/e2e/)"
         ))
         .into());
     }
