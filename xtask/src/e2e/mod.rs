@@ -485,13 +485,15 @@ struct Recorder<'a> {
     console: String,
     files: Vec<Option<(String, String)>>,
     begun: Vec<bool>,
+    /// Which hosts answered BAD-COMMAND since this was last cleared.
+    garbled: Vec<bool>,
     ended: Vec<Option<i32>>,
     out: Outcome,
 }
 
 impl Recorder<'_> {
-    /// Takes one line; `true` when the host did not understand a command.
-    fn line(&mut self, l: &qemu::Line) -> bool {
+    /// Takes one line.
+    fn line(&mut self, l: &qemu::Line) {
         let host = &self.names[l.host];
         let _ = writeln!(self.console, "[{:8.2}] {host} {}", l.at, l.text);
         let m = Marker::parse(&l.text);
@@ -508,7 +510,7 @@ impl Recorder<'_> {
                 body.push_str(&l.text);
                 body.push('\n');
             }
-            return false;
+            return;
         }
         let out = &mut self.out;
         match m {
@@ -524,10 +526,9 @@ impl Recorder<'_> {
             }
             Some(Marker::Fail(msg)) => out.fails.push(format!("{host}: {msg}")),
             Some(Marker::FileBegin(n)) => self.files[l.host] = Some((n.to_owned(), String::new())),
-            Some(Marker::BadCommand(_)) => return true,
+            Some(Marker::BadCommand(_)) => self.garbled[l.host] = true,
             _ => {}
         }
-        false
     }
 
     fn all_begun(&self) -> bool {
@@ -555,6 +556,7 @@ fn run_scenario(lab: &mut Lab, s: &Scenario, hosts: usize, logs: &Path) -> Resul
         console: String::new(),
         files: vec![None; hosts],
         begun: vec![false; hosts],
+        garbled: vec![false; hosts],
         ended: vec![None; hosts],
         out: Outcome {
             name: s.name.into(),
@@ -562,7 +564,14 @@ fn run_scenario(lab: &mut Lab, s: &Scenario, hosts: usize, logs: &Path) -> Resul
         },
     };
 
-    // type the command; type it again when a host did not take it
+    // type the command. A host that answers BAD-COMMAND (characters lost
+    // on the way) gets it again; one that says nothing gets a bare newline,
+    // which ends a command whose newline was lost and is ignored otherwise,
+    // so a slow host never runs a scenario twice.
+    let cmd = format!("run {}", s.name);
+    for i in 0..hosts {
+        lab.send(i, &cmd)?;
+    }
     let mut tries = 0;
     while !rec.all_begun() {
         tries += 1;
@@ -570,18 +579,30 @@ fn run_scenario(lab: &mut Lab, s: &Scenario, hosts: usize, logs: &Path) -> Resul
             rec.out.note = "the command loop never started it".into();
             break;
         }
-        for i in 0..hosts {
-            if !rec.begun[i] {
-                lab.send(i, &format!("run {}", s.name))?;
-            }
-        }
+        rec.garbled.fill(false);
         let r = lab.expect(ACK_TIMEOUT, |l| {
-            let garbled = rec.line(l);
-            (garbled || rec.all_begun()).then_some(())
+            rec.line(l);
+            (rec.garbled.iter().any(|g| *g) || rec.all_begun()).then_some(())
         });
-        if let Err(Gave::Closed(h)) = r {
-            rec.out.note = format!("QEMU of host {h} exited");
-            break;
+        match r {
+            Err(Gave::Closed(h)) => {
+                rec.out.note = format!("QEMU of host {h} exited");
+                break;
+            }
+            Err(Gave::Timeout) => {
+                for i in 0..hosts {
+                    if !rec.begun[i] {
+                        lab.send(i, "")?;
+                    }
+                }
+            }
+            Ok(()) => {
+                for i in 0..hosts {
+                    if rec.garbled[i] && !rec.begun[i] {
+                        lab.send(i, &cmd)?;
+                    }
+                }
+            }
         }
     }
     if rec.all_begun() {
@@ -624,6 +645,62 @@ mod tests {
             }
         }
         assert!(worst <= Duration::from_secs(20 * 60), "{worst:?}");
+    }
+
+    #[test]
+    fn recorder_keeps_markers_files_and_garbled_commands_per_host() {
+        let dir = std::env::temp_dir().join(format!("relocd-e2e-rec-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut rec = Recorder {
+            scenario: "guest",
+            dir: dir.clone(),
+            names: vec!["A".into(), "B".into()],
+            console: String::new(),
+            files: vec![None, None],
+            begun: vec![false, false],
+            garbled: vec![false, false],
+            ended: vec![None, None],
+            out: Outcome::default(),
+        };
+        let lines = [
+            (1, "E2E-BAD-COMMAND 'rn'"),
+            (0, "E2E-SCENARIO-BEGIN guest"),
+            (0, "E2E-SCENARIO-BEGIN other"),
+            (0, "E2E-STEP-END save 0 1.25"),
+            (0, "E2E-FILE-BEGIN log.txt"),
+            (1, "E2E-SCENARIO-BEGIN guest"),
+            (0, "GUEST counter=1 sum=00"),
+            (0, "E2E-STEP-END not-a-step 0 1.0"),
+            (0, "E2E-FILE-END log.txt"),
+            (1, "E2E-FAIL no peer"),
+            (1, "E2E-REPORT k=v"),
+            (0, "E2E-SCENARIO-END guest 0 3.00"),
+            (1, "E2E-SCENARIO-END guest 1 3.10"),
+        ];
+        for (i, (host, text)) in lines.iter().enumerate() {
+            rec.line(&qemu::Line {
+                host: *host,
+                at: i as f64,
+                text: text.to_string(),
+            });
+            if i == 0 {
+                assert_eq!(rec.garbled, [false, true]);
+                assert!(!rec.all_begun());
+            }
+        }
+        assert!(rec.all_begun() && rec.all_ended());
+        assert_eq!(rec.ended, [Some(0), Some(1)]);
+        assert_eq!(rec.out.steps, [("A".into(), "save".into(), 0, 1.25)]);
+        assert_eq!(rec.out.reports, [("B".into(), "k".into(), "v".into())]);
+        assert_eq!(rec.out.fails, ["B: no peer"]);
+        // inside a file, markers are text; with two hosts the host is a suffix
+        let file = fs::read_to_string(dir.join("log.txt.A")).unwrap();
+        assert_eq!(
+            file,
+            "GUEST counter=1 sum=00\nE2E-STEP-END not-a-step 0 1.0\n"
+        );
+        assert_eq!(rec.console.lines().count(), lines.len());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
