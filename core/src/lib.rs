@@ -16,5 +16,6 @@ pub mod config;
 pub mod guest;
 pub mod precopy;
 pub mod protocol;
+pub mod stream;
 pub mod sxp;
 pub mod time;

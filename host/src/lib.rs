@@ -3,6 +3,8 @@
 //! them directly.
 #![forbid(unsafe_code)]
 
+pub mod check_host;
+pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod peer;

@@ -1,13 +1,14 @@
 //! relocd: the daemon and command-line client.
 
 use clap::{Parser, Subcommand};
+use relocd::cli::{self, Failure, Output};
 use relocd::{client, daemon};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Live migration of Xen guests: xend's relocation server, reborn.
 #[derive(Parser, Debug)]
-#[command(name = "relocd", version, about)]
+#[command(name = "relocd", version, about, after_help = cli::EXIT_STATUS_HELP)]
 struct Cli {
     /// The daemon's management socket (for `serve` and every client command).
     #[arg(long, global = true, value_name = "SOCKET", env = "RELOCD_CONTROL", default_value = daemon::DEFAULT_CONTROL)]
@@ -25,23 +26,69 @@ enum Command {
     Serve(daemon::ServeArgs),
     /// List the domains the daemon's backend sees.
     List,
+    /// Would the relocation server admit this peer? (hosts-allow, as xend read it)
+    CheckHost(relocd::check_host::CheckHostArgs),
+    Migrate(cli::migrate::MigrateArgs),
+    Save(cli::save::SaveArgs),
+    Restore(cli::restore::RestoreArgs),
+    Resolve(cli::resolve::ResolveArgs),
+    /// The simulated hypervisor's own commands (sim backend only).
+    #[command(subcommand)]
+    Sim(cli::sim::SimCommand),
+}
+
+/// Parses the command line; with `--json`, a usage error is printed as
+/// `{"error":{"kind":"bad_request",…}}` on stdout (exit status 2).
+fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind as K;
+            let json = std::env::args_os().skip(1).any(|a| a == "--json");
+            let usage = !matches!(e.kind(), K::DisplayHelp | K::DisplayVersion)
+                && e.kind() != K::DisplayHelpOnMissingArgumentOrSubcommand;
+            if json && usage {
+                let text = e.render().to_string();
+                // The error's own lines, without clap's usage and hint.
+                let message = text
+                    .lines()
+                    .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let message = message.trim_start_matches("error: ").to_owned();
+                Failure::usage(message).report(true);
+                std::process::exit(i32::from(cli::EXIT_USAGE));
+            }
+            e.exit()
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
+    let out = Output::detect(cli.json);
+    let control = cli.control.as_path();
     let result = match &cli.command {
         Command::Serve(args) => {
             daemon::init_logging(cli.json);
-            daemon::serve(&cli.control, args).map_err(|e| (e.to_string(), e.kind()))
+            daemon::serve(control, args).map_err(|e| Failure::new(e.kind(), e.to_string()))
         }
-        Command::List => client::list(&cli.control, cli.json)
-            .map_err(|e| (e.to_string(), e.to_command_error().kind)),
+        Command::List => client::list(control, cli.json).map_err(Failure::from),
+        // check-host has exit codes of its own (0 admitted, 1 refused, 2 bad config).
+        Command::CheckHost(args) => return ExitCode::from(relocd::check_host::run(args, cli.json)),
+        Command::Migrate(args) => cli::migrate::run(control, args, &out),
+        Command::Save(args) => cli::save::run(control, args, &out),
+        Command::Restore(args) => cli::restore::run(control, args, &out),
+        Command::Resolve(args) => cli::resolve::run(control, args, &out),
+        Command::Sim(cmd) => cli::sim::run(control, cmd, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err((message, kind)) => {
-            client::report_error(&message, kind, cli.json);
-            ExitCode::FAILURE
+        Err(failure) => {
+            failure.report(cli.json);
+            ExitCode::from(failure.code)
         }
     }
 }

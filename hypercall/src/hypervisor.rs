@@ -134,7 +134,7 @@ pub trait ForeignPages {
 ///
 /// Implemented by the Linux privcmd doorway
 /// ([`crate::backend::privcmd::Privcmd`]), the hypercall-page doorway
-/// ([`crate::backend::hypercall_page::HypercallPage`], feature `page`) and
+/// (`backend::hypercall_page::HypercallPage`, feature `page`) and
 /// the fake (`crate::fake::FakeXen`, feature `fake`). Use the safe typed
 /// wrappers of [`crate::XenOps`], which every `Hypervisor` has.
 pub trait Hypervisor {

@@ -147,11 +147,75 @@ fn test(root: &Path) -> Result<()> {
         "--target",
         BARE_TARGET,
     ]))?;
-    run(cargo().args(["test", "--workspace"]).current_dir(root))?;
+    run(cargo().args([
+        "build",
+        "-p",
+        "relocd-hypercall",
+        "--no-default-features",
+        "--features",
+        "page",
+        "--target",
+        BARE_TARGET,
+    ]))?;
+    run(cargo()
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+    let counts = run_tests(cargo().args(["test", "--workspace"]).current_dir(root))?;
     // real Xen under QEMU; skipped with the reason where it cannot run
     e2e::from_test()?;
     eprintln!("xtask: all checks passed");
+    // One closing line for the whole suite (cargo prints one per binary).
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
     Ok(())
+}
+
+/// Totals of every `test result:` line cargo printed.
+#[derive(Default)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Runs `cargo test`, passing its output through while adding up the
+/// per-binary `test result:` lines.
+fn run_tests(cmd: &mut Command) -> Result<TestCounts> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("xtask: $ {}", display(cmd));
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", display(cmd)))?;
+    let mut counts = TestCounts::default();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let mut words = part.split_whitespace().rev();
+                    let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                        continue;
+                    };
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => counts.passed += n,
+                        "failed" => counts.failed += n,
+                        "ignored" => counts.ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", display(cmd));
+    }
+    Ok(counts)
 }
 
 fn bench(args: &[String]) -> Result<()> {

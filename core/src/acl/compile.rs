@@ -82,18 +82,21 @@ impl fmt::Display for Warning {
             ),
             Warning::NotAnchoredAtEnd { pattern, text, example } => write!(
                 f,
-                "hosts-allow pattern {pattern} `{text}` is not anchored at the end: re.match only needs a \
-                 prefix to match, so it also admits `{example}`; end it with `$` if that is not meant"
+                "hosts-allow pattern {} `{text}` is not anchored at the end: re.match only needs a \
+                 prefix to match, so it also admits `{example}`; end it with `$` if that is not meant",
+                pattern + 1
             ),
             Warning::AdmitsAnyHost { pattern, text, example } => write!(
                 f,
-                "hosts-allow pattern {pattern} `{text}` matches an empty prefix, so it admits almost any \
-                 host, e.g. `{example}`"
+                "hosts-allow pattern {} `{text}` matches an empty prefix, so it admits almost any \
+                 host, e.g. `{example}`",
+                pattern + 1
             ),
             Warning::MatchesNothing { pattern, text } => write!(
                 f,
-                "hosts-allow pattern {pattern} `{text}` can never match a host name or an address \
-                 (ASCII letters, digits and `.-_:%`)"
+                "hosts-allow pattern {} `{text}` can never match a host name or an address \
+                 (ASCII letters, digits and `.-_:%`)",
+                pattern + 1
             ),
         }
     }

@@ -156,7 +156,7 @@ pub enum NameUse {
 pub enum Decision {
     /// The setting is empty: every host is admitted (as in xend).
     AdmitAll,
-    /// Pattern `pattern` (0-based, in setting order) is the first that
+    /// Pattern `pattern` (0-based, in setting order; messages count from 1) is the first that
     /// matches, on the name or on the address.
     Admitted {
         /// Index of the first admitting pattern.
@@ -191,7 +191,11 @@ impl fmt::Display for Decision {
                     MatchedOn::Name => "name",
                     MatchedOn::Ip => "address",
                 };
-                write!(f, "admitted: pattern {pattern} matches the peer's {what}")
+                write!(
+                    f,
+                    "admitted: pattern {} matches the peer's {what}",
+                    pattern + 1
+                )
             }
             Decision::Refused { ip_tried, name } => {
                 f.write_str("refused: no pattern matches")?;
@@ -468,7 +472,8 @@ impl fmt::Display for WithSetting<'_> {
                     .unwrap_or("?");
                 write!(
                     f,
-                    "hosts-allow pattern {index} `{text}`, at byte {offset}: {kind}"
+                    "hosts-allow pattern {} `{text}`, at byte {offset}: {kind}",
+                    index + 1
                 )
             }
             ref e => write!(f, "{e}"),
@@ -481,7 +486,8 @@ impl fmt::Display for AclError {
         match *self {
             AclError::Pattern { index, start, offset, kind, .. } => write!(
                 f,
-                "hosts-allow pattern {index} (at byte {start} of the setting), at byte {offset} of the pattern: {kind}"
+                "hosts-allow pattern {} (at byte {start} of the setting), at byte {offset} of the pattern: {kind}",
+                index + 1
             ),
             AclError::TooManyPatterns { count } => {
                 write!(f, "hosts-allow has {count} patterns; relocd accepts at most {MAX_PATTERNS}")

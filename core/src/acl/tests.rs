@@ -228,7 +228,7 @@ fn dfa_impossible_constructs_are_refused() {
                 assert_eq!((index, start, offset, kind), (1, 12, at, k), "{p}");
                 assert!(!k.is_python_error());
                 let text = e.with_setting(&setting).to_string();
-                assert!(text.contains("pattern 1") && text.contains(p), "{text}");
+                assert!(text.contains("pattern 2") && text.contains(p), "{text}");
             }
             other => panic!("{p}: {other:?}"),
         }
@@ -286,7 +286,7 @@ fn seed_example_and_decisions() {
     let d = r.admit("127.0.0.1", Some("localhost"));
     assert_eq!(
         r.explain(d).to_string(),
-        "admitted: pattern 0 matches the peer's name (`^localhost$`)"
+        "admitted: pattern 1 matches the peer's name (`^localhost$`)"
     );
 }
 
@@ -549,12 +549,12 @@ fn refusals_explain_themselves() {
     let e = HostsAllow::compile("^a$ a(?=b)").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "hosts-allow pattern 1 (at byte 4 of the setting), at byte 1 of the pattern: look-ahead (?=…)/(?!…) \
+        "hosts-allow pattern 2 (at byte 4 of the setting), at byte 1 of the pattern: look-ahead (?=…)/(?!…) \
          cannot run in a DFA (valid Python, refused by relocd)"
     );
     assert_eq!(
         e.with_setting("^a$ a(?=b)").to_string(),
-        "hosts-allow pattern 1 `a(?=b)`, at byte 1: look-ahead (?=…)/(?!…) cannot run in a DFA (valid Python, \
+        "hosts-allow pattern 2 `a(?=b)`, at byte 1: look-ahead (?=…)/(?!…) cannot run in a DFA (valid Python, \
          refused by relocd)"
     );
 }

@@ -43,17 +43,20 @@ pub mod journal;
 pub mod listener;
 pub mod lock;
 pub mod mgmt;
+pub mod sim_backend;
 
 pub use backend::{Backend, EmptyBackend, NoOperations, Operations, ProgressSink};
 pub use journal::Journal;
 pub use listener::{Admission, AdmissionVerdict, Session, SessionHandler};
+pub use sim_backend::SimBackend;
 
 use crate::peer::SystemResolver;
 use crate::settings::{ConfigFile, SettingsError};
 use control::PingInfo;
 use journal::JournalError;
-use listener::{AdmitAll, ListenerConfig, NoSessions, RefuseAll, RelocationListener};
+use listener::{AdmitAll, ListenerConfig, NoSessions, PatternAdmission, RelocationListener};
 use mgmt::{ControlContext, ControlError, ControlServer, ControlSocket};
+use relocd_core::acl::HostsAllow;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,9 +112,21 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// xend-relocation-hosts-allow holds a pattern relocd refuses.
+    #[error("xend-relocation-hosts-allow: {0}")]
+    HostsAllow(String),
     /// The backend asked for is not part of this build.
     #[error("the {0} backend is not available yet; use --backend sim")]
     BackendUnavailable(&'static str),
+    /// The sim backend's guests (`serve --guests FILE`) could not be read
+    /// or created.
+    #[error("{}: {message}", .path.display())]
+    Guests {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// Signal handlers could not be installed, or a thread not started.
     #[error("{what}: {source}")]
     Os {
@@ -128,7 +143,9 @@ impl DaemonError {
     pub fn kind(&self) -> control::ErrorKind {
         use control::ErrorKind;
         match self {
-            DaemonError::Settings(_) => ErrorKind::Config,
+            DaemonError::Settings(_) | DaemonError::HostsAllow(_) | DaemonError::Guests { .. } => {
+                ErrorKind::Config
+            }
             DaemonError::Control(ControlError::AlreadyRunning { .. })
             | DaemonError::Journal(JournalError::InUse { .. }) => ErrorKind::Exists,
             DaemonError::Control(
@@ -339,7 +356,8 @@ pub struct ServeArgs {
     /// missing, xend's defaults apply).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The hypervisor backend.
+    /// The hypervisor backend: `sim` (the simulated hypervisor, no Xen
+    /// needed); `xen` is not available in this build yet.
     #[arg(long, value_enum, default_value = "sim")]
     pub backend: BackendKind,
     /// Listen for relocations on ADDR:PORT, whatever the config says (port 0:
@@ -355,6 +373,38 @@ pub struct ServeArgs {
     /// Timeout on every read and write of a relocation session, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub io_timeout: u64,
+    /// Guest memory the simulated hypervisor offers (sim backend; 64G when
+    /// not given). Guest memory is sparse: this is what admission counts,
+    /// not RAM the daemon takes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_capacity)]
+    pub sim_capacity: Option<u64>,
+    /// Guests the simulated hypervisor creates and starts at start-up (sim
+    /// backend): one a line, `NAME memory=SIZE [dirty-rate=RATE]
+    /// [pattern=uniform|hot] [seed=N]`, `#` comments.
+    #[arg(long, value_name = "FILE")]
+    pub guests: Option<PathBuf>,
+}
+
+fn parse_capacity(text: &str) -> Result<u64, String> {
+    crate::sim::parse_size(text).map_err(|e| e.to_string())
+}
+
+/// hosts-allow as the listener applies it: empty admits every peer; else
+/// the patterns compiled into one DFA, each peer named by reverse lookup and
+/// forward confirmation before it is matched. Load-time warnings are logged.
+fn admission_for(hosts_allow: &str) -> Result<Arc<dyn Admission>, DaemonError> {
+    if hosts_allow.trim().is_empty() {
+        return Ok(Arc::new(AdmitAll));
+    }
+    let (acl, warnings) = HostsAllow::compile(hosts_allow)
+        .map_err(|e| DaemonError::HostsAllow(e.with_setting(hosts_allow).to_string()))?;
+    for w in warnings.iter() {
+        tracing::warn!("xend-relocation-hosts-allow: {w}");
+    }
+    Ok(Arc::new(PatternAdmission::new(
+        SystemResolver,
+        move |ip: &str, fqdn: Option<&str>| acl.admit(ip, fqdn).is_admitted(),
+    )))
 }
 
 fn resolve_addr(text: &str) -> Result<SocketAddr, DaemonError> {
@@ -407,6 +457,22 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
         BackendKind::Sim => "sim",
         BackendKind::Xen => return Err(DaemonError::BackendUnavailable("xen")),
     };
+    // Read before anything is claimed, so a bad file stops nothing running.
+    let guests = match &args.guests {
+        Some(path) => {
+            let bad = |message: String| DaemonError::Guests {
+                path: path.clone(),
+                message,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+            crate::sim::parse_guests_file(&text).map_err(|e| bad(e.to_string()))?
+        }
+        None => Vec::new(),
+    };
+    let sim = Arc::new(SimBackend::with_capacity(
+        args.sim_capacity
+            .unwrap_or(sim_backend::DEFAULT_SIM_CAPACITY),
+    ));
 
     let (config_path, file) = match &args.config {
         Some(path) => (path.clone(), Some(ConfigFile::read(path)?)),
@@ -461,19 +527,7 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
     let io_timeout = Duration::from_secs(args.io_timeout);
     let max_sessions = usize::try_from(args.max_concurrent).unwrap_or(usize::MAX);
     let hosts_allow = cfg.hosts_allow.to_owned_string();
-    let admission: Arc<dyn Admission> = if hosts_allow.trim().is_empty() {
-        Arc::new(AdmitAll)
-    } else {
-        // Fail closed until the hosts-allow matcher is part of the build.
-        tracing::warn!(
-            hosts_allow = %hosts_allow,
-            "hosts-allow patterns cannot be matched by this build; every relocation peer is refused"
-        );
-        Arc::new(RefuseAll::new(
-            SystemResolver,
-            "hosts-allow patterns cannot be matched by this build",
-        ))
-    };
+    let admission = admission_for(&hosts_allow)?;
 
     let daemon = Daemon::start(
         DaemonConfig {
@@ -488,12 +542,21 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
             shutdown_grace: io_timeout,
         },
         |_journal| DaemonParts {
-            backend: Arc::new(EmptyBackend::new(backend_name)),
+            backend: sim.clone(),
             operations: Arc::new(NoOperations),
             admission,
             sessions: Arc::new(NoSessions),
         },
     )?;
+    if let Some(path) = &args.guests {
+        if let Err(e) = sim.create_all(&guests) {
+            daemon.stop();
+            return Err(DaemonError::Guests {
+                path: path.clone(),
+                message: e.message,
+            });
+        }
+    }
     tracing::info!(
         control = %daemon.control_path().display(),
         listen = %daemon.listen_addr().map_or_else(|| "-".to_owned(), |a| a.to_string()),

@@ -137,4 +137,47 @@ fn main() {
         &seed_cases,
         &blobs,
     );
+
+    // A site-sized list: one pattern per node of a 32-node cluster plus two
+    // management subnets, the shape of a real relocation ACL. Python tries
+    // the patterns one by one; the DFA walks the input once.
+    let mut site: Vec<String> = (1..=32)
+        .map(|n| format!(r"^node{n:02}\.cluster\.example\.org$"))
+        .collect();
+    site.push(r"^10\.1\.2\.\d{1,3}$".into());
+    site.push(r"^10\.1\.3\.\d{1,3}$".into());
+    let mut site_cases = Corpus {
+        settings: vec![site],
+        cases: Vec::new(),
+    };
+    for round in 0..250u32 {
+        let node = round % 40 + 1; // nodes 33..40 are not in the list
+        for (ip, name) in [
+            (
+                format!("192.0.2.{}", node),
+                format!("node{node:02}.cluster.example.org"),
+            ),
+            (
+                format!("10.1.3.{}", round % 250),
+                "mgmt.example.org".to_owned(),
+            ),
+            (
+                "198.51.100.7".to_owned(),
+                "node01.cluster.example.org.evil.example".to_owned(),
+            ),
+            ("203.0.113.9".to_owned(), "unknown.example.net".to_owned()),
+        ] {
+            site_cases.cases.push(relocd_tests::acl_gen::Case {
+                setting: 0,
+                ip,
+                name: Some(name),
+            });
+        }
+    }
+    let (site_cases, blobs) = usable(site_cases);
+    bench(
+        "a site-sized list: 32 node names and 2 subnets (34 patterns)",
+        &site_cases,
+        &blobs,
+    );
 }

@@ -1,0 +1,346 @@
+//! `relocd migrate [--live] DOMAIN HOST[:PORT]`: move a guest to another
+//! host's relocd.
+
+use super::summary::{outcome_json, transfer_text};
+use super::{call_long, unexpected, Failure, LongCommand, Output, EXIT_STATUS_HELP};
+use crate::daemon::control::{MigrateRequest, Outcome, Request};
+use serde_json::Value;
+use std::net::Ipv6Addr;
+use std::path::Path;
+
+/// xend's relocation port, used when neither `HOST:PORT` nor `--port` gives
+/// one (the daemon applies it; shown in messages).
+pub const DEFAULT_PORT: u16 = 8002;
+
+/// The destination as typed: a host name or address and an optional port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    /// Host name or address, IPv6 without brackets.
+    pub host: String,
+    /// The port, when `HOST:PORT` gave one.
+    pub port: Option<u16>,
+}
+
+impl Destination {
+    /// `host:port` for messages (`[v6]:port` for IPv6).
+    pub fn display(&self, port: u16) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{port}", self.host)
+        } else {
+            format!("{}:{port}", self.host)
+        }
+    }
+}
+
+/// Parses a port: 1 to 65535.
+pub fn parse_port(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(0) => Err("port 0 is not a port to connect to (use 1 to 65535)".to_owned()),
+        Ok(p) => Ok(p),
+        Err(_) => Err(format!("`{text}`: a port is a number from 1 to 65535")),
+    }
+}
+
+/// Parses `HOST`, `HOST:PORT`, `[V6ADDR]`, `[V6ADDR]:PORT` or a bare IPv6
+/// address (without a port).
+pub fn parse_destination(text: &str) -> Result<Destination, String> {
+    if text.is_empty() {
+        return Err("the destination host is empty".to_owned());
+    }
+    if text
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err(format!(
+            "`{text}`: a host name or address has no spaces or slashes"
+        ));
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let Some((addr, after)) = rest.split_once(']') else {
+            return Err(format!("`{text}`: missing `]` after the IPv6 address"));
+        };
+        if addr.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("`{addr}` is not an IPv6 address"));
+        }
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(p) => Some(parse_port(p)?),
+                None => return Err(format!("`{text}`: expected [ADDRESS]:PORT")),
+            },
+        };
+        (addr, port)
+    } else {
+        match text.matches(':').count() {
+            0 => (text, None),
+            1 => {
+                let (host, port) = text.split_once(':').unwrap_or((text, ""));
+                if host.is_empty() {
+                    return Err(format!("`{text}`: the host is missing before `:`"));
+                }
+                (host, Some(parse_port(port)?))
+            }
+            _ if text.parse::<Ipv6Addr>().is_ok() => (text, None),
+            _ => {
+                return Err(format!(
+                    "`{text}`: write an IPv6 address with a port as [ADDRESS]:PORT"
+                ))
+            }
+        }
+    };
+    Ok(Destination {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// Parses `--bandwidth`: a rate such as `100M/s` or `1G` (bytes per
+/// second, binary units), not zero.
+pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
+    match crate::sim::parse_rate(text) {
+        Ok(0) => Err("a bandwidth cap of 0 would send nothing".to_owned()),
+        Ok(rate) => Ok(rate),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+const ABOUT: &str = "Move a guest to another host's relocd (xm migrate / xl migrate)";
+
+const LONG_ABOUT: &str = "\
+Move a guest to another host's relocd (xm migrate / xl migrate).
+
+Offline (the default): the guest is paused, its memory and vCPU state are \
+copied, it starts on HOST and is destroyed here. With --live: pre-copy rounds \
+send memory while the guest runs, then a short stop-and-copy. Either way the \
+guest is destroyed here only after HOST holds a complete copy and says so; \
+any failure before that leaves it running here.
+
+HOST is a name or an address, optionally with :PORT (IPv6: [ADDRESS]:PORT); \
+the port defaults to 8002 (xend-relocation-port). HOST's relocd must listen \
+for relocations and admit this host (xend-relocation-hosts-allow).
+
+Backends: the sim backend (serve --backend sim) migrates its simulated \
+guests; the xen backend is not available yet. A daemon without the migration \
+engine answers \"migrate is not implemented yet\" (exit status 1).
+
+Ctrl-C sends cancel: a migration before its point of no return stops and \
+the guest keeps running here.";
+
+/// `relocd migrate`'s arguments.
+#[derive(Clone, Debug, clap::Args)]
+#[command(about = ABOUT, long_about = LONG_ABOUT, after_help = EXIT_STATUS_HELP)]
+pub struct MigrateArgs {
+    /// Live migration: pre-copy while the guest runs, then stop-and-copy.
+    #[arg(short = 'l', long)]
+    pub live: bool,
+    /// The destination's relocation port (default 8002, or HOST:PORT's).
+    #[arg(short = 'p', long, value_name = "PORT", value_parser = parse_port)]
+    pub port: Option<u16>,
+    /// The stop-and-copy's downtime target in milliseconds (default 300):
+    /// pre-copy stops once the dirty pages can be sent within it.
+    #[arg(long, value_name = "MS", requires = "live", value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub downtime_limit: Option<u64>,
+    /// Bandwidth cap, bytes per second with binary units: 100M/s, 1G.
+    #[arg(long, value_name = "RATE", value_parser = parse_bandwidth)]
+    pub bandwidth: Option<u64>,
+    /// At most N pre-copy rounds before the stop-and-copy.
+    #[arg(long, value_name = "N", requires = "live", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_iters: Option<u32>,
+    /// When the guest dirties memory faster than the link sends, give up
+    /// (the guest keeps running here) instead of stopping it anyway.
+    #[arg(long, requires = "live")]
+    pub abort_if_busy: bool,
+    /// The guest (name or id).
+    #[arg(value_name = "DOMAIN")]
+    pub domain: String,
+    /// The destination host and port.
+    #[arg(value_name = "HOST[:PORT]", value_parser = parse_destination,
+        help = "Where to: HOST, HOST:PORT or [IPV6]:PORT", long_help = "Where to: HOST, HOST:PORT or [IPV6]:PORT")]
+    pub host: Destination,
+}
+
+impl MigrateArgs {
+    /// The request to send; a usage error when the port is given twice,
+    /// differently.
+    pub fn to_request(&self) -> Result<MigrateRequest, Failure> {
+        let port = match (self.host.port, self.port) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(Failure::usage(format!(
+                    "two ports: {} in HOST and {b} with --port; give one",
+                    self.host.display(a)
+                )))
+            }
+            (a, b) => a.or(b),
+        };
+        Ok(MigrateRequest {
+            domain: self.domain.clone(),
+            host: self.host.host.clone(),
+            port,
+            live: self.live,
+            downtime_limit_ms: self.downtime_limit,
+            bandwidth_bytes_per_s: self.bandwidth,
+            max_iters: self.max_iters,
+            abort_if_busy: self.abort_if_busy,
+        })
+    }
+}
+
+/// Runs `relocd migrate`.
+pub fn run(control: &Path, args: &MigrateArgs, out: &Output) -> Result<(), Failure> {
+    let req = args.to_request()?;
+    let to = args.host.display(req.port.unwrap_or(DEFAULT_PORT));
+    let mode = if req.live { "live" } else { "offline" };
+    let cmd = LongCommand {
+        label: format!("migrate {} → {to}", req.domain),
+        on_cancel: format!("{} keeps running at the source", req.domain),
+    };
+    let outcome = call_long(control, &Request::Migrate(req.clone()), &cmd, out)?;
+    let Outcome::Migrated(summary) = &outcome else {
+        return Err(unexpected("migrate", &outcome));
+    };
+    if out.json {
+        out.print_json(&outcome_json(
+            &outcome,
+            &[
+                ("host", Value::from(args.host.host.clone())),
+                ("port", Value::from(req.port.unwrap_or(DEFAULT_PORT))),
+                ("live", Value::from(req.live)),
+            ],
+        ));
+    } else {
+        print!(
+            "{}",
+            transfer_text(
+                &format!("migrated {} to {to} ({mode})", summary.domain),
+                summary
+            )
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct T {
+        #[command(flatten)]
+        args: MigrateArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<MigrateArgs, String> {
+        T::try_parse_from(std::iter::once("migrate").chain(argv.iter().copied()))
+            .map(|t| t.args)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn destinations() {
+        let d = |host: &str, port| Destination {
+            host: host.into(),
+            port,
+        };
+        assert_eq!(parse_destination("hostb"), Ok(d("hostb", None)));
+        assert_eq!(parse_destination("hostb:8003"), Ok(d("hostb", Some(8003))));
+        assert_eq!(
+            parse_destination("10.0.0.2:8002"),
+            Ok(d("10.0.0.2", Some(8002)))
+        );
+        assert_eq!(parse_destination("[::1]:9000"), Ok(d("::1", Some(9000))));
+        assert_eq!(parse_destination("[fe80::1]"), Ok(d("fe80::1", None)));
+        assert_eq!(parse_destination("2001:db8::5"), Ok(d("2001:db8::5", None)));
+        assert_eq!(d("::1", None).display(8002), "[::1]:8002");
+        assert_eq!(d("hostb", None).display(1), "hostb:1");
+        for bad in [
+            "",
+            "hostb:0",
+            "hostb:",
+            "hostb:65536",
+            "hostb:x",
+            ":8002",
+            "[::1",
+            "[::1]8002",
+            "[hostb]:1",
+            "a:b:c",
+            "host b",
+            "a/b",
+        ] {
+            assert!(parse_destination(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_destination("hostb:0").unwrap_err().contains("port 0"));
+    }
+
+    #[test]
+    fn xm_and_long_spellings_agree() {
+        let short = parse(&["-l", "-p", "8003", "web1", "hostb"]).unwrap();
+        let long = parse(&["--live", "--port", "8003", "web1", "hostb"]).unwrap();
+        let req = short.to_request().unwrap();
+        assert_eq!(req, long.to_request().unwrap());
+        assert_eq!(
+            req,
+            MigrateRequest {
+                domain: "web1".into(),
+                host: "hostb".into(),
+                port: Some(8003),
+                live: true,
+                ..MigrateRequest::default()
+            }
+        );
+    }
+
+    #[test]
+    fn every_option_reaches_the_request() {
+        let req = parse(&[
+            "--live",
+            "--downtime-limit",
+            "50",
+            "--bandwidth",
+            "100M/s",
+            "--max-iters",
+            "7",
+            "--abort-if-busy",
+            "web1",
+            "[::1]:9000",
+        ])
+        .unwrap()
+        .to_request()
+        .unwrap();
+        assert_eq!(req.host, "::1");
+        assert_eq!(req.port, Some(9000));
+        assert_eq!(req.downtime_limit_ms, Some(50));
+        assert_eq!(req.bandwidth_bytes_per_s, Some(100 << 20));
+        assert_eq!(req.max_iters, Some(7));
+        assert!(req.abort_if_busy);
+        // The same port twice is fine; two different ones are not.
+        assert!(parse(&["-p", "9", "web1", "h:9"])
+            .unwrap()
+            .to_request()
+            .is_ok());
+        let two = parse(&["-p", "9", "web1", "h:10"])
+            .unwrap()
+            .to_request()
+            .unwrap_err();
+        assert_eq!(two.code, super::super::EXIT_USAGE);
+        assert!(two.error.message.contains("two ports"), "{:?}", two);
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_clearly() {
+        let cases: [(&[&str], &str); 8] = [
+            (&["--bandwidth", "fast", "web1", "h"], "fast"),
+            (&["--bandwidth", "0", "web1", "h"], "send nothing"),
+            (&["-p", "0", "web1", "h"], "port 0"),
+            (&["--live", "--max-iters", "0", "web1", "h"], "max-iters"),
+            (&["--downtime-limit", "50", "web1", "h"], "--live"),
+            (&["--abort-if-busy", "web1", "h"], "--live"),
+            (&["web1"], "HOST"),
+            (&["web1", "h:0"], "port 0"),
+        ];
+        for (argv, needle) in cases {
+            let err = parse(argv).unwrap_err();
+            assert!(err.contains(needle), "{argv:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `relocd save [-c] DOMAIN FILE`: write a guest to a file (as `xl save`).
+
+use super::summary::{outcome_json, transfer_text};
+use super::{absolute, call_long, unexpected, Failure, LongCommand, Output, EXIT_STATUS_HELP};
+use crate::daemon::control::{ErrorKind, Outcome, Request, SaveRequest};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const LONG_ABOUT: &str = "\
+Write a guest to a file (xl save): its memory and vCPU state as a Xen \
+migration stream, which `relocd restore` reads back.
+
+As with xl save, the guest is destroyed once the file is complete, unless -c \
+keeps it running. A failed or cancelled save leaves it running and removes \
+nothing but the partial file.
+
+FILE is written by the daemon: a relative path is taken from this shell's \
+directory, and the daemon must be able to write there.
+
+Backends: the sim backend saves its simulated guests; the xen backend is not \
+available yet. A daemon without the save engine answers \"save is not \
+implemented yet\" (exit status 1).";
+
+/// `relocd save`'s arguments.
+#[derive(Clone, Debug, clap::Args)]
+#[command(about = "Write a guest to a file (xl save)", long_about = LONG_ABOUT, after_help = EXIT_STATUS_HELP)]
+pub struct SaveArgs {
+    /// Keep the guest running after the save (a checkpoint), as xl save -c.
+    #[arg(short = 'c', long = "keep-running")]
+    pub keep_running: bool,
+    /// The guest (name or id).
+    #[arg(value_name = "DOMAIN")]
+    pub domain: String,
+    /// The file to write.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+impl SaveArgs {
+    /// The request, with FILE made absolute; a failure when FILE's
+    /// directory does not exist.
+    pub fn to_request(&self) -> Result<SaveRequest, Failure> {
+        let file = absolute(&self.file)?;
+        if file.as_os_str().to_string_lossy().ends_with('/') || self.file.as_os_str().is_empty() {
+            return Err(Failure::usage(format!(
+                "{}: FILE must name a file",
+                self.file.display()
+            )));
+        }
+        if let Some(dir) = file.parent() {
+            if !dir.is_dir() {
+                return Err(Failure::new(
+                    ErrorKind::NotFound,
+                    format!("{}: no such directory", dir.display()),
+                ));
+            }
+        }
+        Ok(SaveRequest {
+            domain: self.domain.clone(),
+            file,
+            keep_running: self.keep_running,
+        })
+    }
+}
+
+/// Runs `relocd save`.
+pub fn run(control: &Path, args: &SaveArgs, out: &Output) -> Result<(), Failure> {
+    let req = args.to_request()?;
+    let cmd = LongCommand {
+        label: format!("save {}", req.domain),
+        on_cancel: format!("{} keeps running; no file is left", req.domain),
+    };
+    let outcome = call_long(control, &Request::Save(req.clone()), &cmd, out)?;
+    let Outcome::Saved(summary) = &outcome else {
+        return Err(unexpected("save", &outcome));
+    };
+    if out.json {
+        out.print_json(&outcome_json(
+            &outcome,
+            &[
+                ("file", Value::from(req.file.display().to_string())),
+                ("keep_running", Value::from(req.keep_running)),
+            ],
+        ));
+    } else {
+        let fate = if req.keep_running {
+            "still running"
+        } else {
+            "destroyed"
+        };
+        print!(
+            "{}",
+            transfer_text(
+                &format!(
+                    "saved {} to {} (the guest is {fate})",
+                    summary.domain,
+                    req.file.display()
+                ),
+                summary
+            )
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct T {
+        #[command(flatten)]
+        args: SaveArgs,
+    }
+
+    #[test]
+    fn save_arguments() {
+        let t = T::try_parse_from(["save", "-c", "web1", "web1.save"]).unwrap();
+        let req = t.args.to_request().unwrap();
+        assert!(req.keep_running);
+        assert!(req.file.is_absolute());
+        assert!(req.file.ends_with("web1.save"));
+        let t = T::try_parse_from(["save", "web1", "/tmp/w.save"]).unwrap();
+        assert!(!t.args.to_request().unwrap().keep_running);
+        let t = T::try_parse_from(["save", "web1", "/nonexistent-dir/w.save"]).unwrap();
+        let e = t.args.to_request().unwrap_err();
+        assert_eq!(e.error.kind, ErrorKind::NotFound);
+        assert!(e.error.message.contains("/nonexistent-dir"), "{e:?}");
+        assert!(T::try_parse_from(["save", "web1"]).is_err());
+    }
+}
