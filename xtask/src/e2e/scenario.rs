@@ -60,7 +60,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "relocd-runs",
-        about: "the relocd built here runs in dom0 (--version; check-host when it has it)",
+        about: "the relocd built here runs in dom0: --version; check-host admits localhost, refuses a mismatch",
         hosts: 1,
         xen: XenBuild::Any,
         timeout: Duration::from_secs(30),
