@@ -101,9 +101,9 @@ fn print_usage() {
 pub fn main(args: &[String]) -> Result<()> {
     let o = parse_args(args)?;
     if o.list {
-        println!("{:<12} {:<5} about", "scenario", "hosts");
+        println!("{:<18} {:<5} about", "scenario", "hosts");
         for s in SCENARIOS {
-            println!("{:<12} {:<5} {}", s.name, s.hosts, s.about);
+            println!("{:<18} {:<5} {}", s.name, s.hosts, s.about);
         }
         return Ok(());
     }
