@@ -5,6 +5,10 @@
 //!   missing (as root) and says so.
 //! - `cargo xtask bench` — benchmarks, printed side by side as ratios.
 //! - `cargo xtask fuzz [SECONDS]` — runs every fuzz target for a set time.
+//! - `cargo xtask e2e [--list] [SCENARIO...]` — boots real Xen under QEMU
+//!   and runs the named scenarios in dom0 (see `e2e`).
+
+mod e2e;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -20,6 +24,7 @@ fn main() -> Result<()> {
         Some("test") => test(&root),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&root, &args[1..]),
+        Some("e2e") => e2e::main(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print_help();
             Ok(())
@@ -37,7 +42,8 @@ fn print_help() {
          tasks:\n  \
          test            fmt, clippy -D warnings, core for {BARE_TARGET}, cargo test --workspace\n  \
          bench [ARGS]    benchmarks, side by side with their references (ARGS go to the bench binary)\n  \
-         fuzz [SECONDS]  run every fuzz target for SECONDS each (default 60; needs nightly + cargo-fuzz)"
+         fuzz [SECONDS]  run every fuzz target for SECONDS each (default 60; needs nightly + cargo-fuzz)\n  \
+         e2e [--list] [SCENARIO...]  boot Xen 4.17 + dom0 under QEMU and run scenarios (logs in target/e2e/)"
     );
 }
 
@@ -155,6 +161,8 @@ fn test(root: &Path) -> Result<()> {
         .args(["doc", "--workspace", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     let counts = run_tests(cargo().args(["test", "--workspace"]).current_dir(root))?;
+    // real Xen under QEMU; skipped with the reason where it cannot run
+    e2e::from_test()?;
     eprintln!("xtask: all checks passed");
     // One closing line for the whole suite (cargo prints one per binary).
     println!(

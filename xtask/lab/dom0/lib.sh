@@ -1,0 +1,115 @@
+# Shell helpers for the e2e dom0 (busybox sh): markers the harness reads on
+# the serial console. Every marker starts a line with "E2E-".
+#   E2E-STEP-BEGIN name            e2e_step started a command
+#   E2E-STEP-END name rc secs      ... and it ended (secs on dom0's clock)
+#   E2E-REPORT key=value           a figure for the harness's summary
+#   E2E-FAIL message               the scenario failed (and exits 1)
+#   E2E-FILE-BEGIN name / E2E-FILE-END name   a file copied to target/e2e/
+E2E_CONSOLE_DIR=/var/log/xen/console
+
+e2e_now() { cut -d' ' -f1 /proc/uptime; }
+
+e2e_secs() { # e2e_secs T0 T1 -> seconds between two e2e_now readings
+  awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'
+}
+
+e2e_arg() { # e2e_arg e2e.foo -> value of e2e.foo=... on the kernel command line
+  for _a in $(cat /proc/cmdline); do
+    case "$_a" in "$1="*) echo "${_a#*=}"; return 0 ;; esac
+  done
+  return 1
+}
+
+e2e_report() { echo "E2E-REPORT $1=$2"; }
+
+e2e_fail() {
+  echo "E2E-FAIL $*"
+  xl list 2>&1
+  exit 1
+}
+
+e2e_step() { # e2e_step NAME CMD ARGS... -> runs CMD, times it, returns its rc
+  _name=$1; shift
+  _t0=$(e2e_now)
+  echo "E2E-STEP-BEGIN $_name"
+  "$@"
+  _rc=$?
+  echo "E2E-STEP-END $_name $_rc $(e2e_secs "$_t0" "$(e2e_now)")"
+  return $_rc
+}
+
+e2e_collect() { # e2e_collect FILE [NAME] -> the harness saves it as NAME
+  _n=${2:-${1##*/}}
+  echo "E2E-FILE-BEGIN $_n"
+  [ -f "$1" ] && cat "$1"
+  echo
+  echo "E2E-FILE-END $_n"
+}
+
+# The test guest prints "GUEST counter=N sum=CRC" every second; xenconsoled
+# writes it to $E2E_CONSOLE_DIR/guest-NAME.log.
+e2e_counters() { # e2e_counters LOG [FROM_LINE] -> the counters, one a line
+  tail -n +"${2:-1}" "$1" 2>/dev/null | grep -o 'GUEST counter=[0-9]*' | cut -d= -f2
+}
+
+e2e_last_counter() { e2e_counters "$@" | tail -1; }
+
+e2e_wait_counter() { # e2e_wait_counter LOG MIN TIMEOUT_S [FROM_LINE]
+  _i=0
+  while [ "$_i" -lt "$3" ]; do
+    _c=$(e2e_last_counter "$1" "${4:-1}")
+    if [ -n "$_c" ] && [ "$_c" -ge "$2" ]; then
+      echo "E2E-INFO counter $_c (>= $2) after ${_i}s"
+      return 0
+    fi
+    sleep 1
+    _i=$((_i + 1))
+  done
+  echo "E2E-INFO counter did not reach $2 within $3 s; console log ends with:"
+  tail -5 "$1" 2>/dev/null
+  return 1
+}
+
+# The test guest (lab/guest/): its name, config and console log.
+E2E_GUEST=e2e-guest
+E2E_GUEST_CFG=/e2e/guest/guest.cfg
+E2E_GUEST_LOG=$E2E_CONSOLE_DIR/guest-$E2E_GUEST.log
+
+e2e_guest_start() { # creates the test guest and waits until it counted to 5
+  xl destroy $E2E_GUEST >/dev/null 2>&1
+  rm -f "$E2E_CONSOLE_DIR"/guest-*
+  e2e_step create xl create "$E2E_GUEST_CFG" || e2e_fail "xl create failed"
+  e2e_step first-counter e2e_wait_counter "$E2E_GUEST_LOG" 1 120 \
+    || e2e_fail "the guest never counted"
+  e2e_wait_counter "$E2E_GUEST_LOG" 5 60 || e2e_fail "the guest stopped counting"
+}
+
+e2e_log_mark() { # the number of the next line the guest's console log gets
+  echo $(($(wc -l < "$E2E_GUEST_LOG") + 1))
+}
+
+# e2e_guest_goes_on NAME BEFORE LOG FROM_LINE: after an interruption (a
+# restore, a migration) the guest's counter, last seen at BEFORE, must go on
+# at BEFORE+1 in console log LOG from line FROM_LINE on, rise by one a tick,
+# without a reboot, with a working set that still changes and that the guest
+# found intact. Reports NAME's first counter.
+e2e_guest_goes_on() {
+  e2e_step "$1-counting" e2e_wait_counter "$3" $(($2 + 3)) 60 "$4" \
+    || e2e_fail "the guest did not go on counting after $1"
+  _first=$(e2e_counters "$3" "$4" | head -1)
+  e2e_report "first_counter_after_$1" "$_first"
+  tail -n +"$4" "$3" | grep -q GUEST-BOOTED && e2e_fail "the guest rebooted during $1"
+  [ "$_first" = $(($2 + 1)) ] \
+    || e2e_fail "after $1 the counter went on at $_first, not $(($2 + 1))"
+  _prev=$2
+  for _c in $(e2e_counters "$3" "$4"); do
+    [ "$_c" = $((_prev + 1)) ] || e2e_fail "after $1 the counter jumped from $_prev to $_c"
+    _prev=$_c
+  done
+  grep -q GUEST-CORRUPT "$E2E_CONSOLE_DIR"/guest-* && e2e_fail "the guest found its working set changed"
+  grep -h 'GUEST counter=' "$E2E_CONSOLE_DIR"/guest-* | grep -vq 'sum=[0-9a-f]\{16\}' \
+    && e2e_fail "a counter line has no checksum"
+  _sums=$(tail -n +"$4" "$3" | grep -o 'sum=[0-9a-f]*' | sort -u | wc -l)
+  [ "$_sums" -ge 2 ] || e2e_fail "the working set did not change after $1"
+  return 0
+}

@@ -1,0 +1,251 @@
+//! The scenarios `cargo xtask e2e` knows, and the console markers their
+//! scripts print.
+//!
+//! A scenario is a shell script, `xtask/lab/scenarios/NAME.sh`, run inside
+//! dom0 by `xtask/lab/dom0/cmdloop.sh` when the harness types `run NAME` on
+//! the host's serial console. Scripts source `/e2e/lib.sh`, whose helpers
+//! print the markers parsed by [`Marker::parse`].
+//!
+//! To add a scenario: write its script, add an entry to [`SCENARIOS`]. A
+//! scenario with `hosts: 2` runs the same script on two virtual hosts joined
+//! by a link (`-netdev socket` over 127.0.0.1; inside, 169.254.0.1 is role
+//! `A` and 169.254.0.2 is role `B`, read with `e2e_arg e2e.role`; the
+//! peer's address is `e2e.peer`). `lab/dom0/lib.sh` has the test guest's
+//! helpers (`e2e_guest_start`, `e2e_guest_goes_on`). Planned next: `relocd
+//! list` against `xl list`, log-dirty on the running guest (`xen:
+//! XenBuild::Shadow`), relocd save/restore against `xl restore`, and
+//! migration between two hosts.
+
+use std::time::Duration;
+
+/// Which hypervisor image a scenario needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XenBuild {
+    /// Debian's `xen-hypervisor-4.17-amd64` as it is, or the rebuild.
+    Any,
+    /// The rebuild with `CONFIG_SHADOW_PAGING=y` (PV log-dirty, migration).
+    Shadow,
+}
+
+/// One named scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    /// The name given on the command line; the script is `NAME.sh`.
+    pub name: &'static str,
+    /// One line for `--list`.
+    pub about: &'static str,
+    /// How many virtual Xen hosts it needs (1 or 2).
+    pub hosts: usize,
+    /// The hypervisor it needs.
+    pub xen: XenBuild,
+    /// How long its script may run, from `run NAME` to its end marker.
+    pub timeout: Duration,
+}
+
+/// Every scenario, in the order a plain `cargo xtask e2e` runs them.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "boot",
+        about: "Xen 4.17 and the PV dom0 are up, xenstored runs, `xl info` and `xl list` answer",
+        hosts: 1,
+        xen: XenBuild::Any,
+        timeout: Duration::from_secs(30),
+    },
+    Scenario {
+        name: "guest",
+        about: "the PV test guest counts; xl save + xl restore; it counts on from where it was",
+        hosts: 1,
+        xen: XenBuild::Any,
+        timeout: Duration::from_secs(150),
+    },
+    Scenario {
+        name: "relocd-runs",
+        about: "the relocd built here runs in dom0: --version; check-host admits localhost, refuses a mismatch",
+        hosts: 1,
+        xen: XenBuild::Any,
+        timeout: Duration::from_secs(30),
+    },
+    Scenario {
+        name: "xl-migrate",
+        about: "xl live-migrates the test guest to the same host (PV log-dirty); it counts on",
+        hosts: 1,
+        xen: XenBuild::Shadow,
+        timeout: Duration::from_secs(150),
+    },
+    Scenario {
+        name: "link",
+        about: "two hosts: each dom0 reaches the other over the socket link (169.254.0.x)",
+        hosts: 2,
+        xen: XenBuild::Any,
+        timeout: Duration::from_secs(60),
+    },
+    Scenario {
+        name: "xl-migrate-remote",
+        about: "two hosts: xl live-migrates the test guest from A to B over the link; it counts on",
+        hosts: 2,
+        xen: XenBuild::Shadow,
+        timeout: Duration::from_secs(240),
+    },
+];
+
+/// The scenario called `name`.
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+/// A line the dom0 side prints for the harness (see `lab/dom0/lib.sh`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Marker<'a> {
+    /// dom0's toolstack is up (`E2E-DOM0-READY`).
+    Dom0Ready,
+    /// The command loop reads the console (`E2E-LISTENING`).
+    Listening,
+    /// `E2E-SCENARIO-BEGIN name`
+    ScenarioBegin(&'a str),
+    /// `E2E-SCENARIO-END name rc secs`
+    ScenarioEnd { name: &'a str, rc: i32, secs: f64 },
+    /// `E2E-STEP-BEGIN name`
+    StepBegin(&'a str),
+    /// `E2E-STEP-END name rc secs`
+    StepEnd { name: &'a str, rc: i32, secs: f64 },
+    /// `E2E-REPORT key=value`
+    Report { key: &'a str, value: &'a str },
+    /// `E2E-FAIL message`
+    Fail(&'a str),
+    /// `E2E-FILE-BEGIN name`: the lines up to `E2E-FILE-END` are a file.
+    FileBegin(&'a str),
+    /// `E2E-FILE-END name`
+    FileEnd(&'a str),
+    /// `E2E-BAD-COMMAND ...`: the command loop did not understand a line.
+    BadCommand(&'a str),
+    /// `E2E-WARN ...`
+    Warn(&'a str),
+    /// Any other `E2E-` line (`E2E-INFO`, ...).
+    Other(&'a str),
+}
+
+impl<'a> Marker<'a> {
+    /// The marker in a console line, if it has one. The marker may follow
+    /// other text on the line (a kernel message without its newline, say).
+    pub fn parse(line: &'a str) -> Option<Marker<'a>> {
+        let at = line.find("E2E-")?;
+        let text = line[at + 4..].trim_end();
+        let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
+        let rest = rest.trim();
+        let mut fields = rest.split_whitespace();
+        let marker = match word {
+            "DOM0-READY" => Marker::Dom0Ready,
+            "LISTENING" => Marker::Listening,
+            "SCENARIO-BEGIN" => Marker::ScenarioBegin(fields.next()?),
+            "SCENARIO-END" => Marker::ScenarioEnd {
+                name: fields.next()?,
+                rc: fields.next()?.parse().ok()?,
+                secs: fields.next()?.parse().ok()?,
+            },
+            "STEP-BEGIN" => Marker::StepBegin(fields.next()?),
+            "STEP-END" => Marker::StepEnd {
+                name: fields.next()?,
+                rc: fields.next()?.parse().ok()?,
+                secs: fields.next()?.parse().ok()?,
+            },
+            "REPORT" => {
+                let (key, value) = rest.split_once('=')?;
+                Marker::Report { key, value }
+            }
+            "FAIL" => Marker::Fail(rest),
+            "FILE-BEGIN" => Marker::FileBegin(fields.next()?),
+            "FILE-END" => Marker::FileEnd(fields.next()?),
+            "BAD-COMMAND" => Marker::BadCommand(rest),
+            "WARN" => Marker::Warn(rest),
+            _ => Marker::Other(text),
+        };
+        Some(marker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_marker_the_scripts_print() {
+        let cases: &[(&str, Marker)] = &[
+            ("E2E-DOM0-READY uptime=4.51", Marker::Dom0Ready),
+            ("E2E-LISTENING", Marker::Listening),
+            ("E2E-SCENARIO-BEGIN guest", Marker::ScenarioBegin("guest")),
+            (
+                "E2E-SCENARIO-END guest 0 41.20\r",
+                Marker::ScenarioEnd {
+                    name: "guest",
+                    rc: 0,
+                    secs: 41.2,
+                },
+            ),
+            ("E2E-STEP-BEGIN save", Marker::StepBegin("save")),
+            (
+                "E2E-STEP-END save 1 1.25",
+                Marker::StepEnd {
+                    name: "save",
+                    rc: 1,
+                    secs: 1.25,
+                },
+            ),
+            (
+                "E2E-REPORT xen_version=4.17.5-e2e-shadow",
+                Marker::Report {
+                    key: "xen_version",
+                    value: "4.17.5-e2e-shadow",
+                },
+            ),
+            (
+                "E2E-REPORT note=a=b c",
+                Marker::Report {
+                    key: "note",
+                    value: "a=b c",
+                },
+            ),
+            ("E2E-FAIL xl save failed", Marker::Fail("xl save failed")),
+            (
+                "E2E-FILE-BEGIN xl-info.txt",
+                Marker::FileBegin("xl-info.txt"),
+            ),
+            ("E2E-FILE-END xl-info.txt", Marker::FileEnd("xl-info.txt")),
+            ("E2E-BAD-COMMAND 'rn'", Marker::BadCommand("'rn'")),
+            ("E2E-WARN insmod x failed", Marker::Warn("insmod x failed")),
+            ("E2E-INFO guest OK", Marker::Other("INFO guest OK")),
+        ];
+        for (line, want) in cases {
+            assert_eq!(Marker::parse(line).as_ref(), Some(want), "{line}");
+        }
+    }
+
+    #[test]
+    fn finds_a_marker_after_other_text_and_rejects_malformed_ones() {
+        assert_eq!(
+            Marker::parse("[   12.3] xen: foo E2E-STEP-BEGIN create"),
+            Some(Marker::StepBegin("create"))
+        );
+        assert_eq!(Marker::parse("GUEST counter=3 sum=1234"), None);
+        assert_eq!(Marker::parse("E2E-STEP-END save"), None);
+        assert_eq!(Marker::parse("E2E-STEP-END save x 1.0"), None);
+        assert_eq!(Marker::parse("E2E-SCENARIO-END guest 0"), None);
+        assert_eq!(Marker::parse("E2E-REPORT novalue"), None);
+        assert_eq!(Marker::parse("E2E-SCENARIO-BEGIN"), None);
+    }
+
+    #[test]
+    fn every_scenario_has_its_script_and_a_unique_name() {
+        let lab = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("lab/scenarios");
+        for (i, s) in SCENARIOS.iter().enumerate() {
+            assert!(
+                lab.join(format!("{}.sh", s.name)).is_file(),
+                "no script for {}",
+                s.name
+            );
+            assert!((1..=2).contains(&s.hosts), "{}", s.name);
+            assert_eq!(find(s.name).map(|f| f.name), Some(s.name));
+            assert!(SCENARIOS[..i].iter().all(|o| o.name != s.name));
+        }
+        assert!(find("no-such").is_none());
+    }
+}
