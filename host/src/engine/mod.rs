@@ -212,6 +212,11 @@ impl Engine {
         }
     }
 
+    /// Sessions running now (outgoing migrations and incoming ones).
+    pub fn active_sessions(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
     /// Whether [`crash`](Self::crash) was called.
     pub fn is_crashed(&self) -> bool {
         self.crashed.load(Ordering::SeqCst)
