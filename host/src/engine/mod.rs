@@ -1,5 +1,5 @@
 //! The migration engine: the daemon's [`Operations`] (migrate, save,
-//! restore, resolve) and its [`SessionHandler`] (incoming relocations) over
+//! restore, resolve) and its [`SessionHandler`](crate::daemon::SessionHandler) (incoming relocations) over
 //! the simulated hypervisor ([`SimBackend`]), the session drivers
 //! ([`crate::session`]) and the daemon's durable [`Journal`].
 //!
@@ -10,14 +10,14 @@
 //!   guest is gone here; when the outcome cannot be known (the peer vanished
 //!   after the commit) the guest stays paused, `relocd list` says "in doubt"
 //!   and the error says how to settle it.
-//! - Incoming sessions run [`run_dest`] with admission: the daemon's
+//! - Incoming sessions run [`run_dest`](crate::session::run_dest) with admission: the daemon's
 //!   shutdown, the hypervisor's name and capacity check, then an empty,
 //!   paused domain; the listener enforces the concurrency limit and
-//!   [`SessionHandler::busy`] answers the protocol's refusal. The domain is
+//!   [`SessionHandler::busy`](crate::daemon::SessionHandler::busy) answers the protocol's refusal. The domain is
 //!   unpaused only after the commit, and destroyed on any failure before it.
 //! - `save` writes the same stream to a file in xl's save-file framing
 //!   (`FILE.tmp`, fsync, rename); `restore` builds a paused domain from such
-//!   a file and unpauses it once the stream is complete ([`file`]).
+//!   a file and unpauses it once the stream is complete (the [`file`](mod@file) module).
 //! - `resolve` journals the operator's decision, then settles the guest.
 //!
 //! On start-up ([`Engine::new`]) the journal's open sessions are reconciled
