@@ -462,3 +462,61 @@ fn bad_input_from_the_network_is_refused_and_the_daemon_serves_on() {
     a.call(&migrate_req("web1", b.addr(), true)).unwrap();
     check_moved(&spec, &a, &b);
 }
+
+#[test]
+fn cancel_from_the_client_leaves_the_guest_running_at_the_source() {
+    let dir = scratch("cancel");
+    let a = node(&dir, "a", false, 1 << 30, Arc::new(AdmitAll));
+    let b = node(&dir, "b", true, 1 << 30, Arc::new(AdmitAll));
+    create(&a, "web1", 16 * MIB);
+    let to = b.addr();
+    let mut client = Client::connect(a.control()).unwrap();
+    let mut canceller = client.canceller().unwrap();
+    let mut sent = false;
+    // 16 MiB at 4 MiB/s: the first progress line (a round's end) comes
+    // seconds before the end, and the cancel with it.
+    let r = client.call(
+        &Request::Migrate(MigrateRequest {
+            domain: "web1".into(),
+            host: to.ip().to_string(),
+            port: Some(to.port()),
+            live: true,
+            bandwidth_bytes_per_s: Some(4 * MIB),
+            ..MigrateRequest::default()
+        }),
+        |p| {
+            if !sent && p.pages_sent > 0 {
+                canceller.cancel().unwrap();
+                sent = true;
+            }
+        },
+    );
+    match r {
+        Err(ClientError::Remote(e)) => {
+            assert_eq!(e.kind, ErrorKind::Cancelled, "{e:?}");
+            assert!(e.message.contains("keeps running here"), "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(sent);
+    running_at(&a, "web1");
+    eventually("the destination drops its copy", || {
+        b.sim.hypervisor().list().is_empty()
+    });
+}
+
+#[test]
+fn the_demo_runs_and_its_checks_pass() {
+    let args = relocd::demo::DemoArgs {
+        memory: 16 * MIB,
+        dirty_rate: 4 * MIB,
+        pattern: relocd::cli::sim::PatternArg::Hot,
+        downtime_limit: 300,
+        warm_up: 50,
+    };
+    let out = relocd::cli::Output {
+        json: true,
+        progress: false,
+    };
+    relocd::demo::run(&args, &out).unwrap();
+}
