@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
 use relocd::session::{
-    run_dest, run_source, Clock, DestOptions, DestReport, FileJournal, Progress, SessionError,
-    SourceOptions, SourceReport,
+    run_dest, run_source, Clock, DestOptions, DestReport, FileJournal, ImageError, JournalSink,
+    Progress, SessionError, SourceOptions, SourceReport,
 };
 use relocd::sim::{
     DomainState, Drive, GuestSpec, SimError, SimHypervisor, SimSink, SimSource, PAGE_SIZE,
 };
 use relocd_core::protocol::journal::{RecordKind, Role};
-use relocd_core::protocol::{AdmissionRequest, Error, RefuseReason};
+use relocd_core::protocol::{AbortReason, AdmissionRequest, Error, RefuseReason};
 
 const MIB: u64 = 1 << 20;
 
@@ -116,9 +116,20 @@ fn migrate(
     dest: JoinHandle<Result<DestReport, SessionError>>,
     cancel_at_first_progress: bool,
 ) -> Run {
+    let mut j = FileJournal::open(&dir.join("source.journal")).unwrap();
+    migrate_with_journal(guest, to, opts, &mut j, dest, cancel_at_first_progress)
+}
+
+fn migrate_with_journal(
+    guest: &relocd::sim::SimGuest,
+    to: SocketAddr,
+    opts: &SourceOptions,
+    j: &mut dyn JournalSink,
+    dest: JoinHandle<Result<DestReport, SessionError>>,
+    cancel_at_first_progress: bool,
+) -> Run {
     let link = TcpStream::connect(to).unwrap();
     link.set_nodelay(true).unwrap();
-    let mut j = FileJournal::open(&dir.join("source.journal")).unwrap();
     let cancel = AtomicBool::new(false);
     let mut progress = Vec::new();
     let mut on_progress = |p: Progress| {
@@ -132,7 +143,7 @@ fn migrate(
         link,
         &mut src_guest,
         opts,
-        &mut j,
+        j,
         &mut on_progress,
         &cancel,
         &Clock::new(),
@@ -401,6 +412,273 @@ fn cancel_leaves_the_guest_running_at_source() {
         run.dst
     );
     assert!(!run.progress.is_empty());
+    still_at_source(&src_hv, &g);
+    assert!(dst_hv.list().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Raw bytes to a destination; returns its result.
+fn feed_dest(bytes: &[u8], dst_hv: &SimHypervisor, tag: &str) -> Result<DestReport, SessionError> {
+    let dir = temp_dir(tag);
+    let (addr, dest) = spawn_dest(dst_hv, &dir);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(bytes).unwrap();
+    // Whatever the destination answers, then its close.
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let r = dest.join().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    r
+}
+
+#[test]
+fn bad_input_at_the_destination_is_refused_without_a_domain() {
+    use relocd_core::protocol::{Limit, Misbehavior};
+    let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    // A length prefix of 4 GiB: refused before a byte of body is read.
+    let r = feed_dest(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3], &dst_hv, "oversize");
+    assert!(
+        matches!(
+            r,
+            Err(SessionError::Aborted(Error::LimitExceeded(
+                Limit::FrameTooLong { .. }
+            )))
+        ),
+        "{r:?}"
+    );
+    // xm migrate's S-expression.
+    let r = feed_dest(b"(receive)", &dst_hv, "xend");
+    assert!(
+        matches!(
+            r,
+            Err(SessionError::Aborted(Error::PeerMisbehaved(
+                Misbehavior::XendProtocol
+            )))
+        ),
+        "{r:?}"
+    );
+    // A well-framed body that is not a message.
+    let r = feed_dest(&[0, 0, 0, 4, 0xee, 0xee, 0xee, 0xee], &dst_hv, "garbage");
+    assert!(
+        matches!(
+            r,
+            Err(SessionError::Aborted(Error::PeerMisbehaved(
+                Misbehavior::Malformed
+            )))
+        ),
+        "{r:?}"
+    );
+    assert!(dst_hv.list().is_empty());
+}
+
+/// Forwards source → destination freely; destination → source only the
+/// first `back_limit` bytes, then swallows the rest (a link that loses
+/// the destination's answers).
+fn spawn_muting_proxy(dest: SocketAddr, back_limit: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let (mut from_src, _) = listener.accept().unwrap();
+        let mut to_dst = TcpStream::connect(dest).unwrap();
+        let (mut back_src, mut back_dst) =
+            (from_src.try_clone().unwrap(), to_dst.try_clone().unwrap());
+        thread::spawn(move || {
+            let mut buf = [0u8; 1];
+            let mut passed = 0;
+            while let Ok(1) = back_dst.read(&mut buf) {
+                if passed < back_limit {
+                    passed += 1;
+                    if back_src.write_all(&buf).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from_src.read(&mut buf) {
+            if n == 0 || to_dst.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_dst.shutdown(Shutdown::Both);
+    });
+    addr
+}
+
+#[test]
+fn lost_committed_leaves_the_source_in_doubt_and_suspended() {
+    let dir = temp_dir("indoubt");
+    let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let spec = GuestSpec::new("web1", 16 * MIB)
+        .unwrap()
+        .with_dirty_rate(4 * MIB)
+        .unwrap();
+    let g = src_hv.create(&spec, false).unwrap();
+    g.advance(20);
+    let (dest_addr, dest) = spawn_dest(&dst_hv, &dir);
+    // HelloAck (7 bytes), Admitted (5) and Prepared (5) get back to the
+    // source; Committed does not.
+    let proxy = spawn_muting_proxy(dest_addr, 17);
+    let mut opts = SourceOptions::new(12, "web1", false);
+    opts.timeouts.protocol.commit = relocd_core::time::Duration::from_millis(500);
+    let run = migrate(&g, proxy, &opts, &dir, dest, false);
+    assert!(
+        matches!(run.src, Err(SessionError::InDoubt(Error::Timeout { .. }))),
+        "{:?}",
+        run.src
+    );
+    run.dst.unwrap();
+    // The source keeps its copy, suspended; the journal says in doubt.
+    assert_eq!(g.state(), DomainState::Paused);
+    assert_eq!(g.advance(1), 0);
+    assert_eq!(
+        kinds(&dir.join("source.journal"), Role::Source),
+        [RecordKind::Commit]
+    );
+    assert_eq!(
+        relocd_core::protocol::journal::recover_source(Some(RecordKind::Commit)),
+        relocd_core::protocol::journal::SourceRecovery::InDoubt
+    );
+    // Exactly one copy runs: the destination's, with the right memory.
+    let d = dst_hv.by_name("web1").unwrap();
+    assert_eq!(d.state(), DomainState::Running);
+    d.pause().unwrap();
+    assert_eq!(d.steps(), Some(20));
+    d.verify(&spec.expected_memory(20)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A journal whose disk is gone.
+struct BrokenJournal;
+
+impl JournalSink for BrokenJournal {
+    fn record(&mut self, _: &relocd_core::protocol::journal::Record) -> std::io::Result<()> {
+        Err(std::io::Error::other("disk gone"))
+    }
+}
+
+#[test]
+fn commit_journal_failure_aborts_before_the_point_of_no_return() {
+    let dir = temp_dir("journalfail");
+    let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let spec = GuestSpec::new("web1", 16 * MIB).unwrap();
+    let g = src_hv.create(&spec, false).unwrap();
+    g.advance(5);
+    let (addr, dest) = spawn_dest(&dst_hv, &dir);
+    let opts = SourceOptions::new(13, "web1", false);
+    let run = migrate_with_journal(&g, addr, &opts, &mut BrokenJournal, dest, false);
+    assert!(
+        matches!(run.src, Err(SessionError::Journal(_))),
+        "{:?}",
+        run.src
+    );
+    // The destination was told (Abort) and never ran its copy.
+    assert!(
+        matches!(
+            run.dst,
+            Err(SessionError::Aborted(Error::Aborted(
+                AbortReason::SourceFailed
+            )))
+        ),
+        "{:?}",
+        run.dst
+    );
+    still_at_source(&src_hv, &g);
+    assert_eq!(g.steps(), Some(7));
+    assert!(dst_hv.list().is_empty());
+    assert!(FileJournal::read(&dir.join("dest.journal"))
+        .unwrap()
+        .is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A sink whose memory runs out after `left` batches.
+struct FailingSink {
+    inner: SimSink,
+    left: u32,
+}
+
+impl relocd_core::guest::SinkGuest for FailingSink {
+    type Error = relocd::sim::SimFault;
+    fn populate(
+        &mut self,
+        pfns: &[u64],
+        types: &[relocd_core::guest::PageType],
+    ) -> Result<(), Self::Error> {
+        if self.left == 0 {
+            return Err(relocd::sim::SimFault::NoCapacity);
+        }
+        self.left -= 1;
+        self.inner.populate(pfns, types)
+    }
+    fn write_pages(
+        &mut self,
+        pfns: &[u64],
+        types: &[relocd_core::guest::PageType],
+        data: &[u8],
+    ) -> Result<(), Self::Error> {
+        self.inner.write_pages(pfns, types, data)
+    }
+    fn set_vcpu_context(&mut self, vcpu: u32, blob: &[u8]) -> Result<(), Self::Error> {
+        self.inner.set_vcpu_context(vcpu, blob)
+    }
+    fn unpause(&mut self) -> Result<(), Self::Error> {
+        self.inner.unpause()
+    }
+    fn destroy(&mut self) -> Result<(), Self::Error> {
+        self.inner.destroy()
+    }
+}
+
+#[test]
+fn destination_failure_mid_image_is_reported_to_the_source() {
+    let dir = temp_dir("sinkfail");
+    let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let spec = GuestSpec::new("web1", 64 * MIB).unwrap();
+    let g = src_hv.create(&spec, false).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hv, journal) = (dst_hv.clone(), dir.join("dest.journal"));
+    let dest = thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut j = FileJournal::open(&journal).unwrap();
+        run_dest(
+            s,
+            |req: &AdmissionRequest| {
+                admission(&hv, req).map(|inner| FailingSink { inner, left: 3 })
+            },
+            &DestOptions::default(),
+            &mut j,
+            &Clock::new(),
+        )
+    });
+    let run = migrate(
+        &g,
+        addr,
+        &SourceOptions::new(14, "web1", true),
+        &dir,
+        dest,
+        false,
+    );
+    assert!(
+        matches!(run.dst, Err(SessionError::Image(ImageError::Sink(_)))),
+        "{:?}",
+        run.dst
+    );
+    // The source hears the reason, not just a cut.
+    assert!(
+        matches!(
+            run.src,
+            Err(SessionError::Aborted(Error::Aborted(
+                AbortReason::DestFailed
+            )))
+        ),
+        "{:?}",
+        run.src
+    );
     still_at_source(&src_hv, &g);
     assert!(dst_hv.list().is_empty());
     std::fs::remove_dir_all(&dir).unwrap();

@@ -156,6 +156,9 @@ where
                 DestAction::Finished(o) => {
                     // A last answer (Committed, Refused, Abort) if any.
                     flush(&mut sm, &mut link, &mut ctl, &mut link_dead, now);
+                    if !link_dead {
+                        linger(&mut link);
+                    }
                     link.shutdown();
                     let session = req.as_ref().map_or(0, |r| r.session);
                     let uuid = req.as_ref().map_or([0; 16], |r| r.uuid);
@@ -305,6 +308,33 @@ fn flush<L: Link>(sm: &mut Dest, link: &mut L, ctl: &mut [u8], link_dead: &mut b
         if write_all(link, &ctl[..n]).is_err() {
             *link_dead = true;
             sm.handle_link_error(now);
+        }
+    }
+}
+
+/// How long a finished destination keeps reading after its last answer.
+const LINGER: Duration = Duration::from_millis(250);
+
+/// Closes our direction and reads (discarding) until the source closes
+/// or [`LINGER`] passes: the source then reads our last answer (an
+/// `Abort` with its reason) instead of a reset caused by image bytes it
+/// had in flight.
+fn linger<L: Link>(link: &mut L) {
+    link.close_write();
+    let until = std::time::Instant::now() + LINGER;
+    let mut buf = [0u8; 64 * 1024];
+    while std::time::Instant::now() < until {
+        match std::io::Read::read(link, &mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return,
         }
     }
 }

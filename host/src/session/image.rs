@@ -59,6 +59,10 @@ pub trait ImageEncoder {
     fn start(&mut self, info: &GuestInfo, out: &mut Vec<u8>) -> Result<(), ImageError>;
     /// One batch of pages: `types[i]` is the type of `pfns[i]`, `data` the
     /// packed contents of those that have data (`SourceGuest::read_pages`).
+    ///
+    /// Appends to `out` the bytes of the batch's record(s) that precede the
+    /// page contents; the chunk is `out` followed by `data` itself, which
+    /// the caller sends from its own buffer, spared a copy.
     fn pages(
         &mut self,
         pfns: &[Pfn],
@@ -80,14 +84,29 @@ pub trait ImageDecoder {
     fn pages_applied(&self) -> u64;
 }
 
-/// A writer's sink that collects bytes for one chunk.
-#[derive(Debug, Default)]
-struct ChunkSink(Vec<u8>);
+/// A writer's sink that collects bytes for one chunk, keeping at most
+/// `keep` bytes (the rest is what the caller sends from its own buffer).
+#[derive(Debug)]
+struct ChunkSink {
+    buf: Vec<u8>,
+    keep: usize,
+}
+
+impl Default for ChunkSink {
+    fn default() -> Self {
+        ChunkSink {
+            buf: Vec::new(),
+            keep: usize::MAX,
+        }
+    }
+}
 
 impl Sink for ChunkSink {
     type Error = core::convert::Infallible;
     fn write_all(&mut self, buf: &[u8]) -> Result<(), Self::Error> {
-        self.0.extend_from_slice(buf);
+        let room = self.keep.saturating_sub(self.buf.len());
+        let n = buf.len().min(room);
+        self.buf.extend_from_slice(&buf[..n]);
         Ok(())
     }
 }
@@ -120,7 +139,7 @@ impl LibxcEncoder {
 /// Moves what the writer produced into `out` (no copy when `out` is
 /// empty).
 fn take(w: &mut StreamWriter<ChunkSink>, out: &mut Vec<u8>) {
-    let buf = &mut w.sink_mut().0;
+    let buf = &mut w.sink_mut().buf;
     if out.is_empty() {
         std::mem::swap(out, buf);
         buf.clear();
@@ -178,9 +197,17 @@ impl ImageEncoder for LibxcEncoder {
         }));
         let pages: Vec<&[u8]> = data.chunks(PAGE_SIZE).collect();
         let w = self.writer()?;
+        // Record header, count, pfn words: everything but the pages, which
+        // end the record with no padding (whole pages are 8-aligned).
+        let prefix = 16 + 8 * entries.len();
+        let sink = w.sink_mut();
+        sink.keep = sink.buf.len() + prefix;
         let r = w.page_data(&entries, &pages).map_err(werr);
+        w.sink_mut().keep = usize::MAX;
         if r.is_ok() {
             take(w, out);
+        } else {
+            w.sink_mut().buf.clear();
         }
         self.entries = entries;
         r
@@ -220,6 +247,10 @@ pub struct LibxcDecoder {
     types: Vec<PageType>,
     data: Vec<u8>,
     ctx: Option<Vec<u8>>,
+    /// Bytes of page contents the current PAGE_DATA record carries.
+    data_len: usize,
+    /// The current batch was applied straight from the input.
+    applied: bool,
     ended: bool,
     failed: bool,
     pages: u64,
@@ -240,6 +271,8 @@ impl LibxcDecoder {
             types: Vec::new(),
             data: Vec::new(),
             ctx: None,
+            data_len: 0,
+            applied: false,
             ended: false,
             failed: false,
             pages: 0,
@@ -252,6 +285,22 @@ impl LibxcDecoder {
                 self.pfns.clear();
                 self.types.clear();
                 self.data.clear();
+                self.applied = false;
+            }
+            Event::PfnsDone(summary) => {
+                self.data_len = (summary.data_pages as usize).saturating_mul(PAGE_SIZE);
+            }
+            // The whole page area in one piece (a chunk holds whole
+            // records): apply it from the input without gathering it.
+            Event::PageData {
+                page: 0,
+                offset: 0,
+                data,
+            } if self.data.is_empty() && data.len() == self.data_len => {
+                apply_batch(sink, &self.pfns, &self.types, data)
+                    .map_err(|_| ImageError::Sink("page batch"))?;
+                self.pages += self.pfns.len() as u64;
+                self.applied = true;
             }
             Event::Pfn { entry, .. } => {
                 self.pfns.push(entry.pfn);
@@ -273,7 +322,7 @@ impl LibxcDecoder {
                 }
             }
             Event::RecordEnd(info) => match info.libxc_type() {
-                Some(RecordType::PageData) => {
+                Some(RecordType::PageData) if !self.applied => {
                     apply_batch(sink, &self.pfns, &self.types, &self.data)
                         .map_err(|_| ImageError::Sink("page batch"))?;
                     self.pages += self.pfns.len() as u64;
@@ -374,6 +423,8 @@ mod tests {
             src.read_pages(batch, &mut types, &mut data).unwrap();
             out.clear();
             enc.pages(batch, &types, &data, &mut out).unwrap();
+            assert_eq!(out.len(), 16 + 8 * batch.len());
+            out.extend_from_slice(&data);
             image.extend_from_slice(&out);
             chunks.push(out.clone());
         }

@@ -1,6 +1,6 @@
 //! The connection under a session, and the clock.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
@@ -20,6 +20,9 @@ pub trait Link: Read + Write + Send + Sized + 'static {
     /// Closes both directions; a blocked reader on another handle wakes
     /// up with EOF or an error.
     fn shutdown(&self);
+    /// Closes our sending direction only (the peer reads EOF after what
+    /// was sent).
+    fn close_write(&self);
 }
 
 impl Link for TcpStream {
@@ -34,6 +37,9 @@ impl Link for TcpStream {
     }
     fn shutdown(&self) {
         let _ = TcpStream::shutdown(self, Shutdown::Both);
+    }
+    fn close_write(&self) {
+        let _ = TcpStream::shutdown(self, Shutdown::Write);
     }
 }
 
@@ -137,6 +143,39 @@ pub(crate) fn write_all<W: Write>(w: &mut W, buf: &[u8]) -> Result<(), (io::Erro
             Ok(n) => pos += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err((e, pos > 0)),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `parts`, in order, with vectored writes (one system call
+/// for a whole image chunk when the socket takes it); on failure says
+/// whether any byte was accepted.
+pub(crate) fn write_all_parts<W: Write>(
+    w: &mut W,
+    parts: &[&[u8]],
+) -> Result<(), (io::Error, bool)> {
+    let mut slices: Vec<IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
+    let mut bufs = &mut slices[..];
+    let mut accepted = false;
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => {
+                return Err((
+                    io::Error::new(io::ErrorKind::WriteZero, "connection closed"),
+                    accepted,
+                ))
+            }
+            Ok(n) => {
+                accepted = true;
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((e, accepted)),
         }
     }
     Ok(())

@@ -20,7 +20,7 @@ use relocd_core::protocol::{
 use relocd_core::time::Instant;
 
 use super::image::{ImageEncoder, LibxcEncoder};
-use super::link::{read_full, write_all, Header, Link, ReadEnd};
+use super::link::{read_full, write_all, write_all_parts, Header, Link, ReadEnd};
 use super::{
     guest_err, mib_per_s, Clock, JournalSink, LinkTimeouts, Phase, Progress, SessionError,
     POLL_INTERVAL,
@@ -132,6 +132,9 @@ fn reader<L: Link>(mut link: L, tx: Sender<Incoming>, stop: Arc<AtomicBool>) {
         }
     }
 }
+
+/// How long a failed write waits for the destination's last frames.
+const LAST_WORDS: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Xfer {
@@ -406,6 +409,29 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         }
     }
 
+    /// A write failed (`accepted`: some of the frame may have left). The
+    /// destination may have said why before it closed (`Abort`,
+    /// `Refused`): take the frames the reader already has, for a moment,
+    /// before reporting the cut.
+    fn write_failed(&mut self, now: Instant, accepted: bool) {
+        self.link_dead = true;
+        let until = std::time::Instant::now() + LAST_WORDS;
+        while self.sm.outcome().is_none() && !self.link_reported {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Incoming::Frame(h, b)) => self.incoming(now, Incoming::Frame(h, b)),
+                _ => break,
+            }
+        }
+        self.link_reported = true;
+        if accepted {
+            self.sm.handle_link_error(now);
+        } else {
+            self.sm.handle_transmit_failed(now);
+        }
+        self.xfer = Xfer::Done;
+    }
+
     /// Writes the control frames the machine has queued.
     fn flush(&mut self, now: Instant) {
         loop {
@@ -425,16 +451,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             }
             match write_all(&mut self.link, &self.ctl[..n]) {
                 Ok(()) => self.bytes_sent += n as u64,
-                Err((_, accepted)) => {
-                    self.link_dead = true;
-                    self.link_reported = true;
-                    if accepted {
-                        self.sm.handle_link_error(now);
-                    } else {
-                        self.sm.handle_transmit_failed(now);
-                    }
-                    self.xfer = Xfer::Done;
-                }
+                Err((_, accepted)) => self.write_failed(now, accepted),
             }
         }
     }
@@ -467,7 +484,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             return;
         }
         let chunk = std::mem::take(&mut self.chunk);
-        let sent = self.send_chunk(now, &chunk);
+        let sent = self.send_chunk(now, &[&chunk]);
         self.chunk = chunk;
         if !sent {
             return;
@@ -508,34 +525,33 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
     }
 
     /// Sends one image chunk (header from the machine, then the payload).
-    fn send_chunk(&mut self, now: Instant, payload: &[u8]) -> bool {
+    fn send_chunk(&mut self, now: Instant, parts: &[&[u8]]) -> bool {
         self.flush(now);
         if self.link_dead {
             return false;
         }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         let mut hdr = [0u8; IMAGE_HEADER_MAX];
-        let h = match self.sm.image_chunk_header(payload.len(), &mut hdr) {
+        let h = match self.sm.image_chunk_header(len, &mut hdr) {
             Ok(h) => h,
             Err(e) => {
                 self.local_failure(now, SessionError::Internal(e.to_string()));
                 return false;
             }
         };
-        let r = write_all(&mut self.link, &hdr[..h])
-            .and_then(|()| write_all(&mut self.link, payload).map_err(|(e, _)| (e, true)));
-        match r {
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        all.push(&hdr[..h]);
+        all.extend_from_slice(parts);
+        match write_all_parts(&mut self.link, &all) {
             Ok(()) => {
-                self.bytes_sent += (h + payload.len()) as u64;
-                self.image_bytes += payload.len() as u64;
+                self.bytes_sent += (h + len) as u64;
+                self.image_bytes += len as u64;
                 true
             }
             Err(_) => {
                 // Part of the image may have gone: either way the session
                 // is over before its commit.
-                self.link_dead = true;
-                self.link_reported = true;
-                self.sm.handle_link_error(now);
-                self.xfer = Xfer::Done;
+                self.write_failed(now, true);
                 false
             }
         }
@@ -552,34 +568,16 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
     }
 
     fn step_with(&mut self, now: Instant, pc: &mut Precopy<DefaultPolicy>) {
-        let buf = BatchBuf {
-            pfns: &mut self.pfns,
-            types: &mut self.types,
-            data: &mut self.data,
-        };
-        let batch = match drive::read_batch(pc, &mut *self.guest, &self.bitmap, buf) {
-            Ok(b) => b,
-            Err(e) => return self.drive_failure(now, "read pages", e),
-        };
-        if let Some(b) = batch {
-            let n = b.pfns.len() as u64;
-            let mut chunk = std::mem::take(&mut self.chunk);
-            chunk.clear();
-            let r = self.encoder.pages(b.pfns, b.types, b.data, &mut chunk);
-            if let Err(e) = r {
-                self.chunk = chunk;
-                return self.local_failure(now, e.into());
-            }
-            let sent = self.send_chunk(now, &chunk);
-            let len = chunk.len() as u64;
-            self.chunk = chunk;
-            if sent {
-                self.next_send = pc.record_batch(self.clock.now(), n, len);
-                self.batches += 1;
-                if self.batches % 8 == 0 {
-                    self.pc_progress(pc);
-                }
-            }
+        // The batch buffers leave `self` for the step, so the pages can be
+        // sent from where the guest put them.
+        let (mut pfns, mut types, mut data) = (
+            std::mem::take(&mut self.pfns),
+            std::mem::take(&mut self.types),
+            std::mem::take(&mut self.data),
+        );
+        let more = self.batch(now, pc, &mut pfns, &mut types, &mut data);
+        (self.pfns, self.types, self.data) = (pfns, types, data);
+        if more {
             return;
         }
         match self.xfer {
@@ -587,6 +585,47 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             Xfer::Final => self.end_image(now, pc),
             _ => {}
         }
+    }
+
+    /// Reads and sends the next batch: `true` when one was handled (sent,
+    /// or failed and the session aborted), `false` when the round has no
+    /// more pages.
+    fn batch(
+        &mut self,
+        now: Instant,
+        pc: &mut Precopy<DefaultPolicy>,
+        pfns: &mut [Pfn],
+        types: &mut [PageType],
+        data: &mut [u8],
+    ) -> bool {
+        let buf = BatchBuf { pfns, types, data };
+        let b = match drive::read_batch(pc, &mut *self.guest, &self.bitmap, buf) {
+            Ok(Some(b)) => b,
+            Ok(None) => return false,
+            Err(e) => {
+                self.drive_failure(now, "read pages", e);
+                return true;
+            }
+        };
+        let n = b.pfns.len() as u64;
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.clear();
+        if let Err(e) = self.encoder.pages(b.pfns, b.types, b.data, &mut chunk) {
+            self.chunk = chunk;
+            self.local_failure(now, e.into());
+            return true;
+        }
+        let sent = self.send_chunk(now, &[&chunk, b.data]);
+        let len = (chunk.len() + b.data.len()) as u64;
+        self.chunk = chunk;
+        if sent {
+            self.next_send = pc.record_batch(self.clock.now(), n, len);
+            self.batches += 1;
+            if self.batches % 8 == 0 {
+                self.pc_progress(pc);
+            }
+        }
+        true
     }
 
     fn pc_progress(&mut self, pc: &Precopy<DefaultPolicy>) {
@@ -676,7 +715,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             self.chunk = chunk;
             return self.local_failure(now, e.into());
         }
-        let sent = self.send_chunk(now, &chunk);
+        let sent = self.send_chunk(now, &[&chunk]);
         self.chunk = chunk;
         if !sent {
             return;

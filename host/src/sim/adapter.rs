@@ -292,3 +292,70 @@ impl SinkGuest for SimSink {
         sim(self.guest.destroy())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{Drive, GuestSpec, SimHypervisor};
+
+    #[test]
+    fn source_and_sink_through_the_traits() {
+        let hv = SimHypervisor::new(1 << 30, Drive::Manual);
+        let spec = GuestSpec::new("a", 1 << 20)
+            .unwrap()
+            .with_dirty_rate(1 << 20)
+            .unwrap();
+        let g = hv.create(&spec, false).unwrap();
+        let mut src = SimSource::new(g.clone());
+        let info = src.info().unwrap();
+        assert_eq!((info.p2m_size, info.vcpus), (256, 1));
+        assert_eq!(info.guest_type, GuestType::Hvm);
+        // A fresh log is empty even if one was on; words past the guest
+        // are cleared.
+        src.enable_logdirty().unwrap();
+        g.advance(2);
+        src.enable_logdirty().unwrap();
+        let mut bm = vec![u64::MAX; 8];
+        assert_eq!(src.clean_dirty(&mut bm).unwrap(), 0);
+        assert_eq!(bm, vec![0; 8]);
+        g.advance(1);
+        assert!(src.clean_dirty(&mut bm).unwrap() > 0);
+        src.suspend().unwrap();
+        let mut blob = [0u8; 64];
+        assert_eq!(src.vcpu_context(0, &mut blob).unwrap(), 64);
+        assert_eq!(src.vcpu_context(1, &mut blob), Err(SimFault::NoSuchVcpu(1)));
+        let mut types = [PageType::XTAB; 3];
+        let mut data = vec![0u8; 3 * CORE_PAGE_SIZE];
+        assert_eq!(
+            src.read_pages(&[0, 1, 2], &mut types, &mut data).unwrap(),
+            3
+        );
+        assert_eq!(types, [PageType::NOTAB; 3]);
+        assert_eq!(
+            src.read_pages(&[256], &mut types, &mut data),
+            Err(SimFault::PfnOutOfRange { pfn: 256 })
+        );
+
+        // The sink writes only the pages that carry data.
+        let there = SimHypervisor::new(1 << 30, Drive::Manual);
+        let d = there.create_empty("a", 1 << 20).unwrap();
+        let mut sink = SimSink::new(d.clone());
+        assert_eq!(sink.complete(), Err(SimFault::NoVcpuState));
+        let pfns = [0, 5, 1];
+        let types = [PageType::NOTAB, PageType::XTAB, PageType::NOTAB];
+        let packed = [
+            &data[..CORE_PAGE_SIZE],
+            &data[CORE_PAGE_SIZE..2 * CORE_PAGE_SIZE],
+        ]
+        .concat();
+        sink.populate(&pfns, &types).unwrap();
+        sink.write_pages(&pfns, &types, &packed).unwrap();
+        sink.set_vcpu_context(0, &blob).unwrap();
+        sink.complete().unwrap();
+        sink.unpause().unwrap();
+        assert_eq!(d.steps(), Some(3));
+        assert_eq!(d.memory_counter(), Some(3));
+        src.destroy().unwrap();
+        assert_eq!(src.info(), Err(SimFault::Destroyed));
+    }
+}
