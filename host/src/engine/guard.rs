@@ -51,6 +51,12 @@ impl Write for GuardedLink {
         }
         self.stream.write(buf)
     }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        if dead(&self.crashed) {
+            return Err(gone());
+        }
+        self.stream.write_vectored(bufs)
+    }
     fn flush(&mut self) -> io::Result<()> {
         self.stream.flush()
     }
@@ -71,6 +77,9 @@ impl Link for GuardedLink {
     }
     fn shutdown(&self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+    fn close_write(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
 }
 
