@@ -84,6 +84,17 @@ impl Node {
 }
 
 fn node(dir: &Path, tag: &str, listen: bool, capacity: u64, admission: Arc<dyn Admission>) -> Node {
+    node_with(dir, tag, listen, capacity, admission, 2)
+}
+
+fn node_with(
+    dir: &Path,
+    tag: &str,
+    listen: bool,
+    capacity: u64,
+    admission: Arc<dyn Admission>,
+    max_sessions: usize,
+) -> Node {
     let _ = logs();
     let sim = Arc::new(SimBackend::with_capacity(capacity));
     let io = Duration::from_secs(5);
@@ -93,7 +104,7 @@ fn node(dir: &Path, tag: &str, listen: bool, capacity: u64, admission: Arc<dyn A
             state_dir: dir.join(tag),
             listen: listen.then(|| ListenerConfig {
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                max_sessions: 2,
+                max_sessions,
                 max_pending: 8,
                 io_timeout: Some(io),
             }),
@@ -519,4 +530,36 @@ fn the_demo_runs_and_its_checks_pass() {
         progress: false,
     };
     relocd::demo::run(&args, &out).unwrap();
+}
+
+#[test]
+fn the_concurrency_limit_refuses_with_the_protocols_reason() {
+    let dir = scratch("busy");
+    let a = node(&dir, "a", false, 1 << 30, Arc::new(AdmitAll));
+    let b = node_with(&dir, "b", true, 1 << 30, Arc::new(AdmitAll), 1);
+    create(&a, "slow", 16 * MIB);
+    create(&a, "web1", 8 * MIB);
+    let to = b.addr();
+    // One migration holds the only slot (16 MiB at 8 MiB/s)…
+    let control = a.control().to_owned();
+    let first = std::thread::spawn(move || {
+        Client::connect(&control).unwrap().call(
+            &Request::Migrate(MigrateRequest {
+                domain: "slow".into(),
+                host: to.ip().to_string(),
+                port: Some(to.port()),
+                live: true,
+                bandwidth_bytes_per_s: Some(8 * MIB),
+                ..MigrateRequest::default()
+            }),
+            |_| {},
+        )
+    });
+    eventually("the first migration is admitted", || {
+        b.sim.hypervisor().by_name("slow").is_some()
+    });
+    // …so the next is refused with the reason, and stays.
+    refused(&a, to, ErrorKind::Refused, "too many migrations");
+    first.join().unwrap().unwrap();
+    assert!(b.sim.hypervisor().by_name("slow").is_some());
 }
