@@ -371,7 +371,8 @@ fn run_case(root: &Path, n: usize, fault: Fault) -> String {
         k.join().unwrap();
     }
     let ctx = format!("case {n} {fault:?}: migrate said {r:?}");
-    if a.engine.is_crashed() {
+    let source_died = a.engine.is_crashed();
+    if source_died {
         a = a.restart();
     }
     if b.engine.is_crashed() {
@@ -418,6 +419,16 @@ fn run_case(root: &Path, n: usize, fault: Fault) -> String {
             "{ctx}: list does not say in doubt: {domains:?}"
         );
         assert_eq!(a.state(), Some(sim::DomainState::Paused), "{ctx}");
+        if !source_died {
+            // The operator was told, and how to settle it.
+            match &r {
+                Err(ClientError::Remote(e)) => {
+                    assert!(e.message.contains("in doubt"), "{ctx}");
+                    assert!(e.message.contains("relocd resolve web1"), "{ctx}");
+                }
+                _ => panic!("{ctx}: in doubt without an error"),
+            }
+        }
         let action = if rb {
             ResolveAction::Discard
         } else {
