@@ -7,6 +7,8 @@ pub mod check_host;
 pub mod cli;
 pub mod client;
 pub mod daemon;
+pub mod demo;
+pub mod engine;
 pub mod peer;
 pub mod session;
 pub mod settings;

@@ -32,6 +32,9 @@ enum Command {
     Save(cli::save::SaveArgs),
     Restore(cli::restore::RestoreArgs),
     Resolve(cli::resolve::ResolveArgs),
+    /// Two daemons on loopback, a simulated guest, a live migration with
+    /// checks and a summary: relocd's main job with no Xen and no set-up.
+    Demo(relocd::demo::DemoArgs),
     /// The simulated hypervisor's own commands (sim backend only).
     #[command(subcommand)]
     Sim(cli::sim::SimCommand),
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => cli::restore::run(control, args, &out),
         Command::Resolve(args) => cli::resolve::run(control, args, &out),
         Command::Sim(cmd) => cli::sim::run(control, cmd, &out),
+        Command::Demo(args) => relocd::demo::run(args, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -577,7 +577,7 @@ fn control_socket_rejects_bad_input_with_typed_errors() {
         )
         .unwrap_err();
     assert!(
-        matches!(err, ClientError::Remote(ref e) if e.kind == ErrorKind::NotImplemented),
+        matches!(err, ClientError::Remote(ref e) if e.kind == ErrorKind::NotFound),
         "{err}"
     );
     // The same connection carries the next request.

@@ -54,7 +54,7 @@ use crate::peer::SystemResolver;
 use crate::settings::{ConfigFile, SettingsError};
 use control::PingInfo;
 use journal::JournalError;
-use listener::{AdmitAll, ListenerConfig, NoSessions, PatternAdmission, RelocationListener};
+use listener::{AdmitAll, ListenerConfig, PatternAdmission, RelocationListener};
 use mgmt::{ControlContext, ControlError, ControlServer, ControlSocket};
 use relocd_core::acl::HostsAllow;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -541,11 +541,18 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
             }),
             shutdown_grace: io_timeout,
         },
-        |_journal| DaemonParts {
-            backend: sim.clone(),
-            operations: Arc::new(NoOperations),
-            admission,
-            sessions: Arc::new(NoSessions),
+        |journal| {
+            let engine = Arc::new(crate::engine::Engine::new(
+                sim.clone(),
+                journal.clone(),
+                crate::engine::EngineConfig { io_timeout },
+            ));
+            DaemonParts {
+                backend: sim.clone(),
+                operations: engine.clone(),
+                admission,
+                sessions: engine,
+            }
         },
     )?;
     if let Some(path) = &args.guests {
