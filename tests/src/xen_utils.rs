@@ -152,23 +152,26 @@ pub fn verify_stream(bytes: &[u8], format: Format) -> Result<Verdict, String> {
         Format::Libxl => "libxl",
         Format::Xl => "xl",
     };
-    let mut child = Command::new("python3")
+    // A file, not a pipe: the verifier's reads on a pipe return at most
+    // the pipe's buffer, which it takes for a truncated record.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "relocd-verify-{}-{}.bin",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let out = Command::new("python3")
         .arg(lib.join("bin/verify-stream-v2"))
-        .args(["-v", "-i", "0", "--format", fmt])
+        .args(["-v", "--format", fmt, "-i"])
+        .arg(&path)
         .env("PYTHONPATH", lib.join("lib/python"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run python3 verify-stream-v2: {e}"))?;
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    // Feed from a thread: the verifier may stop reading early on an error.
-    let data = bytes.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let _ = feeder.join();
+        .stdin(Stdio::null())
+        .output();
+    let _ = std::fs::remove_file(&path);
+    let out = out.map_err(|e| format!("cannot run python3 verify-stream-v2: {e}"))?;
     let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
     output.push_str(&String::from_utf8_lossy(&out.stderr));
     Ok(Verdict {

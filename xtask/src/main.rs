@@ -246,7 +246,21 @@ fn bench(args: &[String]) -> Result<()> {
         "--ignored",
         "--nocapture",
         "--test-threads=1",
-    ]))
+    ]))?;
+    // The daemons' memory: real `relocd serve` processes.
+    run(cargo().args(["build", "--release", "--quiet", "-p", "relocd"]))?;
+    let bin = workspace_root().join("target/release/relocd");
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "relocd-tests",
+            "--bin",
+            "relocd-rss",
+        ])
+        .env("RELOCD_BIN", bin))
 }
 
 fn fuzz(root: &Path, args: &[String]) -> Result<()> {
