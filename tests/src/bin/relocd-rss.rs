@@ -58,10 +58,13 @@ fn start(bin: &Path, dir: &Path, name: &str, listen: Option<u16>) -> Daemon {
     if let Some(port) = listen {
         cmd.args(["--listen", &format!("127.0.0.1:{port}")]);
     }
-    let child = cmd.spawn().expect("relocd serve starts");
+    let mut daemon = Daemon {
+        child: cmd.spawn().expect("relocd serve starts"),
+        control,
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let ok = relocd(bin, &control)
+        let ok = relocd(bin, &daemon.control)
             .arg("list")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -69,10 +72,12 @@ fn start(bin: &Path, dir: &Path, name: &str, listen: Option<u16>) -> Daemon {
             .map(|s| s.success())
             .unwrap_or(false);
         if ok {
-            return Daemon { child, control };
+            return daemon;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = daemon.child.kill();
+    let _ = daemon.child.wait();
     panic!("relocd serve ({name}) did not answer within 20 s");
 }
 
