@@ -6,6 +6,7 @@
 pub mod check_host;
 pub mod client;
 pub mod daemon;
+pub mod inspect;
 pub mod peer;
 pub mod settings;
 pub mod sim;

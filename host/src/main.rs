@@ -27,6 +27,8 @@ enum Command {
     List,
     /// Would the relocation server admit this peer? (hosts-allow, as xend read it)
     CheckHost(relocd::check_host::CheckHostArgs),
+    /// Show a migration stream (xl save file, libxl or libxc stream): headers, records, totals.
+    Inspect(relocd::inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +40,8 @@ fn main() -> ExitCode {
         }
         // check-host has exit codes of its own (0 admitted, 1 refused, 2 bad config).
         Command::CheckHost(args) => return ExitCode::from(relocd::check_host::run(args, cli.json)),
+        // inspect: 0 complete, 1 damaged stream, 2 unreadable input.
+        Command::Inspect(args) => return ExitCode::from(relocd::inspect::run(args, cli.json)),
         Command::List => client::list(&cli.control, cli.json)
             .map_err(|e| (e.to_string(), e.to_command_error().kind)),
     };
