@@ -41,3 +41,16 @@ pub fn config(data: &[u8]) {
     }
     let _ = config::get(text, "relocd-anything", &mut sxp::IgnoreWarnings);
 }
+
+/// An in-memory [`Sink`](relocd_core::stream::writer::Sink) (the core
+/// implements `Sink` for `Vec` only with embedded-io's `alloc` feature).
+#[derive(Debug, Default, Clone)]
+pub struct Bytes(pub Vec<u8>);
+
+impl relocd_core::stream::writer::Sink for Bytes {
+    type Error = core::convert::Infallible;
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), Self::Error> {
+        self.0.extend_from_slice(buf);
+        Ok(())
+    }
+}
