@@ -41,8 +41,9 @@ pub struct InspectArgs {
     /// The stream to read; `-` reads standard input.
     #[arg(value_name = "FILE|-")]
     pub file: PathBuf,
-    /// Also apply the checks of Xen's verify-stream-v2 (reserved fields and padding
-    /// zero, HVM_PARAMS before HVM_CONTEXT, no unknown records even optional ones, …).
+    /// Stricter checks, most of them also made by Xen's verify-stream-v2: reserved fields
+    /// and padding zero, no unknown records (even optional ones), no TOOLSTACK records,
+    /// HVM_PARAMS before HVM_CONTEXT.
     #[arg(long)]
     pub strict: bool,
 }
