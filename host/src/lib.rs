@@ -9,6 +9,7 @@ pub mod client;
 pub mod daemon;
 pub mod demo;
 pub mod engine;
+pub mod inspect;
 pub mod peer;
 pub mod session;
 pub mod settings;

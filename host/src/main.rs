@@ -28,6 +28,8 @@ enum Command {
     List,
     /// Would the relocation server admit this peer? (hosts-allow, as xend read it)
     CheckHost(relocd::check_host::CheckHostArgs),
+    /// Show a migration stream (xl save file, libxl or libxc stream): headers, records, totals.
+    Inspect(relocd::inspect::InspectArgs),
     Migrate(cli::migrate::MigrateArgs),
     Save(cli::save::SaveArgs),
     Restore(cli::restore::RestoreArgs),
@@ -81,6 +83,8 @@ fn main() -> ExitCode {
         Command::List => client::list(control, cli.json).map_err(Failure::from),
         // check-host has exit codes of its own (0 admitted, 1 refused, 2 bad config).
         Command::CheckHost(args) => return ExitCode::from(relocd::check_host::run(args, cli.json)),
+        // inspect: 0 complete, 1 damaged stream, 2 unreadable input.
+        Command::Inspect(args) => return ExitCode::from(relocd::inspect::run(args, cli.json)),
         Command::Migrate(args) => cli::migrate::run(control, args, &out),
         Command::Save(args) => cli::save::run(control, args, &out),
         Command::Restore(args) => cli::restore::run(control, args, &out),

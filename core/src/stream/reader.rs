@@ -38,8 +38,9 @@
 //! exact length, page types, REC_LENGTH_MAX, unknown mandatory records,
 //! X86_PV_INFO combinations, p2m frame counts, one STATIC_DATA_END), the
 //! spec's order rules (see [`OrderRule`]), and with [`Options::strict`]
-//! what Xen's `verify-stream-v2` adds (reserved fields and padding zero,
-//! HVM_PARAMS before HVM_CONTEXT, no TOOLSTACK or dirty-pfn records, no
+//! checks in the spirit of Xen's `verify-stream-v2` (reserved fields and
+//! padding zero, the spec's HVM_PARAMS before HVM_CONTEXT, which the 4.17
+//! verifier does not itself enforce, no TOOLSTACK or dirty-pfn records, no
 //! unknown records even optional ones, known emulator ids, well-formed
 //! xenstore data, exact X86_PV_INFO length).
 //!
@@ -1289,7 +1290,7 @@ pub fn decode_all(
     let chunk = chunk.max(1);
     let mut pos = 0;
     loop {
-        let end = input.len().min(pos + chunk);
+        let end = input.len().min(pos.saturating_add(chunk));
         let piece = input.get(pos..end).unwrap_or(&[]);
         let step = d.push(piece)?;
         pos += step.consumed;
