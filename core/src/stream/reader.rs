@@ -1288,7 +1288,7 @@ pub fn decode_all(
 ) -> Result<()> {
     let mut d = Decoder::new(opts);
     let chunk = chunk.max(1);
-    let mut pos = 0;
+    let mut pos: usize = 0;
     loop {
         let end = input.len().min(pos.saturating_add(chunk));
         let piece = input.get(pos..end).unwrap_or(&[]);
