@@ -66,7 +66,10 @@ pub fn probe_main(domain: &str) -> u8 {
             return 2;
         }
     };
-    println!("xen-probe: domain {domain} (id {domid})");
+    println!(
+        "xen-probe: domain {domain} (id {domid}); xenstore through {}",
+        xs.via_path()
+    );
     let mut wait = || std::thread::sleep(std::time::Duration::from_secs(1));
     match probe::run(&xen, &mut xs, domid, &mut wait) {
         Ok(checks) => {

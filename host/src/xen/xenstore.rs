@@ -301,24 +301,29 @@ impl<T: Read + Write + Send> Transport for T {}
 pub struct Xenstore<T: Transport> {
     t: T,
     next_req: u32,
+    via: &'static str,
 }
 
 impl Xenstore<Box<dyn Transport>> {
     /// Connects to xenstored's socket when present, else opens
     /// `/dev/xen/xenbus`.
     pub fn open() -> Result<Self, XenstoreError> {
-        let socket = match std::os::unix::net::UnixStream::connect(SOCKET_PATH)
-            .or_else(|_| std::os::unix::net::UnixStream::connect(SOCKET_PATH_VAR))
-        {
-            Ok(s) => return Ok(Xenstore::new(Box::new(s) as Box<dyn Transport>)),
-            Err(e) => e,
+        use std::os::unix::net::UnixStream;
+        let socket = match UnixStream::connect(SOCKET_PATH) {
+            Ok(s) => return Ok(Xenstore::new(Box::new(s) as Box<dyn Transport>).via(SOCKET_PATH)),
+            Err(e) => match UnixStream::connect(SOCKET_PATH_VAR) {
+                Ok(s) => {
+                    return Ok(Xenstore::new(Box::new(s) as Box<dyn Transport>).via(SOCKET_PATH_VAR))
+                }
+                Err(_) => e,
+            },
         };
         match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(Path::new(XENBUS_PATH))
         {
-            Ok(f) => Ok(Xenstore::new(Box::new(f) as Box<dyn Transport>)),
+            Ok(f) => Ok(Xenstore::new(Box::new(f) as Box<dyn Transport>).via(XENBUS_PATH)),
             Err(xenbus) => Err(XenstoreError::Unavailable { socket, xenbus }),
         }
     }
@@ -327,7 +332,21 @@ impl Xenstore<Box<dyn Transport>> {
 impl<T: Transport> Xenstore<T> {
     /// A client over an open byte stream.
     pub fn new(t: T) -> Self {
-        Xenstore { t, next_req: 1 }
+        Xenstore {
+            t,
+            next_req: 1,
+            via: "a caller's stream",
+        }
+    }
+
+    fn via(mut self, path: &'static str) -> Self {
+        self.via = path;
+        self
+    }
+
+    /// Where the connection goes ([`SOCKET_PATH`], [`XENBUS_PATH`], ...).
+    pub fn via_path(&self) -> &'static str {
+        self.via
     }
 
     /// The value at `path`.
