@@ -301,14 +301,29 @@ impl<T: Read + Write + Send> Transport for T {}
 pub struct Xenstore<T: Transport> {
     t: T,
     next_req: u32,
-    via: &'static str,
+    via: String,
 }
+
+/// Names the xenstore to use instead of the search of [`Xenstore::open`]:
+/// a Unix socket's path, or a device (`/dev/xen/xenbus`).
+pub const XENSTORE_ENV: &str = "RELOCD_XENSTORE";
 
 impl Xenstore<Box<dyn Transport>> {
     /// Connects to xenstored's socket when present, else opens
-    /// `/dev/xen/xenbus`.
+    /// `/dev/xen/xenbus`; `RELOCD_XENSTORE=PATH` picks one.
     pub fn open() -> Result<Self, XenstoreError> {
         use std::os::unix::net::UnixStream;
+        if let Some(path) = std::env::var_os(XENSTORE_ENV) {
+            let path = std::path::PathBuf::from(path);
+            let via = path.display().to_string();
+            return match UnixStream::connect(&path) {
+                Ok(s) => Ok(Xenstore::new(Box::new(s) as Box<dyn Transport>).via(&via)),
+                Err(socket) => match open_device(&path) {
+                    Ok(f) => Ok(Xenstore::new(Box::new(f) as Box<dyn Transport>).via(&via)),
+                    Err(xenbus) => Err(XenstoreError::Unavailable { socket, xenbus }),
+                },
+            };
+        }
         let socket = match UnixStream::connect(SOCKET_PATH) {
             Ok(s) => return Ok(Xenstore::new(Box::new(s) as Box<dyn Transport>).via(SOCKET_PATH)),
             Err(e) => match UnixStream::connect(SOCKET_PATH_VAR) {
@@ -318,15 +333,18 @@ impl Xenstore<Box<dyn Transport>> {
                 Err(_) => e,
             },
         };
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(Path::new(XENBUS_PATH))
-        {
+        match open_device(Path::new(XENBUS_PATH)) {
             Ok(f) => Ok(Xenstore::new(Box::new(f) as Box<dyn Transport>).via(XENBUS_PATH)),
             Err(xenbus) => Err(XenstoreError::Unavailable { socket, xenbus }),
         }
     }
+}
+
+fn open_device(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
 }
 
 impl<T: Transport> Xenstore<T> {
@@ -335,18 +353,18 @@ impl<T: Transport> Xenstore<T> {
         Xenstore {
             t,
             next_req: 1,
-            via: "a caller's stream",
+            via: "a caller's stream".to_owned(),
         }
     }
 
-    fn via(mut self, path: &'static str) -> Self {
-        self.via = path;
+    fn via(mut self, path: &str) -> Self {
+        path.clone_into(&mut self.via);
         self
     }
 
     /// Where the connection goes ([`SOCKET_PATH`], [`XENBUS_PATH`], ...).
-    pub fn via_path(&self) -> &'static str {
-        self.via
+    pub fn via_path(&self) -> &str {
+        &self.via
     }
 
     /// The value at `path`.
