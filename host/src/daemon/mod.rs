@@ -156,7 +156,7 @@ impl DaemonError {
             ) => ErrorKind::Config,
             DaemonError::Listen { .. } => ErrorKind::Network,
             DaemonError::BackendUnavailable(_) => ErrorKind::NotImplemented,
-            DaemonError::Xen(_) => ErrorKind::Refused,
+            DaemonError::Xen(_) => ErrorKind::Config,
             DaemonError::Control(_) | DaemonError::Journal(_) | DaemonError::Os { .. } => {
                 ErrorKind::Internal
             }

@@ -183,37 +183,10 @@ pub fn run<H: Hypervisor, T: Transport>(
         return Err(ProbeError::NotRunning(domid, state));
     }
     let mut checks = Vec::new();
-    let check = |name, r: Result<(bool, String), relocd_hypercall::Error>| {
-        let (ok, detail) = r.unwrap_or_else(|e| (false, e.to_string()));
-        Check { name, ok, detail }
-    };
 
     checks.push(check("pause", pause_check(xen, domid)));
     match xen.maximum_gpfn(domid).map(|g| g.saturating_add(1)) {
-        Ok(pages) if pages <= MAX_PROBE_PAGES => {
-            let mut bitmap = vec![0u8; pages.div_ceil(8) as usize];
-            match LogDirty::enable(xen, domid) {
-                Ok(guard) => {
-                    checks.push(check(
-                        "logdirty-running",
-                        dirty_while_running(xen, domid, &mut bitmap, pages, wait),
-                    ));
-                    checks.push(check(
-                        "logdirty-paused",
-                        dirty_while_paused(xen, domid, &mut bitmap, pages, wait),
-                    ));
-                    checks.push(check(
-                        "logdirty-off",
-                        guard.disable().map(|()| (true, "disabled".to_owned())),
-                    ));
-                }
-                Err(e) => checks.push(check("logdirty-enable", Err(e))),
-            }
-        }
-        Ok(pages) => checks.push(check(
-            "logdirty",
-            Ok((false, format!("{pages} pages: more than the probe maps"))),
-        )),
+        Ok(pages) => checks.extend(logdirty_checks(xen, domid, pages, wait)),
         Err(e) => checks.push(check("maximum-gpfn", Err(e))),
     }
     checks.push(foreign_map_check(xen, xs, domid));
@@ -225,6 +198,53 @@ pub fn run<H: Hypervisor, T: Transport>(
         }),
     ));
     Ok(checks)
+}
+
+fn check(name: &'static str, r: Result<(bool, String), relocd_hypercall::Error>) -> Check {
+    let (ok, detail) = r.unwrap_or_else(|e| (false, e.to_string()));
+    Check { name, ok, detail }
+}
+
+/// The log-dirty checks on a guest of `pages` pages: enable, dirtied while
+/// running, none while paused, disable.
+fn logdirty_checks<H: Hypervisor>(
+    xen: &H,
+    domid: DomId,
+    pages: u64,
+    wait: &mut dyn FnMut(),
+) -> Vec<Check> {
+    if pages > MAX_PROBE_PAGES {
+        return vec![check(
+            "logdirty",
+            Ok((false, format!("{pages} pages: more than the probe maps"))),
+        )];
+    }
+    let mut bitmap = vec![0u8; pages.div_ceil(8) as usize];
+    match LogDirty::enable(xen, domid) {
+        Ok(guard) => vec![
+            check(
+                "logdirty-running",
+                dirty_while_running(xen, domid, &mut bitmap, pages, wait),
+            ),
+            check(
+                "logdirty-paused",
+                dirty_while_paused(xen, domid, &mut bitmap, pages, wait),
+            ),
+            check(
+                "logdirty-off",
+                guard.disable().map(|()| (true, "disabled".to_owned())),
+            ),
+        ],
+        Err(e) if e.errno == relocd_hypercall::errno::EOPNOTSUPP => vec![Check {
+            name: "logdirty-enable",
+            ok: false,
+            detail: format!(
+                "{e}: this hypervisor cannot log-dirty a PV guest \
+                 (built without CONFIG_SHADOW_PAGING)"
+            ),
+        }],
+        Err(e) => vec![check("logdirty-enable", Err(e))],
+    }
 }
 
 fn pause_check<H: Hypervisor>(
@@ -467,6 +487,21 @@ mod tests {
             d.info.flags & relocd_hypercall::abi::domctl::dominf::PAUSED,
             0
         );
+    }
+
+    #[test]
+    fn without_shadow_paging_log_dirty_fails_plainly_and_the_rest_runs() {
+        let (x, _xs) = setup();
+        x.fail_next(
+            relocd_hypercall::Op::Domctl(relocd_hypercall::abi::domctl::cmd::SHADOW_OP),
+            relocd_hypercall::errno::EOPNOTSUPP,
+        );
+        let checks = logdirty_checks(&x, 4, 64, &mut || {});
+        assert_eq!(checks.len(), 1, "{checks:#?}");
+        assert!(!checks[0].ok);
+        assert!(!x.domain(4).unwrap().logdirty);
+        let e = checks.iter().find(|c| c.name == "logdirty-enable").unwrap();
+        assert!(e.detail.contains("CONFIG_SHADOW_PAGING"), "{e}");
     }
 
     #[test]
