@@ -14,3 +14,4 @@ pub mod peer;
 pub mod session;
 pub mod settings;
 pub mod sim;
+pub mod xen;

@@ -40,6 +40,13 @@ enum Command {
     /// The simulated hypervisor's own commands (sim backend only).
     #[command(subcommand)]
     Sim(cli::sim::SimCommand),
+    /// Diagnostic (dom0): pause, log-dirty and a foreign mapping tried on a
+    /// running guest, a line a check; exit 1 if one fails.
+    #[command(hide = true)]
+    XenProbe {
+        /// The guest's name or domain id.
+        domain: String,
+    },
 }
 
 /// Parses the command line; with `--json`, a usage error is printed as
@@ -91,6 +98,7 @@ fn main() -> ExitCode {
         Command::Resolve(args) => cli::resolve::run(control, args, &out),
         Command::Sim(cmd) => cli::sim::run(control, cmd, &out),
         Command::Demo(args) => relocd::demo::run(args, &out),
+        Command::XenProbe { domain } => return ExitCode::from(relocd::xen::probe_main(domain)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
