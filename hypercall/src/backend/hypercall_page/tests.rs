@@ -1,0 +1,270 @@
+//! The marshalling, against a recording stand-in for the stubs.
+
+use super::*;
+use crate::abi::domctl::{cmd, shadow, ShadowOp};
+use crate::abi::memory;
+use crate::abi::sysctl;
+use crate::{ErrorKind, XenOps};
+use core::mem::offset_of;
+use std::cell::RefCell;
+
+const BITMAP: usize = Domctl::union_offset(offset_of!(ShadowOp, dirty_bitmap));
+
+/// Stands in for the hypercall page: records each call and the domctl
+/// envelope as Xen would see it, then answers with `xen`.
+struct Recorder {
+    xen: fn(u64, [u64; 5]) -> i64,
+    calls: RefCell<Vec<(u64, [u64; 5])>>,
+    domctls: RefCell<Vec<Domctl>>,
+}
+
+impl Recorder {
+    fn new(xen: fn(u64, [u64; 5]) -> i64) -> Self {
+        Recorder {
+            xen,
+            calls: RefCell::default(),
+            domctls: RefCell::default(),
+        }
+    }
+}
+
+/// Reads the domctl envelope at `addr`.
+///
+/// # Safety
+///
+/// `addr` is the exposed address of a live `Domctl` not otherwise
+/// borrowed during the read.
+unsafe fn envelope(addr: u64) -> Domctl {
+    let p = core::ptr::with_exposed_provenance::<Domctl>(addr as usize);
+    // SAFETY: the caller's contract.
+    unsafe { p.read_unaligned() }
+}
+
+impl Issue for Recorder {
+    unsafe fn issue(&self, nr: u64, args: [u64; 5]) -> i64 {
+        self.calls.borrow_mut().push((nr, args));
+        if nr == hypercall::DOMCTL {
+            // SAFETY: `domctl_via` passes the address of the caller's live
+            // envelope as the first argument, unborrowed during the call.
+            self.domctls.borrow_mut().push(unsafe { envelope(args[0]) });
+        }
+        (self.xen)(nr, args)
+    }
+}
+
+impl Hypervisor for Recorder {
+    type Mapping = NoMapping;
+    fn domctl(&self, d: &mut Domctl, bufs: &mut [GuestBuf<'_>]) -> Result<(), Error> {
+        domctl_via(self, d, bufs)
+    }
+    fn sysctl(&self, s: &mut Sysctl, bufs: &mut [GuestBuf<'_>]) -> Result<(), Error> {
+        sysctl_via(self, s, bufs)
+    }
+    fn memory_op(&self, cmd: u32, arg: &mut [u8], bufs: &mut [GuestBuf<'_>]) -> Result<u64, Error> {
+        memory_op_via(self, cmd, arg, bufs)
+    }
+    unsafe fn mmuext_op(&self, _: &[MmuextOp], _: DomId) -> Result<(), Error> {
+        Err(unsupported(Op::MmuextOp))
+    }
+    unsafe fn mmu_update(&self, _: &[MmuUpdate], _: DomId) -> Result<(), Error> {
+        Err(unsupported(Op::MmuUpdate))
+    }
+    fn map_foreign(&self, _: DomId, _: &[XenPfn], _: Prot) -> Result<NoMapping, Error> {
+        Err(unsupported(Op::MapForeign))
+    }
+}
+
+fn ok(_: u64, _: [u64; 5]) -> i64 {
+    0
+}
+
+fn esrch(_: u64, _: [u64; 5]) -> i64 {
+    -i64::from(errno::ESRCH)
+}
+
+/// Xen's shadow_op PEEK, roughly: refuses a foreign interface version,
+/// fills the bitmap through the handle and writes the counters back.
+fn peek(nr: u64, args: [u64; 5]) -> i64 {
+    assert_eq!(nr, hypercall::DOMCTL);
+    let addr = args[0] as usize;
+    // SAFETY: the envelope is live and unborrowed during the call.
+    let mut d = unsafe { envelope(args[0]) };
+    if d.interface_version != XEN_DOMCTL_INTERFACE_VERSION {
+        return -i64::from(errno::EACCES);
+    }
+    let mut p: ShadowOp = d.payload();
+    let bitmap = core::ptr::with_exposed_provenance_mut::<u8>(p.dirty_bitmap as usize);
+    for i in 0..p.pages.div_ceil(8) as usize {
+        // SAFETY: the doorway bound the handle to a caller buffer of at
+        // least `pages / 8` bytes, mutably borrowed for the call.
+        unsafe { bitmap.add(i).write(0xA5) };
+    }
+    p.stats.dirty_count = 7;
+    d.set_payload(&p);
+    // SAFETY: as for the read above; Xen writes the envelope back.
+    unsafe { core::ptr::with_exposed_provenance_mut::<Domctl>(addr).write_unaligned(d) };
+    0
+}
+
+/// `XENMEM_maximum_gpfn`: 256 pages per domid.
+fn max_gpfn(nr: u64, args: [u64; 5]) -> i64 {
+    assert_eq!((nr, args[0]), (hypercall::MEMORY_OP, 14));
+    // SAFETY: the doorway passes the address of the caller's domid.
+    let domid =
+        unsafe { core::ptr::with_exposed_provenance::<DomId>(args[1] as usize).read_unaligned() };
+    i64::from(domid) * 256 - 1
+}
+
+#[test]
+fn a_domctl_is_passed_by_its_own_address_with_the_version_set() {
+    let r = Recorder::new(ok);
+    let mut d = Domctl::new(cmd::PAUSEDOMAIN, 5);
+    d.interface_version = 3;
+    r.domctl(&mut d, &mut []).unwrap();
+    let addr = (&d as *const Domctl).addr() as u64;
+    assert_eq!(*r.calls.borrow(), [(36, [addr, 0, 0, 0, 0])]);
+    let seen = r.domctls.borrow()[0];
+    assert_eq!(
+        (seen.cmd, seen.domain, seen.interface_version),
+        (cmd::PAUSEDOMAIN, 5, 0x15)
+    );
+    assert_eq!(d.interface_version, 0x15);
+}
+
+#[test]
+fn handles_point_at_the_caller_buffers_and_are_given_back() {
+    let r = Recorder::new(peek);
+    let p = ShadowOp {
+        op: shadow::OP_PEEK,
+        pages: 20,
+        dirty_bitmap: 0xdead_beef,
+        ..Default::default()
+    };
+    let mut d = Domctl::with_payload(cmd::SHADOW_OP, 2, &p);
+    let mut bitmap = [0u8; 3];
+    let at = bitmap.as_ptr().addr() as u64;
+    r.domctl(&mut d, &mut [GuestBuf::output(BITMAP, &mut bitmap)])
+        .unwrap();
+    let seen: ShadowOp = r.domctls.borrow()[0].payload();
+    assert_eq!(seen.dirty_bitmap, at);
+    assert_eq!(bitmap, [0xA5; 3]);
+    let back: ShadowOp = d.payload();
+    assert_eq!(
+        (back.dirty_bitmap, back.stats.dirty_count),
+        (0xdead_beef, 7)
+    );
+}
+
+#[test]
+fn unbound_slots_are_null_and_out_buffers_start_zeroed() {
+    let r = Recorder::new(ok);
+    let p = ShadowOp {
+        op: shadow::OP_PEEK,
+        pages: 8,
+        dirty_bitmap: 0x1000,
+        ..Default::default()
+    };
+    let mut d = Domctl::with_payload(cmd::SHADOW_OP, 2, &p);
+    r.domctl(&mut d, &mut []).unwrap();
+    let seen: ShadowOp = r.domctls.borrow()[0].payload();
+    assert_eq!(seen.dirty_bitmap, 0);
+    let mut bitmap = [0xFFu8; 1];
+    r.domctl(&mut d, &mut [GuestBuf::output(BITMAP, &mut bitmap)])
+        .unwrap();
+    assert_eq!(bitmap, [0]);
+    let mut inout = [0xFFu8; 1];
+    r.domctl(&mut d, &mut [GuestBuf::in_out(BITMAP, &mut inout)])
+        .unwrap();
+    assert_eq!(inout, [0xFF]);
+}
+
+#[test]
+fn log_dirty_works_through_the_typed_wrappers() {
+    let r = Recorder::new(peek);
+    let mut bitmap = [0u8; 8];
+    let stats = r.logdirty_peek(4, &mut bitmap, 16).unwrap();
+    assert_eq!(stats.dirty_count, 7);
+    assert_eq!(bitmap, [0xA5, 0xA5, 0, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn refused_calls_never_reach_xen() {
+    let r = Recorder::new(ok);
+    let mut d = Domctl::new(cmd::GETHVMCONTEXT, 1);
+    let e = r.domctl(&mut d, &mut []).unwrap_err();
+    assert_eq!(
+        (e.op, e.errno),
+        (Op::Domctl(cmd::GETHVMCONTEXT), errno::EOPNOTSUPP)
+    );
+    let p = ShadowOp {
+        op: shadow::OP_PEEK,
+        pages: 100,
+        ..Default::default()
+    };
+    let mut d = Domctl::with_payload(cmd::SHADOW_OP, 1, &p);
+    let mut short = [0u8; 12];
+    let e = r
+        .domctl(&mut d, &mut [GuestBuf::output(BITMAP, &mut short)])
+        .unwrap_err();
+    assert_eq!(e.errno, errno::EINVAL);
+    let mut s = Sysctl::new(sysctl::cmd::READCONSOLE);
+    assert!(r.sysctl(&mut s, &mut []).is_err());
+    assert!(r
+        .memory_op(memory::cmd::MEMORY_MAP, &mut [], &mut [])
+        .is_err());
+    assert!(r.calls.borrow().is_empty());
+}
+
+#[test]
+fn negative_results_are_errnos() {
+    let r = Recorder::new(esrch);
+    let e = r.pause(9).unwrap_err();
+    assert_eq!(
+        (e.op, e.errno),
+        (Op::Domctl(cmd::PAUSEDOMAIN), errno::ESRCH)
+    );
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert_eq!(result(Op::MmuUpdate, 5), Ok(5));
+    assert_eq!(result(Op::MmuUpdate, -22).unwrap_err().errno, errno::EINVAL);
+    assert_eq!(
+        result(Op::MmuUpdate, i64::MIN).unwrap_err().errno,
+        errno::EIO
+    );
+    assert_eq!(
+        result(Op::MmuUpdate, -(1 << 40)).unwrap_err().errno,
+        errno::EIO
+    );
+}
+
+#[test]
+fn memory_op_passes_the_command_and_the_argument_address() {
+    let r = Recorder::new(max_gpfn);
+    assert_eq!(r.maximum_gpfn(3).unwrap(), 767);
+    let (nr, args) = r.calls.borrow()[0];
+    assert_eq!((nr, args[0], args[2]), (12, 14, 0));
+}
+
+#[test]
+fn sysctl_goes_to_its_number_with_the_version_set() {
+    let r = Recorder::new(ok);
+    let mut s = Sysctl::new(sysctl::cmd::PHYSINFO);
+    s.interface_version = 0;
+    r.sysctl(&mut s, &mut []).unwrap();
+    let addr = (&s as *const Sysctl).addr() as u64;
+    assert_eq!(*r.calls.borrow(), [(35, [addr, 0, 0, 0, 0])]);
+    assert_eq!(s.interface_version, XEN_SYSCTL_INTERFACE_VERSION);
+}
+
+#[test]
+fn the_page_must_be_page_aligned_and_not_null() {
+    // SAFETY: both addresses are refused before anything is kept.
+    let null = unsafe { HypercallPage::from_raw(core::ptr::null()) };
+    assert_eq!(
+        null.unwrap_err(),
+        Error::new(Op::HypercallPage, errno::EINVAL)
+    );
+    // SAFETY: as above.
+    let odd = unsafe { HypercallPage::from_raw(core::ptr::without_provenance(0x1010)) };
+    assert!(odd.is_err());
+    assert_eq!(STUBS, 128);
+}
