@@ -268,3 +268,113 @@ fn the_page_must_be_page_aligned_and_not_null() {
     assert!(odd.is_err());
     assert_eq!(STUBS, 128);
 }
+
+/// The asm path itself, on this CPU: a page of hand-written stubs stands in
+/// for Xen's (each returns one argument register, or writes into the
+/// envelope, then wipes every register Xen may change).
+#[cfg(all(target_arch = "x86_64", target_os = "linux", feature = "privcmd"))]
+mod stubs_on_this_cpu {
+    use super::*;
+
+    /// Wipes rdi, rsi, rdx, r10, r8, r9, rcx, r11, then `ret`.
+    const WIPE_RET: [u8; 21] = [
+        0x31, 0xff, 0x31, 0xf6, 0x31, 0xd2, 0x45, 0x31, 0xd2, 0x45, 0x31, 0xc0, 0x45, 0x31, 0xc9,
+        0x31, 0xc9, 0x45, 0x31, 0xdb, 0xc3,
+    ];
+
+    /// The stub bodies (before `WIPE_RET`), by hypercall number.
+    fn body(nr: usize) -> &'static [u8] {
+        match nr {
+            0 => &[0x48, 0x89, 0xf8], // mov rax, rdi
+            1 => &[0x48, 0x89, 0xf0], // mov rax, rsi
+            2 => &[0x48, 0x89, 0xd0], // mov rax, rdx
+            3 => &[0x4c, 0x89, 0xd0], // mov rax, r10
+            4 => &[0x4c, 0x89, 0xc0], // mov rax, r8
+            // domctl: mov qword [rdi+16], 0x1234; xor eax, eax
+            36 => &[0x48, 0xc7, 0x47, 0x10, 0x34, 0x12, 0, 0, 0x31, 0xc0],
+            // mov rax, -22
+            _ => &[0x48, 0xc7, 0xc0, 0xea, 0xff, 0xff, 0xff],
+        }
+    }
+
+    /// An executable page of stubs, unmapped on drop.
+    struct StubPage(*mut libc::c_void);
+
+    impl StubPage {
+        fn new() -> Self {
+            // SAFETY: a fresh private anonymous mapping at an address the
+            // kernel picks; no existing memory is affected.
+            let p = unsafe {
+                libc::mmap(
+                    core::ptr::null_mut(),
+                    PAGE_SIZE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            // SAFETY: `p` is a fresh, writable, page-sized mapping owned
+            // here and nothing else refers to it.
+            let page = unsafe { core::slice::from_raw_parts_mut(p.cast::<u8>(), PAGE_SIZE) };
+            page.fill(0xcc); // int3
+            for (nr, stub) in page.chunks_exact_mut(STUB_SIZE).enumerate() {
+                let b = body(nr);
+                stub[..b.len()].copy_from_slice(b);
+                stub[b.len()..b.len() + WIPE_RET.len()].copy_from_slice(&WIPE_RET);
+            }
+            // SAFETY: `p` is the page mapped above; making it read-only and
+            // executable affects nothing else.
+            let rc = unsafe { libc::mprotect(p, PAGE_SIZE, libc::PROT_READ | libc::PROT_EXEC) };
+            assert_eq!(rc, 0);
+            StubPage(p)
+        }
+    }
+
+    impl Drop for StubPage {
+        fn drop(&mut self) {
+            // SAFETY: the page was mapped by `new` and no handle on it
+            // outlives `self` in these tests.
+            unsafe { libc::munmap(self.0, PAGE_SIZE) };
+        }
+    }
+
+    #[test]
+    fn arguments_go_in_the_abi_registers_and_rax_comes_back() {
+        let stubs = StubPage::new();
+        // SAFETY: the page holds the stubs above, executable and mapped
+        // until `stubs` drops at the end of this test; they only read
+        // argument registers, write the 8 bytes at rdi+16 (nr 36, given a
+        // whole envelope below) and wipe registers the ABI lets Xen change.
+        let page = unsafe { HypercallPage::from_raw(stubs.0.cast::<u8>()) }.unwrap();
+        let args = [11, 22, 33, 44, 55];
+        for (nr, want) in args.iter().enumerate() {
+            // SAFETY: stubs 0 to 4 only copy a register into rax.
+            let got = unsafe { page.hypercall(nr as u64, args) };
+            assert_eq!(got, Ok(*want), "argument {}", nr + 1);
+        }
+        // SAFETY: stub 5 only sets rax.
+        let e = unsafe { page.hypercall(5, args) }.unwrap_err();
+        assert_eq!((e.op, e.errno), (Op::Hypercall(5), errno::EINVAL));
+        // SAFETY: refused before any stub is called.
+        let e = unsafe { page.hypercall(STUBS, args) }.unwrap_err();
+        assert_eq!(e.errno, errno::ENOSYS);
+
+        // A domctl whose "Xen" writes its answer into the envelope.
+        let mut d = Domctl::new(cmd::GETDOMAININFO, 3);
+        page.domctl(&mut d, &mut []).unwrap();
+        assert_eq!(d.u[0], 0x1234);
+        // memory_op's stub (12) answers -EINVAL.
+        let e = page.maximum_gpfn(3).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::MemoryOp(memory::cmd::MAXIMUM_GPFN), errno::EINVAL)
+        );
+        let e = page.map_foreign(3, &[0], Prot::Read).unwrap_err();
+        assert_eq!((e.op, e.kind()), (Op::MapForeign, ErrorKind::Unsupported));
+        // SAFETY: refused without a hypercall.
+        let e = unsafe { page.mmu_update(&[], 3) }.unwrap_err();
+        assert_eq!(e.errno, errno::EOPNOTSUPP);
+    }
+}
