@@ -15,9 +15,10 @@
 //! - The hypercall page: one page-aligned 4 KiB page of its own memory,
 //!   mapped executable, that Xen has filled with transfer stubs (a PV
 //!   kernel names it in its `XEN_ELFNOTE_HYPERCALL_PAGE` ELF note; a PVH
-//!   kernel asks for it by writing its address to the MSR Xen advertises
-//!   in CPUID leaf `0x4000_0x02`). Hypercall `nr`'s stub starts at byte
-//!   `nr * 32`. [`HypercallPage::from_raw`] takes its address.
+//!   kernel asks for it by writing its guest-physical address to the MSR
+//!   named by Xen's CPUID leaf `0x4000_0002`, base leaf + 2). Hypercall
+//!   `nr`'s stub starts at byte `nr * 32`. [`HypercallPage::from_raw`]
+//!   takes its virtual address.
 //! - Kernel privilege: hypercalls are only accepted from guest kernel mode.
 //! - The privilege for the calls it makes: domctl and sysctl need a control
 //!   domain (dom0, or a domain XSM lets do it).
