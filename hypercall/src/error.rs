@@ -222,9 +222,6 @@ impl fmt::Display for Error {
             (Op::Domctl(_) | Op::Sysctl(_), ErrorKind::PermissionDenied) => {
                 f.write_str("; this domain is not privileged for it")
             }
-            (Op::HypercallPage, ErrorKind::Unsupported) => {
-                f.write_str("; the hypercall-page doorway is not available in this build")
-            }
             _ => Ok(()),
         }
     }

@@ -10,8 +10,8 @@
 //! - [`XenOps`]: safe typed wrappers every `Hypervisor` has (domain info,
 //!   pause/unpause/destroy, log-dirty, page types, vCPU context, …).
 //! - [`backend`]: the doorways. `privcmd` (feature `privcmd`, default; Linux
-//!   dom0 or driver domain) and `hypercall_page` (feature `page`; a stub that
-//!   builds without std and answers "not available").
+//!   dom0 or driver domain) and `hypercall_page` (feature `page`; a bare
+//!   PV/PVH domain's hypercall page, no std: domctl, sysctl and memory_op).
 //! - `fake` (feature `fake`): an in-memory Xen for tests above the trait.
 //!
 //! Code above this crate is generic over [`Hypervisor`] and calls the
