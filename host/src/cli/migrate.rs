@@ -120,8 +120,8 @@ the port defaults to 8002 (xend-relocation-port). HOST's relocd must listen \
 for relocations and admit this host (xend-relocation-hosts-allow).
 
 Backends: the sim backend (serve --backend sim) migrates its simulated \
-guests; the xen backend is not available yet. A daemon without the migration \
-engine answers \"migrate is not implemented yet\" (exit status 1).
+guests. The xen backend (serve --backend xen) lists domains but does not \
+move them yet: it answers \"migrate is not implemented yet\" (exit status 1).
 
 Ctrl-C sends cancel: a migration before its point of no return stops and \
 the guest keeps running here.";

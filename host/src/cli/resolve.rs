@@ -13,9 +13,9 @@ Find out where the guest runs (ask the other host: `relocd list` there), then \
 --resume it here if it runs nowhere else, or --discard the copy here if it \
 runs there. Resuming a guest that also runs elsewhere runs it twice.
 
-Backends: the sim backend; the xen backend is not available yet. A daemon \
-without the migration engine answers \"resolve is not implemented yet\" \
-(exit status 1).";
+Backends: the sim backend. The xen backend (serve --backend xen) lists \
+domains but does not move them yet: it answers \"resolve is not implemented \
+yet\" (exit status 1).";
 
 /// `relocd resolve`'s arguments.
 #[derive(Clone, Debug, clap::Args)]

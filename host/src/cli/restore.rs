@@ -13,8 +13,8 @@ gets the name it was saved under; that name must be free here.
 FILE is read by the daemon: a relative path is taken from this shell's \
 directory.
 
-Backends: the sim backend restores simulated guests; the xen backend is not \
-available yet. A daemon without the restore engine answers \"restore is not \
+Backends: the sim backend restores simulated guests. The xen backend (serve \
+--backend xen) does not restore yet: it answers \"restore is not \
 implemented yet\" (exit status 1).";
 
 /// `relocd restore`'s arguments.

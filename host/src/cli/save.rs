@@ -17,9 +17,9 @@ nothing but the partial file.
 FILE is written by the daemon: a relative path is taken from this shell's \
 directory, and the daemon must be able to write there.
 
-Backends: the sim backend saves its simulated guests; the xen backend is not \
-available yet. A daemon without the save engine answers \"save is not \
-implemented yet\" (exit status 1).";
+Backends: the sim backend saves its simulated guests. The xen backend (serve \
+--backend xen) does not save yet: it answers \"save is not implemented \
+yet\" (exit status 1).";
 
 /// `relocd save`'s arguments.
 #[derive(Clone, Debug, clap::Args)]

@@ -115,9 +115,6 @@ pub enum DaemonError {
     /// xend-relocation-hosts-allow holds a pattern relocd refuses.
     #[error("xend-relocation-hosts-allow: {0}")]
     HostsAllow(String),
-    /// The backend asked for is not part of this build.
-    #[error("the {0} backend is not available yet; use --backend sim")]
-    BackendUnavailable(&'static str),
     /// `--backend xen` where Xen cannot be reached.
     #[error(transparent)]
     Xen(#[from] crate::xen::XenUnavailable),
@@ -155,7 +152,6 @@ impl DaemonError {
                 ControlError::NotASocket { .. } | ControlError::PathTooLong { .. },
             ) => ErrorKind::Config,
             DaemonError::Listen { .. } => ErrorKind::Network,
-            DaemonError::BackendUnavailable(_) => ErrorKind::NotImplemented,
             DaemonError::Xen(_) => ErrorKind::Config,
             DaemonError::Control(_) | DaemonError::Journal(_) | DaemonError::Os { .. } => {
                 ErrorKind::Internal
