@@ -162,6 +162,20 @@ fn test(root: &Path) -> Result<()> {
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     let counts = run_tests(cargo().args(["test", "--workspace"]).current_dir(root))?;
     // real Xen under QEMU; skipped with the reason where it cannot run
+    // The README's main command, as a newcomer types it (a smaller guest):
+    // proves `cargo run` at the top finds the relocd binary and the demo's
+    // checks pass.
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "--",
+            "demo",
+            "--memory",
+            "256M",
+        ])
+        .current_dir(root))?;
     e2e::from_test()?;
     eprintln!("xtask: all checks passed");
     // One closing line for the whole suite (cargo prints one per binary).
