@@ -24,6 +24,7 @@
 
 use relocd_core::guest::{GuestInfo, GuestType, PageType, Pfn, SinkGuest, PAGE_SIZE};
 use relocd_core::precopy::drive::apply_batch;
+use relocd_core::precopy::MAX_PAGE_DATA_RECORD_LEN;
 use relocd_core::stream::domain::{DomainHeaderRepr, DomainType};
 use relocd_core::stream::reader::{Decoder, Event, Options};
 use relocd_core::stream::writer::{Framing, Sink, StreamWriter, WriteError};
@@ -309,6 +310,18 @@ impl LibxcDecoder {
                 ));
             }
             Event::PageData { data, .. } => self.data.extend_from_slice(data),
+            // A batch is at most MAX_BATCH_SIZE pages (one chunk): a larger
+            // PAGE_DATA record would be gathered in memory, so it is refused
+            // before any of it is taken (Xen's own limit is 128 MiB).
+            Event::Record(info)
+                if info.libxc_type() == Some(RecordType::PageData)
+                    && usize::try_from(info.length).unwrap_or(usize::MAX)
+                        > MAX_PAGE_DATA_RECORD_LEN =>
+            {
+                return Err(ImageError::Invalid(
+                    "PAGE_DATA record larger than one batch of 1024 pages",
+                ));
+            }
             Event::Record(info) if info.libxc_type() == Some(RecordType::HvmContext) => {
                 let len = usize::try_from(info.length).unwrap_or(usize::MAX);
                 if len > MAX_HVM_CONTEXT_LEN {
@@ -349,12 +362,12 @@ fn apply_vcpus<S: SinkGuest>(mut ctx: &[u8], sink: &mut S) -> Result<(), ImageEr
         };
         let id = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
         let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let Some(blob) = ctx.get(8..8 + len) else {
+        let Some(blob) = ctx.get(8..).and_then(|rest| rest.get(..len)) else {
             return Err(bad);
         };
         sink.set_vcpu_context(id, blob)
             .map_err(|_| ImageError::Sink("vCPU state"))?;
-        let next = (8 + len).next_multiple_of(8);
+        let next = 8usize.saturating_add(len).next_multiple_of(8);
         ctx = ctx.get(next..).unwrap_or_default();
     }
     Ok(())
@@ -460,5 +473,43 @@ mod tests {
         let mut dec = LibxcDecoder::new();
         assert!(dec.apply(&[0xff; 64], &mut sink2).is_err());
         assert!(!dec.is_complete());
+    }
+
+    #[test]
+    fn a_page_data_record_larger_than_a_batch_is_refused_before_it_is_gathered() {
+        let hv = SimHypervisor::new(1 << 30, Drive::Manual);
+        let spec = GuestSpec::new("a", 4 << 20).unwrap();
+        let g = hv.create(&spec, true).unwrap();
+        let info = SimSource::new(g).info().unwrap();
+        let mut head = Vec::new();
+        LibxcEncoder::new().start(&info, &mut head).unwrap();
+        // A PAGE_DATA header claiming 2048 pages' worth of body: within
+        // Xen's 128 MiB record limit, above one 1024-page batch.
+        let body_len = u32::try_from(8 + 2048 * 8 + 2048 * PAGE_SIZE).unwrap();
+        let mut chunk = head.clone();
+        chunk.extend_from_slice(&1u32.to_le_bytes()); // REC_TYPE_PAGE_DATA
+        chunk.extend_from_slice(&body_len.to_le_bytes());
+        chunk.extend_from_slice(&2048u32.to_le_bytes()); // count
+        chunk.extend_from_slice(&0u32.to_le_bytes()); // reserved
+        let dst = hv.create_empty("b", 4 << 20).unwrap();
+        let mut sink = SimSink::new(dst);
+        let mut dec = LibxcDecoder::new();
+        let err = dec.apply(&chunk, &mut sink).unwrap_err();
+        assert!(
+            matches!(err, ImageError::Invalid(m) if m.contains("larger than one batch")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn vcpu_framing_with_a_huge_length_is_an_error() {
+        let hv = SimHypervisor::new(1 << 30, Drive::Manual);
+        let dst = hv.create_empty("c", 4 << 20).unwrap();
+        let mut sink = SimSink::new(dst);
+        let mut ctx = Vec::new();
+        ctx.extend_from_slice(&0u32.to_le_bytes());
+        ctx.extend_from_slice(&u32::MAX.to_le_bytes());
+        ctx.extend_from_slice(&[0; 8]);
+        assert!(apply_vcpus(&ctx, &mut sink).is_err());
     }
 }

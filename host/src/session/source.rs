@@ -1,7 +1,7 @@
 //! The sending side: [`run_source`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -93,6 +93,9 @@ pub struct SourceReport {
     pub bandwidth_mib_s: f64,
 }
 
+/// How many frames the reader thread may queue before it waits.
+const READER_QUEUE: usize = 16;
+
 /// What the reader thread hands over.
 enum Incoming {
     Frame(Header, Vec<u8>),
@@ -100,7 +103,7 @@ enum Incoming {
     Closed,
 }
 
-fn reader<L: Link>(mut link: L, tx: Sender<Incoming>, stop: Arc<AtomicBool>) {
+fn reader<L: Link>(mut link: L, tx: SyncSender<Incoming>, stop: Arc<AtomicBool>) {
     loop {
         let mut hdr: Header = [0; 4];
         let mut idle = || stop.load(Ordering::Relaxed);
@@ -197,7 +200,9 @@ pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
     link.set_write_timeout(Some(opts.timeouts.write))
         .map_err(SessionError::Link)?;
     let rlink = link.try_clone().map_err(SessionError::Link)?;
-    let (tx, rx) = mpsc::channel();
+    // Bounded: a destination that floods control frames while we block on
+    // a write cannot make the reader queue without limit; it waits instead.
+    let (tx, rx) = mpsc::sync_channel(READER_QUEUE);
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
     let handle = thread::Builder::new()
@@ -255,6 +260,9 @@ pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
     let r = d.run(cancel);
     stop.store(true, Ordering::Relaxed);
     d.link.shutdown();
+    // Dropping the driver drops the receiver, so a reader blocked on a full
+    // queue wakes with an error and ends before the join.
+    drop(d);
     let _ = handle.join();
     r
 }
