@@ -3,13 +3,14 @@
 //!
 //! It checks calls exactly as a real doorway does (the same table of
 //! admitted commands, handle slots and buffer lengths), then acts on a small
-//! model: domains with flags, pages, page types, vCPU contexts and a dirty
-//! log. Like Xen 4.17, `getdomaininfo` answers with the next domain at or
+//! model: domains with flags, pages, page types, vCPU contexts (basic and
+//! extended), vCPU MSRs, an address size and a dirty log. Like Xen 4.17, `getdomaininfo` answers with the next domain at or
 //! above the one asked for.
 
 use crate::abi::domctl::{
-    self, dominf, pfinfo, shadow, Domctl, GetDomainInfo, GetPageFrameInfo3, MaxMem, ShadowOp,
-    VcpuContext, XEN_DOMCTL_INTERFACE_VERSION,
+    self, dominf, pfinfo, shadow, AddressSize, Domctl, ExtVcpuContextRaw, GetDomainInfo,
+    GetPageFrameInfo3, MaxMem, SetDomainHandle, ShadowOp, VcpuContext, VcpuMsr, VcpuMsrs,
+    XEN_DOMCTL_INTERFACE_VERSION,
 };
 use crate::abi::memory::{self, MemoryReservation};
 use crate::abi::sysctl::{self, GetDomainInfoList, PhysInfo, Sysctl, XEN_SYSCTL_INTERFACE_VERSION};
@@ -23,6 +24,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The fake MFN of a PFN: an offset that makes mix-ups visible.
 pub const FAKE_MFN_OFFSET: u64 = 0x10_0000;
+
+/// The most MSRs the fake keeps per vCPU: what `get_vcpu_msrs` with a NULL
+/// array answers, and the limit `set_vcpu_msrs` enforces.
+pub const FAKE_MAX_VCPU_MSRS: u32 = 8;
 
 /// One domain of the fake.
 #[derive(Clone, Debug)]
@@ -39,6 +44,12 @@ pub struct FakeDomain {
     pub dirty: BTreeSet<XenPfn>,
     /// One context per vCPU.
     pub vcpus: Vec<VcpuGuestContext>,
+    /// One extended context per vCPU (`size` as the guest set it).
+    pub ext_vcpus: Vec<ExtVcpuContextRaw>,
+    /// Each vCPU's MSRs by index (zero values are not reported, as by Xen).
+    pub msrs: Vec<BTreeMap<u32, u64>>,
+    /// Address width in bits (`get/set_address_size`).
+    pub address_size: u32,
 }
 
 impl FakeDomain {
@@ -56,14 +67,21 @@ impl FakeDomain {
         let memory = (0..pages)
             .map(|p| (p, Box::new([0u8; PAGE_SIZE])))
             .collect();
-        let vcpus = (0..vcpus).map(|_| VcpuGuestContext::zeroed()).collect();
+        let n = vcpus as usize;
+        let ext = ExtVcpuContextRaw {
+            size: core::mem::size_of::<ExtVcpuContextRaw>() as u32,
+            ..Default::default()
+        };
         let mut d = FakeDomain {
             info,
             memory,
             page_types: BTreeMap::new(),
             logdirty: false,
             dirty: BTreeSet::new(),
-            vcpus,
+            vcpus: vec![VcpuGuestContext::zeroed(); n],
+            ext_vcpus: vec![ext; n],
+            msrs: vec![BTreeMap::new(); n],
+            address_size: 64,
         };
         d.sync();
         d
@@ -153,6 +171,20 @@ impl FakeXen {
         if d.logdirty {
             d.dirty.insert(pfn);
         }
+        true
+    }
+
+    /// What the guest does: shuts down with `reason` (`SHUTDOWN_*`, e.g.
+    /// `SHUTDOWN_suspend`). `false` when there is no such domain.
+    pub fn guest_shutdown(&self, domid: DomId, reason: u8) -> bool {
+        let mut st = lock(&self.state);
+        let Some(d) = st.domains.get_mut(&domid) else {
+            return false;
+        };
+        let code = dominf::SHUTDOWN_MASK << dominf::SHUTDOWN_SHIFT;
+        d.info.flags = (d.info.flags & !code & !dominf::RUNNING)
+            | dominf::SHUTDOWN
+            | (u32::from(reason) << dominf::SHUTDOWN_SHIFT);
         true
     }
 
@@ -341,6 +373,115 @@ impl Hypervisor for FakeXen {
                 } else {
                     *ctxt = VcpuGuestContext::read_from(in_bytes(bufs, slot, op)?)
                         .ok_or(Error::new(op, errno::EFAULT))?;
+                }
+            }
+            domctl::cmd::GET_ADDRESS_SIZE => {
+                let size = domain(&mut st, d.domain, op)?.address_size;
+                d.set_payload(&AddressSize { size });
+            }
+            domctl::cmd::SET_ADDRESS_SIZE => {
+                let p: AddressSize = d.payload();
+                if p.size != 32 && p.size != 64 {
+                    return Err(Error::new(op, errno::EINVAL));
+                }
+                domain(&mut st, d.domain, op)?.address_size = p.size;
+            }
+            domctl::cmd::RESUMEDOMAIN => {
+                // Clears the shutdown; a toolstack pause stays.
+                let dom = domain(&mut st, d.domain, op)?;
+                let code = dominf::SHUTDOWN_MASK << dominf::SHUTDOWN_SHIFT;
+                let mut flags = dom.info.flags & !code & !dominf::SHUTDOWN;
+                if flags & dominf::PAUSED == 0 {
+                    flags |= dominf::RUNNING;
+                }
+                dom.info.flags = flags;
+            }
+            domctl::cmd::SETDOMAINHANDLE => {
+                let p: SetDomainHandle = d.payload();
+                domain(&mut st, d.domain, op)?.info.handle = p.handle;
+            }
+            domctl::cmd::GET_EXT_VCPUCONTEXT | domctl::cmd::SET_EXT_VCPUCONTEXT => {
+                let mut p: ExtVcpuContextRaw = d.payload();
+                let dom = domain(&mut st, d.domain, op)?;
+                let ext = dom
+                    .ext_vcpus
+                    .get_mut(p.vcpu as usize)
+                    .ok_or(Error::new(op, errno::ESRCH))?;
+                let full = core::mem::size_of::<ExtVcpuContextRaw>();
+                if d.cmd == domctl::cmd::GET_EXT_VCPUCONTEXT {
+                    let vcpu = p.vcpu;
+                    p = *ext;
+                    p.vcpu = vcpu;
+                    p.size = full as u32;
+                    d.set_payload(&p);
+                } else {
+                    // As Xen: at least everything before the vMCE state.
+                    let size = p.size as usize;
+                    if size < core::mem::offset_of!(ExtVcpuContextRaw, vmce) {
+                        return Err(Error::new(op, errno::EINVAL));
+                    }
+                    if let Some(tail) = p.as_bytes_mut().get_mut(size.min(full)..) {
+                        tail.fill(0);
+                    }
+                    *ext = p;
+                }
+            }
+            domctl::cmd::GET_VCPU_MSRS | domctl::cmd::SET_VCPU_MSRS => {
+                let mut p: VcpuMsrs = d.payload();
+                let slot = at(core::mem::offset_of!(VcpuMsrs, msrs));
+                let dom = domain(&mut st, d.domain, op)?;
+                let msrs = dom
+                    .msrs
+                    .get_mut(p.vcpu as usize)
+                    .ok_or(Error::new(op, errno::ESRCH))?;
+                let each = core::mem::size_of::<VcpuMsr>();
+                if d.cmd == domctl::cmd::GET_VCPU_MSRS {
+                    let Some(data) = buf_for(bufs, slot) else {
+                        // NULL array: the maximum count.
+                        p.msr_count = FAKE_MAX_VCPU_MSRS;
+                        d.set_payload(&p);
+                        return Ok(());
+                    };
+                    let out = data.output().ok_or(Error::new(op, errno::EFAULT))?;
+                    let live: Vec<VcpuMsr> = msrs
+                        .iter()
+                        .filter(|(_, &v)| v != 0)
+                        .map(|(&index, &value)| VcpuMsr {
+                            index,
+                            reserved: 0,
+                            value,
+                        })
+                        .collect();
+                    let fits = live.len() <= p.msr_count as usize;
+                    for (m, dst) in live.iter().zip(out.chunks_exact_mut(each)) {
+                        let _ = m.write_to(dst);
+                    }
+                    p.msr_count = live.len() as u32;
+                    d.set_payload(&p);
+                    if !fits {
+                        return Err(Error::new(op, errno::ENOBUFS));
+                    }
+                } else {
+                    if p.msr_count > FAKE_MAX_VCPU_MSRS {
+                        return Err(Error::new(op, errno::EINVAL));
+                    }
+                    let src = in_bytes(bufs, slot, op)?;
+                    let given: Vec<VcpuMsr> = src
+                        .chunks_exact(each)
+                        .take(p.msr_count as usize)
+                        .filter_map(VcpuMsr::read_from)
+                        .collect();
+                    if let Some(bad) = given.iter().position(|m| m.reserved != 0) {
+                        p.msr_count = bad as u32;
+                        d.set_payload(&p);
+                        return Err(Error::new(op, errno::EINVAL));
+                    }
+                    let mut next = msrs.clone();
+                    next.extend(given.iter().map(|m| (m.index, m.value)));
+                    if next.len() > FAKE_MAX_VCPU_MSRS as usize {
+                        return Err(Error::new(op, errno::EINVAL));
+                    }
+                    *msrs = next;
                 }
             }
             _ => return Err(Error::new(op, errno::ENOSYS)),
