@@ -432,11 +432,24 @@ fn arb_pte() -> impl Strategy<Value = u64> {
 
 proptest! {
     #[test]
-    fn round_trip(level in 1u8..=4, ptes in proptest::collection::vec(arb_pte(), 512)) {
+    fn round_trip(
+        level in 1u8..=4,
+        clean in any::<bool>(),
+        mut ptes in proptest::collection::vec(arb_pte(), 512),
+    ) {
         let p = p2m();
         let mut idx = [(0u64, 0u64); 64];
         let n = fill_by_mfn(&p, &mut idx).unwrap();
         let m = SortedFrames::new(&p, &idx[..n]).unwrap();
+        if clean {
+            // Half the cases hold only the guest's own frames, so the
+            // rewrite path runs rather than almost always deferring.
+            for v in ptes.iter_mut() {
+                if m.mfn_to_pfn((*v & PTE_FRAME_MASK) >> 12).is_none() {
+                    *v &= !PAGE_PRESENT;
+                }
+            }
+        }
         let mut page = [0u8; PAGE_SIZE];
         for (i, v) in ptes.iter().enumerate() {
             page[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
@@ -452,8 +465,12 @@ proptest! {
                 prop_assert!(foreign);
                 prop_assert_eq!(page, orig);
             }
-            Ok(Normalised::Done(_)) => {
+            Ok(Normalised::Done(c)) => {
                 prop_assert!(!foreign);
+                let present = ptes.iter().enumerate().filter(|&(i, &v)| {
+                    v & PAGE_PRESENT != 0 && !(level == 4 && (256..=271).contains(&i))
+                });
+                prop_assert_eq!(usize::from(c.rewritten), present.count());
                 localise_page_table(level, &mut page, &m).unwrap();
                 let mut want = orig;
                 if level == 4 {
@@ -463,6 +480,7 @@ proptest! {
             }
             Err(e) => prop_assert!(false, "unexpected {e}"),
         }
+        prop_assert!(!clean || !foreign);
     }
 
     #[test]
