@@ -8,13 +8,15 @@
 //! above the one asked for.
 
 use crate::abi::domctl::{
-    self, dominf, pfinfo, shadow, AddressSize, Domctl, ExtVcpuContextRaw, GetDomainInfo,
-    GetPageFrameInfo3, MaxMem, SetDomainHandle, ShadowOp, VcpuContext, VcpuMsr, VcpuMsrs,
-    XEN_DOMCTL_INTERFACE_VERSION,
+    self, dominf, pfinfo, shadow, AddressSize, CpuPolicy, Domctl, ExtVcpuContextRaw, GetDomainInfo,
+    GetPageFrameInfo3, MaxMem, SetDomainHandle, ShadowOp, TscInfo, VcpuContext, VcpuExtState,
+    VcpuMsr, VcpuMsrs, XEN_DOMCTL_INTERFACE_VERSION,
 };
 use crate::abi::memory::{self, MemoryReservation};
 use crate::abi::sysctl::{self, GetDomainInfoList, PhysInfo, Sysctl, XEN_SYSCTL_INTERFACE_VERSION};
-use crate::abi::xen::{DomId, MmuUpdate, MmuextOp, VcpuGuestContext, XenPfn, PAGE_SIZE};
+use crate::abi::xen::{
+    CpuidLeaf, DomId, MmuUpdate, MmuextOp, MsrEntry, VcpuGuestContext, XenPfn, PAGE_SIZE,
+};
 use crate::calls;
 use crate::error::{errno, Error, Op};
 use crate::hypervisor::{BufData, ForeignPages, GuestBuf, Hypervisor, Prot};
@@ -42,6 +44,11 @@ pub struct FakeDomain {
     pub logdirty: bool,
     /// PFNs dirtied since the last CLEAN.
     pub dirty: BTreeSet<XenPfn>,
+    /// What the dirty log records for a write to page `n`: `n -
+    /// dirty_offset`. Zero (the page's own number) models an HVM guest or
+    /// a PV guest with an identity p2m; a PV test guest whose pfn `p` lives
+    /// in frame `base + p` sets `base`, as Xen logs PV pages by pfn.
+    pub dirty_offset: u64,
     /// One context per vCPU.
     pub vcpus: Vec<VcpuGuestContext>,
     /// One extended context per vCPU (`size` as the guest set it).
@@ -78,6 +85,7 @@ impl FakeDomain {
             page_types: BTreeMap::new(),
             logdirty: false,
             dirty: BTreeSet::new(),
+            dirty_offset: 0,
             vcpus: vec![VcpuGuestContext::zeroed(); n],
             ext_vcpus: vec![ext; n],
             msrs: vec![BTreeMap::new(); n],
@@ -106,6 +114,7 @@ struct State {
     physinfo: PhysInfo,
     calls: Vec<Op>,
     fail_next: Option<Error>,
+    fail_on: Option<Error>,
 }
 
 /// The fake hypervisor. Cheap to clone: clones share the model.
@@ -169,7 +178,7 @@ impl FakeXen {
         };
         dst.copy_from_slice(data);
         if d.logdirty {
-            d.dirty.insert(pfn);
+            d.dirty.insert(pfn.wrapping_sub(d.dirty_offset));
         }
         true
     }
@@ -205,6 +214,12 @@ impl FakeXen {
         lock(&self.state).fail_next = Some(Error::new(op, errno));
     }
 
+    /// Makes the next call of `op` (whatever comes before it) fail with
+    /// `errno`.
+    pub fn fail_on(&self, op: Op, errno: i32) {
+        lock(&self.state).fail_on = Some(Error::new(op, errno));
+    }
+
     /// The calls that reached the fake (after the doorway's checks), in
     /// order.
     pub fn calls(&self) -> Vec<Op> {
@@ -214,6 +229,10 @@ impl FakeXen {
     fn enter(&self, op: Op) -> Result<MutexGuard<'_, State>, Error> {
         let mut st = lock(&self.state);
         st.calls.push(op);
+        if let Some(e) = st.fail_on.filter(|e| e.op == op) {
+            st.fail_on = None;
+            return Err(e);
+        }
         match st.fail_next.take() {
             Some(e) => Err(Error::new(op, e.errno)),
             None => Ok(st),
@@ -483,6 +502,75 @@ impl Hypervisor for FakeXen {
                     }
                     *msrs = next;
                 }
+            }
+            domctl::cmd::GET_CPU_POLICY => {
+                // Two CPUID leaves and one MSR: enough to carry through a
+                // stream and compare.
+                domain(&mut st, d.domain, op)?;
+                let mut p: CpuPolicy = d.payload();
+                let leaves = [
+                    CpuidLeaf {
+                        leaf: 0,
+                        subleaf: u32::MAX,
+                        a: 0xd,
+                        b: 0x756e_6547,
+                        c: 0x6c65_746e,
+                        d: 0x4965_6e69,
+                    },
+                    CpuidLeaf {
+                        leaf: 1,
+                        subleaf: u32::MAX,
+                        a: 0x663,
+                        b: 0,
+                        c: 0x8000_0000,
+                        d: 0x0781_abfd,
+                    },
+                ];
+                let msrs = [MsrEntry {
+                    idx: 0xce,
+                    flags: 0,
+                    val: 0,
+                }];
+                if (p.nr_leaves as usize) < leaves.len() || (p.nr_msrs as usize) < msrs.len() {
+                    return Err(Error::new(op, errno::ENOBUFS));
+                }
+                let lslot = at(core::mem::offset_of!(CpuPolicy, leaves));
+                let mslot = at(core::mem::offset_of!(CpuPolicy, msrs));
+                let out = out_bytes(bufs, lslot, op)?;
+                for (l, dst) in leaves
+                    .iter()
+                    .zip(out.chunks_exact_mut(core::mem::size_of::<CpuidLeaf>()))
+                {
+                    let _ = l.write_to(dst);
+                }
+                let out = out_bytes(bufs, mslot, op)?;
+                for (m, dst) in msrs
+                    .iter()
+                    .zip(out.chunks_exact_mut(core::mem::size_of::<MsrEntry>()))
+                {
+                    let _ = m.write_to(dst);
+                }
+                p.nr_leaves = leaves.len() as u32;
+                p.nr_msrs = msrs.len() as u32;
+                d.set_payload(&p);
+            }
+            domctl::cmd::GETTSCINFO => {
+                domain(&mut st, d.domain, op)?;
+                d.set_payload(&TscInfo {
+                    tsc_mode: 0,
+                    gtsc_khz: 2_000_000,
+                    incarnation: 1,
+                    pad: 0,
+                    elapsed_nsec: 123_456_789,
+                });
+            }
+            domctl::cmd::GETVCPUEXTSTATE => {
+                // A CPU without XSAVE: no extended state.
+                domain(&mut st, d.domain, op)?;
+                let mut p: VcpuExtState = d.payload();
+                p.xfeature_mask = 0;
+                p.size = 0;
+                d.set_payload(&p);
             }
             _ => return Err(Error::new(op, errno::ENOSYS)),
         }
