@@ -271,8 +271,9 @@ impl<'x, H: Hypervisor> PvSource<'x, H> {
                 vcpu,
                 ext.as_bytes().to_vec(),
             ));
+            // No XSAVE features in use: no record (as Xen's saver).
             let (mask, size) = self.xen.vcpu_extstate_size(self.domid, vcpu)?;
-            if size > 0 {
+            if mask != 0 && size > 0 {
                 if size > MAX_XSAVE {
                     return Err(PvSaveError::Vcpu {
                         vcpu,
