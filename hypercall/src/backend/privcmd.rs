@@ -316,6 +316,34 @@ impl Hypervisor for Privcmd {
         self.bounced(call, arg, handles, bufs)
     }
 
+    fn event_channel_op(&self, cmd: u32, arg: &mut [u8]) -> Result<u64, Error> {
+        let handles = calls::event_channel_op_handles(cmd, arg)?;
+        let call = Call {
+            op: Op::Hypercall(hypercall::EVENT_CHANNEL_OP),
+            nr: hypercall::EVENT_CHANNEL_OP,
+            args: [u64::from(cmd), 0, 0, 0, 0],
+            arg_index: 1,
+        };
+        self.bounced(call, arg, handles, &mut [])
+    }
+
+    fn grant_table_op(
+        &self,
+        cmd: u32,
+        arg: &mut [u8],
+        bufs: &mut [GuestBuf<'_>],
+    ) -> Result<u64, Error> {
+        let handles = calls::grant_table_op_handles(cmd, arg)?;
+        let call = Call {
+            op: Op::Hypercall(hypercall::GRANT_TABLE_OP),
+            nr: hypercall::GRANT_TABLE_OP,
+            // One argument structure.
+            args: [u64::from(cmd), 0, 1, 0, 0],
+            arg_index: 1,
+        };
+        self.bounced(call, arg, handles, bufs)
+    }
+
     unsafe fn mmuext_op(&self, ops: &[MmuextOp], domid: DomId) -> Result<(), Error> {
         // SAFETY: forwarded from this method's contract.
         unsafe { self.mmu_batch(Op::MmuextOp, hypercall::MMUEXT_OP, ops, domid) }

@@ -63,6 +63,17 @@ impl Hypervisor for Recorder {
     fn memory_op(&self, cmd: u32, arg: &mut [u8], bufs: &mut [GuestBuf<'_>]) -> Result<u64, Error> {
         memory_op_via(self, cmd, arg, bufs)
     }
+    fn event_channel_op(&self, cmd: u32, arg: &mut [u8]) -> Result<u64, Error> {
+        event_channel_op_via(self, cmd, arg)
+    }
+    fn grant_table_op(
+        &self,
+        cmd: u32,
+        arg: &mut [u8],
+        bufs: &mut [GuestBuf<'_>],
+    ) -> Result<u64, Error> {
+        grant_table_op_via(self, cmd, arg, bufs)
+    }
     unsafe fn mmuext_op(&self, _: &[MmuextOp], _: DomId) -> Result<(), Error> {
         Err(unsupported(Op::MmuextOp))
     }
