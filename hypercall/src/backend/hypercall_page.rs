@@ -8,8 +8,9 @@
 //! relocd's code as (part of) its own kernel has no Linux underneath: it
 //! issues hypercalls itself, by calling the stubs Xen writes into its
 //! hypercall page. [`HypercallPage`] is that doorway (domctl, sysctl,
-//! memory_op, and the admitted event-channel and grant-table operations); it needs neither `std`
-//! nor an allocator and builds for `x86_64-unknown-none`.
+//! memory_op, and the admitted event-channel and grant-table operations);
+//! it needs neither `std` nor an allocator and builds for
+//! `x86_64-unknown-none`.
 //!
 //! # What the embedding kernel provides
 //!

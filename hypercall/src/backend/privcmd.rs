@@ -740,6 +740,30 @@ mod tests {
     }
 
     #[test]
+    fn event_channel_and_grant_table_ops_reach_the_ioctl() {
+        use crate::abi::xen::hypercall;
+        let pc = null_doorway();
+        let e = pc.evtchn_alloc_unbound(3, 0).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::Hypercall(hypercall::EVENT_CHANNEL_OP), errno::ENOTTY)
+        );
+        let mut frames = [7u64; 2];
+        let e = pc.grant_table_frames(3, 2, &mut frames).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::Hypercall(hypercall::GRANT_TABLE_OP), errno::ENOTTY)
+        );
+        // The output buffer was bounced back (zeroed: nothing wrote it).
+        assert_eq!(frames, [0, 0]);
+        // Refused before the kernel: close, and a short frame list.
+        let e = pc.event_channel_op(3, &mut [0; 4]).unwrap_err();
+        assert_eq!(e.errno, errno::EOPNOTSUPP);
+        let e = pc.grant_table_frames(3, 3, &mut frames).unwrap_err();
+        assert_eq!(e.errno, errno::EINVAL);
+    }
+
+    #[test]
     fn bad_buffers_and_unknown_commands_never_reach_the_kernel() {
         let pc = null_doorway();
         let p = ShadowOp {
