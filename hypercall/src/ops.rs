@@ -218,7 +218,7 @@ const EXTENT_SLOT: usize = offset_of!(MemoryReservation, extent_start);
 const FRAME_LIST_SLOT: usize = offset_of!(GnttabSetupTable, frame_list);
 
 /// Page-table pins sent per `mmuext_op` call by [`XenOps::pin_page_tables`].
-pub const PIN_BATCH: usize = 64;
+const PIN_BATCH: usize = 64;
 
 /// The typed operations, for every [`Hypervisor`].
 pub trait XenOps: Hypervisor {
@@ -831,7 +831,7 @@ pub trait XenOps: Hypervisor {
     }
 
     /// [`XenOps::pin_page_table`] for each `(level, mfn)`, in batches of
-    /// [`PIN_BATCH`] per `mmuext_op`; everything is checked before the
+    /// 64 (`PIN_BATCH`) per `mmuext_op`; everything is checked before the
     /// first call. On failure, pins of earlier batches (and of the failing
     /// batch before the failing entry) stay.
     fn pin_page_tables(&self, dom: DomId, tables: &[(u8, u64)]) -> Result<(), Error> {
