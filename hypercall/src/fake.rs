@@ -61,6 +61,12 @@ pub struct FakeDomain {
     /// a PV guest with an identity p2m; a PV test guest whose pfn `p` lives
     /// in frame `base + p` sets `base`, as Xen logs PV pages by pfn.
     pub dirty_offset: u64,
+    /// `populate_physmap` keeps a new page at the machine frame it returns
+    /// (a PV guest's view: its frames are named by mfn) instead of at the
+    /// pfn asked for.
+    pub pv_frames: bool,
+    /// What settscinfo set last.
+    pub tsc: Option<TscInfo>,
     /// One context per vCPU.
     pub vcpus: Vec<VcpuGuestContext>,
     /// One extended context per vCPU (`size` as the guest set it).
@@ -107,6 +113,8 @@ impl FakeDomain {
             logdirty: false,
             dirty: BTreeSet::new(),
             dirty_offset: 0,
+            pv_frames: false,
+            tsc: None,
             vcpus: vec![VcpuGuestContext::zeroed(); n],
             ext_vcpus: vec![ext; n],
             msrs: vec![BTreeMap::new(); n],
@@ -247,6 +255,14 @@ impl FakeXen {
             | dominf::SHUTDOWN
             | (u32::from(reason) << dominf::SHUTDOWN_SHIFT);
         true
+    }
+
+    /// Makes `populate_physmap` keep `domid`'s new pages at the machine
+    /// frames it returns ([`FakeDomain::pv_frames`]).
+    pub fn set_pv_frames(&self, domid: DomId, on: bool) {
+        if let Some(d) = lock(&self.state).domains.get_mut(&domid) {
+            d.pv_frames = on;
+        }
     }
 
     /// Sets a page's type (as getpageframeinfo3 will report it).
@@ -635,6 +651,14 @@ impl Hypervisor for FakeXen {
                     elapsed_nsec: 123_456_789,
                 });
             }
+            domctl::cmd::SET_CPU_POLICY | domctl::cmd::SETVCPUEXTSTATE => {
+                // Accepted as given (Xen would audit them).
+                domain(&mut st, d.domain, op)?;
+            }
+            domctl::cmd::SETTSCINFO => {
+                let t: TscInfo = d.payload();
+                domain(&mut st, d.domain, op)?.tsc = Some(t);
+            }
             domctl::cmd::GETVCPUEXTSTATE => {
                 // A CPU without XSAVE: no extended state.
                 domain(&mut st, d.domain, op)?;
@@ -704,8 +728,13 @@ impl Hypervisor for FakeXen {
                 let mut done = 0u64;
                 for e in ext.chunks_exact_mut(8).take(r.nr_extents as usize) {
                     let pfn = u64::from_ne_bytes(e.try_into().unwrap_or([0; 8]));
+                    let key = if dom.pv_frames {
+                        pfn + FAKE_MFN_OFFSET
+                    } else {
+                        pfn
+                    };
                     dom.memory
-                        .entry(pfn)
+                        .entry(key)
                         .or_insert_with(|| Box::new([0; PAGE_SIZE]));
                     e.copy_from_slice(&(pfn + FAKE_MFN_OFFSET).to_ne_bytes());
                     done += 1;

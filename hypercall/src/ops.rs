@@ -1192,9 +1192,9 @@ mod tests {
 
     #[test]
     fn policy_and_extstate_buffers_pass_the_doorway_checks() {
-        // The fake models the policy read and a CPU without XSAVE; the set
-        // calls answer ENOSYS (not EINVAL): the wrappers bound the right
-        // slots with long enough buffers.
+        // The fake models the policy and a CPU without XSAVE, and takes the
+        // set calls as given: the wrappers bound the right slots with long
+        // enough buffers (the doorway checks would refuse them otherwise).
         let x = fake();
         let (mut l, mut m) = ([CpuidLeaf::default(); 4], [MsrEntry::default(); 2]);
         assert_eq!(x.cpu_policy(3, &mut l, &mut m).unwrap(), (2, 1));
@@ -1204,17 +1204,11 @@ mod tests {
             x.cpu_policy(3, &mut short, &mut m1).unwrap_err().errno,
             errno::ENOBUFS
         );
-        assert_eq!(
-            x.set_cpu_policy(3, &l, &m).unwrap_err().errno,
-            errno::ENOSYS
-        );
+        x.set_cpu_policy(3, &l, &m).unwrap();
         assert_eq!(x.vcpu_extstate_size(3, 0).unwrap(), (0, 0));
         let mut buf = [0u64; 64];
         assert_eq!(x.vcpu_extstate(3, 0, 7, &mut buf).unwrap(), (0, 0));
-        assert_eq!(
-            x.set_vcpu_extstate(3, 0, 7, &buf).unwrap_err().errno,
-            errno::ENOSYS
-        );
+        x.set_vcpu_extstate(3, 0, 7, &buf).unwrap();
         assert_eq!(x.calls().len(), 6);
     }
 
