@@ -271,8 +271,9 @@ impl<'x, H: Hypervisor> PvSource<'x, H> {
                 vcpu,
                 ext.as_bytes().to_vec(),
             ));
+            // No XSAVE features in use: no record (as Xen's saver).
             let (mask, size) = self.xen.vcpu_extstate_size(self.domid, vcpu)?;
-            if size > 0 {
+            if mask != 0 && size > 0 {
                 if size > MAX_XSAVE {
                     return Err(PvSaveError::Vcpu {
                         vcpu,
@@ -309,8 +310,16 @@ impl<'x, H: Hypervisor> PvSource<'x, H> {
         Ok(out)
     }
 
-    /// cr3 (kernel and user page tables) and the GDT frames as pfns.
+    /// cr3 (kernel and user page tables) and the GDT frames as pfns; for
+    /// vCPU 0 also `rdx`, where a suspending guest leaves the machine frame
+    /// of its start-info page (the restorer finds it there).
     fn normalise_vcpu(&self, vcpu: u32, ctx: &mut VcpuGuestContext) -> Result<(), PvSaveError> {
+        if vcpu == 0 && self.suspended {
+            ctx.user_regs.rdx = self.p2m.pfn(ctx.user_regs.rdx).ok_or(PvSaveError::Vcpu {
+                vcpu,
+                what: "rdx does not hold one of the guest's frames (the start-info page)",
+            })?;
+        }
         let frames = usize::try_from(ctx.gdt_ents.div_ceil(512)).unwrap_or(usize::MAX);
         if frames > ctx.gdt_frames.len() {
             return Err(PvSaveError::Vcpu {

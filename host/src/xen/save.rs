@@ -443,6 +443,8 @@ mod tests {
         d.vcpus[0].flags = vgcf::ONLINE | vgcf::IN_KERNEL;
         d.vcpus[0].ctrlreg[3] = (MFN0 + 1) << 12;
         d.vcpus[0].user_regs.rax = 0;
+        // a suspending guest leaves its start-info frame in rdx
+        d.vcpus[0].user_regs.rdx = MFN0 + 3;
         x.add_domain(d);
         let leaf_pfns = [596u64, 597];
         for (i, &lp) in leaf_pfns.iter().enumerate() {
@@ -650,6 +652,7 @@ mod tests {
         assert_eq!(*id, 0);
         let ctx = VcpuGuestContext::from_bytes(basic).unwrap();
         assert_eq!(ctx.ctrlreg[3], 1 << 12);
+        assert_eq!(ctx.user_regs.rdx, 3, "vCPU 0's start-info frame as a pfn");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
