@@ -169,6 +169,8 @@ pub fn migrate_pv<H: Hypervisor + Send + Sync>(
             format!("{name} is an HVM guest; relocd migrates PV guests"),
         ));
     }
+    let mut src = PvSource::open(xen, xs, domid)
+        .map_err(|e| err(ErrorKind::Refused, format!("{name}: {e}")))?;
     let port = req.port.unwrap_or(DEFAULT_PORT);
     let to = target(&req.host, port);
     let _ = progress.report(&Progress::phase(Phase::Connecting));
@@ -189,13 +191,6 @@ pub fn migrate_pv<H: Hypervisor + Send + Sync>(
     journal
         .put(sid, CommitState::Prepared)
         .map_err(|e| err(ErrorKind::Internal, format!("journal: {e}")))?;
-    let mut src = match PvSource::open(xen, xs, domid) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = journal.put(sid, CommitState::Resolved);
-            return Err(err(ErrorKind::Refused, format!("{name}: {e}")));
-        }
-    };
     let link = GuardedLink {
         stream,
         crashed: env.crashed.clone(),
@@ -500,5 +495,127 @@ impl<H: Hypervisor + Send + Sync> Operations for XenEngine<H> {
     fn shutdown(&self) {
         self.env.shutdown();
         self.ops.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::backend::NoProgress;
+    use crate::daemon::ShutdownToken;
+    use crate::session::{run_source, SourceOptions};
+    use crate::sim::{Drive, GuestSpec, SimHypervisor, SimSource};
+    use crate::xen::xenstore::fake::FakeXenstored;
+    use relocd_hypercall::fake::{FakeDomain, FakeXen};
+    use std::net::{TcpListener, TcpStream};
+
+    fn backend() -> Arc<XenBackend<FakeXen>> {
+        let x = FakeXen::new();
+        x.add_domain(FakeDomain::pv(0, 16, 1));
+        x.add_domain(FakeDomain::pv(5, 256, 1));
+        Arc::new(XenBackend::with_store(
+            x,
+            Box::new(|| {
+                Ok(Xenstore::new(
+                    Box::new(FakeXenstored::new(&[("/local/domain/5/name", "web1")]))
+                        as Box<dyn Transport>,
+                ))
+            }),
+        ))
+    }
+
+    fn env(tag: &str) -> (Arc<MigrateEnv>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("relocd-xmig-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let j = Arc::new(Journal::open(&dir).unwrap());
+        (Arc::new(MigrateEnv::new(j, EngineConfig::default())), dir)
+    }
+
+    fn req(domain: &str, port: u16) -> MigrateRequest {
+        MigrateRequest {
+            domain: domain.into(),
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            live: false,
+            downtime_limit_ms: None,
+            bandwidth_bytes_per_s: None,
+            max_iters: None,
+            abort_if_busy: false,
+        }
+    }
+
+    #[test]
+    fn migrate_refuses_what_it_cannot_move_before_touching_the_guest() {
+        let b = backend();
+        let (env, dir) = env("refuse");
+        let e = migrate_pv(&b, &env, &req("nosuch", 1), &mut NoProgress).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound, "{e:?}");
+        let e = migrate_pv(&b, &env, &req("0", 1), &mut NoProgress).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Refused, "{e:?}");
+        // web1 has no p2m tree the PV source can read: refused, unpaused,
+        // nothing journaled, no connection tried.
+        let e = migrate_pv(&b, &env, &req("web1", 1), &mut NoProgress).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Refused, "{e:?}");
+        let info = b.hypervisor().domain_info(5).unwrap();
+        assert!(!info.paused() && !info.shutdown());
+        assert!(env.journal.entries().unwrap().is_empty());
+        env.shutdown();
+        let e = migrate_pv(&b, &env, &req("web1", 1), &mut NoProgress).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ShuttingDown);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The receiver refuses a guest that is not PV, and with
+    /// [`NoPvRestore`] every guest, without journaling or creating anything.
+    #[test]
+    fn receiver_refuses_without_a_trace() {
+        let b = backend();
+        let (env, dir) = env("recv");
+        let rx = XenReceiver::new(b.clone(), env.clone(), NoPvRestore);
+        let hv = SimHypervisor::new(1 << 30, Drive::Manual);
+        let spec = GuestSpec::new("hvm1", 4 << 20).unwrap();
+        let g = hv.create(&spec, false).unwrap();
+        {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let h = std::thread::spawn(move || {
+                let (s, peer) = l.accept().unwrap();
+                (s, peer)
+            });
+            let link = TcpStream::connect(addr).unwrap();
+            let (stream, peer) = h.join().unwrap();
+            let session = Session {
+                id: 1,
+                stream,
+                peer,
+                peer_name: crate::peer::PeerName::None {
+                    reason: "test".into(),
+                },
+                io_timeout: None,
+                shutdown: ShutdownToken::new(),
+            };
+            let t = std::thread::spawn(move || rx.handle(session));
+            let mut src = SimSource::new(g.clone());
+            let mut j = crate::session::FileJournal::open(&dir.join("src.journal")).unwrap();
+            let r = run_source(
+                link,
+                &mut src,
+                &SourceOptions::new(3, "hvm1", false),
+                &mut j,
+                &mut |_| {},
+                &AtomicBool::new(false),
+                &Clock::new(),
+            );
+            t.join().unwrap();
+            assert!(
+                matches!(r, Err(SessionError::Refused(RefuseReason::Unsupported))),
+                "{r:?}"
+            );
+        }
+        assert!(env.journal.entries().unwrap().is_empty());
+        assert_eq!(env.active_sessions(), 0);
+        assert!(g.state() != crate::sim::DomainState::Destroyed);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
