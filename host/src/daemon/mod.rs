@@ -54,7 +54,7 @@ use crate::peer::SystemResolver;
 use crate::settings::{ConfigFile, SettingsError};
 use control::PingInfo;
 use journal::JournalError;
-use listener::{AdmitAll, ListenerConfig, NoSessions, PatternAdmission, RelocationListener};
+use listener::{AdmitAll, ListenerConfig, PatternAdmission, RelocationListener};
 use mgmt::{ControlContext, ControlError, ControlServer, ControlSocket};
 use relocd_core::acl::HostsAllow;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -544,14 +544,22 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
             shutdown_grace: io_timeout,
         },
         |journal| match &xen {
-            // The Xen backend lists and saves domains; migrating them is
-            // not built yet, so its sessions answer "not implemented".
-            Some(x) => DaemonParts {
-                backend: x.clone(),
-                operations: Arc::new(crate::xen::XenOperations::new(x.clone())),
-                admission,
-                sessions: Arc::new(NoSessions),
-            },
+            // The Xen backend lists, saves and migrates PV domains; its
+            // receiver refuses guests until PV restore is plugged in.
+            Some(x) => {
+                use crate::xen::migrate::{MigrateEnv, NoPvRestore, XenEngine, XenReceiver};
+                let env = Arc::new(MigrateEnv::new(
+                    journal.clone(),
+                    crate::engine::EngineConfig { io_timeout },
+                ));
+                let ops = crate::xen::XenOperations::new(x.clone());
+                DaemonParts {
+                    backend: x.clone(),
+                    operations: Arc::new(XenEngine::new(x.clone(), env.clone(), ops)),
+                    admission,
+                    sessions: Arc::new(XenReceiver::new(x.clone(), env, NoPvRestore)),
+                }
+            }
             None => {
                 let engine = Arc::new(crate::engine::Engine::new(
                     sim.clone(),

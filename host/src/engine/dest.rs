@@ -14,18 +14,19 @@ use crate::daemon::listener::{Session, SessionHandler};
 use crate::session::{run_dest, Clock, DestOptions, SessionError};
 use crate::sim::{SimError, SimSink};
 
-impl Engine {
-    fn dest_options(&self) -> DestOptions {
-        let t = self.cfg.timeouts();
-        DestOptions {
-            config: DestConfig {
-                timeouts: t.protocol,
-                ..DestConfig::default()
-            },
-            write_timeout: t.write,
-        }
+/// The destination's options for the engine's settings.
+pub(crate) fn dest_options(cfg: &super::EngineConfig) -> DestOptions {
+    let t = cfg.timeouts();
+    DestOptions {
+        config: DestConfig {
+            timeouts: t.protocol,
+            ..DestConfig::default()
+        },
+        write_timeout: t.write,
     }
+}
 
+impl Engine {
     /// Runs one destination session; `refuse` answers every admission with
     /// that reason (the concurrency limit).
     fn receive(&self, session: Session, refuse: Option<RefuseReason>) {
@@ -88,7 +89,7 @@ impl Engine {
         let r = run_dest(
             link,
             admit,
-            &self.dest_options(),
+            &dest_options(&self.cfg),
             &mut journal,
             &Clock::new(),
         );
@@ -119,7 +120,9 @@ impl Engine {
     }
 }
 
-fn journal_put(
+/// Journals an admitted incoming session as `prepared` (before any byte
+/// of its image), so a restarted daemon destroys what it left.
+pub(crate) fn journal_put(
     journal: &crate::daemon::Journal,
     domain: &str,
     session: u64,

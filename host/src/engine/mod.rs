@@ -33,7 +33,7 @@
 
 mod dest;
 pub mod file;
-mod guard;
+pub(crate) mod guard;
 pub mod journal;
 
 use std::cell::RefCell;
@@ -58,8 +58,9 @@ use crate::session::{
     self, run_source, Clock, LinkTimeouts, SessionError, SourceOptions, SourceReport,
 };
 use crate::sim::{DomainState, SimSource};
+pub(crate) use dest::{dest_options, journal_put};
 use guard::{Crashed, GuardedLink, TrackedSource};
-use journal::DaemonJournal;
+pub(crate) use journal::DaemonJournal;
 
 /// The relocation port when a request names none (xend's default).
 pub const DEFAULT_PORT: u16 = 8002;
@@ -81,7 +82,8 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    fn timeouts(&self) -> LinkTimeouts {
+    /// The session drivers' timeouts for this configuration.
+    pub(crate) fn timeouts(&self) -> LinkTimeouts {
         let t = self.io_timeout.into();
         LinkTimeouts {
             protocol: Timeouts {
@@ -119,10 +121,10 @@ impl std::fmt::Debug for Engine {
 }
 
 /// Counts a running session while it lives.
-struct Active<'a>(&'a AtomicUsize);
+pub(crate) struct Active<'a>(&'a AtomicUsize);
 
 impl<'a> Active<'a> {
-    fn new(n: &'a AtomicUsize) -> Self {
+    pub(crate) fn new(n: &'a AtomicUsize) -> Self {
         n.fetch_add(1, Ordering::SeqCst);
         Active(n)
     }
@@ -294,95 +296,11 @@ impl Engine {
     }
 
     fn connect(&self, host: &str, port: u16) -> Result<TcpStream, CommandError> {
-        let to = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        let addrs: Vec<SocketAddr> = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| err(ErrorKind::Network, format!("cannot resolve {host}: {e}")))?
-            .collect();
-        let mut last = None;
-        for a in &addrs {
-            match TcpStream::connect_timeout(a, self.cfg.io_timeout) {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    return Ok(s);
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let detail = match last {
-            Some(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => format!(
-                "connection refused: no relocation server listens on {to} \
-                 (is `relocd serve` running there with (xend-relocation-server yes) \
-                 or --listen, on that port?)"
-            ),
-            Some(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                format!("no answer from {to} within {:?}", self.cfg.io_timeout)
-            }
-            Some(e) => format!("{to}: {e}"),
-            None => format!("{host} has no address"),
-        };
-        Err(err(ErrorKind::Network, format!("cannot connect: {detail}")))
+        connect(host, port, self.cfg.io_timeout)
     }
 
-    /// The error a failed migration reports to the client.
     fn migrate_error(&self, domain: &str, to: &str, e: SessionError) -> CommandError {
-        match e {
-            SessionError::Refused(r) => err(
-                ErrorKind::Refused,
-                format!("{to} refused {domain}: {r}; {domain} keeps running here"),
-            ),
-            SessionError::Incompatible { ours, theirs } => err(
-                ErrorKind::Refused,
-                format!(
-                    "{to} speaks relocation protocol {theirs}, this host speaks {ours}; \
-                     {domain} keeps running here"
-                ),
-            ),
-            SessionError::Cancelled => err(
-                ErrorKind::Cancelled,
-                format!("migration cancelled; {domain} keeps running here"),
-            ),
-            SessionError::InDoubt(p) => err(
-                ErrorKind::Network,
-                format!(
-                    "migration of {domain} to {to} is in doubt ({p}): the commit was sent but \
-                     not acknowledged. {domain} stays paused here and `relocd list` shows it \
-                     \"in doubt\". If {to} runs {domain}, settle with `relocd resolve {domain} \
-                     --discard`; if it does not, `relocd resolve {domain} --resume`"
-                ),
-            ),
-            SessionError::Aborted(ProtoError::LinkLost {
-                state: "AwaitHelloAck" | "AwaitAdmission",
-            }) => err(
-                ErrorKind::Refused,
-                format!(
-                    "{to} closed the connection before answering: it does not admit this \
-                         host (xend-relocation-hosts-allow) or is not a relocd relocation \
-                         server; its log says why. {domain} keeps running here"
-                ),
-            ),
-            SessionError::Aborted(ProtoError::Aborted(AbortReason::Busy)) => err(
-                ErrorKind::Refused,
-                format!(
-                    "{domain} dirties memory faster than the link sends (--abort-if-busy); \
-                     it keeps running here"
-                ),
-            ),
-            SessionError::Aborted(p) => err(
-                ErrorKind::Network,
-                format!("migration of {domain} to {to} failed: {p}; {domain} keeps running here"),
-            ),
-            other => err(
-                ErrorKind::Internal,
-                format!(
-                    "migration of {domain} to {to} failed: {other}; {domain} keeps running here"
-                ),
-            ),
-        }
+        migrate_error(domain, to, e)
     }
 
     fn refuse_in_doubt(&self, domid: crate::sim::Domid, domain: &str) -> Result<(), CommandError> {
@@ -399,7 +317,103 @@ impl Engine {
     }
 }
 
-fn to_progress(p: &session::Progress, pages_total: u64) -> Progress {
+/// Connects to the relocation server at `host:port` within `io_timeout`,
+/// with an error that says what to check.
+pub(crate) fn connect(
+    host: &str,
+    port: u16,
+    io_timeout: Duration,
+) -> Result<TcpStream, CommandError> {
+    let to = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| err(ErrorKind::Network, format!("cannot resolve {host}: {e}")))?
+        .collect();
+    let mut last = None;
+    for a in &addrs {
+        match TcpStream::connect_timeout(a, io_timeout) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let detail = match last {
+        Some(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => format!(
+            "connection refused: no relocation server listens on {to} \
+             (is `relocd serve` running there with (xend-relocation-server yes) \
+             or --listen, on that port?)"
+        ),
+        Some(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            format!("no answer from {to} within {:?}", io_timeout)
+        }
+        Some(e) => format!("{to}: {e}"),
+        None => format!("{host} has no address"),
+    };
+    Err(err(ErrorKind::Network, format!("cannot connect: {detail}")))
+}
+
+/// The error a failed migration reports to the client.
+pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandError {
+    match e {
+        SessionError::Refused(r) => err(
+            ErrorKind::Refused,
+            format!("{to} refused {domain}: {r}; {domain} keeps running here"),
+        ),
+        SessionError::Incompatible { ours, theirs } => err(
+            ErrorKind::Refused,
+            format!(
+                "{to} speaks relocation protocol {theirs}, this host speaks {ours}; \
+                 {domain} keeps running here"
+            ),
+        ),
+        SessionError::Cancelled => err(
+            ErrorKind::Cancelled,
+            format!("migration cancelled; {domain} keeps running here"),
+        ),
+        SessionError::InDoubt(p) => err(
+            ErrorKind::Network,
+            format!(
+                "migration of {domain} to {to} is in doubt ({p}): the commit was sent but \
+                 not acknowledged. {domain} stays paused here and `relocd list` shows it \
+                 \"in doubt\". If {to} runs {domain}, settle with `relocd resolve {domain} \
+                 --discard`; if it does not, `relocd resolve {domain} --resume`"
+            ),
+        ),
+        SessionError::Aborted(ProtoError::LinkLost {
+            state: "AwaitHelloAck" | "AwaitAdmission",
+        }) => err(
+            ErrorKind::Refused,
+            format!(
+                "{to} closed the connection before answering: it does not admit this \
+                     host (xend-relocation-hosts-allow) or is not a relocd relocation \
+                     server; its log says why. {domain} keeps running here"
+            ),
+        ),
+        SessionError::Aborted(ProtoError::Aborted(AbortReason::Busy)) => err(
+            ErrorKind::Refused,
+            format!(
+                "{domain} dirties memory faster than the link sends (--abort-if-busy); \
+                 it keeps running here"
+            ),
+        ),
+        SessionError::Aborted(p) => err(
+            ErrorKind::Network,
+            format!("migration of {domain} to {to} failed: {p}; {domain} keeps running here"),
+        ),
+        other => err(
+            ErrorKind::Internal,
+            format!("migration of {domain} to {to} failed: {other}; {domain} keeps running here"),
+        ),
+    }
+}
+
+pub(crate) fn to_progress(p: &session::Progress, pages_total: u64) -> Progress {
     let (phase, round) = match p.phase {
         session::Phase::Handshake => (Phase::Negotiating, 0),
         session::Phase::Live(r) => (Phase::Precopy, r),
@@ -419,7 +433,8 @@ fn to_progress(p: &session::Progress, pages_total: u64) -> Progress {
     out
 }
 
-fn summary(domain: &str, r: &SourceReport) -> TransferSummary {
+/// The command's summary of a migration.
+pub(crate) fn summary(domain: &str, r: &SourceReport) -> TransferSummary {
     TransferSummary {
         domain: domain.to_owned(),
         rounds: r.rounds + 1,
@@ -428,6 +443,38 @@ fn summary(domain: &str, r: &SourceReport) -> TransferSummary {
         downtime_ms: r.downtime_ms as f64,
         total_ms: r.total_ms as f64,
         bandwidth_mib_s: r.bandwidth_mib_s,
+    }
+}
+
+/// The source's options for `req` (policy, bandwidth, timeouts); the
+/// UUID is the caller's.
+pub(crate) fn source_options(
+    sid: u64,
+    name: &str,
+    req: &MigrateRequest,
+    cfg: &EngineConfig,
+) -> SourceOptions {
+    let mut opts = SourceOptions::new(sid, name, req.live);
+    let mut policy = PolicyConfig::default();
+    if let Some(ms) = req.downtime_limit_ms {
+        policy.downtime_limit = Duration::from_millis(ms).into();
+    }
+    if let Some(n) = req.max_iters {
+        policy.max_rounds = n.max(1);
+    }
+    policy.abort_if_busy = req.abort_if_busy;
+    opts.policy = policy;
+    opts.bandwidth_limit = req.bandwidth_bytes_per_s;
+    opts.timeouts = cfg.timeouts();
+    opts
+}
+
+/// The relocation target as the messages name it.
+pub(crate) fn target(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -454,11 +501,7 @@ impl Operations for Engine {
         let name = guest.name();
         self.refuse_in_doubt(guest.domid(), &name)?;
         let port = req.port.unwrap_or(DEFAULT_PORT);
-        let to = if req.host.contains(':') {
-            format!("[{}]:{port}", req.host)
-        } else {
-            format!("{}:{port}", req.host)
-        };
+        let to = target(&req.host, port);
         let _ = progress.report(&Progress::phase(Phase::Connecting));
         let stream = self.connect(&req.host, port)?;
         let _active = Active::new(&self.active);
@@ -466,19 +509,8 @@ impl Operations for Engine {
         self.register(sid, &stream);
         let _ = progress.report(&Progress::phase(Phase::Negotiating));
 
-        let mut opts = SourceOptions::new(sid, &name, req.live);
+        let mut opts = source_options(sid, &name, req, &self.cfg);
         opts.uuid = sim_uuid(&name, sid);
-        let mut policy = PolicyConfig::default();
-        if let Some(ms) = req.downtime_limit_ms {
-            policy.downtime_limit = Duration::from_millis(ms).into();
-        }
-        if let Some(n) = req.max_iters {
-            policy.max_rounds = n.max(1);
-        }
-        policy.abort_if_busy = req.abort_if_busy;
-        opts.policy = policy;
-        opts.bandwidth_limit = req.bandwidth_bytes_per_s;
-        opts.timeouts = self.cfg.timeouts();
 
         let mut sink = DaemonJournal {
             journal: &self.journal,

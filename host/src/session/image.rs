@@ -10,9 +10,24 @@
 //!
 //! | chunk | records |
 //! | --- | --- |
-//! | first | image header, domain header, `STATIC_DATA_END` |
+//! | first | image header, domain header, the guest's static records, `STATIC_DATA_END`, its start-of-stream records |
 //! | one per batch | `PAGE_DATA` (at most 1024 pfns) |
-//! | last | `HVM_PARAMS` (empty), `HVM_CONTEXT`, `END` |
+//! | last | HVM-style: `HVM_PARAMS` (empty), `HVM_CONTEXT`, `END`; PV: the guest's end-of-checkpoint records, `END` |
+//!
+//! # PV images
+//!
+//! A guest whose `GuestInfo::guest_type` is PV brings its own records
+//! (`SourceGuest::stream_records`, Xen's `save_ops`): `X86_PV_INFO` and its
+//! CPU policies before `STATIC_DATA_END`, `X86_PV_P2M_FRAMES` after it,
+//! and after the last page `X86_TSC_INFO`, `SHARED_INFO` and the
+//! `X86_PV_VCPU_*` records, in Xen's saver's order: the same libxc bytes
+//! `xen::save` writes into a file. The encoder writes them through the
+//! stream writer's typed calls, so the writer's order rules hold. The
+//! decoder, on an image whose domain header says PV, hands each record
+//! that is neither pages nor the stream's own framing to
+//! `SinkGuest::record` (Xen's `restore_ops.process_record`) with its whole
+//! body, gathered in a buffer bounded by [`MAX_GUEST_RECORD_LEN`] before
+//! any of it is kept.
 //!
 //! # vCPU state in `HVM_CONTEXT`
 //!
@@ -26,12 +41,24 @@ use relocd_core::guest::{GuestInfo, GuestType, PageType, Pfn, SinkGuest, PAGE_SI
 use relocd_core::precopy::drive::apply_batch;
 use relocd_core::precopy::MAX_PAGE_DATA_RECORD_LEN;
 use relocd_core::stream::domain::{DomainHeaderRepr, DomainType};
-use relocd_core::stream::reader::{Decoder, Event, Options};
+use relocd_core::stream::reader::{Decoder, Event, Layer, Options, RecordInfo};
+use relocd_core::stream::record::OPTIONAL;
 use relocd_core::stream::writer::{Framing, Sink, StreamWriter, WriteError};
+use relocd_core::stream::x86::{TscInfoRepr, TSC_INFO_LEN};
+use relocd_core::stream::x86_pv::{
+    P2mFramesRepr, PvInfoRepr, VcpuHeaderRepr, P2M_HEADER_LEN, PV_INFO_LEN, VCPU_HEADER_LEN,
+};
 use relocd_core::stream::{PageType as WirePageType, PfnEntry, RecordType};
 
 /// Largest `HVM_CONTEXT` body the decoder accepts (1 MiB).
 pub const MAX_HVM_CONTEXT_LEN: usize = 1 << 20;
+
+/// Largest body of a guest-type record (PV: `X86_PV_P2M_FRAMES`, vCPU
+/// state, policies) the decoder gathers for `SinkGuest::record` (16 MiB:
+/// the p2m frame list of a guest of 2^31 pages, far above any vCPU or
+/// policy record). Checked on the record's header, before any of it is
+/// kept.
+pub const MAX_GUEST_RECORD_LEN: usize = 16 << 20;
 
 /// Why an image could not be written or applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -55,9 +82,23 @@ pub enum ImageError {
 /// Turns what the source reads from its guest into image chunks. Each
 /// method appends whole records to `out` (the caller clears it and sends
 /// it as one chunk).
+///
+/// Call order (Xen's saver's): `start` → `record` for each of the guest's
+/// [`RecordPoint::Static`] records → `static_end` → `record` for its
+/// [`RecordPoint::StartOfStream`] records → `pages` per batch → `record`
+/// for its [`RecordPoint::EndOfCheckpoint`] records → `finish`.
+///
+/// [`RecordPoint::Static`]: relocd_core::guest::RecordPoint::Static
+/// [`RecordPoint::StartOfStream`]: relocd_core::guest::RecordPoint::StartOfStream
+/// [`RecordPoint::EndOfCheckpoint`]: relocd_core::guest::RecordPoint::EndOfCheckpoint
 pub trait ImageEncoder {
-    /// The headers and static records, before any page.
+    /// The image's headers, before any record.
     fn start(&mut self, info: &GuestInfo, out: &mut Vec<u8>) -> Result<(), ImageError>;
+    /// One record of the guest's type (`SourceGuest::stream_records`): raw
+    /// type and whole body as on the wire.
+    fn record(&mut self, rtype: u32, body: &[u8], out: &mut Vec<u8>) -> Result<(), ImageError>;
+    /// The end of the static records.
+    fn static_end(&mut self, out: &mut Vec<u8>) -> Result<(), ImageError>;
     /// One batch of pages: `types[i]` is the type of `pfns[i]`, `data` the
     /// packed contents of those that have data (`SourceGuest::read_pages`).
     ///
@@ -71,7 +112,9 @@ pub trait ImageEncoder {
         data: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), ImageError>;
-    /// The vCPU states (index = vCPU id) and the end of the image.
+    /// The vCPU states from `SourceGuest::vcpu_context` (index = vCPU id;
+    /// empty for a guest whose vCPUs travel as its own records) and the
+    /// end of the image.
     fn finish(&mut self, vcpus: &[&[u8]], out: &mut Vec<u8>) -> Result<(), ImageError>;
 }
 
@@ -124,6 +167,8 @@ fn werr(e: WriteError<core::convert::Infallible>) -> ImageError {
 pub struct LibxcEncoder {
     writer: Option<StreamWriter<ChunkSink>>,
     entries: Vec<PfnEntry>,
+    /// A PV image: the guest's own records carry its vCPUs.
+    pv: bool,
 }
 
 impl LibxcEncoder {
@@ -167,16 +212,29 @@ impl ImageEncoder for LibxcEncoder {
             xen_major: 4,
             xen_minor: 17,
         };
-        if info.guest_type == GuestType::Pv {
-            // PV needs X86_PV_INFO and the p2m frames from the backend;
-            // the Xen backend brings them.
-            return Err(ImageError::Invalid("PV images are not written yet"));
-        }
         let mut w =
             StreamWriter::new(ChunkSink::default(), Framing::Libxc, domain).map_err(werr)?;
-        w.static_data_end().map_err(werr)?;
         take(&mut w, out);
         self.writer = Some(w);
+        self.pv = info.guest_type == GuestType::Pv;
+        Ok(())
+    }
+
+    fn record(&mut self, rtype: u32, body: &[u8], out: &mut Vec<u8>) -> Result<(), ImageError> {
+        let w = self.writer()?;
+        let r = put_record(w, rtype, body);
+        if r.is_ok() {
+            take(w, out);
+        } else {
+            w.sink_mut().buf.clear();
+        }
+        r
+    }
+
+    fn static_end(&mut self, out: &mut Vec<u8>) -> Result<(), ImageError> {
+        let w = self.writer()?;
+        w.static_data_end().map_err(werr)?;
+        take(w, out);
         Ok(())
     }
 
@@ -215,6 +273,17 @@ impl ImageEncoder for LibxcEncoder {
     }
 
     fn finish(&mut self, vcpus: &[&[u8]], out: &mut Vec<u8>) -> Result<(), ImageError> {
+        if self.pv {
+            if !vcpus.is_empty() {
+                return Err(ImageError::Order(
+                    "a PV guest's vCPUs travel as its own records",
+                ));
+            }
+            let w = self.writer()?;
+            w.end().map_err(werr)?;
+            take(w, out);
+            return Ok(());
+        }
         let mut ctx = Vec::new();
         for (id, blob) in vcpus.iter().enumerate() {
             let id = u32::try_from(id).map_err(|_| ImageError::Invalid("too many vCPUs"))?;
@@ -238,6 +307,59 @@ impl ImageEncoder for LibxcEncoder {
     }
 }
 
+/// Writes one guest-type record through the writer's typed calls, so its
+/// order and length rules hold for these records too (and the bytes are
+/// those Xen's saver, and `xen::save`, write: an empty policy or vCPU
+/// context is elided).
+fn put_record(w: &mut StreamWriter<ChunkSink>, rtype: u32, body: &[u8]) -> Result<(), ImageError> {
+    let bad = ImageError::Invalid("a guest record's body does not fit its type");
+    match RecordType::from(rtype) {
+        RecordType::X86PvInfo => {
+            let info = PvInfoRepr::parse(body).map_err(|_| bad)?;
+            if body.len() != PV_INFO_LEN {
+                return Err(bad);
+            }
+            w.pv_info(info)
+        }
+        RecordType::X86CpuidPolicy => w.cpuid_policy(body),
+        RecordType::X86MsrPolicy => w.msr_policy(body),
+        RecordType::X86PvP2mFrames => {
+            let r = P2mFramesRepr::parse(body).map_err(|_| bad)?;
+            let rest = body.get(P2M_HEADER_LEN..).ok_or(bad)?;
+            if rest.len() % 8 != 0 {
+                return Err(bad);
+            }
+            let frames: Vec<u64> = rest
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect();
+            w.p2m_frames(r.start_pfn, r.end_pfn, &frames)
+        }
+        RecordType::X86TscInfo => {
+            if body.len() != TSC_INFO_LEN {
+                return Err(bad);
+            }
+            w.tsc_info(TscInfoRepr::parse(body).map_err(|_| bad)?)
+        }
+        RecordType::SharedInfo => w.shared_info(body),
+        kind @ (RecordType::X86PvVcpuBasic
+        | RecordType::X86PvVcpuExtended
+        | RecordType::X86PvVcpuXsave
+        | RecordType::X86PvVcpuMsrs) => {
+            let h = VcpuHeaderRepr::parse(body).map_err(|_| bad)?;
+            let ctx = body.get(VCPU_HEADER_LEN..).ok_or(bad)?;
+            w.vcpu(kind, h.vcpu_id, ctx)
+        }
+        _ if rtype & OPTIONAL != 0 => w.optional(rtype, body),
+        _ => {
+            return Err(ImageError::Invalid(
+                "a guest record of a type relocd does not write",
+            ))
+        }
+    }
+    .map_err(werr)
+}
+
 /// The libxc stream decoder (module doc): a [`Decoder`] fed chunk by chunk,
 /// with the current `PAGE_DATA` batch and the `HVM_CONTEXT` body gathered
 /// in bounded buffers.
@@ -248,6 +370,10 @@ pub struct LibxcDecoder {
     types: Vec<PageType>,
     data: Vec<u8>,
     ctx: Option<Vec<u8>>,
+    /// A PV image: its guest-type records go to `SinkGuest::record`.
+    pv: bool,
+    /// The guest-type record being gathered: its type and body so far.
+    rec: Option<(u32, Vec<u8>)>,
     /// Bytes of page contents the current PAGE_DATA record carries.
     data_len: usize,
     /// The current batch was applied straight from the input.
@@ -272,12 +398,28 @@ impl LibxcDecoder {
             types: Vec::new(),
             data: Vec::new(),
             ctx: None,
+            pv: false,
+            rec: None,
             data_len: 0,
             applied: false,
             ended: false,
             failed: false,
             pages: 0,
         }
+    }
+
+    /// Appends to the guest record being gathered, if any, within its
+    /// bound.
+    fn gather(&mut self, data: &[u8]) -> Result<(), ImageError> {
+        if let Some((_, body)) = self.rec.as_mut() {
+            if body.len().saturating_add(data.len()) > MAX_GUEST_RECORD_LEN {
+                return Err(ImageError::Invalid(
+                    "a guest record larger than relocd takes",
+                ));
+            }
+            body.extend_from_slice(data);
+        }
+        Ok(())
     }
 
     fn event<S: SinkGuest>(&mut self, ev: Event<'_>, sink: &mut S) -> Result<(), ImageError> {
@@ -329,9 +471,44 @@ impl LibxcDecoder {
                 }
                 self.ctx = Some(Vec::with_capacity(len));
             }
+            Event::DomainHeader(d) => self.pv = d.domain_type == DomainType::X86Pv,
+            Event::Record(info) if self.pv && is_guest_record(&info) => {
+                let len = usize::try_from(info.length).unwrap_or(usize::MAX);
+                if len > MAX_GUEST_RECORD_LEN {
+                    return Err(ImageError::Invalid(
+                        "a guest record larger than relocd takes",
+                    ));
+                }
+                self.rec = Some((info.rtype, Vec::with_capacity(len)));
+            }
+            // The parts the reader parses itself, written back as they
+            // were on the wire (reserved fields are zero in a valid stream).
+            Event::PvInfo(r) => {
+                let mut b = [0u8; PV_INFO_LEN];
+                r.emit(&mut b).map_err(ImageError::Stream)?;
+                self.gather(&b)?;
+            }
+            Event::P2mFrames(r) => {
+                let mut b = [0u8; P2M_HEADER_LEN];
+                r.emit(&mut b).map_err(ImageError::Stream)?;
+                self.gather(&b)?;
+            }
+            Event::P2mFrame { pfn, .. } => self.gather(&pfn.to_le_bytes())?,
+            Event::Vcpu(h) => {
+                let mut b = [0u8; VCPU_HEADER_LEN];
+                h.emit(&mut b).map_err(ImageError::Stream)?;
+                self.gather(&b)?;
+            }
+            Event::TscInfo(t) => {
+                let mut b = [0u8; TSC_INFO_LEN];
+                t.emit(&mut b).map_err(ImageError::Stream)?;
+                self.gather(&b)?;
+            }
             Event::Body { data, .. } => {
                 if let Some(ctx) = self.ctx.as_mut() {
                     ctx.extend_from_slice(data);
+                } else {
+                    self.gather(data)?;
                 }
             }
             Event::RecordEnd(info) => match info.libxc_type() {
@@ -344,13 +521,39 @@ impl LibxcDecoder {
                     let ctx = self.ctx.take().unwrap_or_default();
                     apply_vcpus(&ctx, sink)?;
                 }
-                _ => {}
+                _ => {
+                    if let Some((rtype, body)) = self.rec.take() {
+                        if body.len() != info.length as usize {
+                            return Err(ImageError::Invalid(
+                                "a guest record's body differs from its length",
+                            ));
+                        }
+                        sink.record(rtype, &body)
+                            .map_err(|_| ImageError::Sink("guest record"))?;
+                    }
+                }
             },
             Event::End => self.ended = true,
             _ => {}
         }
         Ok(())
     }
+}
+
+/// Whether a record belongs to the guest's type (Xen's
+/// `restore_ops.process_record`) rather than to the stream itself (pages,
+/// framing, checkpoints), which the common code handles.
+fn is_guest_record(info: &RecordInfo) -> bool {
+    info.layer == Layer::Libxc
+        && !matches!(
+            RecordType::from(info.rtype),
+            RecordType::End
+                | RecordType::PageData
+                | RecordType::StaticDataEnd
+                | RecordType::Verify
+                | RecordType::Checkpoint
+                | RecordType::CheckpointDirtyPfnList
+        )
 }
 
 /// Splits an `HVM_CONTEXT` body into vCPU states and loads each.
@@ -427,6 +630,7 @@ mod tests {
         let mut image = Vec::new();
         let mut out = Vec::new();
         enc.start(&info, &mut out).unwrap();
+        enc.static_end(&mut out).unwrap();
         image.extend_from_slice(&out);
         let mut chunks = vec![out.clone()];
         let pfns: Vec<u64> = (0..info.p2m_size).collect();
@@ -482,7 +686,9 @@ mod tests {
         let g = hv.create(&spec, true).unwrap();
         let info = SimSource::new(g).info().unwrap();
         let mut head = Vec::new();
-        LibxcEncoder::new().start(&info, &mut head).unwrap();
+        let mut enc = LibxcEncoder::new();
+        enc.start(&info, &mut head).unwrap();
+        enc.static_end(&mut head).unwrap();
         // A PAGE_DATA header claiming 2048 pages' worth of body: within
         // Xen's 128 MiB record limit, above one 1024-page batch.
         let body_len = u32::try_from(8 + 2048 * 8 + 2048 * PAGE_SIZE).unwrap();
@@ -498,6 +704,208 @@ mod tests {
         assert!(
             matches!(err, ImageError::Invalid(m) if m.contains("larger than one batch")),
             "{err:?}"
+        );
+    }
+
+    /// A PV image from the encoder is, byte for byte, what the stream
+    /// writer's typed calls write in Xen's saver's order (as `xen::save`
+    /// does), and it passes the strict reader.
+    #[test]
+    fn pv_records_are_written_as_the_saver_writes_them() {
+        use relocd_core::stream::x86::TscInfoRepr;
+        let info = GuestInfo {
+            guest_type: GuestType::Pv,
+            p2m_size: 600,
+            nr_pages: 600,
+            vcpus: 1,
+        };
+        let cpuid: Vec<u8> = (0..24).collect();
+        let tsc = TscInfoRepr {
+            mode: 1,
+            khz: 1_000_000,
+            nsec: 42,
+            incarnation: 3,
+        };
+        let mut tsc_b = [0u8; TSC_INFO_LEN];
+        tsc.emit(&mut tsc_b).unwrap();
+        let mut p2m = vec![0u8; 8];
+        p2m[4..8].copy_from_slice(&599u32.to_le_bytes());
+        p2m.extend_from_slice(&0x77u64.to_le_bytes());
+        p2m.extend_from_slice(&0x78u64.to_le_bytes());
+        let shared = vec![0x5a; PAGE_SIZE];
+        let mut basic = vec![0u8; 8];
+        basic.extend_from_slice(&[1; 40]);
+        let pfns: Vec<Pfn> = (0..600).collect();
+        let types = vec![PageType::NOTAB; 600];
+        let data = vec![0xc3; 600 * PAGE_SIZE];
+
+        let mut enc = LibxcEncoder::new();
+        let mut image = Vec::new();
+        let mut out = Vec::new();
+        enc.start(&info, &mut out).unwrap();
+        enc.record(
+            RecordType::X86PvInfo.into(),
+            &[8, 4, 0, 0, 0, 0, 0, 0],
+            &mut out,
+        )
+        .unwrap();
+        enc.record(RecordType::X86CpuidPolicy.into(), &cpuid, &mut out)
+            .unwrap();
+        // an empty policy is elided, as the saver does
+        enc.record(RecordType::X86MsrPolicy.into(), &[], &mut out)
+            .unwrap();
+        enc.static_end(&mut out).unwrap();
+        enc.record(RecordType::X86PvP2mFrames.into(), &p2m, &mut out)
+            .unwrap();
+        image.append(&mut out);
+        enc.pages(&pfns, &types, &data, &mut out).unwrap();
+        image.append(&mut out);
+        image.extend_from_slice(&data);
+        enc.record(RecordType::X86TscInfo.into(), &tsc_b, &mut out)
+            .unwrap();
+        enc.record(RecordType::SharedInfo.into(), &shared, &mut out)
+            .unwrap();
+        enc.record(RecordType::X86PvVcpuBasic.into(), &basic, &mut out)
+            .unwrap();
+        // vCPU state comes as records, not as blobs
+        assert!(enc.finish(&[&[1, 2]], &mut Vec::new()).is_err());
+        enc.finish(&[], &mut out).unwrap();
+        image.append(&mut out);
+
+        let domain = DomainHeaderRepr {
+            domain_type: DomainType::X86Pv,
+            page_shift: 12,
+            xen_major: 4,
+            xen_minor: 17,
+        };
+        let mut w = StreamWriter::new(ChunkSink::default(), Framing::Libxc, domain).unwrap();
+        w.pv_info(PvInfoRepr::X86_64).unwrap();
+        w.cpuid_policy(&cpuid).unwrap();
+        w.msr_policy(&[]).unwrap();
+        w.static_data_end().unwrap();
+        w.p2m_frames(0, 599, &[0x77, 0x78]).unwrap();
+        let entries: Vec<PfnEntry> = pfns
+            .iter()
+            .map(|&pfn| PfnEntry {
+                pfn,
+                page_type: WirePageType::from_nibble(0),
+            })
+            .collect();
+        let pages: Vec<&[u8]> = data.chunks(PAGE_SIZE).collect();
+        w.page_data(&entries, &pages).unwrap();
+        w.tsc_info(tsc).unwrap();
+        w.shared_info(&shared).unwrap();
+        w.vcpu(RecordType::X86PvVcpuBasic, 0, &[1; 40]).unwrap();
+        w.end().unwrap();
+        let direct = w.finish().unwrap().buf;
+        assert_eq!(image, direct);
+        relocd_core::stream::reader::decode_all(&image, Options::STRICT, 4096, |_| {}).unwrap();
+
+        // Records the writer would put out of order are refused.
+        let mut enc = LibxcEncoder::new();
+        let mut out = Vec::new();
+        enc.start(&info, &mut out).unwrap();
+        assert!(enc.static_end(&mut out).is_err(), "X86_PV_INFO first");
+        assert!(enc
+            .record(RecordType::X86PvP2mFrames.into(), &p2m, &mut out)
+            .is_err());
+        assert!(
+            enc.record(0x1234, &[], &mut out).is_err(),
+            "unknown mandatory"
+        );
+    }
+
+    /// The decoder hands a PV image's own records to the sink with their
+    /// bodies as written, and refuses one above its bound unread.
+    #[test]
+    fn pv_records_reach_the_sink_and_are_bounded() {
+        #[derive(Default)]
+        struct Rec(Vec<(u32, Vec<u8>)>, u64);
+        impl SinkGuest for Rec {
+            type Error = ();
+            fn populate(&mut self, _: &[Pfn], _: &[PageType]) -> Result<(), ()> {
+                Ok(())
+            }
+            fn write_pages(&mut self, p: &[Pfn], _: &[PageType], _: &[u8]) -> Result<(), ()> {
+                self.1 += p.len() as u64;
+                Ok(())
+            }
+            fn set_vcpu_context(&mut self, _: u32, _: &[u8]) -> Result<(), ()> {
+                Err(())
+            }
+            fn unpause(&mut self) -> Result<(), ()> {
+                Ok(())
+            }
+            fn destroy(&mut self) -> Result<(), ()> {
+                Ok(())
+            }
+            fn record(&mut self, rtype: u32, body: &[u8]) -> Result<(), ()> {
+                self.0.push((rtype, body.to_vec()));
+                Ok(())
+            }
+        }
+        let info = GuestInfo {
+            guest_type: GuestType::Pv,
+            p2m_size: 2,
+            nr_pages: 2,
+            vcpus: 1,
+        };
+        let recs: Vec<(u32, Vec<u8>)> = vec![
+            (RecordType::X86PvInfo.into(), vec![8, 4, 0, 0, 0, 0, 0, 0]),
+            (RecordType::X86MsrPolicy.into(), vec![7; 32]),
+            (RecordType::X86PvP2mFrames.into(), {
+                let mut b = vec![0u8; 8];
+                b[4] = 1;
+                b.extend_from_slice(&9u64.to_le_bytes());
+                b
+            }),
+            (RecordType::X86TscInfo.into(), vec![0; 24]),
+            (RecordType::X86PvVcpuXsave.into(), {
+                let mut b = vec![0u8; 8];
+                b.extend_from_slice(&[4; 20]);
+                b
+            }),
+        ];
+        let mut enc = LibxcEncoder::new();
+        let mut chunks = Vec::new();
+        let mut out = Vec::new();
+        enc.start(&info, &mut out).unwrap();
+        enc.record(recs[0].0, &recs[0].1, &mut out).unwrap();
+        enc.record(recs[1].0, &recs[1].1, &mut out).unwrap();
+        enc.static_end(&mut out).unwrap();
+        enc.record(recs[2].0, &recs[2].1, &mut out).unwrap();
+        chunks.push(std::mem::take(&mut out));
+        let data = vec![1u8; 2 * PAGE_SIZE];
+        enc.pages(&[0, 1], &[PageType::NOTAB; 2], &data, &mut out)
+            .unwrap();
+        out.extend_from_slice(&data);
+        chunks.push(std::mem::take(&mut out));
+        enc.record(recs[3].0, &recs[3].1, &mut out).unwrap();
+        enc.record(recs[4].0, &recs[4].1, &mut out).unwrap();
+        enc.finish(&[], &mut out).unwrap();
+        chunks.push(std::mem::take(&mut out));
+        let mut sink = Rec::default();
+        let mut dec = LibxcDecoder::new();
+        // byte by byte: bodies are gathered across chunk boundaries
+        for c in &chunks {
+            for b in c.chunks(7) {
+                dec.apply(b, &mut sink).unwrap();
+            }
+        }
+        assert!(dec.is_complete());
+        assert_eq!(sink.0, recs);
+        assert_eq!(sink.1, 2);
+
+        // A SHARED_INFO header claiming more than the bound.
+        let mut head = chunks[0].clone();
+        head.extend_from_slice(&u32::from(RecordType::SharedInfo).to_le_bytes());
+        let len = u32::try_from(MAX_GUEST_RECORD_LEN + 8).unwrap();
+        head.extend_from_slice(&len.to_le_bytes());
+        let mut dec = LibxcDecoder::new();
+        let e = dec.apply(&head, &mut Rec::default()).unwrap_err();
+        assert!(
+            matches!(e, ImageError::Invalid(_) | ImageError::Stream(_)),
+            "{e:?}"
         );
     }
 

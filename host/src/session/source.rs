@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use relocd_core::guest::{GuestInfo, PageType, Pfn, SourceGuest, PAGE_SIZE};
+use relocd_core::guest::{
+    GuestInfo, GuestType, PageType, Pfn, RecordPoint, SourceGuest, PAGE_SIZE,
+};
 use relocd_core::precopy::drive::{self, BatchBuf, DriveError};
 use relocd_core::precopy::{
     Decision, DefaultPolicy, Phase as PcPhase, PolicyConfig, Precopy, PrecopyConfig, Summary,
@@ -486,12 +488,14 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         let words = self.info.bitmap_words();
         self.bitmap = vec![0; words];
         self.scratch = vec![0; words];
-        self.chunk.clear();
-        if let Err(e) = self.encoder.start(&self.info, &mut self.chunk) {
-            self.local_failure(now, e.into());
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.clear();
+        let head = self.head(&mut chunk);
+        if let Err(e) = head {
+            self.chunk = chunk;
+            self.local_failure(now, e);
             return;
         }
-        let chunk = std::mem::take(&mut self.chunk);
         let sent = self.send_chunk(now, &[&chunk]);
         self.chunk = chunk;
         if !sent {
@@ -519,6 +523,51 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                 Err(e) => self.drive_failure(now, "suspend", e),
             }
         }
+    }
+
+    /// The guest's records at `point`, appended to `chunk`.
+    fn records(&mut self, point: RecordPoint, chunk: &mut Vec<u8>) -> Result<(), SessionError> {
+        let mut failed = None;
+        let encoder = &mut *self.encoder;
+        let r = self.guest.stream_records(point, &mut |rtype, body| {
+            if failed.is_none() {
+                failed = encoder.record(rtype, body, chunk).err();
+            }
+        });
+        r.map_err(|e| guest_err("the guest's records", e))?;
+        failed.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// The first chunk: headers, the guest's static records,
+    /// `STATIC_DATA_END`, its start-of-stream records.
+    fn head(&mut self, chunk: &mut Vec<u8>) -> Result<(), SessionError> {
+        self.encoder.start(&self.info, chunk)?;
+        self.records(RecordPoint::Static, chunk)?;
+        self.encoder.static_end(chunk)?;
+        self.records(RecordPoint::StartOfStream, chunk)
+    }
+
+    /// The last chunk: the vCPU states (a PV guest's own end-of-checkpoint
+    /// records, or `vcpu_context` per vCPU) and the image's end.
+    fn tail(&mut self, chunk: &mut Vec<u8>) -> Result<(), SessionError> {
+        self.records(RecordPoint::EndOfCheckpoint, chunk)?;
+        if self.info.guest_type == GuestType::Pv {
+            self.encoder.finish(&[], chunk)?;
+            return Ok(());
+        }
+        let mut blobs = Vec::new();
+        for v in 0..self.info.vcpus {
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = self
+                .guest
+                .vcpu_context(v, &mut buf)
+                .map_err(|e| guest_err("vCPU context", e))?;
+            buf.truncate(n);
+            blobs.push(buf);
+        }
+        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+        self.encoder.finish(&refs, chunk)?;
+        Ok(())
     }
 
     fn mark_suspended(&mut self, now: Instant) {
@@ -705,23 +754,11 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                 return self.local_failure(now, SessionError::Internal(e.to_string()));
             }
         }
-        let mut blobs = Vec::new();
-        for v in 0..self.info.vcpus {
-            let mut buf = vec![0u8; 64 * 1024];
-            match self.guest.vcpu_context(v, &mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    blobs.push(buf);
-                }
-                Err(e) => return self.local_failure(now, guest_err("vCPU context", e)),
-            }
-        }
-        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
         let mut chunk = std::mem::take(&mut self.chunk);
         chunk.clear();
-        if let Err(e) = self.encoder.finish(&refs, &mut chunk) {
+        if let Err(e) = self.tail(&mut chunk) {
             self.chunk = chunk;
-            return self.local_failure(now, e.into());
+            return self.local_failure(now, e);
         }
         let sent = self.send_chunk(now, &[&chunk]);
         self.chunk = chunk;

@@ -13,6 +13,7 @@
 //! - [`ops`]: [`XenOperations`], the daemon's long commands on Xen.
 
 pub mod backend;
+pub mod migrate;
 pub mod ops;
 pub mod p2m;
 pub mod probe;
