@@ -547,7 +547,7 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
             // The Xen backend lists, saves and migrates PV domains; its
             // receiver refuses guests until PV restore is plugged in.
             Some(x) => {
-                use crate::xen::migrate::{MigrateEnv, NoPvRestore, XenEngine, XenReceiver};
+                use crate::xen::migrate::{MigrateEnv, PvRestore, XenEngine, XenReceiver};
                 let env = Arc::new(MigrateEnv::new(
                     journal.clone(),
                     crate::engine::EngineConfig { io_timeout },
@@ -557,7 +557,7 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
                     backend: x.clone(),
                     operations: Arc::new(XenEngine::new(x.clone(), env.clone(), ops)),
                     admission,
-                    sessions: Arc::new(XenReceiver::new(x.clone(), env, NoPvRestore)),
+                    sessions: Arc::new(XenReceiver::new(x.clone(), env, PvRestore)),
                 }
             }
             None => {

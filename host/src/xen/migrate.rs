@@ -315,6 +315,38 @@ impl<H: Hypervisor> PvSinkMaker<H> for NoPvRestore {
     }
 }
 
+/// The [`PvSinkMaker`] of a Xen host: a new paused domain built by
+/// [`PvSink`](super::pv_sink::PvSink).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PvRestore;
+
+impl<H: Hypervisor> PvSinkMaker<H> for PvRestore {
+    type Sink<'x>
+        = super::pv_sink::PvSink<'x, H>
+    where
+        H: 'x;
+    fn create<'x>(
+        &self,
+        xen: &'x H,
+        xs: Xenstore<Box<dyn Transport>>,
+        req: &PvAdmission,
+    ) -> Result<Self::Sink<'x>, RefuseReason> {
+        let create = super::pv_sink::PvCreate {
+            name: req.name.clone(),
+            uuid: req.uuid,
+            max_memkb: req.max_memkb,
+            vcpus: req.vcpus,
+        };
+        super::pv_sink::PvSink::create(xen, xs, &create).map_err(|e| {
+            tracing::error!(domain = %req.name, "creating the incoming PV domain: {e}");
+            match e {
+                super::pv_sink::PvRestoreError::Unsupported(_) => RefuseReason::Unsupported,
+                _ => RefuseReason::NoCapacity,
+            }
+        })
+    }
+}
+
 /// Incoming relocations on Xen: the daemon's [`SessionHandler`] (module
 /// doc).
 pub struct XenReceiver<H, M> {
@@ -356,7 +388,8 @@ impl<H: Hypervisor + Send + Sync, M: PvSinkMaker<H>> XenReceiver<H, M> {
         let ask = PvAdmission {
             name: name.to_owned(),
             uuid: req.uuid,
-            max_memkb: req.memory_bytes.div_ceil(1024),
+            // The guest's pages, and libxl's 1 MiB of slack above them.
+            max_memkb: req.memory_bytes.div_ceil(1024).saturating_add(1024),
             vcpus: req.vcpus,
             p2m_size: req.p2m_size,
         };
