@@ -544,14 +544,15 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
             shutdown_grace: io_timeout,
         },
         |journal| match &xen {
-            // The Xen backend lists, saves and migrates PV domains; its
-            // receiver refuses guests until PV restore is plugged in.
+            // The Xen backend lists, saves, restores and migrates 64-bit PV
+            // domains; what a killed daemon left half done is settled first.
             Some(x) => {
                 use crate::xen::migrate::{MigrateEnv, PvRestore, XenEngine, XenReceiver};
                 let env = Arc::new(MigrateEnv::new(
                     journal.clone(),
                     crate::engine::EngineConfig { io_timeout },
                 ));
+                env.reconcile(x);
                 let ops = crate::xen::XenOperations::new(x.clone());
                 DaemonParts {
                     backend: x.clone(),

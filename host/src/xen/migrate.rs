@@ -46,7 +46,7 @@ use crate::daemon::control::{
     CommandError, DomainInfo, ErrorKind, MigrateRequest, Phase, Progress, ResolveRequest,
     RestoreRequest, SaveRequest, TransferSummary,
 };
-use crate::daemon::journal::{CommitState, Role};
+use crate::daemon::journal::{CommitState, JournalEntry, Role};
 use crate::daemon::listener::{Session, SessionHandler};
 use crate::daemon::Journal;
 use crate::engine::guard::{Crashed, GuardedLink};
@@ -86,6 +86,89 @@ impl MigrateEnv {
             crashed: Arc::new(AtomicBool::new(false)),
             active: AtomicUsize::new(0),
             busy: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Applies the journal's open sessions to Xen's domains, once, at
+    /// start-up (a daemon killed mid-session leaves them):
+    ///
+    /// | role, last state | the domain of that name |
+    /// | --- | --- |
+    /// | source, not committed | resumed if suspended (a cancelled suspend), log-dirty off |
+    /// | source, committed | left suspended: in doubt, said in the log |
+    /// | destination, committed | unpaused |
+    /// | destination, not committed | destroyed when still paused (the never-run copy) |
+    ///
+    /// Each settled session gets a `resolved` record.
+    pub fn reconcile<H: Hypervisor + Send + Sync>(&self, backend: &XenBackend<H>) {
+        let entries = match self.journal.entries() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "journal unreadable; no reconciliation");
+                return;
+            }
+        };
+        let xen = backend.hypervisor();
+        for e in crate::daemon::journal::unresolved(&entries) {
+            let found = backend.store().ok().and_then(|mut xs| {
+                resolve_domain(xen, Some(&mut xs), &e.domain)
+                    .ok()
+                    .map(|d| (d, xs))
+            });
+            let why = match (e.role, e.state, found) {
+                (Role::Source, CommitState::Committed, _) => {
+                    tracing::warn!(domain = %e.domain, session = %e.session_id,
+                        "migration in doubt after a restart: the guest stays suspended here;                          if the destination runs it, destroy it here (xl destroy), otherwise                          restore the destination's copy or resume it with xl");
+                    continue;
+                }
+                (Role::Source, _, Some((domid, mut xs))) => {
+                    let _ = xen.logdirty_disable(domid);
+                    match xen.domain_info(domid) {
+                        Ok(i) if i.shutdown() && i.shutdown_reason() == Some(super::pv_source::SHUTDOWN_SUSPEND) => {
+                            match super::pv_source::resume_suspended(xen, &mut xs, domid) {
+                                Ok(()) => "source session without a commit: the suspended guest resumed",
+                                Err(err) => {
+                                    tracing::error!(domain = %e.domain, "resuming: {err}");
+                                    "source session without a commit: resuming the guest FAILED"
+                                }
+                            }
+                        }
+                        _ => "source session without a commit: the guest runs",
+                    }
+                }
+                (Role::Source, _, None) => "source session without a commit: the guest is gone",
+                (Role::Dest, CommitState::Committed, Some((domid, _))) => match xen.unpause(domid) {
+                    Ok(()) => "destination session with a commit: unpaused",
+                    Err(err) => {
+                        tracing::error!(domain = %e.domain, "unpausing: {err}");
+                        "destination session with a commit: unpausing FAILED"
+                    }
+                },
+                (Role::Dest, _, Some((domid, mut xs))) => match xen.domain_info(domid) {
+                    Ok(i) if i.paused() && !i.shutdown() => {
+                        let vm = xs.read_string(&format!("/local/domain/{domid}/vm")).ok();
+                        let _ = xen.destroy(domid);
+                        for p in [format!("/local/domain/{domid}"), format!("/libxl/{domid}")]
+                            .into_iter()
+                            .chain(vm.filter(|v| v.starts_with("/vm/")))
+                        {
+                            let _ = xs.rm(&p);
+                        }
+                        let _ = xs.release(domid);
+                        "destination session without a commit: the half-built domain destroyed"
+                    }
+                    _ => "destination session without a commit: a running domain of that name is left alone",
+                },
+                (Role::Dest, _, None) => "destination session: no domain of that name",
+            };
+            let mut r = JournalEntry::now(&e.domain, &e.session_id, e.role, CommitState::Resolved);
+            r.peer.clone_from(&e.peer);
+            match self.journal.record(&r) {
+                Ok(()) => {
+                    tracing::info!(domain = %e.domain, session = %e.session_id, "journal: {why}")
+                }
+                Err(err) => tracing::error!(error = %err, session = %e.session_id, "journal"),
+            }
         }
     }
 
@@ -649,6 +732,69 @@ mod tests {
         assert!(env.journal.entries().unwrap().is_empty());
         assert_eq!(env.active_sessions(), 0);
         assert!(g.state() != crate::sim::DomainState::Destroyed);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn start_up_settles_what_a_killed_daemon_left() {
+        use crate::daemon::journal::JournalEntry;
+        use relocd_hypercall::abi::xen::vgcf;
+        let x = FakeXen::new();
+        x.add_domain(FakeDomain::pv(0, 16, 1));
+        // 5: a source suspended for a migration that never committed
+        let mut web = FakeDomain::pv(5, 16, 1);
+        web.vcpus[0].flags = vgcf::ONLINE;
+        x.add_domain(web);
+        x.guest_shutdown(5, 2);
+        x.logdirty_enable(5).unwrap();
+        // 6: a half-built incoming copy; 7: an incoming copy whose commit
+        // was journaled; 8: a running domain under a name an unfinished
+        // incoming session used
+        for d in [6, 7, 8] {
+            x.add_domain(FakeDomain::pv(d, 16, 1));
+        }
+        x.pause(6).unwrap();
+        x.pause(7).unwrap();
+        let store = FakeXenstored::new(&[
+            ("/local/domain/5/name", "web1"),
+            ("/local/domain/6/name", "half"),
+            ("/local/domain/7/name", "done"),
+            ("/local/domain/8/name", "busy"),
+        ])
+        .store
+        .clone();
+        let b = XenBackend::with_store(
+            x.clone(),
+            Box::new(move || {
+                let mut f = FakeXenstored::new(&[]);
+                f.store = store.clone();
+                Ok(Xenstore::new(Box::new(f) as Box<dyn Transport>))
+            }),
+        );
+        let (env, dir) = env("reconcile");
+        for (dom, role, state) in [
+            ("web1", Role::Source, CommitState::Prepared),
+            ("half", Role::Dest, CommitState::Prepared),
+            ("done", Role::Dest, CommitState::Committed),
+            ("busy", Role::Dest, CommitState::Prepared),
+        ] {
+            env.journal
+                .record(&JournalEntry::now(dom, &format!("s-{dom}"), role, state))
+                .unwrap();
+        }
+        env.reconcile(&b);
+        let i = x.domain_info(5).unwrap();
+        assert!(!i.shutdown() && !i.paused(), "the source runs again: {i:?}");
+        assert_eq!(x.domain(5).unwrap().vcpus[0].user_regs.rax, 1);
+        assert!(!x.domain(5).unwrap().logdirty);
+        assert!(x.domain(6).is_none(), "the half-built copy is gone");
+        assert!(
+            !x.domain_info(7).unwrap().paused(),
+            "the committed copy runs"
+        );
+        assert!(x.domain(8).is_some(), "a running domain is left alone");
+        let open = crate::daemon::journal::unresolved(&env.journal.entries().unwrap());
+        assert!(open.is_empty(), "{open:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

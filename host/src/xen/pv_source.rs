@@ -634,16 +634,8 @@ impl<H: Hypervisor> SourceGuest for PvSource<'_, H> {
 
     fn resume(&mut self) -> Result<(), PvSaveError> {
         if self.suspended {
-            // A cancelled suspend: SCHEDOP_shutdown(suspend) returns 1 to
-            // the guest, which then carries on where it was.
-            let mut ctx = self.xen.vcpu_context(self.domid, 0)?;
-            ctx.user_regs.rax = 1;
-            self.xen.set_vcpu_context(self.domid, 0, &ctx)?;
-            self.xen.resume_domain(self.domid)?;
+            resume_suspended(self.xen, &mut self.xs, self.domid)?;
             self.suspended = false;
-            if let Err(e) = self.xs.resume_domain(self.domid) {
-                tracing::warn!(domid = self.domid, "xenstore RESUME: {e}");
-            }
         }
         if self.paused {
             self.unpause()?;
@@ -680,6 +672,25 @@ impl<H: Hypervisor> SourceGuest for PvSource<'_, H> {
         }
         Ok(())
     }
+}
+
+/// Lets a guest that suspended for a save or a migration that did not
+/// happen carry on where it was (a cancelled suspend, `xc_domain_resume`'s
+/// cooperative form): its `SCHEDOP_shutdown(suspend)` returns 1, Xen clears
+/// the shutdown, xenstored is told it runs again.
+pub fn resume_suspended<H: Hypervisor>(
+    xen: &H,
+    xs: &mut Xenstore<Box<dyn Transport>>,
+    domid: DomId,
+) -> Result<(), PvSaveError> {
+    let mut ctx = xen.vcpu_context(domid, 0)?;
+    ctx.user_regs.rax = 1;
+    xen.set_vcpu_context(domid, 0, &ctx)?;
+    xen.resume_domain(domid)?;
+    if let Err(e) = xs.resume_domain(domid) {
+        tracing::warn!(domid, "xenstore RESUME: {e}");
+    }
+    Ok(())
 }
 
 impl<H: Hypervisor> Drop for PvSource<'_, H> {
