@@ -5,7 +5,10 @@
 #   E2E-REPORT key=value           a figure for the harness's summary
 #   E2E-FAIL message               the scenario failed (and exits 1)
 #   E2E-FILE-BEGIN name / E2E-FILE-END name   a file copied to target/e2e/
+#   E2E-EXPORT name offset size md5   e2e_export wrote a file onto the
+#                                  transfer disk at byte offset
 E2E_CONSOLE_DIR=/var/log/xen/console
+E2E_XFER=/dev/vda
 
 e2e_now() { cut -d' ' -f1 /proc/uptime; }
 
@@ -29,12 +32,14 @@ e2e_fail() {
 }
 
 e2e_step() { # e2e_step NAME CMD ARGS... -> runs CMD, times it, returns its rc
+  # (the seconds it took are left in E2E_STEP_SECS)
   _name=$1; shift
   _t0=$(e2e_now)
   echo "E2E-STEP-BEGIN $_name"
   "$@"
   _rc=$?
-  echo "E2E-STEP-END $_name $_rc $(e2e_secs "$_t0" "$(e2e_now)")"
+  E2E_STEP_SECS=$(e2e_secs "$_t0" "$(e2e_now)")
+  echo "E2E-STEP-END $_name $_rc $E2E_STEP_SECS"
   return $_rc
 }
 
@@ -44,6 +49,30 @@ e2e_collect() { # e2e_collect FILE [NAME] -> the harness saves it as NAME
   [ -f "$1" ] && cat "$1"
   echo
   echo "E2E-FILE-END $_n"
+}
+
+# e2e_export FILE [NAME]: copies FILE, however big, onto the transfer disk
+# (dom0 boots with one when the harness attached it) at the next free MiB
+# and tells the harness, which extracts it after the scenario into
+# target/e2e/SCENARIO/NAME, checks its MD5 and, for a NAME ending in
+# `.save`, runs Xen's verify-stream-v2 on it (a rejected stream fails the
+# scenario). Returns non-zero if the file could not be written.
+e2e_export() {
+  _n=${2:-${1##*/}}
+  [ -b "$E2E_XFER" ] && [ -f /run/e2e-xfer-next ] \
+    || { echo "E2E-WARN no transfer disk: $_n not exported"; return 1; }
+  [ -f "$1" ] || { echo "E2E-WARN e2e_export: no file $1"; return 1; }
+  _size=$(wc -c < "$1")
+  _at=$(cat /run/e2e-xfer-next)
+  _mib=$(((_size + 1048575) / 1048576))
+  _disk=$(($(cat /sys/block/${E2E_XFER##*/}/size) / 2048))
+  [ $((_at + _mib)) -le "$_disk" ] \
+    || { echo "E2E-WARN the transfer disk is full: $_n not exported"; return 1; }
+  _sum=$(md5sum < "$1" | cut -c1-32)
+  e2e_step "export-$_n" dd if="$1" of="$E2E_XFER" bs=1M seek="$_at" conv=notrunc,fsync 2>/dev/null \
+    || { echo "E2E-WARN writing $_n onto $E2E_XFER failed"; return 1; }
+  echo $((_at + _mib)) > /run/e2e-xfer-next
+  echo "E2E-EXPORT $_n $((_at * 1048576)) $_size $_sum"
 }
 
 # The test guest prints "GUEST counter=N sum=CRC" every second; xenconsoled

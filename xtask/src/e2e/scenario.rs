@@ -143,6 +143,14 @@ pub enum Marker<'a> {
     FileBegin(&'a str),
     /// `E2E-FILE-END name`
     FileEnd(&'a str),
+    /// `E2E-EXPORT name offset size md5`: `size` bytes at byte `offset` of
+    /// the host's transfer disk are the file `name`, whose MD5 is `md5`.
+    Export {
+        name: &'a str,
+        offset: u64,
+        size: u64,
+        md5: &'a str,
+    },
     /// `E2E-BAD-COMMAND ...`: the command loop did not understand a line.
     BadCommand(&'a str),
     /// `E2E-WARN ...`
@@ -182,6 +190,14 @@ impl<'a> Marker<'a> {
             "FAIL" => Marker::Fail(rest),
             "FILE-BEGIN" => Marker::FileBegin(fields.next()?),
             "FILE-END" => Marker::FileEnd(fields.next()?),
+            "EXPORT" => Marker::Export {
+                name: fields.next()?,
+                offset: fields.next()?.parse().ok()?,
+                size: fields.next()?.parse().ok()?,
+                md5: fields
+                    .next()
+                    .filter(|m| m.len() == 32 && m.bytes().all(|b| b.is_ascii_hexdigit()))?,
+            },
             "BAD-COMMAND" => Marker::BadCommand(rest),
             "WARN" => Marker::Warn(rest),
             _ => Marker::Other(text),
@@ -237,6 +253,15 @@ mod tests {
                 Marker::FileBegin("xl-info.txt"),
             ),
             ("E2E-FILE-END xl-info.txt", Marker::FileEnd("xl-info.txt")),
+            (
+                "E2E-EXPORT relocd.save 1048576 134492608 0123456789abcdef0123456789ABCDEF",
+                Marker::Export {
+                    name: "relocd.save",
+                    offset: 1 << 20,
+                    size: 134_492_608,
+                    md5: "0123456789abcdef0123456789ABCDEF",
+                },
+            ),
             ("E2E-BAD-COMMAND 'rn'", Marker::BadCommand("'rn'")),
             ("E2E-WARN insmod x failed", Marker::Warn("insmod x failed")),
             ("E2E-INFO guest OK", Marker::Other("INFO guest OK")),
@@ -258,6 +283,19 @@ mod tests {
         assert_eq!(Marker::parse("E2E-SCENARIO-END guest 0"), None);
         assert_eq!(Marker::parse("E2E-REPORT novalue"), None);
         assert_eq!(Marker::parse("E2E-SCENARIO-BEGIN"), None);
+        assert_eq!(Marker::parse("E2E-EXPORT a.save 0 10"), None);
+        assert_eq!(
+            Marker::parse("E2E-EXPORT a.save -1 10 d41d8cd98f00b204e9800998ecf8427e"),
+            None
+        );
+        assert_eq!(
+            Marker::parse("E2E-EXPORT a.save 0 10 d41d8cd98f00b204e9800998ecf8427"),
+            None
+        );
+        assert_eq!(
+            Marker::parse("E2E-EXPORT a.save 0 10 x41d8cd98f00b204e9800998ecf8427e"),
+            None
+        );
     }
 
     #[test]
