@@ -142,3 +142,52 @@ e2e_guest_goes_on() {
   [ "$_sums" -ge 2 ] || e2e_fail "the working set did not change after $1"
   return 0
 }
+
+# relocd's daemon with the Xen backend, for the scenarios that drive relocd.
+E2E_RELOCD_SOCK=/tmp/r.sock
+E2E_RELOCD_LOG=/tmp/relocd-serve.log
+
+e2e_relocd_serve() { # starts `relocd serve --backend xen` in the background,
+  # its PID in E2E_RELOCD_PID, and waits up to 10 s for its socket; the log
+  # is appended to (a restarted daemon keeps the first one's lines)
+  rm -f "$E2E_RELOCD_SOCK"
+  mkdir -p /tmp/rs
+  relocd serve --backend xen --control "$E2E_RELOCD_SOCK" --state-dir /tmp/rs \
+    >> "$E2E_RELOCD_LOG" 2>&1 &
+  E2E_RELOCD_PID=$!
+  _i=0
+  until [ -S "$E2E_RELOCD_SOCK" ]; do
+    _i=$((_i + 1))
+    if [ $_i -ge 100 ] || ! kill -0 "$E2E_RELOCD_PID" 2>/dev/null; then
+      cat "$E2E_RELOCD_LOG"
+      e2e_fail "relocd serve --backend xen did not come up"
+    fi
+    sleep 0.1
+  done
+}
+
+e2e_relocd_stop() {
+  kill "$E2E_RELOCD_PID" 2>/dev/null
+  wait "$E2E_RELOCD_PID" 2>/dev/null
+  return 0
+}
+
+e2e_relocd() { relocd --control "$E2E_RELOCD_SOCK" "$@"; }
+
+e2e_json_num() { # e2e_json_num FILE KEY -> the number after "KEY": in FILE
+  tr ',{}' '\n\n\n' < "$1" | sed -n "s/^ *\"$2\" *: *\([-0-9.eE+]*\) *$/\1/p" | head -1
+}
+
+e2e_guest_state() { # the test guest's state letters in xl list (r-----, --p---, ...)
+  xl list | awk -v n="$E2E_GUEST" '$1 == n { print $5 }'
+}
+
+e2e_guest_counts_on() { # e2e_guest_counts_on WHAT: the guest is listed, not
+  # paused, and its counter rises by 3 within 30 s
+  _st=$(e2e_guest_state)
+  [ -n "$_st" ] || e2e_fail "the guest is gone after $1"
+  case "$_st" in *p*|*s*|*c*|*d*) e2e_fail "the guest is in state $_st after $1" ;; esac
+  _c=$(e2e_last_counter "$E2E_GUEST_LOG")
+  e2e_step "$1-counts-on" e2e_wait_counter "$E2E_GUEST_LOG" $((_c + 3)) 30 \
+    || e2e_fail "the guest stopped counting after $1"
+}
