@@ -16,6 +16,7 @@ pub mod config;
 pub mod guest;
 pub mod precopy;
 pub mod protocol;
+pub mod pv;
 pub mod stream;
 pub mod sxp;
 pub mod time;

@@ -352,6 +352,20 @@ fn save_restore_resolve_requests_and_output() {
             domain: "web1".into(),
             file: file.clone(),
             keep_running: false,
+            live: false,
+            bandwidth_bytes_per_s: None,
+        })
+    );
+    let out = s.relocd(&["save", "--live", "--bandwidth", "8M", "web1", "web1.save"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        s.last_seen(),
+        Seen::Save(SaveRequest {
+            domain: "web1".into(),
+            file: file.clone(),
+            keep_running: false,
+            live: true,
+            bandwidth_bytes_per_s: Some(8 << 20),
         })
     );
     let first = text(&out.stdout).lines().next().unwrap().to_owned();

@@ -11,7 +11,8 @@
 //! Public so that every doorway applies the same rules.
 
 use crate::abi::domctl::{
-    self, CpuPolicy, Domctl, GetPageFrameInfo3, ShadowOp, VcpuContext, VcpuExtState,
+    self, CpuPolicy, Domctl, GetPageFrameInfo3, ShadowOp, VcpuContext, VcpuExtState, VcpuMsr,
+    VcpuMsrs,
 };
 use crate::abi::memory::{self, MemoryReservation};
 use crate::abi::sysctl::{self, GetDomainInfoList, Sysctl};
@@ -96,7 +97,8 @@ pub fn domctl_handles(d: &Domctl) -> Result<Handles, Error> {
     Ok(match d.cmd {
         CREATEDOMAIN | DESTROYDOMAIN | PAUSEDOMAIN | UNPAUSEDOMAIN | GETDOMAININFO | MAX_MEM
         | MAX_VCPUS | RESUMEDOMAIN | SET_ADDRESS_SIZE | GET_ADDRESS_SIZE | GETTSCINFO
-        | SETTSCINFO | GETVCPUINFO => Handles::NONE,
+        | SETTSCINFO | GETVCPUINFO | SETDOMAINHANDLE | GET_EXT_VCPUCONTEXT
+        | SET_EXT_VCPUCONTEXT => Handles::NONE,
         SHADOW_OP => {
             let p: ShadowOp = d.payload();
             Handles::one(at(offset_of!(ShadowOp, dirty_bitmap)), p.pages.div_ceil(8))
@@ -112,6 +114,13 @@ pub fn domctl_handles(d: &Domctl) -> Result<Handles, Error> {
         GETVCPUEXTSTATE | SETVCPUEXTSTATE => {
             let p: VcpuExtState = d.payload();
             Handles::one(at(offset_of!(VcpuExtState, buffer)), p.size)
+        }
+        GET_VCPU_MSRS | SET_VCPU_MSRS => {
+            let p: VcpuMsrs = d.payload();
+            Handles::one(
+                at(offset_of!(VcpuMsrs, msrs)),
+                times(p.msr_count.into(), size_of::<VcpuMsr>()),
+            )
         }
         GET_CPU_POLICY | SET_CPU_POLICY => {
             let p: CpuPolicy = d.payload();
@@ -234,6 +243,32 @@ mod tests {
         h.clear(d.as_bytes_mut());
         let q: CpuPolicy = d.payload();
         assert_eq!((q.leaves, q.msrs, q.nr_leaves, q.err_leaf), (0, 0, 2, 7));
+    }
+
+    #[test]
+    fn msr_arrays_must_cover_the_count() {
+        let p = VcpuMsrs {
+            vcpu: 1,
+            msr_count: 3,
+            msrs: 0,
+        };
+        let d = Domctl::with_payload(domctl::cmd::GET_VCPU_MSRS, 2, &p);
+        let slot = Domctl::union_offset(offset_of!(VcpuMsrs, msrs));
+        let h = domctl_handles(&d).unwrap();
+        assert_eq!(h.iter().collect::<Vec<_>>(), [(slot, 48)]);
+        let op = Op::Domctl(domctl::cmd::GET_VCPU_MSRS);
+        let mut short = [0u8; 47];
+        assert!(h.check(op, &[GuestBuf::output(slot, &mut short)]).is_err());
+        // The handle left NULL is the count query.
+        assert_eq!(h.check(op, &[]), Ok(()));
+        let ext = Domctl::new(domctl::cmd::GET_EXT_VCPUCONTEXT, 2);
+        assert_eq!(domctl_handles(&ext).unwrap().iter().count(), 0);
+    }
+
+    #[test]
+    fn the_retired_set_max_evtchn_is_refused() {
+        let d = Domctl::new(domctl::cmd::SET_MAX_EVTCHN, 1);
+        assert_eq!(domctl_handles(&d).unwrap_err().errno, errno::EOPNOTSUPP);
     }
 
     #[test]

@@ -3,17 +3,20 @@
 //!
 //! It checks calls exactly as a real doorway does (the same table of
 //! admitted commands, handle slots and buffer lengths), then acts on a small
-//! model: domains with flags, pages, page types, vCPU contexts and a dirty
-//! log. Like Xen 4.17, `getdomaininfo` answers with the next domain at or
+//! model: domains with flags, pages, page types, vCPU contexts (basic and
+//! extended), vCPU MSRs, an address size and a dirty log. Like Xen 4.17, `getdomaininfo` answers with the next domain at or
 //! above the one asked for.
 
 use crate::abi::domctl::{
-    self, dominf, pfinfo, shadow, Domctl, GetDomainInfo, GetPageFrameInfo3, MaxMem, ShadowOp,
-    VcpuContext, XEN_DOMCTL_INTERFACE_VERSION,
+    self, dominf, pfinfo, shadow, AddressSize, CpuPolicy, Domctl, ExtVcpuContextRaw, GetDomainInfo,
+    GetPageFrameInfo3, MaxMem, SetDomainHandle, ShadowOp, TscInfo, VcpuContext, VcpuExtState,
+    VcpuMsr, VcpuMsrs, XEN_DOMCTL_INTERFACE_VERSION,
 };
 use crate::abi::memory::{self, MemoryReservation};
 use crate::abi::sysctl::{self, GetDomainInfoList, PhysInfo, Sysctl, XEN_SYSCTL_INTERFACE_VERSION};
-use crate::abi::xen::{DomId, MmuUpdate, MmuextOp, VcpuGuestContext, XenPfn, PAGE_SIZE};
+use crate::abi::xen::{
+    CpuidLeaf, DomId, MmuUpdate, MmuextOp, MsrEntry, VcpuGuestContext, XenPfn, PAGE_SIZE,
+};
 use crate::calls;
 use crate::error::{errno, Error, Op};
 use crate::hypervisor::{BufData, ForeignPages, GuestBuf, Hypervisor, Prot};
@@ -23,6 +26,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The fake MFN of a PFN: an offset that makes mix-ups visible.
 pub const FAKE_MFN_OFFSET: u64 = 0x10_0000;
+
+/// The most MSRs the fake keeps per vCPU: what `get_vcpu_msrs` with a NULL
+/// array answers, and the limit `set_vcpu_msrs` enforces.
+pub const FAKE_MAX_VCPU_MSRS: u32 = 8;
 
 /// One domain of the fake.
 #[derive(Clone, Debug)]
@@ -37,8 +44,19 @@ pub struct FakeDomain {
     pub logdirty: bool,
     /// PFNs dirtied since the last CLEAN.
     pub dirty: BTreeSet<XenPfn>,
+    /// What the dirty log records for a write to page `n`: `n -
+    /// dirty_offset`. Zero (the page's own number) models an HVM guest or
+    /// a PV guest with an identity p2m; a PV test guest whose pfn `p` lives
+    /// in frame `base + p` sets `base`, as Xen logs PV pages by pfn.
+    pub dirty_offset: u64,
     /// One context per vCPU.
     pub vcpus: Vec<VcpuGuestContext>,
+    /// One extended context per vCPU (`size` as the guest set it).
+    pub ext_vcpus: Vec<ExtVcpuContextRaw>,
+    /// Each vCPU's MSRs by index (zero values are not reported, as by Xen).
+    pub msrs: Vec<BTreeMap<u32, u64>>,
+    /// Address width in bits (`get/set_address_size`).
+    pub address_size: u32,
 }
 
 impl FakeDomain {
@@ -56,14 +74,22 @@ impl FakeDomain {
         let memory = (0..pages)
             .map(|p| (p, Box::new([0u8; PAGE_SIZE])))
             .collect();
-        let vcpus = (0..vcpus).map(|_| VcpuGuestContext::zeroed()).collect();
+        let n = vcpus as usize;
+        let ext = ExtVcpuContextRaw {
+            size: core::mem::size_of::<ExtVcpuContextRaw>() as u32,
+            ..Default::default()
+        };
         let mut d = FakeDomain {
             info,
             memory,
             page_types: BTreeMap::new(),
             logdirty: false,
             dirty: BTreeSet::new(),
-            vcpus,
+            dirty_offset: 0,
+            vcpus: vec![VcpuGuestContext::zeroed(); n],
+            ext_vcpus: vec![ext; n],
+            msrs: vec![BTreeMap::new(); n],
+            address_size: 64,
         };
         d.sync();
         d
@@ -88,6 +114,7 @@ struct State {
     physinfo: PhysInfo,
     calls: Vec<Op>,
     fail_next: Option<Error>,
+    fail_on: Option<Error>,
 }
 
 /// The fake hypervisor. Cheap to clone: clones share the model.
@@ -151,8 +178,22 @@ impl FakeXen {
         };
         dst.copy_from_slice(data);
         if d.logdirty {
-            d.dirty.insert(pfn);
+            d.dirty.insert(pfn.wrapping_sub(d.dirty_offset));
         }
+        true
+    }
+
+    /// What the guest does: shuts down with `reason` (`SHUTDOWN_*`, e.g.
+    /// `SHUTDOWN_suspend`). `false` when there is no such domain.
+    pub fn guest_shutdown(&self, domid: DomId, reason: u8) -> bool {
+        let mut st = lock(&self.state);
+        let Some(d) = st.domains.get_mut(&domid) else {
+            return false;
+        };
+        let code = dominf::SHUTDOWN_MASK << dominf::SHUTDOWN_SHIFT;
+        d.info.flags = (d.info.flags & !code & !dominf::RUNNING)
+            | dominf::SHUTDOWN
+            | (u32::from(reason) << dominf::SHUTDOWN_SHIFT);
         true
     }
 
@@ -173,6 +214,12 @@ impl FakeXen {
         lock(&self.state).fail_next = Some(Error::new(op, errno));
     }
 
+    /// Makes the next call of `op` (whatever comes before it) fail with
+    /// `errno`.
+    pub fn fail_on(&self, op: Op, errno: i32) {
+        lock(&self.state).fail_on = Some(Error::new(op, errno));
+    }
+
     /// The calls that reached the fake (after the doorway's checks), in
     /// order.
     pub fn calls(&self) -> Vec<Op> {
@@ -182,6 +229,10 @@ impl FakeXen {
     fn enter(&self, op: Op) -> Result<MutexGuard<'_, State>, Error> {
         let mut st = lock(&self.state);
         st.calls.push(op);
+        if let Some(e) = st.fail_on.filter(|e| e.op == op) {
+            st.fail_on = None;
+            return Err(e);
+        }
         match st.fail_next.take() {
             Some(e) => Err(Error::new(op, e.errno)),
             None => Ok(st),
@@ -342,6 +393,184 @@ impl Hypervisor for FakeXen {
                     *ctxt = VcpuGuestContext::read_from(in_bytes(bufs, slot, op)?)
                         .ok_or(Error::new(op, errno::EFAULT))?;
                 }
+            }
+            domctl::cmd::GET_ADDRESS_SIZE => {
+                let size = domain(&mut st, d.domain, op)?.address_size;
+                d.set_payload(&AddressSize { size });
+            }
+            domctl::cmd::SET_ADDRESS_SIZE => {
+                let p: AddressSize = d.payload();
+                if p.size != 32 && p.size != 64 {
+                    return Err(Error::new(op, errno::EINVAL));
+                }
+                domain(&mut st, d.domain, op)?.address_size = p.size;
+            }
+            domctl::cmd::RESUMEDOMAIN => {
+                // Clears the shutdown; a toolstack pause stays.
+                let dom = domain(&mut st, d.domain, op)?;
+                let code = dominf::SHUTDOWN_MASK << dominf::SHUTDOWN_SHIFT;
+                let mut flags = dom.info.flags & !code & !dominf::SHUTDOWN;
+                if flags & dominf::PAUSED == 0 {
+                    flags |= dominf::RUNNING;
+                }
+                dom.info.flags = flags;
+            }
+            domctl::cmd::SETDOMAINHANDLE => {
+                let p: SetDomainHandle = d.payload();
+                domain(&mut st, d.domain, op)?.info.handle = p.handle;
+            }
+            domctl::cmd::GET_EXT_VCPUCONTEXT | domctl::cmd::SET_EXT_VCPUCONTEXT => {
+                let mut p: ExtVcpuContextRaw = d.payload();
+                let dom = domain(&mut st, d.domain, op)?;
+                let ext = dom
+                    .ext_vcpus
+                    .get_mut(p.vcpu as usize)
+                    .ok_or(Error::new(op, errno::ESRCH))?;
+                let full = core::mem::size_of::<ExtVcpuContextRaw>();
+                if d.cmd == domctl::cmd::GET_EXT_VCPUCONTEXT {
+                    let vcpu = p.vcpu;
+                    p = *ext;
+                    p.vcpu = vcpu;
+                    p.size = full as u32;
+                    d.set_payload(&p);
+                } else {
+                    // As Xen: at least everything before the vMCE state.
+                    let size = p.size as usize;
+                    if size < core::mem::offset_of!(ExtVcpuContextRaw, vmce) {
+                        return Err(Error::new(op, errno::EINVAL));
+                    }
+                    if let Some(tail) = p.as_bytes_mut().get_mut(size.min(full)..) {
+                        tail.fill(0);
+                    }
+                    *ext = p;
+                }
+            }
+            domctl::cmd::GET_VCPU_MSRS | domctl::cmd::SET_VCPU_MSRS => {
+                let mut p: VcpuMsrs = d.payload();
+                let slot = at(core::mem::offset_of!(VcpuMsrs, msrs));
+                let dom = domain(&mut st, d.domain, op)?;
+                let msrs = dom
+                    .msrs
+                    .get_mut(p.vcpu as usize)
+                    .ok_or(Error::new(op, errno::ESRCH))?;
+                let each = core::mem::size_of::<VcpuMsr>();
+                if d.cmd == domctl::cmd::GET_VCPU_MSRS {
+                    let Some(data) = buf_for(bufs, slot) else {
+                        // NULL array: the maximum count.
+                        p.msr_count = FAKE_MAX_VCPU_MSRS;
+                        d.set_payload(&p);
+                        return Ok(());
+                    };
+                    let out = data.output().ok_or(Error::new(op, errno::EFAULT))?;
+                    let live: Vec<VcpuMsr> = msrs
+                        .iter()
+                        .filter(|(_, &v)| v != 0)
+                        .map(|(&index, &value)| VcpuMsr {
+                            index,
+                            reserved: 0,
+                            value,
+                        })
+                        .collect();
+                    let fits = live.len() <= p.msr_count as usize;
+                    for (m, dst) in live.iter().zip(out.chunks_exact_mut(each)) {
+                        let _ = m.write_to(dst);
+                    }
+                    p.msr_count = live.len() as u32;
+                    d.set_payload(&p);
+                    if !fits {
+                        return Err(Error::new(op, errno::ENOBUFS));
+                    }
+                } else {
+                    if p.msr_count > FAKE_MAX_VCPU_MSRS {
+                        return Err(Error::new(op, errno::EINVAL));
+                    }
+                    let src = in_bytes(bufs, slot, op)?;
+                    let given: Vec<VcpuMsr> = src
+                        .chunks_exact(each)
+                        .take(p.msr_count as usize)
+                        .filter_map(VcpuMsr::read_from)
+                        .collect();
+                    if let Some(bad) = given.iter().position(|m| m.reserved != 0) {
+                        p.msr_count = bad as u32;
+                        d.set_payload(&p);
+                        return Err(Error::new(op, errno::EINVAL));
+                    }
+                    let mut next = msrs.clone();
+                    next.extend(given.iter().map(|m| (m.index, m.value)));
+                    if next.len() > FAKE_MAX_VCPU_MSRS as usize {
+                        return Err(Error::new(op, errno::EINVAL));
+                    }
+                    *msrs = next;
+                }
+            }
+            domctl::cmd::GET_CPU_POLICY => {
+                // Two CPUID leaves and one MSR: enough to carry through a
+                // stream and compare.
+                domain(&mut st, d.domain, op)?;
+                let mut p: CpuPolicy = d.payload();
+                let leaves = [
+                    CpuidLeaf {
+                        leaf: 0,
+                        subleaf: u32::MAX,
+                        a: 0xd,
+                        b: 0x756e_6547,
+                        c: 0x6c65_746e,
+                        d: 0x4965_6e69,
+                    },
+                    CpuidLeaf {
+                        leaf: 1,
+                        subleaf: u32::MAX,
+                        a: 0x663,
+                        b: 0,
+                        c: 0x8000_0000,
+                        d: 0x0781_abfd,
+                    },
+                ];
+                let msrs = [MsrEntry {
+                    idx: 0xce,
+                    flags: 0,
+                    val: 0,
+                }];
+                if (p.nr_leaves as usize) < leaves.len() || (p.nr_msrs as usize) < msrs.len() {
+                    return Err(Error::new(op, errno::ENOBUFS));
+                }
+                let lslot = at(core::mem::offset_of!(CpuPolicy, leaves));
+                let mslot = at(core::mem::offset_of!(CpuPolicy, msrs));
+                let out = out_bytes(bufs, lslot, op)?;
+                for (l, dst) in leaves
+                    .iter()
+                    .zip(out.chunks_exact_mut(core::mem::size_of::<CpuidLeaf>()))
+                {
+                    let _ = l.write_to(dst);
+                }
+                let out = out_bytes(bufs, mslot, op)?;
+                for (m, dst) in msrs
+                    .iter()
+                    .zip(out.chunks_exact_mut(core::mem::size_of::<MsrEntry>()))
+                {
+                    let _ = m.write_to(dst);
+                }
+                p.nr_leaves = leaves.len() as u32;
+                p.nr_msrs = msrs.len() as u32;
+                d.set_payload(&p);
+            }
+            domctl::cmd::GETTSCINFO => {
+                domain(&mut st, d.domain, op)?;
+                d.set_payload(&TscInfo {
+                    tsc_mode: 0,
+                    gtsc_khz: 2_000_000,
+                    incarnation: 1,
+                    pad: 0,
+                    elapsed_nsec: 123_456_789,
+                });
+            }
+            domctl::cmd::GETVCPUEXTSTATE => {
+                // A CPU without XSAVE: no extended state.
+                domain(&mut st, d.domain, op)?;
+                let mut p: VcpuExtState = d.payload();
+                p.xfeature_mask = 0;
+                p.size = 0;
+                d.set_payload(&p);
             }
             _ => return Err(Error::new(op, errno::ENOSYS)),
         }

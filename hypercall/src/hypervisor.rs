@@ -148,8 +148,9 @@ pub trait Hypervisor {
     /// Only the commands whose layout this crate knows are issued (the
     /// others fail with `EOPNOTSUPP`): pause/unpause/destroy,
     /// create/getdomaininfo, max_mem, max_vcpus, resumedomain,
-    /// get/set_address_size, get/settscinfo, getvcpuinfo, shadow_op,
-    /// get/setvcpucontext, getpageframeinfo3, get/setvcpuextstate and
+    /// setdomainhandle, get/set_address_size, get/settscinfo, getvcpuinfo,
+    /// shadow_op, get/setvcpucontext, get/set_ext_vcpucontext,
+    /// getpageframeinfo3, get/setvcpuextstate, get/set_vcpu_msrs and
     /// get/set_cpu_policy.
     fn domctl(&self, domctl: &mut Domctl, bufs: &mut [GuestBuf<'_>]) -> Result<(), Error>;
 

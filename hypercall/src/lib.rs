@@ -55,10 +55,13 @@ mod hypervisor;
 mod ops;
 mod plain;
 
+pub use abi::domctl::VcpuMsr;
 pub use abi::domctl::XEN_DOMCTL_INTERFACE_VERSION;
 pub use abi::sysctl::XEN_SYSCTL_INTERFACE_VERSION;
 pub use abi::xen::{DomId, XenPfn, PAGE_SIZE};
 pub use error::{errno, Device, Error, ErrorKind, Op};
 pub use hypervisor::{BufData, ForeignPages, GuestBuf, Hypervisor, Prot};
-pub use ops::{DomainInfo, ShadowStats, XenOps, DOMAIN_LIST_BATCH, PFINFO_BATCH_MAX};
+pub use ops::{
+    DomainInfo, ExtVcpuContext, ShadowStats, XenOps, DOMAIN_LIST_BATCH, PFINFO_BATCH_MAX,
+};
 pub use plain::{slice_as_bytes, slice_as_bytes_mut, PlainData};

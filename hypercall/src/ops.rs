@@ -2,9 +2,9 @@
 //! method per operation, with Xen's quirks handled in one place.
 
 use crate::abi::domctl::{
-    self, dominf, shadow, AddressSize, CpuPolicy, CreateDomain, Domctl, GetDomainInfo,
-    GetPageFrameInfo3, MaxMem, MaxVcpus, ShadowOp, TscInfo, VcpuContext, VcpuExtState,
-    XEN_INVALID_MAX_VCPU_ID,
+    self, dominf, shadow, AddressSize, CpuPolicy, CreateDomain, Domctl, ExtVcpuContextRaw,
+    GetDomainInfo, GetPageFrameInfo3, MaxMem, MaxVcpus, SetDomainHandle, ShadowOp, TscInfo,
+    VcpuContext, VcpuExtState, VcpuMsr, VcpuMsrs, XEN_INVALID_MAX_VCPU_ID,
 };
 use crate::abi::memory::{self, MemoryReservation};
 use crate::abi::sysctl::{self, GetDomainInfoList, PhysInfo, Sysctl};
@@ -167,6 +167,43 @@ pub struct ShadowStats {
     pub dirty_count: u32,
 }
 
+/// A vCPU's extended context (`struct xen_domctl_ext_vcpucontext`) as
+/// `XEN_DOMCTL_get_ext_vcpucontext` filled it.
+///
+/// [`ExtVcpuContext::as_bytes`] is the body libxc's saver puts in an
+/// `X86_PV_VCPU_EXTENDED` record after the 8-byte vCPU header, and what
+/// [`XenOps::set_ext_vcpu_context`] takes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtVcpuContext {
+    raw: ExtVcpuContextRaw,
+}
+
+impl ExtVcpuContext {
+    /// Wraps a structure (e.g. one built for a test or a fake).
+    pub fn from_raw(raw: ExtVcpuContextRaw) -> Self {
+        ExtVcpuContext { raw }
+    }
+
+    /// The structure's `size` field: how many of its bytes Xen filled.
+    pub fn size(&self) -> u32 {
+        self.raw.size
+    }
+
+    /// The first [`ExtVcpuContext::size`] bytes of the structure (never
+    /// more than the structure's 64 bytes). Empty when Xen reported size 0:
+    /// libxc then writes no `X86_PV_VCPU_EXTENDED` record for the vCPU.
+    pub fn as_bytes(&self) -> &[u8] {
+        let all = PlainData::as_bytes(&self.raw);
+        let n = usize::try_from(self.raw.size).map_or(all.len(), |n| n.min(all.len()));
+        all.get(..n).unwrap_or(all)
+    }
+
+    /// The whole structure, fields typed.
+    pub fn raw(&self) -> &ExtVcpuContextRaw {
+        &self.raw
+    }
+}
+
 const SHADOW_BITMAP_SLOT: usize = Domctl::union_offset(offset_of!(ShadowOp, dirty_bitmap));
 const PFINFO_SLOT: usize = Domctl::union_offset(offset_of!(GetPageFrameInfo3, array));
 const VCPUCTXT_SLOT: usize = Domctl::union_offset(offset_of!(VcpuContext, ctxt));
@@ -174,6 +211,7 @@ const DOMLIST_SLOT: usize = Sysctl::union_offset(offset_of!(GetDomainInfoList, b
 const POLICY_LEAVES_SLOT: usize = Domctl::union_offset(offset_of!(CpuPolicy, leaves));
 const POLICY_MSRS_SLOT: usize = Domctl::union_offset(offset_of!(CpuPolicy, msrs));
 const EXTSTATE_SLOT: usize = Domctl::union_offset(offset_of!(VcpuExtState, buffer));
+const MSRS_SLOT: usize = Domctl::union_offset(offset_of!(VcpuMsrs, msrs));
 const EXTENT_SLOT: usize = offset_of!(MemoryReservation, extent_start);
 
 /// The typed operations, for every [`Hypervisor`].
@@ -409,6 +447,141 @@ pub trait XenOps: Hypervisor {
         self.domctl(
             &mut Domctl::with_payload(domctl::cmd::SET_ADDRESS_SIZE, domid, &p),
             &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_get_address_size`: the guest's address width in bits
+    /// (64 for a 64-bit PV guest, 32 for a 32-bit one).
+    fn address_size(&self, domid: DomId) -> Result<u32, Error> {
+        let mut d = Domctl::new(domctl::cmd::GET_ADDRESS_SIZE, domid);
+        self.domctl(&mut d, &mut [])?;
+        Ok(d.payload::<AddressSize>().size)
+    }
+
+    /// `XEN_DOMCTL_resumedomain`: lets a domain that shut down for suspend
+    /// run again (the source's way back after a failed migration). A
+    /// toolstack pause is kept: [`XenOps::unpause`] lifts it.
+    fn resume_domain(&self, domid: DomId) -> Result<(), Error> {
+        self.domctl(&mut Domctl::new(domctl::cmd::RESUMEDOMAIN, domid), &mut [])
+    }
+
+    /// `XEN_DOMCTL_setdomainhandle`: sets the domain's UUID.
+    fn set_domain_handle(&self, domid: DomId, handle: [u8; 16]) -> Result<(), Error> {
+        let p = SetDomainHandle { handle };
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::SETDOMAINHANDLE, domid, &p),
+            &mut [],
+        )
+    }
+
+    /// The event-channel limit, which Xen 4.17 no longer lets a toolstack
+    /// change: `XEN_DOMCTL_set_max_evtchn` (70) was retired and the limit
+    /// is [`CreateDomain::max_evtchn_port`], given at creation. Always
+    /// fails with `EOPNOTSUPP` ([`crate::ErrorKind::Unsupported`]) without
+    /// reaching Xen; set the limit in [`XenOps::create_domain`]'s config.
+    fn set_max_evtchn(&self, domid: DomId, max_port: u32) -> Result<(), Error> {
+        let _ = (domid, max_port);
+        Err(Error::new(
+            Op::Domctl(domctl::cmd::SET_MAX_EVTCHN),
+            errno::EOPNOTSUPP,
+        ))
+    }
+
+    /// `XEN_DOMCTL_get_ext_vcpucontext`: the vCPU's extended context
+    /// (SYSCALL32/SYSENTER callbacks, vMCE state), as Xen filled it.
+    fn ext_vcpu_context(&self, domid: DomId, vcpu: u32) -> Result<ExtVcpuContext, Error> {
+        let p = ExtVcpuContextRaw {
+            vcpu,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::GET_EXT_VCPUCONTEXT, domid, &p);
+        self.domctl(&mut d, &mut [])?;
+        Ok(ExtVcpuContext::from_raw(d.payload()))
+    }
+
+    /// `XEN_DOMCTL_set_ext_vcpucontext` from the bytes of an
+    /// `X86_PV_VCPU_EXTENDED` record body (or [`ExtVcpuContext::as_bytes`]):
+    /// they are copied into the structure as sent, then its `vcpu` is set
+    /// to `vcpu`. Refused before Xen is called: more bytes than the
+    /// structure's 64 (`E2BIG`), fewer than its 8-byte `vcpu`/`size` head,
+    /// or a `size` field claiming more bytes than given (`EINVAL`).
+    fn set_ext_vcpu_context(&self, domid: DomId, vcpu: u32, bytes: &[u8]) -> Result<(), Error> {
+        let op = Op::Domctl(domctl::cmd::SET_EXT_VCPUCONTEXT);
+        let mut raw = ExtVcpuContextRaw::zeroed();
+        let dst = raw
+            .as_bytes_mut()
+            .get_mut(..bytes.len())
+            .ok_or(Error::new(op, errno::E2BIG))?;
+        dst.copy_from_slice(bytes);
+        let head = offset_of!(ExtVcpuContextRaw, syscall32_callback_eip);
+        if bytes.len() < head || usize::try_from(raw.size).map_or(true, |n| n > bytes.len()) {
+            return Err(Error::new(op, errno::EINVAL));
+        }
+        raw.vcpu = vcpu;
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::SET_EXT_VCPUCONTEXT, domid, &raw),
+            &mut [],
+        )
+    }
+
+    /// `XEN_DOMCTL_get_vcpu_msrs` with a NULL array: the most MSRs Xen may
+    /// return for the vCPU (size the array of [`XenOps::vcpu_msrs`] with it).
+    fn vcpu_msr_count(&self, domid: DomId, vcpu: u32) -> Result<u32, Error> {
+        let p = VcpuMsrs {
+            vcpu,
+            ..Default::default()
+        };
+        let mut d = Domctl::with_payload(domctl::cmd::GET_VCPU_MSRS, domid, &p);
+        self.domctl(&mut d, &mut [])?;
+        Ok(d.payload::<VcpuMsrs>().msr_count)
+    }
+
+    /// `XEN_DOMCTL_get_vcpu_msrs`: the vCPU's MSRs into `out`; returns how
+    /// many Xen wrote (it skips MSRs that are zero, so often fewer than
+    /// [`XenOps::vcpu_msr_count`]). `ENOBUFS` when `out` is too short; an
+    /// empty `out` only suits a vCPU whose count is 0.
+    fn vcpu_msrs(&self, domid: DomId, vcpu: u32, out: &mut [VcpuMsr]) -> Result<usize, Error> {
+        let op = Op::Domctl(domctl::cmd::GET_VCPU_MSRS);
+        if out.is_empty() {
+            // A NULL handle would ask for the count, not for MSRs.
+            return match self.vcpu_msr_count(domid, vcpu)? {
+                0 => Ok(0),
+                _ => Err(Error::new(op, errno::ENOBUFS)),
+            };
+        }
+        let p = VcpuMsrs {
+            vcpu,
+            msr_count: u32::try_from(out.len()).map_err(|_| Error::new(op, errno::E2BIG))?,
+            msrs: 0,
+        };
+        let cap = out.len();
+        let mut d = Domctl::with_payload(domctl::cmd::GET_VCPU_MSRS, domid, &p);
+        self.domctl(
+            &mut d,
+            &mut [GuestBuf::output(MSRS_SLOT, slice_as_bytes_mut(out))],
+        )?;
+        usize::try_from(d.payload::<VcpuMsrs>().msr_count)
+            .ok()
+            .filter(|&n| n <= cap)
+            .ok_or(Error::new(op, errno::ERANGE))
+    }
+
+    /// `XEN_DOMCTL_set_vcpu_msrs`: loads `msrs` into the vCPU (Xen refuses
+    /// an MSR it does not migrate, or a non-zero `reserved`, with
+    /// `EINVAL`). An empty list issues nothing.
+    fn set_vcpu_msrs(&self, domid: DomId, vcpu: u32, msrs: &[VcpuMsr]) -> Result<(), Error> {
+        let op = Op::Domctl(domctl::cmd::SET_VCPU_MSRS);
+        if msrs.is_empty() {
+            return Ok(());
+        }
+        let p = VcpuMsrs {
+            vcpu,
+            msr_count: u32::try_from(msrs.len()).map_err(|_| Error::new(op, errno::E2BIG))?,
+            msrs: 0,
+        };
+        self.domctl(
+            &mut Domctl::with_payload(domctl::cmd::SET_VCPU_MSRS, domid, &p),
+            &mut [GuestBuf::input(MSRS_SLOT, slice_as_bytes(msrs))],
         )
     }
 
@@ -862,29 +1035,242 @@ mod tests {
 
     #[test]
     fn policy_and_extstate_buffers_pass_the_doorway_checks() {
-        // The fake does not model these: ENOSYS (not EINVAL) shows the
-        // wrappers bound the right slots with long enough buffers.
+        // The fake models the policy read and a CPU without XSAVE; the set
+        // calls answer ENOSYS (not EINVAL): the wrappers bound the right
+        // slots with long enough buffers.
         let x = fake();
         let (mut l, mut m) = ([CpuidLeaf::default(); 4], [MsrEntry::default(); 2]);
+        assert_eq!(x.cpu_policy(3, &mut l, &mut m).unwrap(), (2, 1));
+        assert_eq!((l[0].leaf, l[1].leaf, m[0].idx), (0, 1, 0xce));
+        let (mut short, mut m1) = ([CpuidLeaf::default(); 1], [MsrEntry::default(); 1]);
         assert_eq!(
-            x.cpu_policy(3, &mut l, &mut m).unwrap_err().errno,
-            errno::ENOSYS
+            x.cpu_policy(3, &mut short, &mut m1).unwrap_err().errno,
+            errno::ENOBUFS
         );
         assert_eq!(
             x.set_cpu_policy(3, &l, &m).unwrap_err().errno,
             errno::ENOSYS
         );
-        assert_eq!(x.vcpu_extstate_size(3, 0).unwrap_err().errno, errno::ENOSYS);
+        assert_eq!(x.vcpu_extstate_size(3, 0).unwrap(), (0, 0));
         let mut buf = [0u64; 64];
-        assert_eq!(
-            x.vcpu_extstate(3, 0, 7, &mut buf).unwrap_err().errno,
-            errno::ENOSYS
-        );
+        assert_eq!(x.vcpu_extstate(3, 0, 7, &mut buf).unwrap(), (0, 0));
         assert_eq!(
             x.set_vcpu_extstate(3, 0, 7, &buf).unwrap_err().errno,
             errno::ENOSYS
         );
-        assert_eq!(x.calls().len(), 5);
+        assert_eq!(x.calls().len(), 6);
+    }
+
+    #[test]
+    fn address_size_resume_and_domain_handle() {
+        let x = fake();
+        assert_eq!(x.address_size(3).unwrap(), 64);
+        x.set_address_size(3, 32).unwrap();
+        assert_eq!(x.address_size(3).unwrap(), 32);
+        assert_eq!(x.set_address_size(3, 48).unwrap_err().errno, errno::EINVAL);
+        assert_eq!(x.address_size(4).unwrap_err().errno, errno::ESRCH);
+
+        assert!(x.guest_shutdown(3, shutdown::SUSPEND));
+        let i = x.domain_info(3).unwrap();
+        assert_eq!(
+            (i.shutdown_reason(), i.running()),
+            (Some(shutdown::SUSPEND), false)
+        );
+        x.resume_domain(3).unwrap();
+        let i = x.domain_info(3).unwrap();
+        assert_eq!((i.shutdown(), i.running()), (false, true));
+        // A toolstack pause outlives the resume.
+        x.pause(7).unwrap();
+        assert!(x.guest_shutdown(7, shutdown::SUSPEND));
+        x.resume_domain(7).unwrap();
+        assert_eq!(&x.domain_info(7).unwrap().xl_state(), b"--p---");
+
+        let uuid = *b"0123456789abcdef";
+        x.set_domain_handle(3, uuid).unwrap();
+        assert_eq!(x.domain_info(3).unwrap().handle, uuid);
+        assert_eq!(
+            x.calls().last(),
+            Some(&Op::Domctl(domctl::cmd::GETDOMAININFO))
+        );
+        assert!(x
+            .calls()
+            .contains(&Op::Domctl(domctl::cmd::SETDOMAINHANDLE)));
+    }
+
+    #[test]
+    fn set_max_evtchn_is_unsupported_without_calling_xen() {
+        let x = fake();
+        let e = x.set_max_evtchn(3, 1023).unwrap_err();
+        assert_eq!(
+            (e.op, e.kind()),
+            (
+                Op::Domctl(domctl::cmd::SET_MAX_EVTCHN),
+                ErrorKind::Unsupported
+            )
+        );
+        assert_eq!(
+            e.to_string(),
+            "domctl set_max_evtchn failed: EOPNOTSUPP (95)"
+        );
+        assert!(x.calls().is_empty());
+    }
+
+    #[test]
+    fn ext_vcpu_context_round_trip_through_record_bytes() {
+        let x = fake();
+        let fresh = x.ext_vcpu_context(7, 2).unwrap();
+        assert_eq!((fresh.size(), fresh.as_bytes().len()), (64, 64));
+        assert_eq!(fresh.raw().vcpu, 2);
+        // Build a source's context and send its bytes to another vCPU.
+        let mut raw = *fresh.raw();
+        raw.syscall32_callback_eip = 0xffff_8000_0000_1000;
+        raw.sysenter_callback_cs = 0xe033;
+        raw.syscall32_disables_events = 1;
+        raw.vmce.caps = 0x0100_0c09;
+        let sent = ExtVcpuContext::from_raw(raw);
+        x.set_ext_vcpu_context(7, 3, sent.as_bytes()).unwrap();
+        let got = x.ext_vcpu_context(7, 3).unwrap();
+        assert_eq!(got.raw().vcpu, 3, "the vcpu field is the target's");
+        assert_eq!(&got.as_bytes()[4..], &sent.as_bytes()[4..]);
+        assert_eq!(x.domain(7).unwrap().ext_vcpus[3].vmce.caps, 0x0100_0c09);
+        assert_eq!(x.ext_vcpu_context(7, 4).unwrap_err().errno, errno::ESRCH);
+    }
+
+    #[test]
+    fn ext_vcpu_context_bytes_are_bounded() {
+        let x = fake();
+        let mut raw = ExtVcpuContextRaw {
+            size: 40,
+            syscall32_callback_eip: 5,
+            ..Default::default()
+        };
+        raw.vmce.caps = 9;
+        raw.vmce.mcg_ext_ctl = 7;
+        let short = ExtVcpuContext::from_raw(raw);
+        // Only `size` bytes go out; Xen keeps what they cover.
+        assert_eq!(short.as_bytes().len(), 40);
+        x.set_ext_vcpu_context(3, 0, short.as_bytes()).unwrap();
+        let kept = x.domain(3).unwrap().ext_vcpus[0];
+        assert_eq!((kept.vmce.caps, kept.vmce.mcg_ext_ctl), (9, 0));
+        // A size beyond the structure is cut at the structure.
+        raw.size = 1000;
+        assert_eq!(ExtVcpuContext::from_raw(raw).as_bytes().len(), 64);
+        let op = Op::Domctl(domctl::cmd::SET_EXT_VCPUCONTEXT);
+        let calls = x.calls().len();
+        let e = x.set_ext_vcpu_context(3, 0, &[0; 65]).unwrap_err();
+        assert_eq!((e.op, e.errno), (op, errno::E2BIG));
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        let e = x.set_ext_vcpu_context(3, 0, &[0; 7]).unwrap_err();
+        assert_eq!((e.op, e.errno), (op, errno::EINVAL));
+        // The size field claims more bytes than were given.
+        let e = x
+            .set_ext_vcpu_context(3, 0, &ExtVcpuContext::from_raw(raw).as_bytes()[..48])
+            .unwrap_err();
+        assert_eq!(e.errno, errno::EINVAL);
+        assert_eq!(x.calls().len(), calls, "refused before Xen");
+        // Xen itself wants at least everything before the vMCE state.
+        raw.size = 16;
+        let b = ExtVcpuContext::from_raw(raw);
+        assert_eq!(
+            x.set_ext_vcpu_context(3, 0, b.as_bytes())
+                .unwrap_err()
+                .errno,
+            errno::EINVAL
+        );
+        assert_eq!(x.calls().len(), calls + 1);
+    }
+
+    #[test]
+    fn vcpu_msrs_count_then_array() {
+        let x = fake();
+        let count = x.vcpu_msr_count(7, 1).unwrap();
+        assert_eq!(count, crate::fake::FAKE_MAX_VCPU_MSRS);
+        let mut out = vec![VcpuMsr::default(); count as usize];
+        assert_eq!(x.vcpu_msrs(7, 1, &mut out).unwrap(), 0);
+        let set = [
+            VcpuMsr {
+                index: 0x48,
+                reserved: 0,
+                value: 1,
+            },
+            VcpuMsr {
+                index: 0xc001_1027,
+                reserved: 0,
+                value: 0xffff,
+            },
+            VcpuMsr {
+                index: 0x140,
+                reserved: 0,
+                value: 0,
+            },
+        ];
+        x.set_vcpu_msrs(7, 1, &set).unwrap();
+        // Zero-valued MSRs are not reported back, as by Xen.
+        let n = x.vcpu_msrs(7, 1, &mut out).unwrap();
+        assert_eq!(&out[..n], &[set[0], set[1]]);
+        assert_eq!(
+            out[0].as_bytes(),
+            [0x48, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+        );
+        // Too short an array: ENOBUFS; empty: the count decides.
+        let e = x.vcpu_msrs(7, 1, &mut out[..1]).unwrap_err();
+        assert_eq!(
+            (e.errno, e.kind()),
+            (errno::ENOBUFS, ErrorKind::InvalidInput)
+        );
+        assert_eq!(
+            x.vcpu_msrs(7, 1, &mut []).unwrap_err().errno,
+            errno::ENOBUFS
+        );
+        assert_eq!(
+            x.domain(7).unwrap().msrs[0].len(),
+            0,
+            "other vCPUs untouched"
+        );
+        assert_eq!(x.vcpu_msr_count(7, 4).unwrap_err().errno, errno::ESRCH);
+    }
+
+    #[test]
+    fn set_vcpu_msrs_checks() {
+        let x = fake();
+        let calls = x.calls().len();
+        x.set_vcpu_msrs(3, 0, &[]).unwrap();
+        assert_eq!(x.calls().len(), calls, "an empty list issues nothing");
+        let bad = [VcpuMsr {
+            index: 0x48,
+            reserved: 1,
+            value: 1,
+        }];
+        let e = x.set_vcpu_msrs(3, 0, &bad).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::Domctl(domctl::cmd::SET_VCPU_MSRS), errno::EINVAL)
+        );
+        let many: Vec<VcpuMsr> = (0..9)
+            .map(|i| VcpuMsr {
+                index: i,
+                reserved: 0,
+                value: 1,
+            })
+            .collect();
+        assert_eq!(
+            x.set_vcpu_msrs(3, 0, &many).unwrap_err().errno,
+            errno::EINVAL
+        );
+        assert!(x.domain(3).unwrap().msrs[0].is_empty());
+    }
+
+    #[test]
+    fn vcpu_guest_context_from_exact_bytes() {
+        let mut c = VcpuGuestContext::zeroed();
+        c.user_regs.rip = 0x1234;
+        c.ctrlreg[3] = 0x5000;
+        let b = c.as_bytes().to_vec();
+        assert_eq!(VcpuGuestContext::from_bytes(&b), Some(c));
+        assert_eq!(VcpuGuestContext::from_bytes(&b[..b.len() - 1]), None);
+        let mut long = b.clone();
+        long.push(0);
+        assert_eq!(VcpuGuestContext::from_bytes(&long), None);
     }
 
     #[test]

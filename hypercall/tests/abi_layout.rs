@@ -104,6 +104,25 @@ fn layouts() -> Vec<Layout> {
         layout!("struct xen_domctl_vcpuextstate" => VcpuExtState {
             "vcpu" => vcpu, "xfeature_mask" => xfeature_mask, "size" => size, "buffer" => buffer,
         } pad { _pad0 }),
+        layout!("struct xen_domctl_setdomainhandle" => SetDomainHandle { "handle" => handle }),
+        layout!("struct hvm_vmce_vcpu" => HvmVmceVcpu {
+            "caps" => caps, "mci_ctl2_bank0" => mci_ctl2_bank0,
+            "mci_ctl2_bank1" => mci_ctl2_bank1, "mcg_ext_ctl" => mcg_ext_ctl,
+        }),
+        layout!("struct xen_domctl_ext_vcpucontext" => ExtVcpuContextRaw {
+            "vcpu" => vcpu, "size" => size, "syscall32_callback_eip" => syscall32_callback_eip,
+            "sysenter_callback_eip" => sysenter_callback_eip,
+            "syscall32_callback_cs" => syscall32_callback_cs,
+            "sysenter_callback_cs" => sysenter_callback_cs,
+            "syscall32_disables_events" => syscall32_disables_events,
+            "sysenter_disables_events" => sysenter_disables_events, "vmce" => vmce,
+        } pad { _pad0 }),
+        layout!("struct xen_domctl_vcpu_msr" => VcpuMsr {
+            "index" => index, "reserved" => reserved, "value" => value,
+        }),
+        layout!("struct xen_domctl_vcpu_msrs" => VcpuMsrs {
+            "vcpu" => vcpu, "msr_count" => msr_count, "msrs" => msrs,
+        }),
         layout!("struct xen_sysctl" => Sysctl {
             "cmd" => cmd, "interface_version" => interface_version, "u" => u,
         }),

@@ -392,6 +392,8 @@ fn save_verify_restore_gives_the_same_memory() {
             domain: "db1".into(),
             file: file.clone(),
             keep_running: false,
+            live: false,
+            bandwidth_bytes_per_s: None,
         }))
         .unwrap();
     let Outcome::Saved(s) = out else { panic!() };

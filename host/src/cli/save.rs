@@ -17,9 +17,16 @@ nothing but the partial file.
 FILE is written by the daemon: a relative path is taken from this shell's \
 directory, and the daemon must be able to write there.
 
-Backends: the sim backend saves its simulated guests. The xen backend (serve \
---backend xen) does not save yet: it answers \"save is not implemented \
-yet\" (exit status 1).";
+With --live the guest keeps running while its memory is written, in rounds \
+that resend the pages it dirtied, and is suspended only for the last of \
+them (what xl migrate does to a host); the summary gives the rounds, pages \
+and the time it was stopped. Without it the guest is suspended first.
+
+Backends: the sim backend saves its simulated guests; the xen backend (serve \
+--backend xen) saves 64-bit PV guests as a file a stock `xl restore` reads \
+(the domain's xl configuration is taken from libxl's record of it in \
+/var/lib/xen, or made from what Xen and xenstore say when there is none). \
+HVM and 32-bit PV guests are refused.";
 
 /// `relocd save`'s arguments.
 #[derive(Clone, Debug, clap::Args)]
@@ -28,6 +35,13 @@ pub struct SaveArgs {
     /// Keep the guest running after the save (a checkpoint), as xl save -c.
     #[arg(short = 'c', long = "keep-running")]
     pub keep_running: bool,
+    /// Pre-copy while the guest runs; suspend it only for the last pages.
+    #[arg(long)]
+    pub live: bool,
+    /// Cap on the write rate of the live rounds, bytes per second with
+    /// binary units: 100M/s, 1G.
+    #[arg(long, value_name = "RATE", value_parser = super::migrate::parse_bandwidth)]
+    pub bandwidth: Option<u64>,
     /// The guest (name or id).
     #[arg(value_name = "DOMAIN")]
     pub domain: String,
@@ -59,6 +73,8 @@ impl SaveArgs {
             domain: self.domain.clone(),
             file,
             keep_running: self.keep_running,
+            live: self.live,
+            bandwidth_bytes_per_s: self.bandwidth,
         })
     }
 }
@@ -80,6 +96,7 @@ pub fn run(control: &Path, args: &SaveArgs, out: &Output) -> Result<(), Failure>
             &[
                 ("file", Value::from(req.file.display().to_string())),
                 ("keep_running", Value::from(req.keep_running)),
+                ("live", Value::from(req.live)),
             ],
         ));
     } else {

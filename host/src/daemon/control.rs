@@ -119,6 +119,14 @@ pub struct SaveRequest {
     /// Keep the domain running after the save (`-c`).
     #[serde(default)]
     pub keep_running: bool,
+    /// Pre-copy rounds while the guest runs, then a short stop-and-copy
+    /// (`--live`); otherwise the guest is suspended first.
+    #[serde(default)]
+    pub live: bool,
+    /// Cap on the write rate during live rounds, bytes per second
+    /// (`--bandwidth`).
+    #[serde(default)]
+    pub bandwidth_bytes_per_s: Option<u64>,
 }
 
 /// `relocd restore`'s arguments.

@@ -544,11 +544,11 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
             shutdown_grace: io_timeout,
         },
         |journal| match &xen {
-            // The Xen backend lists domains; moving Xen guests is not built
-            // yet, so its operations and sessions answer "not implemented".
+            // The Xen backend lists and saves domains; migrating them is
+            // not built yet, so its sessions answer "not implemented".
             Some(x) => DaemonParts {
                 backend: x.clone(),
-                operations: Arc::new(NoOperations),
+                operations: Arc::new(crate::xen::XenOperations::new(x.clone())),
                 admission,
                 sessions: Arc::new(NoSessions),
             },

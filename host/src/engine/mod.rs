@@ -552,6 +552,11 @@ impl Operations for Engine {
         req: &SaveRequest,
         progress: &mut dyn ProgressSink,
     ) -> Result<TransferSummary, CommandError> {
+        if req.live {
+            return Err(CommandError::not_implemented(
+                "save --live with the sim backend (it saves offline; the xen backend saves live)",
+            ));
+        }
         let guest = self.sim.find(&req.domain)?;
         self.refuse_in_doubt(guest.domid(), &guest.name())?;
         file::save(&self.sim, &guest, req, progress)

@@ -34,6 +34,11 @@ impl<H: Hypervisor + Send + Sync> XenBackend<H> {
         XenBackend { xen, store }
     }
 
+    /// A fresh xenstore connection.
+    pub fn store(&self) -> Result<Xenstore<Box<dyn Transport>>, XenstoreError> {
+        (self.store)()
+    }
+
     /// The hypervisor doorway.
     pub fn hypervisor(&self) -> &H {
         &self.xen

@@ -7,12 +7,22 @@
 //!   over `relocd-hypercall` (`relocd serve --backend xen`).
 //! - [`probe`]: `relocd xen-probe DOMAIN`: pause, log-dirty and foreign
 //!   mapping tried on a running guest.
+//! - [`p2m`], [`pv_source`], [`save`]: a running 64-bit PV guest read out
+//!   of Xen (its p2m, its pages with page tables normalised, its vCPUs) and
+//!   written as an xl save file, offline or live.
+//! - [`ops`]: [`XenOperations`], the daemon's long commands on Xen.
 
 pub mod backend;
+pub mod ops;
+pub mod p2m;
 pub mod probe;
+pub mod pv_error;
+pub mod pv_source;
+pub mod save;
 pub mod xenstore;
 
 pub use backend::XenBackend;
+pub use ops::XenOperations;
 
 use relocd_hypercall::backend::privcmd::Privcmd;
 use relocd_hypercall::{errno, ErrorKind};

@@ -65,6 +65,10 @@ pub enum MsgType {
     Error,
     /// `XS_WRITE` (11)
     Write,
+    /// `XS_RM` (13)
+    Rm,
+    /// `XS_RESUME` (18): the domain was resumed after a cancelled suspend.
+    Resume,
     /// Any other type.
     Unknown(u32),
 }
@@ -75,6 +79,8 @@ impl From<u32> for MsgType {
             1 => MsgType::Directory,
             2 => MsgType::Read,
             11 => MsgType::Write,
+            13 => MsgType::Rm,
+            18 => MsgType::Resume,
             15 => MsgType::WatchEvent,
             16 => MsgType::Error,
             other => MsgType::Unknown(other),
@@ -88,6 +94,8 @@ impl From<MsgType> for u32 {
             MsgType::Directory => 1,
             MsgType::Read => 2,
             MsgType::Write => 11,
+            MsgType::Rm => 13,
+            MsgType::Resume => 18,
             MsgType::WatchEvent => 15,
             MsgType::Error => 16,
             MsgType::Unknown(other) => other,
@@ -399,6 +407,25 @@ impl<T: Transport> Xenstore<T> {
         Ok(())
     }
 
+    /// Removes `path` and everything under it; a path that is not there is
+    /// not an error.
+    pub fn rm(&mut self, path: &str) -> Result<(), XenstoreError> {
+        let p = path_payload(path)?;
+        match self.request(MsgType::Rm, "RM", path, &p) {
+            Err(e) if e.store_errno() == Some(StoreErrno::NoEntry) => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// Tells xenstored that domain `domid` runs again after a cancelled
+    /// suspend (`XS_RESUME`), so that its next shutdown is reported again.
+    pub fn resume_domain(&mut self, domid: u16) -> Result<(), XenstoreError> {
+        let p = path_payload(&domid.to_string())?;
+        self.request(MsgType::Resume, "RESUME", &domid.to_string(), &p)
+            .map(|_| ())
+    }
+
     fn request(
         &mut self,
         ty: MsgType,
@@ -582,6 +609,17 @@ pub(crate) mod fake {
                         store.insert(path, rest);
                         self.reply(MsgType::Write, h.req_id, b"OK\0");
                     }
+                    MsgType::Rm => {
+                        let prefix = format!("{path}/");
+                        let had = store.len();
+                        store.retain(|k, _| *k != path && !k.starts_with(&prefix));
+                        if store.len() == had {
+                            self.reply(MsgType::Error, h.req_id, b"ENOENT\0");
+                        } else {
+                            self.reply(MsgType::Rm, h.req_id, b"OK\0");
+                        }
+                    }
+                    MsgType::Resume => self.reply(MsgType::Resume, h.req_id, b"OK\0"),
                     _ => self.reply(MsgType::Error, h.req_id, b"EINVAL\0"),
                 }
             }

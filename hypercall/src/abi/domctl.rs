@@ -6,7 +6,8 @@
 //! so the envelope stays plain data whichever member is in use.
 //!
 //! `XEN_DOMCTL_set_max_evtchn` no longer exists in Xen 4.17: the limit is
-//! [`CreateDomain::max_evtchn_port`], fixed when the domain is created.
+//! [`CreateDomain::max_evtchn_port`], fixed when the domain is created
+//! ([`cmd::SET_MAX_EVTCHN`] only names the retired number in messages).
 
 use super::xen::{ArchDomainConfig, DomId, DomainHandle, GuestHandle};
 use crate::plain::{plain_data, PlainData};
@@ -129,6 +130,9 @@ pub mod cmd {
     pub const SETNODEAFFINITY: u32 = 68;
     /// `XEN_DOMCTL_getnodeaffinity`
     pub const GETNODEAFFINITY: u32 = 69;
+    /// `XEN_DOMCTL_set_max_evtchn`: retired (Xen 4.17 moved the limit
+    /// into createdomain); never issued, kept to name the number.
+    pub const SET_MAX_EVTCHN: u32 = 70;
     /// `XEN_DOMCTL_cacheflush`
     pub const CACHEFLUSH: u32 = 71;
     /// `XEN_DOMCTL_get_vcpu_msrs`
@@ -226,6 +230,7 @@ pub mod cmd {
             SET_BROKEN_PAGE_P2M => "set_broken_page_p2m",
             SETNODEAFFINITY => "setnodeaffinity",
             GETNODEAFFINITY => "getnodeaffinity",
+            SET_MAX_EVTCHN => "set_max_evtchn",
             CACHEFLUSH => "cacheflush",
             GET_VCPU_MSRS => "get_vcpu_msrs",
             SET_VCPU_MSRS => "set_vcpu_msrs",
@@ -637,6 +642,96 @@ pub struct VcpuExtState {
     pub buffer: GuestHandle,
 }
 
+/// `struct xen_domctl_setdomainhandle` (`XEN_DOMCTL_setdomainhandle`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetDomainHandle {
+    /// The new UUID.
+    pub handle: DomainHandle,
+}
+
+/// `struct hvm_vmce_vcpu` (`arch-x86/hvm/save.h`): a vCPU's virtual
+/// machine-check state, the tail of [`ExtVcpuContextRaw`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HvmVmceVcpu {
+    /// `MCG_CAP` (the C union's `mcg_cap` aliases it).
+    pub caps: u64,
+    /// `MCi_CTL2` of bank 0.
+    pub mci_ctl2_bank0: u64,
+    /// `MCi_CTL2` of bank 1.
+    pub mci_ctl2_bank1: u64,
+    /// `MCG_EXT_CTL`.
+    pub mcg_ext_ctl: u64,
+}
+
+/// `struct xen_domctl_ext_vcpucontext`
+/// (`XEN_DOMCTL_{get,set}_ext_vcpucontext`), x86 with GNU C: the union of
+/// `mcg_cap` and `vmce` is [`ExtVcpuContextRaw::vmce`] (`mcg_cap` is
+/// `vmce.caps`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtVcpuContextRaw {
+    /// IN: the vCPU.
+    pub vcpu: u32,
+    /// GET: bytes Xen filled (OUT); SET: bytes valid (IN).
+    pub size: u32,
+    /// SYSCALL from 32-bit mode: callback address.
+    pub syscall32_callback_eip: u64,
+    /// SYSENTER callback address.
+    pub sysenter_callback_eip: u64,
+    /// SYSCALL from 32-bit mode: callback code segment.
+    pub syscall32_callback_cs: u16,
+    /// SYSENTER callback code segment.
+    pub sysenter_callback_cs: u16,
+    /// SYSCALL (32-bit) callback masks events.
+    pub syscall32_disables_events: u8,
+    /// SYSENTER callback masks events.
+    pub sysenter_disables_events: u8,
+    /// Implicit C padding before the 8-byte aligned union.
+    pub _pad0: [u8; 2],
+    /// Machine-check state.
+    pub vmce: HvmVmceVcpu,
+}
+
+/// `struct xen_domctl_vcpu_msr`: one MSR of
+/// `XEN_DOMCTL_{get,set}_vcpu_msrs` (16 bytes; its bytes are what a
+/// stream's `X86_PV_VCPU_MSRS` record carries, [`PlainData::as_bytes`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuMsr {
+    /// MSR index.
+    pub index: u32,
+    /// Reserved, must be zero.
+    pub reserved: u32,
+    /// Value.
+    pub value: u64,
+}
+
+/// `struct xen_domctl_vcpu_msrs` (`XEN_DOMCTL_{get,set}_vcpu_msrs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuMsrs {
+    /// The vCPU.
+    pub vcpu: u32,
+    /// IN: entries in `msrs`; OUT (get): entries Xen wrote or needs.
+    pub msr_count: u32,
+    /// `xen_domctl_vcpu_msr_t[]` ([`VcpuMsr`]); NULL on get asks for the
+    /// maximum count.
+    pub msrs: GuestHandle,
+}
+
+plain_data! {
+    SetDomainHandle { handle }
+    HvmVmceVcpu { caps, mci_ctl2_bank0, mci_ctl2_bank1, mcg_ext_ctl }
+    ExtVcpuContextRaw {
+        vcpu, size, syscall32_callback_eip, sysenter_callback_eip, syscall32_callback_cs,
+        sysenter_callback_cs, syscall32_disables_events, sysenter_disables_events, _pad0, vmce
+    }
+    VcpuMsr { index, reserved, value }
+    VcpuMsrs { vcpu, msr_count, msrs }
+}
+
 plain_data! {
     Domctl { cmd, interface_version, domain, _pad, u }
     CreateDomain {
@@ -679,6 +774,11 @@ payloads! {
     AddressSize = 4;
     CpuPolicy = 40;
     VcpuExtState = 32;
+    SetDomainHandle = 16;
+    ExtVcpuContextRaw = 64;
+    VcpuMsrs = 16;
 }
+const _: () = assert!(size_of::<HvmVmceVcpu>() == 32);
+const _: () = assert!(size_of::<VcpuMsr>() == 16);
 const _: () = assert!(size_of::<Domctl>() == 144);
 const _: () = assert!(size_of::<ShadowOpStats>() == 8);

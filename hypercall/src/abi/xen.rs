@@ -336,6 +336,18 @@ impl Default for VcpuGuestContext {
     }
 }
 
+impl VcpuGuestContext {
+    /// Rebuilds a context from exactly `size_of::<VcpuGuestContext>()`
+    /// (5168) bytes, e.g. the body of a stream's `X86_PV_VCPU_BASIC`
+    /// record after its vCPU header; `None` for any other length.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != core::mem::size_of::<Self>() {
+            return None;
+        }
+        crate::PlainData::read_from(bytes)
+    }
+}
+
 plain_data! {
     MmuUpdate { ptr, val }
     MmuextOp { cmd, _pad0, arg1, arg2 }

@@ -1,0 +1,774 @@
+//! `relocd save` on Xen: a running 64-bit PV guest into an xl save file
+//! that a stock `xl restore` reads.
+//!
+//! The file: xl's header and the domain's xl configuration (libxl JSON),
+//! libxl's stream header and `LIBXC_CONTEXT`, then the libxc stream as Xen's
+//! own saver orders it: `X86_PV_INFO`, `X86_CPUID_POLICY`,
+//! `X86_MSR_POLICY`, `STATIC_DATA_END`, `X86_PV_P2M_FRAMES`, the
+//! `PAGE_DATA` batches of every round, `X86_TSC_INFO`, `SHARED_INFO`, the
+//! vCPU records, `END`, and libxl's `END`.
+//!
+//! Offline, the guest is suspended first and every page is written once.
+//! Live (`--live`), log-dirty is turned on, round 1 writes every page, the
+//! following rounds what the guest dirtied meanwhile, until the core's
+//! pre-copy policy says stop; then the guest is suspended and the last
+//! dirty pages go out. The loop is `relocd_core::precopy::drive` over
+//! [`PvSource`].
+//!
+//! The file is written as `FILE.tmp`, fsynced, renamed to `FILE` and the
+//! directory fsynced. Any failure before the rename removes `FILE.tmp` and
+//! leaves the guest running: a suspended guest is resumed (a cancelled
+//! suspend, as `xl save -c` does), log-dirty is turned off, the mappings
+//! are gone with the calls that made them. After the rename the guest is
+//! destroyed, or resumed with `-c`.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use relocd_core::guest::{PageType, SourceGuest, PAGE_SIZE};
+use relocd_core::precopy::drive::{self, BatchBuf, DriveError};
+use relocd_core::precopy::{
+    Decision, DefaultPolicy, Phase as PcPhase, PolicyConfig, PrecopyConfig, MAX_BATCH_SIZE,
+};
+use relocd_core::stream::domain::{DomainHeaderRepr, DomainType};
+use relocd_core::stream::writer::{Sink, StreamWriter, WriteError};
+use relocd_core::stream::{PageType as WirePageType, PfnEntry};
+use relocd_hypercall::{DomId, Hypervisor};
+
+use super::pv_error::PvSaveError;
+use super::pv_source::{PvCounters, PvSource, TailRecord};
+use super::xenstore::{Transport, Xenstore};
+use crate::daemon::backend::ProgressSink;
+use crate::daemon::control::{CommandError, ErrorKind, Phase, Progress, TransferSummary};
+use crate::session::Clock;
+
+/// What `relocd save` asks of the Xen backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SaveOptions {
+    /// Pre-copy while the guest runs.
+    pub live: bool,
+    /// Resume the guest once the file is complete (`-c`).
+    pub keep_running: bool,
+    /// Write-rate cap during live rounds, bytes per second.
+    pub bandwidth: Option<u64>,
+    /// The stop policy of the live rounds.
+    pub policy: PolicyConfig,
+}
+
+/// What a save did, beyond the command's summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SaveReport {
+    /// The command's summary.
+    pub summary_rounds: u32,
+    /// What the PV source counted.
+    pub counters: PvCounters,
+}
+
+/// The file, counting what goes through.
+struct FileSink {
+    w: BufWriter<File>,
+    bytes: u64,
+}
+
+impl Sink for FileSink {
+    type Error = std::io::Error;
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), std::io::Error> {
+        self.w.write_all(buf)?;
+        self.bytes += buf.len() as u64;
+        Ok(())
+    }
+}
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> CommandError {
+    CommandError::new(kind, msg)
+}
+
+fn pv_err(e: PvSaveError) -> CommandError {
+    let kind = match e {
+        PvSaveError::Unsupported(_) => ErrorKind::Refused,
+        PvSaveError::Gone { .. } => ErrorKind::NotFound,
+        _ => ErrorKind::Internal,
+    };
+    err(kind, e.to_string())
+}
+
+fn drive_err(e: DriveError<PvSaveError>) -> CommandError {
+    match e {
+        DriveError::Guest(g) => pv_err(g),
+        other => err(ErrorKind::Internal, other.to_string()),
+    }
+}
+
+fn write_err(e: WriteError<std::io::Error>) -> CommandError {
+    match e {
+        WriteError::Io(io) => err(ErrorKind::Internal, format!("writing the file: {io}")),
+        WriteError::Stream(s) => err(ErrorKind::Internal, format!("the stream: {s}")),
+    }
+}
+
+fn tmp_path(file: &Path) -> PathBuf {
+    let mut s = file.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// Figures the loop hands back.
+struct Written {
+    rounds: u32,
+    pages: u64,
+    suspended_at: Option<Instant>,
+}
+
+/// Writes the whole stream into `sw` (module doc).
+fn write_stream<H: Hypervisor>(
+    src: &mut PvSource<'_, H>,
+    sw: &mut StreamWriter<FileSink>,
+    opts: &SaveOptions,
+    progress: &mut dyn ProgressSink,
+) -> Result<Written, CommandError> {
+    let statics = src.static_records().map_err(pv_err)?;
+    sw.pv_info(statics.pv_info).map_err(write_err)?;
+    sw.cpuid_policy(&statics.cpuid).map_err(write_err)?;
+    sw.msr_policy(&statics.msrs).map_err(write_err)?;
+    sw.static_data_end().map_err(write_err)?;
+    let (start, end, frames) = src.p2m_frames().map_err(pv_err)?;
+    sw.p2m_frames(start, end, &frames).map_err(write_err)?;
+
+    let clock = Clock::new();
+    let info = src.info().map_err(pv_err)?;
+    let words = info.bitmap_words();
+    let mut bitmap = vec![0u64; words];
+    let mut scratch = vec![0u64; words];
+    let cfg = PrecopyConfig {
+        bandwidth_limit: opts.bandwidth,
+    };
+    let policy = DefaultPolicy::new(opts.policy);
+    let mut suspended_at = None;
+    let mut pc = if opts.live {
+        drive::start_live(src, &mut bitmap, cfg, policy, clock.now()).map_err(drive_err)?
+    } else {
+        suspended_at = Some(Instant::now());
+        drive::start_offline(src, &mut bitmap, cfg, policy, clock.now()).map_err(drive_err)?
+    };
+    let mut pfns = vec![0u64; MAX_BATCH_SIZE];
+    let mut types = vec![PageType::NOTAB; MAX_BATCH_SIZE];
+    let mut data = vec![0u8; MAX_BATCH_SIZE * PAGE_SIZE];
+    let mut entries = Vec::with_capacity(MAX_BATCH_SIZE);
+    let mut batches = 0u64;
+    loop {
+        loop {
+            let buf = BatchBuf {
+                pfns: &mut pfns,
+                types: &mut types,
+                data: &mut data,
+            };
+            let Some(b) = drive::read_batch(&mut pc, src, &bitmap, buf).map_err(drive_err)? else {
+                break;
+            };
+            entries.clear();
+            entries.extend(b.pfns.iter().zip(b.types).map(|(&pfn, t)| PfnEntry {
+                pfn,
+                page_type: WirePageType::from_nibble((t.raw() >> 28) as u8),
+            }));
+            let pages: Vec<&[u8]> = b.data.chunks(PAGE_SIZE).collect();
+            let before = sw.sink_mut().bytes;
+            sw.page_data(&entries, &pages).map_err(write_err)?;
+            let wrote = sw.sink_mut().bytes - before;
+            if let Some(at) = pc.record_batch(clock.now(), b.pfns.len() as u64, wrote) {
+                let wait = at.saturating_duration_since(clock.now());
+                std::thread::sleep(std::time::Duration::from_nanos(wait.as_nanos()));
+            }
+            batches += 1;
+            if batches % 8 == 0 {
+                let p = pc.progress();
+                let mut r = Progress::phase(match pc.phase() {
+                    PcPhase::Live(_) => Phase::Precopy,
+                    _ => Phase::StopAndCopy,
+                });
+                r.round = match pc.phase() {
+                    PcPhase::Live(n) => n,
+                    _ => 0,
+                };
+                r.pages_sent = p.total_pages_sent;
+                r.pages_total = info.p2m_size;
+                r.dirty_pages = p.round_pages.saturating_sub(p.round_pages_sent);
+                r.bytes_sent = sw.sink_mut().bytes;
+                if progress.report(&r).is_err() || progress.is_cancelled() {
+                    return Err(err(ErrorKind::Cancelled, "save cancelled"));
+                }
+            }
+        }
+        match pc.phase() {
+            PcPhase::Live(round) => {
+                match drive::end_live_round(&mut pc, src, &mut bitmap, clock.now())
+                    .map_err(drive_err)?
+                {
+                    Decision::ContinuePrecopy => {
+                        tracing::debug!(round, "another live round");
+                    }
+                    Decision::StopAndCopy => {
+                        suspended_at = Some(Instant::now());
+                        drive::suspend_for_final(
+                            &mut pc,
+                            src,
+                            &mut bitmap,
+                            &mut scratch,
+                            clock.now(),
+                        )
+                        .map_err(drive_err)?;
+                    }
+                    Decision::Abort => {
+                        return Err(err(
+                            ErrorKind::Refused,
+                            "the guest dirties memory faster than the file is written; \
+                             save abandoned, the guest keeps running",
+                        ))
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+    let summary = pc
+        .finish(clock.now())
+        .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+    for rec in src.tail_records().map_err(pv_err)? {
+        match rec {
+            TailRecord::Tsc(t) => sw.tsc_info(t),
+            TailRecord::SharedInfo(page) => sw.shared_info(&page[..]),
+            TailRecord::Vcpu(kind, vcpu, body) => sw.vcpu(kind, vcpu, &body),
+        }
+        .map_err(write_err)?;
+    }
+    sw.end().map_err(write_err)?;
+    Ok(Written {
+        rounds: summary.live_rounds + 1,
+        pages: summary.total_pages_sent,
+        suspended_at,
+    })
+}
+
+/// Flushes, fsyncs, renames `tmp` to `file` and fsyncs the directory.
+fn commit_file(sink: FileSink, tmp: &Path, file: &Path) -> Result<u64, CommandError> {
+    let bytes = sink.bytes;
+    let f = sink.w.into_inner().map_err(|e| {
+        err(
+            ErrorKind::Internal,
+            format!("writing the file: {}", e.error()),
+        )
+    })?;
+    f.sync_all()
+        .map_err(|e| err(ErrorKind::Internal, format!("fsync {}: {e}", tmp.display())))?;
+    drop(f);
+    std::fs::rename(tmp, file).map_err(|e| {
+        err(
+            ErrorKind::Internal,
+            format!("renaming {} to {}: {e}", tmp.display(), file.display()),
+        )
+    })?;
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Ok(d) = File::open(dir.unwrap_or(Path::new("."))) {
+        let _ = d.sync_all();
+    }
+    Ok(bytes)
+}
+
+/// Saves domain `domid` (called `name`) into `file` with the xl
+/// configuration `config` (libxl JSON, NUL-terminated). Module doc.
+#[allow(clippy::too_many_arguments)]
+pub fn save<H: Hypervisor>(
+    xen: &H,
+    xs: Xenstore<Box<dyn Transport>>,
+    domid: DomId,
+    name: &str,
+    config: &[u8],
+    file: &Path,
+    opts: &SaveOptions,
+    progress: &mut dyn ProgressSink,
+) -> Result<(TransferSummary, PvCounters), CommandError> {
+    let started = Instant::now();
+    let mut src = PvSource::open(xen, xs, domid).map_err(pv_err)?;
+    let tmp = tmp_path(file);
+    let f = File::create(&tmp).map_err(|e| {
+        err(
+            ErrorKind::BadRequest,
+            format!("cannot create {}: {e}", tmp.display()),
+        )
+    })?;
+    let sink = FileSink {
+        w: BufWriter::with_capacity(1 << 20, f),
+        bytes: 0,
+    };
+    let domain = DomainHeaderRepr {
+        domain_type: DomainType::X86Pv,
+        page_shift: 12,
+        xen_major: 4,
+        xen_minor: 17,
+    };
+    let result = StreamWriter::new_xl(sink, config, domain)
+        .map_err(write_err)
+        .and_then(|mut sw| {
+            let w = write_stream(&mut src, &mut sw, opts, progress)?;
+            let sink = sw.finish().map_err(write_err)?;
+            let bytes = commit_file(sink, &tmp, file)?;
+            Ok((w, bytes))
+        });
+    let (w, bytes) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            if let Err(r) = src.disable_logdirty() {
+                tracing::warn!(domid, "turning log-dirty off: {r}");
+            }
+            if let Err(r) = src.resume() {
+                tracing::error!(domid, "resuming {name} after a failed save: {r}");
+                return Err(err(
+                    e.kind,
+                    format!("{}; and resuming the guest failed: {r}", e.message),
+                ));
+            }
+            return Err(e);
+        }
+    };
+    // The file is complete: the point of no return.
+    if let Err(e) = src.disable_logdirty() {
+        tracing::warn!(domid, "turning log-dirty off: {e}");
+    }
+    let fate = if opts.keep_running {
+        src.resume()
+    } else {
+        src.destroy()
+    };
+    let downtime = w.suspended_at.map(|t| t.elapsed());
+    if let Err(e) = fate {
+        return Err(err(
+            ErrorKind::Internal,
+            format!(
+                "{} is saved in {}, but {} it failed: {e}",
+                name,
+                file.display(),
+                if opts.keep_running {
+                    "resuming"
+                } else {
+                    "destroying"
+                }
+            ),
+        ));
+    }
+    let total = started.elapsed();
+    let counters = src.counters();
+    tracing::info!(
+        domain = name,
+        file = %file.display(),
+        bytes,
+        rounds = w.rounds,
+        page_tables = counters.page_tables,
+        deferred = counters.deferred,
+        "saved"
+    );
+    Ok((
+        TransferSummary {
+            domain: name.to_owned(),
+            rounds: w.rounds,
+            pages_sent: w.pages,
+            bytes_sent: bytes,
+            downtime_ms: downtime.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            total_ms: total.as_secs_f64() * 1000.0,
+            bandwidth_mib_s: crate::session::mib_per_s(bytes, total),
+        },
+        counters,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::backend::NoProgress;
+    use crate::xen::p2m::{SHINFO_FRAME_LIST_LIST, SHINFO_MAX_PFN};
+    use crate::xen::xenstore::fake::FakeXenstored;
+    use relocd_core::stream::reader::Layer;
+    use relocd_core::stream::reader::{Decoder, Event, Options};
+    use relocd_hypercall::abi::domctl::pfinfo;
+    use relocd_hypercall::abi::xen::{vgcf, VcpuGuestContext};
+    use relocd_hypercall::fake::{FakeDomain, FakeXen};
+    use relocd_hypercall::{Op, XenOps};
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    const DOMID: DomId = 4;
+    /// Guest pages; pfn p lives in frame MFN0 + p.
+    const PAGES: u64 = 600;
+    const MFN0: u64 = 0x1000;
+    const SHINFO: u64 = 0x10;
+    /// Frames of the test's page tables (L4 at pfn 1, L3 at pfn 2).
+    const L4_PTE0: u64 = ((MFN0 + 2) << 12) | 0x67;
+    const L3_PTE3: u64 = (1 << 63) | ((MFN0 + 3) << 12) | 0x63;
+
+    struct Guest {
+        xen: FakeXen,
+        store: crate::xen::xenstore::fake::Store,
+        stop: Arc<AtomicBool>,
+        kernel: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Drop for Guest {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(k) = self.kernel.take() {
+                let _ = k.join();
+            }
+        }
+    }
+
+    fn put_words(x: &FakeXen, frame: u64, words: &[(usize, u64)]) {
+        let mut p = [0u8; PAGE_SIZE];
+        for &(i, w) in words {
+            p[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        assert!(x.guest_write(DOMID, frame, 0, &p));
+    }
+
+    /// A 64-bit PV guest of 600 pages on the fake: its p2m tree in its own
+    /// pages (leaves at pfns 596-597, list 598, root 599), an L4 and an L3,
+    /// vCPU 0 on the L4, text in pfn 10, and a "kernel" thread that answers
+    /// xenstore's suspend request by shutting the domain down for suspend.
+    fn guest() -> Guest {
+        let x = FakeXen::new();
+        let mut d = FakeDomain::pv(DOMID, MFN0 + PAGES, 1);
+        d.info.shared_info_frame = SHINFO;
+        d.dirty_offset = MFN0;
+        d.vcpus[0].flags = vgcf::ONLINE | vgcf::IN_KERNEL;
+        d.vcpus[0].ctrlreg[3] = (MFN0 + 1) << 12;
+        d.vcpus[0].user_regs.rax = 0;
+        x.add_domain(d);
+        let leaf_pfns = [596u64, 597];
+        for (i, &lp) in leaf_pfns.iter().enumerate() {
+            let words: Vec<(usize, u64)> = (0..512)
+                .map(|k| (k, i as u64 * 512 + k as u64))
+                .filter(|&(_, p)| p < PAGES)
+                .map(|(k, p)| (k, MFN0 + p))
+                .collect();
+            put_words(&x, MFN0 + lp, &words);
+        }
+        put_words(&x, MFN0 + 598, &[(0, MFN0 + 596), (1, MFN0 + 597)]);
+        put_words(&x, MFN0 + 599, &[(0, MFN0 + 598)]);
+        put_words(
+            &x,
+            SHINFO,
+            &[
+                (SHINFO_MAX_PFN / 8, PAGES),
+                (SHINFO_FRAME_LIST_LIST / 8, MFN0 + 599),
+            ],
+        );
+        put_words(
+            &x,
+            MFN0 + 1,
+            &[(0, L4_PTE0), (5, 0x1234_0000), (256, 0xdead_0001)],
+        );
+        put_words(&x, MFN0 + 2, &[(3, L3_PTE3)]);
+        x.set_page_type(DOMID, MFN0 + 1, pfinfo::L4TAB | pfinfo::LPINTAB);
+        x.set_page_type(DOMID, MFN0 + 2, pfinfo::L3TAB);
+        assert!(x.guest_write(DOMID, MFN0 + 10, 0, b"hello from pfn 10"));
+        let xs = FakeXenstored::new(&[
+            ("/local/domain/4/name", "web1"),
+            ("/local/domain/4/vm", "/vm/0000"),
+            ("/vm/0000/name", "web1"),
+        ]);
+        let store = xs.store.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let kernel = {
+            let (x, store, stop) = (x.clone(), store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let asked = store
+                        .lock()
+                        .unwrap()
+                        .get("/local/domain/4/control/shutdown")
+                        .is_some_and(|v| v == b"suspend");
+                    if asked {
+                        store
+                            .lock()
+                            .unwrap()
+                            .insert("/local/domain/4/control/shutdown".into(), Vec::new());
+                        x.guest_shutdown(DOMID, 2);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            })
+        };
+        Guest {
+            xen: x,
+            store,
+            stop,
+            kernel: Some(kernel),
+        }
+    }
+
+    fn connect(g: &Guest) -> Xenstore<Box<dyn Transport>> {
+        let mut fake = FakeXenstored::new(&[]);
+        fake.store = g.store.clone();
+        Xenstore::new(Box::new(fake) as Box<dyn Transport>)
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("relocd-xsave-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// What a saved file holds: libxc record names in order, the last
+    /// contents of each page, vCPU bodies.
+    #[derive(Default)]
+    struct Parsed {
+        records: Vec<&'static str>,
+        pages: BTreeMap<u64, Vec<u8>>,
+        vcpus: Vec<(u32, Vec<u8>)>,
+        config: Vec<u8>,
+    }
+
+    fn parse(bytes: &[u8]) -> Parsed {
+        let mut dec = Decoder::new(Options::default());
+        let mut out = Parsed::default();
+        let mut input = bytes;
+        let mut with_data: Vec<u64> = Vec::new();
+        let mut rtype = 0u32;
+        let mut body = Vec::new();
+        loop {
+            let step = dec.push(input).unwrap();
+            input = &input[step.consumed..];
+            match step.event {
+                Some(Event::XlConfig { data, .. }) => out.config.extend_from_slice(data),
+                Some(Event::Record(r)) if r.layer == Layer::Libxc => {
+                    out.records.push(r.name());
+                    rtype = r.rtype;
+                    with_data.clear();
+                    body.clear();
+                }
+                Some(Event::Pfn { entry, .. }) if entry.page_type.has_data() => {
+                    with_data.push(entry.pfn)
+                }
+                Some(Event::PageData { page, offset, data }) => {
+                    let pfn = with_data[page as usize];
+                    let e = out.pages.entry(pfn).or_default();
+                    if offset == 0 {
+                        e.clear();
+                    }
+                    e.extend_from_slice(data);
+                }
+                Some(Event::Body { data, .. }) => body.extend_from_slice(data),
+                Some(Event::Vcpu(h)) if rtype == 4 => out.vcpus.push((h.vcpu_id, Vec::new())),
+                Some(Event::RecordEnd(r)) if r.rtype == 4 => {
+                    out.vcpus.last_mut().unwrap().1 = body.clone();
+                }
+                Some(Event::End) => {}
+                Some(_) => {}
+                None if input.is_empty() => break,
+                None => {}
+            }
+        }
+        dec.finish().unwrap();
+        out
+    }
+
+    fn word(page: &[u8], i: usize) -> u64 {
+        u64::from_le_bytes(page[i * 8..i * 8 + 8].try_into().unwrap())
+    }
+
+    fn run(
+        g: &Guest,
+        file: &Path,
+        opts: &SaveOptions,
+    ) -> Result<(TransferSummary, PvCounters), CommandError> {
+        let cfg = b"{\"c_info\":{\"name\":\"web1\"}}\0";
+        save(
+            &g.xen,
+            connect(g),
+            DOMID,
+            "web1",
+            cfg,
+            file,
+            opts,
+            &mut NoProgress,
+        )
+    }
+
+    #[test]
+    fn offline_save_writes_a_pv_stream_and_destroys_the_guest() {
+        let g = guest();
+        let dir = scratch("offline");
+        let file = dir.join("web1.save");
+        let (s, c) = run(&g, &file, &SaveOptions::default()).unwrap();
+        assert_eq!(s.rounds, 1);
+        assert_eq!(s.pages_sent, PAGES);
+        assert!(c.page_tables >= 2, "{c:?}");
+        assert!(g.xen.domain(DOMID).is_none(), "the guest is destroyed");
+        assert!(!g
+            .store
+            .lock()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with("/local/domain/4") || k.starts_with("/vm/0000")));
+        assert!(!dir.join("web1.save.tmp").exists());
+        let bytes = std::fs::read(&file).unwrap();
+        assert_eq!(s.bytes_sent, bytes.len() as u64);
+        let p = parse(&bytes);
+        assert_eq!(p.config, b"{\"c_info\":{\"name\":\"web1\"}}\0");
+        let mut names = p.records.clone();
+        names.dedup();
+        assert_eq!(
+            names,
+            [
+                "X86_PV_INFO",
+                "X86_CPUID_POLICY",
+                "X86_MSR_POLICY",
+                "STATIC_DATA_END",
+                "X86_PV_P2M_FRAMES",
+                "PAGE_DATA",
+                "X86_TSC_INFO",
+                "SHARED_INFO",
+                "X86_PV_VCPU_BASIC",
+                "X86_PV_VCPU_EXTENDED",
+                "END"
+            ]
+        );
+        assert_eq!(p.pages.len() as u64, PAGES);
+        assert!(p.pages[&10].starts_with(b"hello from pfn 10"));
+        // page tables carry pfns; Xen's L4 slots are cleared; the rest kept
+        let l4 = &p.pages[&1];
+        assert_eq!(word(l4, 0), (2 << 12) | 0x67);
+        assert_eq!(word(l4, 5), 0x1234_0000);
+        assert_eq!(word(l4, 256), 0);
+        assert_eq!(word(&p.pages[&2], 3), (1 << 63) | (3 << 12) | 0x63);
+        // the p2m leaves hold mfns, as in the guest
+        assert_eq!(word(&p.pages[&596], 7), MFN0 + 7);
+        // vCPU 0's cr3 is a pfn
+        let (id, basic) = &p.vcpus[0];
+        assert_eq!(*id, 0);
+        let ctx = VcpuGuestContext::from_bytes(basic).unwrap();
+        assert_eq!(ctx.ctrlreg[3], 1 << 12);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keep_running_resumes_as_a_cancelled_suspend() {
+        let g = guest();
+        let dir = scratch("keep");
+        let file = dir.join("web1.save");
+        let opts = SaveOptions {
+            keep_running: true,
+            ..Default::default()
+        };
+        run(&g, &file, &opts).unwrap();
+        let d = g.xen.domain(DOMID).expect("the guest is still there");
+        let info = g.xen.domain_info(DOMID).unwrap();
+        assert!(!info.shutdown() && !info.paused(), "{info:?}");
+        assert_eq!(
+            d.vcpus[0].user_regs.rax, 1,
+            "the suspend hypercall returns 1"
+        );
+        assert_eq!(
+            d.vcpus[0].ctrlreg[3],
+            (MFN0 + 1) << 12,
+            "its own state is not normalised"
+        );
+        assert!(!d.logdirty);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn live_save_runs_rounds_and_resends_dirtied_pages() {
+        let g = guest();
+        let dir = scratch("live");
+        let file = dir.join("web1.save");
+        // the guest writes while the rounds run
+        let writer = {
+            let x = g.xen.clone();
+            let stop = g.stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let _ = x.guest_write(DOMID, MFN0 + 20 + n % 50, 0, &n.to_le_bytes());
+                    n += 1;
+                    if x.domain_info(DOMID).map_or(true, |i| i.shutdown()) {
+                        break;
+                    }
+                }
+            })
+        };
+        let opts = SaveOptions {
+            live: true,
+            ..Default::default()
+        };
+        let (s, _) = run(&g, &file, &opts).unwrap();
+        g.stop.store(true, Ordering::SeqCst);
+        writer.join().unwrap();
+        assert!(s.rounds >= 2, "{s:?}");
+        assert!(s.pages_sent >= PAGES, "{s:?}");
+        let p = parse(&std::fs::read(&file).unwrap());
+        assert_eq!(p.pages.len() as u64, PAGES);
+        assert!(p.records.iter().filter(|r| **r == "PAGE_DATA").count() >= 2);
+        assert!(g.xen.domain(DOMID).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failure_mid_save_leaves_the_guest_running_and_no_file() {
+        let g = guest();
+        let dir = scratch("fail");
+        let file = dir.join("web1.save");
+        // the first getpageframeinfo3 (the guest is suspended by then) fails
+        g.xen.fail_on(
+            Op::Domctl(relocd_hypercall::abi::domctl::cmd::GETPAGEFRAMEINFO3),
+            5,
+        );
+        let e = run(&g, &file, &SaveOptions::default()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Internal, "{e:?}");
+        let info = g.xen.domain_info(DOMID).unwrap();
+        assert!(!info.shutdown() && !info.paused(), "resumed: {info:?}");
+        assert_eq!(g.xen.domain(DOMID).unwrap().vcpus[0].user_regs.rax, 1);
+        assert!(!file.exists() && !dir.join("web1.save.tmp").exists());
+        // live: log-dirty is off again
+        g.xen.fail_on(
+            Op::Domctl(relocd_hypercall::abi::domctl::cmd::GETPAGEFRAMEINFO3),
+            5,
+        );
+        let live = SaveOptions {
+            live: true,
+            ..Default::default()
+        };
+        run(&g, &file, &live).unwrap_err();
+        let d = g.xen.domain(DOMID).unwrap();
+        assert!(!d.logdirty);
+        assert!(!g.xen.domain_info(DOMID).unwrap().shutdown());
+        // an unwritable place: refused before anything happens to the guest
+        let e = run(
+            &g,
+            Path::new("/nonexistent-dir/x.save"),
+            &SaveOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        assert!(!g.xen.domain_info(DOMID).unwrap().shutdown());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn log_dirty_left_on_by_a_killed_save_is_restarted() {
+        let g = guest();
+        g.xen.logdirty_enable(DOMID).unwrap();
+        let dir = scratch("stale");
+        let file = dir.join("web1.save");
+        let opts = SaveOptions {
+            live: true,
+            keep_running: true,
+            ..Default::default()
+        };
+        run(&g, &file, &opts).unwrap();
+        assert!(!g.xen.domain(DOMID).unwrap().logdirty);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
