@@ -191,3 +191,15 @@ e2e_guest_counts_on() { # e2e_guest_counts_on WHAT: the guest is listed, not
   e2e_step "$1-counts-on" e2e_wait_counter "$E2E_GUEST_LOG" $((_c + 3)) 30 \
     || e2e_fail "the guest stopped counting after $1"
 }
+
+# Save files live in dom0's RAM (the initramfs root, at most half of dom0's
+# 768 MiB): the save scenarios clear the folder when they start and end,
+# failed or not, so that one's leftovers cannot fill it for the next.
+E2E_SAVE_DIR=/var/lib/xen/save
+e2e_saves_clear() { rm -f "$E2E_SAVE_DIR"/*; }
+
+e2e_save_scenario_end() { # the EXIT trap of the save scenarios
+  e2e_relocd_stop
+  [ -s "$E2E_RELOCD_LOG" ] && e2e_collect "$E2E_RELOCD_LOG" relocd-serve.log
+  e2e_saves_clear
+}

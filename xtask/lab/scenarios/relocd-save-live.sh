@@ -4,10 +4,10 @@
 # rounds, pages and downtime from --json; the file must satisfy Xen's
 # verify-stream-v2 and stock `xl restore`; the guest counts on.
 . /e2e/lib.sh
-SAVE=/var/lib/xen/save/relocd-live.save
-rm -f "$SAVE" "$SAVE.tmp" "$E2E_RELOCD_LOG"
+SAVE=$E2E_SAVE_DIR/relocd-live.save
+e2e_saves_clear; rm -f "$E2E_RELOCD_LOG"
 e2e_relocd_serve
-trap e2e_relocd_stop EXIT
+trap e2e_save_scenario_end EXIT
 e2e_guest_start
 
 e2e_step relocd-save-live sh -c "relocd --control $E2E_RELOCD_SOCK save --live --json $E2E_GUEST $SAVE > /tmp/save.json 2> /tmp/save.err"

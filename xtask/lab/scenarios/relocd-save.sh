@@ -4,10 +4,10 @@
 # build host), `relocd inspect` and stock `xl restore`, after which the guest
 # counts on from where it was, its memory intact.
 . /e2e/lib.sh
-SAVE=/var/lib/xen/save/relocd.save
-rm -f "$SAVE" "$SAVE.tmp" "$E2E_RELOCD_LOG"
+SAVE=$E2E_SAVE_DIR/relocd.save
+e2e_saves_clear; rm -f "$E2E_RELOCD_LOG"
 e2e_relocd_serve
-trap e2e_relocd_stop EXIT
+trap e2e_save_scenario_end EXIT
 e2e_guest_start
 
 e2e_step relocd-save sh -c "relocd --control $E2E_RELOCD_SOCK save $E2E_GUEST $SAVE > /tmp/save.txt 2>&1"

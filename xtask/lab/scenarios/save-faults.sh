@@ -6,10 +6,10 @@
 # left log-dirty mode on; that file is exported for Xen's verify-stream-v2.
 . /e2e/lib.sh
 SMALL=/mnt/small
-SAVE=/var/lib/xen/save/faults.save
-rm -f "$SAVE" "$SAVE.tmp" "$E2E_RELOCD_LOG"
+SAVE=$E2E_SAVE_DIR/faults.save
+e2e_saves_clear; rm -f "$E2E_RELOCD_LOG"
 e2e_relocd_serve
-trap e2e_relocd_stop EXIT
+trap e2e_save_scenario_end EXIT
 e2e_guest_start
 
 # (a) ENOSPC

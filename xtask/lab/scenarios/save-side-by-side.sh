@@ -4,11 +4,11 @@
 # guest counts on. Reports the times and sizes of both saves. One save file
 # at a time in dom0 (768 MiB, files in RAM).
 . /e2e/lib.sh
-XL_SAVE=/var/lib/xen/save/xl.save
-RELOCD_SAVE=/var/lib/xen/save/relocd.save
-rm -f "$XL_SAVE" "$RELOCD_SAVE" "$RELOCD_SAVE.tmp" "$E2E_RELOCD_LOG"
+XL_SAVE=$E2E_SAVE_DIR/xl.save
+RELOCD_SAVE=$E2E_SAVE_DIR/relocd.save
+e2e_saves_clear; rm -f "$E2E_RELOCD_LOG"
 e2e_relocd_serve
-trap e2e_relocd_stop EXIT
+trap e2e_save_scenario_end EXIT
 e2e_guest_start
 
 e2e_step xl-save xl save -c $E2E_GUEST "$XL_SAVE" || e2e_fail "xl save -c failed"
