@@ -203,3 +203,19 @@ e2e_save_scenario_end() { # the EXIT trap of the save scenarios
   [ -s "$E2E_RELOCD_LOG" ] && e2e_collect "$E2E_RELOCD_LOG" relocd-serve.log
   e2e_saves_clear
 }
+
+# A heartbeat in dom0: a background loop notes the uptime every 0.2 s; the
+# longest gap between two notes shows how long dom0's user space got no CPU
+# (e.g. while a save runs).
+e2e_heartbeat_start() {
+  rm -f /tmp/heartbeat
+  ( while :; do e2e_now >> /tmp/heartbeat; sleep 0.2; done ) &
+  E2E_HEARTBEAT_PID=$!
+}
+
+e2e_heartbeat_stop() { # e2e_heartbeat_stop NAME -> reports NAME_dom0_max_gap_s
+  kill "$E2E_HEARTBEAT_PID" 2>/dev/null
+  wait "$E2E_HEARTBEAT_PID" 2>/dev/null
+  e2e_report "$1_dom0_max_gap_s" "$(awk 'NR > 1 && $1 - p > m { m = $1 - p } { p = $1 }
+                                       END { printf "%.1f", m }' /tmp/heartbeat)"
+}

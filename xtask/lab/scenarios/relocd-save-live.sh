@@ -10,8 +10,10 @@ e2e_relocd_serve
 trap e2e_save_scenario_end EXIT
 e2e_guest_start
 
+e2e_heartbeat_start
 e2e_step relocd-save-live sh -c "relocd --control $E2E_RELOCD_SOCK save --live --json $E2E_GUEST $SAVE > /tmp/save.json 2> /tmp/save.err"
 rc=$?
+e2e_heartbeat_stop save
 cat /tmp/save.json /tmp/save.err
 e2e_collect /tmp/save.json relocd-save-live.json
 [ "$rc" = 0 ] || { e2e_collect "$E2E_RELOCD_LOG" relocd-serve.log
