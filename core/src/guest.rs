@@ -237,6 +237,38 @@ pub trait SourceGuest {
     /// Destroys the domain. Called once, only when the protocol's outcome
     /// says the destination runs the guest (or by `resolve --discard`).
     fn destroy(&mut self) -> Result<(), Self::Error>;
+
+    /// The records of this guest type at `point` of the stream (Xen's
+    /// `save_ops.static_data`, `start_of_stream` and `end_of_checkpoint`),
+    /// handed one at a time to `out` as (raw record type, whole body as on
+    /// the wire: a per-vCPU record's body starts with its vCPU header).
+    ///
+    /// A PV guest gives `X86_PV_INFO` and its CPUID and MSR policies at
+    /// [`RecordPoint::Static`], `X86_PV_P2M_FRAMES` at
+    /// [`RecordPoint::StartOfStream`], and `X86_TSC_INFO`, `SHARED_INFO` and
+    /// its `X86_PV_VCPU_*` records at [`RecordPoint::EndOfCheckpoint`]
+    /// (called after `suspend`; it replaces [`vcpu_context`](Self::vcpu_context)
+    /// for such a guest). The default gives none: the guest's vCPUs travel
+    /// through `vcpu_context` (the simulator's HVM-style image).
+    fn stream_records(
+        &mut self,
+        point: RecordPoint,
+        out: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<(), Self::Error> {
+        let _ = (point, out);
+        Ok(())
+    }
+}
+
+/// Where in the stream a guest's own records go (Xen's `save_ops` hooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordPoint {
+    /// Before `STATIC_DATA_END`.
+    Static,
+    /// After `STATIC_DATA_END`, before the first page.
+    StartOfStream,
+    /// After the last page, before `END`; the guest is suspended.
+    EndOfCheckpoint,
 }
 
 /// The domain being built from a migration image, on the receiving host.
@@ -285,6 +317,19 @@ pub trait SinkGuest {
     /// Destroys the partial or prepared copy. Called once on any outcome
     /// other than "committed".
     fn destroy(&mut self) -> Result<(), Self::Error>;
+
+    /// A record of the image that is neither pages nor the stream's own
+    /// framing (Xen's `restore_ops.process_record`): its raw type and whole
+    /// body as on the wire (a per-vCPU record's body starts with its vCPU
+    /// header). For a PV guest, in stream order: `X86_PV_INFO`, the CPUID
+    /// and MSR policies, `X86_PV_P2M_FRAMES` before any page; then, after
+    /// the last page and before [`complete`](Self::complete), `X86_TSC_INFO`,
+    /// `SHARED_INFO` and the `X86_PV_VCPU_*` records. The default refuses
+    /// nothing and keeps nothing (the simulator's images carry none).
+    fn record(&mut self, rtype: u32, body: &[u8]) -> Result<(), Self::Error> {
+        let _ = (rtype, body);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -14,9 +14,11 @@ use crate::abi::domctl::{
     self, CpuPolicy, Domctl, GetPageFrameInfo3, ShadowOp, VcpuContext, VcpuExtState, VcpuMsr,
     VcpuMsrs,
 };
+use crate::abi::evtchn::{self, EvtchnAllocUnbound};
+use crate::abi::grant_table::{self, GnttabSetupTable};
 use crate::abi::memory::{self, MemoryReservation};
 use crate::abi::sysctl::{self, GetDomainInfoList, Sysctl};
-use crate::abi::xen::{CpuidLeaf, MsrEntry, VcpuGuestContext};
+use crate::abi::xen::{hypercall, CpuidLeaf, MsrEntry, VcpuGuestContext};
 use crate::error::{errno, Error, Op};
 use crate::hypervisor::GuestBuf;
 use crate::plain::PlainData;
@@ -179,6 +181,51 @@ pub fn memory_op_handles(cmd: u32, arg: &[u8]) -> Result<Handles, Error> {
     Ok(handles)
 }
 
+/// The handles of an `event_channel_op` whose argument is `arg`, or
+/// `EOPNOTSUPP` (a command not issued) / `EINVAL` (argument of the wrong
+/// size). Errors are `Op::Hypercall(EVENT_CHANNEL_OP)`.
+///
+/// Only `EVTCHNOP_alloc_unbound` is issued: it names the domain it acts on,
+/// so a toolstack can allocate a port in the domain it builds. The other
+/// commands act on the calling domain's own ports (`EVTCHNOP_close` has no
+/// domain field: it would close one of *our* ports, e.g. a backend's), so
+/// the safe path does not issue them.
+pub fn event_channel_op_handles(cmd: u32, arg: &[u8]) -> Result<Handles, Error> {
+    let op = Op::Hypercall(hypercall::EVENT_CHANNEL_OP);
+    let len = match cmd {
+        evtchn::cmd::ALLOC_UNBOUND => size_of::<EvtchnAllocUnbound>(),
+        _ => return Err(Error::new(op, errno::EOPNOTSUPP)),
+    };
+    if arg.len() != len {
+        return Err(Error::new(op, errno::EINVAL));
+    }
+    Ok(Handles::NONE)
+}
+
+/// The handles of a `grant_table_op` with one argument structure `arg`, or
+/// `EOPNOTSUPP` / `EINVAL` as [`event_channel_op_handles`]. Errors are
+/// `Op::Hypercall(GRANT_TABLE_OP)`.
+///
+/// Only `GNTTABOP_setup_table` is issued: it reads the argument and writes
+/// `nr_frames` frame numbers through `frame_list`, and changes nothing of
+/// the calling domain.
+pub fn grant_table_op_handles(cmd: u32, arg: &[u8]) -> Result<Handles, Error> {
+    let op = Op::Hypercall(hypercall::GRANT_TABLE_OP);
+    match cmd {
+        grant_table::cmd::SETUP_TABLE => {
+            if arg.len() != size_of::<GnttabSetupTable>() {
+                return Err(Error::new(op, errno::EINVAL));
+            }
+            let s = GnttabSetupTable::read_from(arg).ok_or(Error::new(op, errno::EINVAL))?;
+            Ok(Handles::one(
+                offset_of!(GnttabSetupTable, frame_list),
+                times(s.nr_frames.into(), 8),
+            ))
+        }
+        _ => Err(Error::new(op, errno::EOPNOTSUPP)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +341,58 @@ mod tests {
         let h = memory_op_handles(memory::cmd::POPULATE_PHYSMAP, r.as_bytes()).unwrap();
         assert_eq!(h.iter().collect::<Vec<_>>(), [(0, 24)]);
         assert!(memory_op_handles(memory::cmd::POPULATE_PHYSMAP, &r.as_bytes()[..31]).is_err());
+    }
+
+    #[test]
+    fn only_alloc_unbound_is_an_admitted_event_channel_op() {
+        let op = Op::Hypercall(hypercall::EVENT_CHANNEL_OP);
+        let a = EvtchnAllocUnbound::default();
+        let h = event_channel_op_handles(evtchn::cmd::ALLOC_UNBOUND, a.as_bytes()).unwrap();
+        assert_eq!(h.iter().count(), 0);
+        let mut b = [0u8; 8];
+        assert!(h.check(op, &[GuestBuf::output(0, &mut b)]).is_err());
+        let e = event_channel_op_handles(evtchn::cmd::ALLOC_UNBOUND, &[0; 12]).unwrap_err();
+        assert_eq!((e.op, e.errno), (op, errno::EINVAL));
+        // close would act on our own ports, send/bind on ours too.
+        for cmd in [
+            evtchn::cmd::CLOSE,
+            evtchn::cmd::SEND,
+            evtchn::cmd::BIND_INTERDOMAIN,
+            evtchn::cmd::STATUS,
+            99,
+        ] {
+            let e = event_channel_op_handles(cmd, &[0; 4]).unwrap_err();
+            assert_eq!((e.op, e.errno), (op, errno::EOPNOTSUPP), "cmd {cmd}");
+        }
+    }
+
+    #[test]
+    fn setup_table_frame_list_must_cover_nr_frames() {
+        let op = Op::Hypercall(hypercall::GRANT_TABLE_OP);
+        let s = GnttabSetupTable {
+            dom: 5,
+            nr_frames: 3,
+            ..Default::default()
+        };
+        let h = grant_table_op_handles(grant_table::cmd::SETUP_TABLE, s.as_bytes()).unwrap();
+        assert_eq!(h.iter().collect::<Vec<_>>(), [(16, 24)]);
+        let (mut ok, mut short) = ([0u8; 24], [0u8; 23]);
+        assert_eq!(h.check(op, &[GuestBuf::output(16, &mut ok)]), Ok(()));
+        let e = h
+            .check(op, &[GuestBuf::output(16, &mut short)])
+            .unwrap_err();
+        assert_eq!((e.op, e.errno), (op, errno::EINVAL));
+        let e =
+            grant_table_op_handles(grant_table::cmd::SETUP_TABLE, &s.as_bytes()[..20]).unwrap_err();
+        assert_eq!(e.errno, errno::EINVAL);
+        for cmd in [
+            grant_table::cmd::MAP_GRANT_REF,
+            grant_table::cmd::TRANSFER,
+            grant_table::cmd::COPY,
+            grant_table::cmd::QUERY_SIZE,
+        ] {
+            let e = grant_table_op_handles(cmd, s.as_bytes()).unwrap_err();
+            assert_eq!((e.op, e.errno), (op, errno::EOPNOTSUPP), "cmd {cmd}");
+        }
     }
 }

@@ -4,18 +4,23 @@
 //! It checks calls exactly as a real doorway does (the same table of
 //! admitted commands, handle slots and buffer lengths), then acts on a small
 //! model: domains with flags, pages, page types, vCPU contexts (basic and
-//! extended), vCPU MSRs, an address size and a dirty log. Like Xen 4.17, `getdomaininfo` answers with the next domain at or
-//! above the one asked for.
+//! extended), vCPU MSRs, an address size, a dirty log, unbound event
+//! channels, a grant table and pinned page tables. Like Xen 4.17,
+//! `getdomaininfo` answers with the next domain at or above the one asked
+//! for. The caller is domain 0 (`DOMID_SELF` names it).
 
 use crate::abi::domctl::{
     self, dominf, pfinfo, shadow, AddressSize, CpuPolicy, Domctl, ExtVcpuContextRaw, GetDomainInfo,
     GetPageFrameInfo3, MaxMem, SetDomainHandle, ShadowOp, TscInfo, VcpuContext, VcpuExtState,
     VcpuMsr, VcpuMsrs, XEN_DOMCTL_INTERFACE_VERSION,
 };
+use crate::abi::evtchn::{self, EvtchnAllocUnbound};
+use crate::abi::grant_table::{self, gntst, GnttabSetupTable, GrantEntryV1};
 use crate::abi::memory::{self, MemoryReservation};
 use crate::abi::sysctl::{self, GetDomainInfoList, PhysInfo, Sysctl, XEN_SYSCTL_INTERFACE_VERSION};
 use crate::abi::xen::{
-    CpuidLeaf, DomId, MmuUpdate, MmuextOp, MsrEntry, VcpuGuestContext, XenPfn, PAGE_SIZE,
+    mmuext, CpuidLeaf, DomId, MmuUpdate, MmuextOp, MsrEntry, VcpuGuestContext, XenPfn, DOMID_SELF,
+    PAGE_SIZE,
 };
 use crate::calls;
 use crate::error::{errno, Error, Op};
@@ -26,6 +31,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The fake MFN of a PFN: an offset that makes mix-ups visible.
 pub const FAKE_MFN_OFFSET: u64 = 0x10_0000;
+
+/// Where the fake puts grant-table frames: frame `i` of domain `d` is
+/// `FAKE_GRANT_FRAME_BASE + (d << 8) + i`, apart from guest frames.
+pub const FAKE_GRANT_FRAME_BASE: u64 = 0x80_0000;
+
+/// The fake's `max_grant_frames` of every domain.
+pub const FAKE_MAX_GRANT_FRAMES: u32 = 32;
 
 /// The most MSRs the fake keeps per vCPU: what `get_vcpu_msrs` with a NULL
 /// array answers, and the limit `set_vcpu_msrs` enforces.
@@ -49,6 +61,12 @@ pub struct FakeDomain {
     /// a PV guest with an identity p2m; a PV test guest whose pfn `p` lives
     /// in frame `base + p` sets `base`, as Xen logs PV pages by pfn.
     pub dirty_offset: u64,
+    /// `populate_physmap` keeps a new page at the machine frame it returns
+    /// (a PV guest's view: its frames are named by mfn) instead of at the
+    /// pfn asked for.
+    pub pv_frames: bool,
+    /// What settscinfo set last.
+    pub tsc: Option<TscInfo>,
     /// One context per vCPU.
     pub vcpus: Vec<VcpuGuestContext>,
     /// One extended context per vCPU (`size` as the guest set it).
@@ -57,6 +75,15 @@ pub struct FakeDomain {
     pub msrs: Vec<BTreeMap<u32, u64>>,
     /// Address width in bits (`get/set_address_size`).
     pub address_size: u32,
+    /// The next port `EVTCHNOP_alloc_unbound` hands out (from 1).
+    pub next_port: u32,
+    /// Unbound ports: port → the remote domain allowed to bind it.
+    pub unbound_ports: BTreeMap<u32, DomId>,
+    /// Grant-table frames by frame number (grown by `GNTTABOP_setup_table`;
+    /// mapped like guest pages, not counted in `tot_pages`).
+    pub grant_table: BTreeMap<XenPfn, Box<[u8; PAGE_SIZE]>>,
+    /// Pinned page tables: MFN → level (1–4).
+    pub pinned: BTreeMap<u64, u8>,
 }
 
 impl FakeDomain {
@@ -86,10 +113,16 @@ impl FakeDomain {
             logdirty: false,
             dirty: BTreeSet::new(),
             dirty_offset: 0,
+            pv_frames: false,
+            tsc: None,
             vcpus: vec![VcpuGuestContext::zeroed(); n],
             ext_vcpus: vec![ext; n],
             msrs: vec![BTreeMap::new(); n],
             address_size: 64,
+            next_port: 1,
+            unbound_ports: BTreeMap::new(),
+            grant_table: BTreeMap::new(),
+            pinned: BTreeMap::new(),
         };
         d.sync();
         d
@@ -105,6 +138,33 @@ impl FakeDomain {
 
     fn max_gpfn(&self) -> u64 {
         self.memory.keys().next_back().copied().unwrap_or(0)
+    }
+
+    fn page(&self, frame: XenPfn) -> Option<&[u8; PAGE_SIZE]> {
+        self.memory
+            .get(&frame)
+            .or_else(|| self.grant_table.get(&frame))
+            .map(|b| &**b)
+    }
+
+    fn page_mut(&mut self, frame: XenPfn) -> Option<&mut [u8; PAGE_SIZE]> {
+        match self.memory.get_mut(&frame) {
+            Some(p) => Some(&mut **p),
+            None => self.grant_table.get_mut(&frame).map(|b| &mut **b),
+        }
+    }
+
+    /// Frame `i` of this domain's grant table.
+    pub fn grant_frame(&self, i: u32) -> XenPfn {
+        FAKE_GRANT_FRAME_BASE + (u64::from(self.info.domain) << 8) + u64::from(i)
+    }
+
+    /// Entry `gref` of the (v1) grant table, `None` beyond its frames.
+    pub fn grant_entry(&self, gref: u32) -> Option<GrantEntryV1> {
+        let per_frame = (PAGE_SIZE / core::mem::size_of::<GrantEntryV1>()) as u32;
+        let page = self.grant_table.get(&self.grant_frame(gref / per_frame))?;
+        let at = (gref % per_frame) as usize * core::mem::size_of::<GrantEntryV1>();
+        GrantEntryV1::read_from(page.get(at..)?)
     }
 }
 
@@ -197,11 +257,38 @@ impl FakeXen {
         true
     }
 
+    /// Makes `populate_physmap` keep `domid`'s new pages at the machine
+    /// frames it returns ([`FakeDomain::pv_frames`]).
+    pub fn set_pv_frames(&self, domid: DomId, on: bool) {
+        if let Some(d) = lock(&self.state).domains.get_mut(&domid) {
+            d.pv_frames = on;
+        }
+    }
+
     /// Sets a page's type (as getpageframeinfo3 will report it).
     pub fn set_page_type(&self, domid: DomId, pfn: XenPfn, ty: u32) {
         if let Some(d) = lock(&self.state).domains.get_mut(&domid) {
             d.page_types.insert(pfn, ty);
         }
+    }
+
+    /// The unbound event channels `EVTCHNOP_alloc_unbound` made in domain
+    /// `domid`: (port, remote domain), by port.
+    pub fn unbound_ports(&self, domid: DomId) -> Vec<(u32, DomId)> {
+        lock(&self.state)
+            .domains
+            .get(&domid)
+            .map(|d| d.unbound_ports.iter().map(|(&p, &r)| (p, r)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The page tables pinned in domain `domid`: (MFN, level), by MFN.
+    pub fn pinned_tables(&self, domid: DomId) -> Vec<(u64, u8)> {
+        lock(&self.state)
+            .domains
+            .get(&domid)
+            .map(|d| d.pinned.iter().map(|(&m, &l)| (m, l)).collect())
+            .unwrap_or_default()
     }
 
     /// Replaces physinfo.
@@ -564,6 +651,14 @@ impl Hypervisor for FakeXen {
                     elapsed_nsec: 123_456_789,
                 });
             }
+            domctl::cmd::SET_CPU_POLICY | domctl::cmd::SETVCPUEXTSTATE => {
+                // Accepted as given (Xen would audit them).
+                domain(&mut st, d.domain, op)?;
+            }
+            domctl::cmd::SETTSCINFO => {
+                let t: TscInfo = d.payload();
+                domain(&mut st, d.domain, op)?.tsc = Some(t);
+            }
             domctl::cmd::GETVCPUEXTSTATE => {
                 // A CPU without XSAVE: no extended state.
                 domain(&mut st, d.domain, op)?;
@@ -633,8 +728,13 @@ impl Hypervisor for FakeXen {
                 let mut done = 0u64;
                 for e in ext.chunks_exact_mut(8).take(r.nr_extents as usize) {
                     let pfn = u64::from_ne_bytes(e.try_into().unwrap_or([0; 8]));
+                    let key = if dom.pv_frames {
+                        pfn + FAKE_MFN_OFFSET
+                    } else {
+                        pfn
+                    };
                     dom.memory
-                        .entry(pfn)
+                        .entry(key)
                         .or_insert_with(|| Box::new([0; PAGE_SIZE]));
                     e.copy_from_slice(&(pfn + FAKE_MFN_OFFSET).to_ne_bytes());
                     done += 1;
@@ -646,8 +746,88 @@ impl Hypervisor for FakeXen {
         }
     }
 
-    unsafe fn mmuext_op(&self, _ops: &[MmuextOp], _domid: DomId) -> Result<(), Error> {
-        self.enter(Op::MmuextOp).map(|_| ())
+    fn event_channel_op(&self, cmd: u32, arg: &mut [u8]) -> Result<u64, Error> {
+        let op = Op::Hypercall(crate::abi::xen::hypercall::EVENT_CHANNEL_OP);
+        calls::event_channel_op_handles(cmd, arg)?;
+        let mut st = self.enter(op)?;
+        match cmd {
+            evtchn::cmd::ALLOC_UNBOUND => {
+                let mut a =
+                    EvtchnAllocUnbound::read_from(arg).ok_or(Error::new(op, errno::EFAULT))?;
+                let self_to_0 = |d: DomId| if d == DOMID_SELF { 0 } else { d };
+                let dom = domain(&mut st, self_to_0(a.dom), op)?;
+                let port = dom.next_port;
+                dom.next_port += 1;
+                dom.unbound_ports.insert(port, self_to_0(a.remote_dom));
+                a.port = port;
+                let _ = a.write_to(arg);
+                Ok(0)
+            }
+            _ => Err(Error::new(op, errno::ENOSYS)),
+        }
+    }
+
+    fn grant_table_op(
+        &self,
+        cmd: u32,
+        arg: &mut [u8],
+        bufs: &mut [GuestBuf<'_>],
+    ) -> Result<u64, Error> {
+        let op = Op::Hypercall(crate::abi::xen::hypercall::GRANT_TABLE_OP);
+        calls::grant_table_op_handles(cmd, arg)?.check(op, bufs)?;
+        let mut st = self.enter(op)?;
+        if cmd != grant_table::cmd::SETUP_TABLE {
+            return Err(Error::new(op, errno::ENOSYS));
+        }
+        let mut s = GnttabSetupTable::read_from(arg).ok_or(Error::new(op, errno::EFAULT))?;
+        let domid = if s.dom == DOMID_SELF { 0 } else { s.dom };
+        s.status = match st.domains.get_mut(&domid) {
+            None => gntst::BAD_DOMAIN,
+            Some(_) if s.nr_frames > FAKE_MAX_GRANT_FRAMES => gntst::GENERAL_ERROR,
+            Some(dom) => {
+                let frames: Vec<XenPfn> = (0..s.nr_frames).map(|i| dom.grant_frame(i)).collect();
+                for &f in &frames {
+                    dom.grant_table
+                        .entry(f)
+                        .or_insert_with(|| Box::new([0; PAGE_SIZE]));
+                }
+                let slot = core::mem::offset_of!(GnttabSetupTable, frame_list);
+                let out = out_bytes(bufs, slot, op)?;
+                for (f, dst) in frames.iter().zip(out.chunks_exact_mut(8)) {
+                    dst.copy_from_slice(&f.to_ne_bytes());
+                }
+                gntst::OKAY
+            }
+        };
+        let _ = s.write_to(arg);
+        Ok(0)
+    }
+
+    unsafe fn mmuext_op(&self, ops: &[MmuextOp], domid: DomId) -> Result<(), Error> {
+        let op = Op::MmuextOp;
+        let mut st = self.enter(op)?;
+        // The caller (domain 0) cannot name itself, as in `get_pg_owner`.
+        if domid == 0 {
+            return Err(Error::new(op, errno::ESRCH));
+        }
+        let dom = domain(&mut st, domid, op)?;
+        for o in ops {
+            match o.cmd {
+                mmuext::PIN_L1_TABLE..=mmuext::PIN_L4_TABLE => {
+                    if dom.pinned.contains_key(&o.arg1) {
+                        return Err(Error::new(op, errno::EINVAL));
+                    }
+                    dom.pinned.insert(o.arg1, (o.cmd + 1) as u8);
+                }
+                mmuext::UNPIN_TABLE => {
+                    dom.pinned
+                        .remove(&o.arg1)
+                        .ok_or(Error::new(op, errno::EINVAL))?;
+                }
+                _ => return Err(Error::new(op, errno::ENOSYS)),
+            }
+        }
+        Ok(())
     }
 
     unsafe fn mmu_update(&self, _reqs: &[MmuUpdate], _domid: DomId) -> Result<(), Error> {
@@ -664,7 +844,7 @@ impl Hypervisor for FakeXen {
         let errs = pfns
             .iter()
             .map(|p| {
-                if dom.memory.contains_key(p) {
+                if dom.page(*p).is_some() {
                     0
                 } else {
                     -errno::EINVAL
@@ -721,9 +901,9 @@ impl ForeignPages for FakeMapping {
     fn read_page(&self, i: usize, dst: &mut [u8; PAGE_SIZE]) -> Result<(), Error> {
         let pfn = self.check(i)?;
         let st = lock(&self.state);
-        let page = st.domains.get(&self.domid).and_then(|d| d.memory.get(&pfn));
+        let page = st.domains.get(&self.domid).and_then(|d| d.page(pfn));
         let page = page.ok_or(Error::new(Op::MapForeign, errno::EFAULT))?;
-        dst.copy_from_slice(&page[..]);
+        dst.copy_from_slice(page);
         Ok(())
     }
 
@@ -736,7 +916,7 @@ impl ForeignPages for FakeMapping {
         let page = st
             .domains
             .get_mut(&self.domid)
-            .and_then(|d| d.memory.get_mut(&pfn));
+            .and_then(|d| d.page_mut(pfn));
         page.ok_or(Error::new(Op::MapForeign, errno::EFAULT))?
             .copy_from_slice(src);
         Ok(())

@@ -164,6 +164,28 @@ pub trait Hypervisor {
     /// increase/decrease_reservation, populate_physmap).
     fn memory_op(&self, cmd: u32, arg: &mut [u8], bufs: &mut [GuestBuf<'_>]) -> Result<u64, Error>;
 
+    /// Issues `event_channel_op(cmd, arg)`, where `arg` holds the bytes of
+    /// the command's argument structure (read and written back); returns
+    /// Xen's non-negative result.
+    ///
+    /// Only `EVTCHNOP_alloc_unbound` is issued (others fail with
+    /// `EOPNOTSUPP`, see [`crate::calls::event_channel_op_handles`]).
+    fn event_channel_op(&self, cmd: u32, arg: &mut [u8]) -> Result<u64, Error>;
+
+    /// Issues `grant_table_op(cmd, arg, 1)` on one argument structure,
+    /// read and written back, with `bufs` the buffers its guest handles
+    /// point to; returns Xen's non-negative result (the operation's own
+    /// `status` field is the caller's to read).
+    ///
+    /// Only `GNTTABOP_setup_table` is issued (others fail with
+    /// `EOPNOTSUPP`, see [`crate::calls::grant_table_op_handles`]).
+    fn grant_table_op(
+        &self,
+        cmd: u32,
+        arg: &mut [u8],
+        bufs: &mut [GuestBuf<'_>],
+    ) -> Result<u64, Error>;
+
     /// Issues `mmuext_op(ops, count, &done, domid)`.
     ///
     /// # Safety

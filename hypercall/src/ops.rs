@@ -6,11 +6,13 @@ use crate::abi::domctl::{
     GetDomainInfo, GetPageFrameInfo3, MaxMem, MaxVcpus, SetDomainHandle, ShadowOp, TscInfo,
     VcpuContext, VcpuExtState, VcpuMsr, VcpuMsrs, XEN_INVALID_MAX_VCPU_ID,
 };
+use crate::abi::evtchn::{self, EvtchnAllocUnbound};
+use crate::abi::grant_table::{self, gntst, GnttabSetupTable};
 use crate::abi::memory::{self, MemoryReservation};
 use crate::abi::sysctl::{self, GetDomainInfoList, PhysInfo, Sysctl};
 use crate::abi::xen::{
-    shutdown, CpuidLeaf, DomId, DomainHandle, MsrEntry, VcpuGuestContext, XenPfn,
-    DOMID_FIRST_RESERVED, PAGE_SIZE,
+    hypercall, mmuext, shutdown, CpuidLeaf, DomId, DomainHandle, MmuextOp, MsrEntry,
+    VcpuGuestContext, XenPfn, DOMID_FIRST_RESERVED, PAGE_SIZE,
 };
 use crate::error::{errno, Error, Op};
 use crate::hypervisor::{GuestBuf, Hypervisor};
@@ -213,6 +215,10 @@ const POLICY_MSRS_SLOT: usize = Domctl::union_offset(offset_of!(CpuPolicy, msrs)
 const EXTSTATE_SLOT: usize = Domctl::union_offset(offset_of!(VcpuExtState, buffer));
 const MSRS_SLOT: usize = Domctl::union_offset(offset_of!(VcpuMsrs, msrs));
 const EXTENT_SLOT: usize = offset_of!(MemoryReservation, extent_start);
+const FRAME_LIST_SLOT: usize = offset_of!(GnttabSetupTable, frame_list);
+
+/// Page-table pins sent per `mmuext_op` call by [`XenOps::pin_page_tables`].
+const PIN_BATCH: usize = 64;
 
 /// The typed operations, for every [`Hypervisor`].
 pub trait XenOps: Hypervisor {
@@ -728,9 +734,156 @@ pub trait XenOps: Hypervisor {
             .filter(|&n| n <= gpfns.len())
             .ok_or(Error::new(op, errno::ERANGE))
     }
+
+    /// `XENMEM_populate_physmap` for a PV (non-translated) domain, order-0
+    /// extents: gives domain `domid` a page at each GPFN of `gpfns` and
+    /// writes the machine frame Xen allocated for `gpfns[i]` to
+    /// `mfns_out[i]` (Xen hands MFNs back only for non-translated guests;
+    /// for an HVM/PVH guest the GPFNs come back). Returns how many extents
+    /// were populated: only the first that many entries of `mfns_out` are
+    /// frames (Xen stops at the first failure). `mfns_out` shorter than
+    /// `gpfns` is `EINVAL`, before Xen is called.
+    fn populate_physmap_pv(
+        &self,
+        domid: DomId,
+        gpfns: &[XenPfn],
+        mfns_out: &mut [XenPfn],
+    ) -> Result<usize, Error> {
+        let op = Op::MemoryOp(memory::cmd::POPULATE_PHYSMAP);
+        let out = mfns_out
+            .get_mut(..gpfns.len())
+            .ok_or(Error::new(op, errno::EINVAL))?;
+        out.copy_from_slice(gpfns);
+        self.populate_physmap(domid, out)
+    }
+
+    /// `EVTCHNOP_alloc_unbound`: allocates a fresh event-channel port in
+    /// domain `dom` that domain `remote_dom` may bind to (e.g. the console
+    /// or xenstore port of a domain being restored, with `remote_dom` the
+    /// backend's domain); returns the port.
+    ///
+    /// Only a privileged caller may name a `dom` other than `DOMID_SELF`.
+    /// There is no wrapper for `EVTCHNOP_close`: it closes a port of the
+    /// *calling* domain, not of `dom`; ports of a domain being built go
+    /// away with the domain.
+    fn evtchn_alloc_unbound(&self, dom: DomId, remote_dom: DomId) -> Result<u32, Error> {
+        let mut a = EvtchnAllocUnbound {
+            dom,
+            remote_dom,
+            port: 0,
+        };
+        self.event_channel_op(evtchn::cmd::ALLOC_UNBOUND, a.as_bytes_mut())?;
+        Ok(a.port)
+    }
+
+    /// `GNTTABOP_setup_table`: the first `nr` frames of domain `dom`'s
+    /// (shared, v1) grant table, into `out` (growing the table to `nr`
+    /// frames if it is smaller). For a PV domain these are machine frames;
+    /// map frame 0 read-write with [`Hypervisor::map_foreign`]`(dom, ..)`
+    /// and write [`GrantEntryV1`](crate::abi::grant_table::GrantEntryV1)s
+    /// to seed the reserved entries, as libxc's `xc_dom_gnttab_seed` does.
+    /// Returns `nr`.
+    ///
+    /// A toolstack may ask this for another domain: Xen 4.17 looks `dom` up
+    /// with `rcu_lock_domain_by_any_id` and lets a control domain through
+    /// its XSM check. A status other than `GNTST_okay` is an error of
+    /// `Op::Hypercall(20)` with the errno of
+    /// [`gntst::to_errno`](crate::abi::grant_table::gntst::to_errno) (e.g.
+    /// `ESRCH` for `bad_domain`, `EPERM` for `permission_denied`, `EINVAL`
+    /// for more frames than the domain's `max_grant_frames`). `out` shorter
+    /// than `nr` is `EINVAL`, before Xen is called.
+    fn grant_table_frames(&self, dom: DomId, nr: u32, out: &mut [u64]) -> Result<usize, Error> {
+        let op = Op::Hypercall(hypercall::GRANT_TABLE_OP);
+        let n = usize::try_from(nr).map_err(|_| Error::new(op, errno::EINVAL))?;
+        let out = out.get_mut(..n).ok_or(Error::new(op, errno::EINVAL))?;
+        let mut s = GnttabSetupTable {
+            dom,
+            nr_frames: nr,
+            ..Default::default()
+        };
+        self.grant_table_op(
+            grant_table::cmd::SETUP_TABLE,
+            s.as_bytes_mut(),
+            &mut [GuestBuf::output(FRAME_LIST_SLOT, slice_as_bytes_mut(out))],
+        )?;
+        match gntst::to_errno(s.status) {
+            None => Ok(n),
+            Some(e) => Err(Error::new(op, e)),
+        }
+    }
+
+    /// `MMUEXT_PIN_L<level>_TABLE` on machine frame `mfn` of domain `dom`
+    /// (`level` 1 to 4): Xen validates the frame as a page table of that
+    /// level and keeps it typed so, as a PV domain's builder or restorer
+    /// does for the guest's page tables before it first runs.
+    ///
+    /// Safe because `dom` is checked: Xen applies the op to frames owned by
+    /// `dom` only (`do_mmuext_op` takes `get_pg_owner(dom)` as the owner
+    /// and looks `mfn` up in it; validating the table only takes
+    /// references on frames `dom` may map, and `get_pg_owner` refuses the
+    /// caller's own id), so this process's page tables cannot change. The
+    /// ids that would name the caller or Xen's own page owners are refused
+    /// with `EINVAL` before Xen is called: 0 (the control domain) and
+    /// everything from `DOMID_FIRST_RESERVED` (`DOMID_SELF`, `DOMID_IO`,
+    /// `DOMID_XEN`, …) up. A `level` outside 1–4 is `EINVAL` too.
+    fn pin_page_table(&self, dom: DomId, level: u8, mfn: u64) -> Result<(), Error> {
+        self.pin_page_tables(dom, &[(level, mfn)])
+    }
+
+    /// [`XenOps::pin_page_table`] for each `(level, mfn)`, in batches of
+    /// 64 (`PIN_BATCH`) per `mmuext_op`; everything is checked before the
+    /// first call. On failure, pins of earlier batches (and of the failing
+    /// batch before the failing entry) stay.
+    fn pin_page_tables(&self, dom: DomId, tables: &[(u8, u64)]) -> Result<(), Error> {
+        let bad = Error::new(Op::MmuextOp, errno::EINVAL);
+        foreign_pg_owner(dom)?;
+        if tables.iter().any(|&(level, _)| !(1..=4).contains(&level)) {
+            return Err(bad);
+        }
+        let mut batch = [MmuextOp::default(); PIN_BATCH];
+        for chunk in tables.chunks(PIN_BATCH) {
+            for (o, &(level, mfn)) in batch.iter_mut().zip(chunk) {
+                *o = MmuextOp {
+                    cmd: mmuext::PIN_L1_TABLE + u32::from(level - 1),
+                    arg1: mfn,
+                    ..Default::default()
+                };
+            }
+            let ops = batch.get(..chunk.len()).ok_or(bad)?;
+            // SAFETY: `foreign_pg_owner` proved `dom` is an ordinary domain
+            // other than 0, so Xen pins frames owned by `dom` only and
+            // refuses our own id: nothing backing this process changes.
+            // Every op is a PIN_Ln_TABLE with `arg2` (vcpumask) 0.
+            unsafe { self.mmuext_op(ops, dom)? };
+        }
+        Ok(())
+    }
+
+    /// `MMUEXT_UNPIN_TABLE` on machine frame `mfn` of domain `dom`, with
+    /// the checks and safety argument of [`XenOps::pin_page_table`].
+    fn unpin_page_table(&self, dom: DomId, mfn: u64) -> Result<(), Error> {
+        foreign_pg_owner(dom)?;
+        let op = MmuextOp {
+            cmd: mmuext::UNPIN_TABLE,
+            arg1: mfn,
+            ..Default::default()
+        };
+        // SAFETY: as in `pin_page_tables`: `dom` is an ordinary domain other
+        // than 0, so only a frame it owns is unpinned.
+        unsafe { self.mmuext_op(&[op], dom) }
+    }
 }
 
 impl<H: Hypervisor + ?Sized> XenOps for H {}
+
+/// Refuses page owners whose frames could back this process: domain 0 and
+/// the reserved ids (`DOMID_SELF` and up), with `EINVAL`.
+fn foreign_pg_owner(dom: DomId) -> Result<(), Error> {
+    if dom == 0 || dom >= DOMID_FIRST_RESERVED {
+        return Err(Error::new(Op::MmuextOp, errno::EINVAL));
+    }
+    Ok(())
+}
 
 fn shadow_bitmap_op<H: Hypervisor + ?Sized>(
     h: &H,
@@ -774,7 +927,11 @@ fn shadow_bitmap_op<H: Hypervisor + ?Sized>(
 mod tests {
     use super::*;
     use crate::abi::domctl::pfinfo;
-    use crate::fake::{FakeDomain, FakeXen, FAKE_MFN_OFFSET};
+    use crate::abi::grant_table::{gtf, GrantEntryV1};
+    use crate::abi::xen::{DOMID_IO, DOMID_SELF, DOMID_XEN};
+    use crate::fake::{
+        FakeDomain, FakeXen, FAKE_GRANT_FRAME_BASE, FAKE_MAX_GRANT_FRAMES, FAKE_MFN_OFFSET,
+    };
     use crate::{ErrorKind, ForeignPages, Prot};
 
     fn fake() -> FakeXen {
@@ -1035,9 +1192,9 @@ mod tests {
 
     #[test]
     fn policy_and_extstate_buffers_pass_the_doorway_checks() {
-        // The fake models the policy read and a CPU without XSAVE; the set
-        // calls answer ENOSYS (not EINVAL): the wrappers bound the right
-        // slots with long enough buffers.
+        // The fake models the policy and a CPU without XSAVE, and takes the
+        // set calls as given: the wrappers bound the right slots with long
+        // enough buffers (the doorway checks would refuse them otherwise).
         let x = fake();
         let (mut l, mut m) = ([CpuidLeaf::default(); 4], [MsrEntry::default(); 2]);
         assert_eq!(x.cpu_policy(3, &mut l, &mut m).unwrap(), (2, 1));
@@ -1047,17 +1204,11 @@ mod tests {
             x.cpu_policy(3, &mut short, &mut m1).unwrap_err().errno,
             errno::ENOBUFS
         );
-        assert_eq!(
-            x.set_cpu_policy(3, &l, &m).unwrap_err().errno,
-            errno::ENOSYS
-        );
+        x.set_cpu_policy(3, &l, &m).unwrap();
         assert_eq!(x.vcpu_extstate_size(3, 0).unwrap(), (0, 0));
         let mut buf = [0u64; 64];
         assert_eq!(x.vcpu_extstate(3, 0, 7, &mut buf).unwrap(), (0, 0));
-        assert_eq!(
-            x.set_vcpu_extstate(3, 0, 7, &buf).unwrap_err().errno,
-            errno::ENOSYS
-        );
+        x.set_vcpu_extstate(3, 0, 7, &buf).unwrap();
         assert_eq!(x.calls().len(), 6);
     }
 
@@ -1280,5 +1431,203 @@ mod tests {
         assert_eq!(x.domain_info(3).unwrap().max_pages, 256);
         // Not modelled by the fake, but admitted by the table.
         assert_eq!(x.set_max_vcpus(3, 2).unwrap_err().errno, errno::ENOSYS);
+    }
+
+    #[test]
+    fn populate_physmap_pv_gives_the_machine_frames_back() {
+        let x = fake();
+        let gpfns = [50, 51, 300];
+        let mut mfns = [0u64; 4];
+        assert_eq!(x.populate_physmap_pv(3, &gpfns, &mut mfns).unwrap(), 3);
+        assert_eq!(
+            mfns[..3],
+            [
+                50 + FAKE_MFN_OFFSET,
+                51 + FAKE_MFN_OFFSET,
+                300 + FAKE_MFN_OFFSET
+            ]
+        );
+        assert_eq!(mfns[3], 0, "past the GPFNs untouched");
+        assert_eq!(gpfns, [50, 51, 300]);
+        assert_eq!(x.maximum_gpfn(3).unwrap(), 300);
+        let calls = x.calls().len();
+        let e = x
+            .populate_physmap_pv(3, &gpfns, &mut mfns[..2])
+            .unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::MemoryOp(memory::cmd::POPULATE_PHYSMAP), errno::EINVAL)
+        );
+        assert_eq!(x.calls().len(), calls, "refused before Xen");
+        assert_eq!(
+            x.populate_physmap_pv(4, &gpfns, &mut mfns)
+                .unwrap_err()
+                .errno,
+            errno::ESRCH
+        );
+    }
+
+    #[test]
+    fn alloc_unbound_ports_count_up_per_domain() {
+        let x = fake();
+        assert_eq!(x.evtchn_alloc_unbound(3, 0).unwrap(), 1);
+        assert_eq!(x.evtchn_alloc_unbound(3, 0).unwrap(), 2);
+        assert_eq!(x.evtchn_alloc_unbound(7, DOMID_SELF).unwrap(), 1);
+        assert_eq!(x.unbound_ports(3), [(1, 0), (2, 0)]);
+        assert_eq!(x.unbound_ports(7), [(1, 0)], "DOMID_SELF is the caller");
+        let e = x.evtchn_alloc_unbound(4, 0).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::Hypercall(hypercall::EVENT_CHANNEL_OP), errno::ESRCH)
+        );
+        assert_eq!(e.to_string(), "hypercall 32 failed: ESRCH (3)");
+        assert!(x.unbound_ports(4).is_empty());
+    }
+
+    #[test]
+    fn raw_event_channel_ops_other_than_alloc_unbound_are_refused() {
+        let x = fake();
+        let mut close = [0u8; 4];
+        let e = x
+            .event_channel_op(evtchn::cmd::CLOSE, &mut close)
+            .unwrap_err();
+        assert_eq!(e.errno, errno::EOPNOTSUPP);
+        assert!(x.calls().is_empty());
+    }
+
+    #[test]
+    fn grant_table_frames_then_seed_the_reserved_entries() {
+        let x = fake();
+        let mut frames = [0u64; 4];
+        assert_eq!(x.grant_table_frames(3, 2, &mut frames).unwrap(), 2);
+        let g0 = FAKE_GRANT_FRAME_BASE + (3 << 8);
+        assert_eq!(frames, [g0, g0 + 1, 0, 0]);
+        assert_eq!(x.domain_info(3).unwrap().tot_pages, 40, "Xen's pages");
+        // What the restorer does: map frame 0 and write entries 0 and 1.
+        let mut m = x.map_foreign(3, &frames[..1], Prot::ReadWrite).unwrap();
+        let mut page = [0u8; PAGE_SIZE];
+        m.read_page(0, &mut page).unwrap();
+        assert_eq!(page, [0; PAGE_SIZE]);
+        let console = GrantEntryV1 {
+            flags: gtf::PERMIT_ACCESS,
+            domid: 0,
+            frame: 0x1234,
+        };
+        let store = GrantEntryV1 {
+            frame: 0x1235,
+            ..console
+        };
+        console.write_to(&mut page[..8]).unwrap();
+        store.write_to(&mut page[8..16]).unwrap();
+        m.write_page(0, &page).unwrap();
+        let d = x.domain(3).unwrap();
+        assert_eq!(d.grant_entry(0), Some(console));
+        assert_eq!(d.grant_entry(1), Some(store));
+        assert_eq!(d.grant_entry(2), Some(GrantEntryV1::default()));
+        assert_eq!(d.grant_entry(1024), None, "beyond the two frames");
+        // Asking again gives the same frames.
+        let mut again = [0u64; 1];
+        x.grant_table_frames(3, 1, &mut again).unwrap();
+        assert_eq!(again[0], g0);
+    }
+
+    #[test]
+    fn grant_table_status_codes_are_typed_errors() {
+        let x = fake();
+        let op = Op::Hypercall(hypercall::GRANT_TABLE_OP);
+        let mut frames = [0u64; 64];
+        let e = x.grant_table_frames(4, 1, &mut frames).unwrap_err();
+        assert_eq!((e.op, e.errno), (op, errno::ESRCH));
+        let e = x
+            .grant_table_frames(3, FAKE_MAX_GRANT_FRAMES + 1, &mut frames)
+            .unwrap_err();
+        assert_eq!((e.op, e.errno), (op, errno::EINVAL));
+        assert_eq!(x.calls().len(), 2);
+        // A short array never reaches Xen.
+        let e = x.grant_table_frames(3, 5, &mut frames[..4]).unwrap_err();
+        assert_eq!((e.op, e.errno), (op, errno::EINVAL));
+        assert_eq!(x.calls().len(), 2);
+        assert_eq!(x.grant_table_frames(3, 0, &mut []).unwrap(), 0);
+    }
+
+    #[test]
+    fn gntst_codes_map_to_errnos() {
+        use crate::abi::grant_table::gntst;
+        assert_eq!(gntst::to_errno(gntst::OKAY), None);
+        let cases = [
+            (gntst::GENERAL_ERROR, errno::EINVAL),
+            (gntst::BAD_DOMAIN, errno::ESRCH),
+            (gntst::PERMISSION_DENIED, errno::EPERM),
+            (gntst::BAD_VIRT_ADDR, errno::EFAULT),
+            (gntst::NO_SPACE, errno::ENOSPC),
+            (gntst::ADDRESS_TOO_BIG, errno::ERANGE),
+            (gntst::EAGAIN, errno::EAGAIN),
+            (-14, errno::EIO),
+            (1, errno::EIO),
+        ];
+        for (st, e) in cases {
+            assert_eq!(gntst::to_errno(st), Some(e), "status {st}");
+        }
+    }
+
+    #[test]
+    fn pin_and_unpin_page_tables_of_a_foreign_domain() {
+        let x = fake();
+        x.pin_page_table(3, 4, 0x5000).unwrap();
+        x.pin_page_tables(3, &[(3, 0x5001), (2, 0x5002), (1, 0x5003)])
+            .unwrap();
+        assert_eq!(
+            x.pinned_tables(3),
+            [(0x5000, 4), (0x5001, 3), (0x5002, 2), (0x5003, 1)]
+        );
+        // Xen refuses a second pin of the same frame.
+        let e = x.pin_page_table(3, 1, 0x5003).unwrap_err();
+        assert_eq!((e.op, e.errno), (Op::MmuextOp, errno::EINVAL));
+        x.unpin_page_table(3, 0x5001).unwrap();
+        assert_eq!(
+            x.unpin_page_table(3, 0x5001).unwrap_err().errno,
+            errno::EINVAL
+        );
+        assert_eq!(x.pinned_tables(3).len(), 3);
+        assert_eq!(x.pin_page_table(4, 1, 1).unwrap_err().errno, errno::ESRCH);
+    }
+
+    #[test]
+    fn pins_are_batched() {
+        let x = fake();
+        let tables: Vec<(u8, u64)> = (0..PIN_BATCH as u64 * 2 + 1).map(|m| (1, m)).collect();
+        x.pin_page_tables(7, &tables).unwrap();
+        assert_eq!(x.pinned_tables(7).len(), tables.len());
+        assert_eq!(x.calls(), [Op::MmuextOp; 3]);
+        x.pin_page_tables(7, &[]).unwrap();
+        assert_eq!(x.calls().len(), 3, "nothing to pin, no call");
+    }
+
+    #[test]
+    fn pins_of_our_own_or_xens_frames_are_refused_before_xen() {
+        let x = fake();
+        for dom in [0, DOMID_SELF, DOMID_IO, DOMID_XEN, 0x7fff, u16::MAX] {
+            let e = x.pin_page_table(dom, 1, 0x5000).unwrap_err();
+            assert_eq!(
+                (e.op, e.errno),
+                (Op::MmuextOp, errno::EINVAL),
+                "dom {dom:#x}"
+            );
+            assert_eq!(
+                x.unpin_page_table(dom, 0x5000).unwrap_err().errno,
+                errno::EINVAL
+            );
+        }
+        for level in [0, 5, 255] {
+            let e = x
+                .pin_page_tables(3, &[(1, 0x10), (level, 0x11)])
+                .unwrap_err();
+            assert_eq!(e.errno, errno::EINVAL, "level {level}");
+        }
+        assert!(x.calls().is_empty());
+        assert!(
+            x.pinned_tables(3).is_empty(),
+            "nothing pinned from a bad batch"
+        );
     }
 }

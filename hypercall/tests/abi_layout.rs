@@ -9,7 +9,9 @@
 //! runs as root, it installs `libxen-dev` with apt-get (and says so);
 //! otherwise it fails with the command to run. It never skips.
 
-use relocd_hypercall::abi::{self, domctl::*, memory::*, privcmd::*, sysctl::*, xen::*};
+use relocd_hypercall::abi::{
+    self, domctl::*, evtchn::*, grant_table::*, memory::*, privcmd::*, sysctl::*, xen::*,
+};
 use relocd_hypercall::PlainData;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -142,6 +144,17 @@ fn layouts() -> Vec<Layout> {
             "extent_start" => extent_start, "nr_extents" => nr_extents,
             "extent_order" => extent_order, "mem_flags" => mem_flags, "domid" => domid,
         } pad { _pad0 }),
+        layout!("struct evtchn_alloc_unbound" => EvtchnAllocUnbound {
+            "dom" => dom, "remote_dom" => remote_dom, "port" => port,
+        }),
+        layout!("struct evtchn_close" => EvtchnClose { "port" => port }),
+        layout!("struct gnttab_setup_table" => GnttabSetupTable {
+            "dom" => dom, "nr_frames" => nr_frames, "status" => status,
+            "frame_list" => frame_list,
+        } pad { _pad0, _pad1 }),
+        layout!("grant_entry_v1_t" => GrantEntryV1 {
+            "flags" => flags, "domid" => domid, "frame" => frame,
+        }),
         layout!("struct mmu_update" => MmuUpdate { "ptr" => ptr, "val" => val }),
         layout!("struct mmuext_op" => MmuextOp {
             "cmd" => cmd, "arg1" => arg1, "arg2" => arg2,
@@ -711,6 +724,51 @@ fn constants() -> Vec<(&'static str, u64)> {
         ("XEN_X86_EMU_VPCI", u(abi::xen::x86_emu::VPCI)),
         ("XEN_X86_MSR_RELAXED", u(abi::xen::x86_emu::MSR_RELAXED)),
         ("XEN_CPUID_NO_SUBLEAF", u(abi::xen::XEN_CPUID_NO_SUBLEAF)),
+        (
+            "__HYPERVISOR_grant_table_op",
+            abi::xen::hypercall::GRANT_TABLE_OP,
+        ),
+        (
+            "EVTCHNOP_bind_interdomain",
+            u(abi::evtchn::cmd::BIND_INTERDOMAIN),
+        ),
+        ("EVTCHNOP_close", u(abi::evtchn::cmd::CLOSE)),
+        ("EVTCHNOP_send", u(abi::evtchn::cmd::SEND)),
+        ("EVTCHNOP_status", u(abi::evtchn::cmd::STATUS)),
+        ("EVTCHNOP_alloc_unbound", u(abi::evtchn::cmd::ALLOC_UNBOUND)),
+        (
+            "GNTTABOP_map_grant_ref",
+            u(abi::grant_table::cmd::MAP_GRANT_REF),
+        ),
+        (
+            "GNTTABOP_setup_table",
+            u(abi::grant_table::cmd::SETUP_TABLE),
+        ),
+        ("GNTTABOP_transfer", u(abi::grant_table::cmd::TRANSFER)),
+        ("GNTTABOP_copy", u(abi::grant_table::cmd::COPY)),
+        ("GNTTABOP_query_size", u(abi::grant_table::cmd::QUERY_SIZE)),
+        ("GNTTAB_RESERVED_CONSOLE", u(GNTTAB_RESERVED_CONSOLE)),
+        ("GNTTAB_RESERVED_XENSTORE", u(GNTTAB_RESERVED_XENSTORE)),
+        ("GTF_invalid", u(gtf::INVALID)),
+        ("GTF_permit_access", u(gtf::PERMIT_ACCESS)),
+        ("GTF_accept_transfer", u(gtf::ACCEPT_TRANSFER)),
+        ("GTF_readonly", u(gtf::READONLY)),
+        ("GTF_reading", u(gtf::READING)),
+        ("GTF_writing", u(gtf::WRITING)),
+        ("GNTST_okay", s(gntst::OKAY)),
+        ("GNTST_general_error", s(gntst::GENERAL_ERROR)),
+        ("GNTST_bad_domain", s(gntst::BAD_DOMAIN)),
+        ("GNTST_bad_gntref", s(gntst::BAD_GNTREF)),
+        ("GNTST_bad_handle", s(gntst::BAD_HANDLE)),
+        ("GNTST_bad_virt_addr", s(gntst::BAD_VIRT_ADDR)),
+        ("GNTST_bad_dev_addr", s(gntst::BAD_DEV_ADDR)),
+        ("GNTST_no_device_space", s(gntst::NO_DEVICE_SPACE)),
+        ("GNTST_permission_denied", s(gntst::PERMISSION_DENIED)),
+        ("GNTST_bad_page", s(gntst::BAD_PAGE)),
+        ("GNTST_bad_copy_arg", s(gntst::BAD_COPY_ARG)),
+        ("GNTST_address_too_big", s(gntst::ADDRESS_TOO_BIG)),
+        ("GNTST_eagain", s(gntst::EAGAIN)),
+        ("GNTST_no_space", s(gntst::NO_SPACE)),
         ("SHUTDOWN_poweroff", u(abi::xen::shutdown::POWEROFF)),
         ("SHUTDOWN_reboot", u(abi::xen::shutdown::REBOOT)),
         ("SHUTDOWN_suspend", u(abi::xen::shutdown::SUSPEND)),
@@ -733,11 +791,18 @@ fn u<T: Into<u64>>(v: T) -> u64 {
     v.into()
 }
 
+/// A signed constant, as C's `(unsigned long long)` cast prints it.
+fn s(v: i16) -> u64 {
+    i64::from(v) as u64
+}
+
 const HEADERS: &[&str] = &[
     "xen/xen.h",
     "xen/domctl.h",
     "xen/sysctl.h",
     "xen/memory.h",
+    "xen/event_channel.h",
+    "xen/grant_table.h",
     "xen/sched.h",
     "xen/sys/privcmd.h",
 ];

@@ -7,15 +7,19 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 const LONG_ABOUT: &str = "\
-Start a guest from a file written by `relocd save` (xl restore). The guest \
-gets the name it was saved under; that name must be free here.
+Start a guest from a saved file (xl restore): one written by `relocd save` \
+or by `xl save`. The guest gets the name it was saved under; that name must \
+be free here. It runs only once the whole file is in; a damaged or \
+truncated file leaves nothing behind.
 
 FILE is read by the daemon: a relative path is taken from this shell's \
 directory.
 
-Backends: the sim backend restores simulated guests. The xen backend (serve \
---backend xen) does not restore yet: it answers \"restore is not \
-implemented yet\" (exit status 1).";
+Backends: the sim backend restores simulated guests; the xen backend (serve \
+--backend xen) restores 64-bit PV guests, builds the domain's xenstore \
+entries and introduces it, so its console and xenstore connection come back \
+(guests with network or disk devices get no backends: they are not \
+restored with devices yet).";
 
 /// `relocd restore`'s arguments.
 #[derive(Clone, Debug, clap::Args)]

@@ -17,6 +17,7 @@ pub mod ops;
 pub mod p2m;
 pub mod probe;
 pub mod pv_error;
+pub mod pv_sink;
 pub mod pv_source;
 pub mod save;
 pub mod xenstore;

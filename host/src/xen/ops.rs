@@ -1,5 +1,12 @@
-//! [`XenOperations`]: the daemon's long commands on a real Xen. Today:
-//! `save` (offline and `--live`) of 64-bit PV guests.
+//! [`XenOperations`]: the daemon's long commands on a real Xen: `save`
+//! (offline and `--live`) and `restore` of 64-bit PV guests.
+//!
+//! Restore reads the file's xl configuration (libxl JSON: `c_info.name`,
+//! `c_info.uuid`, `c_info.type` = `pv`, `b_info.max_memkb`,
+//! `b_info.max_vcpus`), builds the domain with [`PvSink`] from the libxc
+//! stream inside, lets it run once the whole image is in, and leaves
+//! libxl's record of it (the same JSON) where `xl` looks, so `xl save` and
+//! `xl migrate` work on it too. Any failure destroys the half-built domain.
 //!
 //! The xl configuration written into the file is libxl's own record of the
 //! domain, `/var/lib/xen/userdata-d.<domid>.<uuid>.libxl-json` (what `xl
@@ -17,9 +24,16 @@ use relocd_hypercall::{DomId, Hypervisor, XenOps};
 
 use super::backend::{domain_name, XenBackend};
 use super::probe::resolve_domain;
+use super::pv_sink::{PvCreate, PvSink};
 use super::save::{save, SaveOptions};
 use crate::daemon::backend::{Operations, ProgressSink};
-use crate::daemon::control::{CommandError, ErrorKind, SaveRequest, TransferSummary};
+use crate::daemon::control::{
+    CommandError, DomainInfo, ErrorKind, Phase, Progress, RestoreRequest, SaveRequest,
+    TransferSummary,
+};
+use crate::session::{ImageDecoder, LibxcDecoder};
+use relocd_core::guest::SinkGuest;
+use relocd_core::stream::reader::{Decoder, Event, Options};
 
 /// Where libxl keeps its per-domain records.
 pub const LIBXL_USERDATA_DIR: &str = "/var/lib/xen";
@@ -87,6 +101,107 @@ pub fn xl_config(
     out
 }
 
+/// What restore takes from a file's xl configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreConfig {
+    /// The raw JSON (without the trailing NUL).
+    pub json: Vec<u8>,
+    /// The domain to build.
+    pub create: PvCreate,
+}
+
+/// A UUID from libxl's text form.
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text.chars().filter(|&c| c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut u = [0u8; 16];
+    for (i, b) in u.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(u)
+}
+
+/// Reads the xl configuration at the start of a save file (bounded by
+/// [`MAX_CONFIG_LEN`]).
+pub fn read_restore_config(
+    file: &mut std::fs::File,
+    path: &Path,
+) -> Result<RestoreConfig, CommandError> {
+    let bad =
+        |m: String| CommandError::new(ErrorKind::BadRequest, format!("{}: {m}", path.display()));
+    let mut dec = Decoder::new(Options::default());
+    let mut cfg: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    'outer: loop {
+        let n = file.read(&mut buf).map_err(|e| bad(e.to_string()))?;
+        if n == 0 {
+            return Err(bad("ends before its configuration".into()));
+        }
+        let mut input = &buf[..n];
+        loop {
+            let step = dec.push(input).map_err(|e| bad(e.to_string()))?;
+            input = input.get(step.consumed..).unwrap_or_default();
+            match step.event {
+                Some(Event::XlConfigLength(len)) if u64::from(len) > MAX_CONFIG_LEN => {
+                    return Err(bad(format!(
+                        "configuration of {len} bytes, more than {MAX_CONFIG_LEN}"
+                    )))
+                }
+                Some(Event::XlConfig { data, .. }) => cfg.extend_from_slice(data),
+                Some(Event::LibxlHeader(_)) | Some(Event::ImageHeader(_)) => break 'outer,
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    while cfg.last() == Some(&0) {
+        cfg.pop();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&cfg).map_err(|e| {
+        bad(format!(
+            "not an xl save file with a JSON configuration ({e})"
+        ))
+    })?;
+    let text = |p: &str| v.pointer(p).and_then(|n| n.as_str());
+    let name =
+        text("/c_info/name").ok_or_else(|| bad("the configuration has no c_info.name".into()))?;
+    if let Some(t) = text("/c_info/type") {
+        if t != "pv" {
+            return Err(CommandError::new(
+                ErrorKind::Refused,
+                format!(
+                    "{}: a {t} guest; relocd restores PV guests only",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    let uuid = match text("/c_info/uuid") {
+        Some(u) => parse_uuid(u).ok_or_else(|| bad(format!("c_info.uuid {u:?} is not a UUID")))?,
+        None => [0; 16],
+    };
+    let max_memkb = v
+        .pointer("/b_info/max_memkb")
+        .and_then(|n| n.as_u64())
+        .ok_or_else(|| bad("the configuration has no b_info.max_memkb".into()))?;
+    let vcpus = v
+        .pointer("/b_info/max_vcpus")
+        .and_then(|n| n.as_u64())
+        .unwrap_or(1);
+    let vcpus = u32::try_from(vcpus).map_err(|_| bad("b_info.max_vcpus out of range".into()))?;
+    Ok(RestoreConfig {
+        json: cfg.clone(),
+        create: PvCreate {
+            name: name.to_owned(),
+            uuid,
+            max_memkb,
+            vcpus,
+        },
+    })
+}
+
 /// The long commands on Xen.
 pub struct XenOperations<H> {
     backend: Arc<XenBackend<H>>,
@@ -140,7 +255,111 @@ impl<H: Hypervisor + Send + Sync> XenOperations<H> {
     }
 }
 
+impl<H: Hypervisor + Send + Sync> XenOperations<H> {
+    fn do_restore(
+        &self,
+        req: &RestoreRequest,
+        progress: &mut dyn ProgressSink,
+    ) -> Result<DomainInfo, CommandError> {
+        let path = &req.file;
+        let open = || {
+            std::fs::File::open(path).map_err(|e| {
+                CommandError::new(
+                    ErrorKind::NotFound,
+                    format!("cannot open {}: {e}", path.display()),
+                )
+            })
+        };
+        let cfg = read_restore_config(&mut open()?, path)?;
+        let name = cfg.create.name.clone();
+        if self
+            .backend
+            .try_list()
+            .map_err(|e| CommandError::new(ErrorKind::Internal, e.to_string()))?
+            .iter()
+            .any(|d| d.name == name)
+        {
+            return Err(CommandError::new(
+                ErrorKind::Exists,
+                format!("a domain called {name} exists already"),
+            ));
+        }
+        let xen = self.backend.hypervisor();
+        let xs = self
+            .backend
+            .store()
+            .map_err(|e| CommandError::new(ErrorKind::Internal, format!("xenstore: {e}")))?;
+        let mut sink = PvSink::create(xen, xs, &cfg.create)
+            .map_err(|e| CommandError::new(ErrorKind::Internal, format!("creating {name}: {e}")))?;
+        let domid = sink.domid();
+        let total = cfg.create.max_memkb / 4;
+        let result = (|| {
+            let mut f = open()?;
+            let mut dec = LibxcDecoder::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut read = 0u64;
+            loop {
+                let n = f.read(&mut buf).map_err(|e| {
+                    CommandError::new(
+                        ErrorKind::Internal,
+                        format!("reading {}: {e}", path.display()),
+                    )
+                })?;
+                if n == 0 {
+                    break;
+                }
+                read += n as u64;
+                dec.apply(&buf[..n], &mut sink).map_err(|e| {
+                    CommandError::new(ErrorKind::BadRequest, format!("{}: {e}", path.display()))
+                })?;
+                let mut p = Progress::phase(Phase::Transfer);
+                p.pages_sent = dec.pages_applied().min(total);
+                p.pages_total = total;
+                p.bytes_sent = read;
+                if progress.report(&p).is_err() || progress.is_cancelled() {
+                    return Err(CommandError::new(ErrorKind::Cancelled, "restore cancelled"));
+                }
+            }
+            if !dec.is_complete() {
+                return Err(CommandError::new(
+                    ErrorKind::BadRequest,
+                    format!("{}: the stream is incomplete", path.display()),
+                ));
+            }
+            sink.complete().map_err(|e| {
+                CommandError::new(ErrorKind::BadRequest, format!("{}: {e}", path.display()))
+            })?;
+            sink.unpause()
+                .map_err(|e| CommandError::new(ErrorKind::Internal, format!("unpause: {e}")))
+        })();
+        if let Err(e) = result {
+            if let Err(d) = sink.destroy() {
+                tracing::error!(domid, "destroying the half-built {name}: {d}");
+            }
+            return Err(e);
+        }
+        let record = libxl_config_path(&self.userdata, domid, &cfg.create.uuid);
+        if let Err(e) = std::fs::write(&record, &cfg.json) {
+            tracing::warn!(path = %record.display(), "writing libxl's record: {e}");
+        }
+        tracing::info!(domain = %name, domid, file = %path.display(), "restored");
+        self.backend
+            .try_list()
+            .ok()
+            .and_then(|l| l.into_iter().find(|d| d.id == u32::from(domid)))
+            .ok_or_else(|| CommandError::new(ErrorKind::Internal, "the restored guest vanished"))
+    }
+}
+
 impl<H: Hypervisor + Send + Sync> Operations for XenOperations<H> {
+    fn restore(
+        &self,
+        req: &RestoreRequest,
+        progress: &mut dyn ProgressSink,
+    ) -> Result<DomainInfo, CommandError> {
+        self.do_restore(req, progress)
+    }
+
     fn save(
         &self,
         req: &SaveRequest,
@@ -187,6 +406,14 @@ impl<H: Hypervisor + Send + Sync> Operations for XenOperations<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuid_text_round_trip() {
+        let u = [0xab; 16];
+        assert_eq!(parse_uuid(&uuid_text(&u)), Some(u));
+        assert_eq!(parse_uuid("not-a-uuid"), None);
+        assert_eq!(parse_uuid("zz345678-9abc-def0-0123-456789abcdef"), None);
+    }
 
     #[test]
     fn uuid_as_libxl_prints_it() {

@@ -21,10 +21,12 @@
 
 use std::time::{Duration, Instant};
 
-use relocd_core::guest::{GuestInfo, GuestType, PageType, Pfn, SourceGuest, PAGE_SIZE};
+use relocd_core::guest::{
+    GuestInfo, GuestType, PageType, Pfn, RecordPoint, SourceGuest, PAGE_SIZE,
+};
 use relocd_core::pv::{self, Mode};
-use relocd_core::stream::x86::TscInfoRepr;
-use relocd_core::stream::x86_pv::PvInfoRepr;
+use relocd_core::stream::x86::{TscInfoRepr, TSC_INFO_LEN};
+use relocd_core::stream::x86_pv::{PvInfoRepr, PV_INFO_LEN, VCPU_HEADER_LEN};
 use relocd_core::stream::RecordType;
 use relocd_hypercall::abi::xen::{vgcf, CpuidLeaf, MsrEntry, VcpuGuestContext};
 use relocd_hypercall::{
@@ -269,8 +271,9 @@ impl<'x, H: Hypervisor> PvSource<'x, H> {
                 vcpu,
                 ext.as_bytes().to_vec(),
             ));
+            // No XSAVE features in use: no record (as Xen's saver).
             let (mask, size) = self.xen.vcpu_extstate_size(self.domid, vcpu)?;
-            if size > 0 {
+            if mask != 0 && size > 0 {
                 if size > MAX_XSAVE {
                     return Err(PvSaveError::Vcpu {
                         vcpu,
@@ -307,8 +310,16 @@ impl<'x, H: Hypervisor> PvSource<'x, H> {
         Ok(out)
     }
 
-    /// cr3 (kernel and user page tables) and the GDT frames as pfns.
+    /// cr3 (kernel and user page tables) and the GDT frames as pfns; for
+    /// vCPU 0 also `rdx`, where a suspending guest leaves the machine frame
+    /// of its start-info page (the restorer finds it there).
     fn normalise_vcpu(&self, vcpu: u32, ctx: &mut VcpuGuestContext) -> Result<(), PvSaveError> {
+        if vcpu == 0 && self.suspended {
+            ctx.user_regs.rdx = self.p2m.pfn(ctx.user_regs.rdx).ok_or(PvSaveError::Vcpu {
+                vcpu,
+                what: "rdx does not hold one of the guest's frames (the start-info page)",
+            })?;
+        }
         let frames = usize::try_from(ctx.gdt_ents.div_ceil(512)).unwrap_or(usize::MAX);
         if frames > ctx.gdt_frames.len() {
             return Err(PvSaveError::Vcpu {
@@ -386,6 +397,56 @@ impl<'x, H: Hypervisor> PvSource<'x, H> {
 
 impl<H: Hypervisor> SourceGuest for PvSource<'_, H> {
     type Error = PvSaveError;
+
+    fn stream_records(
+        &mut self,
+        point: RecordPoint,
+        out: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<(), PvSaveError> {
+        let bad = |_| PvSaveError::Order("a record body did not fit");
+        match point {
+            RecordPoint::Static => {
+                let st = self.static_records()?;
+                let mut b = [0u8; PV_INFO_LEN];
+                st.pv_info.emit(&mut b).map_err(bad)?;
+                out(RecordType::X86PvInfo.into(), &b);
+                out(RecordType::X86CpuidPolicy.into(), &st.cpuid);
+                out(RecordType::X86MsrPolicy.into(), &st.msrs);
+            }
+            RecordPoint::StartOfStream => {
+                let (start, end, frames) = self.p2m_frames()?;
+                let mut b = Vec::with_capacity(8 + frames.len() * 8);
+                b.extend_from_slice(&start.to_le_bytes());
+                b.extend_from_slice(&end.to_le_bytes());
+                for f in frames {
+                    b.extend_from_slice(&f.to_le_bytes());
+                }
+                out(RecordType::X86PvP2mFrames.into(), &b);
+            }
+            RecordPoint::EndOfCheckpoint => {
+                for rec in self.tail_records()? {
+                    match rec {
+                        TailRecord::Tsc(t) => {
+                            let mut b = [0u8; TSC_INFO_LEN];
+                            t.emit(&mut b).map_err(bad)?;
+                            out(RecordType::X86TscInfo.into(), &b);
+                        }
+                        TailRecord::SharedInfo(page) => {
+                            out(RecordType::SharedInfo.into(), &page[..])
+                        }
+                        TailRecord::Vcpu(kind, vcpu, body) => {
+                            let mut b = Vec::with_capacity(VCPU_HEADER_LEN + body.len());
+                            b.extend_from_slice(&vcpu.to_le_bytes());
+                            b.extend_from_slice(&0u32.to_le_bytes());
+                            b.extend_from_slice(&body);
+                            out(kind.into(), &b);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 
     fn info(&self) -> Result<GuestInfo, PvSaveError> {
         Ok(GuestInfo {

@@ -443,6 +443,8 @@ mod tests {
         d.vcpus[0].flags = vgcf::ONLINE | vgcf::IN_KERNEL;
         d.vcpus[0].ctrlreg[3] = (MFN0 + 1) << 12;
         d.vcpus[0].user_regs.rax = 0;
+        // a suspending guest leaves its start-info frame in rdx
+        d.vcpus[0].user_regs.rdx = MFN0 + 3;
         x.add_domain(d);
         let leaf_pfns = [596u64, 597];
         for (i, &lp) in leaf_pfns.iter().enumerate() {
@@ -469,6 +471,9 @@ mod tests {
             &[(0, L4_PTE0), (5, 0x1234_0000), (256, 0xdead_0001)],
         );
         put_words(&x, MFN0 + 2, &[(3, L3_PTE3)]);
+        // pfn 3: the start-info page, store ring at pfn 10, console at 11
+        // (a suspended guest keeps pfns there)
+        put_words(&x, MFN0 + 3, &[(56 / 8, 10), (72 / 8, 11)]);
         x.set_page_type(DOMID, MFN0 + 1, pfinfo::L4TAB | pfinfo::LPINTAB);
         x.set_page_type(DOMID, MFN0 + 2, pfinfo::L3TAB);
         assert!(x.guest_write(DOMID, MFN0 + 10, 0, b"hello from pfn 10"));
@@ -525,6 +530,10 @@ mod tests {
     #[derive(Default)]
     struct Parsed {
         records: Vec<&'static str>,
+        /// Every libxc record that is not pages: type and body.
+        others: Vec<(u32, Vec<u8>)>,
+        /// The last type each pfn was sent with.
+        types: BTreeMap<u64, relocd_core::stream::PageType>,
         pages: BTreeMap<u64, Vec<u8>>,
         vcpus: Vec<(u32, Vec<u8>)>,
         config: Vec<u8>,
@@ -548,8 +557,11 @@ mod tests {
                     with_data.clear();
                     body.clear();
                 }
-                Some(Event::Pfn { entry, .. }) if entry.page_type.has_data() => {
-                    with_data.push(entry.pfn)
+                Some(Event::Pfn { entry, .. }) => {
+                    out.types.insert(entry.pfn, entry.page_type);
+                    if entry.page_type.has_data() {
+                        with_data.push(entry.pfn)
+                    }
                 }
                 Some(Event::PageData { page, offset, data }) => {
                     let pfn = with_data[page as usize];
@@ -561,8 +573,13 @@ mod tests {
                 }
                 Some(Event::Body { data, .. }) => body.extend_from_slice(data),
                 Some(Event::Vcpu(h)) if rtype == 4 => out.vcpus.push((h.vcpu_id, Vec::new())),
-                Some(Event::RecordEnd(r)) if r.rtype == 4 => {
-                    out.vcpus.last_mut().unwrap().1 = body.clone();
+                Some(Event::RecordEnd(r)) if r.layer == Layer::Libxc => {
+                    if r.rtype == 4 {
+                        out.vcpus.last_mut().unwrap().1 = body.clone();
+                    }
+                    if ![0, 1, 0x10].contains(&r.rtype) {
+                        out.others.push((r.rtype, raw_body(bytes, r)));
+                    }
                 }
                 Some(Event::End) => {}
                 Some(_) => {}
@@ -572,6 +589,12 @@ mod tests {
         }
         dec.finish().unwrap();
         out
+    }
+
+    /// A record's body, from the file itself.
+    fn raw_body(bytes: &[u8], r: relocd_core::stream::reader::RecordInfo) -> Vec<u8> {
+        let at = r.offset as usize + 8;
+        bytes[at..at + r.length as usize].to_vec()
     }
 
     fn word(page: &[u8], i: usize) -> u64 {
@@ -650,6 +673,7 @@ mod tests {
         assert_eq!(*id, 0);
         let ctx = VcpuGuestContext::from_bytes(basic).unwrap();
         assert_eq!(ctx.ctrlreg[3], 1 << 12);
+        assert_eq!(ctx.user_regs.rdx, 3, "vCPU 0's start-info frame as a pfn");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -770,5 +794,155 @@ mod tests {
         run(&g, &file, &opts).unwrap();
         assert!(!g.xen.domain(DOMID).unwrap().logdirty);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn what_save_writes_the_sink_builds_again() {
+        use crate::xen::pv_sink::{PvCreate, PvSink};
+        use relocd_core::guest::{PageType as GuestPageType, SinkGuest};
+        use relocd_hypercall::fake::FAKE_MFN_OFFSET;
+        let g = guest();
+        let dir = scratch("roundtrip");
+        let file = dir.join("web1.save");
+        let opts = SaveOptions {
+            keep_running: true,
+            ..Default::default()
+        };
+        run(&g, &file, &opts).unwrap();
+        let p = parse(&std::fs::read(&file).unwrap());
+        let x = &g.xen;
+        let req = PvCreate {
+            name: "web1-copy".into(),
+            uuid: [9; 16],
+            max_memkb: PAGES * 4 + 1024,
+            vcpus: 1,
+        };
+        let mut sink = PvSink::create(x, connect(&g), &req).unwrap();
+        let d = sink.domid();
+        assert_ne!(d, DOMID);
+        // Xen gives a new domain a shared-info page of its own
+        let mut nd = x.domain(d).unwrap();
+        nd.info.shared_info_frame = 0x20;
+        nd.memory.insert(0x20, Box::new([0xee; PAGE_SIZE]));
+        x.add_domain(nd);
+        x.set_pv_frames(d, true);
+        let mfn = |pfn: u64| pfn + FAKE_MFN_OFFSET;
+        // static records (PV info, policies, p2m frames) before the pages
+        for (t, body) in &p.others {
+            if [2, 3, 0x11, 0x12].contains(t) {
+                sink.record(*t, body).unwrap();
+            }
+        }
+        for (&pfn, &t) in &p.types {
+            let ty = GuestPageType::from_raw(u32::from(t.nibble()) << 28);
+            sink.populate(&[pfn], &[ty]).unwrap();
+            let data = p.pages.get(&pfn).cloned().unwrap_or_default();
+            sink.write_pages(&[pfn], &[ty], &data).unwrap();
+        }
+        for (t, body) in &p.others {
+            if ![2, 3, 0x11, 0x12].contains(t) {
+                sink.record(*t, body).unwrap();
+            }
+        }
+        sink.complete().unwrap();
+        let nd = x.domain(d).unwrap();
+        // page tables hold the new machine frames again
+        let l4 = nd.memory.get(&mfn(1)).unwrap();
+        assert_eq!(word(&l4[..], 0), (mfn(2) << 12) | 0x67);
+        assert_eq!(
+            word(&nd.memory.get(&mfn(2)).unwrap()[..], 3),
+            (1 << 63) | (mfn(3) << 12) | 0x63
+        );
+        // vCPU 0 on the new L4, its start info found and rewritten
+        assert_eq!(nd.vcpus[0].ctrlreg[3], mfn(1) << 12);
+        assert_eq!(nd.vcpus[0].user_regs.rdx, mfn(3));
+        let si = nd.memory.get(&mfn(3)).unwrap();
+        assert_eq!(word(&si[..], 56 / 8), mfn(10));
+        assert_eq!(word(&si[..], 72 / 8), mfn(11));
+        let ports = x.unbound_ports(d);
+        assert_eq!(ports.len(), 2);
+        assert_eq!(
+            u64::from(u32::from_le_bytes(si[64..68].try_into().unwrap())),
+            u64::from(ports[0].0)
+        );
+        // the L4 pinned; the guest's p2m names the new frames
+        assert!(
+            x.pinned_tables(d).contains(&(mfn(1), 4)),
+            "{:?}",
+            x.pinned_tables(d)
+        );
+        assert_eq!(word(&nd.memory.get(&mfn(596)).unwrap()[..], 7), mfn(7));
+        assert_eq!(
+            word(&nd.memory.get(&mfn(597)).unwrap()[..], 599 - 512),
+            mfn(599)
+        );
+        // grant entries for the console and store rings
+        let console = nd.grant_entry(0).unwrap();
+        assert_eq!(
+            (console.flags, console.domid, u64::from(console.frame)),
+            (1, 0, mfn(11))
+        );
+        let store = nd.grant_entry(1).unwrap();
+        assert_eq!(u64::from(store.frame), mfn(10));
+        // shared info: the guest's vCPU info and arch fields, nothing pending,
+        // every channel masked, no p2m tree yet
+        let shi = nd.memory.get(&0x20).unwrap();
+        assert_eq!(word(&shi[..], 3088 / 8), PAGES, "arch.max_pfn carried over");
+        assert_eq!(word(&shi[..], 3096 / 8), 0);
+        assert!(shi[2048..2560].iter().all(|&b| b == 0));
+        assert!(shi[2560..3072].iter().all(|&b| b == 0xff));
+        assert_eq!(nd.tsc.unwrap().gtsc_khz, 2_000_000);
+        // xenstore: the tree and the introduction
+        let s = g.store.lock().unwrap();
+        let get = |k: &str| s.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
+        assert_eq!(
+            get(&format!("/local/domain/{d}/name")).as_deref(),
+            Some("web1-copy")
+        );
+        assert_eq!(
+            get(&format!("/local/domain/{d}/console/ring-ref")),
+            Some(mfn(11).to_string())
+        );
+        assert_eq!(
+            get(&format!("/local/domain/{d}/store/port")),
+            Some(ports[0].0.to_string())
+        );
+        assert!(s.contains_key(&format!("Introduce:{d}")));
+        drop(s);
+        // still paused until told
+        assert!(x.domain_info(d).unwrap().paused());
+        sink.unpause().unwrap();
+        assert!(!x.domain_info(d).unwrap().paused());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_refused_image_leaves_no_domain() {
+        use crate::xen::pv_sink::{PvCreate, PvSink};
+        use relocd_core::guest::SinkGuest;
+        let g = guest();
+        let req = PvCreate {
+            name: "bad".into(),
+            uuid: [1; 16],
+            max_memkb: 4096,
+            vcpus: 1,
+        };
+        let mut sink = PvSink::create(&g.xen, connect(&g), &req).unwrap();
+        let d = sink.domid();
+        // a 32-bit guest is refused
+        let e = sink.record(2, &[4, 3, 0, 0, 0, 0, 0, 0]).unwrap_err();
+        assert!(e.to_string().contains("64-bit"), "{e}");
+        // pages before the p2m frames are refused
+        sink.record(2, &[8, 4, 0, 0, 0, 0, 0, 0]).unwrap();
+        assert!(sink
+            .populate(&[0], &[relocd_core::guest::PageType::NOTAB])
+            .is_err());
+        // a p2m far larger than the memory is refused
+        let mut body = Vec::new();
+        body.extend_from_slice(&0u32.to_le_bytes());
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(sink.record(3, &body).is_err());
+        sink.destroy().unwrap();
+        assert!(g.xen.domain(d).is_none());
     }
 }

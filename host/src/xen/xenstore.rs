@@ -65,8 +65,16 @@ pub enum MsgType {
     Error,
     /// `XS_WRITE` (11)
     Write,
+    /// `XS_INTRODUCE` (8)
+    Introduce,
+    /// `XS_RELEASE` (9)
+    Release,
+    /// `XS_MKDIR` (12)
+    Mkdir,
     /// `XS_RM` (13)
     Rm,
+    /// `XS_SET_PERMS` (14)
+    SetPerms,
     /// `XS_RESUME` (18): the domain was resumed after a cancelled suspend.
     Resume,
     /// Any other type.
@@ -79,7 +87,11 @@ impl From<u32> for MsgType {
             1 => MsgType::Directory,
             2 => MsgType::Read,
             11 => MsgType::Write,
+            8 => MsgType::Introduce,
+            9 => MsgType::Release,
+            12 => MsgType::Mkdir,
             13 => MsgType::Rm,
+            14 => MsgType::SetPerms,
             18 => MsgType::Resume,
             15 => MsgType::WatchEvent,
             16 => MsgType::Error,
@@ -94,7 +106,11 @@ impl From<MsgType> for u32 {
             MsgType::Directory => 1,
             MsgType::Read => 2,
             MsgType::Write => 11,
+            MsgType::Introduce => 8,
+            MsgType::Release => 9,
+            MsgType::Mkdir => 12,
             MsgType::Rm => 13,
+            MsgType::SetPerms => 14,
             MsgType::Resume => 18,
             MsgType::WatchEvent => 15,
             MsgType::Error => 16,
@@ -253,6 +269,39 @@ pub enum ProtocolError {
     /// Too many watch events before the reply.
     #[error("too many watch events before the reply")]
     TooManyEvents,
+}
+
+/// What a domain may do with a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Nothing (`n`).
+    None,
+    /// Read (`r`).
+    Read,
+    /// Write (`w`).
+    Write,
+    /// Read and write (`b`).
+    Both,
+}
+
+impl Access {
+    fn letter(self) -> u8 {
+        match self {
+            Access::None => b'n',
+            Access::Read => b'r',
+            Access::Write => b'w',
+            Access::Both => b'b',
+        }
+    }
+}
+
+/// One entry of a node's permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Perm {
+    /// The domain.
+    pub domid: u16,
+    /// What it may do (for the first entry: what everyone else may do).
+    pub access: Access,
 }
 
 /// A xenstore request failed.
@@ -416,6 +465,51 @@ impl<T: Transport> Xenstore<T> {
             Err(e) => Err(e),
             Ok(_) => Ok(()),
         }
+    }
+
+    /// Creates `path` (and its parents) with an empty value; an existing
+    /// node is left alone.
+    pub fn mkdir(&mut self, path: &str) -> Result<(), XenstoreError> {
+        let p = path_payload(path)?;
+        self.request(MsgType::Mkdir, "MKDIR", path, &p).map(|_| ())
+    }
+
+    /// Sets the permissions of `path`: `perms[0]` is the owner (who may
+    /// do anything) and what everyone else may do; the others grant
+    /// single domains access (xenstore's `n`/`r`/`w`/`b` letters).
+    pub fn set_perms(&mut self, path: &str, perms: &[Perm]) -> Result<(), XenstoreError> {
+        if perms.is_empty() {
+            return Err(XenstoreError::BadRequest("no permissions"));
+        }
+        let mut p = path_payload(path)?;
+        for perm in perms {
+            p.push(perm.access.letter());
+            p.extend_from_slice(perm.domid.to_string().as_bytes());
+            p.push(0);
+        }
+        if p.len() > PAYLOAD_MAX {
+            return Err(XenstoreError::BadRequest(
+                "permissions longer than a message",
+            ));
+        }
+        self.request(MsgType::SetPerms, "SET_PERMS", path, &p)
+            .map(|_| ())
+    }
+
+    /// Introduces domain `domid` to xenstored: its store ring is machine
+    /// frame `mfn`, its end of the store event channel `port`.
+    pub fn introduce(&mut self, domid: u16, mfn: u64, port: u32) -> Result<(), XenstoreError> {
+        let what = domid.to_string();
+        let p = format!("{domid}\0{mfn}\0{port}\0").into_bytes();
+        self.request(MsgType::Introduce, "INTRODUCE", &what, &p)
+            .map(|_| ())
+    }
+
+    /// Tells xenstored to forget domain `domid` (after it was destroyed).
+    pub fn release(&mut self, domid: u16) -> Result<(), XenstoreError> {
+        let p = path_payload(&domid.to_string())?;
+        self.request(MsgType::Release, "RELEASE", &domid.to_string(), &p)
+            .map(|_| ())
     }
 
     /// Tells xenstored that domain `domid` runs again after a cancelled
@@ -620,6 +714,22 @@ pub(crate) mod fake {
                         }
                     }
                     MsgType::Resume => self.reply(MsgType::Resume, h.req_id, b"OK\0"),
+                    MsgType::Mkdir => {
+                        store.entry(path).or_default();
+                        self.reply(MsgType::Mkdir, h.req_id, b"OK\0");
+                    }
+                    MsgType::SetPerms => {
+                        if store.contains_key(&path) {
+                            store.insert(format!("perms:{path}"), rest);
+                            self.reply(MsgType::SetPerms, h.req_id, b"OK\0");
+                        } else {
+                            self.reply(MsgType::Error, h.req_id, b"ENOENT\0");
+                        }
+                    }
+                    MsgType::Introduce | MsgType::Release => {
+                        store.insert(format!("{:?}:{path}", h.ty), rest);
+                        self.reply(h.ty, h.req_id, b"OK\0");
+                    }
                     _ => self.reply(MsgType::Error, h.req_id, b"EINVAL\0"),
                 }
             }

@@ -8,6 +8,8 @@
 //! (`XEN_GUEST_HANDLE_64`).
 
 pub mod domctl;
+pub mod evtchn;
+pub mod grant_table;
 pub mod memory;
 pub mod privcmd;
 pub mod sysctl;

@@ -25,6 +25,8 @@ pub mod hypercall {
     pub const MEMORY_OP: u64 = 12;
     /// `__HYPERVISOR_xen_version`
     pub const XEN_VERSION: u64 = 17;
+    /// `__HYPERVISOR_grant_table_op`
+    pub const GRANT_TABLE_OP: u64 = 20;
     /// `__HYPERVISOR_mmuext_op`
     pub const MMUEXT_OP: u64 = 26;
     /// `__HYPERVISOR_sched_op`

@@ -7,8 +7,10 @@
 //! ([`super::privcmd`]). A small driver domain or unikernel that runs
 //! relocd's code as (part of) its own kernel has no Linux underneath: it
 //! issues hypercalls itself, by calling the stubs Xen writes into its
-//! hypercall page. [`HypercallPage`] is that doorway; it needs neither `std`
-//! nor an allocator and builds for `x86_64-unknown-none`.
+//! hypercall page. [`HypercallPage`] is that doorway (domctl, sysctl,
+//! memory_op, and the admitted event-channel and grant-table operations);
+//! it needs neither `std` nor an allocator and builds for
+//! `x86_64-unknown-none`.
 //!
 //! # What the embedding kernel provides
 //!
@@ -27,7 +29,8 @@
 //!
 //! In a guest kernel, a guest handle is simply the guest's own virtual
 //! address of a buffer, so there are no bounce buffers: the domctl, sysctl
-//! or memory_op argument is passed by its own address, and each handle slot
+//! memory_op, event_channel_op or grant_table_op argument is passed by its
+//! own address, and each handle slot
 //! points straight at the caller's [`GuestBuf`]. The same table as for
 //! privcmd ([`crate::calls`]) decides which commands may be issued, where
 //! their handles are and how long each buffer must be, so the same safety
@@ -315,6 +318,34 @@ fn memory_op_via<I: Issue>(
     in_place(via, call, arg, handles, bufs)
 }
 
+fn event_channel_op_via<I: Issue>(via: &I, cmd: u32, arg: &mut [u8]) -> Result<u64, Error> {
+    let handles = calls::event_channel_op_handles(cmd, arg)?;
+    let call = Call {
+        op: Op::Hypercall(hypercall::EVENT_CHANNEL_OP),
+        nr: hypercall::EVENT_CHANNEL_OP,
+        args: [u64::from(cmd), 0, 0, 0, 0],
+        arg_index: 1,
+    };
+    in_place(via, call, arg, handles, &mut [])
+}
+
+fn grant_table_op_via<I: Issue>(
+    via: &I,
+    cmd: u32,
+    arg: &mut [u8],
+    bufs: &mut [GuestBuf<'_>],
+) -> Result<u64, Error> {
+    let handles = calls::grant_table_op_handles(cmd, arg)?;
+    let call = Call {
+        op: Op::Hypercall(hypercall::GRANT_TABLE_OP),
+        nr: hypercall::GRANT_TABLE_OP,
+        // One argument structure.
+        args: [u64::from(cmd), 0, 1, 0, 0],
+        arg_index: 1,
+    };
+    in_place(via, call, arg, handles, bufs)
+}
+
 /// What the calls a bare domain cannot make yet fail with.
 const fn unsupported(op: Op) -> Error {
     Error::new(op, errno::EOPNOTSUPP)
@@ -351,6 +382,17 @@ impl Hypervisor for HypercallPage {
     }
     fn memory_op(&self, cmd: u32, arg: &mut [u8], bufs: &mut [GuestBuf<'_>]) -> Result<u64, Error> {
         memory_op_via(self, cmd, arg, bufs)
+    }
+    fn event_channel_op(&self, cmd: u32, arg: &mut [u8]) -> Result<u64, Error> {
+        event_channel_op_via(self, cmd, arg)
+    }
+    fn grant_table_op(
+        &self,
+        cmd: u32,
+        arg: &mut [u8],
+        bufs: &mut [GuestBuf<'_>],
+    ) -> Result<u64, Error> {
+        grant_table_op_via(self, cmd, arg, bufs)
     }
     /// Fails with `EOPNOTSUPP`: page tables belong to the embedding kernel.
     unsafe fn mmuext_op(&self, _: &[MmuextOp], _: DomId) -> Result<(), Error> {

@@ -316,6 +316,34 @@ impl Hypervisor for Privcmd {
         self.bounced(call, arg, handles, bufs)
     }
 
+    fn event_channel_op(&self, cmd: u32, arg: &mut [u8]) -> Result<u64, Error> {
+        let handles = calls::event_channel_op_handles(cmd, arg)?;
+        let call = Call {
+            op: Op::Hypercall(hypercall::EVENT_CHANNEL_OP),
+            nr: hypercall::EVENT_CHANNEL_OP,
+            args: [u64::from(cmd), 0, 0, 0, 0],
+            arg_index: 1,
+        };
+        self.bounced(call, arg, handles, &mut [])
+    }
+
+    fn grant_table_op(
+        &self,
+        cmd: u32,
+        arg: &mut [u8],
+        bufs: &mut [GuestBuf<'_>],
+    ) -> Result<u64, Error> {
+        let handles = calls::grant_table_op_handles(cmd, arg)?;
+        let call = Call {
+            op: Op::Hypercall(hypercall::GRANT_TABLE_OP),
+            nr: hypercall::GRANT_TABLE_OP,
+            // One argument structure.
+            args: [u64::from(cmd), 0, 1, 0, 0],
+            arg_index: 1,
+        };
+        self.bounced(call, arg, handles, bufs)
+    }
+
     unsafe fn mmuext_op(&self, ops: &[MmuextOp], domid: DomId) -> Result<(), Error> {
         // SAFETY: forwarded from this method's contract.
         unsafe { self.mmu_batch(Op::MmuextOp, hypercall::MMUEXT_OP, ops, domid) }
@@ -709,6 +737,30 @@ mod tests {
             Op::MemoryOp(memory::cmd::MAXIMUM_GPFN)
         );
         assert_eq!(pc.physinfo().unwrap_err().errno, errno::ENOTTY);
+    }
+
+    #[test]
+    fn event_channel_and_grant_table_ops_reach_the_ioctl() {
+        use crate::abi::xen::hypercall;
+        let pc = null_doorway();
+        let e = pc.evtchn_alloc_unbound(3, 0).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::Hypercall(hypercall::EVENT_CHANNEL_OP), errno::ENOTTY)
+        );
+        let mut frames = [7u64; 2];
+        let e = pc.grant_table_frames(3, 2, &mut frames).unwrap_err();
+        assert_eq!(
+            (e.op, e.errno),
+            (Op::Hypercall(hypercall::GRANT_TABLE_OP), errno::ENOTTY)
+        );
+        // The output buffer was bounced back (zeroed: nothing wrote it).
+        assert_eq!(frames, [0, 0]);
+        // Refused before the kernel: close, and a short frame list.
+        let e = pc.event_channel_op(3, &mut [0; 4]).unwrap_err();
+        assert_eq!(e.errno, errno::EOPNOTSUPP);
+        let e = pc.grant_table_frames(3, 3, &mut frames).unwrap_err();
+        assert_eq!(e.errno, errno::EINVAL);
     }
 
     #[test]

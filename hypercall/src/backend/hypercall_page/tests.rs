@@ -63,6 +63,17 @@ impl Hypervisor for Recorder {
     fn memory_op(&self, cmd: u32, arg: &mut [u8], bufs: &mut [GuestBuf<'_>]) -> Result<u64, Error> {
         memory_op_via(self, cmd, arg, bufs)
     }
+    fn event_channel_op(&self, cmd: u32, arg: &mut [u8]) -> Result<u64, Error> {
+        event_channel_op_via(self, cmd, arg)
+    }
+    fn grant_table_op(
+        &self,
+        cmd: u32,
+        arg: &mut [u8],
+        bufs: &mut [GuestBuf<'_>],
+    ) -> Result<u64, Error> {
+        grant_table_op_via(self, cmd, arg, bufs)
+    }
     unsafe fn mmuext_op(&self, _: &[MmuextOp], _: DomId) -> Result<(), Error> {
         Err(unsupported(Op::MmuextOp))
     }
@@ -377,4 +388,81 @@ mod stubs_on_this_cpu {
         let e = unsafe { page.mmu_update(&[], 3) }.unwrap_err();
         assert_eq!(e.errno, errno::EOPNOTSUPP);
     }
+}
+
+/// `EVTCHNOP_alloc_unbound` answering port 9, and `GNTTABOP_setup_table`
+/// writing frames 0x700.. through the handle with `GNTST_okay`, checking
+/// the count of one structure.
+fn evtchn_and_gnttab(nr: u64, args: [u64; 5]) -> i64 {
+    use crate::abi::evtchn::EvtchnAllocUnbound;
+    use crate::abi::grant_table::GnttabSetupTable;
+    match (nr, args[0]) {
+        (hypercall::EVENT_CHANNEL_OP, 6) => {
+            let p = core::ptr::with_exposed_provenance_mut::<EvtchnAllocUnbound>(args[1] as usize);
+            // SAFETY: the doorway passes the caller's live argument, not
+            // otherwise borrowed during the call.
+            let mut a = unsafe { p.read_unaligned() };
+            assert_eq!((a.dom, a.remote_dom), (5, 0));
+            a.port = 9;
+            // SAFETY: as above.
+            unsafe { p.write_unaligned(a) };
+            0
+        }
+        (hypercall::GRANT_TABLE_OP, 2) => {
+            assert_eq!(args[2], 1, "one structure");
+            let p = core::ptr::with_exposed_provenance_mut::<GnttabSetupTable>(args[1] as usize);
+            // SAFETY: as above.
+            let mut s = unsafe { p.read_unaligned() };
+            let list = core::ptr::with_exposed_provenance_mut::<u64>(s.frame_list as usize);
+            for i in 0..s.nr_frames as usize {
+                // SAFETY: the doorway bound the handle to a caller buffer of
+                // `nr_frames` frames, mutably borrowed for the call.
+                unsafe { list.add(i).write_unaligned(0x700 + i as u64) };
+            }
+            s.status = 0;
+            // SAFETY: as above.
+            unsafe { p.write_unaligned(s) };
+            0
+        }
+        _ => -i64::from(errno::ENOSYS),
+    }
+}
+
+#[test]
+fn event_channel_and_grant_table_ops_go_through_their_stubs() {
+    let r = Recorder::new(evtchn_and_gnttab);
+    assert_eq!(r.evtchn_alloc_unbound(5, 0).unwrap(), 9);
+    let mut frames = [0u64; 3];
+    assert_eq!(r.grant_table_frames(5, 2, &mut frames).unwrap(), 2);
+    assert_eq!(frames, [0x700, 0x701, 0]);
+    let calls = r.calls.borrow();
+    assert_eq!(
+        calls.iter().map(|&(nr, a)| (nr, a[0])).collect::<Vec<_>>(),
+        [(32, 6), (20, 2)]
+    );
+    // Refused commands never reach a stub.
+    drop(calls);
+    let e = r.event_channel_op(3, &mut [0; 4]).unwrap_err();
+    assert_eq!(e.errno, errno::EOPNOTSUPP);
+    let e = r.grant_table_op(6, &mut [0; 24], &mut []).unwrap_err();
+    assert_eq!(e.errno, errno::EOPNOTSUPP);
+    assert_eq!(r.calls.borrow().len(), 2);
+}
+
+#[test]
+fn a_bad_grant_status_is_an_error_with_its_errno() {
+    fn bad_domain(nr: u64, args: [u64; 5]) -> i64 {
+        assert_eq!(nr, hypercall::GRANT_TABLE_OP);
+        // `status` sits at byte 8 of gnttab_setup_table.
+        let st = core::ptr::with_exposed_provenance_mut::<i16>(args[1] as usize + 8);
+        // SAFETY: the caller's live argument, unborrowed during the call.
+        unsafe { st.write_unaligned(-2) };
+        0
+    }
+    let r = Recorder::new(bad_domain);
+    let e = r.grant_table_frames(9, 1, &mut [0]).unwrap_err();
+    assert_eq!(
+        (e.op, e.errno),
+        (Op::Hypercall(hypercall::GRANT_TABLE_OP), errno::ESRCH)
+    );
 }
