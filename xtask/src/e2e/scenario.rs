@@ -151,6 +151,41 @@ pub const BY_NAME_ONLY: &[Scenario] = &[
         // Measured 92-123 s (a loaded build machine).
         timeout: Duration::from_secs(240),
     },
+    Scenario {
+        name: "relocd-restore",
+        about: "relocd restore of an xl save file, then relocd save + relocd restore: the guest counts on; relocd list = xl list; xl destroy",
+        hosts: 1,
+        xen: XenBuild::Any,
+        timeout: Duration::from_secs(240),
+    },
+    Scenario {
+        name: "relocd-migrate-remote",
+        about: "two hosts: relocd migrate --live A to B while the guest dirties memory; it counts on at B; figures and the guest-measured downtime",
+        hosts: 2,
+        xen: XenBuild::Shadow,
+        timeout: Duration::from_secs(300),
+    },
+    Scenario {
+        name: "relocd-migrate-refused",
+        about: "two hosts: B's hosts-allow does not admit A: relocd migrate is refused, the guest counts on at A, B gets no domain",
+        hosts: 2,
+        xen: XenBuild::Shadow,
+        timeout: Duration::from_secs(150),
+    },
+    Scenario {
+        name: "relocd-migrate-faults",
+        about: "two hosts: the link cut mid pre-copy, then B's daemon killed in the stop-and-copy: the guest goes on at A, B keeps no domain",
+        hosts: 2,
+        xen: XenBuild::Shadow,
+        timeout: Duration::from_secs(420),
+    },
+    Scenario {
+        name: "migrate-side-by-side",
+        about: "two hosts, one guest: xl migrate A to B, then relocd migrate --live B to A: total times and downtimes",
+        hosts: 2,
+        xen: XenBuild::Shadow,
+        timeout: Duration::from_secs(420),
+    },
 ];
 
 /// The scenario called `name` (in [`SCENARIOS`] or [`BY_NAME_ONLY`]).

@@ -1,0 +1,286 @@
+# Helpers of the relocd restore and migration scenarios (busybox sh),
+# sourced after /e2e/lib.sh:
+#   e2e_mig_serve [ARGS]     relocd serve --backend xen with this host's
+#                            xend-config.sxp (e2e_mig_config) and ARGS
+#   e2e_mig_config ALLOW     writes that config: relocation server on port
+#                            8002, hosts-allow ALLOW (regexes)
+#   e2e_mig_tell / _hear     small messages between the two dom0s (port 8005)
+#   e2e_mig_sync NAME        both hosts wait for each other
+#   e2e_mig_lists_agree L    relocd list --json shows what xl list shows
+#   e2e_mig_timeline_*       the guest's console lines, timed on one clock
+#   e2e_mig_end              the EXIT trap: stops what was started, collects
+#                            the daemon's log and Xen's message tail
+E2E_MIG_SOCK=/tmp/rm.sock
+E2E_MIG_LOG=/tmp/relocd-serve.log
+E2E_MIG_CONFIG=/tmp/xend-config.sxp
+E2E_MIG_STATE=/tmp/rm-state
+E2E_MIG_MSG_PORT=8005
+E2E_MIG_TL_PORT=8004
+E2E_MIG_PIDS=
+E2E_MIG_ROLE=$(e2e_arg e2e.role)
+E2E_MIG_PEER=$(e2e_arg e2e.peer)
+
+e2e_mig_config() { # e2e_mig_config ALLOW
+  cat > "$E2E_MIG_CONFIG" <<EOF
+(xend-relocation-server yes)
+(xend-relocation-port 8002)
+(xend-relocation-address '')
+(xend-relocation-hosts-allow '$1')
+EOF
+}
+
+e2e_mig_serve() { # e2e_mig_serve [ARGS...]: the daemon, its PID in E2E_MIG_PID
+  rm -f "$E2E_MIG_SOCK"
+  mkdir -p "$E2E_MIG_STATE"
+  _cfg=
+  [ -f "$E2E_MIG_CONFIG" ] && _cfg="--config $E2E_MIG_CONFIG"
+  echo "=== relocd serve $_cfg $* (uptime $(e2e_now))" >> "$E2E_MIG_LOG"
+  # shellcheck disable=SC2086
+  relocd serve --backend xen $_cfg --control "$E2E_MIG_SOCK" \
+    --state-dir "$E2E_MIG_STATE" "$@" >> "$E2E_MIG_LOG" 2>&1 &
+  E2E_MIG_PID=$!
+  _i=0
+  until [ -S "$E2E_MIG_SOCK" ]; do
+    _i=$((_i + 1))
+    if [ $_i -ge 150 ] || ! kill -0 "$E2E_MIG_PID" 2>/dev/null; then
+      tail -20 "$E2E_MIG_LOG"
+      e2e_fail "relocd serve --backend xen did not come up"
+    fi
+    sleep 0.1
+  done
+}
+
+e2e_mig_stop() { # stops the daemon (TERM), if it runs
+  [ -n "$E2E_MIG_PID" ] || return 0
+  kill "$E2E_MIG_PID" 2>/dev/null
+  wait "$E2E_MIG_PID" 2>/dev/null
+  E2E_MIG_PID=
+  return 0
+}
+
+e2e_mig_relocd() { relocd --control "$E2E_MIG_SOCK" "$@"; }
+
+e2e_mig_bg() { E2E_MIG_PIDS="$E2E_MIG_PIDS $1"; } # a background PID to end at exit
+
+e2e_mig_end() { # the EXIT trap
+  for _p in $E2E_MIG_PIDS; do kill "$_p" 2>/dev/null; done
+  e2e_mig_stop
+  [ -s "$E2E_MIG_LOG" ] && e2e_collect "$E2E_MIG_LOG" relocd-serve.log
+  xl dmesg 2>&1 | tail -40 > /tmp/xl-dmesg-tail.txt
+  e2e_collect /tmp/xl-dmesg-tail.txt xl-dmesg-tail.txt
+  for _f in "$E2E_CONSOLE_DIR"/guest-*.log; do
+    [ -f "$_f" ] && e2e_collect "$_f" "console-${_f##*/}"
+  done
+  [ -f /tmp/timeline-local ] && e2e_collect /tmp/timeline-local timeline-local.txt
+  [ -f /tmp/timeline-peer ] && e2e_collect /tmp/timeline-peer timeline-peer.txt
+  rm -f /var/lib/xen/save/*
+  return 0
+}
+
+# --- messages between the dom0s: one line a connection, to the peer's port
+e2e_mig_tell() { # e2e_mig_tell MSG [TRIES]: retries while the peer does not listen
+  _n=0
+  until echo "$1" | nc "$E2E_MIG_PEER" $E2E_MIG_MSG_PORT 2>/dev/null; do
+    _n=$((_n + 1))
+    [ $_n -ge "${2:-120}" ] && { echo "E2E-INFO could not tell the peer '$1'"; return 1; }
+    sleep 0.5
+  done
+  return 0
+}
+
+e2e_mig_hear() { # e2e_mig_hear TIMEOUT_S -> the line the peer told
+  timeout "$1" nc -l -p $E2E_MIG_MSG_PORT 2>/dev/null | head -1 | tr -d '\r'
+}
+
+e2e_mig_sync() { # e2e_mig_sync NAME: both hosts have got here
+  if [ "$E2E_MIG_ROLE" = A ]; then
+    _m=$(e2e_mig_hear 300)
+    [ "$_m" = "sync $1" ] || e2e_fail "sync $1: B said '$_m'"
+    e2e_mig_tell "sync $1" || e2e_fail "sync $1: B does not listen"
+  else
+    e2e_mig_tell "sync $1" 600 || e2e_fail "sync $1: A does not listen"
+    _m=$(e2e_mig_hear 300)
+    [ "$_m" = "sync $1" ] || e2e_fail "sync $1: A said '$_m'"
+  fi
+}
+
+e2e_mig_wait_link() {
+  _i=0
+  until ping -c 1 -W 1 "$E2E_MIG_PEER" >/dev/null 2>&1; do
+    _i=$((_i + 1)); [ $_i -ge 60 ] && e2e_fail "cannot reach $E2E_MIG_PEER"; sleep 1
+  done
+}
+
+# --- relocd list against xl list
+e2e_mig_lists_agree() { # e2e_mig_lists_agree LABEL
+  e2e_mig_relocd list --json > /tmp/relocd-list.json || e2e_fail "relocd list failed ($1)"
+  xl list > /tmp/xl-list.txt || e2e_fail "xl list failed ($1)"
+  # one line a domain: id name mem_mib vcpus state
+  tr '{' '\n' < /tmp/relocd-list.json | grep '"id"' | tr -d '"}] ' | awk -F, '
+    { id = ""; name = ""; mem = ""; vcpus = ""; state = ""
+      for (k = 1; k <= NF; k++) {
+        c = index($k, ":"); key = substr($k, 1, c - 1); v = substr($k, c + 1)
+        if (key == "id") id = v
+        else if (key == "name") name = v
+        else if (key == "memory_bytes") mem = int(v / 1048576)
+        else if (key == "vcpus") vcpus = v
+        else if (key == "state") state = v
+      }
+      print id, name, mem, vcpus, state }' | sort -n > /tmp/relocd-list.txt
+  awk 'NR > 1 { s = "running"
+                if ($5 ~ /p/) s = "paused"
+                if ($5 ~ /s/) s = "shutdown"
+                if ($5 ~ /c/) s = "crashed"
+                if ($5 ~ /d/) s = "dying"
+                print $2, $1, $3, $4, s }' /tmp/xl-list.txt | sort -n > /tmp/xl-list-cols.txt
+  if ! cmp -s /tmp/relocd-list.txt /tmp/xl-list-cols.txt; then
+    echo "xl list:"; cat /tmp/xl-list.txt
+    echo "relocd list:"; cat /tmp/relocd-list.json
+    diff /tmp/xl-list-cols.txt /tmp/relocd-list.txt
+    e2e_fail "relocd list differs from xl list ($1)"
+  fi
+  echo "E2E-INFO lists agree ($1): $(tr '\n' ';' < /tmp/relocd-list.txt)"
+}
+
+e2e_mig_guests() { # the domains other than Domain-0 in xl list, one a line
+  xl list | awk 'NR > 1 && $2 != 0 { print $1, $2, $5 }'
+}
+
+e2e_mig_no_guest() { # e2e_mig_no_guest WHAT TIMEOUT_S: xl list has only Domain-0
+  _i=0
+  while [ -n "$(e2e_mig_guests)" ]; do
+    _i=$((_i + 1))
+    if [ $_i -ge "$2" ]; then
+      xl list
+      e2e_fail "a domain is left over after $1: $(e2e_mig_guests | tr '\n' ';')"
+    fi
+    sleep 1
+  done
+  echo "E2E-INFO no guest domain after $1 (${_i} s)"
+}
+
+e2e_mig_guest_state() { xl list | awk -v n="$E2E_GUEST" '$1 == n { print $5 }'; }
+
+e2e_mig_counts_on() { # e2e_mig_counts_on WHAT: listed, running, counter +3 in 30 s
+  _st=$(e2e_mig_guest_state)
+  [ -n "$_st" ] || e2e_fail "the guest is gone after $1"
+  case "$_st" in *p*|*s*|*c*|*d*) e2e_fail "the guest is in state $_st after $1" ;; esac
+  grep -q GUEST-CORRUPT "$E2E_GUEST_LOG" && e2e_fail "the guest found its working set changed"
+  _c=$(e2e_last_counter "$E2E_GUEST_LOG")
+  e2e_step "$1-counts-on" e2e_wait_counter "$E2E_GUEST_LOG" $((_c + 3)) 30 \
+    || e2e_fail "the guest stopped counting after $1"
+}
+
+e2e_mig_guest96() { # the test guest with 96 MiB (the least the kernel boots in)
+  sed -e 's/^memory .*/memory   = 96/' -e 's/^maxmem .*/maxmem   = 96/' \
+    "$E2E_GUEST_CFG" > /tmp/guest-96.cfg
+  E2E_GUEST_CFG=/tmp/guest-96.cfg
+}
+
+# --- the guest's console lines on one clock.
+# Each host follows the newest guest console log (reading on at its end
+# every 0.1 s, no fork a line) and writes each GUEST counter line
+#   UPTIME LINE
+# to /tmp/timeline-local, and sends it to the peer, which writes it with
+# ITS uptime at arrival to /tmp/timeline-peer. For a migration X -> Y, X's
+# two files hold the guest's last line at X and its first at Y on X's
+# clock; the relay from Y is idle then (the migration stream has ended), so
+# its delay is a network round trip at most. Each counter line is also
+# printed as "E2E-INFO guest-line ROLE ..." on the serial console, where
+# the harness stamps it with the host's clock (console.log), a check.
+e2e_mig_follow() { # e2e_mig_follow: runs until killed; stdout: the relay
+  _cur=
+  _part=
+  _seen=" "
+  while :; do
+    if [ -n "$_cur" ] && IFS= read -r _l <&3; then
+      _l=$_part$_l
+      _part=
+      case "$_l" in
+        *"GUEST counter="*" sum="*)
+          read -r _up _x < /proc/uptime
+          echo "$_up $_l" >> /tmp/timeline-local
+          echo "$_l"
+          echo "E2E-INFO guest-line $E2E_MIG_ROLE ${_l#*GUEST }" >&5
+          ;;
+      esac
+      continue
+    fi
+    _part=$_part$_l
+    # at the end of the log followed: a log that appeared since is followed
+    for _f in "$E2E_CONSOLE_DIR"/guest-*.log; do
+      [ -f "$_f" ] || continue
+      case "$_seen" in
+        *" $_f "*) ;;
+        *) _seen="$_seen$_f "; exec 3< "$_f"; _cur=$_f; _part= ;;
+      esac
+    done
+    usleep 100000
+  done
+}
+
+e2e_mig_timeline_listen() { # receives the peer's relay (start before sync)
+  rm -f /tmp/timeline-local /tmp/timeline-peer /tmp/tl.fifo
+  : > /tmp/timeline-local
+  : > /tmp/timeline-peer
+  mkfifo /tmp/tl.fifo
+  nc -l -p $E2E_MIG_TL_PORT > /tmp/tl.fifo 2>/dev/null &
+  e2e_mig_bg $!
+  ( while IFS= read -r _l; do
+      read -r _up _x < /proc/uptime
+      echo "$_up $_l" >> /tmp/timeline-peer
+    done < /tmp/tl.fifo ) &
+  e2e_mig_bg $!
+}
+
+e2e_mig_timeline_relay() { # follows the local console, relays it (after sync)
+  exec 5>&1
+  rm -f /tmp/relay.fifo
+  mkfifo /tmp/relay.fifo
+  nc "$E2E_MIG_PEER" $E2E_MIG_TL_PORT < /tmp/relay.fifo > /dev/null 2>&1 &
+  e2e_mig_bg $!
+  e2e_mig_follow > /tmp/relay.fifo &
+  e2e_mig_bg $!
+}
+
+# e2e_mig_gap NAME BEFORE: on the source host of a migration, the seconds
+# between the guest's line BEFORE here and its line BEFORE+1 at the peer
+# (waits up to 60 s for it). Reports NAME_guest_gap_s, the usual interval
+# between two lines here (median) and their difference, the guest's pause.
+e2e_mig_gap() {
+  _i=0
+  until grep -q "GUEST counter=$(($2 + 1)) " /tmp/timeline-peer; do
+    _i=$((_i + 1))
+    [ $_i -ge 60 ] && { echo "E2E-INFO no line $(($2 + 1)) from the peer"; tail -3 /tmp/timeline-peer; return 1; }
+    sleep 1
+  done
+  _t0=$(grep "GUEST counter=$2 " /tmp/timeline-local | head -1 | cut -d' ' -f1)
+  _t1=$(grep "GUEST counter=$(($2 + 1)) " /tmp/timeline-peer | head -1 | cut -d' ' -f1)
+  [ -n "$_t0" ] || { echo "E2E-INFO no line $2 here"; return 1; }
+  _tick=$(grep -o '^[0-9.]* ' /tmp/timeline-local | awk 'NR > 1 { print $1 - p } { p = $1 }' \
+    | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print 1 }')
+  _gap=$(awk -v a="$_t0" -v b="$_t1" 'BEGIN { printf "%.2f", b - a }')
+  e2e_report "$1_guest_gap_s" "$_gap"
+  e2e_report "$1_guest_tick_median_s" "$(awk -v t="$_tick" 'BEGIN { printf "%.2f", t }')"
+  e2e_report "$1_guest_downtime_s" "$(awk -v g="$_gap" -v t="$_tick" 'BEGIN { printf "%.2f", g - t }')"
+  _rtt=$(ping -c 3 "$E2E_MIG_PEER" 2>/dev/null | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
+  e2e_report "$1_link_rtt_ms" "${_rtt:-?}"
+}
+
+e2e_mig_num() { # e2e_mig_num FILE KEY -> the number after "KEY": in FILE
+  tr ',{}' '\n\n\n' < "$1" | sed -n "s/^ *\"$2\" *: *\([-0-9.eE+]*\) *$/\1/p" | head -1
+}
+
+e2e_mig_report_json() { # e2e_mig_report_json NAME FILE: relocd migrate --json's figures
+  for _k in rounds pages_sent bytes_sent downtime_ms total_ms bandwidth_mib_s; do
+    e2e_report "$1_$_k" "$(e2e_mig_num "$2" $_k)"
+  done
+}
+
+# A failure the scenario goes on after (to learn more in one run): printed
+# as E2E-FAIL (the harness counts it), the scenario exits 1 at its end.
+E2E_MIG_FAILED=0
+e2e_mig_soft_fail() {
+  echo "E2E-FAIL $*"
+  E2E_MIG_FAILED=1
+}
