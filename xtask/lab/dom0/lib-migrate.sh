@@ -63,6 +63,9 @@ e2e_mig_relocd() { relocd --control "$E2E_MIG_SOCK" "$@"; }
 e2e_mig_bg() { E2E_MIG_PIDS="$E2E_MIG_PIDS $1"; } # a background PID to end at exit
 
 e2e_mig_end() { # the EXIT trap
+  _rc=$?
+  # a host that fails tells its peer, which may be waiting for a message
+  [ "$_rc" != 0 ] && [ -n "$E2E_MIG_PEER" ] && e2e_mig_tell "abort" 4
   for _p in $E2E_MIG_PIDS; do kill "$_p" 2>/dev/null; done
   e2e_mig_stop
   [ -s "$E2E_MIG_LOG" ] && e2e_collect "$E2E_MIG_LOG" relocd-serve.log
@@ -94,12 +97,12 @@ e2e_mig_hear() { # e2e_mig_hear TIMEOUT_S -> the line the peer told
 
 e2e_mig_sync() { # e2e_mig_sync NAME: both hosts have got here
   if [ "$E2E_MIG_ROLE" = A ]; then
-    _m=$(e2e_mig_hear 300)
+    _m=$(e2e_mig_hear 200)
     [ "$_m" = "sync $1" ] || e2e_fail "sync $1: B said '$_m'"
     e2e_mig_tell "sync $1" || e2e_fail "sync $1: B does not listen"
   else
-    e2e_mig_tell "sync $1" 600 || e2e_fail "sync $1: A does not listen"
-    _m=$(e2e_mig_hear 300)
+    e2e_mig_tell "sync $1" || e2e_fail "sync $1: A does not listen"
+    _m=$(e2e_mig_hear 200)
     [ "$_m" = "sync $1" ] || e2e_fail "sync $1: A said '$_m'"
   fi
 }
