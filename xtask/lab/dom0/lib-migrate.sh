@@ -226,8 +226,12 @@ e2e_mig_timeline_listen() { # receives the peer's relay (start before sync)
   rm -f /tmp/timeline-local /tmp/timeline-peer /tmp/tl.fifo
   : > /tmp/timeline-local
   : > /tmp/timeline-peer
-  mkfifo /tmp/tl.fifo
-  nc -l -p $E2E_MIG_TL_PORT > /tmp/tl.fifo 2>/dev/null &
+  rm -f /tmp/tl-hold.fifo
+  mkfifo /tmp/tl.fifo /tmp/tl-hold.fifo
+  # busybox nc ends the connection when its stdin ends: give it one that
+  # does not (a FIFO this shell holds open)
+  exec 6<> /tmp/tl-hold.fifo
+  nc -l -p $E2E_MIG_TL_PORT < /tmp/tl-hold.fifo > /tmp/tl.fifo 2>/dev/null &
   e2e_mig_bg $!
   ( while IFS= read -r _l; do
       read -r _up _x < /proc/uptime

@@ -37,6 +37,8 @@ A)
   e2e_collect /tmp/migrate.json migrate.json
   if [ $rc != 0 ]; then
     e2e_mig_tell "failed" 20
+    [ "$(xl domid $E2E_GUEST 2>/dev/null)" = "$domid" ] || e2e_fail "after the failed migration the guest is not domain $domid"
+    e2e_mig_counts_on failed-migration
     e2e_fail "relocd migrate --live to B failed (rc $rc): $(cat /tmp/migrate.json /tmp/migrate.err | tail -2 | tr '\n' ' ')"
   fi
   e2e_mig_report_json migrate /tmp/migrate.json
