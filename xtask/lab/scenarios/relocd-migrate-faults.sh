@@ -1,9 +1,12 @@
 # relocd-migrate-faults (two hosts; both daemons with --io-timeout 5):
-#  (a) A's link goes down 8 s into a live pre-copy to B, for 15 s (longer
+# The guest dirties 1 MiB/s of a 16 MiB working set.
+#  (a) A's link goes down 4 s into a live pre-copy to B (capped at 1 MiB/s
+#      so that it lasts), for 15 s (longer
 #      than the io timeout), then up again: the migration fails, the guest
 #      counts on at A, B keeps no domain (its daemon destroys its half-built
 #      copy);
-#  (b) A migrates again with one pre-copy round (a long stop-and-copy);
+#  (b) A migrates again with one pre-copy round at 2 MiB/s (so that the
+#      stop-and-copy has megabytes to send);
 #      when A sees the guest suspended it tells B, which kills its daemon
 #      (kill -9): the migration fails, A resumes the guest, which counts
 #      on; B's restarted daemon settles its journal: no domain left on B.
@@ -27,17 +30,23 @@ e2e_mig_wait_link
 case "$E2E_MIG_ROLE" in
 A)
   e2e_mig_guest96
+  sed -i 's/e2e.ws_mb=[0-9]* e2e.dirty_kb=[0-9]*/e2e.ws_mb=16 e2e.dirty_kb=1024/' "$E2E_GUEST_CFG"
+  grep -q 'e2e.ws_mb=16 e2e.dirty_kb=1024' "$E2E_GUEST_CFG" || e2e_fail "cannot set the guest's dirty rate"
   e2e_guest_start
   domid=$(xl domid $E2E_GUEST)
   e2e_mig_sync ready
 
   # (a) the link cut mid pre-copy
   t0=$(e2e_now)
-  relocd --control $E2E_MIG_SOCK migrate --live --json $E2E_GUEST $E2E_MIG_PEER \
+  relocd --control $E2E_MIG_SOCK migrate --live --bandwidth 1M/s --json $E2E_GUEST $E2E_MIG_PEER \
     > /tmp/migrate-a.json 2>&1 &
   mp=$!
-  sleep 8
-  kill -0 $mp 2>/dev/null || { cat /tmp/migrate-a.json; e2e_fail "the migration ended within 8 s, before the cut"; }
+  sleep 4
+  if ! kill -0 $mp 2>/dev/null; then
+    cat /tmp/migrate-a.json
+    e2e_mig_tell "cut-done early"
+    e2e_fail "(a) the migration ended within 4 s, before the cut: $(tr '\n' ' ' < /tmp/migrate-a.json | cut -c1-300)"
+  fi
   echo "E2E-INFO (a) link down at $(e2e_secs "$t0" "$(e2e_now)") s into the migration"
   ip link set eth0 down
   sleep 15
@@ -59,7 +68,7 @@ A)
 
   # (b) B's daemon killed in the stop-and-copy
   t0=$(e2e_now)
-  relocd --control $E2E_MIG_SOCK migrate --live --max-iters 1 --json $E2E_GUEST $E2E_MIG_PEER \
+  relocd --control $E2E_MIG_SOCK migrate --live --max-iters 1 --bandwidth 2M/s --json $E2E_GUEST $E2E_MIG_PEER \
     > /tmp/migrate-b.json 2>&1 &
   mp=$!
   seen=
