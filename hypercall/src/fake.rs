@@ -651,6 +651,15 @@ impl Hypervisor for FakeXen {
                     elapsed_nsec: 123_456_789,
                 });
             }
+            domctl::cmd::MAX_VCPUS => {
+                // As Xen 4.17: only the count createdomain set is accepted
+                // (it creates the vCPUs, which the model has already).
+                let p: crate::abi::domctl::MaxVcpus = d.payload();
+                let dom = domain(&mut st, d.domain, op)?;
+                if p.max as usize != dom.vcpus.len() {
+                    return Err(Error::new(op, errno::EINVAL));
+                }
+            }
             domctl::cmd::SET_CPU_POLICY | domctl::cmd::SETVCPUEXTSTATE => {
                 // Accepted as given (Xen would audit them).
                 domain(&mut st, d.domain, op)?;

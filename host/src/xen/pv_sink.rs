@@ -6,7 +6,7 @@
 //!
 //! | step | Xen |
 //! | --- | --- |
-//! | `create` | createdomain (paused), max_mem, address size 64, two unbound event channels towards dom0 |
+//! | `create` | createdomain (paused), max_vcpus (which creates them), max_mem, address size 64, two unbound event channels towards dom0 |
 //! | `record` `X86_PV_INFO` | 64-bit, 4 levels, or refused |
 //! | `record` policies | kept; applied (set_cpu_policy) when `X86_PV_P2M_FRAMES` ends the static data |
 //! | `record` `X86_PV_P2M_FRAMES` | the p2m's size and the pfns of the guest's own p2m pages |
@@ -243,6 +243,8 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
 
     fn prepare(&mut self) -> Result<()> {
         let (xen, d) = (self.xen, self.domid);
+        // createdomain sizes the vCPU array; max_vcpus creates them.
+        xen.set_max_vcpus(d, self.req.vcpus)?;
         xen.set_max_mem(d, self.req.max_memkb)?;
         xen.set_address_size(d, 64)?;
         self.store_port = xen.evtchn_alloc_unbound(d, BACKEND_DOMID)?;
