@@ -471,8 +471,7 @@ impl<H: Hypervisor + Send + Sync, M: PvSinkMaker<H>> XenReceiver<H, M> {
         let ask = PvAdmission {
             name: name.to_owned(),
             uuid: req.uuid,
-            // The guest's pages, and libxl's 1 MiB of slack above them.
-            max_memkb: req.memory_bytes.div_ceil(1024).saturating_add(1024),
+            max_memkb: req.memory_bytes.div_ceil(1024),
             vcpus: req.vcpus,
             p2m_size: req.p2m_size,
         };

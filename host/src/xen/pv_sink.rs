@@ -39,6 +39,9 @@ const INVALID_MFN: u64 = u64::MAX;
 /// Most pfns a stream may announce, relative to the guest's memory: four
 /// times its pages plus 1 Mi (holes are cheap, but the map is not free).
 const P2M_SLACK: u64 = 1 << 20;
+/// What Xen's memory limit adds to a guest's memory (libxl's
+/// `LIBXL_MAXMEM_CONSTANT`), KiB.
+pub const MAXMEM_SLACK_KIB: u64 = 1024;
 /// Highest GDT entry a guest may use (`FIRST_RESERVED_GDT_ENTRY`).
 const MAX_GDT_ENTRIES: u64 = 7168;
 /// Offsets in `start_info_t` (x86_64).
@@ -122,7 +125,8 @@ pub struct PvCreate {
     pub name: String,
     /// Its UUID.
     pub uuid: [u8; 16],
-    /// Memory it may have, KiB.
+    /// Its memory, KiB (libxl's `static-max` and target); Xen lets it have
+    /// [`MAXMEM_SLACK_KIB`] more, as libxl does.
     pub max_memkb: u64,
     /// vCPUs.
     pub vcpus: u32,
@@ -245,7 +249,7 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
         let (xen, d) = (self.xen, self.domid);
         // createdomain sizes the vCPU array; max_vcpus creates them.
         xen.set_max_vcpus(d, self.req.vcpus)?;
-        xen.set_max_mem(d, self.req.max_memkb)?;
+        xen.set_max_mem(d, self.req.max_memkb.saturating_add(MAXMEM_SLACK_KIB))?;
         xen.set_address_size(d, 64)?;
         self.store_port = xen.evtchn_alloc_unbound(d, BACKEND_DOMID)?;
         self.console_port = xen.evtchn_alloc_unbound(d, BACKEND_DOMID)?;
