@@ -1432,7 +1432,10 @@ mod tests {
         // As Xen 4.17: only createdomain's count is accepted.
         let vcpus = x.domain(3).unwrap().vcpus.len() as u32;
         x.set_max_vcpus(3, vcpus).unwrap();
-        assert_eq!(x.set_max_vcpus(3, vcpus + 1).unwrap_err().errno, errno::EINVAL);
+        assert_eq!(
+            x.set_max_vcpus(3, vcpus + 1).unwrap_err().errno,
+            errno::EINVAL
+        );
     }
 
     #[test]
