@@ -5,7 +5,10 @@
 #   E2E-REPORT key=value           a figure for the harness's summary
 #   E2E-FAIL message               the scenario failed (and exits 1)
 #   E2E-FILE-BEGIN name / E2E-FILE-END name   a file copied to target/e2e/
+#   E2E-EXPORT name offset size md5   e2e_export wrote a file onto the
+#                                  transfer disk at byte offset
 E2E_CONSOLE_DIR=/var/log/xen/console
+E2E_XFER=/dev/vda
 
 e2e_now() { cut -d' ' -f1 /proc/uptime; }
 
@@ -29,12 +32,14 @@ e2e_fail() {
 }
 
 e2e_step() { # e2e_step NAME CMD ARGS... -> runs CMD, times it, returns its rc
+  # (the seconds it took are left in E2E_STEP_SECS)
   _name=$1; shift
   _t0=$(e2e_now)
   echo "E2E-STEP-BEGIN $_name"
   "$@"
   _rc=$?
-  echo "E2E-STEP-END $_name $_rc $(e2e_secs "$_t0" "$(e2e_now)")"
+  E2E_STEP_SECS=$(e2e_secs "$_t0" "$(e2e_now)")
+  echo "E2E-STEP-END $_name $_rc $E2E_STEP_SECS"
   return $_rc
 }
 
@@ -44,6 +49,30 @@ e2e_collect() { # e2e_collect FILE [NAME] -> the harness saves it as NAME
   [ -f "$1" ] && cat "$1"
   echo
   echo "E2E-FILE-END $_n"
+}
+
+# e2e_export FILE [NAME]: copies FILE, however big, onto the transfer disk
+# (dom0 boots with one when the harness attached it) at the next free MiB
+# and tells the harness, which extracts it after the scenario into
+# target/e2e/SCENARIO/NAME, checks its MD5 and, for a NAME ending in
+# `.save`, runs Xen's verify-stream-v2 on it (a rejected stream fails the
+# scenario). Returns non-zero if the file could not be written.
+e2e_export() {
+  _n=${2:-${1##*/}}
+  [ -b "$E2E_XFER" ] && [ -f /run/e2e-xfer-next ] \
+    || { echo "E2E-WARN no transfer disk: $_n not exported"; return 1; }
+  [ -f "$1" ] || { echo "E2E-WARN e2e_export: no file $1"; return 1; }
+  _size=$(wc -c < "$1")
+  _at=$(cat /run/e2e-xfer-next)
+  _mib=$(((_size + 1048575) / 1048576))
+  _disk=$(($(cat /sys/block/${E2E_XFER##*/}/size) / 2048))
+  [ $((_at + _mib)) -le "$_disk" ] \
+    || { echo "E2E-WARN the transfer disk is full: $_n not exported"; return 1; }
+  _sum=$(md5sum < "$1" | cut -c1-32)
+  e2e_step "export-$_n" dd if="$1" of="$E2E_XFER" bs=1M seek="$_at" conv=notrunc,fsync 2>/dev/null \
+    || { echo "E2E-WARN writing $_n onto $E2E_XFER failed"; return 1; }
+  echo $((_at + _mib)) > /run/e2e-xfer-next
+  echo "E2E-EXPORT $_n $((_at * 1048576)) $_size $_sum"
 }
 
 # The test guest prints "GUEST counter=N sum=CRC" every second; xenconsoled
@@ -112,4 +141,81 @@ e2e_guest_goes_on() {
   _sums=$(tail -n +"$4" "$3" | grep -o 'sum=[0-9a-f]*' | sort -u | wc -l)
   [ "$_sums" -ge 2 ] || e2e_fail "the working set did not change after $1"
   return 0
+}
+
+# relocd's daemon with the Xen backend, for the scenarios that drive relocd.
+E2E_RELOCD_SOCK=/tmp/r.sock
+E2E_RELOCD_LOG=/tmp/relocd-serve.log
+
+e2e_relocd_serve() { # starts `relocd serve --backend xen` in the background,
+  # its PID in E2E_RELOCD_PID, and waits up to 10 s for its socket; the log
+  # is appended to (a restarted daemon keeps the first one's lines)
+  rm -f "$E2E_RELOCD_SOCK"
+  mkdir -p /tmp/rs
+  relocd serve --backend xen --control "$E2E_RELOCD_SOCK" --state-dir /tmp/rs \
+    >> "$E2E_RELOCD_LOG" 2>&1 &
+  E2E_RELOCD_PID=$!
+  _i=0
+  until [ -S "$E2E_RELOCD_SOCK" ]; do
+    _i=$((_i + 1))
+    if [ $_i -ge 100 ] || ! kill -0 "$E2E_RELOCD_PID" 2>/dev/null; then
+      cat "$E2E_RELOCD_LOG"
+      e2e_fail "relocd serve --backend xen did not come up"
+    fi
+    sleep 0.1
+  done
+}
+
+e2e_relocd_stop() {
+  kill "$E2E_RELOCD_PID" 2>/dev/null
+  wait "$E2E_RELOCD_PID" 2>/dev/null
+  return 0
+}
+
+e2e_relocd() { relocd --control "$E2E_RELOCD_SOCK" "$@"; }
+
+e2e_json_num() { # e2e_json_num FILE KEY -> the number after "KEY": in FILE
+  tr ',{}' '\n\n\n' < "$1" | sed -n "s/^ *\"$2\" *: *\([-0-9.eE+]*\) *$/\1/p" | head -1
+}
+
+e2e_guest_state() { # the test guest's state letters in xl list (r-----, --p---, ...)
+  xl list | awk -v n="$E2E_GUEST" '$1 == n { print $5 }'
+}
+
+e2e_guest_counts_on() { # e2e_guest_counts_on WHAT: the guest is listed, not
+  # paused, and its counter rises by 3 within 30 s
+  _st=$(e2e_guest_state)
+  [ -n "$_st" ] || e2e_fail "the guest is gone after $1"
+  case "$_st" in *p*|*s*|*c*|*d*) e2e_fail "the guest is in state $_st after $1" ;; esac
+  _c=$(e2e_last_counter "$E2E_GUEST_LOG")
+  e2e_step "$1-counts-on" e2e_wait_counter "$E2E_GUEST_LOG" $((_c + 3)) 30 \
+    || e2e_fail "the guest stopped counting after $1"
+}
+
+# Save files live in dom0's RAM (the initramfs root, at most half of dom0's
+# 768 MiB): the save scenarios clear the folder when they start and end,
+# failed or not, so that one's leftovers cannot fill it for the next.
+E2E_SAVE_DIR=/var/lib/xen/save
+e2e_saves_clear() { rm -f "$E2E_SAVE_DIR"/*; }
+
+e2e_save_scenario_end() { # the EXIT trap of the save scenarios
+  e2e_relocd_stop
+  [ -s "$E2E_RELOCD_LOG" ] && e2e_collect "$E2E_RELOCD_LOG" relocd-serve.log
+  e2e_saves_clear
+}
+
+# A heartbeat in dom0: a background loop notes the uptime every 0.2 s; the
+# longest gap between two notes shows how long dom0's user space got no CPU
+# (e.g. while a save runs).
+e2e_heartbeat_start() {
+  rm -f /tmp/heartbeat
+  ( while :; do e2e_now >> /tmp/heartbeat; sleep 0.2; done ) &
+  E2E_HEARTBEAT_PID=$!
+}
+
+e2e_heartbeat_stop() { # e2e_heartbeat_stop NAME -> reports NAME_dom0_max_gap_s
+  kill "$E2E_HEARTBEAT_PID" 2>/dev/null
+  wait "$E2E_HEARTBEAT_PID" 2>/dev/null
+  e2e_report "$1_dom0_max_gap_s" "$(awk 'NR > 1 && $1 - p > m { m = $1 - p } { p = $1 }
+                                       END { printf "%.1f", m }' /tmp/heartbeat)"
 }

@@ -1,5 +1,6 @@
 # guest: create the PV test guest, watch it count, xl save + xl restore it,
 # and check that it goes on counting from where it was, its memory intact.
+# The save file is exported for Xen's verify-stream-v2 on the build host.
 . /e2e/lib.sh
 SAVE=/var/lib/xen/save/$E2E_GUEST.save
 rm -f "$SAVE"
@@ -13,6 +14,7 @@ sleep 1   # let xenconsoled drain the last lines of the saved domain
 before=$(e2e_last_counter "$E2E_GUEST_LOG")
 from=$(e2e_log_mark)
 e2e_report counter_at_save "$before"
+e2e_export "$SAVE" xl.save || e2e_fail "the save file could not be exported"
 
 e2e_step restore xl restore "$SAVE" || e2e_fail "xl restore failed"
 e2e_guest_goes_on restore "$before" "$E2E_GUEST_LOG" "$from"

@@ -75,6 +75,13 @@ const MODULES: &[&str] = &[
     "drivers/xen/xen-gntdev",
     "drivers/xen/xen-gntalloc",
     "drivers/net/ethernet/intel/e1000/e1000",
+    // the transfer disk (virtio-blk over PCI)
+    "drivers/virtio/virtio_ring",
+    "drivers/virtio/virtio",
+    "drivers/virtio/virtio_pci_modern_dev",
+    "drivers/virtio/virtio_pci_legacy_dev",
+    "drivers/virtio/virtio_pci",
+    "drivers/block/virtio_blk",
 ];
 
 const LIB_DIRS: &[&str] = &["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"];
@@ -90,6 +97,10 @@ pub struct Artifacts {
     pub kernel: PathBuf,
     /// The dom0 initramfs.
     pub dom0_initrd: PathBuf,
+    /// Xen's tools from the unpacked `xen-utils-4.17` (the package dom0
+    /// runs), for Xen's stream verifier on the host: `bin/verify-stream-v2`
+    /// and its `lib/python`.
+    pub xen_tools: PathBuf,
     /// How long each build phase took, and whether it came from the cache.
     pub phases: Vec<Phase>,
 }
@@ -173,6 +184,7 @@ pub fn prepare(ws_root: &Path, cache: &Path, shadow: bool) -> Result<Artifacts> 
         xen_shadow,
         kernel,
         dom0_initrd,
+        xen_tools: root.join("usr/lib/xen-4.17"),
         phases,
     })
 }

@@ -11,6 +11,15 @@
 //! cargo xtask e2e [--list] [--xen stock|shadow] [--keep-going] [SCENARIO...]
 //! ```
 //!
+//! Every host gets a transfer disk (a sparse raw image,
+//! `target/e2e/xfer-HOST.img`, virtio-blk `/dev/vda` in dom0) for files too
+//! big for the console: a script's `e2e_export FILE NAME` writes one there,
+//! and after the scenario the harness copies it to the scenario's folder,
+//! checks its MD5 and runs Xen's own `verify-stream-v2 -f xl` on each save
+//! file (`*.save`): its verdict goes into the summary, and a rejected
+//! stream fails the scenario. Accepted save files are deleted afterwards
+//! (they are as big as the guest) unless `RELOCD_E2E_KEEP=1`.
+//!
 //! Pieces: [`build`] makes the images, [`qemu`] starts hosts and drives
 //! their consoles, [`scenario`] lists the scenarios and parses the markers
 //! the dom0 scripts (`xtask/lab/`) print.
@@ -36,6 +45,8 @@ const DOM0_MIB: u32 = 768;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// From typing `run NAME` to the script's first marker.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The transfer disk's size (sparse: only what dom0 writes takes room).
+const XFER_BYTES: u64 = 4 << 30;
 
 /// A reason the e2e scenarios cannot run on this machine at all (no QEMU,
 /// no Debian mirror, QEMU cannot boot Xen), as opposed to a failure.
@@ -104,6 +115,9 @@ pub fn main(args: &[String]) -> Result<()> {
         println!("{:<18} {:<5} about", "scenario", "hosts");
         for s in SCENARIOS {
             println!("{:<18} {:<5} {}", s.name, s.hosts, s.about);
+        }
+        for s in scenario::BY_NAME_ONLY {
+            println!("{:<18} {:<5} (when named) {}", s.name, s.hosts, s.about);
         }
         return Ok(());
     }
@@ -193,6 +207,19 @@ struct Outcome {
     fails: Vec<String>,
     /// Why it did not end, or was not run.
     note: String,
+    /// Files the scenario wrote onto the transfer disks.
+    exports: Vec<Export>,
+}
+
+/// A file a scenario exported (`E2E-EXPORT`).
+#[derive(Clone, Debug, PartialEq)]
+struct Export {
+    /// Index of the host whose transfer disk holds it.
+    host: usize,
+    name: String,
+    offset: u64,
+    size: u64,
+    md5: String,
 }
 
 impl Outcome {
@@ -361,6 +388,15 @@ fn run_group(
     // console logs: host-A.log for the single host, pair-A/B.log for two
     let prefix = if hosts > 1 { "pair" } else { "host" };
     let mut lab = Lab::new();
+    let xfer: Vec<PathBuf> = names[..hosts]
+        .iter()
+        .map(|n| logs.join(format!("xfer-{prefix}-{n}.img")))
+        .collect();
+    for disk in &xfer {
+        let f =
+            fs::File::create(disk).with_context(|| format!("cannot create {}", disk.display()))?;
+        f.set_len(XFER_BYTES)?;
+    }
     let mut watch = BootWatch {
         xen_banner: vec![None; hosts],
         ready: vec![None; hosts],
@@ -381,6 +417,7 @@ fn run_group(
             });
         }
         dom0_args.push(format!("e2e.role={name}"));
+        dom0_args.push("e2e.xfer=1".into());
         let spec = HostSpec {
             name: name.to_string(),
             xen: xen.to_path_buf(),
@@ -391,6 +428,7 @@ fn run_group(
             dom0_mib: DOM0_MIB,
             link,
             pidfile: logs.join(format!("{prefix}-{name}.pid")),
+            xfer: Some(xfer[i].clone()),
         };
         let log = logs.join(format!("{prefix}-{name}.log"));
         eprintln!(
@@ -417,6 +455,7 @@ fn run_group(
     let hostlist = names[..hosts].join("+");
     if let Some(text) = fatal {
         lab.shutdown(Duration::from_secs(1));
+        remove_all(&xfer);
         return Err(Unavailable(format!(
             "QEMU could not boot Xen here: `{text}` (see the console logs in target/e2e/)"
         ))
@@ -424,6 +463,7 @@ fn run_group(
     }
     if let Err(g) = waited {
         lab.shutdown(Duration::from_secs(1));
+        remove_all(&xfer);
         let why = match g {
             Gave::Timeout => format!("dom0 was not up after {} s", BOOT_TIMEOUT.as_secs()),
             Gave::Closed(h) => format!("QEMU of host {h} exited during boot"),
@@ -455,7 +495,7 @@ fn run_group(
             });
             continue;
         }
-        let o = run_scenario(&mut lab, s, hosts, logs)?;
+        let o = run_scenario(&mut lab, s, hosts, logs, &xfer, &art.xen_tools)?;
         eprintln!(
             "e2e: {} {} ({:.1} s) {}",
             s.name,
@@ -474,7 +514,173 @@ fn run_group(
     if killed > 0 {
         eprintln!("e2e: {killed} QEMU did not power off in time and was killed");
     }
+    remove_all(&xfer);
     Ok((boot_line, outcomes))
+}
+
+fn remove_all(files: &[PathBuf]) {
+    for f in files {
+        let _ = fs::remove_file(f);
+    }
+}
+
+/// Copies what the scenario exported from the hosts' transfer disks into
+/// `dir`, checks each copy's MD5 against dom0's, and has Xen's verifier
+/// judge each save file (`*.save`). A bad copy or a rejected stream is a
+/// failure of the scenario; the verdicts are figures of its summary.
+fn check_exports(out: &mut Outcome, dir: &Path, disks: &[PathBuf], names: &[String], tools: &Path) {
+    let keep = std::env::var("RELOCD_E2E_KEEP").is_ok_and(|v| v.trim() == "1");
+    for e in std::mem::take(&mut out.exports) {
+        let host = &names[e.host];
+        let suffix = if names.len() > 1 {
+            format!(".{host}")
+        } else {
+            String::new()
+        };
+        let file = dir.join(format!("{}{suffix}", e.name));
+        let copied = extract(&disks[e.host], e.offset, e.size, &file).and_then(|()| md5sum(&file));
+        match copied {
+            Ok(sum) if sum.eq_ignore_ascii_case(&e.md5) => out.reports.push((
+                host.clone(),
+                format!("export_{}", e.name),
+                format!("{} bytes, md5 matches dom0's", e.size),
+            )),
+            Ok(sum) => {
+                out.fails.push(format!(
+                    "{host}: the copy of {} has md5 {sum}, dom0's file {}",
+                    e.name, e.md5
+                ));
+                continue;
+            }
+            Err(err) => {
+                out.fails.push(format!(
+                    "{host}: cannot copy {} off the transfer disk: {err:#}",
+                    e.name
+                ));
+                continue;
+            }
+        }
+        if !e.name.ends_with(".save") {
+            continue;
+        }
+        let t = Instant::now();
+        match verify_stream(tools, &file) {
+            Ok((rc, output)) => {
+                let secs = t.elapsed().as_secs_f64();
+                let _ = fs::write(dir.join(format!("{}{suffix}.verify.txt", e.name)), &output);
+                let summary = verify_summary(&output);
+                let verdict = if rc == Some(0) {
+                    "accepted"
+                } else {
+                    "REJECTED"
+                };
+                let rc_text = rc.map_or("killed".to_owned(), |c| c.to_string());
+                out.reports.push((
+                    host.clone(),
+                    format!("verify_{}", e.name),
+                    format!(
+                        "verify-stream-v2 -f xl: rc={rc_text} {verdict} ({summary}) in {secs:.1} s"
+                    ),
+                ));
+                if rc == Some(0) {
+                    if !keep {
+                        let _ = fs::remove_file(&file);
+                    }
+                } else {
+                    out.fails.push(format!(
+                        "{host}: Xen's verify-stream-v2 rejects {}: {}",
+                        e.name,
+                        last_line(&output)
+                    ));
+                }
+            }
+            Err(err) => out.fails.push(format!(
+                "{host}: cannot run verify-stream-v2 on {}: {err:#}",
+                e.name
+            )),
+        }
+    }
+}
+
+/// Copies `size` bytes at `offset` of `disk` into `dst`.
+fn extract(disk: &Path, offset: u64, size: u64, dst: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut src = fs::File::open(disk).with_context(|| format!("{}", disk.display()))?;
+    let len = src.metadata()?.len();
+    if offset.checked_add(size).is_none_or(|end| end > len) {
+        bail!("{size} bytes at {offset} do not fit in the {len}-byte disk");
+    }
+    src.seek(SeekFrom::Start(offset))?;
+    let mut out = fs::File::create(dst).with_context(|| format!("{}", dst.display()))?;
+    let n = std::io::copy(&mut src.take(size), &mut out)?;
+    if n != size {
+        bail!("read {n} of {size} bytes");
+    }
+    Ok(())
+}
+
+/// The MD5 of `file` in hex, from the host's `md5sum`.
+fn md5sum(file: &Path) -> Result<String> {
+    let out = std::process::Command::new("md5sum")
+        .arg(file)
+        .output()
+        .context("cannot run md5sum")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.split_whitespace().next() {
+        Some(sum) if out.status.success() && sum.len() == 32 => Ok(sum.to_owned()),
+        _ => bail!("md5sum {} failed", file.display()),
+    }
+}
+
+/// Runs `verify-stream-v2 -f xl -v -i FILE` from Xen's tools in `tools`
+/// (the unpacked `usr/lib/xen-4.17`) with the host's python3: its exit
+/// status (`None`: killed) and what it printed (stdout, then stderr).
+fn verify_stream(tools: &Path, file: &Path) -> Result<(Option<i32>, String)> {
+    let out = std::process::Command::new("python3")
+        .arg(tools.join("bin/verify-stream-v2"))
+        .args(["-f", "xl", "-v", "-i"])
+        .arg(file)
+        .env("PYTHONPATH", tools.join("lib/python"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run python3 (Xen's verify-stream-v2 is Python)")?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.code(), text))
+}
+
+/// One line about what `verify-stream-v2 -v` saw: the domain header, the
+/// records it listed and how many PAGE_DATA records it squashed.
+fn verify_summary(output: &str) -> String {
+    let mut header = None;
+    let (mut libxc, mut libxl, mut pages) = (0usize, 0usize, 0u64);
+    for l in output.lines() {
+        let l = l.trim();
+        if let Some(h) = l.strip_prefix("Domain Header: ") {
+            header = Some(h);
+        } else if l.starts_with("Libxc Record: ") {
+            libxc += 1;
+        } else if l.starts_with("Libxl Record: ") {
+            libxl += 1;
+        } else if let Some(n) = l
+            .strip_prefix("Squashed ")
+            .and_then(|r| r.strip_suffix(" Page Data records together"))
+        {
+            pages += n.parse::<u64>().unwrap_or(0);
+        }
+    }
+    format!(
+        "{}; {libxl} libxl + {libxc} libxc records, {pages} PAGE_DATA",
+        header.unwrap_or("no domain header")
+    )
+}
+
+fn last_line(text: &str) -> &str {
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("(no output)")
 }
 
 /// Collects what one scenario prints: its console lines, markers and files.
@@ -526,6 +732,18 @@ impl Recorder<'_> {
             }
             Some(Marker::Fail(msg)) => out.fails.push(format!("{host}: {msg}")),
             Some(Marker::FileBegin(n)) => self.files[l.host] = Some((n.to_owned(), String::new())),
+            Some(Marker::Export {
+                name,
+                offset,
+                size,
+                md5,
+            }) => out.exports.push(Export {
+                host: l.host,
+                name: name.into(),
+                offset,
+                size,
+                md5: md5.into(),
+            }),
             Some(Marker::BadCommand(_)) => self.garbled[l.host] = true,
             _ => {}
         }
@@ -542,7 +760,14 @@ impl Recorder<'_> {
 
 /// Runs one scenario on every host of the lab and collects its console
 /// lines and files into `logs/NAME/`.
-fn run_scenario(lab: &mut Lab, s: &Scenario, hosts: usize, logs: &Path) -> Result<Outcome> {
+fn run_scenario(
+    lab: &mut Lab,
+    s: &Scenario,
+    hosts: usize,
+    logs: &Path,
+    xfer: &[PathBuf],
+    tools: &Path,
+) -> Result<Outcome> {
     let dir = logs.join(s.name);
     if dir.exists() {
         fs::remove_dir_all(&dir)?;
@@ -623,6 +848,7 @@ fn run_scenario(lab: &mut Lab, s: &Scenario, hosts: usize, logs: &Path) -> Resul
     }
     rec.out.secs = lab.elapsed() - t0;
     fs::write(dir.join("console.log"), &rec.console)?;
+    check_exports(&mut rec.out, &dir, xfer, &rec.names, tools);
     Ok(rec.out)
 }
 
@@ -672,6 +898,10 @@ mod tests {
             (0, "GUEST counter=1 sum=00"),
             (0, "E2E-STEP-END not-a-step 0 1.0"),
             (0, "E2E-FILE-END log.txt"),
+            (
+                1,
+                "E2E-EXPORT b.save 1048576 7 d41d8cd98f00b204e9800998ecf8427e",
+            ),
             (1, "E2E-FAIL no peer"),
             (1, "E2E-REPORT k=v"),
             (0, "E2E-SCENARIO-END guest 0 3.00"),
@@ -693,6 +923,16 @@ mod tests {
         assert_eq!(rec.out.steps, [("A".into(), "save".into(), 0, 1.25)]);
         assert_eq!(rec.out.reports, [("B".into(), "k".into(), "v".into())]);
         assert_eq!(rec.out.fails, ["B: no peer"]);
+        assert_eq!(
+            rec.out.exports,
+            [Export {
+                host: 1,
+                name: "b.save".into(),
+                offset: 1 << 20,
+                size: 7,
+                md5: "d41d8cd98f00b204e9800998ecf8427e".into(),
+            }]
+        );
         // inside a file, markers are text; with two hosts the host is a suffix
         let file = fs::read_to_string(dir.join("log.txt.A")).unwrap();
         assert_eq!(
@@ -701,6 +941,78 @@ mod tests {
         );
         assert_eq!(rec.console.lines().count(), lines.len());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn exported_files_are_copied_off_the_disk_and_their_md5_checked() {
+        let dir = std::env::temp_dir().join(format!("relocd-e2e-xfer-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let disk = dir.join("xfer.img");
+        let mut bytes = vec![0u8; 3 << 20];
+        bytes[1 << 20..(1 << 20) + 3].copy_from_slice(b"abc");
+        fs::write(&disk, &bytes).unwrap();
+        let export = |name: &str, offset, size, md5: &str| Export {
+            host: 0,
+            name: name.into(),
+            offset,
+            size,
+            md5: md5.into(),
+        };
+        let mut out = Outcome {
+            exports: vec![
+                export("abc.txt", 1 << 20, 3, "900150983cd24fb0d6963f7d28e17f72"),
+                export("bad.txt", 1 << 20, 3, "00000000000000000000000000000000"),
+                export(
+                    "past-end.save",
+                    3 << 20,
+                    1,
+                    "0cc175b9c0f1b6a831c399e269772661",
+                ),
+            ],
+            ..Default::default()
+        };
+        // no verifier in `tools`: no .save file gets as far as needing one
+        check_exports(&mut out, &dir, &[disk], &["A".into()], &dir.join("none"));
+        assert_eq!(fs::read(dir.join("abc.txt")).unwrap(), b"abc");
+        assert_eq!(
+            out.reports,
+            [(
+                "A".into(),
+                "export_abc.txt".into(),
+                "3 bytes, md5 matches dom0's".into()
+            )]
+        );
+        assert_eq!(out.fails.len(), 2, "{:?}", out.fails);
+        assert!(out.fails[0].contains("bad.txt has md5 900150983cd24fb0d6963f7d28e17f72"));
+        assert!(out.fails[1].contains("past-end.save"), "{}", out.fails[1]);
+        assert!(out.exports.is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn summarises_what_the_verifier_printed() {
+        let accepted = "Processed xl header\nLibxl Header: little endian\n\
+            Libxl Record: Libxc context, length 0\n\
+            Libxc Image Header: Version 3, little endian\n\
+            Domain Header: x86 PV from Xen 4.17\n\
+            Libxc Record: x86 PV info, length 8\n  64bit guest, 4 levels of pagetables\n\
+            Libxc Record: x86 PV P2M frames, length 520\n\
+            Squashed 32 Page Data records together\n\
+            Libxc Record: TSC info, length 24\n\
+            Squashed 3 Page Data records together\n\
+            Libxc Record: End, length 0\nLibxl Record: End, length 0\n";
+        assert_eq!(
+            verify_summary(accepted),
+            "x86 PV from Xen 4.17; 2 libxl + 4 libxc records, 35 PAGE_DATA"
+        );
+        let rejected = "Processed xl header\nStream Error:\nTraceback (most recent call last):\n\
+            OSError: Stream truncated\n\n";
+        assert_eq!(
+            verify_summary(rejected),
+            "no domain header; 0 libxl + 0 libxc records, 0 PAGE_DATA"
+        );
+        assert_eq!(last_line(rejected), "OSError: Stream truncated");
+        assert_eq!(last_line(""), "(no output)");
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct HostSpec {
     pub link: Option<Link>,
     /// QEMU's PID file.
     pub pidfile: PathBuf,
+    /// A raw image attached as a virtio-blk disk (`/dev/vda` in dom0), the
+    /// way files too big for the console (save images) leave dom0.
+    pub xfer: Option<PathBuf>,
 }
 
 impl HostSpec {
@@ -112,6 +115,17 @@ impl HostSpec {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(disk) = &self.xfer {
+            // cache=unsafe: dom0's writes reach the file at once, flushes
+            // are not waited for (the file is read only after a sync)
+            a.extend([
+                "-drive".into(),
+                format!(
+                    "file={},if=virtio,format=raw,cache=unsafe",
+                    plain_path(disk)?
+                ),
+            ]);
+        }
         match self.link {
             None => a.extend(["-nic".into(), "none".into()]),
             Some(link) => {
@@ -427,6 +441,7 @@ mod tests {
             dom0_mib: 768,
             link,
             pidfile: "/c/A.pid".into(),
+            xfer: None,
         }
     }
 
@@ -452,6 +467,20 @@ mod tests {
         );
         let xen = arg_after(&a, "-append")[0];
         assert!(xen.contains("dom0_mem=768M,max:768M"), "{xen}");
+        assert!(arg_after(&a, "-drive").is_empty());
+    }
+
+    #[test]
+    fn the_transfer_disk_is_a_raw_virtio_drive() {
+        let mut s = spec(None);
+        s.xfer = Some("/c/xfer-A.img".into());
+        let a = s.qemu_args().unwrap();
+        assert_eq!(
+            arg_after(&a, "-drive"),
+            ["file=/c/xfer-A.img,if=virtio,format=raw,cache=unsafe"]
+        );
+        s.xfer = Some("/c/x,y.img".into());
+        assert!(s.qemu_args().is_err());
     }
 
     #[test]
