@@ -29,6 +29,9 @@ use crate::plain::PlainData;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// The shared-info frame of a domain the fake creates: this plus its id.
+pub const FAKE_SHARED_INFO_BASE: u64 = 0x7_0000_0000;
+
 /// The fake MFN of a PFN: an offset that makes mix-ups visible.
 pub const FAKE_MFN_OFFSET: u64 = 0x10_0000;
 
@@ -387,6 +390,13 @@ impl Hypervisor for FakeXen {
                 let mut dom = FakeDomain::pv(id, 0, cfg.max_vcpus);
                 dom.info.flags = dominf::PAUSED;
                 dom.info.handle = cfg.handle;
+                // A new PV domain: its pages are named by machine frame,
+                // and Xen gives it a shared-info page of its own (kept with
+                // the other Xen-owned pages it may map).
+                dom.pv_frames = cfg.flags & domctl::cdf::HVM == 0;
+                let shinfo = FAKE_SHARED_INFO_BASE + u64::from(id);
+                dom.info.shared_info_frame = shinfo;
+                dom.grant_table.insert(shinfo, Box::new([0; PAGE_SIZE]));
                 st.domains.insert(id, dom);
                 d.domain = id;
             }
@@ -650,6 +660,15 @@ impl Hypervisor for FakeXen {
                     pad: 0,
                     elapsed_nsec: 123_456_789,
                 });
+            }
+            domctl::cmd::MAX_VCPUS => {
+                // As Xen 4.17: only the count createdomain set is accepted
+                // (it creates the vCPUs, which the model has already).
+                let p: crate::abi::domctl::MaxVcpus = d.payload();
+                let dom = domain(&mut st, d.domain, op)?;
+                if p.max as usize != dom.vcpus.len() {
+                    return Err(Error::new(op, errno::EINVAL));
+                }
             }
             domctl::cmd::SET_CPU_POLICY | domctl::cmd::SETVCPUEXTSTATE => {
                 // Accepted as given (Xen would audit them).

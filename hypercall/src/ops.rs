@@ -1429,8 +1429,13 @@ mod tests {
         let x = fake();
         x.set_max_mem(3, 1024).unwrap();
         assert_eq!(x.domain_info(3).unwrap().max_pages, 256);
-        // Not modelled by the fake, but admitted by the table.
-        assert_eq!(x.set_max_vcpus(3, 2).unwrap_err().errno, errno::ENOSYS);
+        // As Xen 4.17: only createdomain's count is accepted.
+        let vcpus = x.domain(3).unwrap().vcpus.len() as u32;
+        x.set_max_vcpus(3, vcpus).unwrap();
+        assert_eq!(
+            x.set_max_vcpus(3, vcpus + 1).unwrap_err().errno,
+            errno::EINVAL
+        );
     }
 
     #[test]

@@ -30,7 +30,11 @@
 //!   The sender zeroes them; Xen rebuilds them when the table is pinned on
 //!   the destination.
 //! - A present entry with the PSE bit in an L2, L3 or L4 table is refused
-//!   outright (Xen: "Cannot migrate superpage", `E2BIG`), live or not.
+//!   once the guest is paused (Xen: "Cannot migrate superpage", `E2BIG`).
+//!   While it runs, such a page is deferred like one naming a foreign
+//!   frame: a page typed as a table when its type was read may have been
+//!   freed and refilled with data before it was copied (seen on a real
+//!   guest; Xen's saver fails the migration there).
 //! - A present entry whose frame is not one of the guest's own
 //!   (`mfn_in_pseudophysmap` fails) is a race with the guest while it runs
 //!   (Xen returns `EAGAIN`; the saver sends that pfn as `XTAB` in this batch

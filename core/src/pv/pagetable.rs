@@ -91,10 +91,12 @@ fn slot(i: usize) -> u16 {
 /// `level` is the table's level (1..=4, from the page's `L?TAB` type).
 /// Rules (Xen's `normalise_pagetable` for 4-level guests): in an L4, Xen's
 /// slots 256..=271 become 0; entries without the present bit are kept as
-/// they are; a present entry above L1 with PSE is
-/// [`PvError::Superpage`]; a present entry whose frame the map does not
-/// know is [`Normalised::Deferred`] in [`Mode::Live`] and
-/// [`PvError::ForeignFrame`] in [`Mode::Paused`]; every other present entry
+/// they are; a present entry above L1 with PSE, or a present entry whose
+/// frame the map does not know, is [`Normalised::Deferred`] in
+/// [`Mode::Live`] (the guest changed the page under the copy; Xen's saver
+/// defers only the second case and fails on the first, a race seen on
+/// real guests) and [`PvError::Superpage`] or [`PvError::ForeignFrame`] in
+/// [`Mode::Paused`]; every other present entry
 /// gets its pfn in bits 12..=51, all other bits kept. The first offending
 /// entry is reported and the page is then left untouched.
 pub fn normalise_page_table(
@@ -111,11 +113,21 @@ pub fn normalise_page_table(
             continue;
         }
         if level > 1 && pte & PAGE_PSE != 0 {
-            return Err(PvError::Superpage {
-                level,
-                slot: slot(i),
-                pte,
-            });
+            // Read while the guest runs, a page typed as a table may have
+            // been freed and reused for data between the type lookup and
+            // the copy: it goes again in the paused round, where a real
+            // superpage is refused.
+            return match mode {
+                Mode::Live => Ok(Normalised::Deferred {
+                    slot: slot(i),
+                    mfn: frame_of(pte),
+                }),
+                Mode::Paused => Err(PvError::Superpage {
+                    level,
+                    slot: slot(i),
+                    pte,
+                }),
+            };
         }
         let mfn = frame_of(pte);
         match map.mfn_to_pfn(mfn) {

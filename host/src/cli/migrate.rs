@@ -120,8 +120,10 @@ the port defaults to 8002 (xend-relocation-port). HOST's relocd must listen \
 for relocations and admit this host (xend-relocation-hosts-allow).
 
 Backends: the sim backend (serve --backend sim) migrates its simulated \
-guests. The xen backend (serve --backend xen) lists domains but does not \
-move them yet: it answers \"migrate is not implemented yet\" (exit status 1).
+guests; the xen backend (serve --backend xen) migrates 64-bit PV guests to \
+another Xen host's relocd, which builds the domain itself (its console and \
+xenstore connection come back; network and disk devices are not recreated \
+yet, so move guests without them).
 
 Ctrl-C sends cancel: a migration before its point of no return stops and \
 the guest keeps running here.";

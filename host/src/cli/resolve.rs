@@ -13,9 +13,12 @@ Find out where the guest runs (ask the other host: `relocd list` there), then \
 --resume it here if it runs nowhere else, or --discard the copy here if it \
 runs there. Resuming a guest that also runs elsewhere runs it twice.
 
-Backends: the sim backend. The xen backend (serve --backend xen) lists \
-domains but does not move them yet: it answers \"resolve is not implemented \
-yet\" (exit status 1).";
+Backends: the sim backend. The xen backend (serve --backend xen) does not \
+resolve yet (it answers \"resolve is not implemented\", exit status 1): its \
+daemon settles at start-up what a killed one left (an unfinished source is \
+resumed, a half-built incoming copy destroyed). An in-doubt guest stays \
+suspended and is named in the log: if the other host runs it, xl destroy \
+it here; otherwise the copy at the other host is the one to keep.";
 
 /// `relocd resolve`'s arguments.
 #[derive(Clone, Debug, clap::Args)]

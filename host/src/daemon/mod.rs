@@ -357,7 +357,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The hypervisor backend: `sim` (the simulated hypervisor, no Xen
-    /// needed) or `xen` (a real Xen, from its dom0: lists its domains).
+    /// needed) or `xen` (a real Xen, from its dom0: lists its domains,
+    /// saves, restores and migrates 64-bit PV guests).
     #[arg(long, value_enum, default_value = "sim")]
     pub backend: BackendKind,
     /// Listen for relocations on ADDR:PORT, whatever the config says (port 0:

@@ -471,8 +471,7 @@ impl<H: Hypervisor + Send + Sync, M: PvSinkMaker<H>> XenReceiver<H, M> {
         let ask = PvAdmission {
             name: name.to_owned(),
             uuid: req.uuid,
-            // The guest's pages, and libxl's 1 MiB of slack above them.
-            max_memkb: req.memory_bytes.div_ceil(1024).saturating_add(1024),
+            max_memkb: req.memory_bytes.div_ceil(1024),
             vcpus: req.vcpus,
             p2m_size: req.p2m_size,
         };
@@ -796,5 +795,90 @@ mod tests {
         let open = crate::daemon::journal::unresolved(&env.journal.entries().unwrap());
         assert!(open.is_empty(), "{open:?}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn store_of(store: crate::xen::xenstore::fake::Store) -> crate::xen::backend::StoreConnector {
+        Box::new(move || {
+            let mut f = FakeXenstored::new(&[]);
+            f.store = store.clone();
+            Ok(Xenstore::new(Box::new(f) as Box<dyn Transport>))
+        })
+    }
+
+    /// A PV guest moves between two fake Xen hosts through the whole
+    /// protocol: offline and live, the copy on B runs with the guest's
+    /// pages, its page tables and vCPU on B's frames, its xenstore tree;
+    /// A has it no more; both journals are settled.
+    #[test]
+    fn a_pv_guest_moves_between_two_fake_xen_hosts() {
+        use crate::xen::test_guest::{self, MFN0};
+        use relocd_hypercall::fake::FAKE_MFN_OFFSET;
+        for live in [false, true] {
+            let g = test_guest::guest();
+            let a = Arc::new(XenBackend::with_store(
+                g.xen.clone(),
+                store_of(g.store.clone()),
+            ));
+            let xb = FakeXen::new();
+            xb.add_domain(FakeDomain::pv(0, 16, 1));
+            let bstore = FakeXenstored::new(&[("/local/domain/0/name", "Domain-0")])
+                .store
+                .clone();
+            let b = Arc::new(XenBackend::with_store(xb.clone(), store_of(bstore.clone())));
+            let (env_a, dir_a) = env(&format!("pv-a-{live}"));
+            let (env_b, dir_b) = env(&format!("pv-b-{live}"));
+            let rx = XenReceiver::new(b.clone(), env_b.clone(), PvRestore);
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let t = std::thread::spawn(move || {
+                let (stream, peer) = l.accept().unwrap();
+                rx.handle(Session {
+                    id: 1,
+                    stream,
+                    peer,
+                    peer_name: crate::peer::PeerName::None {
+                        reason: "test".into(),
+                    },
+                    io_timeout: None,
+                    shutdown: ShutdownToken::new(),
+                });
+            });
+            let mut r = req("web1", port);
+            r.live = live;
+            let s = migrate_pv(&a, &env_a, &r, &mut NoProgress).unwrap();
+            t.join().unwrap();
+            assert!(s.pages_sent >= test_guest::PAGES, "{s:?}");
+            assert!(
+                g.xen.domain(test_guest::DOMID).is_none(),
+                "A has it no more"
+            );
+            let mut xs = b.store().unwrap();
+            let d = resolve_domain(&xb, Some(&mut xs), "web1").expect("B runs web1");
+            let info = xb.domain_info(d).unwrap();
+            assert!(!info.paused() && !info.shutdown(), "{info:?}");
+            let nd = xb.domain(d).unwrap();
+            let mfn = |pfn: u64| pfn + FAKE_MFN_OFFSET;
+            assert!(nd.memory[&mfn(10)].starts_with(b"hello from pfn 10"));
+            assert_eq!(nd.vcpus[0].ctrlreg[3], mfn(1) << 12);
+            let l4 = &nd.memory[&mfn(1)];
+            assert_eq!(
+                u64::from_le_bytes(l4[0..8].try_into().unwrap()),
+                (mfn(2) << 12) | 0x67,
+                "the L4 names B's frames (A's were {:#x})",
+                MFN0 + 2
+            );
+            assert!(xb.pinned_tables(d).contains(&(mfn(1), 4)));
+            assert_eq!(
+                xs.read_string(&format!("/local/domain/{d}/name")).unwrap(),
+                "web1"
+            );
+            for env in [&env_a, &env_b] {
+                let open = crate::daemon::journal::unresolved(&env.journal.entries().unwrap());
+                assert!(open.is_empty(), "{open:?}");
+            }
+            drop(g);
+            std::fs::remove_dir_all(&dir_a).unwrap();
+            std::fs::remove_dir_all(&dir_b).unwrap();
+        }
     }
 }

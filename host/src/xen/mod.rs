@@ -21,6 +21,8 @@ pub mod pv_error;
 pub mod pv_sink;
 pub mod pv_source;
 pub mod save;
+#[cfg(test)]
+pub(crate) mod test_guest;
 pub mod xenstore;
 
 pub use backend::XenBackend;

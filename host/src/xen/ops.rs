@@ -91,7 +91,7 @@ pub fn xl_config(
         "c_info": { "type": "pv", "name": name, "uuid": uuid_text(&info.handle) },
         "b_info": {
             "max_vcpus": vcpus,
-            "max_memkb": info.max_pages.saturating_mul(4),
+            "max_memkb": info.tot_pages.saturating_mul(4),
             "target_memkb": info.tot_pages.saturating_mul(4),
             "type.pv": {},
         },
@@ -434,7 +434,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut info = relocd_hypercall::DomainInfo::from(&Default::default());
         info.handle = [7; 16];
-        info.max_pages = 32768;
+        info.max_pages = 32768 + 256;
         info.tot_pages = 32768;
         info.max_vcpu_id = Some(1);
         let made = xl_config(&dir, 3, "web1", &info);

@@ -6,7 +6,7 @@
 //!
 //! | step | Xen |
 //! | --- | --- |
-//! | `create` | createdomain (paused), max_mem, address size 64, two unbound event channels towards dom0 |
+//! | `create` | createdomain (paused), max_vcpus (which creates them), max_mem, address size 64, two unbound event channels towards dom0 |
 //! | `record` `X86_PV_INFO` | 64-bit, 4 levels, or refused |
 //! | `record` policies | kept; applied (set_cpu_policy) when `X86_PV_P2M_FRAMES` ends the static data |
 //! | `record` `X86_PV_P2M_FRAMES` | the p2m's size and the pfns of the guest's own p2m pages |
@@ -39,6 +39,9 @@ const INVALID_MFN: u64 = u64::MAX;
 /// Most pfns a stream may announce, relative to the guest's memory: four
 /// times its pages plus 1 Mi (holes are cheap, but the map is not free).
 const P2M_SLACK: u64 = 1 << 20;
+/// What Xen's memory limit adds to a guest's memory (libxl's
+/// `LIBXL_MAXMEM_CONSTANT`), KiB.
+pub const MAXMEM_SLACK_KIB: u64 = 1024;
 /// Highest GDT entry a guest may use (`FIRST_RESERVED_GDT_ENTRY`).
 const MAX_GDT_ENTRIES: u64 = 7168;
 /// Offsets in `start_info_t` (x86_64).
@@ -122,7 +125,8 @@ pub struct PvCreate {
     pub name: String,
     /// Its UUID.
     pub uuid: [u8; 16],
-    /// Memory it may have, KiB.
+    /// Its memory, KiB (libxl's `static-max` and target); Xen lets it have
+    /// [`MAXMEM_SLACK_KIB`] more, as libxl does.
     pub max_memkb: u64,
     /// vCPUs.
     pub vcpus: u32,
@@ -243,7 +247,9 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
 
     fn prepare(&mut self) -> Result<()> {
         let (xen, d) = (self.xen, self.domid);
-        xen.set_max_mem(d, self.req.max_memkb)?;
+        // createdomain sizes the vCPU array; max_vcpus creates them.
+        xen.set_max_vcpus(d, self.req.vcpus)?;
+        xen.set_max_mem(d, self.req.max_memkb.saturating_add(MAXMEM_SLACK_KIB))?;
         xen.set_address_size(d, 64)?;
         self.store_port = xen.evtchn_alloc_unbound(d, BACKEND_DOMID)?;
         self.console_port = xen.evtchn_alloc_unbound(d, BACKEND_DOMID)?;

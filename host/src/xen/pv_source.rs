@@ -452,7 +452,10 @@ impl<H: Hypervisor> SourceGuest for PvSource<'_, H> {
         Ok(GuestInfo {
             guest_type: GuestType::Pv,
             p2m_size: self.p2m.size(),
-            nr_pages: self.tot_pages,
+            // Pages the stream can carry: those the p2m names (Xen's count
+            // may include a few the guest does not map, never more than
+            // its p2m can hold on the other side).
+            nr_pages: self.tot_pages.min(self.p2m.size()),
             vcpus: self.vcpus,
         })
     }

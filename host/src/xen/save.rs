@@ -386,144 +386,14 @@ pub fn save<H: Hypervisor>(
 mod tests {
     use super::*;
     use crate::daemon::backend::NoProgress;
-    use crate::xen::p2m::{SHINFO_FRAME_LIST_LIST, SHINFO_MAX_PFN};
-    use crate::xen::xenstore::fake::FakeXenstored;
     use relocd_core::stream::reader::Layer;
     use relocd_core::stream::reader::{Decoder, Event, Options};
-    use relocd_hypercall::abi::domctl::pfinfo;
-    use relocd_hypercall::abi::xen::{vgcf, VcpuGuestContext};
-    use relocd_hypercall::fake::{FakeDomain, FakeXen};
+    use relocd_hypercall::abi::xen::VcpuGuestContext;
     use relocd_hypercall::{Op, XenOps};
     use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
-    const DOMID: DomId = 4;
-    /// Guest pages; pfn p lives in frame MFN0 + p.
-    const PAGES: u64 = 600;
-    const MFN0: u64 = 0x1000;
-    const SHINFO: u64 = 0x10;
-    /// Frames of the test's page tables (L4 at pfn 1, L3 at pfn 2).
-    const L4_PTE0: u64 = ((MFN0 + 2) << 12) | 0x67;
-    const L3_PTE3: u64 = (1 << 63) | ((MFN0 + 3) << 12) | 0x63;
-
-    struct Guest {
-        xen: FakeXen,
-        store: crate::xen::xenstore::fake::Store,
-        stop: Arc<AtomicBool>,
-        kernel: Option<std::thread::JoinHandle<()>>,
-    }
-
-    impl Drop for Guest {
-        fn drop(&mut self) {
-            self.stop.store(true, Ordering::SeqCst);
-            if let Some(k) = self.kernel.take() {
-                let _ = k.join();
-            }
-        }
-    }
-
-    fn put_words(x: &FakeXen, frame: u64, words: &[(usize, u64)]) {
-        let mut p = [0u8; PAGE_SIZE];
-        for &(i, w) in words {
-            p[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-        }
-        assert!(x.guest_write(DOMID, frame, 0, &p));
-    }
-
-    /// A 64-bit PV guest of 600 pages on the fake: its p2m tree in its own
-    /// pages (leaves at pfns 596-597, list 598, root 599), an L4 and an L3,
-    /// vCPU 0 on the L4, text in pfn 10, and a "kernel" thread that answers
-    /// xenstore's suspend request by shutting the domain down for suspend.
-    fn guest() -> Guest {
-        let x = FakeXen::new();
-        let mut d = FakeDomain::pv(DOMID, MFN0 + PAGES, 1);
-        d.info.shared_info_frame = SHINFO;
-        d.dirty_offset = MFN0;
-        d.vcpus[0].flags = vgcf::ONLINE | vgcf::IN_KERNEL;
-        d.vcpus[0].ctrlreg[3] = (MFN0 + 1) << 12;
-        d.vcpus[0].user_regs.rax = 0;
-        // a suspending guest leaves its start-info frame in rdx
-        d.vcpus[0].user_regs.rdx = MFN0 + 3;
-        x.add_domain(d);
-        let leaf_pfns = [596u64, 597];
-        for (i, &lp) in leaf_pfns.iter().enumerate() {
-            let words: Vec<(usize, u64)> = (0..512)
-                .map(|k| (k, i as u64 * 512 + k as u64))
-                .filter(|&(_, p)| p < PAGES)
-                .map(|(k, p)| (k, MFN0 + p))
-                .collect();
-            put_words(&x, MFN0 + lp, &words);
-        }
-        put_words(&x, MFN0 + 598, &[(0, MFN0 + 596), (1, MFN0 + 597)]);
-        put_words(&x, MFN0 + 599, &[(0, MFN0 + 598)]);
-        put_words(
-            &x,
-            SHINFO,
-            &[
-                (SHINFO_MAX_PFN / 8, PAGES),
-                (SHINFO_FRAME_LIST_LIST / 8, MFN0 + 599),
-            ],
-        );
-        put_words(
-            &x,
-            MFN0 + 1,
-            &[(0, L4_PTE0), (5, 0x1234_0000), (256, 0xdead_0001)],
-        );
-        put_words(&x, MFN0 + 2, &[(3, L3_PTE3)]);
-        // pfn 3: the start-info page, store ring at pfn 10, console at 11
-        // (a suspended guest keeps pfns there)
-        put_words(&x, MFN0 + 3, &[(56 / 8, 10), (72 / 8, 11)]);
-        x.set_page_type(DOMID, MFN0 + 1, pfinfo::L4TAB | pfinfo::LPINTAB);
-        x.set_page_type(DOMID, MFN0 + 2, pfinfo::L3TAB);
-        assert!(x.guest_write(DOMID, MFN0 + 10, 0, b"hello from pfn 10"));
-        let xs = FakeXenstored::new(&[
-            ("/local/domain/4/name", "web1"),
-            ("/local/domain/4/vm", "/vm/0000"),
-            ("/vm/0000/name", "web1"),
-        ]);
-        let store = xs.store.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let kernel = {
-            let (x, store, stop) = (x.clone(), store.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let asked = store
-                        .lock()
-                        .unwrap()
-                        .get("/local/domain/4/control/shutdown")
-                        .is_some_and(|v| v == b"suspend");
-                    if asked {
-                        store
-                            .lock()
-                            .unwrap()
-                            .insert("/local/domain/4/control/shutdown".into(), Vec::new());
-                        x.guest_shutdown(DOMID, 2);
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-            })
-        };
-        Guest {
-            xen: x,
-            store,
-            stop,
-            kernel: Some(kernel),
-        }
-    }
-
-    fn connect(g: &Guest) -> Xenstore<Box<dyn Transport>> {
-        let mut fake = FakeXenstored::new(&[]);
-        fake.store = g.store.clone();
-        Xenstore::new(Box::new(fake) as Box<dyn Transport>)
-    }
-
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("relocd-xsave-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::xen::test_guest::*;
 
     /// What a saved file holds: libxc record names in order, the last
     /// contents of each page, vCPU bodies.
@@ -820,12 +690,7 @@ mod tests {
         let mut sink = PvSink::create(x, connect(&g), &req).unwrap();
         let d = sink.domid();
         assert_ne!(d, DOMID);
-        // Xen gives a new domain a shared-info page of its own
-        let mut nd = x.domain(d).unwrap();
-        nd.info.shared_info_frame = 0x20;
-        nd.memory.insert(0x20, Box::new([0xee; PAGE_SIZE]));
-        x.add_domain(nd);
-        x.set_pv_frames(d, true);
+        let shinfo_frame = x.domain_info(d).unwrap().shared_info_frame;
         let mfn = |pfn: u64| pfn + FAKE_MFN_OFFSET;
         // static records (PV info, policies, p2m frames) before the pages
         for (t, body) in &p.others {
@@ -886,7 +751,7 @@ mod tests {
         assert_eq!(u64::from(store.frame), mfn(10));
         // shared info: the guest's vCPU info and arch fields, nothing pending,
         // every channel masked, no p2m tree yet
-        let shi = nd.memory.get(&0x20).unwrap();
+        let shi = nd.grant_table.get(&shinfo_frame).unwrap();
         assert_eq!(word(&shi[..], 3088 / 8), PAGES, "arch.max_pfn carried over");
         assert_eq!(word(&shi[..], 3096 / 8), 0);
         assert!(shi[2048..2560].iter().all(|&b| b == 0));

@@ -2,13 +2,28 @@
 # memory (pre-copy rounds with PV log-dirty, so the shadow-paging
 # hypervisor; then the guest is suspended for the last pages). Reports
 # rounds, pages and downtime from --json; the file must satisfy Xen's
-# verify-stream-v2 and stock `xl restore`; the guest counts on.
+# verify-stream-v2 and stock `xl restore`; the guest counts on. Before it, a
+# slow live checkpoint (-c --bandwidth 16M), exported and verified too.
 . /e2e/lib.sh
 SAVE=$E2E_SAVE_DIR/relocd-live.save
 e2e_saves_clear; rm -f "$E2E_RELOCD_LOG"
 e2e_relocd_serve
 trap e2e_save_scenario_end EXIT
 e2e_guest_start
+
+# first a slow checkpoint (-c, 16 MiB/s: ~9 s, more rounds while the
+# guest rewrites its working set); exported and verified, then removed
+e2e_step relocd-save-live-slow sh -c "relocd --control $E2E_RELOCD_SOCK save -c --live --bandwidth 16M --json $E2E_GUEST $SAVE > /tmp/slow.json 2> /tmp/slow.err"
+rc=$?
+cat /tmp/slow.json /tmp/slow.err
+e2e_collect /tmp/slow.json relocd-save-live-slow.json
+[ "$rc" = 0 ] || e2e_fail "relocd save -c --live --bandwidth 16M exited $rc: $(cat /tmp/slow.json /tmp/slow.err | tail -1)"
+for k in rounds pages_sent downtime_ms total_ms bandwidth_mib_s; do
+  e2e_report "slow_$k" "$(e2e_json_num /tmp/slow.json $k)"
+done
+e2e_guest_counts_on live-checkpoint
+e2e_export "$SAVE" relocd-live-slow.save || e2e_fail "the save file could not be exported"
+rm -f "$SAVE"
 
 e2e_heartbeat_start
 e2e_step relocd-save-live sh -c "relocd --control $E2E_RELOCD_SOCK save --live --json $E2E_GUEST $SAVE > /tmp/save.json 2> /tmp/save.err"

@@ -126,14 +126,15 @@ pub const BY_NAME_ONLY: &[Scenario] = &[
         about: "relocd save (offline) of the running guest: gone from xl list; the file passes verify-stream-v2 and relocd inspect; xl restore; it counts on",
         hosts: 1,
         xen: XenBuild::Any,
-        // Measured 37 s up to the (failing) xl restore.
+        // Measured 47 s.
         timeout: Duration::from_secs(150),
     },
     Scenario {
         name: "relocd-save-live",
-        about: "relocd save --live while the guest dirties memory: rounds, pages, downtime; verify-stream-v2; xl restore; it counts on",
+        about: "relocd save -c --live --bandwidth 16M, then --live, while the guest dirties memory: rounds, pages, downtime; verify-stream-v2; xl restore; it counts on",
         hosts: 1,
         xen: XenBuild::Shadow,
+        // Measured 80 s.
         timeout: Duration::from_secs(180),
     },
     Scenario {
@@ -141,6 +142,7 @@ pub const BY_NAME_ONLY: &[Scenario] = &[
         about: "one guest: xl save -c (time, size), relocd inspect of it, relocd save (time, size), xl restore of relocd's file",
         hosts: 1,
         xen: XenBuild::Any,
+        // Measured 56 s.
         timeout: Duration::from_secs(150),
     },
     Scenario {
@@ -148,7 +150,7 @@ pub const BY_NAME_ONLY: &[Scenario] = &[
         about: "relocd save fails on ENOSPC and when its daemon is killed mid-save: the guest runs on; a new daemon saves it",
         hosts: 1,
         xen: XenBuild::Shadow,
-        // Measured 92-123 s (a loaded build machine).
+        // Measured 75-123 s (the slower on a loaded build machine).
         timeout: Duration::from_secs(240),
     },
     Scenario {
