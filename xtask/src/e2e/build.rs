@@ -680,7 +680,11 @@ fn dom0_image(
         a.file("usr/local/bin/relocd", 0o755, &fs::read(relocd)?)?;
         a.file("init", 0o755, &script(lab, "dom0/init")?)?;
         a.file("e2e/lib.sh", 0o644, &script(lab, "dom0/lib.sh")?)?;
-        a.file("e2e/lib-migrate.sh", 0o644, &script(lab, "dom0/lib-migrate.sh")?)?;
+        a.file(
+            "e2e/lib-migrate.sh",
+            0o644,
+            &script(lab, "dom0/lib-migrate.sh")?,
+        )?;
         a.file("e2e/cmdloop.sh", 0o644, &script(lab, "dom0/cmdloop.sh")?)?;
         let mut names: Vec<_> = fs::read_dir(lab.join("scenarios"))?
             .filter_map(|e| e.ok())

@@ -23,8 +23,15 @@
 //! verified, `xl restore`d), `relocd-save-live` (`--live` while the guest
 //! dirties memory; rounds, pages, downtime), `save-side-by-side` (`xl save
 //! -c` and `relocd save` of one guest, times and sizes), `save-faults`
-//! (ENOSPC mid-save; the daemon killed during a live save). Planned next:
-//! migration between two hosts with relocd.
+//! (ENOSPC mid-save; the daemon killed during a live save); relocd's
+//! restore and migration (helpers in `lab/dom0/lib-migrate.sh`):
+//! `relocd-restore` (of an `xl save` file and of relocd's own),
+//! `relocd-migrate-remote` (`--live` A to B; relocd's figures and the pause
+//! the guest saw, timed on one clock), `relocd-migrate-refused` (B's
+//! hosts-allow does not admit A), `relocd-migrate-faults` (the link cut
+//! mid pre-copy; the destination daemon killed in the stop-and-copy) and
+//! `migrate-side-by-side` (`xl migrate` A to B, then `relocd migrate
+//! --live` B to A, on one guest).
 
 use std::time::Duration;
 
