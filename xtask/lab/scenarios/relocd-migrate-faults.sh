@@ -88,11 +88,13 @@ A)
   e2e_report kill_migrate_message "$(tr '\n' ' ' < /tmp/migrate-b.json | cut -c1-300)"
   e2e_report kill_migrate_ended_after_s "$(e2e_secs "$t0" "$(e2e_now)")"
   e2e_report kill_state_after "$(e2e_mig_guest_state)"
+  e2e_report kill_state_seen "$seen"
   [ $rc != 0 ] || { e2e_mig_tell "kill-done $rc"; e2e_fail "(b) the migration succeeded: the kill came after B's commit"; }
-  i=0
-  until [ "$(e2e_mig_guest_state)" = "r-----" ] || [ "$(e2e_mig_guest_state)" = "-b----" ] || [ $i -ge 10 ]; do
+  i=0   # the source resumes the guest: not paused, not shut down
+  while case "$(e2e_mig_guest_state)" in *p*|*s*) true ;; *) false ;; esac && [ $i -lt 10 ]; do
     sleep 1; i=$((i + 1))
   done
+  e2e_report kill_resumed_within_s "$i"
   e2e_mig_counts_on kill
   [ "$(xl domid $E2E_GUEST 2>/dev/null)" = "$domid" ] || e2e_fail "(b) the guest's domain id changed ($domid)"
   e2e_mig_lists_agree after-kill

@@ -179,6 +179,7 @@ pub const BY_NAME_ONLY: &[Scenario] = &[
         about: "two hosts: B's hosts-allow does not admit A: relocd migrate is refused, the guest counts on at A, B gets no domain",
         hosts: 2,
         xen: XenBuild::Shadow,
+        // Measured 30 s.
         timeout: Duration::from_secs(150),
     },
     Scenario {
@@ -186,6 +187,7 @@ pub const BY_NAME_ONLY: &[Scenario] = &[
         about: "two hosts: the link cut mid pre-copy, then B's daemon killed in the stop-and-copy: the guest goes on at A, B keeps no domain",
         hosts: 2,
         xen: XenBuild::Shadow,
+        // Measured 150 s.
         timeout: Duration::from_secs(420),
     },
     Scenario {
