@@ -195,6 +195,15 @@ e2e_mig_follow() { # e2e_mig_follow: runs until killed; stdout: the relay
   _cur=
   _part=
   _seen=" "
+  # a log there already: followed from its end (its old lines are not timed)
+  for _f in "$E2E_CONSOLE_DIR"/guest-*.log; do
+    [ -f "$_f" ] || continue
+    _seen="$_seen$_f "
+    exec 3< "$_f"
+    _cur=$_f
+    while IFS= read -r _l <&3; do :; done
+    _part=$_l
+  done
   while :; do
     if [ -n "$_cur" ] && IFS= read -r _l <&3; then
       _l=$_part$_l
@@ -253,7 +262,8 @@ e2e_mig_timeline_relay() { # follows the local console, relays it (after sync)
 # e2e_mig_gap NAME BEFORE: on the source host of a migration, the seconds
 # between the guest's line BEFORE here and its line BEFORE+1 at the peer
 # (waits up to 60 s for it). Reports NAME_guest_gap_s, the usual interval
-# between two lines here (median) and their difference, the guest's pause.
+# between two lines here (the median of the five before) and their
+# difference, the guest's pause.
 e2e_mig_gap() {
   _i=0
   until grep -q "GUEST counter=$(($2 + 1)) " /tmp/timeline-peer; do
@@ -264,7 +274,9 @@ e2e_mig_gap() {
   _t0=$(grep "GUEST counter=$2 " /tmp/timeline-local | head -1 | cut -d' ' -f1)
   _t1=$(grep "GUEST counter=$(($2 + 1)) " /tmp/timeline-peer | head -1 | cut -d' ' -f1)
   [ -n "$_t0" ] || { echo "E2E-INFO no line $2 here"; return 1; }
-  _tick=$(grep -o '^[0-9.]* ' /tmp/timeline-local | awk 'NR > 1 { print $1 - p } { p = $1 }' \
+  # the guest's usual interval just before: the median of the last five
+  _tick=$(sed -n "1,/GUEST counter=$2 /p" /tmp/timeline-local | tail -6 | cut -d' ' -f1 \
+    | awk 'NR > 1 { print $1 - p } { p = $1 }' \
     | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print 1 }')
   _gap=$(awk -v a="$_t0" -v b="$_t1" 'BEGIN { printf "%.2f", b - a }')
   e2e_report "$1_guest_gap_s" "$_gap"
