@@ -261,9 +261,9 @@ e2e_mig_timeline_relay() { # follows the local console, relays it (after sync)
 
 # e2e_mig_gap NAME BEFORE: on the source host of a migration, the seconds
 # between the guest's line BEFORE here and its line BEFORE+1 at the peer
-# (waits up to 60 s for it). Reports NAME_guest_gap_s, the usual interval
-# between two lines here (the median of the five before) and their
-# difference, the guest's pause.
+# (waits up to 60 s for it). Reports NAME_guest_gap_s, the guest's
+# interval between lines here just before (the median of the last five)
+# and the gap less the guest's nominal 1 s tick, an estimate of its pause.
 e2e_mig_gap() {
   _i=0
   until grep -q "GUEST counter=$(($2 + 1)) " /tmp/timeline-peer; do
@@ -281,7 +281,7 @@ e2e_mig_gap() {
   _gap=$(awk -v a="$_t0" -v b="$_t1" 'BEGIN { printf "%.2f", b - a }')
   e2e_report "$1_guest_gap_s" "$_gap"
   e2e_report "$1_guest_tick_median_s" "$(awk -v t="$_tick" 'BEGIN { printf "%.2f", t }')"
-  e2e_report "$1_guest_downtime_s" "$(awk -v g="$_gap" -v t="$_tick" 'BEGIN { printf "%.2f", g - t }')"
+  e2e_report "$1_guest_pause_est_s" "$(awk -v g="$_gap" 'BEGIN { printf "%.2f", g - 1 }')"
   _rtt=$(ping -c 3 "$E2E_MIG_PEER" 2>/dev/null | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
   e2e_report "$1_link_rtt_ms" "${_rtt:-?}"
 }
@@ -302,4 +302,9 @@ E2E_MIG_FAILED=0
 e2e_mig_soft_fail() {
   echo "E2E-FAIL $*"
   E2E_MIG_FAILED=1
+}
+
+e2e_mig_tx() { cat /sys/class/net/eth0/statistics/tx_bytes 2>/dev/null || echo 0; }
+e2e_mig_report_tx() { # e2e_mig_report_tx NAME BEFORE: bytes eth0 sent since BEFORE
+  e2e_report "$1_eth0_tx_bytes" $(($(e2e_mig_tx) - $2))
 }

@@ -33,6 +33,7 @@ A)
   # 1: xl migrate A -> B (B may not listen yet: a refused connection fails
   # before the guest is suspended, so trying again is safe)
   n=0
+  tx0=$(e2e_mig_tx)
   until e2e_step xl-migrate sh -c "xl migrate -s '' $E2E_GUEST 'exec nc $E2E_MIG_PEER $XL_PORT' > /tmp/xl-migrate.out 2>&1"; do
     cat /tmp/xl-migrate.out
     n=$((n + 1))
@@ -43,6 +44,7 @@ A)
   cat /tmp/xl-migrate.out
   e2e_collect /tmp/xl-migrate.out xl-migrate.out
   e2e_report xl_total_s "$E2E_STEP_SECS"
+  e2e_mig_report_tx xl "$tx0"
   sleep 1
   before=$(e2e_last_counter "$E2E_GUEST_LOG")
   e2e_report xl_counter_at_suspend "$before"
@@ -69,8 +71,10 @@ B)
   INCOMING=$E2E_CONSOLE_DIR/guest-$E2E_GUEST--incoming.log
   e2e_guest_goes_on xl "$before" "$INCOMING" 1
   sleep 5
+  tx0=$(e2e_mig_tx)
   e2e_step relocd-migrate sh -c "relocd --control $E2E_MIG_SOCK migrate --live --json $E2E_GUEST $E2E_MIG_PEER > /tmp/migrate.json 2> /tmp/migrate.err"
   rc=$?
+  e2e_mig_report_tx relocd "$tx0"
   cat /tmp/migrate.json /tmp/migrate.err
   e2e_collect /tmp/migrate.json migrate.json
   if [ $rc != 0 ]; then

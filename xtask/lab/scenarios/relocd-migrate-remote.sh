@@ -31,8 +31,10 @@ A)
   e2e_mig_lists_agree before
   sleep 3
   domid=$(xl domid $E2E_GUEST)
+  tx0=$(e2e_mig_tx)
   e2e_step relocd-migrate sh -c "relocd --control $E2E_MIG_SOCK migrate --live --json $E2E_GUEST $E2E_MIG_PEER > /tmp/migrate.json 2> /tmp/migrate.err"
   rc=$?
+  e2e_mig_report_tx migrate "$tx0"
   cat /tmp/migrate.json /tmp/migrate.err
   e2e_collect /tmp/migrate.json migrate.json
   if [ $rc != 0 ]; then
