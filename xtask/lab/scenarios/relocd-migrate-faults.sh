@@ -5,13 +5,14 @@
 #      again: the migration fails, the guest counts on at A, B keeps no
 #      domain (its daemon destroys its half-built copy);
 #  (b) A migrates again with one pre-copy round at 2 MiB/s (so that the
-#      stop-and-copy has megabytes to send); B kills its daemon (kill -9)
-#      as soon as its link receives faster than 20 MiB/s (the stop-and-copy
-#      is not capped), or else when A, polling xl list, sees the guest
-#      suspended and tells it: the migration fails, A resumes the guest,
-#      which counts on; B's restarted daemon settles its journal: no domain
-#      left on B. A kill that comes after B's commit (A: "in doubt") is
-#      reported as a miss of the test, with where the guest runs.
+#      stop-and-copy has megabytes to send); when a xenstore watch on A
+#      sees relocd ask the guest to suspend (the stop-and-copy begins), A
+#      tells B, which kills its daemon (kill -9): the migration fails, A
+#      resumes the guest, which counts on; B's restarted daemon settles its
+#      journal: no domain left on B. A kill that comes after B's commit
+#      (A: "in doubt") is reported as a miss of the test, with where the
+#      guest runs;
+#  (c) as (b), but B's daemon is killed 5 s into the pre-copy.
 . /e2e/lib.sh
 . /e2e/lib-migrate.sh
 [ -n "$E2E_MIG_PEER" ] || e2e_fail "no e2e.peer on the kernel command line (run with two hosts)"
@@ -68,20 +69,20 @@ A)
   e2e_mig_lists_agree after-cut
   e2e_mig_sync cut-checked
 
-  # (b) B's daemon killed in the stop-and-copy
+  # (b) B's daemon killed in the stop-and-copy: it starts when relocd asks
+  # the guest to suspend (control/shutdown = suspend), which a xenstore
+  # watch sees at once
+  xenstore-watch -n 2 /local/domain/$domid/control/shutdown > /tmp/watch.out 2>&1 &
+  wp=$!
+  e2e_mig_bg $wp
+  sleep 1
   t0=$(e2e_now)
   relocd --control $E2E_MIG_SOCK migrate --live --max-iters 1 --bandwidth 2M/s --json $E2E_GUEST $E2E_MIG_PEER \
     > /tmp/migrate-b.json 2>&1 &
   mp=$!
-  seen=
-  while kill -0 $mp 2>/dev/null; do
-    st=$(e2e_mig_guest_state)
-    case "$st" in *s*|*p*) seen=$st; break ;; esac
-    usleep 200000
-  done
-  # B may have killed its daemon already (the migration then ends here
-  # before the poll sees the guest stopped): tell it anyway
-  echo "E2E-INFO (b) guest state '$seen' at $(e2e_secs "$t0" "$(e2e_now)") s: telling B to kill its daemon"
+  while kill -0 $wp 2>/dev/null && kill -0 $mp 2>/dev/null; do usleep 50000; done
+  seen=$(xenstore-read /local/domain/$domid/control/shutdown 2>/dev/null)
+  echo "E2E-INFO (b) control/shutdown '$seen' at $(e2e_secs "$t0" "$(e2e_now)") s: telling B to kill its daemon"
   e2e_mig_tell kill 20 || e2e_fail "(b) cannot tell B to kill its daemon"
   e2e_step kill-migrate-ends wait $mp
   rc=$?
@@ -107,6 +108,24 @@ A)
   e2e_mig_lists_agree after-kill
   e2e_mig_tell "kill-done $rc" || e2e_fail "cannot tell B after the kill"
   e2e_mig_sync kill-checked
+
+  # (c) B's daemon killed 5 s into the pre-copy
+  t0=$(e2e_now)
+  relocd --control $E2E_MIG_SOCK migrate --live --bandwidth 2M/s --json $E2E_GUEST $E2E_MIG_PEER \
+    > /tmp/migrate-c.json 2>&1 &
+  mp=$!
+  sleep 5
+  e2e_mig_tell kill 20 || e2e_fail "(c) cannot tell B to kill its daemon"
+  e2e_step precopy-kill-migrate-ends wait $mp
+  rc=$?
+  e2e_collect /tmp/migrate-c.json migrate-precopy-kill.json
+  e2e_report precopy_kill_migrate_rc "$rc"
+  e2e_report precopy_kill_migrate_message "$(tr '\n' ' ' < /tmp/migrate-c.json | cut -c1-300)"
+  e2e_mig_tell "precopy-kill-done $rc" || e2e_fail "cannot tell B after the kill"
+  [ $rc != 0 ] || e2e_fail "(c) the migration succeeded although B's daemon was killed"
+  e2e_mig_counts_on precopy-kill
+  [ "$(xl domid $E2E_GUEST 2>/dev/null)" = "$domid" ] || e2e_fail "(c) the guest's domain id changed ($domid)"
+  e2e_mig_sync precopy-kill-checked
   e2e_step destroy xl destroy $E2E_GUEST || e2e_fail "xl destroy failed"
   ;;
 B)
@@ -117,31 +136,11 @@ B)
   e2e_mig_lists_agree after-cut
   e2e_mig_sync cut-checked
 
-  # the stop-and-copy is not capped: a jump of the receive rate shows it
-  ( read -r prev < /sys/class/net/eth0/statistics/rx_bytes
-    while kill -0 "$E2E_MIG_PID" 2>/dev/null; do
-      usleep 100000
-      read -r now < /sys/class/net/eth0/statistics/rx_bytes
-      if [ $((now - prev)) -gt 2097152 ]; then
-        kill -9 "$E2E_MIG_PID"
-        echo "E2E-INFO (b) $((now - prev)) bytes in 0.1 s: daemon killed at uptime $(e2e_now)"
-        echo rx-jump > /tmp/killed-by
-        break
-      fi
-      prev=$now
-    done ) &
-  watcher=$!
-  e2e_mig_bg $watcher
   said=$(e2e_mig_hear 400)
   [ "$said" = kill ] || e2e_fail "(b) A said '$said', not kill"
-  if kill -0 "$E2E_MIG_PID" 2>/dev/null; then
-    kill -9 "$E2E_MIG_PID"
-    echo message > /tmp/killed-by
-    echo "E2E-INFO (b) A saw the guest stopped: daemon killed at uptime $(e2e_now)"
-  fi
-  kill $watcher 2>/dev/null
+  kill -9 "$E2E_MIG_PID"
   wait "$E2E_MIG_PID" 2>/dev/null
-  e2e_report killed_by "$(cat /tmp/killed-by 2>/dev/null)"
+  echo "E2E-INFO (b) daemon killed at uptime $(e2e_now)"
   E2E_MIG_PID=
   e2e_report after_kill_domains "$(e2e_mig_guests | tr '\n' ';')"
   said=$(e2e_mig_hear 300)
@@ -160,6 +159,19 @@ B)
   e2e_mig_no_guest "the daemon's restart" 30
   e2e_mig_lists_agree after-restart
   e2e_mig_sync kill-checked
+
+  # (c) killed in the pre-copy
+  said=$(e2e_mig_hear 200)
+  [ "$said" = kill ] || e2e_fail "(c) A said '$said', not kill"
+  kill -9 "$E2E_MIG_PID"
+  wait "$E2E_MIG_PID" 2>/dev/null
+  E2E_MIG_PID=
+  e2e_report precopy_after_kill_domains "$(e2e_mig_guests | tr '\n' ';')"
+  said=$(e2e_mig_hear 200)
+  e2e_report a_said_after_precopy_kill "$said"
+  e2e_mig_serve --io-timeout $IO_TIMEOUT
+  e2e_mig_no_guest "the daemon's restart after a kill in the pre-copy" 20
+  e2e_mig_sync precopy-kill-checked
   ;;
 esac
 echo "E2E-INFO relocd-migrate-faults: host $E2E_MIG_ROLE OK"
