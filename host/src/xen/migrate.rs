@@ -304,6 +304,7 @@ pub fn migrate_pv<H: Hypervisor + Send + Sync>(
         Ok(rep) => {
             tracing::info!(domain = %name, to = %to, rounds = rep.rounds,
                 downtime_ms = rep.downtime_ms, total_ms = rep.total_ms,
+                image_bytes = rep.image_bytes_unpacked, sent_bytes = rep.image_bytes,
                 "migration done; the guest runs at the destination");
             Ok(summary(&name, &rep))
         }
