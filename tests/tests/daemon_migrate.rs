@@ -227,7 +227,9 @@ fn offline_then_live_migration_through_the_control_socket() {
     assert_eq!(s.domain, "web1");
     assert_eq!(s.rounds, 1, "offline: the stop-and-copy only");
     assert_eq!(s.pages_sent, 16 * MIB / 4096);
-    assert!(s.bytes_sent > 16 * MIB);
+    // Wire bytes: the chunks travel packed, so no more than the image and
+    // its framing.
+    assert!(s.bytes_sent > 0 && s.bytes_sent < 17 * MIB, "{s:?}");
     check_moved(&spec, &a, &b);
 
     // And back, live, with progress lines.

@@ -55,8 +55,12 @@ impl Features {
     /// Live migration: the destination accepts pages sent more than once
     /// and round markers.
     pub const LIVE: Features = Features(1 << 0);
+    /// Image chunks may travel packed (a tag octet, then the chunk as it is
+    /// or as an LZ4 block with its length; the host's session layer packs
+    /// and unpacks, the image inside is unchanged).
+    pub const COMPRESS: Features = Features(1 << 1);
     /// Everything this version implements.
-    pub const ALL: Features = Features::LIVE;
+    pub const ALL: Features = Features(Features::LIVE.0 | Features::COMPRESS.0);
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Features) -> bool {

@@ -5,8 +5,8 @@ use std::time::Duration;
 use relocd_core::guest::SinkGuest;
 use relocd_core::protocol::journal::{Record, RecordKind, Role};
 use relocd_core::protocol::{
-    AbortReason, AdmissionRequest, Dest, DestAction, DestConfig, DestOutcome, RefuseReason,
-    MAX_CONTROL_FRAME_LEN,
+    AbortReason, AdmissionRequest, Dest, DestAction, DestConfig, DestOutcome, Features,
+    RefuseReason, MAX_CONTROL_FRAME_LEN,
 };
 use relocd_core::time::Instant;
 
@@ -102,6 +102,7 @@ where
     let mut req: Option<AdmissionRequest> = None;
     let mut ctl = vec![0u8; MAX_CONTROL_FRAME_LEN + 64];
     let mut body: Vec<u8> = Vec::new();
+    let mut unpacked: Vec<u8> = Vec::new();
     let mut link_dead = false;
     let mut commit_journaled = false;
     let mut failure: Option<SessionError> = None;
@@ -263,9 +264,19 @@ where
         }
         let now = clock.now();
         if let Ok(Some(image)) = sm.handle_frame(now, &body) {
-            let r = match sink.as_mut() {
-                Some(s) => decoder.apply(image, s),
-                None => Err(super::ImageError::Order("image before admission")),
+            let packed = last.features.contains(Features::COMPRESS);
+            let r = match (sink.as_mut(), packed) {
+                (Some(s), false) => decoder.apply(image, s),
+                (Some(s), true) => match super::pack::unpack(image, &mut unpacked) {
+                    Ok(chunk) => decoder.apply(chunk, s),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        Err(super::ImageError::Invalid(
+                            "a packed image chunk is damaged",
+                        ))
+                    }
+                },
+                (None, _) => Err(super::ImageError::Order("image before admission")),
             };
             if let Err(e) = r {
                 failure.get_or_insert(SessionError::Image(e));

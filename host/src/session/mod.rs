@@ -28,6 +28,7 @@ mod dest;
 pub mod image;
 mod journal;
 mod link;
+pub mod pack;
 mod source;
 
 use std::fmt;

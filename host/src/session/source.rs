@@ -82,8 +82,12 @@ pub struct SourceReport {
     pub final_pages: u64,
     /// Bytes written to the connection: every frame, image and control.
     pub bytes_sent: u64,
-    /// Bytes of migration image (libxc stream) among them.
+    /// Bytes of migration image (libxc stream) among them, as sent (packed
+    /// when both ends agreed on it).
     pub image_bytes: u64,
+    /// The migration image before packing (equal to `image_bytes` when the
+    /// chunks went as they are).
+    pub image_bytes_unpacked: u64,
     /// The guest's memory in bytes.
     pub guest_bytes: u64,
     /// From the suspend to the destination's `Committed` (its guest runs).
@@ -240,6 +244,9 @@ pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
         types: vec![PageType::NOTAB; MAX_BATCH_SIZE],
         data: vec![0; MAX_BATCH_SIZE * PAGE_SIZE],
         chunk: Vec::new(),
+        packed: Vec::new(),
+        pack_scratch: Vec::new(),
+        unpacked_bytes: 0,
         ctl: vec![0; MAX_CONTROL_FRAME_LEN + 64],
         xfer: Xfer::Idle,
         next_send: None,
@@ -287,6 +294,12 @@ struct SrcDriver<'a, L: Link, G: SourceGuest> {
     types: Vec<PageType>,
     data: Vec<u8>,
     chunk: Vec<u8>,
+    /// A chunk packed for the link ([`super::pack`]), and the room it is
+    /// gathered in first.
+    packed: Vec<u8>,
+    pack_scratch: Vec<u8>,
+    /// Image bytes before packing (`image_bytes` counts them as sent).
+    unpacked_bytes: u64,
     ctl: Vec<u8>,
     xfer: Xfer,
     next_send: Option<Instant>,
@@ -587,7 +600,25 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         if self.link_dead {
             return false;
         }
-        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let raw_len: usize = parts.iter().map(|p| p.len()).sum();
+        let compress = self
+            .sm
+            .transfer()
+            .is_some_and(|t| t.features.contains(Features::COMPRESS));
+        let mut packed = std::mem::take(&mut self.packed);
+        let mut scratch = std::mem::take(&mut self.pack_scratch);
+        let r = if compress {
+            super::pack::pack(parts, &mut scratch, &mut packed);
+            self.send_parts(now, &[&packed], packed.len(), raw_len)
+        } else {
+            self.send_parts(now, parts, raw_len, raw_len)
+        };
+        self.packed = packed;
+        self.pack_scratch = scratch;
+        r
+    }
+
+    fn send_parts(&mut self, now: Instant, parts: &[&[u8]], len: usize, raw_len: usize) -> bool {
         let mut hdr = [0u8; IMAGE_HEADER_MAX];
         let h = match self.sm.image_chunk_header(len, &mut hdr) {
             Ok(h) => h,
@@ -603,6 +634,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             Ok(()) => {
                 self.bytes_sent += (h + len) as u64;
                 self.image_bytes += len as u64;
+                self.unpacked_bytes += raw_len as u64;
                 true
             }
             Err(_) => {
@@ -827,6 +859,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                     final_pages: s.final_pages,
                     bytes_sent: self.bytes_sent,
                     image_bytes: self.image_bytes,
+                    image_bytes_unpacked: self.unpacked_bytes,
                     guest_bytes: self.info.nr_pages * PAGE_SIZE as u64,
                     downtime_ms: self
                         .suspend_at

@@ -304,6 +304,7 @@ pub fn migrate_pv<H: Hypervisor + Send + Sync>(
         Ok(rep) => {
             tracing::info!(domain = %name, to = %to, rounds = rep.rounds,
                 downtime_ms = rep.downtime_ms, total_ms = rep.total_ms,
+                image_bytes = rep.image_bytes_unpacked, sent_bytes = rep.image_bytes,
                 "migration done; the guest runs at the destination");
             Ok(summary(&name, &rep))
         }
@@ -587,12 +588,36 @@ impl<H: Hypervisor + Send + Sync> Operations for XenEngine<H> {
         migrate_pv(&self.backend, &self.env, req, progress)
     }
 
+    /// A save is journaled as a source session (prepared before the guest
+    /// is touched, resolved after), so a daemon killed while the guest is
+    /// suspended for it leaves the next one a record to resume it by
+    /// ([`MigrateEnv::reconcile`]).
     fn save(
         &self,
         req: &SaveRequest,
         progress: &mut dyn ProgressSink,
     ) -> Result<TransferSummary, CommandError> {
-        self.ops.save(req, progress)
+        let name = self
+            .backend
+            .store()
+            .ok()
+            .and_then(|mut xs| {
+                let d =
+                    resolve_domain(self.backend.hypervisor(), Some(&mut xs), &req.domain).ok()?;
+                domain_name(&mut xs, d).ok()
+            })
+            .unwrap_or_else(|| req.domain.clone());
+        let key = format!("save-{:016x}", self.env.session_id());
+        let entry = |state| JournalEntry::now(&name, &key, Role::Source, state);
+        self.env
+            .journal
+            .record(&entry(CommitState::Prepared))
+            .map_err(|e| CommandError::new(ErrorKind::Internal, format!("journal: {e}")))?;
+        let r = self.ops.save(req, progress);
+        if let Err(e) = self.env.journal.record(&entry(CommitState::Resolved)) {
+            tracing::error!(domain = %name, "journal: {e}");
+        }
+        r
     }
 
     fn restore(
@@ -880,5 +905,41 @@ mod tests {
             std::fs::remove_dir_all(&dir_a).unwrap();
             std::fs::remove_dir_all(&dir_b).unwrap();
         }
+    }
+
+    /// A save through the engine leaves a prepared and a resolved record.
+    #[test]
+    fn a_save_is_journaled_as_a_source_session() {
+        use crate::xen::test_guest;
+        let g = test_guest::guest();
+        let b = Arc::new(XenBackend::with_store(
+            g.xen.clone(),
+            store_of(g.store.clone()),
+        ));
+        let (env, dir) = env("save-journal");
+        let engine = XenEngine::new(b.clone(), env.clone(), XenOperations::new(b.clone()));
+        let file = dir.join("web1.save");
+        let req = SaveRequest {
+            domain: test_guest::DOMID.to_string(),
+            file: file.clone(),
+            keep_running: true,
+            live: false,
+            bandwidth_bytes_per_s: None,
+        };
+        engine.save(&req, &mut NoProgress).unwrap();
+        let all = env.journal.entries().unwrap();
+        let states: Vec<_> = all
+            .iter()
+            .map(|e| (e.domain.as_str(), e.role, e.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("web1", Role::Source, CommitState::Prepared),
+                ("web1", Role::Source, CommitState::Resolved)
+            ]
+        );
+        assert!(file.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

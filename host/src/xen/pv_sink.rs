@@ -247,6 +247,36 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
 
     fn prepare(&mut self) -> Result<()> {
         let (xen, d) = (self.xen, self.domid);
+        // Named from the start (as libxl names a domain it builds), so
+        // `xl list` shows what it is and a daemon restarted after a kill
+        // finds the half-built copy by the name its journal holds.
+        let dom = format!("/local/domain/{d}");
+        let store = |e| {
+            tracing::error!(domid = d, "xenstore: {e}");
+            PvRestoreError::Store("naming the new domain")
+        };
+        self.xs.mkdir(&dom).map_err(store)?;
+        self.xs
+            .set_perms(
+                &dom,
+                &[
+                    Perm {
+                        domid: 0,
+                        access: Access::None,
+                    },
+                    Perm {
+                        domid: d,
+                        access: Access::Read,
+                    },
+                ],
+            )
+            .map_err(store)?;
+        self.xs
+            .write(&format!("{dom}/name"), self.req.name.as_bytes())
+            .map_err(store)?;
+        self.xs
+            .write(&format!("{dom}/domid"), d.to_string().as_bytes())
+            .map_err(store)?;
         // createdomain sizes the vCPU array; max_vcpus creates them.
         xen.set_max_vcpus(d, self.req.vcpus)?;
         xen.set_max_mem(d, self.req.max_memkb.saturating_add(MAXMEM_SLACK_KIB))?;

@@ -794,6 +794,12 @@ mod tests {
         };
         let mut sink = PvSink::create(&g.xen, connect(&g), &req).unwrap();
         let d = sink.domid();
+        // named from the start, so a restarted daemon can find it
+        let name_key = format!("/local/domain/{d}/name");
+        assert_eq!(
+            g.store.lock().unwrap().get(&name_key).map(Vec::as_slice),
+            Some(&b"bad"[..])
+        );
         // a 32-bit guest is refused
         let e = sink.record(2, &[4, 3, 0, 0, 0, 0, 0, 0]).unwrap_err();
         assert!(e.to_string().contains("64-bit"), "{e}");
@@ -809,5 +815,6 @@ mod tests {
         assert!(sink.record(3, &body).is_err());
         sink.destroy().unwrap();
         assert!(g.xen.domain(d).is_none());
+        assert!(!g.store.lock().unwrap().contains_key(&name_key));
     }
 }
