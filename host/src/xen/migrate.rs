@@ -219,6 +219,22 @@ fn err(kind: ErrorKind, msg: impl Into<String>) -> CommandError {
     CommandError::new(kind, msg)
 }
 
+/// The frontend devices a guest has in xenstore (`/local/domain/N/device`):
+/// `kind id` for each, the suspend event channel (not a device) left out.
+pub fn guest_devices<T: Transport>(xs: &mut Xenstore<T>, domid: DomId) -> Vec<String> {
+    let base = format!("/local/domain/{domid}/device");
+    let mut out = Vec::new();
+    for kind in xs.directory(&base).unwrap_or_default() {
+        if kind == "suspend" {
+            continue;
+        }
+        for id in xs.directory(&format!("{base}/{kind}")).unwrap_or_default() {
+            out.push(format!("{kind} {id}"));
+        }
+    }
+    out
+}
+
 /// `relocd migrate [--live] DOMAIN HOST[:PORT]` of a 64-bit PV guest (module
 /// doc). Blocks until the session is over; `progress` gets the client's
 /// progress lines, and its cancel stops the migration before its point of
@@ -250,6 +266,18 @@ pub fn migrate_pv<H: Hypervisor + Send + Sync>(
         return Err(err(
             ErrorKind::Refused,
             format!("{name} is an HVM guest; relocd migrates PV guests"),
+        ));
+    }
+    let devices = guest_devices(&mut xs, domid);
+    if !devices.is_empty() {
+        return Err(err(
+            ErrorKind::Refused,
+            format!(
+                "{name} has devices ({}): relocd does not recreate device backends on the \
+                 destination yet, so the guest would lose them; detach them first, or move it \
+                 with xl (relocd save works: xl restore recreates them)",
+                devices.join(", ")
+            ),
         ));
     }
     let mut src = PvSource::open(xen, xs, domid)
@@ -940,6 +968,34 @@ mod tests {
             ]
         );
         assert!(file.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_guest_with_devices_is_refused_untouched() {
+        let x = FakeXen::new();
+        x.add_domain(FakeDomain::pv(0, 16, 1));
+        x.add_domain(FakeDomain::pv(5, 256, 1));
+        let store = FakeXenstored::new(&[
+            ("/local/domain/5/name", "web1"),
+            ("/local/domain/5/device/vif/0/state", "4"),
+            ("/local/domain/5/device/vbd/51712/state", "4"),
+            ("/local/domain/5/device/suspend/event-channel", "7"),
+        ])
+        .store
+        .clone();
+        let b = XenBackend::with_store(x.clone(), store_of(store.clone()));
+        let mut xs = b.store().unwrap();
+        let mut found = guest_devices(&mut xs, 5);
+        found.sort();
+        assert_eq!(found, ["vbd 51712", "vif 0"]);
+        let (env, dir) = env("devices");
+        let e = migrate_pv(&b, &env, &req("web1", 1), &mut NoProgress).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Refused);
+        assert!(e.message.contains("vif 0"), "{e:?}");
+        let i = x.domain_info(5).unwrap();
+        assert!(!i.paused() && !i.shutdown());
+        assert!(env.journal.entries().unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -178,6 +178,38 @@ pub fn read_restore_config(
             ));
         }
     }
+    let devices: Vec<String> = [
+        "disks",
+        "nics",
+        "pcidevs",
+        "vfbs",
+        "vkbs",
+        "vtpms",
+        "p9s",
+        "pvcallsifs",
+        "vdispls",
+        "vsnds",
+        "channels",
+        "usbctrls",
+        "usbdevs",
+    ]
+    .iter()
+    .filter_map(|k| {
+        let n = v.get(k).and_then(|a| a.as_array()).map_or(0, Vec::len);
+        (n > 0).then(|| format!("{k}: {n}"))
+    })
+    .collect();
+    if !devices.is_empty() {
+        return Err(CommandError::new(
+            ErrorKind::Refused,
+            format!(
+                "{}: the saved guest has devices ({}); relocd restore does not create device \
+                 backends yet, so it would lose them: use xl restore for this file",
+                path.display(),
+                devices.join(", ")
+            ),
+        ));
+    }
     let uuid = match text("/c_info/uuid") {
         Some(u) => parse_uuid(u).ok_or_else(|| bad(format!("c_info.uuid {u:?} is not a UUID")))?,
         None => [0; 16],
@@ -453,6 +485,61 @@ mod tests {
         std::fs::write(libxl_config_path(&dir, 3, &info.handle), b"{oops").unwrap();
         let got = xl_config(&dir, 3, "web1", &info);
         assert!(String::from_utf8_lossy(&got).contains("\"web1\""));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn restore_refuses_a_guest_with_devices_and_reads_a_plain_one() {
+        use relocd_core::stream::domain::{DomainHeaderRepr, DomainType};
+        use relocd_core::stream::writer::{Sink, StreamWriter};
+        struct Bytes(Vec<u8>);
+        impl Sink for Bytes {
+            type Error = core::convert::Infallible;
+            fn write_all(&mut self, b: &[u8]) -> Result<(), Self::Error> {
+                self.0.extend_from_slice(b);
+                Ok(())
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("relocd-rcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, cfg: &str| {
+            let mut c = cfg.as_bytes().to_vec();
+            c.push(0);
+            let d = DomainHeaderRepr {
+                domain_type: DomainType::X86Pv,
+                page_shift: 12,
+                xen_major: 4,
+                xen_minor: 17,
+            };
+            // the headers are enough: the configuration comes first
+            let mut sw = StreamWriter::new_xl(Bytes(Vec::new()), &c, d).unwrap();
+            let bytes = std::mem::take(&mut sw.sink_mut().0);
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let plain = write(
+            "plain.save",
+            r#"{"c_info":{"type":"pv","name":"web1","uuid":"12345678-9abc-def0-0123-456789abcdef"},"b_info":{"max_memkb":131072,"max_vcpus":2},"disks":[],"nics":[]}"#,
+        );
+        let c = read_restore_config(&mut std::fs::File::open(&plain).unwrap(), &plain).unwrap();
+        assert_eq!(c.create.name, "web1");
+        assert_eq!(c.create.max_memkb, 131072);
+        assert_eq!(c.create.vcpus, 2);
+        assert_eq!(c.create.uuid[0], 0x12);
+        let nic = write(
+            "nic.save",
+            r#"{"c_info":{"type":"pv","name":"web1"},"b_info":{"max_memkb":131072},"nics":[{"mac":"00:16:3e:00:00:01"}]}"#,
+        );
+        let e = read_restore_config(&mut std::fs::File::open(&nic).unwrap(), &nic).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Refused);
+        assert!(e.message.contains("nics: 1"), "{e:?}");
+        let hvm = write(
+            "hvm.save",
+            r#"{"c_info":{"type":"hvm","name":"w"},"b_info":{"max_memkb":1024}}"#,
+        );
+        let e = read_restore_config(&mut std::fs::File::open(&hvm).unwrap(), &hvm).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Refused);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
