@@ -263,6 +263,7 @@ fn migrate_sends_what_was_typed_and_prints_the_summary() {
             bandwidth_bytes_per_s: Some(1 << 30),
             max_iters: Some(5),
             abort_if_busy: true,
+            compress: false,
         })
     );
     assert_eq!(json(&out)["host"], "::1");

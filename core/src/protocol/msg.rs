@@ -57,7 +57,9 @@ impl Features {
     pub const LIVE: Features = Features(1 << 0);
     /// Image chunks may travel packed (a tag octet, then the chunk as it is
     /// or as an LZ4 block with its length; the host's session layer packs
-    /// and unpacks, the image inside is unchanged).
+    /// and unpacks, the image inside is unchanged). A destination offers
+    /// it; a source asks for it when its user does (`migrate --compress`),
+    /// as packing pays on slow links and costs CPU time on fast ones.
     pub const COMPRESS: Features = Features(1 << 1);
     /// Everything this version implements.
     pub const ALL: Features = Features(Features::LIVE.0 | Features::COMPRESS.0);

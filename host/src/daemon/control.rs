@@ -106,6 +106,10 @@ pub struct MigrateRequest {
     /// than the link sends.
     #[serde(default)]
     pub abort_if_busy: bool,
+    /// Send the image packed (LZ4) when the destination can unpack it
+    /// (`--compress`): fewer bytes on a slow link, more CPU.
+    #[serde(default)]
+    pub compress: bool,
 }
 
 /// `relocd save`'s arguments.

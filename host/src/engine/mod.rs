@@ -45,7 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use relocd_core::precopy::PolicyConfig;
-use relocd_core::protocol::{AbortReason, Error as ProtoError, Timeouts};
+use relocd_core::protocol::{AbortReason, Error as ProtoError, Features, Timeouts};
 
 use crate::daemon::backend::{Operations, ProgressSink};
 use crate::daemon::control::{
@@ -466,6 +466,9 @@ pub(crate) fn source_options(
     opts.policy = policy;
     opts.bandwidth_limit = req.bandwidth_bytes_per_s;
     opts.timeouts = cfg.timeouts();
+    if !req.compress {
+        opts.features = Features(opts.features.0 & !Features::COMPRESS.0);
+    }
     opts
 }
 

@@ -710,6 +710,7 @@ mod tests {
             bandwidth_bytes_per_s: None,
             max_iters: None,
             abort_if_busy: false,
+            compress: false,
         }
     }
 

@@ -1,6 +1,6 @@
 # migrate-side-by-side (two hosts, one guest, one run): `xl migrate` A -> B
 # (the plain `-s ""` transport, busybox nc between the dom0s on port 8012,
-# as xl-migrate-remote), then `relocd migrate --live` B -> A. For each: the
+# as xl-migrate-remote), then `relocd migrate --live --compress` B -> A. For each: the
 # total time (the sender's command, dom0 clock), the downtime the tool
 # reports (relocd's downtime_ms; xl prints none) and the guest-measured
 # pause: the gap between its last console line on the source and its first
@@ -72,7 +72,7 @@ B)
   e2e_guest_goes_on xl "$before" "$INCOMING" 1
   sleep 5
   tx0=$(e2e_mig_tx)
-  e2e_step relocd-migrate sh -c "relocd --control $E2E_MIG_SOCK migrate --live --json $E2E_GUEST $E2E_MIG_PEER > /tmp/migrate.json 2> /tmp/migrate.err"
+  e2e_step relocd-migrate sh -c "relocd --control $E2E_MIG_SOCK migrate --live --compress --json $E2E_GUEST $E2E_MIG_PEER > /tmp/migrate.json 2> /tmp/migrate.err"
   rc=$?
   e2e_mig_report_tx relocd "$tx0"
   cat /tmp/migrate.json /tmp/migrate.err

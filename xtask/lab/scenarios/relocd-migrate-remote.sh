@@ -1,6 +1,6 @@
 # relocd-migrate-remote (two hosts): relocd serves on both (B admits A by
 # its hosts-allow); A runs the test guest, which dirties memory, and moves
-# it with `relocd migrate --live` to B. On B the counter goes on from where
+# it with `relocd migrate --live --compress` to B. On B the counter goes on from where
 # it was on A, memory intact; A no longer has the guest; relocd list and xl
 # list agree on both hosts. Figures: relocd's (rounds, pages, bytes, total,
 # downtime) and the guest's own pause: the gap between its last console
@@ -32,7 +32,7 @@ A)
   sleep 3
   domid=$(xl domid $E2E_GUEST)
   tx0=$(e2e_mig_tx)
-  e2e_step relocd-migrate sh -c "relocd --control $E2E_MIG_SOCK migrate --live --json $E2E_GUEST $E2E_MIG_PEER > /tmp/migrate.json 2> /tmp/migrate.err"
+  e2e_step relocd-migrate sh -c "relocd --control $E2E_MIG_SOCK migrate --live --compress --json $E2E_GUEST $E2E_MIG_PEER > /tmp/migrate.json 2> /tmp/migrate.err"
   rc=$?
   e2e_mig_report_tx migrate "$tx0"
   cat /tmp/migrate.json /tmp/migrate.err
