@@ -466,8 +466,8 @@ pub(crate) fn source_options(
     opts.policy = policy;
     opts.bandwidth_limit = req.bandwidth_bytes_per_s;
     opts.timeouts = cfg.timeouts();
-    if !req.compress {
-        opts.features = Features(opts.features.0 & !Features::COMPRESS.0);
+    if req.compress {
+        opts.features = Features(opts.features.0 | Features::COMPRESS.0);
     }
     opts
 }

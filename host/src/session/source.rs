@@ -62,7 +62,8 @@ impl SourceOptions {
             policy: PolicyConfig::default(),
             bandwidth_limit: None,
             timeouts: LinkTimeouts::default(),
-            features: Features::ALL,
+            // Packing is the user's choice (`migrate --compress`).
+            features: Features::LIVE,
         }
     }
 }
