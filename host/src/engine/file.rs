@@ -266,7 +266,10 @@ struct Config {
     memory: u64,
 }
 
-fn read_config(file: &mut File, path: &Path) -> Result<Config, CommandError> {
+/// The xl configuration at the start of a save file, its trailing NULs
+/// removed; refused when it announces more than `max` bytes (before any
+/// of it is kept). Shared by the sim and Xen restores.
+pub fn read_xl_config(file: &mut File, path: &Path, max: u64) -> Result<Vec<u8>, CommandError> {
     let bad = |m: String| err(ErrorKind::BadRequest, format!("{}: {m}", path.display()));
     let mut dec = Decoder::new(Options::default());
     let mut cfg: Vec<u8> = Vec::new();
@@ -281,10 +284,8 @@ fn read_config(file: &mut File, path: &Path) -> Result<Config, CommandError> {
             let step = dec.push(input).map_err(|e| bad(e.to_string()))?;
             input = input.get(step.consumed..).unwrap_or_default();
             match step.event {
-                Some(Event::XlConfigLength(len)) if len as usize > MAX_CONFIG_LEN => {
-                    return Err(bad(format!(
-                        "config of {len} bytes, more than {MAX_CONFIG_LEN}"
-                    )))
+                Some(Event::XlConfigLength(len)) if u64::from(len) > max => {
+                    return Err(bad(format!("config of {len} bytes, more than {max}")))
                 }
                 Some(Event::XlConfig { data, .. }) => cfg.extend_from_slice(data),
                 Some(Event::LibxlHeader(_)) | Some(Event::ImageHeader(_)) => break 'outer,
@@ -296,6 +297,12 @@ fn read_config(file: &mut File, path: &Path) -> Result<Config, CommandError> {
     while cfg.last() == Some(&0) {
         cfg.pop();
     }
+    Ok(cfg)
+}
+
+fn read_config(file: &mut File, path: &Path) -> Result<Config, CommandError> {
+    let bad = |m: String| err(ErrorKind::BadRequest, format!("{}: {m}", path.display()));
+    let cfg = read_xl_config(file, path, MAX_CONFIG_LEN as u64)?;
     if cfg.is_empty() {
         return Err(bad("not an xl save file with a config".into()));
     }

@@ -81,6 +81,23 @@ pub fn domain_name<T: Transport>(
     xs.read_string(&format!("/local/domain/{domid}/name"))
 }
 
+/// Removes what the toolstack keeps of a destroyed domain in xenstore:
+/// `/local/domain/<id>`, `/libxl/<id>` and its `/vm/...` node (`vm`, or the
+/// one its `vm` entry names, read before anything is removed). Failures
+/// are logged, not returned: the domain is gone either way.
+pub fn forget_domain<T: Transport>(xs: &mut Xenstore<T>, domid: DomId, vm: Option<String>) {
+    let vm = vm.or_else(|| xs.read_string(&format!("/local/domain/{domid}/vm")).ok());
+    let paths = [format!("/local/domain/{domid}"), format!("/libxl/{domid}")];
+    for p in paths
+        .into_iter()
+        .chain(vm.filter(|v| v.starts_with("/vm/")))
+    {
+        if let Err(e) = xs.rm(&p) {
+            tracing::warn!(domid, "removing {p} from xenstore: {e}");
+        }
+    }
+}
+
 /// A domain as the daemon reports it: `name` from xenstore (`None`: dom0 is
 /// [`DOM0_NAME`], others `(null)` as `xl list` prints a nameless domain).
 pub fn domain_info(d: &relocd_hypercall::DomainInfo, name: Option<String>) -> DomainInfo {

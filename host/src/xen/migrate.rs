@@ -148,12 +148,7 @@ impl MigrateEnv {
                     Ok(i) if i.paused() && !i.shutdown() => {
                         let vm = xs.read_string(&format!("/local/domain/{domid}/vm")).ok();
                         let _ = xen.destroy(domid);
-                        for p in [format!("/local/domain/{domid}"), format!("/libxl/{domid}")]
-                            .into_iter()
-                            .chain(vm.filter(|v| v.starts_with("/vm/")))
-                        {
-                            let _ = xs.rm(&p);
-                        }
+                        super::backend::forget_domain(&mut xs, domid, vm);
                         let _ = xs.release(domid);
                         "destination session without a commit: the half-built domain destroyed"
                     }

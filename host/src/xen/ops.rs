@@ -33,7 +33,6 @@ use crate::daemon::control::{
 };
 use crate::session::{ImageDecoder, LibxcDecoder};
 use relocd_core::guest::SinkGuest;
-use relocd_core::stream::reader::{Decoder, Event, Options};
 
 /// Where libxl keeps its per-domain records.
 pub const LIBXL_USERDATA_DIR: &str = "/var/lib/xen";
@@ -131,34 +130,7 @@ pub fn read_restore_config(
 ) -> Result<RestoreConfig, CommandError> {
     let bad =
         |m: String| CommandError::new(ErrorKind::BadRequest, format!("{}: {m}", path.display()));
-    let mut dec = Decoder::new(Options::default());
-    let mut cfg: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    'outer: loop {
-        let n = file.read(&mut buf).map_err(|e| bad(e.to_string()))?;
-        if n == 0 {
-            return Err(bad("ends before its configuration".into()));
-        }
-        let mut input = &buf[..n];
-        loop {
-            let step = dec.push(input).map_err(|e| bad(e.to_string()))?;
-            input = input.get(step.consumed..).unwrap_or_default();
-            match step.event {
-                Some(Event::XlConfigLength(len)) if u64::from(len) > MAX_CONFIG_LEN => {
-                    return Err(bad(format!(
-                        "configuration of {len} bytes, more than {MAX_CONFIG_LEN}"
-                    )))
-                }
-                Some(Event::XlConfig { data, .. }) => cfg.extend_from_slice(data),
-                Some(Event::LibxlHeader(_)) | Some(Event::ImageHeader(_)) => break 'outer,
-                Some(_) => {}
-                None => break,
-            }
-        }
-    }
-    while cfg.last() == Some(&0) {
-        cfg.pop();
-    }
+    let cfg = crate::engine::file::read_xl_config(file, path, MAX_CONFIG_LEN)?;
     let v: serde_json::Value = serde_json::from_slice(&cfg).map_err(|e| {
         bad(format!(
             "not an xl save file with a JSON configuration ({e})"

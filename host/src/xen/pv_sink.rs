@@ -910,16 +910,8 @@ impl<H: Hypervisor> SinkGuest for PvSink<'_, H> {
         }
         let r = self.xen.destroy(self.domid);
         self.destroyed = true;
-        let uuid = super::ops::uuid_text(&self.req.uuid);
-        for p in [
-            format!("/local/domain/{}", self.domid),
-            format!("/libxl/{}", self.domid),
-            format!("/vm/{uuid}"),
-        ] {
-            if let Err(e) = self.xs.rm(&p) {
-                tracing::warn!(domid = self.domid, "removing {p}: {e}");
-            }
-        }
+        let vm = format!("/vm/{}", super::ops::uuid_text(&self.req.uuid));
+        super::backend::forget_domain(&mut self.xs, self.domid, Some(vm));
         if self.introduced {
             if let Err(e) = self.xs.release(self.domid) {
                 tracing::warn!(domid = self.domid, "xenstore RELEASE: {e}");

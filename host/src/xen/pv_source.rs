@@ -663,16 +663,7 @@ impl<H: Hypervisor> SourceGuest for PvSource<'_, H> {
         self.suspended = false;
         self.paused = false;
         // What the toolstack keeps of the domain in xenstore goes with it.
-        let mut paths = vec![
-            format!("/local/domain/{}", self.domid),
-            format!("/libxl/{}", self.domid),
-        ];
-        paths.extend(vm.filter(|v| v.starts_with("/vm/")));
-        for p in paths {
-            if let Err(e) = self.xs.rm(&p) {
-                tracing::warn!(domid = self.domid, "removing {p} from xenstore: {e}");
-            }
-        }
+        super::backend::forget_domain(&mut self.xs, self.domid, vm);
         Ok(())
     }
 }
