@@ -1,7 +1,7 @@
 //! The CLI's side of the management socket: a blocking [`Client`] and the
 //! thin client commands (`relocd list`, …) built on it.
 
-use crate::daemon::control::{
+use crate::api::{
     read_line, write_line, CommandError, DomainInfo, ErrorKind, FrameError, Outcome, Progress,
     Reply, Request, MAX_LINE,
 };
@@ -195,7 +195,7 @@ pub fn report_error(err: &dyn std::fmt::Display, kind: ErrorKind, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::control::DomainState;
+    use crate::api::DomainState;
 
     #[test]
     fn table_has_xm_columns_and_in_doubt() {

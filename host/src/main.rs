@@ -98,7 +98,9 @@ fn main() -> ExitCode {
         Command::Resolve(args) => cli::resolve::run(control, args, &out),
         Command::Sim(cmd) => cli::sim::run(control, cmd, &out),
         Command::Demo(args) => relocd::demo::run(args, &out),
-        Command::XenProbe { domain } => return ExitCode::from(relocd::xen::probe_main(domain)),
+        Command::XenProbe { domain } => {
+            return ExitCode::from(relocd::backend::xen::probe_main(domain))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,14 +3,14 @@
 //! the wire, the summaries (text and `--json`), Ctrl-C sending `cancel`,
 //! usage errors, and the daemon's stop resuming guests a migration paused.
 
-use relocd::daemon::backend::ProgressSink;
-use relocd::daemon::control::{
+use relocd::api::ProgressSink;
+use relocd::api::{
     CommandError, DomainInfo, DomainState, ErrorKind, MigrateRequest, Phase, Progress,
     ResolveAction, ResolveRequest, RestoreRequest, SaveRequest, TransferSummary,
 };
+use relocd::backend::sim::{self, Drive, GuestSpec, SimHypervisor};
 use relocd::daemon::listener::{AdmitAll, NoSessions};
 use relocd::daemon::{Backend, Daemon, DaemonConfig, DaemonParts, Operations, SimBackend};
-use relocd::sim::{self, Drive, GuestSpec, SimHypervisor};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -2,12 +2,12 @@
 //! backend and the operations: streaming progress, cancellation (by request
 //! and by hang-up), and the shutdown hooks.
 
-use relocd::client::{Client, ClientError};
-use relocd::daemon::backend::{Cancelled, ProgressSink};
-use relocd::daemon::control::{
+use relocd::api::{Cancelled, ProgressSink};
+use relocd::api::{
     CommandError, DomainInfo, DomainState, ErrorKind, MigrateRequest, Outcome, Phase, Progress,
     Reply, Request, SimCreateRequest, TransferSummary,
 };
+use relocd::client::{Client, ClientError};
 use relocd::daemon::listener::AdmitAll;
 use relocd::daemon::{
     Backend, Daemon, DaemonConfig, DaemonParts, NoOperations, Operations, SessionHandler,
@@ -306,9 +306,9 @@ fn default_operations_are_typed_not_implemented_errors() {
         migrate("hostb"),
         Request::Save(Default::default()),
         Request::Restore(Default::default()),
-        Request::Resolve(relocd::daemon::control::ResolveRequest {
+        Request::Resolve(relocd::api::ResolveRequest {
             domain: "web1".into(),
-            action: relocd::daemon::control::ResolveAction::Resume,
+            action: relocd::api::ResolveAction::Resume,
         }),
     ] {
         let err = client.call(&req, |_| {}).unwrap_err();

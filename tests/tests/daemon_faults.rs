@@ -37,15 +37,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use relocd::client::{Client, ClientError};
-use relocd::daemon::control::{
+use relocd::api::{
     DomainState, MigrateRequest, Outcome, Request, ResolveAction, ResolveRequest, SimCreateRequest,
 };
+use relocd::backend::sim::spec_from_request;
+use relocd::backend::sim::{self, Drive, GuestSpec, SimHypervisor};
+use relocd::client::{Client, ClientError};
 use relocd::daemon::listener::{AdmitAll, ListenerConfig};
-use relocd::daemon::sim_backend::spec_from_request;
 use relocd::daemon::{Daemon, DaemonConfig, DaemonError, DaemonParts, SimBackend};
 use relocd::engine::{Engine, EngineConfig};
-use relocd::sim::{self, Drive, GuestSpec, SimHypervisor};
 
 const MIB: u64 = 1 << 20;
 const IO: Duration = Duration::from_secs(1);
@@ -454,7 +454,7 @@ fn run_case(root: &Path, n: usize, fault: Fault) -> String {
     g.unpause().unwrap();
     // The journals hold no open session any more.
     for n in [&a, &b] {
-        let open = relocd::daemon::journal::unresolved(&n.daemon().journal().entries().unwrap());
+        let open = relocd::journal::unresolved(&n.daemon().journal().entries().unwrap());
         assert!(open.is_empty(), "{ctx}: open journal entries {open:?}");
     }
     drop(a);

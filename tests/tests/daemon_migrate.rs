@@ -11,17 +11,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use relocd::client::{Client, ClientError};
-use relocd::daemon::control::{
+use relocd::api::{
     DomainState, ErrorKind, MigrateRequest, Outcome, Request, RestoreRequest, SaveRequest,
     SimCreateRequest,
 };
+use relocd::backend::sim::spec_from_request;
+use relocd::backend::sim::GuestSpec;
+use relocd::client::{Client, ClientError};
 use relocd::daemon::listener::{Admission, AdmitAll, ListenerConfig, PatternAdmission};
-use relocd::daemon::sim_backend::spec_from_request;
 use relocd::daemon::{Daemon, DaemonConfig, DaemonParts, SimBackend};
 use relocd::engine::{Engine, EngineConfig};
 use relocd::peer::Resolver;
-use relocd::sim::GuestSpec;
 use relocd_core::protocol::msg::{self, Hello, Msg, MAGIC};
 use relocd_core::protocol::Features;
 
@@ -249,7 +249,7 @@ fn offline_then_live_migration_through_the_control_socket() {
     check_moved(&spec, &b, &a);
     // Both journals hold only settled sessions.
     for n in [&a, &b] {
-        let open = relocd::daemon::journal::unresolved(&n.daemon.journal().entries().unwrap());
+        let open = relocd::journal::unresolved(&n.daemon.journal().entries().unwrap());
         assert!(open.is_empty(), "{open:?}");
     }
 }

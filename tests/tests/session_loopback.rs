@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
+use relocd::backend::sim::{
+    DomainState, Drive, GuestSpec, SimError, SimHypervisor, SimSink, SimSource, PAGE_SIZE,
+};
 use relocd::session::{
     run_dest, run_source, Clock, DestOptions, DestReport, FileJournal, ImageError, JournalSink,
     Progress, SessionError, SourceOptions, SourceReport,
-};
-use relocd::sim::{
-    DomainState, Drive, GuestSpec, SimError, SimHypervisor, SimSink, SimSource, PAGE_SIZE,
 };
 use relocd_core::protocol::journal::{RecordKind, Role};
 use relocd_core::protocol::{AbortReason, AdmissionRequest, Error, RefuseReason};
@@ -109,7 +109,7 @@ struct Run {
 }
 
 fn migrate(
-    guest: &relocd::sim::SimGuest,
+    guest: &relocd::backend::sim::SimGuest,
     to: SocketAddr,
     opts: &SourceOptions,
     dir: &Path,
@@ -121,7 +121,7 @@ fn migrate(
 }
 
 fn migrate_with_journal(
-    guest: &relocd::sim::SimGuest,
+    guest: &relocd::backend::sim::SimGuest,
     to: SocketAddr,
     opts: &SourceOptions,
     j: &mut dyn JournalSink,
@@ -168,7 +168,7 @@ fn kinds(path: &Path, role: Role) -> Vec<RecordKind> {
 fn check_moved(
     spec: &GuestSpec,
     src_hv: &SimHypervisor,
-    src: &relocd::sim::SimGuest,
+    src: &relocd::backend::sim::SimGuest,
     dst_hv: &SimHypervisor,
     floor: u64,
 ) -> u64 {
@@ -271,7 +271,10 @@ fn live_migration_of_a_dirtying_guest() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn refused(dst_hv: &SimHypervisor, tag: &str) -> (Run, SimHypervisor, relocd::sim::SimGuest) {
+fn refused(
+    dst_hv: &SimHypervisor,
+    tag: &str,
+) -> (Run, SimHypervisor, relocd::backend::sim::SimGuest) {
     let dir = temp_dir(tag);
     let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
     let spec = GuestSpec::new("web1", 64 * MIB).unwrap();
@@ -297,7 +300,7 @@ fn refused(dst_hv: &SimHypervisor, tag: &str) -> (Run, SimHypervisor, relocd::si
     (run, src_hv, g)
 }
 
-fn still_at_source(hv: &SimHypervisor, g: &relocd::sim::SimGuest) {
+fn still_at_source(hv: &SimHypervisor, g: &relocd::backend::sim::SimGuest) {
     assert_eq!(hv.by_name("web1").map(|x| x.domid()), Some(g.domid()));
     assert_eq!(g.state(), DomainState::Running);
     assert!(!g.log_dirty_enabled());
@@ -605,14 +608,14 @@ struct FailingSink {
 }
 
 impl relocd_core::guest::SinkGuest for FailingSink {
-    type Error = relocd::sim::SimFault;
+    type Error = relocd::backend::sim::SimFault;
     fn populate(
         &mut self,
         pfns: &[u64],
         types: &[relocd_core::guest::PageType],
     ) -> Result<(), Self::Error> {
         if self.left == 0 {
-            return Err(relocd::sim::SimFault::NoCapacity);
+            return Err(relocd::backend::sim::SimFault::NoCapacity);
         }
         self.left -= 1;
         self.inner.populate(pfns, types)

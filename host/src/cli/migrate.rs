@@ -3,7 +3,7 @@
 
 use super::summary::{outcome_json, transfer_text};
 use super::{call_long, unexpected, Failure, LongCommand, Output, EXIT_STATUS_HELP};
-use crate::daemon::control::{MigrateRequest, Outcome, Request};
+use crate::api::{MigrateRequest, Outcome, Request};
 use serde_json::Value;
 use std::net::Ipv6Addr;
 use std::path::Path;
@@ -97,7 +97,7 @@ pub fn parse_destination(text: &str) -> Result<Destination, String> {
 /// Parses `--bandwidth`: a rate such as `100M/s` or `1G` (bytes per
 /// second, binary units), not zero.
 pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
-    match crate::sim::parse_rate(text) {
+    match crate::backend::sim::parse_rate(text) {
         Ok(0) => Err("a bandwidth cap of 0 would send nothing".to_owned()),
         Ok(rate) => Ok(rate),
         Err(e) => Err(e.to_string()),

@@ -17,8 +17,8 @@ pub mod save;
 pub mod sim;
 pub mod summary;
 
+use crate::api::{CommandError, ErrorKind, Outcome, Request};
 use crate::client::{Client, ClientError};
-use crate::daemon::control::{CommandError, ErrorKind, Outcome, Request};
 use progress::ProgressView;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

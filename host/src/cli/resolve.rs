@@ -1,7 +1,7 @@
 //! `relocd resolve DOMAIN --resume|--discard`: settle a guest left in doubt.
 
 use super::{call_short, unexpected, Failure, Output, EXIT_STATUS_HELP};
-use crate::daemon::control::{Outcome, Request, ResolveAction, ResolveRequest};
+use crate::api::{Outcome, Request, ResolveAction, ResolveRequest};
 use std::path::Path;
 
 const LONG_ABOUT: &str = "\

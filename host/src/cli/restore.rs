@@ -2,7 +2,7 @@
 
 use super::summary::{format_bytes, outcome_json};
 use super::{absolute, call_long, unexpected, Failure, LongCommand, Output, EXIT_STATUS_HELP};
-use crate::daemon::control::{ErrorKind, Outcome, Request, RestoreRequest};
+use crate::api::{ErrorKind, Outcome, Request, RestoreRequest};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

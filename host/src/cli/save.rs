@@ -2,7 +2,7 @@
 
 use super::summary::{outcome_json, transfer_text};
 use super::{absolute, call_long, unexpected, Failure, LongCommand, Output, EXIT_STATUS_HELP};
-use crate::daemon::control::{ErrorKind, Outcome, Request, SaveRequest};
+use crate::api::{ErrorKind, Outcome, Request, SaveRequest};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

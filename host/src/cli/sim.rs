@@ -3,8 +3,8 @@
 
 use super::summary::{format_bytes, format_rate, outcome_json};
 use super::{call_short, unexpected, Failure, Output, EXIT_STATUS_HELP};
-use crate::daemon::control::{Outcome, Request, SimCreateRequest};
-use crate::sim;
+use crate::api::{Outcome, Request, SimCreateRequest};
+use crate::backend::sim;
 use std::path::Path;
 
 /// `relocd sim …`.

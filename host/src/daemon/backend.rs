@@ -7,8 +7,8 @@
 //! engine implements only what it can do and the CLI gets a typed error for
 //! the rest, never a hang.
 
-use super::control::{
-    CommandError, DomainInfo, MigrateRequest, Progress, ResolveRequest, RestoreRequest,
+use crate::api::{
+    CommandError, DomainInfo, MigrateRequest, ProgressSink, ResolveRequest, RestoreRequest,
     SaveRequest, SimCreateRequest, TransferSummary,
 };
 
@@ -63,40 +63,6 @@ impl Backend for EmptyBackend {
 
     fn list(&self) -> Vec<DomainInfo> {
         Vec::new()
-    }
-}
-
-/// The client gave up on the command (cancelled, or closed the connection).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("cancelled by the client")]
-pub struct Cancelled;
-
-/// Where a long command sends its progress. Given by the management socket
-/// for the command's duration.
-pub trait ProgressSink {
-    /// Sends one progress line to the client. `Err(Cancelled)` when the
-    /// client cancelled or went away: the command should stop at its next
-    /// safe point (a migration before its point of no return leaves the
-    /// guest running at the source) and return
-    /// [`ErrorKind::Cancelled`](super::control::ErrorKind::Cancelled).
-    fn report(&mut self, progress: &Progress) -> Result<(), Cancelled>;
-
-    /// Whether the client cancelled, without sending anything.
-    fn is_cancelled(&self) -> bool;
-}
-
-/// A sink that drops reports and is never cancelled (for callers with no
-/// client, and tests).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoProgress;
-
-impl ProgressSink for NoProgress {
-    fn report(&mut self, _progress: &Progress) -> Result<(), Cancelled> {
-        Ok(())
-    }
-
-    fn is_cancelled(&self) -> bool {
-        false
     }
 }
 

@@ -3,13 +3,14 @@
 //! [`Backend`] or the [`Operations`]. The wire format is in
 //! [`control`](super::control).
 
-use super::backend::{Backend, Cancelled, Operations, ProgressSink};
-use super::control::{
+use super::backend::{Backend, Operations};
+use super::ShutdownToken;
+use crate::api::{
     read_line, write_line, CommandError, ErrorKind, FrameError, Outcome, PingInfo, Progress, Reply,
     Request, MAX_LINE,
 };
-use super::lock::InstanceLock;
-use super::ShutdownToken;
+use crate::api::{Cancelled, ProgressSink};
+use crate::lock::InstanceLock;
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -38,22 +38,19 @@
 //! [`serve`] builds these in one place ([`DaemonParts`]).
 
 pub mod backend;
-pub mod control;
-pub mod journal;
 pub mod listener;
-pub mod lock;
 pub mod mgmt;
-pub mod sim_backend;
 
-pub use backend::{Backend, EmptyBackend, NoOperations, Operations, ProgressSink};
-pub use journal::Journal;
+pub use crate::api::ProgressSink;
+pub use crate::backend::sim::SimBackend;
+pub use crate::journal::Journal;
+pub use backend::{Backend, EmptyBackend, NoOperations, Operations};
 pub use listener::{Admission, AdmissionVerdict, Session, SessionHandler};
-pub use sim_backend::SimBackend;
 
+use crate::api::{self as control, PingInfo};
+use crate::journal::{self, JournalError};
 use crate::peer::SystemResolver;
 use crate::settings::{ConfigFile, SettingsError};
-use control::PingInfo;
-use journal::JournalError;
 use listener::{AdmitAll, ListenerConfig, PatternAdmission, RelocationListener};
 use mgmt::{ControlContext, ControlError, ControlServer, ControlSocket};
 use relocd_core::acl::HostsAllow;
@@ -117,7 +114,7 @@ pub enum DaemonError {
     HostsAllow(String),
     /// `--backend xen` where Xen cannot be reached.
     #[error(transparent)]
-    Xen(#[from] crate::xen::XenUnavailable),
+    Xen(#[from] crate::backend::xen::XenUnavailable),
     /// The sim backend's guests (`serve --guests FILE`) could not be read
     /// or created.
     #[error("{}: {message}", .path.display())]
@@ -387,7 +384,7 @@ pub struct ServeArgs {
 }
 
 fn parse_capacity(text: &str) -> Result<u64, String> {
-    crate::sim::parse_size(text).map_err(|e| e.to_string())
+    crate::backend::sim::parse_size(text).map_err(|e| e.to_string())
 }
 
 /// hosts-allow as the listener applies it: empty admits every peer; else
@@ -456,8 +453,8 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
 
     let xen = match args.backend {
         BackendKind::Sim => None,
-        BackendKind::Xen => Some(Arc::new(crate::xen::XenBackend::new(
-            crate::xen::open_privcmd()?,
+        BackendKind::Xen => Some(Arc::new(crate::backend::xen::XenBackend::new(
+            crate::backend::xen::open_privcmd()?,
         ))),
     };
     // Read before anything is claimed, so a bad file stops nothing running.
@@ -468,13 +465,13 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
                 message,
             };
             let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-            crate::sim::parse_guests_file(&text).map_err(|e| bad(e.to_string()))?
+            crate::backend::sim::parse_guests_file(&text).map_err(|e| bad(e.to_string()))?
         }
         None => Vec::new(),
     };
     let sim = Arc::new(SimBackend::with_capacity(
         args.sim_capacity
-            .unwrap_or(sim_backend::DEFAULT_SIM_CAPACITY),
+            .unwrap_or(crate::backend::sim::DEFAULT_SIM_CAPACITY),
     ));
 
     let (config_path, file) = match &args.config {
@@ -548,13 +545,13 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
             // The Xen backend lists, saves, restores and migrates 64-bit PV
             // domains; what a killed daemon left half done is settled first.
             Some(x) => {
-                use crate::xen::migrate::{MigrateEnv, PvRestore, XenEngine, XenReceiver};
+                use crate::backend::xen::migrate::{MigrateEnv, PvRestore, XenEngine, XenReceiver};
                 let env = Arc::new(MigrateEnv::new(
                     journal.clone(),
                     crate::engine::EngineConfig { io_timeout },
                 ));
                 env.reconcile(x);
-                let ops = crate::xen::XenOperations::new(x.clone());
+                let ops = crate::backend::xen::XenOperations::new(x.clone());
                 DaemonParts {
                     backend: x.clone(),
                     operations: Arc::new(XenEngine::new(x.clone(), env.clone(), ops)),

@@ -9,10 +9,10 @@ use relocd_core::protocol::{AdmissionRequest, DestConfig, RefuseReason};
 use super::guard::{GuardedLink, TrackedSink};
 use super::journal::{session_key, DaemonJournal};
 use super::{Active, Engine};
-use crate::daemon::journal::{CommitState, Role};
+use crate::backend::sim::{SimError, SimSink};
 use crate::daemon::listener::{Session, SessionHandler};
+use crate::journal::{CommitState, Role};
 use crate::session::{run_dest, Clock, DestOptions, SessionError};
-use crate::sim::{SimError, SimSink};
 
 /// The destination's options for the engine's settings.
 pub(crate) fn dest_options(cfg: &super::EngineConfig) -> DestOptions {
@@ -123,7 +123,7 @@ impl Engine {
 /// Journals an admitted incoming session as `prepared` (before any byte
 /// of its image), so a restarted daemon destroys what it left.
 pub(crate) fn journal_put(
-    journal: &crate::daemon::Journal,
+    journal: &crate::journal::Journal,
     domain: &str,
     session: u64,
     peer: &str,
@@ -132,7 +132,7 @@ pub(crate) fn journal_put(
     if crashed.load(Ordering::SeqCst) {
         return Err("the daemon is gone".into());
     }
-    let mut e = crate::daemon::journal::JournalEntry::now(
+    let mut e = crate::journal::JournalEntry::now(
         domain,
         &session_key(session),
         Role::Dest,

@@ -26,14 +26,14 @@ use relocd_core::stream::reader::{Decoder, Event, Options};
 use relocd_core::stream::writer::{Sink, StreamWriter, WriteError};
 use relocd_core::stream::{PageType as WirePageType, PfnEntry};
 
-use crate::daemon::backend::ProgressSink;
-use crate::daemon::control::{
+use crate::api::ProgressSink;
+use crate::api::{
     CommandError, DomainInfo, ErrorKind, Phase, Progress, RestoreRequest, SaveRequest,
     TransferSummary,
 };
-use crate::daemon::SimBackend;
+use crate::backend::sim::SimBackend;
+use crate::backend::sim::{SimGuest, SimSink, SimSource, PAGE_SIZE};
 use crate::session::{ImageDecoder, LibxcDecoder};
-use crate::sim::{SimGuest, SimSink, SimSource, PAGE_SIZE};
 
 /// Pages per `PAGE_DATA` record (as Xen).
 const BATCH: usize = 1024;
@@ -183,7 +183,7 @@ pub fn save(
 ) -> Result<TransferSummary, CommandError> {
     let started = Instant::now();
     let name = guest.name();
-    let was_running = guest.state() == crate::sim::DomainState::Running;
+    let was_running = guest.state() == crate::backend::sim::DomainState::Running;
     let tmp = tmp_path(&req.file);
     let file = File::create(&tmp).map_err(|e| {
         err(
@@ -343,8 +343,8 @@ pub fn restore(
     let hv = sim.hypervisor();
     let guest = hv.create_empty(&cfg.name, cfg.memory).map_err(|e| {
         let kind = match e {
-            crate::sim::SimError::NameTaken(_) => ErrorKind::Exists,
-            crate::sim::SimError::NoCapacity { .. } => ErrorKind::Refused,
+            crate::backend::sim::SimError::NameTaken(_) => ErrorKind::Exists,
+            crate::backend::sim::SimError::NoCapacity { .. } => ErrorKind::Refused,
             _ => ErrorKind::BadRequest,
         };
         err(kind, format!("cannot restore `{}`: {e}", cfg.name))

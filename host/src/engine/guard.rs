@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use relocd_core::guest::{GuestInfo, PageType, Pfn, SinkGuest, SourceGuest};
 
-use crate::daemon::SimBackend;
+use crate::backend::sim::SimBackend;
+use crate::backend::sim::{SimFault, SimSink, SimSource};
 use crate::session::Link;
-use crate::sim::{SimFault, SimSink, SimSource};
 
 /// Set once the engine simulates its own death: from then on no guest
 /// operation, journal write or socket I/O of its sessions has any effect.

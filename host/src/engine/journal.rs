@@ -11,7 +11,7 @@
 //! find the guests a dead session left behind (a source guest still paused:
 //! resume it; a half-built destination domain: destroy it). After any
 //! session that does not end in doubt the engine writes `resolved`, so only
-//! open sessions stay in [`unresolved`](crate::daemon::journal::unresolved).
+//! open sessions stay in [`unresolved`](crate::journal::unresolved).
 
 use std::cell::RefCell;
 use std::io;
@@ -21,8 +21,8 @@ use std::sync::atomic::Ordering;
 use relocd_core::protocol::journal::{Record, RecordKind};
 
 use super::guard::Crashed;
-use crate::daemon::journal::{CommitState, JournalEntry, Role};
-use crate::daemon::Journal;
+use crate::journal::Journal;
+use crate::journal::{CommitState, JournalEntry, Role};
 use crate::session::JournalSink;
 
 /// A session identifier as the daemon's journal writes it.

@@ -47,17 +47,18 @@ use std::time::{Duration, Instant};
 use relocd_core::precopy::PolicyConfig;
 use relocd_core::protocol::{AbortReason, Error as ProtoError, Features, Timeouts};
 
-use crate::daemon::backend::{Operations, ProgressSink};
-use crate::daemon::control::{
+use crate::api::ProgressSink;
+use crate::api::{
     CommandError, DomainInfo, ErrorKind, MigrateRequest, Phase, Progress, ResolveAction,
     ResolveRequest, RestoreRequest, SaveRequest, TransferSummary,
 };
-use crate::daemon::journal::{unresolved, CommitState, JournalEntry, Role};
+use crate::backend::sim::{DomainState, SimSource};
+use crate::daemon::backend::Operations;
 use crate::daemon::{Journal, SimBackend};
+use crate::journal::{unresolved, CommitState, JournalEntry, Role};
 use crate::session::{
     self, run_source, Clock, LinkTimeouts, SessionError, SourceOptions, SourceReport,
 };
-use crate::sim::{DomainState, SimSource};
 pub(crate) use dest::{dest_options, journal_put};
 use guard::{Crashed, GuardedLink, TrackedSource};
 pub(crate) use journal::DaemonJournal;
@@ -303,7 +304,11 @@ impl Engine {
         migrate_error(domain, to, e)
     }
 
-    fn refuse_in_doubt(&self, domid: crate::sim::Domid, domain: &str) -> Result<(), CommandError> {
+    fn refuse_in_doubt(
+        &self,
+        domid: crate::backend::sim::Domid,
+        domain: &str,
+    ) -> Result<(), CommandError> {
         if self.sim.in_doubt().contains(&domid) {
             return Err(err(
                 ErrorKind::Refused,
@@ -484,7 +489,7 @@ pub(crate) fn target(host: &str, port: u16) -> String {
 /// A UUID for a simulated guest (it has none of its own): its name's hash
 /// and the session, so both journals name the same thing.
 fn sim_uuid(name: &str, session: u64) -> [u8; 16] {
-    let h = crate::sim::seed_from_name(name);
+    let h = crate::backend::sim::seed_from_name(name);
     let mut u = [0u8; 16];
     u[..8].copy_from_slice(&h.to_be_bytes());
     u[8..].copy_from_slice(&session.to_be_bytes());

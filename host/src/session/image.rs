@@ -611,7 +611,7 @@ impl ImageDecoder for LibxcDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{Drive, GuestSpec, SimHypervisor, SimSink, SimSource};
+    use crate::backend::sim::{Drive, GuestSpec, SimHypervisor, SimSink, SimSource};
     use relocd_core::guest::SourceGuest;
 
     #[test]

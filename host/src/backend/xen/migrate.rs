@@ -41,19 +41,20 @@ use super::ops::XenOperations;
 use super::probe::resolve_domain;
 use super::pv_source::PvSource;
 use super::xenstore::{Transport, Xenstore};
-use crate::daemon::backend::{Operations, ProgressSink};
-use crate::daemon::control::{
+use crate::api::ProgressSink;
+use crate::api::{
     CommandError, DomainInfo, ErrorKind, MigrateRequest, Phase, Progress, ResolveRequest,
     RestoreRequest, SaveRequest, TransferSummary,
 };
-use crate::daemon::journal::{CommitState, JournalEntry, Role};
+use crate::daemon::backend::Operations;
 use crate::daemon::listener::{Session, SessionHandler};
-use crate::daemon::Journal;
 use crate::engine::guard::{Crashed, GuardedLink};
 use crate::engine::{
     connect, dest_options, journal::session_key, journal_put, migrate_error, source_options,
     summary, target, to_progress, Active, DaemonJournal, EngineConfig, DEFAULT_PORT,
 };
+use crate::journal::Journal;
+use crate::journal::{CommitState, JournalEntry, Role};
 use crate::session::{self, run_dest, run_source, Clock, SessionError};
 
 /// What the relocation engine on Xen shares between its sessions: the
@@ -109,7 +110,7 @@ impl MigrateEnv {
             }
         };
         let xen = backend.hypervisor();
-        for e in crate::daemon::journal::unresolved(&entries) {
+        for e in crate::journal::unresolved(&entries) {
             let found = backend.store().ok().and_then(|mut xs| {
                 resolve_domain(xen, Some(&mut xs), &e.domain)
                     .ok()
@@ -664,11 +665,11 @@ impl<H: Hypervisor + Send + Sync> Operations for XenEngine<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::backend::NoProgress;
+    use crate::api::NoProgress;
+    use crate::backend::sim::{Drive, GuestSpec, SimHypervisor, SimSource};
+    use crate::backend::xen::xenstore::fake::FakeXenstored;
     use crate::daemon::ShutdownToken;
     use crate::session::{run_source, SourceOptions};
-    use crate::sim::{Drive, GuestSpec, SimHypervisor, SimSource};
-    use crate::xen::xenstore::fake::FakeXenstored;
     use relocd_hypercall::fake::{FakeDomain, FakeXen};
     use std::net::{TcpListener, TcpStream};
 
@@ -779,13 +780,13 @@ mod tests {
         }
         assert!(env.journal.entries().unwrap().is_empty());
         assert_eq!(env.active_sessions(), 0);
-        assert!(g.state() != crate::sim::DomainState::Destroyed);
+        assert!(g.state() != crate::backend::sim::DomainState::Destroyed);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn start_up_settles_what_a_killed_daemon_left() {
-        use crate::daemon::journal::JournalEntry;
+        use crate::journal::JournalEntry;
         use relocd_hypercall::abi::xen::vgcf;
         let x = FakeXen::new();
         x.add_domain(FakeDomain::pv(0, 16, 1));
@@ -841,12 +842,14 @@ mod tests {
             "the committed copy runs"
         );
         assert!(x.domain(8).is_some(), "a running domain is left alone");
-        let open = crate::daemon::journal::unresolved(&env.journal.entries().unwrap());
+        let open = crate::journal::unresolved(&env.journal.entries().unwrap());
         assert!(open.is_empty(), "{open:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    fn store_of(store: crate::xen::xenstore::fake::Store) -> crate::xen::backend::StoreConnector {
+    fn store_of(
+        store: crate::backend::xen::xenstore::fake::Store,
+    ) -> crate::backend::xen::backend::StoreConnector {
         Box::new(move || {
             let mut f = FakeXenstored::new(&[]);
             f.store = store.clone();
@@ -860,7 +863,7 @@ mod tests {
     /// A has it no more; both journals are settled.
     #[test]
     fn a_pv_guest_moves_between_two_fake_xen_hosts() {
-        use crate::xen::test_guest::{self, MFN0};
+        use crate::backend::xen::test_guest::{self, MFN0};
         use relocd_hypercall::fake::FAKE_MFN_OFFSET;
         for live in [false, true] {
             let g = test_guest::guest();
@@ -922,7 +925,7 @@ mod tests {
                 "web1"
             );
             for env in [&env_a, &env_b] {
-                let open = crate::daemon::journal::unresolved(&env.journal.entries().unwrap());
+                let open = crate::journal::unresolved(&env.journal.entries().unwrap());
                 assert!(open.is_empty(), "{open:?}");
             }
             drop(g);
@@ -934,7 +937,7 @@ mod tests {
     /// A save through the engine leaves a prepared and a resolved record.
     #[test]
     fn a_save_is_journaled_as_a_source_session() {
-        use crate::xen::test_guest;
+        use crate::backend::xen::test_guest;
         let g = test_guest::guest();
         let b = Arc::new(XenBackend::with_store(
             g.xen.clone(),

@@ -23,13 +23,13 @@
 //! resuming it could make it run on two hosts (invariant 1 of the design);
 //! `relocd resolve` settles it ([`SimBackend::settle`]).
 
-use super::backend::Backend;
-use super::control::{
+use crate::api::{
     CommandError, DomainInfo, DomainState, ErrorKind, ResolveAction, SimCreateRequest,
 };
-use crate::sim::{
+use crate::backend::sim::{
     self, Domid, Drive, GuestSpec, Pattern, SimError, SimGuest, SimHypervisor, SpecError,
 };
+use crate::daemon::backend::Backend;
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -241,7 +241,7 @@ fn to_daemon_info(d: &sim::DomainInfo, marks: &Marks) -> DomainInfo {
 /// A create refusal as the daemon's typed error, with a message that says
 /// what to change.
 fn create_error(name: &str, e: SimError, capacity: u64) -> CommandError {
-    use crate::cli::summary::format_bytes;
+    use crate::units::format_bytes;
     match e {
         SimError::NameTaken(n) => CommandError::new(
             ErrorKind::Exists,

@@ -26,11 +26,12 @@ use super::backend::{domain_name, XenBackend};
 use super::probe::resolve_domain;
 use super::pv_sink::{PvCreate, PvSink};
 use super::save::{save, SaveOptions};
-use crate::daemon::backend::{Operations, ProgressSink};
-use crate::daemon::control::{
+use crate::api::ProgressSink;
+use crate::api::{
     CommandError, DomainInfo, ErrorKind, Phase, Progress, RestoreRequest, SaveRequest,
     TransferSummary,
 };
+use crate::daemon::backend::Operations;
 use crate::session::{ImageDecoder, LibxcDecoder};
 use relocd_core::guest::SinkGuest;
 

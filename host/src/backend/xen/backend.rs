@@ -3,7 +3,7 @@
 //! `xl list` shows them.
 
 use super::xenstore::{StoreErrno, Transport, Xenstore, XenstoreError};
-use crate::daemon::control::{DomainInfo, DomainState};
+use crate::api::{DomainInfo, DomainState};
 use crate::daemon::Backend;
 use relocd_hypercall::{DomId, Hypervisor, XenOps};
 
@@ -152,7 +152,7 @@ impl<H: Hypervisor + Send + Sync> Backend for XenBackend<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xen::xenstore::fake::FakeXenstored;
+    use crate::backend::xen::xenstore::fake::FakeXenstored;
     use relocd_hypercall::fake::{FakeDomain, FakeXen};
 
     fn backend(entries: &'static [(&'static str, &'static str)]) -> XenBackend<FakeXen> {

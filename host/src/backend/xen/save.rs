@@ -40,8 +40,8 @@ use relocd_hypercall::{DomId, Hypervisor};
 use super::pv_error::PvSaveError;
 use super::pv_source::{PvCounters, PvSource, TailRecord};
 use super::xenstore::{Transport, Xenstore};
-use crate::daemon::backend::ProgressSink;
-use crate::daemon::control::{CommandError, ErrorKind, Phase, Progress, TransferSummary};
+use crate::api::ProgressSink;
+use crate::api::{CommandError, ErrorKind, Phase, Progress, TransferSummary};
 use crate::session::Clock;
 
 /// What `relocd save` asks of the Xen backend.
@@ -385,7 +385,7 @@ pub fn save<H: Hypervisor>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::backend::NoProgress;
+    use crate::api::NoProgress;
     use relocd_core::stream::reader::Layer;
     use relocd_core::stream::reader::{Decoder, Event, Options};
     use relocd_hypercall::abi::xen::VcpuGuestContext;
@@ -393,7 +393,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::atomic::Ordering;
 
-    use crate::xen::test_guest::*;
+    use crate::backend::xen::test_guest::*;
 
     /// What a saved file holds: libxc record names in order, the last
     /// contents of each page, vCPU bodies.
@@ -671,7 +671,7 @@ mod tests {
 
     #[test]
     fn what_save_writes_the_sink_builds_again() {
-        use crate::xen::pv_sink::{PvCreate, PvSink};
+        use crate::backend::xen::pv_sink::{PvCreate, PvSink};
         use relocd_core::guest::{PageType as GuestPageType, SinkGuest};
         use relocd_hypercall::fake::FAKE_MFN_OFFSET;
         let g = guest();
@@ -786,7 +786,7 @@ mod tests {
 
     #[test]
     fn a_refused_image_leaves_no_domain() {
-        use crate::xen::pv_sink::{PvCreate, PvSink};
+        use crate::backend::xen::pv_sink::{PvCreate, PvSink};
         use relocd_core::guest::SinkGuest;
         let g = guest();
         let req = PvCreate {
