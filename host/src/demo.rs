@@ -88,10 +88,8 @@ fn start_daemon(dir: &Path, tag: &str, listen: bool) -> Result<(Daemon, Arc<SimB
             EngineConfig { io_timeout },
         ));
         DaemonParts {
-            backend: sim.clone(),
-            operations: engine.clone(),
+            service: engine,
             admission: Arc::new(AdmitAll),
-            sessions: engine,
         }
     })
     .map_err(|e| fail(format!("starting the {tag} daemon: {e}")))?;

@@ -37,3 +37,28 @@ pub fn format_count(n: u64) -> String {
     }
     out
 }
+
+/// A size in MiB, as capacity messages give it: `129 MiB`, or with one
+/// decimal when it is not a whole number (`63.5 MiB`).
+pub fn format_mib(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / MIB as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_in_mib() {
+        assert_eq!(format_mib(129 << 20), "129 MiB");
+        assert_eq!(format_mib((63 << 20) + (1 << 19)), "63.5 MiB");
+        assert_eq!(format_mib(0), "0 MiB");
+        assert_eq!(format_bytes(64 << 20), "64.0 MiB");
+        assert_eq!(format_count(262_144), "262,144");
+    }
+}

@@ -287,8 +287,8 @@ fn migration_commands_get_the_daemons_typed_error() {
     let save_file = dir.path("web1.save");
     std::fs::write(&save_file, b"not really").unwrap();
     let save_file = save_file.to_str().unwrap();
-    // A directory where the file should go: the image is written to
-    // FILE.tmp, the rename fails, nothing is left and the guest runs on.
+    // A directory where the file should go: refused before the guest is
+    // touched, nothing written.
     let nowhere = dir.path("adir");
     std::fs::create_dir(&nowhere).unwrap();
     let nowhere = nowhere.to_str().unwrap();
@@ -299,7 +299,7 @@ fn migration_commands_get_the_daemons_typed_error() {
             "network",
             "connection refused",
         ),
-        (&["save", "web1", nowhere], "internal", "rename"),
+        (&["save", "web1", nowhere], "bad_request", "is a directory"),
         (&["restore", save_file], "bad_request", "web1.save"),
         (&["resolve", "web1", "--resume"], "refused", "not in doubt"),
     ];
@@ -321,9 +321,10 @@ fn migration_commands_get_the_daemons_typed_error() {
             "{argv:?}: {v}"
         );
     }
-    // The guest was not touched; no temporary file is left.
+    // The guest was not touched; nothing was written.
     assert_eq!(serve.list()[0]["state"], "running");
     assert!(!dir.path("adir.tmp").exists());
+    assert_eq!(std::fs::read_dir(nowhere).unwrap().count(), 0);
 }
 
 #[test]

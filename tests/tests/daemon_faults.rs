@@ -99,8 +99,7 @@ struct Node {
     tag: &'static str,
     listen: bool,
     hv: SimHypervisor,
-    sim: Arc<SimBackend>,
-    engine: Arc<Engine>,
+    engine: Arc<Engine<SimBackend>>,
     daemon: Option<Daemon>,
 }
 
@@ -130,10 +129,8 @@ impl Node {
                     ));
                     engine = Some(e.clone());
                     DaemonParts {
-                        backend: sim.clone(),
-                        operations: e.clone(),
+                        service: e,
                         admission: Arc::new(AdmitAll),
-                        sessions: e,
                     }
                 },
             );
@@ -144,7 +141,6 @@ impl Node {
                         tag,
                         listen,
                         hv,
-                        sim,
                         engine: engine.unwrap(),
                         daemon: Some(d),
                     }
@@ -394,7 +390,7 @@ fn run_case(root: &Path, n: usize, fault: Fault) -> String {
         let other = if ra { &b } else { &a };
         if other.state().is_some() {
             assert!(
-                std::ptr::eq(other, &a) && !a.sim.in_doubt().is_empty(),
+                std::ptr::eq(other, &a) && !a.engine.in_doubt().is_empty(),
                 "{ctx}: a leftover copy on the other host: {:?}",
                 other.state()
             );
@@ -408,7 +404,7 @@ fn run_case(root: &Path, n: usize, fault: Fault) -> String {
     }
     // An in-doubt copy is reported by list and settled by resolve.
     let mut resolved = None;
-    if !a.sim.in_doubt().is_empty() {
+    if !a.engine.in_doubt().is_empty() {
         let Outcome::Domains { domains } = a.call(&Request::List).unwrap() else {
             panic!()
         };

@@ -134,10 +134,8 @@ fn node_with(
                 EngineConfig { io_timeout: io },
             ));
             DaemonParts {
-                backend: sim.clone(),
-                operations: engine.clone(),
+                service: engine,
                 admission,
-                sessions: engine,
             }
         },
     )
@@ -211,7 +209,13 @@ fn running_at(n: &Node, name: &str) {
         .expect("still at the source");
     let s = g.steps().unwrap();
     eventually("the guest runs at the source", || g.steps().unwrap() > s);
-    assert!(n.sim.in_doubt().is_empty());
+    let Ok(Outcome::Domains { domains }) = n.call(&Request::List) else {
+        panic!("list failed")
+    };
+    assert!(
+        domains.iter().all(|d| d.state != DomainState::InDoubt),
+        "{domains:?}"
+    );
 }
 
 #[test]

@@ -522,7 +522,7 @@ pub trait ProgressSink {
     /// client cancelled or went away: the command should stop at its next
     /// safe point (a migration before its point of no return leaves the
     /// guest running at the source) and return
-    /// [`ErrorKind::Cancelled`](ErrorKind::Cancelled).
+    /// [`ErrorKind::Cancelled`].
     fn report(&mut self, progress: &Progress) -> Result<(), Cancelled>;
 
     /// Whether the client cancelled, without sending anything.

@@ -1,7 +1,8 @@
 //! `relocd serve`: the daemon (xend's role).
 //!
-//! It holds a hypervisor [`Backend`], the long-running [`Operations`] and a
-//! durable [`Journal`], and serves them on two sockets:
+//! It holds the engine, known by one trait ([`Service`]: the commands and
+//! the incoming relocations, over whatever backend `serve --backend`
+//! chose), and a durable [`Journal`], and serves them on two sockets:
 //!
 //! - the management socket ([`mgmt`], wire format in [`control`]): a Unix
 //!   socket, root only, for the local CLI (`relocd list`, `migrate`, …);
@@ -22,29 +23,25 @@
 //!
 //! # Plugging in
 //!
-//! - A hypervisor implements [`Backend`] (`list`, `sim_create`, `shutdown`).
-//! - The migration engine implements [`Operations`]: `migrate`, `save`,
-//!   `restore` get a [`ProgressSink`]; each `report` becomes one
+//! - The engine (or a test double) implements [`Service`]: `migrate`,
+//!   `save`, `restore` get a [`ProgressSink`]; each `report` becomes one
 //!   `{"reply":"progress",…}` line to the client, and `Err(Cancelled)` (or
 //!   `is_cancelled()`) says the client sent `cancel` or hung up. The return
-//!   value becomes the final line. It records commit points with
-//!   [`Journal::record`] (synced before it returns).
+//!   value becomes the final line. Admitted relocation connections go to
+//!   [`Service::receive`].
 //! - hosts-allow implements [`Admission`] (see
 //!   [`listener::PatternAdmission`], which takes any `(ip, fqdn) -> bool`).
-//! - The destination side of the relocation protocol implements
-//!   [`SessionHandler`]; each admitted connection arrives as a [`Session`]
-//!   on its own thread, with timeouts set and nothing read.
 //!
-//! [`serve`] builds these in one place ([`DaemonParts`]).
+//! [`serve`] builds these in one place ([`DaemonParts`]); it is the only
+//! place that names a backend.
 
-pub mod backend;
 pub mod listener;
 pub mod mgmt;
 
 pub use crate::api::ProgressSink;
 pub use crate::backend::sim::SimBackend;
+pub use crate::engine::{Service, ShutdownToken};
 pub use crate::journal::Journal;
-pub use backend::{Backend, EmptyBackend, NoOperations, Operations};
 pub use listener::{Admission, AdmissionVerdict, Session, SessionHandler};
 
 use crate::api::{self as control, PingInfo};
@@ -56,7 +53,7 @@ use mgmt::{ControlContext, ControlError, ControlServer, ControlSocket};
 use relocd_core::acl::HostsAllow;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,27 +63,6 @@ pub const DEFAULT_CONTROL: &str = "/run/relocd/relocd.sock";
 pub const DEFAULT_CONFIG: &str = "/etc/xen/xend-config.sxp";
 /// The state directory (journal) when `--state-dir` is not given.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/relocd";
-
-/// Set once when the daemon starts to stop; sessions and commands poll it.
-#[derive(Clone, Debug, Default)]
-pub struct ShutdownToken(Arc<AtomicBool>);
-
-impl ShutdownToken {
-    /// A token not yet triggered.
-    pub fn new() -> ShutdownToken {
-        ShutdownToken::default()
-    }
-
-    /// Asks everything holding a clone to stop.
-    pub fn trigger(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether the daemon is stopping.
-    pub fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -172,16 +148,34 @@ pub struct DaemonConfig {
 }
 
 /// What the daemon serves. Built by the caller of [`Daemon::start`] once the
-/// journal is open (the operations need it).
+/// journal is open (the engine needs it).
 pub struct DaemonParts {
-    /// The hypervisor.
-    pub backend: Arc<dyn Backend>,
-    /// The long-running commands.
-    pub operations: Arc<dyn Operations>,
+    /// The engine: every command and the incoming relocations.
+    pub service: Arc<dyn Service>,
     /// hosts-allow.
     pub admission: Arc<dyn Admission>,
-    /// The destination side of relocation sessions.
-    pub sessions: Arc<dyn SessionHandler>,
+}
+
+/// The listener's sessions, handed to the engine.
+struct ServiceSessions(Arc<dyn Service>);
+
+fn incoming(s: Session) -> crate::engine::Incoming {
+    crate::engine::Incoming {
+        id: s.id,
+        stream: s.stream,
+        peer: s.peer,
+        shutdown: s.shutdown,
+    }
+}
+
+impl SessionHandler for ServiceSessions {
+    fn handle(&self, session: Session) {
+        self.0.receive(incoming(session));
+    }
+
+    fn busy(&self, session: Session, limit: usize) {
+        self.0.busy(incoming(session), limit);
+    }
 }
 
 /// A running daemon. Stop it with [`Daemon::stop`] (dropping it stops it
@@ -191,8 +185,7 @@ pub struct Daemon {
     control_path: PathBuf,
     listener: Option<RelocationListener>,
     listen_addr: Option<SocketAddr>,
-    backend: Arc<dyn Backend>,
-    operations: Arc<dyn Operations>,
+    service: Arc<dyn Service>,
     journal: Arc<Journal>,
     shutdown: ShutdownToken,
     grace: Duration,
@@ -235,7 +228,7 @@ impl Daemon {
                 let l = RelocationListener::start(
                     lc,
                     parts.admission.clone(),
-                    parts.sessions.clone(),
+                    Arc::new(ServiceSessions(parts.service.clone())),
                     shutdown.clone(),
                 )
                 .map_err(|source| DaemonError::Listen {
@@ -252,7 +245,7 @@ impl Daemon {
             protocol: control::PROTOCOL_VERSION,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
-            backend: parts.backend.name().to_owned(),
+            backend: parts.service.backend_name().to_owned(),
             listen: listen_addr.map(|a| a.to_string()),
             control: cfg.control.clone(),
             state_dir: cfg.state_dir.clone(),
@@ -260,8 +253,7 @@ impl Daemon {
         let control = ControlServer::start(
             socket,
             ControlContext {
-                backend: parts.backend.clone(),
-                operations: parts.operations.clone(),
+                service: parts.service.clone(),
                 info,
                 shutdown: shutdown.clone(),
             },
@@ -275,8 +267,7 @@ impl Daemon {
             control_path: cfg.control,
             listener,
             listen_addr,
-            backend: parts.backend,
-            operations: parts.operations,
+            service: parts.service,
             journal,
             shutdown,
             grace: cfg.shutdown_grace,
@@ -317,7 +308,7 @@ impl Daemon {
         if let Some(control) = self.control.take() {
             control.stop();
         }
-        self.operations.shutdown();
+        self.service.shutdown();
         if let Some(listener) = self.listener.take() {
             if !listener.stop(self.grace) {
                 tracing::warn!(
@@ -326,7 +317,7 @@ impl Daemon {
                 );
             }
         }
-        self.backend.shutdown();
+        self.service.stopped();
         tracing::info!("relocd stopped");
     }
 }
@@ -541,37 +532,18 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
             }),
             shutdown_grace: io_timeout,
         },
-        |journal| match &xen {
-            // The Xen backend lists, saves, restores and migrates 64-bit PV
-            // domains; what a killed daemon left half done is settled first.
-            Some(x) => {
-                use crate::backend::xen::migrate::{MigrateEnv, PvRestore, XenEngine, XenReceiver};
-                let env = Arc::new(MigrateEnv::new(
-                    journal.clone(),
-                    crate::engine::EngineConfig { io_timeout },
-                ));
-                env.reconcile(x);
-                let ops = crate::backend::xen::XenOperations::new(x.clone());
-                DaemonParts {
-                    backend: x.clone(),
-                    operations: Arc::new(XenEngine::new(x.clone(), env.clone(), ops)),
-                    admission,
-                    sessions: Arc::new(XenReceiver::new(x.clone(), env, PvRestore)),
-                }
-            }
-            None => {
-                let engine = Arc::new(crate::engine::Engine::new(
+        |journal| {
+            let cfg = crate::engine::EngineConfig { io_timeout };
+            // What a killed daemon left half done is settled by Engine::new.
+            let service: Arc<dyn Service> = match &xen {
+                Some(x) => Arc::new(crate::engine::Engine::new(x.clone(), journal.clone(), cfg)),
+                None => Arc::new(crate::engine::Engine::new(
                     sim.clone(),
                     journal.clone(),
-                    crate::engine::EngineConfig { io_timeout },
-                ));
-                DaemonParts {
-                    backend: sim.clone(),
-                    operations: engine.clone(),
-                    admission,
-                    sessions: engine,
-                }
-            }
+                    cfg,
+                )),
+            };
+            DaemonParts { service, admission }
         },
     )?;
     let backend_name = if xen.is_some() { "xen" } else { "sim" };

@@ -37,7 +37,11 @@
 //! backend's vCPU context, zero padding to a multiple of 8. The decoder
 //! bounds the body to [`MAX_HVM_CONTEXT_LEN`] before keeping any of it.
 
-use relocd_core::guest::{GuestInfo, GuestType, PageType, Pfn, SinkGuest, PAGE_SIZE};
+use relocd_core::guest::{
+    GuestInfo, GuestType, PageType, Pfn, RecordPoint, SinkGuest, SourceGuest, PAGE_SIZE,
+};
+
+use super::{guest_err, SessionError};
 use relocd_core::precopy::drive::apply_batch;
 use relocd_core::precopy::MAX_PAGE_DATA_RECORD_LEN;
 use relocd_core::stream::domain::{DomainHeaderRepr, DomainType};
@@ -128,6 +132,66 @@ pub trait ImageDecoder {
     fn pages_applied(&self) -> u64;
 }
 
+/// The guest's own records at `point`, encoded into `out`.
+fn encode_records<G: SourceGuest + ?Sized>(
+    encoder: &mut dyn ImageEncoder,
+    guest: &mut G,
+    point: RecordPoint,
+    out: &mut Vec<u8>,
+) -> Result<(), SessionError> {
+    let mut failed = None;
+    let r = guest.stream_records(point, &mut |rtype, body| {
+        if failed.is_none() {
+            failed = encoder.record(rtype, body, out).err();
+        }
+    });
+    r.map_err(|e| guest_err("the guest's records", e))?;
+    failed.map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// The image's beginning, into `out`: headers, the guest's static
+/// records, `STATIC_DATA_END`, its start-of-stream records. The same for
+/// a session and a save file.
+pub fn encode_head<G: SourceGuest + ?Sized>(
+    encoder: &mut dyn ImageEncoder,
+    guest: &mut G,
+    info: &GuestInfo,
+    out: &mut Vec<u8>,
+) -> Result<(), SessionError> {
+    encoder.start(info, out)?;
+    encode_records(encoder, guest, RecordPoint::Static, out)?;
+    encoder.static_end(out)?;
+    encode_records(encoder, guest, RecordPoint::StartOfStream, out)
+}
+
+/// The image's end, into `out`, once the guest is stopped: its vCPU
+/// states (a PV guest's own end-of-checkpoint records, or `vcpu_context`
+/// per vCPU) and the image's end.
+pub fn encode_tail<G: SourceGuest + ?Sized>(
+    encoder: &mut dyn ImageEncoder,
+    guest: &mut G,
+    info: &GuestInfo,
+    out: &mut Vec<u8>,
+) -> Result<(), SessionError> {
+    encode_records(encoder, guest, RecordPoint::EndOfCheckpoint, out)?;
+    if info.guest_type == GuestType::Pv {
+        encoder.finish(&[], out)?;
+        return Ok(());
+    }
+    let mut blobs = Vec::new();
+    for v in 0..info.vcpus {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = guest
+            .vcpu_context(v, &mut buf)
+            .map_err(|e| guest_err("vCPU context", e))?;
+        buf.truncate(n);
+        blobs.push(buf);
+    }
+    let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+    encoder.finish(&refs, out)?;
+    Ok(())
+}
+
 /// A writer's sink that collects bytes for one chunk, keeping at most
 /// `keep` bytes (the rest is what the caller sends from its own buffer).
 #[derive(Debug)]
@@ -169,12 +233,34 @@ pub struct LibxcEncoder {
     entries: Vec<PfnEntry>,
     /// A PV image: the guest's own records carry its vCPUs.
     pv: bool,
+    /// An xl save file with this configuration: xl's and libxl's headers
+    /// before the libxc stream, libxl's `END` after it.
+    xl_config: Option<Vec<u8>>,
 }
 
 impl LibxcEncoder {
-    /// A fresh encoder.
+    /// A fresh encoder of a bare libxc stream (what a session carries).
     pub fn new() -> Self {
         LibxcEncoder::default()
+    }
+
+    /// An encoder of a whole xl save file around the libxc stream, with
+    /// `config` (libxl JSON, NUL-terminated, as xl writes it): the chunks
+    /// together are what `xl restore` reads.
+    pub fn xl_file(config: &[u8]) -> Self {
+        LibxcEncoder {
+            xl_config: Some(config.to_vec()),
+            ..LibxcEncoder::default()
+        }
+    }
+
+    /// Ends the stream in `out` once `finish` has run: in an xl file,
+    /// libxl's `END`; nothing in a bare libxc stream.
+    pub fn close(&mut self, out: &mut Vec<u8>) -> Result<(), ImageError> {
+        let w = self.writer.take().ok_or(ImageError::Order("start first"))?;
+        let mut sink = w.finish().map_err(werr)?;
+        out.append(&mut sink.buf);
+        Ok(())
     }
 
     fn writer(&mut self) -> Result<&mut StreamWriter<ChunkSink>, ImageError> {
@@ -212,8 +298,11 @@ impl ImageEncoder for LibxcEncoder {
             xen_major: 4,
             xen_minor: 17,
         };
-        let mut w =
-            StreamWriter::new(ChunkSink::default(), Framing::Libxc, domain).map_err(werr)?;
+        let mut w = match &self.xl_config {
+            Some(config) => StreamWriter::new_xl(ChunkSink::default(), config, domain),
+            None => StreamWriter::new(ChunkSink::default(), Framing::Libxc, domain),
+        }
+        .map_err(werr)?;
         take(&mut w, out);
         self.writer = Some(w);
         self.pv = info.guest_type == GuestType::Pv;

@@ -37,7 +37,9 @@ use std::time::Duration;
 use relocd_core::protocol::{self, AbortReason, RefuseReason, Timeouts};
 
 pub use dest::{run_dest, run_dest_with_decoder, DestOptions, DestReport};
-pub use image::{ImageDecoder, ImageEncoder, ImageError, LibxcDecoder, LibxcEncoder};
+pub use image::{
+    encode_head, encode_tail, ImageDecoder, ImageEncoder, ImageError, LibxcDecoder, LibxcEncoder,
+};
 pub use journal::{FileJournal, JournalSink};
 pub use link::{Clock, Link};
 pub use source::{run_source, run_source_with_encoder, SourceOptions, SourceReport};

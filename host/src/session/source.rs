@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use relocd_core::guest::{
-    GuestInfo, GuestType, PageType, Pfn, RecordPoint, SourceGuest, PAGE_SIZE,
-};
+use relocd_core::guest::{GuestInfo, PageType, Pfn, SourceGuest, PAGE_SIZE};
 use relocd_core::precopy::drive::{self, BatchBuf, DriveError};
 use relocd_core::precopy::{
     Decision, DefaultPolicy, Phase as PcPhase, PolicyConfig, Precopy, PrecopyConfig, Summary,
@@ -539,49 +537,15 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         }
     }
 
-    /// The guest's records at `point`, appended to `chunk`.
-    fn records(&mut self, point: RecordPoint, chunk: &mut Vec<u8>) -> Result<(), SessionError> {
-        let mut failed = None;
-        let encoder = &mut *self.encoder;
-        let r = self.guest.stream_records(point, &mut |rtype, body| {
-            if failed.is_none() {
-                failed = encoder.record(rtype, body, chunk).err();
-            }
-        });
-        r.map_err(|e| guest_err("the guest's records", e))?;
-        failed.map_or(Ok(()), |e| Err(e.into()))
-    }
-
     /// The first chunk: headers, the guest's static records,
     /// `STATIC_DATA_END`, its start-of-stream records.
     fn head(&mut self, chunk: &mut Vec<u8>) -> Result<(), SessionError> {
-        self.encoder.start(&self.info, chunk)?;
-        self.records(RecordPoint::Static, chunk)?;
-        self.encoder.static_end(chunk)?;
-        self.records(RecordPoint::StartOfStream, chunk)
+        super::image::encode_head(&mut *self.encoder, &mut *self.guest, &self.info, chunk)
     }
 
-    /// The last chunk: the vCPU states (a PV guest's own end-of-checkpoint
-    /// records, or `vcpu_context` per vCPU) and the image's end.
+    /// The last chunk: the vCPU states and the image's end.
     fn tail(&mut self, chunk: &mut Vec<u8>) -> Result<(), SessionError> {
-        self.records(RecordPoint::EndOfCheckpoint, chunk)?;
-        if self.info.guest_type == GuestType::Pv {
-            self.encoder.finish(&[], chunk)?;
-            return Ok(());
-        }
-        let mut blobs = Vec::new();
-        for v in 0..self.info.vcpus {
-            let mut buf = vec![0u8; 64 * 1024];
-            let n = self
-                .guest
-                .vcpu_context(v, &mut buf)
-                .map_err(|e| guest_err("vCPU context", e))?;
-            buf.truncate(n);
-            blobs.push(buf);
-        }
-        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
-        self.encoder.finish(&refs, chunk)?;
-        Ok(())
+        super::image::encode_tail(&mut *self.encoder, &mut *self.guest, &self.info, chunk)
     }
 
     fn mark_suspended(&mut self, now: Instant) {

@@ -1,37 +1,20 @@
-//! The simulated hypervisor as the daemon's [`Backend`] (`relocd serve
+//! The simulated hypervisor as the engine's [`Backend`] (`relocd serve
 //! --backend sim`).
 //!
 //! [`SimBackend`] wraps a [`SimHypervisor`] whose guests run in real time
-//! ([`Drive::RealTime`]): `relocd list` shows their step counters moving.
-//! `relocd sim create` and the guests file of `serve --guests` create
-//! guests through it, with the hypervisor's admission (name, capacity) as
-//! typed errors.
-//!
-//! # Guests paused by a migration
-//!
-//! The migration engine pauses a source guest for its stop-and-copy. If the
-//! daemon stops before that migration has passed its point of no return,
-//! the guest must run again here. The engine says so with
-//! [`SimBackend::mark_paused_by_migration`] when it pauses a guest and
-//! [`SimBackend::clear`] once the guest is no longer its to resume (resumed
-//! by the engine itself, destroyed after the commit, or handed over).
-//! [`Backend::shutdown`] unpauses every guest still marked.
-//!
-//! A guest whose migration outcome cannot be known here is marked with
-//! [`SimBackend::mark_in_doubt`] instead: `relocd list` reports it as
-//! [`DomainState::InDoubt`] and shutdown leaves it paused, because
-//! resuming it could make it run on two hosts (invariant 1 of the design);
-//! `relocd resolve` settles it ([`SimBackend::settle`]).
+//! ([`Drive::RealTime`]): `relocd list` shows their step counters moving
+//! (`--json`). `relocd sim create` and the guests file of `serve --guests`
+//! create guests through it, with the hypervisor's admission (name,
+//! capacity) as typed errors. Its hooks are small: a source is a
+//! [`SimSource`] on the guest, a sink a [`SimSink`] on an empty, paused
+//! one; settling a named guest is a pause, an unpause or a destroy.
 
-use crate::api::{
-    CommandError, DomainInfo, DomainState, ErrorKind, ResolveAction, SimCreateRequest,
-};
+use crate::api::{CommandError, DomainInfo, DomainState, ErrorKind, SimCreateRequest};
 use crate::backend::sim::{
-    self, Domid, Drive, GuestSpec, Pattern, SimError, SimGuest, SimHypervisor, SpecError,
+    self, Domid, Drive, GuestSpec, Pattern, SimError, SimGuest, SimHypervisor, SimSink, SimSource,
+    SpecError,
 };
-use crate::daemon::backend::Backend;
-use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use crate::engine::{Backend, Domain, NewGuest, Refusal, Settle, Settled};
 
 /// Guest memory the sim backend offers when `--sim-capacity` is not given:
 /// 64 GiB (guest memory is sparse, so this is bookkeeping, not RAM).
@@ -40,28 +23,16 @@ pub const DEFAULT_SIM_CAPACITY: u64 = 64 << 30;
 /// Every simulated guest has one vCPU.
 const SIM_VCPUS: u32 = 1;
 
-#[derive(Debug, Default)]
-struct Marks {
-    /// Paused by a migration that has not finished: resumed at shutdown.
-    paused: BTreeSet<Domid>,
-    /// Outcome unknown here: reported in doubt, left paused.
-    in_doubt: BTreeSet<Domid>,
-}
-
 /// The simulated hypervisor, served by the daemon.
 #[derive(Debug)]
 pub struct SimBackend {
     hv: SimHypervisor,
-    marks: Mutex<Marks>,
 }
 
 impl SimBackend {
     /// A backend over `hv` (its guests keep running as `hv` drives them).
     pub fn new(hv: SimHypervisor) -> SimBackend {
-        SimBackend {
-            hv,
-            marks: Mutex::new(Marks::default()),
-        }
+        SimBackend { hv }
     }
 
     /// A backend over a new, empty hypervisor of `capacity` bytes whose
@@ -73,10 +44,6 @@ impl SimBackend {
     /// The hypervisor (clones share its domains), for the migration engine.
     pub fn hypervisor(&self) -> &SimHypervisor {
         &self.hv
-    }
-
-    fn marks(&self) -> MutexGuard<'_, Marks> {
-        self.marks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Creates and starts a guest from `spec`.
@@ -111,122 +78,33 @@ impl SimBackend {
 
     /// One domain as `relocd list` shows it.
     pub fn info(&self, domid: Domid) -> Option<DomainInfo> {
-        let marks = self.marks();
         self.hv
             .list()
             .into_iter()
             .find(|d| d.domid == domid)
-            .map(|d| to_daemon_info(&d, &marks))
+            .map(|d| to_daemon_info(&d))
+    }
+
+    /// Every guest as `relocd list` shows it.
+    pub fn infos(&self) -> Vec<DomainInfo> {
+        self.hv.list().iter().map(to_daemon_info).collect()
     }
 
     /// The guest a command names: by name first, then by domain id (as
     /// xm accepts either). [`ErrorKind::NotFound`] when there is none.
-    pub fn find(&self, domain: &str) -> Result<SimGuest, CommandError> {
+    pub fn guest(&self, domain: &str) -> Result<SimGuest, CommandError> {
         self.hv
             .by_name(domain)
             .or_else(|| domain.parse::<Domid>().ok().and_then(|id| self.hv.get(id)))
             .ok_or_else(|| CommandError::new(ErrorKind::NotFound, format!("no domain `{domain}`")))
     }
-
-    /// Settles an in-doubt guest (`relocd resolve`): `Resume` lets it run
-    /// here, `Discard` destroys it here; either way its mark goes. A guest
-    /// that is not in doubt is refused ([`ErrorKind::Refused`]) and left as
-    /// it is. The journal record of the decision is the caller's.
-    pub fn settle(&self, domain: &str, action: ResolveAction) -> Result<(), CommandError> {
-        let guest = self.find(domain)?;
-        let domid = guest.domid();
-        if !self.marks().in_doubt.contains(&domid) {
-            return Err(CommandError::new(
-                ErrorKind::Refused,
-                format!("`{domain}` is not in doubt; there is nothing to resolve"),
-            ));
-        }
-        let done = match action {
-            ResolveAction::Resume => guest.unpause(),
-            ResolveAction::Discard => guest.destroy(),
-        };
-        done.map_err(|e| {
-            CommandError::new(ErrorKind::Internal, format!("resolving `{domain}`: {e}"))
-        })?;
-        self.clear(domid);
-        tracing::info!(domain, domid, ?action, "in-doubt guest settled");
-        Ok(())
-    }
-
-    /// The migration engine paused `domid` for a migration that has not
-    /// passed its point of no return: resume it if the daemon stops first.
-    pub fn mark_paused_by_migration(&self, domid: Domid) {
-        let mut marks = self.marks();
-        marks.in_doubt.remove(&domid);
-        marks.paused.insert(domid);
-    }
-
-    /// `domid`'s migration outcome is unknown here: report it in doubt and
-    /// never resume it at shutdown (only `relocd resolve` settles it).
-    pub fn mark_in_doubt(&self, domid: Domid) {
-        let mut marks = self.marks();
-        marks.paused.remove(&domid);
-        marks.in_doubt.insert(domid);
-    }
-
-    /// Forgets every mark on `domid` (the engine resumed it, destroyed it,
-    /// or settled it).
-    pub fn clear(&self, domid: Domid) {
-        let mut marks = self.marks();
-        marks.paused.remove(&domid);
-        marks.in_doubt.remove(&domid);
-    }
-
-    /// The guests marked paused by a migration, by domid.
-    pub fn paused_by_migration(&self) -> Vec<Domid> {
-        self.marks().paused.iter().copied().collect()
-    }
-
-    /// The guests marked in doubt, by domid.
-    pub fn in_doubt(&self) -> Vec<Domid> {
-        self.marks().in_doubt.iter().copied().collect()
-    }
-
-    /// Unpauses every guest marked paused by a migration and forgets the
-    /// marks; returns how many were resumed. Guests already gone are
-    /// skipped; in-doubt guests are left as they are.
-    pub fn resume_marked(&self) -> usize {
-        let domids = std::mem::take(&mut self.marks().paused);
-        let mut resumed = 0;
-        for domid in domids {
-            let Some(guest) = self.hv.get(domid) else {
-                continue;
-            };
-            match guest.unpause() {
-                Ok(()) => {
-                    resumed += 1;
-                    tracing::info!(
-                        domain = %guest.name(),
-                        domid,
-                        "resumed a guest paused by an unfinished migration"
-                    );
-                }
-                Err(e) => tracing::error!(
-                    domain = %guest.name(),
-                    domid,
-                    error = %e,
-                    "could not resume a guest paused by an unfinished migration"
-                ),
-            }
-        }
-        resumed
-    }
 }
 
-fn to_daemon_info(d: &sim::DomainInfo, marks: &Marks) -> DomainInfo {
-    let state = if marks.in_doubt.contains(&d.domid) {
-        DomainState::InDoubt
-    } else {
-        match d.state {
-            sim::DomainState::Running => DomainState::Running,
-            sim::DomainState::Paused => DomainState::Paused,
-            sim::DomainState::Destroyed => DomainState::Dying,
-        }
+fn to_daemon_info(d: &sim::DomainInfo) -> DomainInfo {
+    let state = match d.state {
+        sim::DomainState::Running => DomainState::Running,
+        sim::DomainState::Paused => DomainState::Paused,
+        sim::DomainState::Destroyed => DomainState::Dying,
     };
     DomainInfo {
         id: u32::from(d.domid),
@@ -304,34 +182,98 @@ pub fn spec_from_request(req: &SimCreateRequest) -> Result<GuestSpec, CommandErr
         .with_pattern(pattern))
 }
 
+/// The xl configuration (libxl JSON, NUL-terminated) a save file carries
+/// for a simulated guest: its name, memory and vCPUs; type `hvm`, since its
+/// image is HVM-style (no PV records).
+pub fn xl_config(name: &str, memory_bytes: u64, vcpus: u32) -> Vec<u8> {
+    let v = serde_json::json!({
+        "c_info": { "type": "hvm", "name": name },
+        "b_info": {
+            "max_vcpus": vcpus,
+            "max_memkb": memory_bytes / 1024,
+            "target_memkb": memory_bytes / 1024,
+        },
+    });
+    let mut out = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    out.push(0);
+    out
+}
+
+fn refusal(name: &str, e: SimError) -> Refusal {
+    match e {
+        SimError::NameTaken(_) => Refusal::name_taken(name),
+        SimError::NoCapacity { needed, free } => Refusal::no_memory(name, needed, free),
+        other => Refusal::new(
+            relocd_core::protocol::RefuseReason::Invalid,
+            format!("cannot build {name}: {other}"),
+        ),
+    }
+}
+
 impl Backend for SimBackend {
-    fn name(&self) -> &str {
+    type Source<'a> = SimSource;
+    type Sink<'a> = SimSink;
+
+    fn name(&self) -> &'static str {
         "sim"
     }
 
-    fn list(&self) -> Vec<DomainInfo> {
-        let marks = self.marks();
+    fn list(&self) -> Result<Vec<DomainInfo>, CommandError> {
+        Ok(self.infos())
+    }
+
+    fn find(&self, domain: &str) -> Result<Domain, CommandError> {
+        let g = self.guest(domain)?;
+        Ok(Domain {
+            id: u32::from(g.domid()),
+            name: g.name(),
+            uuid: [0; 16],
+            memory_bytes: g.memory_bytes(),
+        })
+    }
+
+    fn open_source(&self, d: &Domain) -> Result<SimSource, CommandError> {
+        Ok(SimSource::new(self.guest(&d.name)?))
+    }
+
+    fn save_config(&self, d: &Domain) -> Vec<u8> {
+        xl_config(&d.name, d.memory_bytes, SIM_VCPUS)
+    }
+
+    fn admit(&self, g: &NewGuest) -> Result<(), Refusal> {
         self.hv
-            .list()
-            .iter()
-            .map(|d| to_daemon_info(d, &marks))
-            .collect()
+            .check_admission(&g.name, g.memory_bytes)
+            .map_err(|e| refusal(&g.name, e))
+    }
+
+    fn create_sink(&self, g: &NewGuest) -> Result<SimSink, Refusal> {
+        let guest = self
+            .hv
+            .create_empty(&g.name, g.memory_bytes)
+            .map_err(|e| refusal(&g.name, e))?;
+        Ok(SimSink::new(guest))
+    }
+
+    fn settle(&self, name: &str, action: Settle) -> Result<Settled, CommandError> {
+        let Some(g) = self.hv.by_name(name) else {
+            return Ok(Settled::Gone);
+        };
+        let paused = g.state() == sim::DomainState::Paused;
+        let r = match action {
+            Settle::Resume | Settle::Start if paused => g.unpause(),
+            Settle::Hold if !paused => g.pause(),
+            Settle::Discard => g.destroy(),
+            Settle::DestroyIncoming if paused => g.destroy(),
+            _ => return Ok(Settled::Unchanged),
+        };
+        r.map_err(|e| {
+            CommandError::new(ErrorKind::Internal, format!("{action:?} of `{name}`: {e}"))
+        })?;
+        Ok(Settled::Done)
     }
 
     fn sim_create(&self, req: &SimCreateRequest) -> Result<DomainInfo, CommandError> {
         self.create(&spec_from_request(req)?)
-    }
-
-    fn shutdown(&self) {
-        let resumed = self.resume_marked();
-        let in_doubt = self.in_doubt();
-        if !in_doubt.is_empty() {
-            tracing::warn!(
-                domids = ?in_doubt,
-                "guests in doubt stay paused; settle them with `relocd resolve`"
-            );
-        }
-        tracing::debug!(resumed, "sim backend stopped");
     }
 }
 
@@ -364,12 +306,12 @@ mod tests {
         assert_eq!(info.steps, Some(0));
         let guest = b.hypervisor().by_name("web1").unwrap();
         guest.advance(7);
-        let list = b.list();
+        let list = b.infos();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].steps, Some(7));
         assert_eq!(list[0].id, u32::from(guest.domid()));
         guest.pause().unwrap();
-        assert_eq!(b.list()[0].state, DomainState::Paused);
+        assert_eq!(b.infos()[0].state, DomainState::Paused);
         assert_eq!(b.name(), "sim");
     }
 
@@ -396,55 +338,44 @@ mod tests {
         assert_eq!(b.sim_create(&odd).unwrap_err().kind, ErrorKind::BadRequest);
         odd.vcpus = Some(1);
         b.sim_create(&odd).unwrap();
-        assert_eq!(b.list().len(), 2);
+        assert_eq!(b.infos().len(), 2);
     }
 
+    /// What each settling action does to a running and a paused guest.
     #[test]
-    fn shutdown_resumes_marked_and_keeps_in_doubt_paused() {
+    fn settle_pauses_unpauses_or_destroys_by_name() {
         let b = backend(1 << 30);
-        let names = ["a", "b", "c", "d"];
-        for n in names {
+        for n in ["a", "b", "c", "d"] {
             b.sim_create(&req(n, 1 << 20)).unwrap();
         }
         let guest = |n: &str| b.hypervisor().by_name(n).unwrap();
-        // a: paused by a migration that did not finish.
-        guest("a").pause().unwrap();
-        b.mark_paused_by_migration(guest("a").domid());
-        // b: paused, marked, then the engine resumed it and cleared the mark.
-        guest("b").pause().unwrap();
-        b.mark_paused_by_migration(guest("b").domid());
-        guest("b").unpause().unwrap();
-        b.clear(guest("b").domid());
-        // c: in doubt.
-        guest("c").pause().unwrap();
-        b.mark_paused_by_migration(guest("c").domid());
-        b.mark_in_doubt(guest("c").domid());
-        // d: marked, then destroyed after its commit, mark left behind.
-        guest("d").pause().unwrap();
-        let d = guest("d").domid();
-        b.mark_paused_by_migration(d);
-        guest("d").destroy().unwrap();
-
-        assert_eq!(b.paused_by_migration().len(), 2);
-        let states: Vec<_> = b.list().iter().map(|i| i.state).collect();
-        assert_eq!(
-            states,
-            [
-                DomainState::Paused,
-                DomainState::Running,
-                DomainState::InDoubt
-            ]
-        );
-        b.shutdown();
-        assert_eq!(guest("a").state(), sim::DomainState::Running);
-        assert_eq!(guest("b").state(), sim::DomainState::Running);
-        assert_eq!(guest("c").state(), sim::DomainState::Paused);
-        assert!(b.paused_by_migration().is_empty());
-        assert_eq!(b.in_doubt(), [guest("c").domid()]);
+        let state = |n: &str| guest(n).state();
+        assert_eq!(b.settle("a", Settle::Hold).unwrap(), Settled::Done);
+        assert_eq!(state("a"), sim::DomainState::Paused);
+        assert_eq!(b.settle("a", Settle::Hold).unwrap(), Settled::Unchanged);
+        assert_eq!(b.settle("a", Settle::Resume).unwrap(), Settled::Done);
+        assert_eq!(state("a"), sim::DomainState::Running);
         // The resumed guest runs its workload again.
         assert_eq!(guest("a").advance(3), 3);
-        b.clear(guest("c").domid());
-        assert_eq!(b.list()[2].state, DomainState::Paused);
+        assert_eq!(b.settle("a", Settle::Resume).unwrap(), Settled::Unchanged);
+        // A running guest is never taken for a half-built copy.
+        assert_eq!(
+            b.settle("b", Settle::DestroyIncoming).unwrap(),
+            Settled::Unchanged
+        );
+        assert_eq!(state("b"), sim::DomainState::Running);
+        guest("c").pause().unwrap();
+        assert_eq!(
+            b.settle("c", Settle::DestroyIncoming).unwrap(),
+            Settled::Done
+        );
+        assert!(b.hypervisor().by_name("c").is_none());
+        guest("d").pause().unwrap();
+        assert_eq!(b.settle("d", Settle::Start).unwrap(), Settled::Done);
+        assert_eq!(state("d"), sim::DomainState::Running);
+        assert_eq!(b.settle("d", Settle::Discard).unwrap(), Settled::Done);
+        assert!(b.hypervisor().by_name("d").is_none());
+        assert_eq!(b.settle("zz", Settle::Resume).unwrap(), Settled::Gone);
     }
 
     #[test]
@@ -462,31 +393,36 @@ mod tests {
     }
 
     #[test]
-    fn find_by_name_or_id_and_settle_in_doubt() {
+    fn find_by_name_or_id() {
         let b = backend(1 << 30);
         let a = b.sim_create(&req("a", 1 << 20)).unwrap();
         b.sim_create(&req("b", 1 << 20)).unwrap();
-        assert_eq!(b.find("a").unwrap().name(), "a");
-        assert_eq!(b.find(&a.id.to_string()).unwrap().name(), "a");
+        assert_eq!(b.find("a").unwrap().name, "a");
+        assert_eq!(b.find(&a.id.to_string()).unwrap().name, "a");
+        assert_eq!(b.find(&a.id.to_string()).unwrap().memory_bytes, 1 << 20);
         assert_eq!(b.find("zz").unwrap_err().kind, ErrorKind::NotFound);
+    }
 
-        // Not in doubt: refused, untouched.
-        let e = b.settle("a", ResolveAction::Discard).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Refused);
-        assert_eq!(b.list().len(), 2);
-
-        for n in ["a", "b"] {
-            let g = b.find(n).unwrap();
-            g.pause().unwrap();
-            b.mark_in_doubt(g.domid());
-        }
-        b.settle("a", ResolveAction::Resume).unwrap();
-        assert_eq!(b.find("a").unwrap().state(), sim::DomainState::Running);
-        b.settle("b", ResolveAction::Discard).unwrap();
-        assert!(b.find("b").is_err());
-        let list = b.list();
-        assert_eq!(list.len(), 1);
-        assert_eq!(list[0].state, DomainState::Running);
-        assert!(b.in_doubt().is_empty());
+    /// Admission refuses in the one wording, sizes in MiB, the guest named.
+    #[test]
+    fn admission_refusals_name_the_guest_and_the_sizes() {
+        let b = backend(128 << 20);
+        b.sim_create(&req("web1", 64 << 20)).unwrap();
+        let g = |name: &str, memory_bytes| NewGuest {
+            name: name.into(),
+            uuid: [0; 16],
+            guest_type: relocd_core::guest::GuestType::Hvm,
+            memory_bytes,
+            vcpus: 1,
+        };
+        let r = b.admit(&g("web2", 129 << 20)).unwrap_err();
+        assert_eq!(r.reason, relocd_core::protocol::RefuseReason::NoCapacity);
+        assert_eq!(
+            r.detail,
+            "not enough free memory for web2 (needs 129 MiB, has 64 MiB)"
+        );
+        let r = b.admit(&g("web1", 1 << 20)).unwrap_err();
+        assert_eq!(r.reason, relocd_core::protocol::RefuseReason::NameTaken);
+        b.admit(&g("web2", 64 << 20)).unwrap();
     }
 }
