@@ -14,6 +14,12 @@ As with xl save, the guest is destroyed once the file is complete, unless -c \
 keeps it running. A failed or cancelled save leaves it running and removes \
 nothing but the partial file.
 
+FILE is replaced only once it is complete: the stream goes to a temporary \
+file of relocd's own beside it (never an existing file), which is renamed \
+over FILE at the end. A character device or a FIFO is written in place, as \
+xl save does (a named pipe another program reads, /dev/null); a \
+directory or any other kind of file is refused before the guest is touched.
+
 FILE is written by the daemon: a relative path is taken from this shell's \
 directory, and the daemon must be able to write there.
 
@@ -22,7 +28,8 @@ that resend the pages it dirtied, and is suspended only for the last of \
 them (what xl migrate does to a host); the summary gives the rounds, pages \
 and the time it was stopped. Without it the guest is suspended first.
 
-Backends: the sim backend saves its simulated guests; the xen backend (serve \
+Backends: the sim backend saves its simulated guests, offline or live; the \
+xen backend (serve \
 --backend xen) saves 64-bit PV guests as a file a stock `xl restore` reads \
 (the domain's xl configuration is taken from libxl's record of it in \
 /var/lib/xen, or made from what Xen and xenstore say when there is none). \

@@ -36,6 +36,8 @@ pub(crate) mod guard;
 pub mod journal;
 mod migrate;
 mod receive;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

@@ -90,13 +90,15 @@ impl SimBackend {
         self.hv.list().iter().map(to_daemon_info).collect()
     }
 
-    /// The guest a command names: by name first, then by domain id (as
-    /// xm accepts either). [`ErrorKind::NotFound`] when there is none.
+    /// The guest a command names, as xl resolves it: a number is a domain
+    /// id (and only that), anything else a name. [`ErrorKind::NotFound`]
+    /// when there is none.
     pub fn guest(&self, domain: &str) -> Result<SimGuest, CommandError> {
-        self.hv
-            .by_name(domain)
-            .or_else(|| domain.parse::<Domid>().ok().and_then(|id| self.hv.get(id)))
-            .ok_or_else(|| CommandError::new(ErrorKind::NotFound, format!("no domain `{domain}`")))
+        let found = match domain.parse::<Domid>() {
+            Ok(id) => self.hv.get(id),
+            Err(_) => self.hv.by_name(domain),
+        };
+        found.ok_or_else(|| CommandError::new(ErrorKind::NotFound, format!("no domain `{domain}`")))
     }
 }
 
@@ -401,6 +403,9 @@ mod tests {
         assert_eq!(b.find(&a.id.to_string()).unwrap().name, "a");
         assert_eq!(b.find(&a.id.to_string()).unwrap().memory_bytes, 1 << 20);
         assert_eq!(b.find("zz").unwrap_err().kind, ErrorKind::NotFound);
+        // A guest named like another's id: the number is the id, as in xl.
+        b.sim_create(&req(&a.id.to_string(), 1 << 20)).unwrap();
+        assert_eq!(b.find(&a.id.to_string()).unwrap().name, "a");
     }
 
     /// Admission refuses in the one wording, sizes in MiB, the guest named.
