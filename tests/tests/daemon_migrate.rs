@@ -545,6 +545,49 @@ fn cancel_from_the_client_leaves_the_guest_running_at_the_source() {
     });
 }
 
+/// `--bandwidth` holds on an offline migration and an offline save too (it
+/// once applied to live rounds only): the average rate stays under the cap.
+/// An upper bound, so a slow machine cannot make it fail.
+#[test]
+fn the_bandwidth_cap_holds_offline() {
+    let dir = scratch("offline-cap");
+    let a = node(&dir, "a", false, 1 << 30, Arc::new(AdmitAll));
+    let b = node(&dir, "b", true, 1 << 30, Arc::new(AdmitAll));
+    create(&a, "web1", 8 * MIB);
+    let cap = 16 * MIB;
+    let to = b.addr();
+    let Ok(Outcome::Migrated(s)) = a.call(&Request::Migrate(MigrateRequest {
+        domain: "web1".into(),
+        host: to.ip().to_string(),
+        port: Some(to.port()),
+        live: false,
+        bandwidth_bytes_per_s: Some(cap),
+        ..MigrateRequest::default()
+    })) else {
+        panic!("the migration failed")
+    };
+    let rate = s.bytes_sent as f64 / (s.total_ms / 1000.0);
+    assert!(
+        rate <= cap as f64 * 1.1,
+        "{rate:.0} B/s over a {cap} B/s cap: {s:?}"
+    );
+    let file = dir.join("web1.save");
+    let Ok(Outcome::Saved(s)) = b.call(&Request::Save(SaveRequest {
+        domain: "web1".into(),
+        file,
+        keep_running: true,
+        live: false,
+        bandwidth_bytes_per_s: Some(cap),
+    })) else {
+        panic!("the save failed")
+    };
+    let rate = s.bytes_sent as f64 / (s.total_ms / 1000.0);
+    assert!(
+        rate <= cap as f64 * 1.1,
+        "{rate:.0} B/s over a {cap} B/s cap: {s:?}"
+    );
+}
+
 #[test]
 fn the_demo_runs_and_its_checks_pass() {
     let args = relocd::demo::DemoArgs {

@@ -127,7 +127,7 @@ pub struct SaveRequest {
     /// (`--live`); otherwise the guest is suspended first.
     #[serde(default)]
     pub live: bool,
-    /// Cap on the write rate during live rounds, bytes per second
+    /// Cap on the write rate (live rounds, or the whole of an offline save), bytes per second
     /// (`--bandwidth`).
     #[serde(default)]
     pub bandwidth_bytes_per_s: Option<u64>,

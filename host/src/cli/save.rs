@@ -45,8 +45,9 @@ pub struct SaveArgs {
     /// Pre-copy while the guest runs; suspend it only for the last pages.
     #[arg(long)]
     pub live: bool,
-    /// Cap on the write rate of the live rounds, bytes per second with
-    /// binary units: 100M/s, 1G.
+    /// Cap on the write rate, bytes per second with binary units (100M/s,
+    /// 1G; at least 4K): on the live rounds, and on the whole file of an
+    /// offline save; never on a live save's last round.
     #[arg(long, value_name = "RATE", value_parser = super::migrate::parse_bandwidth)]
     pub bandwidth: Option<u64>,
     /// The guest (name or id).
