@@ -78,7 +78,12 @@ impl Service for ScriptedOps {
         progress: &mut dyn ProgressSink,
     ) -> Result<TransferSummary, CommandError> {
         self.seen.lock().unwrap().push(Seen::Migrate(req.clone()));
-        let cancelled = || CommandError::new(ErrorKind::Cancelled, "cancelled before the commit");
+        let cancelled = || {
+            CommandError::new(
+                ErrorKind::Cancelled,
+                "migration cancelled; web1 keeps running here",
+            )
+        };
         if req.host == "slow" {
             self.started.lock().unwrap().send(()).unwrap();
             let deadline = Instant::now() + PATIENCE;
@@ -337,18 +342,21 @@ fn ctrl_c_cancels_and_says_the_guest_stays() {
             err.contains("relocd: cancelling: web1 keeps running at the source"),
             "{err}"
         );
+        // The daemon's word on the guest's fate, said once.
         if json_flag {
             let v = json(&out);
             assert_eq!(v["error"]["kind"], "cancelled");
-            assert!(v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("web1 keeps running at the source"));
+            assert_eq!(
+                v["error"]["message"],
+                "migration cancelled; web1 keeps running here"
+            );
         } else {
             assert!(
-                err.contains("relocd: cancelled: web1 keeps running at the source"),
+                err.lines()
+                    .any(|l| l == "relocd: migration cancelled; web1 keeps running here"),
                 "{err}"
             );
+            assert_eq!(err.matches("keeps running here").count(), 1, "{err}");
             assert!(out.stdout.is_empty());
         }
     }

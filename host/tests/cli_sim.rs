@@ -221,9 +221,10 @@ fn name_taken_and_no_capacity_are_clear_refusals() {
     let full = serve.relocd(&["sim", "create", "web2", "--memory", "512M"]);
     assert_eq!(full.status.code(), Some(1), "{full:?}");
     let msg = stderr(&full);
-    assert!(msg.contains("cannot create `web2`: no capacity"), "{msg}");
     assert!(
-        msg.contains("needs 512.0 MiB, 256.0 MiB of 1.0 GiB is free"),
+        msg.contains(
+            "cannot create web2: not enough free memory for web2 (needs 512 MiB, has 256 MiB)"
+        ),
         "{msg}"
     );
     let full = serve.relocd(&["sim", "create", "web2", "--memory", "512M", "--json"]);
@@ -274,7 +275,7 @@ fn bad_guests_file_stops_serve_with_the_line() {
     let status = serve.child.wait().unwrap();
     assert_eq!(status.code(), Some(1));
     let line = serve.wait_for(&format!("relocd: {}: ", file.display()));
-    assert!(line.contains("no capacity"), "{line}");
+    assert!(line.contains("not enough free memory for web1"), "{line}");
     assert!(!serve.control.exists());
 }
 
@@ -341,6 +342,35 @@ fn no_daemon_is_a_failure_that_names_the_socket() {
         &["sim", "create", "g", "--memory", "4K", "--json"],
     );
     assert_eq!(json(&out)["error"]["kind"], "network");
+}
+
+/// A user who may not use root's management socket is told it is a
+/// permission problem and whose socket it is, not "is relocd running?".
+#[test]
+fn a_user_other_than_root_is_told_the_socket_is_roots() {
+    // Only root can run the client as another user here.
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("SKIPPED: needs root, to run the client as another user");
+        return;
+    }
+    let dir = Scratch::new("denied");
+    let serve = Serve::start(&dir, &[]);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .arg("--control")
+        .arg(&serve.control)
+        .args(["list", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux) runs the client as nobody");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "permission_denied", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("permission denied"), "{msg}");
+    assert!(msg.contains("root"), "{msg}");
+    assert!(!msg.contains("is `relocd serve` running"), "{msg}");
 }
 
 #[test]

@@ -418,6 +418,8 @@ pub enum ErrorKind {
     ShuttingDown,
     /// The peer could not be reached or the link failed.
     Network,
+    /// This user may not do that (the management socket is root's).
+    PermissionDenied,
     /// Anything else.
     Internal,
     /// A kind this client does not know.

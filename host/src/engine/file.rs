@@ -445,6 +445,12 @@ pub(crate) fn save<B: Backend>(
             resolved();
             tracing::warn!(domain = %name, file = %req.file.display(), error = %failure.message,
                 "save failed; the guest runs here");
+            if failure.kind == ErrorKind::Cancelled {
+                return Err(err(
+                    ErrorKind::Cancelled,
+                    format!("save cancelled; {name} keeps running here, no file was written"),
+                ));
+            }
             return Err(failure);
         }
     };

@@ -628,7 +628,9 @@ pub(crate) fn to_progress(p: &session::Progress, pages_total: u64) -> Progress {
     out.dirty_pages = p.dirty;
     out.bytes_sent = p.bytes_sent;
     out.bandwidth_mib_s = p.bandwidth as f64 / (1024.0 * 1024.0);
-    if p.phase != session::Phase::Handshake {
+    // A projection only means something while the guest runs: in the
+    // stop-and-copy (or an offline copy) the guest is already stopped.
+    if let session::Phase::Live(_) = p.phase {
         out.projected_downtime_ms = Some(p.projected_downtime.as_secs_f64() * 1000.0);
     }
     out

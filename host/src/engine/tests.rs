@@ -188,3 +188,27 @@ fn a_live_save_of_a_busy_sim_guest_restores_byte_for_byte() {
     g.verify(&spec.expected_memory(steps)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The progress lines project a downtime only while the guest runs.
+#[test]
+fn no_downtime_projection_once_the_guest_is_stopped() {
+    let p = |phase| session::Progress {
+        phase,
+        round_pages: 10,
+        round_pages_sent: 10,
+        pages_sent: 10,
+        dirty: 5,
+        bytes_sent: 40960,
+        bandwidth: 1 << 20,
+        projected_downtime: Duration::from_millis(7),
+    };
+    let live = to_progress(&p(session::Phase::Live(2)), 100);
+    assert_eq!(live.projected_downtime_ms, Some(7.0));
+    for phase in [
+        session::Phase::Handshake,
+        session::Phase::Final,
+        session::Phase::Committing,
+    ] {
+        assert_eq!(to_progress(&p(phase), 100).projected_downtime_ms, None);
+    }
+}

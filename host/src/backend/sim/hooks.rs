@@ -121,7 +121,6 @@ fn to_daemon_info(d: &sim::DomainInfo) -> DomainInfo {
 /// A create refusal as the daemon's typed error, with a message that says
 /// what to change.
 fn create_error(name: &str, e: SimError, capacity: u64) -> CommandError {
-    use crate::units::format_bytes;
     match e {
         SimError::NameTaken(n) => CommandError::new(
             ErrorKind::Exists,
@@ -130,11 +129,9 @@ fn create_error(name: &str, e: SimError, capacity: u64) -> CommandError {
         SimError::NoCapacity { needed, free } => CommandError::new(
             ErrorKind::Refused,
             format!(
-                "cannot create `{name}`: no capacity: it needs {}, {} of {} is free \
-                 (serve --sim-capacity sets the total)",
-                format_bytes(needed),
-                format_bytes(free),
-                format_bytes(capacity)
+                "cannot create {name}: {} (serve --sim-capacity sets the total, {})",
+                Refusal::no_memory(name, needed, free).detail,
+                crate::units::format_mib(capacity)
             ),
         ),
         SimError::NoDomid => CommandError::new(
@@ -326,8 +323,11 @@ mod tests {
         assert!(taken.message.contains("already exists"), "{taken}");
         let full = b.sim_create(&req("web2", 128 << 20)).unwrap_err();
         assert_eq!(full.kind, ErrorKind::Refused);
-        assert!(full.message.contains("no capacity"), "{full}");
-        assert!(full.message.contains("64.0 MiB"), "{full}");
+        assert_eq!(
+            full.message,
+            "cannot create web2: not enough free memory for web2 (needs 128 MiB, has 64 MiB) \
+             (serve --sim-capacity sets the total, 128 MiB)"
+        );
         let mut odd = req("web3", 4095);
         assert_eq!(b.sim_create(&odd).unwrap_err().kind, ErrorKind::BadRequest);
         odd.memory_bytes = 4096;
