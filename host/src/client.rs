@@ -9,6 +9,25 @@ use std::io::{self, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+/// `--control` after a subcommand that talks to the daemon. The same
+/// option before the subcommand (`relocd --control SOCKET list`) and
+/// `RELOCD_CONTROL` name the socket too; this one wins when both are given.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ControlArg {
+    /// The daemon's management socket (default: RELOCD_CONTROL, else
+    /// /run/relocd/relocd.sock).
+    #[arg(long = "control", value_name = "SOCKET")]
+    pub control: Option<std::path::PathBuf>,
+}
+
+impl ControlArg {
+    /// The socket: this option's, else `outer` (the option before the
+    /// subcommand, which carries RELOCD_CONTROL and the default).
+    pub fn or<'a>(&'a self, outer: &'a Path) -> &'a Path {
+        self.control.as_deref().unwrap_or(outer)
+    }
+}
+
 /// Why a command could not be done through the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -397,3 +397,42 @@ fn sigterm_stops_serve_with_running_guests() {
     serve.wait_for("relocd stopped");
     assert!(!serve.control.exists());
 }
+
+/// `--control` goes before or after the subcommand, and is not offered by
+/// the commands that do not talk to the daemon; `--listen` without an
+/// address is a usage error (exit 2) that shows the expected form.
+#[test]
+fn control_placement_and_listen_form() {
+    let dir = Scratch::new("control");
+    let serve = Serve::start(&dir, &[]);
+    let after = Command::new(BIN)
+        .args(["list", "--json", "--control"])
+        .arg(&serve.control)
+        .output()
+        .unwrap();
+    assert!(after.status.success(), "{after:?}");
+    assert!(serve.relocd(&["list"]).status.success());
+    for cmd in ["inspect", "check-host", "demo"] {
+        let help = Command::new(BIN).args([cmd, "--help"]).output().unwrap();
+        assert!(help.status.success());
+        assert!(
+            !stdout(&help).contains("--control"),
+            "{cmd} --help offers --control"
+        );
+    }
+    let help = Command::new(BIN)
+        .args(["migrate", "--help"])
+        .output()
+        .unwrap();
+    assert!(stdout(&help).contains("--control"));
+    let bad = Command::new(BIN)
+        .args(["serve", "--listen", "41008", "--state-dir"])
+        .arg(dir.path("state"))
+        .arg("--control")
+        .arg(dir.path("x.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(stderr(&bad).contains("ADDR:PORT"), "{}", stderr(&bad));
+    assert!(!dir.path("x.sock").exists());
+}

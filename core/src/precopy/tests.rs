@@ -403,7 +403,7 @@ fn bandwidth_cap_paces_an_offline_round_but_not_a_live_final_one() {
     let mut live = Precopy::live(4096, config, DefaultPolicy::default(), Instant::ZERO);
     let mut t = Instant::ZERO;
     while let Phase::Live(_) = live.phase() {
-        t = t + Duration::from_secs(1);
+        t += Duration::from_secs(1);
         let _ = live.end_round(t, 0).unwrap();
     }
     live.begin_final(t, 10).unwrap();

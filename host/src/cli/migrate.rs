@@ -140,6 +140,8 @@ the guest keeps running here.";
 #[derive(Clone, Debug, clap::Args)]
 #[command(about = ABOUT, long_about = LONG_ABOUT, after_help = EXIT_STATUS_HELP)]
 pub struct MigrateArgs {
+    #[command(flatten)]
+    pub conn: crate::client::ControlArg,
     /// Live migration: pre-copy while the guest runs, then stop-and-copy.
     #[arg(short = 'l', long)]
     pub live: bool,

@@ -29,6 +29,8 @@ it here; otherwise the copy at the other host is the one to keep.";
     group(clap::ArgGroup::new("action").required(true).args(["resume", "discard"]))
 )]
 pub struct ResolveArgs {
+    #[command(flatten)]
+    pub conn: crate::client::ControlArg,
     /// Let the copy here run (the guest runs nowhere else).
     #[arg(long)]
     pub resume: bool,

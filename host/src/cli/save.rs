@@ -39,6 +39,8 @@ HVM and 32-bit PV guests are refused.";
 #[derive(Clone, Debug, clap::Args)]
 #[command(about = "Write a guest to a file (xl save)", long_about = LONG_ABOUT, after_help = EXIT_STATUS_HELP)]
 pub struct SaveArgs {
+    #[command(flatten)]
+    pub conn: crate::client::ControlArg,
     /// Keep the guest running after the save (a checkpoint), as xl save -c.
     #[arg(short = 'c', long = "keep-running")]
     pub keep_running: bool,

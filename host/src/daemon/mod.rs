@@ -340,6 +340,8 @@ pub enum BackendKind {
 /// `relocd serve`'s arguments.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub conn: crate::client::ControlArg,
     /// xend's config file (default /etc/xen/xend-config.sxp; when that is
     /// missing, xend's defaults apply).
     #[arg(long, value_name = "FILE")]
@@ -349,9 +351,10 @@ pub struct ServeArgs {
     /// saves, restores and migrates 64-bit PV guests).
     #[arg(long, value_enum, default_value = "sim")]
     pub backend: BackendKind,
-    /// Listen for relocations on ADDR:PORT, whatever the config says (port 0:
-    /// any free port, reported by the log and by `Ping`).
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Listen for relocations on ADDR:PORT (a name or an address; IPv6 as
+    /// [ADDR]:PORT), whatever the config says. Port 0 takes any free port;
+    /// the log line "relocation listener ready" says which.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
     pub listen: Option<String>,
     /// Where the journal lives.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
@@ -372,6 +375,24 @@ pub struct ServeArgs {
     /// [pattern=uniform|hot] [seed=N]`, `#` comments.
     #[arg(long, value_name = "FILE")]
     pub guests: Option<PathBuf>,
+}
+
+/// Checks `--listen`'s form (`ADDR:PORT`, `[V6ADDR]:PORT`); the address is
+/// resolved when the daemon starts.
+fn parse_listen(text: &str) -> Result<String, String> {
+    let form = "--listen takes ADDR:PORT, e.g. 0.0.0.0:8002, 127.0.0.1:41008 or [::1]:8002";
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !h.ends_with(':') => (h, p),
+        _ => return Err(format!("`{text}` has no address and port: {form}")),
+    };
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!(
+            "`{text}`: an IPv6 address goes in brackets: {form}"
+        ));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("`{port}` is not a port (0 to 65535): {form}"))?;
+    Ok(text.to_owned())
 }
 
 fn parse_capacity(text: &str) -> Result<u64, String> {
