@@ -23,6 +23,10 @@
 //! `--resume` when it does not); then exactly one copy, running, whose
 //! memory matches the workload's recomputation.
 //!
+//! Each case has its expected outcome ([`expected`]): a fault before
+//! `Prepared` must leave the guest at the source, one after `Committed` at
+//! the destination; only around the commit may the source be in doubt.
+//!
 //! Cases: 11 message kinds (7 source → destination: Hello, Admit, Image,
 //! RoundEnd, Suspended, ImageEnd, Commit; 4 destination → source:
 //! HelloAck, Admitted, Prepared, Committed) and the middle of a page-data
@@ -476,6 +480,32 @@ const KINDS: [(Dir, u8, &str); 11] = [
     (Dir::ToSource, COMMITTED, "Committed"),
 ];
 
+const STAYED: &str = "stayed";
+const MOVED: &str = "moved";
+/// Commit sent, never answered, the destination never committed.
+const DOUBT_RESUME: &str = "in doubt, source in doubt, resolve Resume";
+/// Commit sent and journaled at the destination, the answer lost.
+const DOUBT_DISCARD: &str = "moved, source in doubt, resolve Discard";
+
+/// How a case may end (the protocol's commit rules, as the core's matrix
+/// has them): every fault before `Prepared` leaves the guest at the
+/// source, every fault after `Committed` at the destination; around the
+/// commit the source may be in doubt, and then resolve picks the copy that
+/// committed. Where an in-process kill races the message it follows (the
+/// killed engine may or may not have acted on it), each outcome it may
+/// have is listed.
+fn expected(f: Fault) -> &'static [&'static str] {
+    match (f.tag, f.action) {
+        (PREPARED, Action::Cut | Action::Stall | Action::KillDest) => &[DOUBT_RESUME],
+        (PREPARED, Action::KillSource) => &[STAYED, DOUBT_RESUME, DOUBT_DISCARD],
+        (COMMIT, Action::Cut | Action::Stall | Action::KillSource) => &[DOUBT_DISCARD],
+        (COMMIT, Action::KillDest) => &[DOUBT_RESUME, DOUBT_DISCARD],
+        (COMMITTED, Action::KillSource) => &[MOVED, DOUBT_DISCARD],
+        (COMMITTED, _) => &[MOVED],
+        _ => &[STAYED],
+    }
+}
+
 fn matrix(tag: &str, actions: &[Action], with_mid: bool) -> usize {
     let root = scratch(tag);
     let count = AtomicUsize::new(0);
@@ -501,6 +531,11 @@ fn matrix(tag: &str, actions: &[Action], with_mid: bool) -> usize {
     let mut seen = Vec::new();
     for (i, f) in faults.iter().enumerate() {
         let o = run_case(&root, i, *f);
+        assert!(
+            expected(*f).contains(&o.as_str()),
+            "case {i} {f:?} ended `{o}`, expected one of {:?}",
+            expected(*f)
+        );
         count.fetch_add(1, Ordering::SeqCst);
         seen.push(format!("{:?}/{}/{}: {o}", f.action, f.tag, f.mid));
     }

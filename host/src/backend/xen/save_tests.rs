@@ -243,19 +243,25 @@ fn live_save_runs_rounds_and_resends_dirtied_pages() {
     let g = guest();
     let dir = scratch("live");
     let file = dir.join("web1.save");
-    // the guest writes while the rounds run
+    // the guest writes while the rounds run; the last value that made it
+    // into each page is what the file must hold
     let writer = {
         let x = g.xen.clone();
         let stop = g.stop.clone();
         std::thread::spawn(move || {
+            let mut last = BTreeMap::new();
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                let _ = x.guest_write(DOMID, MFN0 + 20 + n % 50, 0, &n.to_le_bytes());
+                let pfn = 20 + n % 50;
+                if x.guest_write(DOMID, MFN0 + pfn, 0, &n.to_le_bytes()) {
+                    last.insert(pfn, n);
+                }
                 n += 1;
                 if x.domain_info(DOMID).map_or(true, |i| i.shutdown()) {
                     break;
                 }
             }
+            last
         })
     };
     // Round 1 capped at 8 MiB/s (~0.3 s for the 600 pages), so the
@@ -267,11 +273,19 @@ fn live_save_runs_rounds_and_resends_dirtied_pages() {
     };
     let s = run(&g, &file, &opts).unwrap();
     g.stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
+    let last = writer.join().unwrap();
     assert!(s.rounds >= 2, "{s:?}");
     assert!(s.pages_sent >= PAGES, "{s:?}");
     let p = parse(&std::fs::read(&file).unwrap());
     assert_eq!(p.pages.len() as u64, PAGES);
+    assert!(!last.is_empty());
+    for (pfn, n) in &last {
+        assert_eq!(
+            word(&p.pages[pfn], 0),
+            *n,
+            "pfn {pfn}: the writer's last value"
+        );
+    }
     assert!(p.records.iter().filter(|r| **r == "PAGE_DATA").count() >= 2);
     assert!(g.xen.domain(DOMID).is_none());
     std::fs::remove_dir_all(&dir).unwrap();
