@@ -365,9 +365,9 @@ pub struct ServeArgs {
     /// Timeout on every read and write of a relocation session, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub io_timeout: u64,
-    /// Guest memory the simulated hypervisor offers (sim backend; 64G when
-    /// not given). Guest memory is sparse: this is what admission counts,
-    /// not RAM the daemon takes.
+    /// Guest memory the simulated hypervisor offers (sim backend; default:
+    /// the memory this host has available when the daemon starts). Admission
+    /// counts it; a guest's pages take real memory once written.
     #[arg(long, value_name = "SIZE", value_parser = parse_capacity)]
     pub sim_capacity: Option<u64>,
     /// Guests the simulated hypervisor creates and starts at start-up (sim
@@ -481,10 +481,16 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
         }
         None => Vec::new(),
     };
-    let sim = Arc::new(SimBackend::with_capacity(
-        args.sim_capacity
-            .unwrap_or(crate::backend::sim::DEFAULT_SIM_CAPACITY),
-    ));
+    let sim_capacity = args
+        .sim_capacity
+        .unwrap_or_else(crate::backend::sim::default_sim_capacity);
+    if xen.is_none() {
+        tracing::info!(
+            capacity = %crate::units::format_mib(sim_capacity),
+            "simulated hypervisor: guest memory offered (--sim-capacity)"
+        );
+    }
+    let sim = Arc::new(SimBackend::with_capacity(sim_capacity));
 
     let (config_path, file) = match &args.config {
         Some(path) => (path.clone(), Some(ConfigFile::read(path)?)),

@@ -16,9 +16,34 @@ use crate::backend::sim::{
 };
 use crate::engine::{Backend, Domain, NewGuest, Refusal, Settle, Settled};
 
-/// Guest memory the sim backend offers when `--sim-capacity` is not given:
-/// 64 GiB (guest memory is sparse, so this is bookkeeping, not RAM).
-pub const DEFAULT_SIM_CAPACITY: u64 = 64 << 30;
+/// Guest memory the sim backend offers when `--sim-capacity` is not given
+/// and the host's memory cannot be read: 1 GiB.
+pub const FALLBACK_SIM_CAPACITY: u64 = 1 << 30;
+
+/// The guest memory the sim backend offers by default: what the host has
+/// available now (`MemAvailable` in `/proc/meminfo`). A simulated guest's
+/// pages take real memory once written, so the capacity must not promise
+/// more than the host can give, or a peer could make the daemon take it.
+pub fn default_sim_capacity() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| mem_available(&t))
+        .unwrap_or(FALLBACK_SIM_CAPACITY)
+}
+
+/// `MemAvailable` (else `MemFree`) of a `/proc/meminfo` text, in bytes,
+/// rounded down to whole pages.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let field = |key: &str| {
+        meminfo.lines().find_map(|l| {
+            let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+            let kib: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
+            kib.checked_mul(1024)
+        })
+    };
+    let bytes = field("MemAvailable").or_else(|| field("MemFree"))?;
+    Some(bytes - bytes % 4096).filter(|&b| b > 0)
+}
 
 /// Every simulated guest has one vCPU.
 const SIM_VCPUS: u32 = 1;
@@ -392,6 +417,28 @@ mod tests {
         assert_eq!(made[1].name, "db1");
         let too_big = sim::parse_guests_file("big memory=1G\n").unwrap();
         assert_eq!(b.create_all(&too_big).unwrap_err().kind, ErrorKind::Refused);
+    }
+
+    #[test]
+    fn default_capacity_is_the_hosts_available_memory() {
+        let text =
+            "MemTotal:       24594412 kB\nMemFree:         1000 kB\nMemAvailable:   20000001 kB\n";
+        assert_eq!(mem_available(text), Some(20_000_001 * 1024 / 4096 * 4096));
+        assert_eq!(mem_available("MemFree: 8 kB\n"), Some(8192));
+        assert_eq!(mem_available("nothing"), None);
+        assert_eq!(mem_available("MemAvailable: lots kB\n"), None);
+        let here = default_sim_capacity();
+        assert!(here > 0 && here % 4096 == 0, "{here}");
+        // never the old 64 GiB promise on a host that does not have it
+        let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|t| {
+            t.lines().find_map(|l| {
+                let kib = l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?;
+                kib.trim().parse::<u64>().ok()
+            })
+        });
+        if let Some(kib) = total {
+            assert!(here <= kib * 1024, "{here} over MemTotal {kib} kB");
+        }
     }
 
     #[test]

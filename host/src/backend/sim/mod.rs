@@ -84,7 +84,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use adapter::{SimFault, SimSink, SimSource};
 pub use guest::{bitmap_words, SimGuest};
-pub use hooks::{spec_from_request, SimBackend, DEFAULT_SIM_CAPACITY};
+pub use hooks::{default_sim_capacity, spec_from_request, SimBackend, FALLBACK_SIM_CAPACITY};
 pub use memory::{Page, CHUNK_PAGES};
 pub use spec::{
     check_memory, check_name, parse_guests_file, parse_memory, parse_rate, parse_size,
