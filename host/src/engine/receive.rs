@@ -133,7 +133,7 @@ impl<B: Backend> Engine<B> {
         let name = domain.borrow().clone();
         match r {
             Ok(rep) => tracing::info!(session = id, %peer, domain = %rep.name,
-                rounds = rep.rounds, pages = rep.pages_applied, total_ms = rep.total_ms,
+                rounds = rep.rounds + 1, pages = rep.pages_applied, total_ms = rep.total_ms,
                 "relocation received; the guest runs here"),
             Err(e) => {
                 if let Some(s) = created.get() {
