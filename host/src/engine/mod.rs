@@ -385,9 +385,13 @@ pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandE
                  --discard`; if it does not, `relocd resolve {domain} --resume`"
             ),
         ),
-        SessionError::Aborted(ProtoError::LinkLost {
-            state: "AwaitHelloAck" | "AwaitAdmission",
-        }) => err(
+        SessionError::Aborted {
+            error:
+                ProtoError::LinkLost {
+                    state: "AwaitHelloAck" | "AwaitAdmission",
+                },
+            ..
+        } => err(
             ErrorKind::Refused,
             format!(
                 "{to} closed the connection before answering: it does not admit this \
@@ -395,14 +399,17 @@ pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandE
                      server; its log says why. {domain} keeps running here"
             ),
         ),
-        SessionError::Aborted(ProtoError::Aborted(AbortReason::Busy)) => err(
+        SessionError::Aborted {
+            error: ProtoError::Aborted(AbortReason::Busy),
+            ..
+        } => err(
             ErrorKind::Refused,
             format!(
                 "{domain} dirties memory faster than the link sends (--abort-if-busy); \
                  it keeps running here"
             ),
         ),
-        SessionError::Aborted(p) => err(
+        SessionError::Aborted { error: p, .. } => err(
             ErrorKind::Network,
             format!("migration of {domain} to {to} failed: {p}; {domain} keeps running here"),
         ),

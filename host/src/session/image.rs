@@ -38,7 +38,7 @@
 //! bounds the body to [`MAX_HVM_CONTEXT_LEN`] before keeping any of it.
 
 use relocd_core::guest::{GuestInfo, GuestType, PageType, Pfn, SinkGuest, PAGE_SIZE};
-use relocd_core::precopy::drive::apply_batch;
+use relocd_core::precopy::drive::{apply_batch, DriveError};
 use relocd_core::precopy::MAX_PAGE_DATA_RECORD_LEN;
 use relocd_core::stream::domain::{DomainHeaderRepr, DomainType};
 use relocd_core::stream::reader::{Decoder, Event, Layer, Options, RecordInfo};
@@ -74,7 +74,9 @@ pub enum ImageError {
     /// too large, malformed vCPU framing, more pfns than data).
     #[error("image does not fit the guest: {0}")]
     Invalid(&'static str),
-    /// The sink guest refused a batch or a vCPU state.
+    /// The sink guest refused a batch, a vCPU state or a guest record;
+    /// the text names the step ("writing pages"), and
+    /// [`ImageDecoder::sink_failure`] holds what the backend said.
     #[error("destination guest refused the image ({0})")]
     Sink(&'static str),
 }
@@ -126,6 +128,31 @@ pub trait ImageDecoder {
     fn is_complete(&self) -> bool;
     /// Pages written to the sink so far.
     fn pages_applied(&self) -> u64;
+    /// What the sink guest said when it refused ([`ImageError::Sink`]):
+    /// the backend's error as text, for the abort's detail.
+    fn sink_failure(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// A page batch the sink refused: the backend's error as text.
+fn batch_failed<E: std::fmt::Debug>(slot: &mut Option<String>, e: DriveError<E>) -> ImageError {
+    *slot = Some(match e {
+        DriveError::Guest(g) => format!("{g:?}"),
+        other => other.to_string(),
+    });
+    ImageError::Sink("writing pages")
+}
+
+/// Keeps the backend's error as text and names the step that failed.
+fn sink_failed<'s, E: std::fmt::Debug>(
+    slot: &'s mut Option<String>,
+    step: &'static str,
+) -> impl FnOnce(E) -> ImageError + 's {
+    move |e| {
+        *slot = Some(format!("{e:?}"));
+        ImageError::Sink(step)
+    }
 }
 
 /// A writer's sink that collects bytes for one chunk, keeping at most
@@ -381,6 +408,8 @@ pub struct LibxcDecoder {
     ended: bool,
     failed: bool,
     pages: u64,
+    /// The backend's error when the sink refused.
+    sink_error: Option<String>,
 }
 
 impl Default for LibxcDecoder {
@@ -405,6 +434,7 @@ impl LibxcDecoder {
             ended: false,
             failed: false,
             pages: 0,
+            sink_error: None,
         }
     }
 
@@ -441,7 +471,7 @@ impl LibxcDecoder {
                 data,
             } if self.data.is_empty() && data.len() == self.data_len => {
                 apply_batch(sink, &self.pfns, &self.types, data)
-                    .map_err(|_| ImageError::Sink("page batch"))?;
+                    .map_err(|e| batch_failed(&mut self.sink_error, e))?;
                 self.pages += self.pfns.len() as u64;
                 self.applied = true;
             }
@@ -514,12 +544,12 @@ impl LibxcDecoder {
             Event::RecordEnd(info) => match info.libxc_type() {
                 Some(RecordType::PageData) if !self.applied => {
                     apply_batch(sink, &self.pfns, &self.types, &self.data)
-                        .map_err(|_| ImageError::Sink("page batch"))?;
+                        .map_err(|e| batch_failed(&mut self.sink_error, e))?;
                     self.pages += self.pfns.len() as u64;
                 }
                 Some(RecordType::HvmContext) => {
                     let ctx = self.ctx.take().unwrap_or_default();
-                    apply_vcpus(&ctx, sink)?;
+                    apply_vcpus(&ctx, sink, &mut self.sink_error)?;
                 }
                 _ => {
                     if let Some((rtype, body)) = self.rec.take() {
@@ -528,8 +558,10 @@ impl LibxcDecoder {
                                 "a guest record's body differs from its length",
                             ));
                         }
-                        sink.record(rtype, &body)
-                            .map_err(|_| ImageError::Sink("guest record"))?;
+                        sink.record(rtype, &body).map_err(sink_failed(
+                            &mut self.sink_error,
+                            "applying a guest record",
+                        ))?;
                     }
                 }
             },
@@ -557,7 +589,11 @@ fn is_guest_record(info: &RecordInfo) -> bool {
 }
 
 /// Splits an `HVM_CONTEXT` body into vCPU states and loads each.
-fn apply_vcpus<S: SinkGuest>(mut ctx: &[u8], sink: &mut S) -> Result<(), ImageError> {
+fn apply_vcpus<S: SinkGuest>(
+    mut ctx: &[u8],
+    sink: &mut S,
+    sink_error: &mut Option<String>,
+) -> Result<(), ImageError> {
     let bad = ImageError::Invalid("malformed vCPU framing in HVM_CONTEXT");
     while !ctx.is_empty() {
         let (Some(id), Some(len)) = (ctx.get(0..4), ctx.get(4..8)) else {
@@ -569,7 +605,7 @@ fn apply_vcpus<S: SinkGuest>(mut ctx: &[u8], sink: &mut S) -> Result<(), ImageEr
             return Err(bad);
         };
         sink.set_vcpu_context(id, blob)
-            .map_err(|_| ImageError::Sink("vCPU state"))?;
+            .map_err(sink_failed(&mut *sink_error, "loading vCPU state"))?;
         let next = 8usize.saturating_add(len).next_multiple_of(8);
         ctx = ctx.get(next..).unwrap_or_default();
     }
@@ -605,6 +641,10 @@ impl ImageDecoder for LibxcDecoder {
 
     fn pages_applied(&self) -> u64 {
         self.pages
+    }
+
+    fn sink_failure(&self) -> Option<&str> {
+        self.sink_error.as_deref()
     }
 }
 
@@ -918,6 +958,6 @@ mod tests {
         ctx.extend_from_slice(&0u32.to_le_bytes());
         ctx.extend_from_slice(&u32::MAX.to_le_bytes());
         ctx.extend_from_slice(&[0; 8]);
-        assert!(apply_vcpus(&ctx, &mut sink).is_err());
+        assert!(apply_vcpus(&ctx, &mut sink, &mut None).is_err());
     }
 }

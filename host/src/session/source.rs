@@ -480,12 +480,16 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         }
     }
 
-    /// A local failure: remember it and give up the session.
+    /// A local failure: remember it and give up the session, telling the
+    /// destination what failed.
     fn local_failure(&mut self, now: Instant, e: SessionError) {
+        let text = e.to_string();
         if self.failure.is_none() {
             self.failure = Some(e);
         }
-        let _ = self.sm.abort(now, AbortReason::SourceFailed);
+        let _ = self
+            .sm
+            .abort(now, msg::Abort::new(AbortReason::SourceFailed, &text));
         self.xfer = Xfer::Done;
     }
 
@@ -819,8 +823,8 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                 let _ = self.sm.handle_journaled(now);
             }
             Err(e) => {
+                let _ = self.sm.handle_journal_failed(now, &e.to_string());
                 self.failure = Some(SessionError::Journal(e));
-                let _ = self.sm.handle_journal_failed(now);
             }
         }
     }
@@ -900,7 +904,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                 if let Some(g) = guest_failure {
                     return Err(g);
                 }
-                Err(SessionError::from_protocol(e))
+                Err(SessionError::from_protocol(e, self.sm.peer_detail()))
             }
             SourceOutcome::InDoubt(e) => Err(SessionError::InDoubt(e)),
         }

@@ -773,7 +773,7 @@ mod tests {
             );
             t.join().unwrap();
             assert!(
-                matches!(r, Err(SessionError::Refused(RefuseReason::Unsupported))),
+                matches!(&r, Err(SessionError::Refused(f)) if f.reason == RefuseReason::Unsupported),
                 "{r:?}"
             );
         }
