@@ -264,7 +264,8 @@ impl Input<'_> {
 ///
 /// While the image flows the source waits on nothing, so it has no
 /// deadline of its own then: a destination that stops reading shows up as
-/// the host's write timeout, reported with `handle_link_error`.
+/// the host's write timeout (one deadline per frame), reported with
+/// `handle_link_error`.
 ///
 /// When the destination refused or aborted, the outcome's error holds its
 /// typed reason and [`peer_detail`](Self::peer_detail) the text it gave

@@ -11,7 +11,7 @@ use relocd_core::protocol::{
 use relocd_core::time::Instant;
 
 use super::image::{ImageDecoder, ImageError, LibxcDecoder};
-use super::link::{read_full, write_all, Header, Link, ReadEnd};
+use super::link::{read_full, write_frame, Header, Link, ReadEnd, WRITE_SLICE};
 use super::{guest_err, Clock, JournalSink, Refusal, SessionError, POLL_INTERVAL};
 
 /// The destination's settings.
@@ -19,7 +19,8 @@ use super::{guest_err, Clock, JournalSink, Refusal, SessionError, POLL_INTERVAL}
 pub struct DestOptions {
     /// Features and protocol timeouts.
     pub config: DestConfig,
-    /// Longest a write may block.
+    /// Longest the write of one frame may take (one deadline per frame,
+    /// however the source's reading splits it).
     pub write_timeout: Duration,
 }
 
@@ -58,7 +59,7 @@ pub struct DestReport {
 /// detail: too many connections awaiting admission), then closes. The
 /// source reads the typed refusal and its detail instead of a cut, and
 /// says the destination is busy, not that it was not admitted. Nothing is
-/// read, so this costs the destination one small write; the write blocks
+/// read, so this costs the destination one small write; the write waits
 /// at most `write_timeout` (a fresh connection's buffer takes it at once).
 ///
 /// [`RefuseReason::Busy`]: relocd_core::protocol::RefuseReason::Busy
@@ -67,7 +68,7 @@ pub fn refuse_unread<L: Link>(
     refusal: impl Into<Refusal>,
     write_timeout: Duration,
 ) -> Result<(), SessionError> {
-    link.set_write_timeout(Some(write_timeout))
+    link.set_write_timeout(Some(WRITE_SLICE))
         .map_err(SessionError::Link)?;
     let clock = Clock::new();
     let now = clock.now();
@@ -81,8 +82,12 @@ pub fn refuse_unread<L: Link>(
         .poll_transmit(&mut ctl)
         .map_err(|e| SessionError::Internal(e.to_string()))?
     {
-        if let Err((e, _)) = write_all(&mut link, &ctl[..n]) {
-            written = Err(SessionError::Link(e));
+        let deadline = std::time::Instant::now() + write_timeout;
+        if let Err(e) = write_frame(&mut link, &[&ctl[..n]], deadline, &mut || false) {
+            written = Err(SessionError::Link(match e.fail {
+                super::link::WriteFail::Io(e) => e,
+                _ => std::io::Error::new(std::io::ErrorKind::TimedOut, "the refusal was not read"),
+            }));
             break;
         }
     }
@@ -142,8 +147,10 @@ where
     let started = std::time::Instant::now();
     link.set_read_timeout(Some(POLL_INTERVAL))
         .map_err(SessionError::Link)?;
-    link.set_write_timeout(Some(opts.write_timeout))
+    // Each write call waits a slice; the frame's deadline is the option.
+    link.set_write_timeout(Some(WRITE_SLICE))
         .map_err(SessionError::Link)?;
+    let wt = opts.write_timeout;
     let mut sm = Dest::new(opts.config, clock.now());
     let mut sink: Option<S> = None;
     let mut req: Option<AdmissionRequest> = None;
@@ -223,7 +230,7 @@ where
                 }
                 DestAction::Finished(o) => {
                     // A last answer (Committed, Refused, Abort) if any.
-                    flush(&mut sm, &mut link, &mut ctl, &mut link_dead, now);
+                    flush(&mut sm, &mut link, &mut ctl, &mut link_dead, now, wt);
                     if !link_dead {
                         linger(&mut link);
                     }
@@ -291,7 +298,7 @@ where
         if let Some(r) = sm.receive() {
             last = r;
         }
-        flush(&mut sm, &mut link, &mut ctl, &mut link_dead, now);
+        flush(&mut sm, &mut link, &mut ctl, &mut link_dead, now, wt);
         if link_dead {
             // Only the host's own steps (journal, unpause) or a deadline
             // can move the machine now.
@@ -388,12 +395,20 @@ fn frame_read<L: Link>(
     }
 }
 
-fn flush<L: Link>(sm: &mut Dest, link: &mut L, ctl: &mut [u8], link_dead: &mut bool, now: Instant) {
+fn flush<L: Link>(
+    sm: &mut Dest,
+    link: &mut L,
+    ctl: &mut [u8],
+    link_dead: &mut bool,
+    now: Instant,
+    write_timeout: Duration,
+) {
     while let Ok(Some(n)) = sm.poll_transmit(ctl) {
         if *link_dead {
             continue;
         }
-        if write_all(link, &ctl[..n]).is_err() {
+        let deadline = std::time::Instant::now() + write_timeout;
+        if write_frame(link, &[&ctl[..n]], deadline, &mut || false).is_err() {
             *link_dead = true;
             sm.handle_link_error(now);
         }

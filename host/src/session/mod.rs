@@ -13,8 +13,11 @@
 //!   their bound is fixed: the length is checked against
 //!   `MAX_CONTROL_FRAME_LEN` before a byte of the body is read) and hands
 //!   them over a channel; the caller's thread polls the machine, carries
-//!   out its actions, runs the pre-copy loop batch by batch, honours the
-//!   bandwidth cap and checks the `cancel` flag between batches.
+//!   out its actions, runs the pre-copy loop batch by batch and honours
+//!   the bandwidth cap. No wait of it is longer than [`POLL_INTERVAL`]
+//!   without a look at the `cancel` flag: waits for the destination, the
+//!   cap's pauses, and writes, which block a slice at a time and have one
+//!   deadline per frame.
 //! - The destination runs on the caller's thread: it reads a header,
 //!   asks the machine for the current bound, reads the body, and applies
 //!   image chunks to the sink through an [`ImageDecoder`].
@@ -40,7 +43,9 @@ pub use dest::{refuse_unread, run_dest, run_dest_with_decoder, DestOptions, Dest
 pub use image::{ImageDecoder, ImageEncoder, ImageError, LibxcDecoder, LibxcEncoder};
 pub use journal::{FileJournal, JournalSink};
 pub use link::{Clock, Link};
-pub use source::{run_source, run_source_with_encoder, SourceOptions, SourceReport};
+pub use source::{
+    run_source, run_source_with_encoder, SourceOptions, SourceReport, PROGRESS_INTERVAL,
+};
 
 /// How often a blocked driver wakes up to look at deadlines and the cancel
 /// flag.
@@ -232,7 +237,9 @@ impl fmt::Display for Refusal {
 pub struct LinkTimeouts {
     /// The protocol's waits.
     pub protocol: Timeouts,
-    /// Longest a write may block (the peer stopped reading).
+    /// Longest the write of one frame may take (the peer stopped
+    /// reading): one deadline per frame, however the peer's reading splits
+    /// it into partial writes.
     pub write: Duration,
 }
 
