@@ -4,7 +4,8 @@
 //! Neither machine does I/O or reads a clock. The host feeds them frames,
 //! host events and the time through `handle_*` methods, and takes frames
 //! (`poll_transmit`), actions (`poll_action`) and deadlines (`poll_timeout`)
-//! out. See the call contracts on [`Source`] and [`Dest`].
+//! out. See the call contracts on [`Source`] and [`Dest`]. The wire format
+//! in prose, for other implementations, is `docs/protocol.md`.
 //!
 //! # The session
 //!
