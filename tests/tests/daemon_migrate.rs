@@ -356,7 +356,7 @@ fn wrong_protocol_version_is_refused_and_logged() {
     let body = read_frame(&mut s).expect("an answer");
     match msg::decode(&body).unwrap() {
         Msg::VersionRefused(v) => {
-            assert_eq!((v.min_version, v.max_version), (1, 1));
+            assert_eq!((v.min_version, v.max_version), (2, 2));
         }
         other => panic!("{other:?}"),
     }
@@ -458,8 +458,8 @@ fn bad_input_from_the_network_is_refused_and_the_daemon_serves_on() {
     let b = node(&dir, "b", true, 1 << 30, Arc::new(AdmitAll));
     let hello = frame(&Msg::Hello(Hello {
         magic: MAGIC,
-        min_version: 1,
-        max_version: 1,
+        min_version: 2,
+        max_version: 2,
         features: Features::ALL,
     }));
     let cases: Vec<(&str, Vec<u8>)> = vec![
