@@ -498,7 +498,8 @@ fn expected(f: Fault) -> &'static [&'static str] {
     match (f.tag, f.action) {
         (PREPARED, Action::Cut | Action::Stall | Action::KillDest) => &[DOUBT_RESUME],
         (PREPARED, Action::KillSource) => &[STAYED, DOUBT_RESUME, DOUBT_DISCARD],
-        (COMMIT, Action::Cut | Action::Stall | Action::KillSource) => &[DOUBT_DISCARD],
+        (COMMIT, Action::Cut | Action::Stall) => &[DOUBT_DISCARD],
+        (COMMIT, Action::KillSource) => &[DOUBT_DISCARD, MOVED],
         (COMMIT, Action::KillDest) => &[DOUBT_RESUME, DOUBT_DISCARD],
         (COMMITTED, Action::KillSource) => &[MOVED, DOUBT_DISCARD],
         (COMMITTED, _) => &[MOVED],

@@ -303,12 +303,22 @@ fn refusals_have_clear_messages_and_the_guest_stays() {
     });
 
     let small = node(&dir, "small", true, 8 * MIB, Arc::new(AdmitAll));
-    refused(&a, small.addr(), ErrorKind::Refused, "no capacity");
+    refused(
+        &a,
+        small.addr(),
+        ErrorKind::Refused,
+        "refused web1: not enough free memory for web1 (needs 16 MiB, has 8 MiB)",
+    );
     assert!(small.sim.hypervisor().list().is_empty());
 
     let taken = node(&dir, "taken", true, 1 << 30, Arc::new(AdmitAll));
     create(&taken, "web1", 4 * MIB);
-    refused(&a, taken.addr(), ErrorKind::Refused, "already exists");
+    refused(
+        &a,
+        taken.addr(),
+        ErrorKind::Refused,
+        "refused web1: a domain called web1 exists already",
+    );
     assert_eq!(taken.sim.hypervisor().list().len(), 1);
 
     // Nothing listens: the relocation server is off there.
@@ -360,7 +370,7 @@ fn wrong_protocol_version_is_refused_and_logged() {
     let body = read_frame(&mut s).expect("an answer");
     match msg::decode(&body).unwrap() {
         Msg::VersionRefused(v) => {
-            assert_eq!((v.min_version, v.max_version), (1, 1));
+            assert_eq!((v.min_version, v.max_version), (2, 2));
         }
         other => panic!("{other:?}"),
     }
@@ -462,8 +472,8 @@ fn bad_input_from_the_network_is_refused_and_the_daemon_serves_on() {
     let b = node(&dir, "b", true, 1 << 30, Arc::new(AdmitAll));
     let hello = frame(&Msg::Hello(Hello {
         magic: MAGIC,
-        min_version: 1,
-        max_version: 1,
+        min_version: 2,
+        max_version: 2,
         features: Features::ALL,
     }));
     let cases: Vec<(&str, Vec<u8>)> = vec![

@@ -53,27 +53,11 @@ pub struct NewGuest {
     pub vcpus: u32,
 }
 
-/// Why a guest cannot be built here: the protocol's typed reason and a
-/// short text for the operator at the other end.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{detail}")]
-pub struct Refusal {
-    /// The typed reason (on the wire).
-    pub reason: RefuseReason,
-    /// What to tell the operator (bounded when sent).
-    pub detail: String,
-}
+pub use crate::session::Refusal;
 
+/// The engine's wordings of a refusal (one for each cause, sizes in MiB).
 impl Refusal {
-    /// A refusal with its text.
-    pub fn new(reason: RefuseReason, detail: impl Into<String>) -> Refusal {
-        Refusal {
-            reason,
-            detail: detail.into(),
-        }
-    }
-
-    /// The one wording of a capacity refusal, sizes in MiB.
+    /// Not enough memory here for `name`.
     pub fn no_memory(name: &str, needed: u64, free: u64) -> Refusal {
         Refusal::new(
             RefuseReason::NoCapacity,
@@ -85,7 +69,7 @@ impl Refusal {
         )
     }
 
-    /// The refusal of a name that is taken here.
+    /// A domain called `name` exists here already.
     pub fn name_taken(name: &str) -> Refusal {
         Refusal::new(
             RefuseReason::NameTaken,
@@ -101,16 +85,7 @@ impl Refusal {
             RefuseReason::ShuttingDown => ErrorKind::ShuttingDown,
             _ => ErrorKind::Refused,
         };
-        CommandError::new(kind, self.detail)
-    }
-}
-
-impl From<RefuseReason> for Refusal {
-    fn from(reason: RefuseReason) -> Refusal {
-        Refusal {
-            reason,
-            detail: reason.to_string(),
-        }
+        CommandError::new(kind, self.to_string())
     }
 }
 

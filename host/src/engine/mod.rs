@@ -46,7 +46,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use relocd_core::precopy::PolicyConfig;
-use relocd_core::protocol::{AbortReason, Error as ProtoError, Features, Timeouts};
+use relocd_core::protocol::{AbortReason, Error as ProtoError, Features, RefuseReason, Timeouts};
 
 use crate::api::{
     CommandError, DomainInfo, DomainState, ErrorKind, MigrateRequest, Phase, Progress,
@@ -562,6 +562,17 @@ pub(crate) fn connect(
 /// The error a failed migration reports to the client.
 pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandError {
     match e {
+        SessionError::Refused(r)
+            if matches!(
+                r.reason,
+                RefuseReason::Busy | RefuseReason::TooManyMigrations
+            ) =>
+        {
+            err(
+                ErrorKind::Refused,
+                format!("{to} is busy: {r}; {domain} keeps running here, try again later"),
+            )
+        }
         SessionError::Refused(r) => err(
             ErrorKind::Refused,
             format!("{to} refused {domain}: {r}; {domain} keeps running here"),
@@ -586,9 +597,13 @@ pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandE
                  --discard`; if it does not, `relocd resolve {domain} --resume`"
             ),
         ),
-        SessionError::Aborted(ProtoError::LinkLost {
-            state: "AwaitHelloAck" | "AwaitAdmission",
-        }) => err(
+        SessionError::Aborted {
+            error:
+                ProtoError::LinkLost {
+                    state: "AwaitHelloAck" | "AwaitAdmission",
+                },
+            ..
+        } => err(
             ErrorKind::Refused,
             format!(
                 "{to} closed the connection before answering: it does not admit this \
@@ -596,14 +611,31 @@ pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandE
                      server; its log says why. {domain} keeps running here"
             ),
         ),
-        SessionError::Aborted(ProtoError::Aborted(AbortReason::Busy)) => err(
+        SessionError::Aborted {
+            error: ProtoError::Aborted(AbortReason::Busy),
+            ..
+        } => err(
             ErrorKind::Refused,
             format!(
                 "{domain} dirties memory faster than the link sends (--abort-if-busy); \
                  it keeps running here"
             ),
         ),
-        SessionError::Aborted(p) => err(
+        SessionError::Aborted {
+            error: p @ ProtoError::NotRelocd { .. },
+            ..
+        } => err(
+            ErrorKind::Refused,
+            format!("{to} is not a relocd relocation server: {p}; {domain} keeps running here"),
+        ),
+        SessionError::Aborted { error: p, detail } if !detail.is_empty() => err(
+            ErrorKind::Network,
+            format!(
+                "migration of {domain} to {to} failed: {to} said: {detail} ({p}); \
+                 {domain} keeps running here"
+            ),
+        ),
+        SessionError::Aborted { error: p, .. } => err(
             ErrorKind::Network,
             format!("migration of {domain} to {to} failed: {p}; {domain} keeps running here"),
         ),
@@ -816,8 +848,8 @@ impl<B: Backend> Service for Engine<B> {
         self.receive_session(
             conn,
             Some(Refusal::new(
-                relocd_core::protocol::RefuseReason::TooManyMigrations,
-                format!("too many migrations in progress (at most {limit})"),
+                RefuseReason::TooManyMigrations,
+                format!("busy: too many migrations in progress (at most {limit})"),
             )),
         );
     }

@@ -79,11 +79,11 @@ impl<B: Backend> Engine<B> {
             peer: Some(peer.to_string()),
             crashed: self.crashed.clone(),
         };
-        let admit = |req: &AdmissionRequest| -> Result<TrackedSink<B::Sink<'_>>, RefuseReason> {
+        let admit = |req: &AdmissionRequest| -> Result<TrackedSink<B::Sink<'_>>, Refusal> {
             let refusal = |r: Refusal| {
                 tracing::warn!(session = id, %peer, domain = %req.name.as_str(),
-                    reason = %r.reason, "relocation refused: {}", r.detail);
-                r.reason
+                    reason = %r.reason, "relocation refused: {r}");
+                r
             };
             if let Some(r) = refuse.clone() {
                 return Err(refusal(r));
@@ -105,7 +105,10 @@ impl<B: Backend> Engine<B> {
             ) {
                 tracing::error!(error = %e, "journal; refusing the migration");
                 let _ = relocd_core::guest::SinkGuest::destroy(&mut sink);
-                return Err(RefuseReason::NotAllowed);
+                return Err(Refusal::new(
+                    RefuseReason::NotAllowed,
+                    format!("the destination cannot journal the migration: {e}"),
+                ));
             }
             created.set(Some(req.session));
             tracing::info!(session = id, %peer, domain = %g.name, memory = g.memory_bytes,

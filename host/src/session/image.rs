@@ -42,7 +42,7 @@ use relocd_core::guest::{
 };
 
 use super::{guest_err, SessionError};
-use relocd_core::precopy::drive::apply_batch;
+use relocd_core::precopy::drive::{apply_batch, DriveError};
 use relocd_core::precopy::MAX_PAGE_DATA_RECORD_LEN;
 use relocd_core::stream::domain::{DomainHeaderRepr, DomainType};
 use relocd_core::stream::reader::{Decoder, Event, Layer, Options, RecordInfo};
@@ -78,7 +78,9 @@ pub enum ImageError {
     /// too large, malformed vCPU framing, more pfns than data).
     #[error("image does not fit the guest: {0}")]
     Invalid(&'static str),
-    /// The sink guest refused a batch or a vCPU state.
+    /// The sink guest refused a batch, a vCPU state or a guest record;
+    /// the text names the step ("writing pages"), and
+    /// [`ImageDecoder::sink_failure`] holds what the backend said.
     #[error("destination guest refused the image ({0})")]
     Sink(&'static str),
 }
@@ -130,6 +132,31 @@ pub trait ImageDecoder {
     fn is_complete(&self) -> bool;
     /// Pages written to the sink so far.
     fn pages_applied(&self) -> u64;
+    /// What the sink guest said when it refused ([`ImageError::Sink`]):
+    /// the backend's error as text, for the abort's detail.
+    fn sink_failure(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// A page batch the sink refused: the backend's error as text.
+fn batch_failed<E: std::fmt::Debug>(slot: &mut Option<String>, e: DriveError<E>) -> ImageError {
+    *slot = Some(match e {
+        DriveError::Guest(g) => format!("{g:?}"),
+        other => other.to_string(),
+    });
+    ImageError::Sink("writing pages")
+}
+
+/// Keeps the backend's error as text and names the step that failed.
+fn sink_failed<'s, E: std::fmt::Debug>(
+    slot: &'s mut Option<String>,
+    step: &'static str,
+) -> impl FnOnce(E) -> ImageError + 's {
+    move |e| {
+        *slot = Some(format!("{e:?}"));
+        ImageError::Sink(step)
+    }
 }
 
 /// The guest's own records at `point`, encoded into `out`.
@@ -470,6 +497,8 @@ pub struct LibxcDecoder {
     ended: bool,
     failed: bool,
     pages: u64,
+    /// The backend's error when the sink refused.
+    sink_error: Option<String>,
 }
 
 impl Default for LibxcDecoder {
@@ -494,6 +523,7 @@ impl LibxcDecoder {
             ended: false,
             failed: false,
             pages: 0,
+            sink_error: None,
         }
     }
 
@@ -530,7 +560,7 @@ impl LibxcDecoder {
                 data,
             } if self.data.is_empty() && data.len() == self.data_len => {
                 apply_batch(sink, &self.pfns, &self.types, data)
-                    .map_err(|_| ImageError::Sink("page batch"))?;
+                    .map_err(|e| batch_failed(&mut self.sink_error, e))?;
                 self.pages += self.pfns.len() as u64;
                 self.applied = true;
             }
@@ -603,12 +633,12 @@ impl LibxcDecoder {
             Event::RecordEnd(info) => match info.libxc_type() {
                 Some(RecordType::PageData) if !self.applied => {
                     apply_batch(sink, &self.pfns, &self.types, &self.data)
-                        .map_err(|_| ImageError::Sink("page batch"))?;
+                        .map_err(|e| batch_failed(&mut self.sink_error, e))?;
                     self.pages += self.pfns.len() as u64;
                 }
                 Some(RecordType::HvmContext) => {
                     let ctx = self.ctx.take().unwrap_or_default();
-                    apply_vcpus(&ctx, sink)?;
+                    apply_vcpus(&ctx, sink, &mut self.sink_error)?;
                 }
                 _ => {
                     if let Some((rtype, body)) = self.rec.take() {
@@ -617,8 +647,10 @@ impl LibxcDecoder {
                                 "a guest record's body differs from its length",
                             ));
                         }
-                        sink.record(rtype, &body)
-                            .map_err(|_| ImageError::Sink("guest record"))?;
+                        sink.record(rtype, &body).map_err(sink_failed(
+                            &mut self.sink_error,
+                            "applying a guest record",
+                        ))?;
                     }
                 }
             },
@@ -646,7 +678,11 @@ fn is_guest_record(info: &RecordInfo) -> bool {
 }
 
 /// Splits an `HVM_CONTEXT` body into vCPU states and loads each.
-fn apply_vcpus<S: SinkGuest>(mut ctx: &[u8], sink: &mut S) -> Result<(), ImageError> {
+fn apply_vcpus<S: SinkGuest>(
+    mut ctx: &[u8],
+    sink: &mut S,
+    sink_error: &mut Option<String>,
+) -> Result<(), ImageError> {
     let bad = ImageError::Invalid("malformed vCPU framing in HVM_CONTEXT");
     while !ctx.is_empty() {
         let (Some(id), Some(len)) = (ctx.get(0..4), ctx.get(4..8)) else {
@@ -658,7 +694,7 @@ fn apply_vcpus<S: SinkGuest>(mut ctx: &[u8], sink: &mut S) -> Result<(), ImageEr
             return Err(bad);
         };
         sink.set_vcpu_context(id, blob)
-            .map_err(|_| ImageError::Sink("vCPU state"))?;
+            .map_err(sink_failed(&mut *sink_error, "loading vCPU state"))?;
         let next = 8usize.saturating_add(len).next_multiple_of(8);
         ctx = ctx.get(next..).unwrap_or_default();
     }
@@ -694,6 +730,10 @@ impl ImageDecoder for LibxcDecoder {
 
     fn pages_applied(&self) -> u64 {
         self.pages
+    }
+
+    fn sink_failure(&self) -> Option<&str> {
+        self.sink_error.as_deref()
     }
 }
 
@@ -1007,6 +1047,6 @@ mod tests {
         ctx.extend_from_slice(&0u32.to_le_bytes());
         ctx.extend_from_slice(&u32::MAX.to_le_bytes());
         ctx.extend_from_slice(&[0; 8]);
-        assert!(apply_vcpus(&ctx, &mut sink).is_err());
+        assert!(apply_vcpus(&ctx, &mut sink, &mut None).is_err());
     }
 }

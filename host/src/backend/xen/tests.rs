@@ -149,10 +149,16 @@ fn receiver_refuses_what_is_not_pv_without_a_trace() {
         &Clock::new(),
     );
     t.join().unwrap();
-    assert!(
-        matches!(r, Err(SessionError::Refused(RefuseReason::Unsupported))),
-        "{r:?}"
-    );
+    match r {
+        Err(SessionError::Refused(f)) => {
+            assert_eq!(f.reason, RefuseReason::Unsupported);
+            assert_eq!(
+                f.detail,
+                "hvm1 is not a PV guest; relocd on Xen builds PV guests"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(e.journal().entries().unwrap().is_empty());
     assert_eq!(e.active_sessions(), 0);
     assert_eq!(domains(&x), 2, "nothing was created");
