@@ -352,7 +352,7 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "sim")]
     pub backend: BackendKind,
     /// Listen for relocations on ADDR:PORT (a name or an address; IPv6 as
-    /// [ADDR]:PORT), whatever the config says. Port 0 takes any free port;
+    /// `[ADDR]:PORT`), whatever the config says. Port 0 takes any free port;
     /// the log line "relocation listener ready" says which.
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
     pub listen: Option<String>,
