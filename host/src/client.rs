@@ -246,10 +246,9 @@ pub fn list(control: &Path, json: bool) -> Result<(), ClientError> {
 
 /// Prints a command's failure: `{"error":{"kind":…,"message":…}}` on stdout
 /// with `json`, else `relocd: MESSAGE` on stderr.
-pub fn report_error(err: &dyn std::fmt::Display, kind: ErrorKind, json: bool) {
+pub fn report_error(err: &CommandError, json: bool) {
     if json {
-        let e = CommandError::new(kind, err.to_string());
-        println!("{}", serde_json::json!({ "error": e }));
+        println!("{}", serde_json::json!({ "error": err }));
     } else {
         eprintln!("relocd: {err}");
     }

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use relocd::api::{
-    DomainState, ErrorKind, MigrateRequest, Outcome, Request, RestoreRequest, SaveRequest,
-    SimCreateRequest,
+    DomainState, ErrorKind, MigrateRequest, Outcome, PeerReason, Request, RestoreRequest,
+    SaveRequest, SimCreateRequest,
 };
 use relocd::backend::sim::spec_from_request;
 use relocd::backend::sim::GuestSpec;
@@ -269,16 +269,18 @@ impl Resolver for NoNames {
     }
 }
 
-fn refused(a: &Node, to: SocketAddr, kind: ErrorKind, needle: &str) {
-    match a.call(&migrate_req("web1", to, true)) {
+fn refused(a: &Node, to: SocketAddr, kind: ErrorKind, needle: &str) -> Option<PeerReason> {
+    let peer = match a.call(&migrate_req("web1", to, true)) {
         Err(ClientError::Remote(e)) => {
             assert_eq!(e.kind, kind, "{e:?}");
             assert!(e.message.contains(needle), "{needle:?} not in {e:?}");
             assert!(e.message.contains("keeps running here"), "{e:?}");
+            e.peer
         }
         other => panic!("{other:?}"),
-    }
+    };
     running_at(a, "web1");
+    peer
 }
 
 #[test]
@@ -303,11 +305,19 @@ fn refusals_have_clear_messages_and_the_guest_stays() {
     });
 
     let small = node(&dir, "small", true, 8 * MIB, Arc::new(AdmitAll));
-    refused(
+    let peer = refused(
         &a,
         small.addr(),
         ErrorKind::Refused,
         "refused web1: not enough free memory for web1 (needs 16 MiB, has 8 MiB)",
+    );
+    // --json carries the destination's typed reason and its words
+    assert_eq!(
+        peer,
+        Some(PeerReason {
+            reason: "no_capacity".into(),
+            detail: "not enough free memory for web1 (needs 16 MiB, has 8 MiB)".into(),
+        })
     );
     assert!(small.sim.hypervisor().list().is_empty());
 

@@ -435,6 +435,19 @@ pub struct CommandError {
     pub kind: ErrorKind,
     /// What went wrong.
     pub message: String,
+    /// What the other host said, when it refused or aborted a migration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerReason>,
+}
+
+/// The other host's typed reason and its words (a refusal or an abort).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReason {
+    /// The protocol's reason, in snake case (`no_capacity`, `name_taken`,
+    /// `busy`, `dest_failed`, …).
+    pub reason: String,
+    /// The peer's text (empty: it gave none).
+    pub detail: String,
 }
 
 impl CommandError {
@@ -443,7 +456,17 @@ impl CommandError {
         CommandError {
             kind,
             message: message.into(),
+            peer: None,
         }
+    }
+
+    /// The same error, with what the other host said.
+    pub fn with_peer(mut self, reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        self.peer = Some(PeerReason {
+            reason: reason.into(),
+            detail: detail.into(),
+        });
+        self
     }
 
     /// "`what` is not implemented yet" (with this backend).

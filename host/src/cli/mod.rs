@@ -73,7 +73,7 @@ impl Failure {
     /// Prints the failure: `relocd: MESSAGE` on stderr, or with `json`
     /// `{"error":{"kind":…,"message":…}}` on stdout.
     pub fn report(&self, json: bool) {
-        crate::client::report_error(&self.error.message, self.error.kind, json);
+        crate::client::report_error(&self.error, json);
     }
 }
 

@@ -572,11 +572,13 @@ pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandE
                 ErrorKind::Refused,
                 format!("{to} is busy: {r}; {domain} keeps running here, try again later"),
             )
+            .with_peer(refuse_name(r.reason), r.detail)
         }
         SessionError::Refused(r) => err(
             ErrorKind::Refused,
             format!("{to} refused {domain}: {r}; {domain} keeps running here"),
-        ),
+        )
+        .with_peer(refuse_name(r.reason), r.detail),
         SessionError::Incompatible { ours, theirs } => err(
             ErrorKind::Refused,
             format!(
@@ -628,13 +630,21 @@ pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandE
             ErrorKind::Refused,
             format!("{to} is not a relocd relocation server: {p}; {domain} keeps running here"),
         ),
-        SessionError::Aborted { error: p, detail } if !detail.is_empty() => err(
+        SessionError::Aborted {
+            error: p @ ProtoError::Aborted(reason),
+            detail,
+        } => err(
             ErrorKind::Network,
-            format!(
-                "migration of {domain} to {to} failed: {to} said: {detail} ({p}); \
-                 {domain} keeps running here"
-            ),
-        ),
+            if detail.is_empty() {
+                format!("migration of {domain} to {to} failed: {p}; {domain} keeps running here")
+            } else {
+                format!(
+                    "migration of {domain} to {to} failed: {to} said: {detail} ({p}); \
+                     {domain} keeps running here"
+                )
+            },
+        )
+        .with_peer(abort_name(reason), detail),
         SessionError::Aborted { error: p, .. } => err(
             ErrorKind::Network,
             format!("migration of {domain} to {to} failed: {p}; {domain} keeps running here"),
@@ -643,6 +653,35 @@ pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandE
             ErrorKind::Internal,
             format!("migration of {domain} to {to} failed: {other}; {domain} keeps running here"),
         ),
+    }
+}
+
+/// A refusal's reason as `--json` names it.
+fn refuse_name(r: RefuseReason) -> String {
+    match r {
+        RefuseReason::NoCapacity => "no_capacity".into(),
+        RefuseReason::NameTaken => "name_taken".into(),
+        RefuseReason::TooManyMigrations => "too_many_migrations".into(),
+        RefuseReason::NotAllowed => "not_allowed".into(),
+        RefuseReason::Invalid => "invalid".into(),
+        RefuseReason::Unsupported => "unsupported".into(),
+        RefuseReason::ShuttingDown => "shutting_down".into(),
+        RefuseReason::Busy => "busy".into(),
+        RefuseReason::Unknown(n) => format!("unknown_{n}"),
+    }
+}
+
+/// An abort's reason as `--json` names it.
+fn abort_name(r: AbortReason) -> String {
+    match r {
+        AbortReason::Cancelled => "cancelled".into(),
+        AbortReason::Busy => "guest_busy".into(),
+        AbortReason::SourceFailed => "source_failed".into(),
+        AbortReason::DestFailed => "dest_failed".into(),
+        AbortReason::Timeout => "timeout".into(),
+        AbortReason::ProtocolError => "protocol_error".into(),
+        AbortReason::BadImage => "bad_image".into(),
+        AbortReason::Unknown(n) => format!("unknown_{n}"),
     }
 }
 
