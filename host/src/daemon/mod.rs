@@ -51,7 +51,7 @@ use crate::api::{self as control, PingInfo};
 use crate::journal::{self, JournalError};
 use crate::peer::SystemResolver;
 use crate::settings::{ConfigFile, SettingsError};
-use listener::{AdmitAll, ListenerConfig, PatternAdmission, RelocationListener};
+use listener::{AdmitAll, ListenerConfig, PatternAdmission, PendingLimits, RelocationListener};
 use mgmt::{ControlContext, ControlError, ControlServer, ControlSocket};
 use relocd_core::acl::HostsAllow;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -215,6 +215,16 @@ impl Daemon {
         cfg: DaemonConfig,
         parts: impl FnOnce(&Arc<Journal>) -> DaemonParts,
     ) -> Result<Daemon, DaemonError> {
+        Daemon::start_with(cfg, PendingLimits::default(), parts)
+    }
+
+    /// [`Daemon::start`] with the listener's limits on connections awaiting
+    /// admission.
+    pub fn start_with(
+        cfg: DaemonConfig,
+        pending: PendingLimits,
+        parts: impl FnOnce(&Arc<Journal>) -> DaemonParts,
+    ) -> Result<Daemon, DaemonError> {
         let socket = ControlSocket::claim(&cfg.control)?;
         let journal = Arc::new(Journal::open(&cfg.state_dir)?);
         let entries = journal.entries()?;
@@ -232,8 +242,9 @@ impl Daemon {
         let listener = match cfg.listen {
             Some(lc) => {
                 let addr = lc.addr;
-                let l = RelocationListener::start(
+                let l = RelocationListener::start_with(
                     lc,
+                    pending,
                     parts.admission.clone(),
                     parts.sessions.clone(),
                     shutdown.clone(),
@@ -371,6 +382,15 @@ pub struct ServeArgs {
     /// Timeout on every read and write of a relocation session, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub io_timeout: u64,
+    /// How long a relocation connection may take to be admitted (hosts-allow
+    /// decided and the peer's first message received), in seconds; a peer
+    /// that says nothing is closed then, not after --io-timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub handshake_timeout: u64,
+    /// Relocation connections from one host that may await admission at
+    /// once; more from that host are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_pending_per_host: u32,
     /// Guest memory the simulated hypervisor offers (sim backend; 64G when
     /// not given). Guest memory is sparse: this is what admission counts,
     /// not RAM the daemon takes.
@@ -529,7 +549,11 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
     let hosts_allow = cfg.hosts_allow.to_owned_string();
     let admission = admission_for(&hosts_allow)?;
 
-    let daemon = Daemon::start(
+    let pending = PendingLimits {
+        handshake_timeout: Duration::from_secs(args.handshake_timeout),
+        per_address: usize::try_from(args.max_pending_per_host).unwrap_or(usize::MAX),
+    };
+    let daemon = Daemon::start_with(
         DaemonConfig {
             control: control.to_owned(),
             state_dir: args.state_dir.clone(),
@@ -541,6 +565,7 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
             }),
             shutdown_grace: io_timeout,
         },
+        pending,
         |journal| match &xen {
             // The Xen backend lists, saves, restores and migrates 64-bit PV
             // domains; what a killed daemon left half done is settled first.
