@@ -4,9 +4,11 @@
 //! (against hangs), never timed.
 
 use relocd::daemon::listener::{
-    AdmitAll, ListenerConfig, PendingLimits, RelocationListener, Session, SessionHandler,
+    AdmitAll, ListenerConfig, PatternAdmission, PendingLimits, RelocationListener, Session,
+    SessionHandler,
 };
 use relocd::daemon::ShutdownToken;
+use relocd::peer::{LookupLimits, PeerName, Resolver};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -481,4 +483,155 @@ fn serve_closes_a_silent_connection_at_its_handshake_timeout() {
     assert!(!Path::new(&dir.path("state"))
         .join("journal.jsonl.compact")
         .exists());
+}
+
+/// A resolver whose reverse lookups of [`ATTACKER`] hang until released (a
+/// reverse zone its owner made slow); 127.0.0.1 is `localhost`.
+struct Hanging {
+    /// Reverse lookups of the attacker begun.
+    begun: Mutex<mpsc::Sender<()>>,
+    released: Mutex<bool>,
+    release: std::sync::Condvar,
+}
+
+impl Resolver for Hanging {
+    fn reverse(&self, ip: IpAddr) -> Result<Option<String>, String> {
+        if ip != IpAddr::from(ATTACKER) {
+            return Ok(Some("localhost".into()));
+        }
+        let _ = self.begun.lock().unwrap().send(());
+        let mut released = self.released.lock().unwrap();
+        while !*released {
+            released = self.release.wait(released).unwrap();
+        }
+        Err("released".into())
+    }
+    fn forward(&self, name: &str) -> Result<Vec<IpAddr>, String> {
+        Ok(if name == "localhost" {
+            vec![IpAddr::from([127, 0, 0, 1])]
+        } else {
+            Vec::new()
+        })
+    }
+}
+
+/// Issue 13, item 7: a reverse lookup that hangs delays only its own
+/// connection, and only for the lookup timeout (the peer is then matched on
+/// its address); another peer is looked up and admitted meanwhile; and no
+/// more than the allowed lookups run at once, however many connections the
+/// slow peer opens.
+#[test]
+fn a_hanging_reverse_lookup_delays_only_its_own_connection() {
+    let (begun_tx, begun) = mpsc::channel();
+    let resolver = Arc::new(Hanging {
+        begun: Mutex::new(begun_tx),
+        released: Mutex::new(false),
+        release: std::sync::Condvar::new(),
+    });
+    struct Shared(Arc<Hanging>);
+    impl Resolver for Shared {
+        fn reverse(&self, ip: IpAddr) -> Result<Option<String>, String> {
+            self.0.reverse(ip)
+        }
+        fn forward(&self, name: &str) -> Result<Vec<IpAddr>, String> {
+            self.0.forward(name)
+        }
+    }
+    // hosts-allow: `localhost` by name, the attacker by its address.
+    let admission = PatternAdmission::with_limits(
+        Shared(resolver.clone()),
+        LookupLimits {
+            timeout: Duration::from_millis(300),
+            max_in_flight: 2,
+        },
+        |ip: &str, name: Option<&str>| name == Some("localhost") || ip == "127.0.0.2",
+    );
+    /// Records each handled session's address and name.
+    struct Names(Mutex<mpsc::Sender<(IpAddr, PeerName)>>);
+    impl SessionHandler for Names {
+        fn handle(&self, mut session: Session) {
+            let _ = read_frame(&mut session.stream);
+            let _ = self
+                .0
+                .lock()
+                .unwrap()
+                .send((session.peer.ip(), session.peer_name.clone()));
+            let _ = session.stream.write_all(b"DONE");
+        }
+    }
+    let (tx, seen) = mpsc::channel();
+    let l = RelocationListener::start_with(
+        ListenerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            max_sessions: 8,
+            max_pending: 8,
+            io_timeout: Some(Duration::from_secs(30)),
+        },
+        PendingLimits {
+            handshake_timeout: PATIENCE,
+            per_address: 4,
+        },
+        Arc::new(admission),
+        Arc::new(Names(Mutex::new(tx))),
+        ShutdownToken::new(),
+    )
+    .unwrap();
+    let addr = l.local_addr();
+
+    // The attacker's lookup begins, and hangs.
+    let mut first = connect_from(ATTACKER, addr).unwrap();
+    first.write_all(&hello_frame()).unwrap();
+    begun.recv_timeout(PATIENCE).unwrap();
+
+    // Meanwhile a peer from 127.0.0.1 is looked up, named and admitted.
+    let mut other = TcpStream::connect(addr).unwrap();
+    assert_eq!(say_hello(&mut other), b"DONE");
+    assert_eq!(
+        seen.recv_timeout(PATIENCE).unwrap(),
+        (
+            IpAddr::from([127, 0, 0, 1]),
+            PeerName::Confirmed("localhost".into())
+        )
+    );
+    assert!(
+        !*resolver.released.lock().unwrap(),
+        "the lookup still hangs"
+    );
+
+    // The attacker's connection goes on without a name once the lookup
+    // timeout passes, and is matched on its address.
+    let mut reply = Vec::new();
+    first.set_read_timeout(Some(PATIENCE)).unwrap();
+    let _ = first.read_to_end(&mut reply);
+    assert_eq!(reply, b"DONE");
+    let (ip, name) = seen.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(ip, IpAddr::from(ATTACKER));
+    assert!(
+        matches!(&name, PeerName::None { reason } if reason.contains("took longer")),
+        "{name:?}"
+    );
+
+    // Three more from the attacker: one more lookup starts (two in
+    // flight, the limit); the others wait for a place, get none, and are
+    // matched on their address without a lookup.
+    let mut more: Vec<TcpStream> = (0..3)
+        .map(|_| connect_from(ATTACKER, addr).unwrap())
+        .collect();
+    for c in &mut more {
+        assert_eq!(say_hello(c), b"DONE");
+    }
+    for _ in 0..3 {
+        let (ip, name) = seen.recv_timeout(PATIENCE).unwrap();
+        assert_eq!(ip, IpAddr::from(ATTACKER));
+        assert!(name.usable().is_none(), "{name:?}");
+    }
+    begun.recv_timeout(PATIENCE).unwrap();
+    assert!(
+        begun.try_recv().is_err(),
+        "more than two lookups were started"
+    );
+
+    *resolver.released.lock().unwrap() = true;
+    resolver.release.notify_all();
+    assert!(l.stop(PATIENCE));
 }

@@ -32,7 +32,7 @@
 //!    connection's thread.
 
 use super::ShutdownToken;
-use crate::peer::{canonical, name_peer, PeerName, Resolver};
+use crate::peer::{canonical, BoundedNaming, LookupLimits, PeerName, Resolver};
 use relocd_core::protocol::{FRAME_HEADER_LEN, MAX_CONTROL_FRAME_LEN};
 use std::collections::HashMap;
 use std::io;
@@ -90,9 +90,10 @@ impl Admission for AdmitAll {
 }
 
 /// Refuses every peer with a fixed reason (fail closed, when a policy could
-/// not be put in place). Peers are still named, for the log line.
+/// not be put in place). Peers are still named, for the log line, within
+/// the default [`LookupLimits`].
 pub struct RefuseAll {
-    resolver: Box<dyn Resolver + Send + Sync>,
+    naming: BoundedNaming,
     reason: String,
 }
 
@@ -100,7 +101,7 @@ impl RefuseAll {
     /// Refuses everyone, naming peers with `resolver` and logging `reason`.
     pub fn new(resolver: impl Resolver + Send + Sync + 'static, reason: impl Into<String>) -> Self {
         RefuseAll {
-            resolver: Box::new(resolver),
+            naming: BoundedNaming::new(resolver, LookupLimits::default()),
             reason: reason.into(),
         }
     }
@@ -109,7 +110,7 @@ impl RefuseAll {
 impl Admission for RefuseAll {
     fn decide(&self, peer: SocketAddr) -> AdmissionVerdict {
         AdmissionVerdict::Refuse {
-            peer_name: name_peer(self.resolver.as_ref(), canonical(peer.ip())),
+            peer_name: self.naming.name(canonical(peer.ip())),
             reason: self.reason.clone(),
         }
     }
@@ -119,8 +120,14 @@ impl Admission for RefuseAll {
 /// asks `matcher(ip_text, confirmed_fqdn)`. The IP text is the canonical one
 /// (an IPv4-mapped IPv6 peer is matched as its IPv4 address). With the core's
 /// matcher: `move |ip, fqdn| hosts_allow.admit(ip, fqdn).is_admitted()`.
+///
+/// The lookups are bounded ([`BoundedNaming`]): a peer whose lookup does
+/// not end within [`LookupLimits::timeout`] is matched on its address only
+/// (so a host admitted by name alone is refused, and may try again), and at
+/// most [`LookupLimits::max_in_flight`] lookups run at once, whatever the
+/// resolver does.
 pub struct PatternAdmission<M> {
-    resolver: Box<dyn Resolver + Send + Sync>,
+    naming: BoundedNaming,
     matcher: M,
 }
 
@@ -128,10 +135,20 @@ impl<M> PatternAdmission<M>
 where
     M: Fn(&str, Option<&str>) -> bool + Send + Sync,
 {
-    /// Admission by `matcher`, naming peers with `resolver`.
+    /// Admission by `matcher`, naming peers with `resolver` within the
+    /// default [`LookupLimits`].
     pub fn new(resolver: impl Resolver + Send + Sync + 'static, matcher: M) -> Self {
+        PatternAdmission::with_limits(resolver, LookupLimits::default(), matcher)
+    }
+
+    /// [`PatternAdmission::new`] with the given lookup limits.
+    pub fn with_limits(
+        resolver: impl Resolver + Send + Sync + 'static,
+        limits: LookupLimits,
+        matcher: M,
+    ) -> Self {
         PatternAdmission {
-            resolver: Box::new(resolver),
+            naming: BoundedNaming::new(resolver, limits),
             matcher,
         }
     }
@@ -143,7 +160,7 @@ where
 {
     fn decide(&self, peer: SocketAddr) -> AdmissionVerdict {
         let ip = canonical(peer.ip());
-        let peer_name = name_peer(self.resolver.as_ref(), ip);
+        let peer_name = self.naming.name(ip);
         if (self.matcher)(&ip.to_string(), peer_name.usable()) {
             AdmissionVerdict::Admit { peer_name }
         } else {
