@@ -635,3 +635,60 @@ fn a_hanging_reverse_lookup_delays_only_its_own_connection() {
     resolver.release.notify_all();
     assert!(l.stop(PATIENCE));
 }
+
+/// The settings that close an open relocation server, as both commands
+/// name them.
+const CLOSING_SETTINGS: [&str; 4] = [
+    "xend-relocation-hosts-allow",
+    "xend-relocation-address",
+    "xend-relocation-ssl-server",
+    "relocd-relocation-ssl-ca-file",
+];
+
+/// Issue 13, item 5: with xend's defaults (empty hosts-allow) on every
+/// interface and no TLS, any peer can push a guest: `relocd serve` says so
+/// at start, naming the settings that close it; on loopback it does not.
+#[test]
+fn serve_warns_when_anyone_can_push_a_guest() {
+    let dir = Scratch::new("hostile-open");
+    let cfg = config(&dir, "(xend-relocation-server yes)\n");
+    let mut serve = Serve::start(&dir, &["--config", &cfg, "--listen", "0.0.0.0:0"]);
+    let line = serve.wait_for("admits every host");
+    assert!(line.contains("WARN"), "{line}");
+    for setting in CLOSING_SETTINGS {
+        assert!(line.contains(setting), "{setting}: {line}");
+    }
+    drop(serve);
+
+    let dir = Scratch::new("hostile-loopback");
+    let cfg = config(&dir, "(xend-relocation-server yes)\n");
+    let serve = Serve::start(&dir, &["--config", &cfg, "--listen", "127.0.0.1:0"]);
+    // The warning comes before "relocd ready", which `start` waited for.
+    assert!(
+        !serve.log.iter().any(|l| l.contains("admits every host")),
+        "{:?}",
+        serve.log
+    );
+}
+
+/// `relocd check-host` says the same about the same config.
+#[test]
+fn check_host_warns_when_anyone_can_push_a_guest() {
+    let dir = Scratch::new("hostile-check-host");
+    let cfg = config(&dir, "(xend-relocation-server yes)\n");
+    let out = Command::new(BIN)
+        .args(["check-host", "--config", &cfg])
+        .args(["--ip", "192.0.2.1", "--name", "hostb.example"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("admits every host"))
+        .unwrap_or_else(|| panic!("no warning: {stderr}"));
+    assert!(line.starts_with("warning: "), "{line}");
+    for setting in CLOSING_SETTINGS {
+        assert!(line.contains(setting), "{setting}: {line}");
+    }
+}

@@ -50,7 +50,7 @@ pub use listener::{Admission, AdmissionVerdict, Session, SessionHandler};
 use crate::api::{self as control, PingInfo};
 use crate::journal::{self, JournalError};
 use crate::peer::SystemResolver;
-use crate::settings::{ConfigFile, SettingsError};
+use crate::settings::{self, ConfigFile, SettingsError};
 use listener::{AdmitAll, ListenerConfig, PatternAdmission, PendingLimits, RelocationListener};
 use mgmt::{ControlContext, ControlError, ControlServer, ControlSocket};
 use relocd_core::acl::HostsAllow;
@@ -520,20 +520,7 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
 
     let listen_addr = match &args.listen {
         Some(text) => Some(resolve_addr(text)?),
-        None if cfg.server => {
-            let host = cfg.address.to_owned_string();
-            let host = if host.is_empty() {
-                "0.0.0.0".to_owned()
-            } else {
-                host
-            };
-            let text = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]:{}", cfg.port)
-            } else {
-                format!("{host}:{}", cfg.port)
-            };
-            Some(resolve_addr(&text)?)
-        }
+        None if cfg.server => Some(resolve_addr(&settings::relocation_listen_text(&cfg))?),
         None => {
             tracing::info!(
                 config = %config_path.display(),
@@ -608,6 +595,13 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
                 message: e.message,
             });
         }
+    }
+    // The listener is plain TCP: its peers are not authenticated by TLS.
+    let open = daemon
+        .listen_addr()
+        .and_then(|a| settings::open_relocation_warning(a, &hosts_allow, false));
+    if let Some(warning) = open {
+        tracing::warn!("{warning}");
     }
     tracing::info!(
         control = %daemon.control_path().display(),
