@@ -1041,6 +1041,22 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
     }
 
+    #[test]
+    fn pending_connections_are_counted_per_address_and_per_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(address_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(address_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        // One host's /64 is one key, whatever address it picks in it.
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa::1")),
+            address_key(ip("2001:db8:1:2:bbbb::2"))
+        );
+        assert_ne!(
+            address_key(ip("2001:db8:1:2::1")),
+            address_key(ip("2001:db8:1:3::1"))
+        );
+    }
+
     struct Table;
 
     impl Resolver for Table {
