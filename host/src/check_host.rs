@@ -6,10 +6,11 @@
 
 use crate::daemon::DEFAULT_CONFIG;
 use crate::peer::{canonical, name_peer, PeerName, Resolver, SystemResolver};
-use crate::settings::{ConfigFile, SettingsError};
+use crate::settings::{self, ConfigFile, SettingsError};
 use relocd_core::acl::{Decision, HostsAllow, MatchedOn};
+use relocd_core::config::RelocationConfig;
 use serde::Serialize;
-use std::net::IpAddr;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 /// Exit code: the peer is admitted.
@@ -67,6 +68,9 @@ struct Report {
     matched_on: Option<&'static str>,
     reason: String,
     warnings: Vec<String>,
+    /// The config's relocation server admits every host that can reach it
+    /// (see [`settings::open_relocation_warning`]).
+    open_to_any_host: bool,
     source: Source,
 }
 
@@ -116,8 +120,20 @@ pub fn run_with(
     }
 }
 
+/// [`settings::open_relocation_warning`] for the server `relocd serve`
+/// would run from `cfg` (its listener is plain TCP). Nothing when the
+/// address does not resolve: the daemon would not start then.
+fn open_warning(cfg: &RelocationConfig<'_>) -> Option<String> {
+    let listen = settings::relocation_listen_text(cfg)
+        .to_socket_addrs()
+        .ok()?
+        .next()?;
+    settings::open_relocation_warning(listen, &cfg.hosts_allow.to_owned_string(), false)
+}
+
 fn decide(args: &CheckHostArgs, resolver: &dyn Resolver) -> Result<Report, String> {
     let mut warnings = Vec::new();
+    let mut open_to_any_host = false;
     let (setting, source) = match (&args.hosts_allow, &args.config) {
         (Some(patterns), _) => (
             patterns.clone(),
@@ -141,6 +157,9 @@ fn decide(args: &CheckHostArgs, resolver: &dyn Resolver) -> Result<Report, Strin
                              listen for relocations at all (unless given --listen)",
                             path.display()
                         ));
+                    } else if let Some(w) = open_warning(&cfg) {
+                        warnings.push(format!("{}: {w}", path.display()));
+                        open_to_any_host = true;
                     }
                     (
                         cfg.hosts_allow.to_owned_string(),
@@ -229,6 +248,7 @@ fn decide(args: &CheckHostArgs, resolver: &dyn Resolver) -> Result<Report, Strin
         matched_on,
         reason,
         warnings,
+        open_to_any_host,
         source,
     })
 }
@@ -400,5 +420,72 @@ mod tests {
         let (code, out) = run_text(&args(Some(""), None, "192.0.2.1", None), &Lying);
         assert_eq!(code, EXIT_ADMITTED, "{out}");
         assert!(out.contains("every host is admitted"), "{out}");
+    }
+
+    fn config_file(name: &str, body: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("relocd-check-host-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+
+    fn run_json(a: &CheckHostArgs) -> serde_json::Value {
+        let mut out = Vec::new();
+        run_with(a, true, &NoDns, &mut out);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    /// Issue 13, item 5: xend's defaults with the server on (every
+    /// interface, empty hosts-allow, no TLS) are reported as open to any
+    /// host, with the settings that close it.
+    #[test]
+    fn open_relocation_server_is_reported() {
+        let open = config_file("open.sxp", "(xend-relocation-server yes)\n");
+        let v = run_json(&args(
+            None,
+            Some(open.to_str().unwrap()),
+            "192.0.2.1",
+            Some("a.example"),
+        ));
+        assert_eq!(v["open_to_any_host"], true, "{v}");
+        let warnings = v["warnings"].as_array().unwrap();
+        let w = warnings
+            .iter()
+            .filter_map(|w| w.as_str())
+            .find(|w| w.contains("admits every host"))
+            .unwrap_or_else(|| panic!("{v}"));
+        assert!(w.starts_with(&format!("{}: ", open.display())), "{w}");
+        assert!(w.contains("0.0.0.0:8002"), "{w}");
+        for setting in [
+            "xend-relocation-hosts-allow",
+            "xend-relocation-address",
+            "xend-relocation-ssl-server",
+            "relocd-relocation-ssl-ca-file",
+        ] {
+            assert!(w.contains(setting), "{setting}: {w}");
+        }
+
+        for (name, body) in [
+            (
+                "allow.sxp",
+                "(xend-relocation-server yes)(xend-relocation-hosts-allow '^hostb$')",
+            ),
+            (
+                "loopback.sxp",
+                "(xend-relocation-server yes)(xend-relocation-address 127.0.0.1)",
+            ),
+            ("off.sxp", "(xend-relocation-server no)"),
+        ] {
+            let path = config_file(name, body);
+            let v = run_json(&args(
+                None,
+                Some(path.to_str().unwrap()),
+                "192.0.2.1",
+                Some("a.example"),
+            ));
+            assert_eq!(v["open_to_any_host"], false, "{name}: {v}");
+            assert!(!v.to_string().contains("admits every host"), "{name}: {v}");
+        }
     }
 }

@@ -6,6 +6,8 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// What the lookups found for a peer address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +110,142 @@ pub fn name_peer(resolver: &dyn Resolver, ip: IpAddr) -> PeerName {
             name,
         },
         Err(reason) => PeerName::Unconfirmed { name, reason },
+    }
+}
+
+/// [`LookupLimits::timeout`] unless told otherwise.
+pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// [`LookupLimits::max_in_flight`] unless told otherwise.
+pub const DEFAULT_LOOKUPS_IN_FLIGHT: usize = 8;
+
+/// How long, and how many at once, the listener's name lookups may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LookupLimits {
+    /// For one peer: waiting for a free lookup, the reverse lookup and the
+    /// forward confirmation together. Past it the peer has no name (it is
+    /// matched on its address only).
+    pub timeout: Duration,
+    /// Lookups running at once. A lookup that hangs keeps its place until
+    /// the resolver gives up (a system resolver cannot be interrupted), so
+    /// this bounds the threads a dead or hostile DNS server can hold.
+    pub max_in_flight: usize,
+}
+
+impl Default for LookupLimits {
+    fn default() -> Self {
+        LookupLimits {
+            timeout: DEFAULT_LOOKUP_TIMEOUT,
+            max_in_flight: DEFAULT_LOOKUPS_IN_FLIGHT,
+        }
+    }
+}
+
+/// [`name_peer`] off the caller's thread, bounded in time and in number
+/// (see [`LookupLimits`]): a slow resolver delays only the connection it is
+/// asked about, by [`LookupLimits::timeout`] at most. (The reverse zone of
+/// an address belongs to whoever holds the address, so a peer can make its
+/// own lookups hang.)
+pub struct BoundedNaming {
+    resolver: Arc<dyn Resolver + Send + Sync>,
+    limits: LookupLimits,
+    /// Lookups running now.
+    in_flight: Arc<(Mutex<usize>, Condvar)>,
+}
+
+impl fmt::Debug for BoundedNaming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundedNaming")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// A lookup's place, given back when its thread ends (even by a panic in
+/// the resolver).
+struct InFlight(Arc<(Mutex<usize>, Condvar)>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let (count, freed) = &*self.0;
+        *count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        freed.notify_one();
+    }
+}
+
+impl BoundedNaming {
+    /// Names peers with `resolver` within `limits`.
+    pub fn new(resolver: impl Resolver + Send + Sync + 'static, limits: LookupLimits) -> Self {
+        BoundedNaming {
+            resolver: Arc::new(resolver),
+            limits,
+            in_flight: Arc::new((Mutex::new(0), Condvar::new())),
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> LookupLimits {
+        self.limits
+    }
+
+    /// Names `ip` (reverse lookup, forward confirmation) on a thread of its
+    /// own and waits for it until the timeout; then, or when no lookup place
+    /// freed up in time, the peer has no name. Logged.
+    pub fn name(&self, ip: IpAddr) -> PeerName {
+        let deadline = Instant::now() + self.limits.timeout;
+        let timeout_s = self.limits.timeout.as_secs_f64();
+        let Some(place) = self.take_place(deadline) else {
+            tracing::warn!(peer = %ip, limit = self.limits.max_in_flight, timeout_s,
+                "no name lookup for the peer: the others in flight did not end in time; \
+                 hosts-allow is matched on its address only");
+            return PeerName::None {
+                reason: format!(
+                    "not looked up: {} lookups were in flight for {timeout_s} s",
+                    self.limits.max_in_flight
+                ),
+            };
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        let resolver = self.resolver.clone();
+        let spawned = std::thread::Builder::new()
+            .name("relocd-lookup".into())
+            .spawn(move || {
+                let _place = place;
+                let _ = tx.send(name_peer(resolver.as_ref(), ip));
+            });
+        if let Err(e) = spawned {
+            return PeerName::None {
+                reason: format!("not looked up: no thread for the lookup: {e}"),
+            };
+        }
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(name) => name,
+            Err(_) => {
+                tracing::warn!(peer = %ip, timeout_s,
+                    "the name lookup of the peer took too long; \
+                     hosts-allow is matched on its address only");
+                PeerName::None {
+                    reason: format!("the name lookup took longer than {timeout_s} s"),
+                }
+            }
+        }
+    }
+
+    /// A lookup place, waiting for one until `deadline`.
+    fn take_place(&self, deadline: Instant) -> Option<InFlight> {
+        let (count, freed) = &*self.in_flight;
+        let mut n = count.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= self.limits.max_in_flight {
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            n = freed
+                .wait_timeout(n, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *n += 1;
+        Some(InFlight(self.in_flight.clone()))
     }
 }
 

@@ -1,7 +1,9 @@
 //! Reading `xend-config.sxp` from disk into the core's typed settings, with
 //! the file name in every message.
 
+use crate::peer::canonical;
 use relocd_core::config::{ConfigError, ConfigWarning, RelocationConfig};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The largest config file relocd reads (a stock xend-config.sxp is ~12 KiB).
@@ -107,6 +109,56 @@ impl ConfigFile {
     }
 }
 
+/// `host:port` for the relocation server of `cfg`, as `relocd serve`
+/// binds it: `xend-relocation-address` (empty, xend's default: every
+/// interface) and `xend-relocation-port`.
+pub fn relocation_listen_text(cfg: &RelocationConfig<'_>) -> String {
+    let host = cfg.address.to_owned_string();
+    let host = if host.is_empty() {
+        "0.0.0.0".to_owned()
+    } else {
+        host
+    };
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{}", cfg.port)
+    } else {
+        format!("{host}:{}", cfg.port)
+    }
+}
+
+/// The one decision on whether a relocation server is open to anyone who
+/// can reach it, and the warning that says so (`relocd serve` logs it at
+/// start, `relocd check-host` reports it): it listens beyond loopback, its
+/// `xend-relocation-hosts-allow` is empty (every host admitted, xend's
+/// default), and its peers are not authenticated by TLS with a CA. Then any
+/// host that speaks the protocol can start a guest of its choosing here.
+///
+/// `listen` is the address the server binds; `tls_with_ca` whether every
+/// peer must present a certificate from `relocd-relocation-ssl-ca-file`.
+pub fn open_relocation_warning(
+    listen: SocketAddr,
+    hosts_allow: &str,
+    tls_with_ca: bool,
+) -> Option<String> {
+    if canonical(listen.ip()).is_loopback() || !hosts_allow.trim().is_empty() || tls_with_ca {
+        return None;
+    }
+    let reach = if listen.ip().is_unspecified() {
+        "on every interface"
+    } else {
+        "beyond loopback"
+    };
+    Some(format!(
+        "the relocation server on {listen} listens {reach} and admits every host that can \
+         reach it (xend-relocation-hosts-allow is empty, and peers are not authenticated by \
+         TLS): anyone who can connect can start a guest here. Close it with \
+         xend-relocation-hosts-allow (the hosts that may send guests), \
+         xend-relocation-address (listen on loopback or an internal address only), or TLS \
+         (xend-relocation-ssl-server with relocd-relocation-ssl-ca-file, in place of \
+         xend-relocation-server)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +221,59 @@ mod tests {
             ConfigFile::read(&bin).unwrap_err(),
             SettingsError::NotText { .. }
         ));
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn open_relocation_server_is_warned_about() {
+        // xend's defaults: every interface, empty hosts-allow, no TLS.
+        let w = open_relocation_warning(addr("0.0.0.0:8002"), "", false).unwrap();
+        assert!(w.contains("0.0.0.0:8002 listens on every interface"), "{w}");
+        for setting in [
+            "xend-relocation-hosts-allow",
+            "xend-relocation-address",
+            "xend-relocation-ssl-server",
+            "relocd-relocation-ssl-ca-file",
+        ] {
+            assert!(w.contains(setting), "{setting} missing: {w}");
+        }
+        let w = open_relocation_warning(addr("[2001:db8::1]:8002"), "  ", false).unwrap();
+        assert!(w.contains("beyond loopback"), "{w}");
+        assert!(open_relocation_warning(addr("[::]:8002"), "", false).is_some());
+        assert!(open_relocation_warning(addr("192.0.2.1:8002"), "", false).is_some());
+    }
+
+    #[test]
+    fn each_setting_that_closes_it_silences_the_warning() {
+        assert_eq!(
+            open_relocation_warning(addr("0.0.0.0:8002"), "^hostb$", false),
+            None
+        );
+        assert_eq!(
+            open_relocation_warning(addr("127.0.0.1:8002"), "", false),
+            None
+        );
+        assert_eq!(open_relocation_warning(addr("[::1]:8002"), "", false), None);
+        assert_eq!(
+            open_relocation_warning(addr("[::ffff:127.0.0.1]:8002"), "", false),
+            None
+        );
+        assert_eq!(
+            open_relocation_warning(addr("0.0.0.0:8003"), "", true),
+            None
+        );
+    }
+
+    #[test]
+    fn listen_text_follows_xend_defaults() {
+        let text = "(xend-relocation-server yes)";
+        let cfg = RelocationConfig::parse(text, &mut |_: ConfigWarning<'_>| {}).unwrap();
+        assert_eq!(relocation_listen_text(&cfg), "0.0.0.0:8002");
+        let text = "(xend-relocation-address '::1')(xend-relocation-port 9002)";
+        let cfg = RelocationConfig::parse(text, &mut |_: ConfigWarning<'_>| {}).unwrap();
+        assert_eq!(relocation_listen_text(&cfg), "[::1]:9002");
     }
 }

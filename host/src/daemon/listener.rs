@@ -3,25 +3,40 @@
 //!
 //! For each accepted connection, in order:
 //!
-//! 1. [`Admission::decide`] on the peer's address (hosts-allow, with reverse
+//! 1. The pending table: a connection *awaits admission* until it is handed
+//!    to [`SessionHandler::handle`]. At most [`ListenerConfig::max_pending`]
+//!    do at once, at most [`PendingLimits::per_address`] from one peer
+//!    address (so one host cannot take every slot), and each for at most
+//!    [`PendingLimits::handshake_timeout`] (a short deadline of its own,
+//!    not the session's io timeout): a reaper thread shuts down whatever is
+//!    still pending at its deadline. A connection for which there is no
+//!    room goes to the one hook that answers it (`answer_pending_full`),
+//!    on the accept thread, which never blocks.
+//! 2. [`Admission::decide`] on the peer's address (hosts-allow, with reverse
 //!    lookup and forward confirmation). A refused peer is logged at WARN
 //!    with its address and name and the connection is closed at once:
 //!    nothing was read from it and nothing is written to it (DESIGN.md,
-//!    invariant 3). The lookups run on the connection's own thread, so a slow
-//!    resolver does not stall the accept loop; at most
-//!    [`ListenerConfig::max_pending`] connections wait for admission, the
-//!    others are closed unread.
-//! 2. The concurrency limit: when [`ListenerConfig::max_sessions`] sessions
+//!    invariant 3). The decision runs on the connection's own thread, so it
+//!    never stalls the accept loop; [`PatternAdmission`] bounds its lookups
+//!    in time and in number.
+//! 3. The peer's first frame (a source's `Hello`) must have wholly arrived
+//!    before the handshake deadline; it is waited for without being
+//!    consumed (the handler reads it). A peer that connects and says
+//!    nothing never reaches the handler and never holds a session slot.
+//! 4. The concurrency limit: when [`ListenerConfig::max_sessions`] sessions
 //!    run already, the connection goes to [`SessionHandler::busy`], which may
-//!    write the protocol's refusal.
-//! 3. Read and write timeouts ([`ListenerConfig::io_timeout`]) are set on the
+//!    write the protocol's refusal; it is still pending meanwhile, so the
+//!    handshake deadline bounds the refusal too.
+//! 5. Read and write timeouts ([`ListenerConfig::io_timeout`]) are set on the
 //!    socket, and the [`Session`] goes to [`SessionHandler::handle`] on the
 //!    connection's thread.
 
 use super::ShutdownToken;
-use crate::peer::{canonical, name_peer, PeerName, Resolver};
+use crate::peer::{canonical, BoundedNaming, LookupLimits, PeerName, Resolver};
+use relocd_core::protocol::{FRAME_HEADER_LEN, MAX_CONTROL_FRAME_LEN};
+use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -57,6 +72,14 @@ pub trait Admission: Send + Sync {
     /// Decides on `peer`. May block (name lookups); runs on the connection's
     /// own thread.
     fn decide(&self, peer: SocketAddr) -> AdmissionVerdict;
+
+    /// Whether `peer` is admitted on its address alone, without a lookup
+    /// (cheap, may run on the accept loop). Such a peer may be told that
+    /// the server is busy; any other learns nothing. The default: no.
+    fn admits_by_address(&self, peer: SocketAddr) -> bool {
+        let _ = peer;
+        false
+    }
 }
 
 /// Admits every peer without a lookup: an empty
@@ -72,12 +95,17 @@ impl Admission for AdmitAll {
             },
         }
     }
+
+    fn admits_by_address(&self, _peer: SocketAddr) -> bool {
+        true
+    }
 }
 
 /// Refuses every peer with a fixed reason (fail closed, when a policy could
-/// not be put in place). Peers are still named, for the log line.
+/// not be put in place). Peers are still named, for the log line, within
+/// the default [`LookupLimits`].
 pub struct RefuseAll {
-    resolver: Box<dyn Resolver + Send + Sync>,
+    naming: BoundedNaming,
     reason: String,
 }
 
@@ -85,7 +113,7 @@ impl RefuseAll {
     /// Refuses everyone, naming peers with `resolver` and logging `reason`.
     pub fn new(resolver: impl Resolver + Send + Sync + 'static, reason: impl Into<String>) -> Self {
         RefuseAll {
-            resolver: Box::new(resolver),
+            naming: BoundedNaming::new(resolver, LookupLimits::default()),
             reason: reason.into(),
         }
     }
@@ -94,7 +122,7 @@ impl RefuseAll {
 impl Admission for RefuseAll {
     fn decide(&self, peer: SocketAddr) -> AdmissionVerdict {
         AdmissionVerdict::Refuse {
-            peer_name: name_peer(self.resolver.as_ref(), canonical(peer.ip())),
+            peer_name: self.naming.name(canonical(peer.ip())),
             reason: self.reason.clone(),
         }
     }
@@ -104,8 +132,14 @@ impl Admission for RefuseAll {
 /// asks `matcher(ip_text, confirmed_fqdn)`. The IP text is the canonical one
 /// (an IPv4-mapped IPv6 peer is matched as its IPv4 address). With the core's
 /// matcher: `move |ip, fqdn| hosts_allow.admit(ip, fqdn).is_admitted()`.
+///
+/// The lookups are bounded ([`BoundedNaming`]): a peer whose lookup does
+/// not end within [`LookupLimits::timeout`] is matched on its address only
+/// (so a host admitted by name alone is refused, and may try again), and at
+/// most [`LookupLimits::max_in_flight`] lookups run at once, whatever the
+/// resolver does.
 pub struct PatternAdmission<M> {
-    resolver: Box<dyn Resolver + Send + Sync>,
+    naming: BoundedNaming,
     matcher: M,
 }
 
@@ -113,10 +147,20 @@ impl<M> PatternAdmission<M>
 where
     M: Fn(&str, Option<&str>) -> bool + Send + Sync,
 {
-    /// Admission by `matcher`, naming peers with `resolver`.
+    /// Admission by `matcher`, naming peers with `resolver` within the
+    /// default [`LookupLimits`].
     pub fn new(resolver: impl Resolver + Send + Sync + 'static, matcher: M) -> Self {
+        PatternAdmission::with_limits(resolver, LookupLimits::default(), matcher)
+    }
+
+    /// [`PatternAdmission::new`] with the given lookup limits.
+    pub fn with_limits(
+        resolver: impl Resolver + Send + Sync + 'static,
+        limits: LookupLimits,
+        matcher: M,
+    ) -> Self {
         PatternAdmission {
-            resolver: Box::new(resolver),
+            naming: BoundedNaming::new(resolver, limits),
             matcher,
         }
     }
@@ -128,7 +172,7 @@ where
 {
     fn decide(&self, peer: SocketAddr) -> AdmissionVerdict {
         let ip = canonical(peer.ip());
-        let peer_name = name_peer(self.resolver.as_ref(), ip);
+        let peer_name = self.naming.name(ip);
         if (self.matcher)(&ip.to_string(), peer_name.usable()) {
             AdmissionVerdict::Admit { peer_name }
         } else {
@@ -137,6 +181,10 @@ where
                 reason: "matches no xend-relocation-hosts-allow pattern".into(),
             }
         }
+    }
+
+    fn admits_by_address(&self, peer: SocketAddr) -> bool {
+        (self.matcher)(&canonical(peer.ip()).to_string(), None)
     }
 }
 
@@ -196,23 +244,116 @@ pub struct ListenerConfig {
     pub addr: SocketAddr,
     /// Sessions that may run at once.
     pub max_sessions: usize,
-    /// Connections that may wait for admission at once.
+    /// Connections that may await admission at once, from all peers (see
+    /// [`PendingLimits`] for the limits per peer and in time).
     pub max_pending: usize,
-    /// Timeout on every read and write of a session's socket.
+    /// Timeout on every read and write of an admitted session's socket.
     pub io_timeout: Option<Duration>,
+}
+
+/// [`PendingLimits::handshake_timeout`] unless told otherwise.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// [`PendingLimits::per_address`] unless told otherwise.
+pub const DEFAULT_PENDING_PER_ADDRESS: usize = 4;
+
+/// How long, and how many per peer, connections may await admission.
+///
+/// A connection awaits admission from the moment it is accepted until the
+/// listener hands it to [`SessionHandler::handle`]: while hosts-allow is
+/// decided, while the peer's first frame (its `Hello`) arrives, and while a
+/// [`SessionHandler::busy`] refusal is answered. These limits are what keep
+/// a peer that connects and says nothing from holding the slots other
+/// hosts need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingLimits {
+    /// From accept to the peer's first complete frame, and for a busy
+    /// refusal: past it the connection is shut down. Separate from (and
+    /// much shorter than) the io timeout of an admitted session: a relocd
+    /// source sends its `Hello` as soon as it is connected.
+    pub handshake_timeout: Duration,
+    /// Connections from one peer address that may await admission at once
+    /// (IPv6: one /64, what a single host usually holds), so that one host
+    /// cannot take every pending slot.
+    pub per_address: usize,
+}
+
+impl Default for PendingLimits {
+    fn default() -> Self {
+        PendingLimits {
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            per_address: DEFAULT_PENDING_PER_ADDRESS,
+        }
+    }
+}
+
+/// Why a connection found no room in the pending table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PendingFull {
+    /// Its address already has [`PendingLimits::per_address`] connections
+    /// awaiting admission.
+    Address {
+        /// The limit.
+        limit: usize,
+    },
+    /// [`ListenerConfig::max_pending`] connections await admission.
+    Table {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl std::fmt::Display for PendingFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PendingFull::Address { limit } => {
+                write!(f, "{limit} from this address already")
+            }
+            PendingFull::Table { limit } => write!(f, "{limit} from all peers already"),
+        }
+    }
+}
+
+/// The key a peer's pending connections are counted under: its address
+/// (IPv4, or IPv4-mapped IPv6), or its /64 (IPv6).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::V6(Ipv6Addr::from(o))
+        }
+        v4 => v4,
+    }
+}
+
+/// A connection awaiting admission.
+struct PendingEntry {
+    key: IpAddr,
+    deadline: Instant,
+    /// A handle on the connection, to shut it down at the deadline.
+    stream: TcpStream,
+    expired: bool,
 }
 
 #[derive(Default)]
 struct Counts {
-    pending: usize,
+    /// Connections awaiting admission, by a number of their own.
+    pending: HashMap<u64, PendingEntry>,
+    /// How many of them each address key has.
+    per_address: HashMap<IpAddr, usize>,
     active: usize,
 }
 
 struct Shared {
     counts: Mutex<Counts>,
+    /// Notified when a connection ends or is promoted (for `stop`).
     changed: Condvar,
+    /// Notified when a connection starts to await admission, and at stop
+    /// (for the reaper).
+    reaper: Condvar,
     stopping: AtomicBool,
     next_id: AtomicU64,
+    next_pending: AtomicU64,
 }
 
 impl Shared {
@@ -225,43 +366,130 @@ impl Shared {
 /// handler panics).
 struct Slot {
     shared: Arc<Shared>,
-    active: bool,
+    /// Its number in the pending table, until it is promoted.
+    pending: Option<u64>,
 }
 
 impl Slot {
-    fn pending(shared: &Arc<Shared>, max: usize) -> Option<Slot> {
+    /// Enters `stream` in the pending table, when there is room for it.
+    fn pending(
+        shared: &Arc<Shared>,
+        stream: &TcpStream,
+        peer: SocketAddr,
+        max: usize,
+        limits: &PendingLimits,
+    ) -> Result<Slot, PendingFull> {
+        let key = address_key(peer.ip());
         let mut c = shared.lock();
-        if c.pending >= max {
-            return None;
+        if c.per_address.get(&key).copied().unwrap_or(0) >= limits.per_address {
+            return Err(PendingFull::Address {
+                limit: limits.per_address,
+            });
         }
-        c.pending += 1;
-        Some(Slot {
+        if c.pending.len() >= max {
+            return Err(PendingFull::Table { limit: max });
+        }
+        // Without a handle the deadline could not be enforced: no room.
+        let handle = stream
+            .try_clone()
+            .map_err(|_| PendingFull::Table { limit: max })?;
+        let id = shared.next_pending.fetch_add(1, Ordering::Relaxed);
+        c.pending.insert(
+            id,
+            PendingEntry {
+                key,
+                deadline: Instant::now() + limits.handshake_timeout,
+                stream: handle,
+                expired: false,
+            },
+        );
+        *c.per_address.entry(key).or_default() += 1;
+        shared.reaper.notify_all();
+        Ok(Slot {
             shared: shared.clone(),
-            active: false,
+            pending: Some(id),
         })
     }
 
+    /// Moves the connection from the pending table to the running sessions,
+    /// when fewer than `max` run.
     fn promote(&mut self, max: usize) -> bool {
         let mut c = self.shared.lock();
         if c.active >= max {
             return false;
         }
-        c.pending -= 1;
+        if let Some(id) = self.pending.take() {
+            Counts::forget(&mut c, id);
+        }
         c.active += 1;
-        self.active = true;
+        self.shared.changed.notify_all();
         true
+    }
+
+    /// The connection's deadline passed (the reaper shut it down).
+    fn expired(&self) -> bool {
+        let c = self.shared.lock();
+        self.pending
+            .and_then(|id| c.pending.get(&id))
+            .is_some_and(|e| e.expired)
+    }
+}
+
+impl Counts {
+    fn forget(c: &mut Counts, id: u64) {
+        if let Some(e) = c.pending.remove(&id) {
+            if let Some(n) = c.per_address.get_mut(&e.key) {
+                *n -= 1;
+                if *n == 0 {
+                    c.per_address.remove(&e.key);
+                }
+            }
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = self.shared.lock();
-        if self.active {
-            c.active -= 1;
-        } else {
-            c.pending -= 1;
+        match self.pending {
+            Some(id) => Counts::forget(&mut c, id),
+            None => c.active -= 1,
         }
         self.shared.changed.notify_all();
+    }
+}
+
+/// Shuts down each connection still awaiting admission at its deadline
+/// (whatever its thread is doing: a name lookup, waiting for the `Hello`,
+/// a busy refusal), and every one of them when the listener stops.
+fn reaper(shared: Arc<Shared>) {
+    let mut c = shared.lock();
+    loop {
+        let stopping = shared.stopping.load(Ordering::SeqCst);
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for e in c.pending.values_mut().filter(|e| !e.expired) {
+            if stopping || e.deadline <= now {
+                // The connection's thread says why, when it sees the end.
+                let _ = e.stream.shutdown(Shutdown::Both);
+                e.expired = true;
+            } else {
+                next = Some(next.map_or(e.deadline, |n| n.min(e.deadline)));
+            }
+        }
+        if stopping {
+            return;
+        }
+        c = match next {
+            Some(at) => {
+                shared
+                    .reaper
+                    .wait_timeout(c, at.saturating_duration_since(now))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+            None => shared.reaper.wait(c).unwrap_or_else(|p| p.into_inner()),
+        };
     }
 }
 
@@ -270,6 +498,7 @@ pub struct RelocationListener {
     local: SocketAddr,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    reaper: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RelocationListener {
@@ -281,9 +510,22 @@ impl std::fmt::Debug for RelocationListener {
 }
 
 impl RelocationListener {
-    /// Binds `cfg.addr` and starts accepting on a thread of its own.
+    /// Binds `cfg.addr` and starts accepting on a thread of its own, with
+    /// the default [`PendingLimits`].
     pub fn start(
         cfg: ListenerConfig,
+        admission: Arc<dyn Admission>,
+        handler: Arc<dyn SessionHandler>,
+        shutdown: ShutdownToken,
+    ) -> io::Result<RelocationListener> {
+        RelocationListener::start_with(cfg, PendingLimits::default(), admission, handler, shutdown)
+    }
+
+    /// [`RelocationListener::start`] with the given limits on connections
+    /// awaiting admission.
+    pub fn start_with(
+        cfg: ListenerConfig,
+        limits: PendingLimits,
         admission: Arc<dyn Admission>,
         handler: Arc<dyn SessionHandler>,
         shutdown: ShutdownToken,
@@ -293,25 +535,45 @@ impl RelocationListener {
         let shared = Arc::new(Shared {
             counts: Mutex::new(Counts::default()),
             changed: Condvar::new(),
+            reaper: Condvar::new(),
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            next_pending: AtomicU64::new(1),
+        });
+        let reaper = std::thread::Builder::new()
+            .name("relocd-pending".into())
+            .spawn({
+                let shared = shared.clone();
+                move || reaper(shared)
+            })?;
+        let ctx = Arc::new(Ctx {
+            cfg,
+            limits,
+            admission,
+            handler,
+            shutdown,
+            shared: shared.clone(),
+            log: LogBudget::default(),
         });
         let thread = std::thread::Builder::new()
             .name("relocd-listen".into())
-            .spawn({
-                let ctx = Arc::new(Ctx {
-                    cfg,
-                    admission,
-                    handler,
-                    shutdown,
-                    shared: shared.clone(),
-                });
-                move || accept_loop(listener, ctx)
-            })?;
+            .spawn(move || accept_loop(listener, ctx));
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => {
+                let counts = shared.lock();
+                shared.stopping.store(true, Ordering::SeqCst);
+                shared.reaper.notify_all();
+                drop(counts);
+                let _ = reaper.join();
+                return Err(e);
+            }
+        };
         Ok(RelocationListener {
             local,
             shared,
             thread: Some(thread),
+            reaper: Some(reaper),
         })
     }
 
@@ -325,14 +587,19 @@ impl RelocationListener {
         self.shared.lock().active
     }
 
-    /// Stops accepting (the socket is closed), then waits up to `grace` for
-    /// the connections in admission and the running sessions to end.
-    /// Returns whether they all did.
+    /// Connections awaiting admission now.
+    pub fn pending_connections(&self) -> usize {
+        self.shared.lock().pending.len()
+    }
+
+    /// Stops accepting (the socket is closed; connections still awaiting
+    /// admission are shut down), then waits up to `grace` for them and the
+    /// running sessions to end. Returns whether they all did.
     pub fn stop(mut self, grace: Duration) -> bool {
         self.stop_accepting();
         let deadline = Instant::now() + grace;
         let mut c = self.shared.lock();
-        while c.pending + c.active > 0 {
+        while c.pending.len() + c.active > 0 {
             let now = Instant::now();
             if now >= deadline {
                 return false;
@@ -348,7 +615,16 @@ impl RelocationListener {
     }
 
     fn stop_accepting(&mut self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
+        {
+            // Under the lock, so the reaper cannot miss the wake-up between
+            // its look at `stopping` and its wait.
+            let _counts = self.shared.lock();
+            self.shared.stopping.store(true, Ordering::SeqCst);
+            self.shared.reaper.notify_all();
+        }
+        if let Some(reaper) = self.reaper.take() {
+            let _ = reaper.join();
+        }
         let Some(thread) = self.thread.take() else {
             return;
         };
@@ -386,13 +662,78 @@ fn is_resource_shortage(e: &io::Error) -> bool {
     )
 }
 
+/// At most [`LogBudget::PER_SECOND`] lines a second about refused
+/// connections; the others are counted and the count goes with the next
+/// line. A flood must not become a flood of the log.
+#[derive(Default)]
+struct LogBudget {
+    state: Mutex<(Option<Instant>, u32, u64)>,
+}
+
+impl LogBudget {
+    const PER_SECOND: u32 = 10;
+
+    /// `Some(suppressed since the last line)` when a line may be written.
+    fn take(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, lines, suppressed) = &mut *s;
+        let now = Instant::now();
+        if start.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            *start = Some(now);
+            *lines = 0;
+        }
+        if *lines < Self::PER_SECOND {
+            *lines += 1;
+            Some(std::mem::take(suppressed))
+        } else {
+            *suppressed += 1;
+            None
+        }
+    }
+}
+
+/// A connection that found every waiting place taken. A peer that
+/// hosts-allow admits by its address alone is told, with the protocol's
+/// typed refusal, that this host is busy (its operator then reads "HOST is
+/// busy: too many connections awaiting admission", not a hosts-allow
+/// refusal); any other peer is closed unread and learns nothing. Either way
+/// a log line names the peer (at most a few a second).
+fn answer_pending_full(
+    stream: TcpStream,
+    peer: SocketAddr,
+    full: PendingFull,
+    log: &LogBudget,
+    admission: &dyn Admission,
+) {
+    let told = admission.admits_by_address(peer)
+        && crate::session::refuse_unread(
+            stream,
+            crate::session::Refusal::new(
+                relocd_core::protocol::RefuseReason::Busy,
+                "busy: too many connections awaiting admission",
+            ),
+            BUSY_WRITE_TIMEOUT,
+        )
+        .is_ok();
+    if let Some(suppressed) = log.take() {
+        tracing::warn!(%peer, limit = %full, suppressed, told_busy = told,
+            "relocation connection closed: too many connections awaiting admission");
+    }
+}
+
+/// How long the accept loop waits to hand a busy refusal to the socket (a
+/// fresh connection's buffer takes the few bytes at once).
+const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// What every connection's thread needs.
 struct Ctx {
     cfg: ListenerConfig,
+    limits: PendingLimits,
     admission: Arc<dyn Admission>,
     handler: Arc<dyn SessionHandler>,
     shutdown: ShutdownToken,
     shared: Arc<Shared>,
+    log: LogBudget,
 }
 
 fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
@@ -414,9 +755,12 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        let Some(slot) = Slot::pending(shared, cfg.max_pending) else {
-            tracing::warn!(%peer, limit = cfg.max_pending, "too many connections awaiting admission; closed unread");
-            continue;
+        let slot = match Slot::pending(shared, &stream, peer, cfg.max_pending, &ctx.limits) {
+            Ok(slot) => slot,
+            Err(full) => {
+                answer_pending_full(stream, peer, full, &ctx.log, &*ctx.admission);
+                continue;
+            }
         };
         let spawned = std::thread::Builder::new()
             .name("relocd-session".into())
@@ -431,8 +775,70 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
     tracing::debug!("relocation listener stopped");
 }
 
+/// How waiting for the peer's first frame ended.
+#[derive(Debug, PartialEq, Eq)]
+enum FirstFrame {
+    /// It is all there (or its header is one the handler must refuse).
+    Ready,
+    /// The peer closed the connection first.
+    Closed,
+    /// The deadline passed (or the reaper shut the connection down).
+    TimedOut,
+}
+
+/// Waits, until `deadline`, for the peer's first frame (its `Hello`: a
+/// frame header and a body of at most `MAX_CONTROL_FRAME_LEN` bytes) to be
+/// wholly received, without consuming a byte of it: the handler reads it.
+/// A header announcing more than that is `Ready` at once, for the handler
+/// to refuse in its own words.
+fn await_first_frame(stream: &TcpStream, deadline: Instant) -> io::Result<FirstFrame> {
+    /// How long to wait for more when part of the frame is there: a peek
+    /// does not block while any byte is unread.
+    const TRICKLE: Duration = Duration::from_millis(20);
+    let mut buf = [0u8; FRAME_HEADER_LEN + MAX_CONTROL_FRAME_LEN];
+    let mut want = FRAME_HEADER_LEN;
+    let mut header_read = false;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(FirstFrame::TimedOut);
+        }
+        stream.set_read_timeout(Some(deadline - now))?;
+        let n = match stream.peek(&mut buf[..want]) {
+            Ok(0) => return Ok(FirstFrame::Closed),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(FirstFrame::TimedOut)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if !header_read && n == FRAME_HEADER_LEN {
+            header_read = true;
+            let mut header = [0u8; FRAME_HEADER_LEN];
+            header.copy_from_slice(&buf[..FRAME_HEADER_LEN]);
+            let len = usize::try_from(u32::from_be_bytes(header)).unwrap_or(usize::MAX);
+            if len > MAX_CONTROL_FRAME_LEN {
+                return Ok(FirstFrame::Ready);
+            }
+            want = FRAME_HEADER_LEN + len;
+            continue; // the body may be there already
+        }
+        if n >= want {
+            return Ok(FirstFrame::Ready);
+        }
+        std::thread::sleep(TRICKLE.min(deadline.saturating_duration_since(Instant::now())));
+    }
+}
+
 fn admit_and_run(stream: TcpStream, peer: SocketAddr, mut slot: Slot, ctx: &Ctx) {
     let (cfg, handler) = (&ctx.cfg, &*ctx.handler);
+    let deadline = Instant::now() + ctx.limits.handshake_timeout;
     let peer_name = match ctx.admission.decide(peer) {
         AdmissionVerdict::Refuse { peer_name, reason } => {
             tracing::warn!(%peer, name = %peer_name, %reason, "relocation connection refused");
@@ -443,6 +849,29 @@ fn admit_and_run(stream: TcpStream, peer: SocketAddr, mut slot: Slot, ctx: &Ctx)
     if ctx.shutdown.is_triggered() {
         tracing::info!(%peer, "daemon stopping; relocation connection closed");
         return;
+    }
+    let timeout_s = ctx.limits.handshake_timeout.as_secs_f64();
+    if slot.expired() {
+        tracing::info!(%peer, name = %peer_name, timeout_s,
+            "relocation connection closed: admission took longer than the handshake timeout");
+        return;
+    }
+    let first = await_first_frame(&stream, deadline);
+    if slot.expired() || matches!(first, Ok(FirstFrame::TimedOut)) {
+        tracing::info!(%peer, name = %peer_name, timeout_s,
+            "relocation connection closed: no first message within the handshake timeout");
+        return;
+    }
+    match first {
+        Ok(FirstFrame::Ready) => {}
+        Ok(FirstFrame::Closed | FirstFrame::TimedOut) => {
+            tracing::debug!(%peer, "relocation connection closed by the peer before its first message");
+            return;
+        }
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "relocation connection failed before its first message");
+            return;
+        }
     }
     if let Err(e) = stream
         .set_read_timeout(cfg.io_timeout)
@@ -468,7 +897,13 @@ fn admit_and_run(stream: TcpStream, peer: SocketAddr, mut slot: Slot, ctx: &Ctx)
             limit = cfg.max_sessions,
             "relocation refused: concurrency limit reached"
         );
+        // Still awaiting admission: the reaper shuts the connection down at
+        // the handshake deadline, however long the refusal takes.
         handler.busy(session, cfg.max_sessions);
+        if slot.expired() {
+            tracing::info!(%peer, timeout_s,
+                "relocation refusal cut short: the peer took longer than the handshake timeout");
+        }
         return;
     }
     let id = session.id;
@@ -506,7 +941,8 @@ mod tests {
     }
 
     /// Sends each session's first line to `seen`, holds it until `release`
-    /// has a message, and writes BUSY on `busy`.
+    /// has a message, and writes BUSY on `busy` (after reading the first
+    /// line, as a protocol handler would).
     struct Recorder {
         seen: Mutex<mpsc::Sender<(String, Option<Duration>)>>,
         release: Mutex<mpsc::Receiver<()>>,
@@ -524,6 +960,8 @@ mod tests {
         }
 
         fn busy(&self, mut session: Session, limit: usize) {
+            let mut hello = [0u8; 5];
+            let _ = session.stream.read_exact(&mut hello);
             let _ = writeln!(session.stream, "BUSY {limit}");
         }
     }
@@ -588,8 +1026,10 @@ mod tests {
         assert_eq!(timeout, Some(Duration::from_secs(7)));
         assert_eq!(listener.active_sessions(), 1);
 
-        // The first session holds the only slot: the second gets "busy".
+        // The first session holds the only slot: the second gets "busy"
+        // (once it has said something).
         let mut second = TcpStream::connect(listener.local_addr()).unwrap();
+        second.write_all(b"HELLO").unwrap();
         let mut reply = String::new();
         second.read_to_string(&mut reply).unwrap();
         assert_eq!(reply, "BUSY 1\n");
@@ -628,6 +1068,22 @@ mod tests {
         assert!(listener.stop(Duration::from_secs(10)));
         let err = TcpStream::connect(addr).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn pending_connections_are_counted_per_address_and_per_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(address_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(address_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        // One host's /64 is one key, whatever address it picks in it.
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa::1")),
+            address_key(ip("2001:db8:1:2:bbbb::2"))
+        );
+        assert_ne!(
+            address_key(ip("2001:db8:1:2::1")),
+            address_key(ip("2001:db8:1:3::1"))
+        );
     }
 
     struct Table;

@@ -47,8 +47,8 @@ pub use listener::{Admission, AdmissionVerdict, Session, SessionHandler};
 use crate::api::{self as control, PingInfo};
 use crate::journal::{self, JournalError};
 use crate::peer::SystemResolver;
-use crate::settings::{ConfigFile, SettingsError};
-use listener::{AdmitAll, ListenerConfig, PatternAdmission, RelocationListener};
+use crate::settings::{self, ConfigFile, SettingsError};
+use listener::{AdmitAll, ListenerConfig, PatternAdmission, PendingLimits, RelocationListener};
 use mgmt::{ControlContext, ControlError, ControlServer, ControlSocket};
 use relocd_core::acl::HostsAllow;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -208,6 +208,16 @@ impl Daemon {
         cfg: DaemonConfig,
         parts: impl FnOnce(&Arc<Journal>) -> DaemonParts,
     ) -> Result<Daemon, DaemonError> {
+        Daemon::start_with(cfg, PendingLimits::default(), parts)
+    }
+
+    /// [`Daemon::start`] with the listener's limits on connections awaiting
+    /// admission.
+    pub fn start_with(
+        cfg: DaemonConfig,
+        pending: PendingLimits,
+        parts: impl FnOnce(&Arc<Journal>) -> DaemonParts,
+    ) -> Result<Daemon, DaemonError> {
         let socket = ControlSocket::claim(&cfg.control)?;
         let journal = Arc::new(Journal::open(&cfg.state_dir)?);
         let entries = journal.entries()?;
@@ -225,8 +235,9 @@ impl Daemon {
         let listener = match cfg.listen {
             Some(lc) => {
                 let addr = lc.addr;
-                let l = RelocationListener::start(
+                let l = RelocationListener::start_with(
                     lc,
+                    pending,
                     parts.admission.clone(),
                     Arc::new(ServiceSessions(parts.service.clone())),
                     shutdown.clone(),
@@ -365,6 +376,15 @@ pub struct ServeArgs {
     /// Timeout on every read and write of a relocation session, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub io_timeout: u64,
+    /// How long a relocation connection may take to be admitted (hosts-allow
+    /// decided and the peer's first message received), in seconds; a peer
+    /// that says nothing is closed then, not after --io-timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub handshake_timeout: u64,
+    /// Relocation connections from one host that may await admission at
+    /// once; more from that host are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_pending_per_host: u32,
     /// Guest memory the simulated hypervisor offers (sim backend; default:
     /// the memory this host has available when the daemon starts). Admission
     /// counts it; a guest's pages take real memory once written.
@@ -518,20 +538,7 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
 
     let listen_addr = match &args.listen {
         Some(text) => Some(resolve_addr(text)?),
-        None if cfg.server => {
-            let host = cfg.address.to_owned_string();
-            let host = if host.is_empty() {
-                "0.0.0.0".to_owned()
-            } else {
-                host
-            };
-            let text = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]:{}", cfg.port)
-            } else {
-                format!("{host}:{}", cfg.port)
-            };
-            Some(resolve_addr(&text)?)
-        }
+        None if cfg.server => Some(resolve_addr(&settings::relocation_listen_text(&cfg))?),
         None => {
             tracing::info!(
                 config = %config_path.display(),
@@ -547,7 +554,11 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
     let hosts_allow = cfg.hosts_allow.to_owned_string();
     let admission = admission_for(&hosts_allow)?;
 
-    let daemon = Daemon::start(
+    let pending = PendingLimits {
+        handshake_timeout: Duration::from_secs(args.handshake_timeout),
+        per_address: usize::try_from(args.max_pending_per_host).unwrap_or(usize::MAX),
+    };
+    let daemon = Daemon::start_with(
         DaemonConfig {
             control: control.to_owned(),
             state_dir: args.state_dir.clone(),
@@ -559,6 +570,7 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
             }),
             shutdown_grace: io_timeout,
         },
+        pending,
         |journal| {
             let cfg = crate::engine::EngineConfig { io_timeout };
             // What a killed daemon left half done is settled by Engine::new.
@@ -582,6 +594,13 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
                 message: e.message,
             });
         }
+    }
+    // The listener is plain TCP: its peers are not authenticated by TLS.
+    let open = daemon
+        .listen_addr()
+        .and_then(|a| settings::open_relocation_warning(a, &hosts_allow, false));
+    if let Some(warning) = open {
+        tracing::warn!("{warning}");
     }
     tracing::info!(
         control = %daemon.control_path().display(),

@@ -609,8 +609,9 @@ pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandE
             ErrorKind::Refused,
             format!(
                 "{to} closed the connection before answering: it does not admit this \
-                     host (xend-relocation-hosts-allow) or is not a relocd relocation \
-                     server; its log says why. {domain} keeps running here"
+                     host (xend-relocation-hosts-allow), had no room for another \
+                     connection, or is not a relocd relocation server; its log says which. \
+                     {domain} keeps running here"
             ),
         ),
         SessionError::Aborted {
