@@ -134,6 +134,7 @@ fn open_warning(cfg: &RelocationConfig<'_>) -> Option<String> {
 fn decide(args: &CheckHostArgs, resolver: &dyn Resolver) -> Result<Report, String> {
     let mut warnings = Vec::new();
     let mut open_to_any_host = false;
+    let mut compiled = None;
     let (setting, source) = match (&args.hosts_allow, &args.config) {
         (Some(patterns), _) => (
             patterns.clone(),
@@ -151,6 +152,7 @@ fn decide(args: &CheckHostArgs, resolver: &dyn Resolver) -> Result<Report, Strin
                 Ok(file) => {
                     let (cfg, config_warnings) = file.relocation().map_err(|e| e.to_string())?;
                     warnings.extend(config_warnings);
+                    compiled = Some(settings::compile_hosts_allow(&cfg, Some(&path)).map(|_| ()));
                     if !cfg.server {
                         warnings.push(format!(
                             "{}: (xend-relocation-server yes) is not set: the daemon would not \
@@ -191,8 +193,13 @@ fn decide(args: &CheckHostArgs, resolver: &dyn Resolver) -> Result<Report, Strin
         }
     };
 
-    let (acl, acl_warnings) = HostsAllow::compile(&setting)
-        .map_err(|e| format!("xend-relocation-hosts-allow: {}", e.with_setting(&setting)))?;
+    let (acl, acl_warnings) = match &compiled {
+        // From a file: the one compile `serve` does too (its errors name the
+        // file and the line).
+        Some(Err(e)) => return Err(e.clone()),
+        Some(Ok(_)) | None => HostsAllow::compile(&setting)
+            .map_err(|e| format!("xend-relocation-hosts-allow: {}", e.with_setting(&setting)))?,
+    };
     warnings.extend(acl_warnings.iter().map(ToString::to_string));
 
     let ip = canonical(args.ip);

@@ -109,6 +109,32 @@ impl ConfigFile {
     }
 }
 
+/// Compiles `xend-relocation-hosts-allow` as `cfg` has it; a pattern relocd
+/// refuses is an error that names the setting and, when it was read from a
+/// file, the file, line and column (as every other config error does).
+/// Shared by `relocd serve` and `relocd check-host`.
+pub fn compile_hosts_allow(
+    cfg: &RelocationConfig<'_>,
+    file: Option<&Path>,
+) -> Result<(relocd_core::acl::HostsAllow, Vec<String>), String> {
+    let setting = cfg.hosts_allow.to_owned_string();
+    relocd_core::acl::HostsAllow::compile(&setting)
+        .map(|(acl, warnings)| (acl, warnings.iter().map(ToString::to_string).collect()))
+        .map_err(|e| {
+            let at = match (file, cfg.hosts_allow.pos()) {
+                (Some(f), Some(p)) => {
+                    format!("{}: line {}, column {}: ", f.display(), p.line, p.column)
+                }
+                (Some(f), None) => format!("{}: ", f.display()),
+                (None, _) => String::new(),
+            };
+            format!(
+                "{at}xend-relocation-hosts-allow: {}",
+                e.with_setting(&setting)
+            )
+        })
+}
+
 /// `host:port` for the relocation server of `cfg`, as `relocd serve`
 /// binds it: `xend-relocation-address` (empty, xend's default: every
 /// interface) and `xend-relocation-port`.

@@ -260,7 +260,8 @@ fn bad_guests_file_stops_serve_with_the_line() {
     std::fs::write(&file, "web1 memory=64M\nweb2 memory=lots\n").unwrap();
     let mut serve = Serve::spawn(&dir, &["--guests", file.to_str().unwrap()]);
     let status = serve.child.wait().unwrap();
-    assert_eq!(status.code(), Some(1));
+    // a file the command cannot use: 2, as for a bad config
+    assert_eq!(status.code(), Some(2));
     let line = serve.wait_for(&format!("relocd: {}: ", file.display()));
     assert!(line.contains("line 2"), "{line}");
     assert!(line.contains("lots"), "{line}");
@@ -273,7 +274,7 @@ fn bad_guests_file_stops_serve_with_the_line() {
         &["--guests", file.to_str().unwrap(), "--sim-capacity", "1G"],
     );
     let status = serve.child.wait().unwrap();
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(status.code(), Some(2));
     let line = serve.wait_for(&format!("relocd: {}: ", file.display()));
     assert!(line.contains("not enough free memory for web1"), "{line}");
     assert!(!serve.control.exists());

@@ -595,3 +595,41 @@ fn control_socket_rejects_bad_input_with_typed_errors() {
     // The daemon is unharmed.
     assert_eq!(daemon.ping().pid, daemon.child.id());
 }
+
+/// A hosts-allow pattern relocd refuses is named with its file and line,
+/// as every other config error is, and `serve` and `check-host` exit alike
+/// (2: a config the command cannot use).
+#[test]
+fn a_bad_hosts_allow_names_the_file_and_line_and_exits_like_check_host() {
+    let dir = Scratch::new("badacl");
+    let control = dir.path("relocd.sock");
+    let config = dir.config(
+        "# a comment\n(xend-relocation-server yes)\n\
+         (xend-relocation-hosts-allow '^(a)\\\\1$')\n",
+    );
+    let path = config.to_str().unwrap();
+    let serve = relocd(
+        &control,
+        &[
+            "serve",
+            "--config",
+            path,
+            "--state-dir",
+            dir.path("state").to_str().unwrap(),
+        ],
+    );
+    let check = relocd(
+        &control,
+        &["check-host", "--config", path, "--ip", "10.0.0.1"],
+    );
+    for (what, out) in [("serve", &serve), ("check-host", &check)] {
+        assert_eq!(out.status.code(), Some(2), "{what}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{path}: line 3, column ")),
+            "{what}: {err}"
+        );
+        assert!(err.contains("xend-relocation-hosts-allow"), "{what}: {err}");
+    }
+    assert!(!control.exists());
+}

@@ -41,7 +41,7 @@ pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0    success
   1    the command failed (the daemon's error is printed; with --json, {\"error\":{\"kind\":…,\"message\":…}} on stdout)
-  2    usage error: bad or conflicting arguments (nothing was sent to the daemon)
+  2    usage error: bad or conflicting arguments (nothing was sent to the daemon), or a config file the command cannot use
   130  cancelled with Ctrl-C (a migration or save stops before its point of no return: the guest keeps running here)";
 
 /// A failed command: the typed error to print and the exit status.
@@ -56,9 +56,16 @@ pub struct Failure {
 impl Failure {
     /// A failure with [`EXIT_FAILURE`].
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Failure {
+        // One rule for every command: a configuration it cannot use is a
+        // usage error, as check-host has always said.
+        let code = if kind == ErrorKind::Config {
+            EXIT_USAGE
+        } else {
+            EXIT_FAILURE
+        };
         Failure {
             error: CommandError::new(kind, message),
-            code: EXIT_FAILURE,
+            code,
         }
     }
 

@@ -50,7 +50,6 @@ use crate::peer::SystemResolver;
 use crate::settings::{self, ConfigFile, SettingsError};
 use listener::{AdmitAll, ListenerConfig, PatternAdmission, PendingLimits, RelocationListener};
 use mgmt::{ControlContext, ControlError, ControlServer, ControlSocket};
-use relocd_core::acl::HostsAllow;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
@@ -85,8 +84,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    /// xend-relocation-hosts-allow holds a pattern relocd refuses.
-    #[error("xend-relocation-hosts-allow: {0}")]
+    /// xend-relocation-hosts-allow holds a pattern relocd refuses (the
+    /// text names the file, line and setting).
+    #[error("{0}")]
     HostsAllow(String),
     /// `--backend xen` where Xen cannot be reached.
     #[error(transparent)]
@@ -422,13 +422,16 @@ fn parse_capacity(text: &str) -> Result<u64, String> {
 /// hosts-allow as the listener applies it: empty admits every peer; else
 /// the patterns compiled into one DFA, each peer named by reverse lookup and
 /// forward confirmation before it is matched. Load-time warnings are logged.
-fn admission_for(hosts_allow: &str) -> Result<Arc<dyn Admission>, DaemonError> {
-    if hosts_allow.trim().is_empty() {
+fn admission_for(
+    cfg: &relocd_core::config::RelocationConfig<'_>,
+    file: Option<&Path>,
+) -> Result<Arc<dyn Admission>, DaemonError> {
+    if cfg.hosts_allow.to_owned_string().trim().is_empty() {
         return Ok(Arc::new(AdmitAll));
     }
-    let (acl, warnings) = HostsAllow::compile(hosts_allow)
-        .map_err(|e| DaemonError::HostsAllow(e.with_setting(hosts_allow).to_string()))?;
-    for w in warnings.iter() {
+    let (acl, warnings) =
+        settings::compile_hosts_allow(cfg, file).map_err(DaemonError::HostsAllow)?;
+    for w in &warnings {
         tracing::warn!("xend-relocation-hosts-allow: {w}");
     }
     Ok(Arc::new(PatternAdmission::new(
@@ -552,7 +555,7 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
     let io_timeout = Duration::from_secs(args.io_timeout);
     let max_sessions = usize::try_from(args.max_concurrent).unwrap_or(usize::MAX);
     let hosts_allow = cfg.hosts_allow.to_owned_string();
-    let admission = admission_for(&hosts_allow)?;
+    let admission = admission_for(&cfg, file.as_ref().map(|_| config_path.as_path()))?;
 
     let pending = PendingLimits {
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
