@@ -89,6 +89,17 @@ impl Refusal {
     }
 }
 
+/// What a source guest is opened for: the checks differ (a save file
+/// carries the guest's devices in its configuration for `xl restore` to
+/// recreate; a migration would need them recreated by the peer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// `relocd migrate`.
+    Migrate,
+    /// `relocd save`.
+    Save,
+}
+
 /// What the engine asks [`Backend::settle`] to do to a named domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Settle {
@@ -140,11 +151,11 @@ pub trait Backend: Send + Sync + 'static {
     /// tool resolves them. [`ErrorKind::NotFound`] when there is none.
     fn find(&self, domain: &str) -> Result<Domain, CommandError>;
 
-    /// Refuses a domain this backend cannot move or save (the control
-    /// domain, a guest type or devices it does not handle), before anything
-    /// is touched. The default allows every domain.
-    fn check_source(&self, d: &Domain) -> Result<(), CommandError> {
-        let _ = d;
+    /// Refuses a domain this backend cannot move or save for `purpose`
+    /// (the control domain, a guest type or devices it does not handle),
+    /// before anything is touched. The default allows every domain.
+    fn check_source(&self, d: &Domain, purpose: Purpose) -> Result<(), CommandError> {
+        let _ = (d, purpose);
         Ok(())
     }
 

@@ -382,7 +382,7 @@ pub(crate) fn save<B: Backend>(
     progress: &mut dyn ProgressSink,
 ) -> Result<TransferSummary, CommandError> {
     let started = Instant::now();
-    let d = e.source_domain(&req.domain)?;
+    let d = e.source_domain(&req.domain, super::Purpose::Save)?;
     let name = d.name.clone();
     let _claim = e.claim(&name)?;
     let target = SaveTarget::for_file(&req.file)?;

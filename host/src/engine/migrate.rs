@@ -26,7 +26,7 @@ impl<B: Backend> Engine<B> {
         req: &MigrateRequest,
         progress: &mut dyn ProgressSink,
     ) -> Result<TransferSummary, CommandError> {
-        let d = self.source_domain(&req.domain)?;
+        let d = self.source_domain(&req.domain, super::Purpose::Migrate)?;
         let name = d.name.clone();
         let _claim = self.claim(&name)?;
         let src = self.backend.open_source(&d)?;

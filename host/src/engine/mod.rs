@@ -55,7 +55,7 @@ use crate::api::{
 };
 use crate::journal::{unresolved, CommitState, Journal, JournalEntry, Role};
 use crate::session::{self, LinkTimeouts, SessionError, SourceOptions, SourceReport};
-pub use backend::{Backend, Domain, NewGuest, Refusal, Settle, Settled};
+pub use backend::{Backend, Domain, NewGuest, Purpose, Refusal, Settle, Settled};
 use guard::{Crashed, Stopped};
 
 /// The relocation port when a request names none (xend's default).
@@ -501,13 +501,13 @@ impl<B: Backend> Engine<B> {
         })
     }
 
-    /// The domain a command names, checked as a source: it exists, the
-    /// backend can move it, it is not in doubt.
-    fn source_domain(&self, domain: &str) -> Result<Domain, CommandError> {
+    /// The domain a command names, checked as a source for `purpose`: it
+    /// exists, the backend can move or save it, it is not in doubt.
+    fn source_domain(&self, domain: &str, purpose: Purpose) -> Result<Domain, CommandError> {
         self.refuse_if_stopping()?;
         let d = self.backend.find(domain)?;
         self.refuse_in_doubt(&d.name)?;
-        self.backend.check_source(&d)?;
+        self.backend.check_source(&d, purpose)?;
         Ok(d)
     }
 }

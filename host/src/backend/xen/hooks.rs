@@ -28,7 +28,7 @@ use super::pv_sink::{PvCreate, PvRestoreError, PvSink, MAXMEM_SLACK_KIB};
 use super::pv_source::{resume_suspended, PvSource, SHUTDOWN_SUSPEND};
 use super::xenstore::{Transport, Xenstore, XenstoreError};
 use crate::api::{CommandError, DomainInfo, ErrorKind};
-use crate::engine::{self, Domain, NewGuest, Refusal, Settle, Settled};
+use crate::engine::{self, Domain, NewGuest, Purpose, Refusal, Settle, Settled};
 
 fn err(kind: ErrorKind, msg: impl Into<String>) -> CommandError {
     CommandError::new(kind, msg)
@@ -129,7 +129,7 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
         })
     }
 
-    fn check_source(&self, d: &Domain) -> Result<(), CommandError> {
+    fn check_source(&self, d: &Domain, purpose: Purpose) -> Result<(), CommandError> {
         if d.id == 0 {
             return Err(err(
                 ErrorKind::Refused,
@@ -146,6 +146,11 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
                 ErrorKind::Refused,
                 format!("{} is an HVM guest; relocd moves PV guests", d.name),
             ));
+        }
+        if purpose == Purpose::Save {
+            // The file carries the devices in the guest's xl configuration;
+            // `xl restore` recreates them.
+            return Ok(());
         }
         let mut xs = self.store().map_err(store_err)?;
         let devices = guest_devices(&mut xs, domid);
