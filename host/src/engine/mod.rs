@@ -87,6 +87,7 @@ impl EngineConfig {
                 idle: t,
                 prepare: t,
                 commit: t,
+                transfer: Timeouts::default().transfer,
             },
             write: self.io_timeout,
         }
@@ -681,6 +682,7 @@ fn abort_name(r: AbortReason) -> String {
         AbortReason::Timeout => "timeout".into(),
         AbortReason::ProtocolError => "protocol_error".into(),
         AbortReason::BadImage => "bad_image".into(),
+        AbortReason::TransferTooLong => "transfer_too_long".into(),
         AbortReason::Unknown(n) => format!("unknown_{n}"),
     }
 }
