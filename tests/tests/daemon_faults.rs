@@ -129,7 +129,10 @@ impl Node {
                     let e = Arc::new(Engine::new(
                         sim.clone(),
                         journal.clone(),
-                        EngineConfig { io_timeout: IO },
+                        EngineConfig {
+                            io_timeout: IO,
+                            ..EngineConfig::default()
+                        },
                     ));
                     engine = Some(e.clone());
                     DaemonParts {
