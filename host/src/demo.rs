@@ -85,7 +85,10 @@ fn start_daemon(dir: &Path, tag: &str, listen: bool) -> Result<(Daemon, Arc<SimB
         let engine = Arc::new(Engine::new(
             sim.clone(),
             journal.clone(),
-            EngineConfig { io_timeout },
+            EngineConfig {
+                io_timeout,
+                ..EngineConfig::default()
+            },
         ));
         DaemonParts {
             service: engine,

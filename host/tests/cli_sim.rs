@@ -437,3 +437,130 @@ fn control_placement_and_listen_form() {
     assert!(stderr(&bad).contains("ADDR:PORT"), "{}", stderr(&bad));
     assert!(!dir.path("x.sock").exists());
 }
+
+/// Issue 13: `serve --max-transfer-time` bounds an admitted session from
+/// its admission to a complete image, however it progresses: a hand-made
+/// source that sends one real page every 200 ms (progress, within
+/// `--io-timeout`) is aborted with the typed reason and the limit in
+/// words, and no half-built guest is left.
+#[test]
+fn max_transfer_time_bounds_an_admitted_session() {
+    use relocd::session::{ImageEncoder, LibxcEncoder};
+    use relocd_core::guest::{GuestInfo, GuestType, PageType, PAGE_SIZE};
+    use relocd_core::protocol::msg::{self, Msg};
+    use relocd_core::protocol::{AbortReason, Features, PROTOCOL_VERSION};
+    use std::io::{Read, Write};
+
+    let help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(stdout(&help).contains("--max-transfer-time"));
+    let dir = Scratch::new("transfer");
+    let serve = Serve::spawn(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--io-timeout",
+            "1",
+            "--max-transfer-time",
+            "2",
+        ],
+    );
+    let line = serve.wait_for("relocation listener ready");
+    let addr = line
+        .split("listen=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    serve.wait_for("relocd ready");
+
+    let frame = |m: &Msg<'_>| {
+        let mut b = vec![0u8; 16 * 1024];
+        let n = msg::encode(m, &mut b).unwrap();
+        b.truncate(n);
+        b
+    };
+    let read_body = |s: &mut std::net::TcpStream| {
+        let mut h = [0u8; 4];
+        s.read_exact(&mut h).ok()?;
+        let mut body = vec![0u8; msg::frame_len(h, msg::MAX_CONTROL_FRAME_LEN).unwrap()];
+        s.read_exact(&mut body).ok()?;
+        Some(body)
+    };
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(&frame(&Msg::Hello(msg::Hello {
+        magic: msg::MAGIC,
+        min_version: PROTOCOL_VERSION,
+        max_version: PROTOCOL_VERSION,
+        features: Features::LIVE,
+    })))
+    .unwrap();
+    assert!(matches!(
+        msg::decode(&read_body(&mut s).unwrap()),
+        Ok(Msg::HelloAck(_))
+    ));
+    let pages = 1024;
+    s.write_all(&frame(&Msg::Admit(msg::Admit {
+        session: 77,
+        name: "slow1",
+        uuid: [7; 16],
+        memory_bytes: pages * PAGE_SIZE as u64,
+        p2m_size: pages,
+        vcpus: 1,
+        guest_type: 2,
+        live: true,
+    })))
+    .unwrap();
+    assert_eq!(msg::decode(&read_body(&mut s).unwrap()), Ok(Msg::Admitted));
+    assert_eq!(serve.list().len(), 1, "the paused, half-built guest");
+
+    // The destination's answer, read as it comes.
+    let (tx, rx) = mpsc::channel();
+    let mut reader = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = tx.send(read_body(&mut reader));
+    });
+    let info = GuestInfo {
+        guest_type: GuestType::Hvm,
+        p2m_size: pages,
+        nr_pages: pages,
+        vcpus: 1,
+    };
+    let mut enc = LibxcEncoder::new();
+    let mut chunk = Vec::new();
+    enc.start(&info, &mut chunk).unwrap();
+    enc.static_end(&mut chunk).unwrap();
+    let since = Instant::now();
+    let answer = loop {
+        if let Ok(a) = rx.try_recv() {
+            break a;
+        }
+        assert!(
+            since.elapsed() < PATIENCE,
+            "still admitted after {PATIENCE:?}"
+        );
+        let page = [since.elapsed().as_millis() as u8; PAGE_SIZE];
+        enc.pages(&[1], &[PageType::NOTAB], &page, &mut chunk)
+            .unwrap();
+        chunk.extend_from_slice(&page);
+        let _ = s.write_all(&frame(&Msg::Image(&chunk)));
+        chunk.clear();
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let body = answer.expect("an Abort");
+    let Ok(Msg::Abort(a)) = msg::decode(&body) else {
+        panic!("{:?}", msg::decode(&body))
+    };
+    assert_eq!(a.reason, AbortReason::TransferTooLong);
+    assert_eq!(a.detail, "took longer than 2 s from admission to prepared");
+    let deadline = Instant::now() + PATIENCE;
+    while !serve.list().is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", serve.list());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

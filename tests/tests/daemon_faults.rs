@@ -129,7 +129,10 @@ impl Node {
                     let e = Arc::new(Engine::new(
                         sim.clone(),
                         journal.clone(),
-                        EngineConfig { io_timeout: IO },
+                        EngineConfig {
+                            io_timeout: IO,
+                            ..EngineConfig::default()
+                        },
                     ));
                     engine = Some(e.clone());
                     DaemonParts {
@@ -496,11 +499,12 @@ const DOUBT_DISCARD: &str = "moved, source in doubt, resolve Discard";
 /// have is listed.
 fn expected(f: Fault) -> &'static [&'static str] {
     match (f.tag, f.action) {
-        (PREPARED, Action::Cut | Action::Stall | Action::KillDest) => &[DOUBT_RESUME],
+        (PREPARED, Action::Cut | Action::Stall) => &[DOUBT_RESUME],
         (PREPARED, Action::KillSource) => &[STAYED, DOUBT_RESUME, DOUBT_DISCARD],
+        (PREPARED, Action::KillDest) => &[DOUBT_RESUME, DOUBT_DISCARD, MOVED],
         (COMMIT, Action::Cut | Action::Stall) => &[DOUBT_DISCARD],
         (COMMIT, Action::KillSource) => &[DOUBT_DISCARD, MOVED],
-        (COMMIT, Action::KillDest) => &[DOUBT_RESUME, DOUBT_DISCARD],
+        (COMMIT, Action::KillDest) => &[DOUBT_RESUME, DOUBT_DISCARD, MOVED],
         (COMMITTED, Action::KillSource) => &[MOVED, DOUBT_DISCARD],
         (COMMITTED, _) => &[MOVED],
         _ => &[STAYED],

@@ -131,7 +131,10 @@ fn node_with(
             let engine = Arc::new(Engine::new(
                 sim.clone(),
                 journal.clone(),
-                EngineConfig { io_timeout: io },
+                EngineConfig {
+                    io_timeout: io,
+                    ..EngineConfig::default()
+                },
             ));
             DaemonParts {
                 service: engine,

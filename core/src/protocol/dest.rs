@@ -122,6 +122,9 @@ pub struct Receive {
     /// Whether the connection was lost after the commit arrived (the
     /// `Committed` acknowledgement will not reach the source).
     pub link_lost: bool,
+    /// When the host admitted the session (`Admitted` queued): the start
+    /// of [`Timeouts::transfer`].
+    pub admitted_at: Instant,
 }
 
 /// The destination's states.
@@ -135,6 +138,7 @@ pub struct Receive {
 ///     Admitting --> Receiving: handle_admission Ok (Admitted queued)
 ///     Admitting --> Finished: handle_admission Err (Refused queued) / Discarded
 ///     Receiving --> Receiving: Image, RoundEnd, Suspended
+///     Receiving --> Finished: no progress for Timeouts::idle, not prepared within Timeouts::transfer (Abort queued) / Discarded
 ///     Receiving --> Completing: ImageEnd / CompleteImage
 ///     Completing --> Prepared: handle_image_complete Ok (Prepared queued)
 ///     Prepared --> Journaling: Commit / JournalCommit
@@ -161,7 +165,9 @@ pub enum DestState {
     AwaitAdmit(Instant, Receive),
     /// The host decides admission.
     Admitting(Receive),
-    /// The image flows; the deadline is the idle timeout.
+    /// The image flows; the deadline is the idle timeout, put off only by
+    /// progress (image bytes, `Suspended`). [`Timeouts::transfer`] after
+    /// [`Receive::admitted_at`] ends the wait whatever arrives.
     Receiving(Receive, Instant),
     /// The host finishes the image.
     Completing(Receive),
@@ -391,22 +397,41 @@ impl Dest {
     /// When to call [`handle_timeout`](Self::handle_timeout) at the latest.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            DestState::AwaitHello(d)
-            | DestState::AwaitAdmit(d, _)
-            | DestState::Receiving(_, d)
-            | DestState::Prepared(_, d) => Some(d),
+            DestState::Receiving(r, idle) => Some(idle.min(self.transfer_deadline(&r))),
+            DestState::AwaitHello(d) | DestState::AwaitAdmit(d, _) | DestState::Prepared(_, d) => {
+                Some(d)
+            }
             _ => None,
         }
     }
 
     /// Time has passed; fails the session if the current wait is over.
+    /// While the image flows that is [`Error::TransferTooLong`] once
+    /// [`Timeouts::transfer`] has passed since the admission, else
+    /// [`Error::NoProgress`] once [`Timeouts::idle`] has passed without
+    /// progress; in the other waits [`Error::Timeout`]. The source hears
+    /// `Abort` with the reason and the error's text as detail.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(d) = self.poll_timeout() {
-            if now >= d {
-                let state = self.state.name();
-                self.fail(now, Error::Timeout { state }, true);
+        let t = self.config.timeouts;
+        let error = match self.state {
+            DestState::Receiving(r, _) if now >= self.transfer_deadline(&r) => {
+                Error::TransferTooLong { limit: t.transfer }
             }
-        }
+            DestState::Receiving(_, idle) if now >= idle => Error::NoProgress { idle: t.idle },
+            DestState::Receiving(..) => return,
+            _ => match self.poll_timeout() {
+                Some(d) if now >= d => Error::Timeout {
+                    state: self.state.name(),
+                },
+                _ => return,
+            },
+        };
+        self.fail(now, error, true);
+    }
+
+    /// When an admitted session must have reached `Prepared`.
+    fn transfer_deadline(&self, r: &Receive) -> Instant {
+        r.admitted_at + self.config.timeouts.transfer
     }
 
     /// The connection failed.
@@ -570,8 +595,9 @@ impl Dest {
                 self.push_action(DestAction::Admit(req));
                 S::Admitting(r)
             }
-            (S::Admitting(r), Input::Admission(Ok(()))) => {
+            (S::Admitting(mut r), Input::Admission(Ok(()))) => {
                 self.send(Out::Admitted)?;
+                r.admitted_at = now;
                 S::Receiving(r, now + t.idle)
             }
             (S::Admitting(_), Input::Admission(Err(refusal)))
@@ -580,16 +606,22 @@ impl Dest {
                 self.send(Out::Refused(refusal.reason))?;
                 S::Finished(DestOutcome::Discarded(Error::Refused(refusal.reason)))
             }
-            (S::Receiving(mut r, _), Input::Msg(Msg::Image(bytes))) => {
+            // Progress is what keeps an admitted session (its slot, the
+            // memory it was admitted for): image bytes, and `Suspended`,
+            // which comes once. An empty chunk and a `RoundEnd` carry
+            // nothing (a peer may send round numbers without end), so
+            // they leave the idle deadline where it was.
+            (S::Receiving(mut r, idle), Input::Msg(Msg::Image(bytes))) => {
                 r.chunks = r.chunks.saturating_add(1);
                 r.bytes = r.bytes.saturating_add(bytes.len() as u64);
-                S::Receiving(r, now + t.idle)
+                let idle = if bytes.is_empty() { idle } else { now + t.idle };
+                S::Receiving(r, idle)
             }
-            (S::Receiving(mut r, _), Input::Msg(Msg::RoundEnd(e)))
+            (S::Receiving(mut r, idle), Input::Msg(Msg::RoundEnd(e)))
                 if r.live && !r.suspended && e.round > r.rounds =>
             {
                 r.rounds = e.round;
-                S::Receiving(r, now + t.idle)
+                S::Receiving(r, idle)
             }
             (S::Receiving(mut r, _), Input::Msg(Msg::Suspended)) if !r.suspended => {
                 r.suspended = true;
@@ -682,7 +714,8 @@ impl Dest {
             s => {
                 let talk = tell_peer && !matches!(s, S::AwaitHello(_));
                 let reason = match error {
-                    Error::Timeout { .. } => AbortReason::Timeout,
+                    Error::Timeout { .. } | Error::NoProgress { .. } => AbortReason::Timeout,
+                    Error::TransferTooLong { .. } => AbortReason::TransferTooLong,
                     _ => AbortReason::ProtocolError,
                 };
                 let outcome = DestOutcome::Discarded(error);

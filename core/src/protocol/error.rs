@@ -1,5 +1,6 @@
 //! Protocol errors and the reasons carried on the wire.
 
+use crate::time::Duration;
 use core::fmt;
 use heapless::String;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,19 @@ pub enum Error {
     Timeout {
         /// The state that timed out.
         state: &'static str,
+    },
+    /// The destination, while the image flows: no image bytes arrived for
+    /// this long (frames that carry nothing do not count).
+    NoProgress {
+        /// The idle timeout that passed.
+        idle: Duration,
+    },
+    /// The destination: the session was admitted this long ago and its
+    /// image is still not complete (its limit from admission to
+    /// `Prepared`).
+    TransferTooLong {
+        /// The limit that passed.
+        limit: Duration,
     },
     /// The connection failed (EOF, reset, write error) in this state.
     LinkLost {
@@ -125,6 +139,14 @@ impl fmt::Display for Error {
             Error::Refused(r) => write!(f, "migration refused: {r}"),
             Error::Aborted(r) => write!(f, "migration aborted: {r}"),
             Error::Timeout { state } => write!(f, "timed out in state {state}"),
+            Error::NoProgress { idle } => {
+                write!(f, "no progress: no image bytes for {}", Secs(*idle))
+            }
+            Error::TransferTooLong { limit } => write!(
+                f,
+                "took longer than {} from admission to prepared",
+                Secs(*limit)
+            ),
             Error::LinkLost { state } => write!(f, "connection lost in state {state}"),
             Error::NotRelocd { first } => write!(
                 f,
@@ -165,6 +187,20 @@ impl fmt::Display for Limit {
             Limit::GuestTooLarge => f.write_str("guest too large"),
             Limit::Backlog => f.write_str("control frames not drained"),
             Limit::DetailTooLong => f.write_str("detail text too long or not plain text"),
+        }
+    }
+}
+
+/// A timeout for people: `30 s`, `1800 s`, `250 ms`.
+struct Secs(Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 {
+            write!(f, "{} s", ms / 1000)
+        } else {
+            write!(f, "{ms} ms")
         }
     }
 }
@@ -262,6 +298,9 @@ open_enum! {
         ProtocolError = 6 => "protocol error",
         /// The image did not decode (the stream layer refused it).
         BadImage = 7 => "bad migration image",
+        /// The destination's limit from admission to a complete image
+        /// (`Timeouts::transfer`) passed.
+        TransferTooLong = 8 => "the migration took longer than the destination allows",
     }
 }
 

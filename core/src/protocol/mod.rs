@@ -80,6 +80,20 @@
 //! and out-of-order messages are typed [`Error`]s that end the session by
 //! the table below; none panics and none allocates.
 //!
+//! # Deadlines
+//!
+//! Every wait has a deadline ([`Timeouts`]). Before admission the
+//! destination gives the source [`Timeouts::handshake`] from the
+//! connection to the `Admit`. Once admitted, a session holds a slot and
+//! the memory it was admitted for, so it must make progress to keep
+//! them: the destination's idle deadline ([`Timeouts::idle`]) is put off
+//! only by image bytes (and by `Suspended`, which comes once), never by
+//! frames that carry nothing (an empty `Image`, a `RoundEnd`); and the
+//! whole transfer, from `Admitted` to `Prepared`, is bounded by
+//! [`Timeouts::transfer`] however it progresses. Either ends the session
+//! with `Abort` (reason `Timeout` or `TransferTooLong`, the detail saying
+//! which bound passed) and the destination destroys its partial copy.
+//!
 //! # The migration image
 //!
 //! The image is the libxc migration stream (the same bytes as a save
@@ -167,6 +181,7 @@
 //! | garbage, oversize or out-of-order frame before the commit | Aborted (`Abort` sent or received) | Discarded (`Abort` sent or received) | source |
 //! | the destination's sink fails mid-image, or it shuts down | Aborted (`Abort`/`Refused` received) | Discarded | source |
 //! | cut after `Suspended`, before `Prepared` arrives | Aborted: guest resumed | Discarded | source |
+//! | no image bytes for `Timeouts::idle`, or no complete image within `Timeouts::transfer` of admission (destination) | Aborted (`Abort(Timeout)` / `Abort(TransferTooLong)` received) | Discarded, `Abort` sent | source |
 //! | image incomplete at the destination | Aborted (`Abort` received) | Discarded, `Abort` sent | source |
 //! | source's commit journal fails | Aborted, `Abort` sent | Discarded | source |
 //! | cut after the commit is journaled, before `Commit` leaves | Aborted: journals `Aborted`, resumes | Discarded (presumed abort) | source |
@@ -269,13 +284,27 @@ pub const PROTOCOL_VERSION: u16 = 2;
 /// versioning" in the module doc: version 1 is no longer spoken).
 pub const PROTOCOL_VERSION_MIN: u16 = 2;
 
+/// [`Timeouts::transfer`]'s default, in seconds: 30 minutes, generous
+/// for a guest of tens of GiB over a gigabit link.
+pub const DEFAULT_TRANSFER_SECS: u64 = 30 * 60;
+
 /// How long each side waits for the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// For `HelloAck`/`Admitted` (source) and `Hello`/`Admit` (destination).
     pub handshake: Duration,
-    /// Longest silence while the image flows (destination).
+    /// Longest the destination waits for progress while the image flows:
+    /// from admission, and again after each image chunk that carries
+    /// bytes (and after `Suspended`, once). Frames that carry nothing (an
+    /// empty chunk, a `RoundEnd`) arrive but do not put the deadline off,
+    /// so a peer cannot hold an admitted session with keepalives.
     pub idle: Duration,
+    /// Longest an admitted session may take to reach `Prepared`
+    /// (destination), however it progresses: from `Admitted` to a
+    /// complete image. Bounds how long a session holds its slot and the
+    /// memory it was admitted for; a large guest over a slow link needs
+    /// more than the default.
+    pub transfer: Duration,
     /// From `ImageEnd` to `Prepared` (source): the destination's final
     /// processing.
     pub prepare: Duration,
@@ -289,6 +318,7 @@ impl Default for Timeouts {
         Timeouts {
             handshake: Duration::from_secs(10),
             idle: Duration::from_secs(30),
+            transfer: Duration::from_secs(DEFAULT_TRANSFER_SECS),
             prepare: Duration::from_secs(60),
             commit: Duration::from_secs(10),
         }

@@ -1631,6 +1631,136 @@ fn admitted_dest(now: Instant) -> Dest {
     d
 }
 
+/// The `Abort` a finished destination queued: its reason and detail.
+fn queued_abort(d: &mut Dest) -> (AbortReason, String) {
+    let mut b = [0u8; 512];
+    let n = d.poll_transmit(&mut b).unwrap().unwrap();
+    assert_eq!(d.poll_transmit(&mut b).unwrap(), None);
+    match msg::decode(&b[4..n]).unwrap() {
+        Msg::Abort(a) => (a.reason, a.detail.into()),
+        m => panic!("expected an Abort, got {m:?}"),
+    }
+}
+
+/// Issue 13, item 2: an admitted peer that sends only frames that carry
+/// nothing (empty image chunks, round ends) loses its session at the idle
+/// deadline, counted from its last image bytes.
+#[test]
+fn frames_that_carry_nothing_do_not_keep_a_session() {
+    let t = Timeouts::default();
+    let start = Instant::ZERO;
+    let mut d = admitted_dest(start);
+    // Image bytes are progress: they put the deadline off.
+    let at = start + Duration::from_secs(20);
+    feed_dest(&mut d, at, &frame(&Msg::Image(&[1, 2, 3]))).unwrap();
+    let progress = at;
+    assert_eq!(d.poll_timeout(), Some(progress + t.idle));
+    // Then only keepalives, well within the idle timeout of each other.
+    let step = Duration::from_secs(t.idle.as_secs() / 3);
+    let mut now = progress;
+    let mut round = 0;
+    while now + step < progress + t.idle {
+        now += step;
+        feed_dest(&mut d, now, &frame(&Msg::Image(&[]))).unwrap();
+        round += 1;
+        feed_dest(
+            &mut d,
+            now,
+            &frame(&Msg::RoundEnd(msg::RoundEnd {
+                round,
+                pages: 0,
+                dirty: 0,
+            })),
+        )
+        .unwrap();
+        d.handle_timeout(now);
+        assert_eq!(d.state_name(), "Receiving");
+        // They were received, and did not move the deadline.
+        assert_eq!(d.poll_timeout(), Some(progress + t.idle));
+    }
+    assert_eq!(d.receive().unwrap().rounds, round);
+    d.handle_timeout(progress + t.idle);
+    let error = Error::NoProgress { idle: t.idle };
+    assert_eq!(
+        d.poll_action(),
+        Some(DestAction::Finished(DestOutcome::Discarded(error)))
+    );
+    assert_eq!(
+        queued_abort(&mut d),
+        (
+            AbortReason::Timeout,
+            "no progress: no image bytes for 30 s".into()
+        )
+    );
+    // `Suspended` comes once: it is progress, a second one is an error.
+    let mut d = admitted_dest(start);
+    let at = start + Duration::from_secs(25);
+    feed_dest(&mut d, at, &frame(&Msg::Suspended)).unwrap();
+    assert_eq!(d.poll_timeout(), Some(at + t.idle));
+    assert!(feed_dest(&mut d, at, &frame(&Msg::Suspended)).is_err());
+}
+
+/// Issue 13, item 2: progress keeps a session only up to its bound from
+/// admission to `Prepared` (`Timeouts::transfer`).
+#[test]
+fn an_admitted_session_must_be_prepared_within_its_bound() {
+    let t = Timeouts {
+        transfer: Duration::from_secs(100),
+        ..Timeouts::default()
+    };
+    assert_eq!(Timeouts::default().transfer, Duration::from_secs(30 * 60));
+    let start = Instant::from_secs(7);
+    let mut d = Dest::new(
+        DestConfig {
+            timeouts: t,
+            ..DestConfig::default()
+        },
+        Instant::ZERO,
+    );
+    let hello = frame(&Msg::Hello(Hello {
+        magic: msg::MAGIC,
+        min_version: PROTOCOL_VERSION_MIN,
+        max_version: PROTOCOL_VERSION,
+        features: Features::ALL,
+    }));
+    feed_dest(&mut d, Instant::ZERO, &hello).unwrap();
+    feed_dest(&mut d, Instant::ZERO, &frame(&Msg::Admit(base_admit()))).unwrap();
+    assert!(matches!(d.poll_action(), Some(DestAction::Admit(_))));
+    d.handle_admission(start, Ok(())).unwrap();
+    drain(&mut d);
+    assert_eq!(d.receive().unwrap().admitted_at, start);
+    let limit = start + t.transfer;
+    // One image byte every 20 s: progress, so the idle deadline never
+    // passes; the bound does.
+    let mut now = start;
+    loop {
+        now += Duration::from_secs(20);
+        d.handle_timeout(now);
+        if d.outcome().is_some() {
+            break;
+        }
+        assert!(now < limit, "still receiving at {now:?}, past the bound");
+        feed_dest(&mut d, now, &frame(&Msg::Image(&[0]))).unwrap();
+        // The deadline is the nearer of the two.
+        assert_eq!(d.poll_timeout(), Some((now + t.idle).min(limit)));
+    }
+    assert_eq!(now, start + Duration::from_secs(100));
+    let error = Error::TransferTooLong { limit: t.transfer };
+    assert_eq!(
+        d.poll_action(),
+        Some(DestAction::Finished(DestOutcome::Discarded(error)))
+    );
+    assert_eq!(
+        queued_abort(&mut d),
+        (
+            AbortReason::TransferTooLong,
+            "took longer than 100 s from admission to prepared".into()
+        )
+    );
+    // The source reads the typed reason (a code of its own on the wire).
+    assert_eq!(u16::from(AbortReason::TransferTooLong), 8);
+}
+
 #[test]
 fn bad_input_is_a_typed_error() {
     let now = Instant::ZERO;

@@ -385,6 +385,13 @@ pub struct ServeArgs {
     /// once; more from that host are closed at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_pending_per_host: u32,
+    /// Longest an incoming migration may take from its admission to a
+    /// complete image, in seconds (default 30 minutes); past it the
+    /// partial guest is destroyed and its slot and memory released. An
+    /// admitted source must also send image bytes at least every
+    /// --io-timeout. Raise it for large guests over slow links.
+    #[arg(long, value_name = "SECS", default_value_t = crate::engine::DEFAULT_MAX_TRANSFER_TIME.as_secs(), value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub max_transfer_time: u64,
     /// Guest memory the simulated hypervisor offers (sim backend; default:
     /// the memory this host has available when the daemon starts). Admission
     /// counts it; a guest's pages take real memory once written.
@@ -575,7 +582,10 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
         },
         pending,
         |journal| {
-            let cfg = crate::engine::EngineConfig { io_timeout };
+            let cfg = crate::engine::EngineConfig {
+                io_timeout,
+                max_transfer_time: Duration::from_secs(args.max_transfer_time),
+            };
             // What a killed daemon left half done is settled by Engine::new.
             let service: Arc<dyn Service> = match &xen {
                 Some(x) => Arc::new(crate::engine::Engine::new(x.clone(), journal.clone(), cfg)),

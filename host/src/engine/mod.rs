@@ -65,20 +65,40 @@ pub const DEFAULT_PORT: u16 = 8002;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Timeout on connecting, on every read and write, and on each of the
-    /// protocol's waits.
+    /// protocol's waits; at the destination also the longest an admitted
+    /// session may go without progress (image bytes), and the handshake
+    /// deadline when shorter than [`HANDSHAKE_TIMEOUT`].
     pub io_timeout: Duration,
+    /// The longest an incoming migration may take from its admission to a
+    /// complete image (`Prepared`), however it progresses: past it the
+    /// destination aborts and destroys the partial guest, which releases
+    /// its slot and the memory it was admitted for (`relocd serve
+    /// --max-transfer-time`).
+    pub max_transfer_time: Duration,
 }
+
+/// The destination's deadline from a connection to its admission request
+/// (hello and `Admit`), when the io timeout is not shorter: what a peer
+/// that is not yet admitted may cost, in time.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`EngineConfig::max_transfer_time`]'s default: 30 minutes.
+pub const DEFAULT_MAX_TRANSFER_TIME: Duration =
+    Duration::from_secs(relocd_core::protocol::DEFAULT_TRANSFER_SECS);
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             io_timeout: Duration::from_secs(30),
+            max_transfer_time: DEFAULT_MAX_TRANSFER_TIME,
         }
     }
 }
 
 impl EngineConfig {
-    /// The session drivers' timeouts for this configuration.
+    /// The session drivers' timeouts for this configuration, as the
+    /// source uses them. (Its handshake wait includes the destination's
+    /// admission, creating the domain: it keeps the io timeout.)
     pub(crate) fn timeouts(&self) -> LinkTimeouts {
         let t = self.io_timeout.into();
         LinkTimeouts {
@@ -87,9 +107,19 @@ impl EngineConfig {
                 idle: t,
                 prepare: t,
                 commit: t,
+                transfer: self.max_transfer_time.into(),
             },
             write: self.io_timeout,
         }
+    }
+
+    /// The timeouts of an incoming session: a handshake deadline of its
+    /// own, at most [`HANDSHAKE_TIMEOUT`]; the io timeout for progress;
+    /// the transfer bound.
+    pub(crate) fn dest_timeouts(&self) -> LinkTimeouts {
+        let mut t = self.timeouts();
+        t.protocol.handshake = self.io_timeout.min(HANDSHAKE_TIMEOUT).into();
+        t
     }
 }
 
@@ -682,6 +712,7 @@ fn abort_name(r: AbortReason) -> String {
         AbortReason::Timeout => "timeout".into(),
         AbortReason::ProtocolError => "protocol_error".into(),
         AbortReason::BadImage => "bad_image".into(),
+        AbortReason::TransferTooLong => "transfer_too_long".into(),
         AbortReason::Unknown(n) => format!("unknown_{n}"),
     }
 }

@@ -14,7 +14,7 @@ use crate::session::{run_dest, Clock, DestOptions, SessionError};
 
 /// The destination's options for the engine's settings.
 pub(crate) fn dest_options(cfg: &EngineConfig) -> DestOptions {
-    let t = cfg.timeouts();
+    let t = cfg.dest_timeouts();
     DestOptions {
         config: DestConfig {
             timeouts: t.protocol,

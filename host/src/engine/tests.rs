@@ -212,3 +212,30 @@ fn no_downtime_projection_once_the_guest_is_stopped() {
         assert_eq!(to_progress(&p(phase), 100).projected_downtime_ms, None);
     }
 }
+
+/// Issue 13: an incoming session's handshake has a short deadline of its
+/// own (the io timeout when shorter); the source keeps the io timeout
+/// (its wait includes the destination's admission); the transfer bound is
+/// the operator's.
+#[test]
+fn the_destination_has_its_own_handshake_deadline_and_the_transfer_bound() {
+    use relocd_core::time::Duration as CoreDuration;
+    let cfg = EngineConfig::default();
+    assert_eq!(cfg.max_transfer_time, Duration::from_secs(30 * 60));
+    let d = cfg.dest_timeouts().protocol;
+    assert_eq!(d.handshake, CoreDuration::from_secs(10));
+    assert_eq!(d.idle, CoreDuration::from_secs(30));
+    assert_eq!(d.transfer, CoreDuration::from_secs(30 * 60));
+    assert_eq!(
+        cfg.timeouts().protocol.handshake,
+        CoreDuration::from_secs(30)
+    );
+    let cfg = EngineConfig {
+        io_timeout: Duration::from_secs(3),
+        max_transfer_time: Duration::from_secs(7200),
+    };
+    let d = receive::dest_options(&cfg).config.timeouts;
+    assert_eq!(d.handshake, CoreDuration::from_secs(3));
+    assert_eq!(d.idle, CoreDuration::from_secs(3));
+    assert_eq!(d.transfer, CoreDuration::from_secs(7200));
+}

@@ -100,8 +100,11 @@ pub(crate) enum ReadEnd {
     Stopped,
 }
 
-/// Fills `buf`, retrying after read timeouts; after each timeout `idle` is
-/// called and the read stops if it returns `true`.
+/// Fills `buf`, retrying after read timeouts and short reads; after each
+/// of them `idle` is called and the read stops if it returns `true`. So a
+/// peer that trickles a frame a few bytes at a time does not hold the
+/// reader past its deadlines: they are looked at as often as when nothing
+/// comes.
 pub(crate) fn read_full<R: Read>(
     r: &mut R,
     buf: &mut [u8],
@@ -111,7 +114,12 @@ pub(crate) fn read_full<R: Read>(
     while pos < buf.len() {
         match r.read(&mut buf[pos..]) {
             Ok(0) => return ReadEnd::Eof,
-            Ok(n) => pos += n,
+            Ok(n) => {
+                pos += n;
+                if pos < buf.len() && idle() {
+                    return ReadEnd::Stopped;
+                }
+            }
             Err(e)
                 if matches!(
                     e.kind(),
