@@ -18,7 +18,9 @@ use relocd::api::{
 use relocd::backend::sim::spec_from_request;
 use relocd::backend::sim::GuestSpec;
 use relocd::client::{Client, ClientError};
-use relocd::daemon::listener::{Admission, AdmitAll, ListenerConfig, PatternAdmission};
+use relocd::daemon::listener::{
+    Admission, AdmitAll, ListenerConfig, PatternAdmission, PendingLimits,
+};
 use relocd::daemon::{Daemon, DaemonConfig, DaemonParts, SimBackend};
 use relocd::engine::{Engine, EngineConfig};
 use relocd::peer::Resolver;
@@ -112,10 +114,30 @@ fn node_with(
     admission: Arc<dyn Admission>,
     max_sessions: usize,
 ) -> Node {
+    node_with_pending(
+        dir,
+        tag,
+        listen,
+        capacity,
+        admission,
+        max_sessions,
+        PendingLimits::default(),
+    )
+}
+
+fn node_with_pending(
+    dir: &Path,
+    tag: &str,
+    listen: bool,
+    capacity: u64,
+    admission: Arc<dyn Admission>,
+    max_sessions: usize,
+    pending: PendingLimits,
+) -> Node {
     let _ = logs();
     let sim = Arc::new(SimBackend::with_capacity(capacity));
     let io = Duration::from_secs(5);
-    let daemon = Daemon::start(
+    let daemon = Daemon::start_with(
         DaemonConfig {
             control: dir.join(format!("{tag}.sock")),
             state_dir: dir.join(tag),
@@ -127,6 +149,7 @@ fn node_with(
             }),
             shutdown_grace: io,
         },
+        pending,
         |journal| {
             let engine = Arc::new(Engine::new(
                 sim.clone(),
@@ -627,6 +650,40 @@ fn the_demo_runs_and_its_checks_pass() {
     relocd::demo::run(&args, &out).unwrap();
 }
 
+/// A destination whose connections awaiting admission are all taken (here
+/// by idle connections from the source's own address) answers with the
+/// protocol's busy refusal, and the source says the host is busy, never
+/// that hosts-allow refused it.
+#[test]
+fn a_host_with_no_room_for_another_connection_is_said_to_be_busy() {
+    let dir = scratch("pending-full");
+    let a = node(&dir, "a", false, 1 << 30, Arc::new(AdmitAll));
+    let b = node_with_pending(
+        &dir,
+        "b",
+        true,
+        1 << 30,
+        Arc::new(AdmitAll),
+        2,
+        PendingLimits {
+            handshake_timeout: Duration::from_secs(60),
+            per_address: 1,
+        },
+    );
+    create(&a, "web1", 8 * MIB);
+    let to = b.addr();
+    // Connected first, so accepted first (the listen queue is in order).
+    let _idle = std::net::TcpStream::connect(to).unwrap();
+    let peer = refused(
+        &a,
+        to,
+        ErrorKind::Refused,
+        &format!("{to} is busy: too many connections awaiting admission"),
+    );
+    assert_eq!(peer.map(|p| p.reason).as_deref(), Some("busy"));
+    assert!(b.sim.hypervisor().list().is_empty());
+}
+
 #[test]
 fn the_concurrency_limit_refuses_with_the_protocols_reason() {
     let dir = scratch("busy");
@@ -653,8 +710,18 @@ fn the_concurrency_limit_refuses_with_the_protocols_reason() {
     eventually("the first migration is admitted", || {
         b.sim.hypervisor().by_name("slow").is_some()
     });
-    // …so the next is refused with the reason, and stays.
-    refused(&a, to, ErrorKind::Refused, "too many migrations");
+    // …so the next is refused with the reason, and stays: the host is
+    // said to be busy (not refusing this guest or this host).
+    let peer = refused(
+        &a,
+        to,
+        ErrorKind::Refused,
+        &format!("{to} is busy: too many migrations in progress (at most 1)"),
+    );
+    assert_eq!(
+        peer.map(|p| p.reason).as_deref(),
+        Some("too_many_migrations")
+    );
     first.join().unwrap().unwrap();
     assert!(b.sim.hypervisor().by_name("slow").is_some());
 }

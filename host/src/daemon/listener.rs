@@ -710,7 +710,7 @@ fn answer_pending_full(
             stream,
             crate::session::Refusal::new(
                 relocd_core::protocol::RefuseReason::Busy,
-                "busy: too many connections awaiting admission",
+                "too many connections awaiting admission",
             ),
             BUSY_WRITE_TIMEOUT,
         )

@@ -920,7 +920,7 @@ impl<B: Backend> Service for Engine<B> {
             conn,
             Some(Refusal::new(
                 RefuseReason::TooManyMigrations,
-                format!("busy: too many migrations in progress (at most {limit})"),
+                format!("too many migrations in progress (at most {limit})"),
             )),
         );
     }
