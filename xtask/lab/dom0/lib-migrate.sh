@@ -377,6 +377,20 @@ e2e_mig_soft_fail() {
   E2E_MIG_FAILED=1
 }
 
+# e2e_mig_session_open: a TCP connection to or from relocd's relocation
+# port (8002) is established here (read from /proc/net/tcp and tcp6,
+# without a fork, so that it can come right before a kill)
+e2e_mig_session_open() {
+  for _f in /proc/net/tcp /proc/net/tcp6; do
+    [ -r "$_f" ] || continue
+    while read -r _x _loc _rem _st _rest; do
+      [ "$_st" = 01 ] || continue
+      case "$_loc $_rem" in *:1F42\ *|*:1F42) return 0 ;; esac
+    done < "$_f"
+  done
+  return 1
+}
+
 e2e_mig_tx() { cat /sys/class/net/eth0/statistics/tx_bytes 2>/dev/null || echo 0; }
 e2e_mig_report_tx() { # e2e_mig_report_tx NAME BEFORE: bytes eth0 sent since BEFORE
   e2e_report "$1_eth0_tx_bytes" $(($(e2e_mig_tx) - $2))
