@@ -27,9 +27,14 @@
 //! relocd's own), `relocd-migrate-remote` (`--live` A to B; relocd's
 //! figures and the pause the guest saw, timed on one clock),
 //! `relocd-migrate-refused` (B's hosts-allow does not admit A),
-//! `relocd-migrate-faults` (the link cut mid pre-copy; the destination
-//! daemon killed in the stop-and-copy) and `migrate-side-by-side` (`xl
-//! migrate` A to B, then `relocd migrate --live` B to A, on one guest).
+//! `relocd-migrate-no-memory` (B has too little free memory: its reason
+//! reaches A's user), `relocd-migrate-faults` (the link cut mid pre-copy;
+//! the destination daemon killed in the stop-and-copy, then in the
+//! pre-copy, the phase of each kill asserted), `relocd-resolve` (the
+//! destination daemon ends at the commit, after journaling it and before:
+//! the source in doubt, settled with `relocd resolve`) and
+//! `migrate-side-by-side` (`xl migrate` A to B, then `relocd migrate
+//! --live` B to A, on one guest).
 //! [`BY_NAME_ONLY`] holds `xl-migrate-remote`, whose xl migration
 //! `migrate-side-by-side` repeats.
 //!
@@ -173,11 +178,25 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout: Duration::from_secs(80),
     },
     Scenario {
+        name: "relocd-migrate-no-memory",
+        about: "two hosts: B has less free memory than the guest needs: relocd migrate exits 1 with B's reason, the guest runs on at A never stopped, B gets no domain",
+        hosts: 2,
+        xen: XenBuild::Shadow,
+        timeout: Duration::from_secs(150),
+    },
+    Scenario {
         name: "relocd-migrate-faults",
         about: "two hosts: the link cut mid pre-copy; B's daemon killed in the stop-and-copy, then in the pre-copy: the guest goes on at A, B keeps no domain",
         hosts: 2,
         xen: XenBuild::Shadow,
         // Measured 131-172 s.
+        timeout: Duration::from_secs(300),
+    },
+    Scenario {
+        name: "relocd-resolve",
+        about: "two hosts: B's daemon ends at the commit (after journaling it, then before): A is in doubt; relocd resolve --discard, then --resume: exactly one copy runs on",
+        hosts: 2,
+        xen: XenBuild::Shadow,
         timeout: Duration::from_secs(300),
     },
     Scenario {
