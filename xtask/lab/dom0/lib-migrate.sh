@@ -54,6 +54,7 @@ e2e_mig_serve() { # e2e_mig_serve [ARGS...]: the daemon, its PID in E2E_MIG_PID
 
 e2e_mig_stop() { # stops the daemon (TERM), if it runs
   [ -n "$E2E_MIG_PID" ] || return 0
+  kill -CONT "$E2E_MIG_PID" 2>/dev/null   # (a scenario may have frozen it)
   kill "$E2E_MIG_PID" 2>/dev/null
   wait "$E2E_MIG_PID" 2>/dev/null
   E2E_MIG_PID=
@@ -101,6 +102,7 @@ E2E_MIG_SENT=/tmp/e2e-msg-sent   # the last SEQ this host used
 E2E_MIG_READ=/tmp/e2e-msg-read   # the last SEQ of the peer's this host took
 E2E_MIG_SERVER=/tmp/e2e-msg-server.sh
 E2E_MIG_MSG_PID=
+E2E_MIG_CR=$(printf '\r')
 
 e2e_mig_msg_listen() { # starts this host's message server (once a scenario)
   : > "$E2E_MIG_INBOX"
@@ -109,7 +111,6 @@ e2e_mig_msg_listen() { # starts this host's message server (once a scenario)
   cat > "$E2E_MIG_SERVER" <<'EOS'
 # one connection to the message server: stdin and stdout are the socket
 IFS= read -r -t 10 line || exit 0
-line=${line%"$(printf '\r')"}
 case "$line" in "m $E2E_SCENARIO "[0-9]*" "?*) ;; *) exit 0 ;; esac
 rest=${line#"m $E2E_SCENARIO "}
 case "${rest%% *}" in *[!0-9]*) exit 0 ;; esac
@@ -138,7 +139,7 @@ e2e_mig_tell() { # e2e_mig_tell MSG [TRIES]: sends until the peer acknowledges
   _n=0
   while :; do
     _ack=$(echo "m $E2E_SCENARIO $_seq $1" | timeout 10 nc -w 3 "$E2E_MIG_PEER" $E2E_MIG_MSG_PORT 2>/dev/null)
-    [ "$(echo "$_ack" | tr -d '\r')" = "ack $E2E_SCENARIO $_seq" ] && return 0
+    [ "${_ack%"$E2E_MIG_CR"}" = "ack $E2E_SCENARIO $_seq" ] && return 0
     _n=$((_n + 1))
     [ $_n -ge "${2:-120}" ] && { echo "E2E-INFO the peer did not take message $_seq '$1' ($_n tries)"; return 1; }
     sleep 0.5

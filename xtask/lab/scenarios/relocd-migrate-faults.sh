@@ -7,11 +7,14 @@
 #  (b) A migrates again with one pre-copy round at 2 MiB/s (so that the
 #      stop-and-copy has megabytes to send); when a xenstore watch on A
 #      sees relocd ask the guest to suspend (the stop-and-copy begins), A
-#      tells B, which kills its daemon (kill -9): the migration fails, A
-#      resumes the guest, which counts on and verifies its whole working
-#      set; B's restarted daemon settles its journal: no domain left on B.
-#      A kill that comes after B's commit (A: "in doubt") is reported as a
-#      miss of the test, with where the guest runs;
+#      freezes its own daemon (SIGSTOP: the stop-and-copy takes about a
+#      second, less than telling B takes on a loaded machine) and tells B,
+#      which kills its daemon (kill -9); then A's daemon goes on (SIGCONT):
+#      the migration fails, A resumes the guest, which counts on and
+#      verifies its whole working set; B's restarted daemon settles its
+#      journal: no domain left on B. A kill that comes after B's commit
+#      (A: "in doubt") fails the scenario as a miss, with where the guest
+#      runs;
 #  (c) as (b), but B's daemon is killed 5 s into the pre-copy.
 # The phase of each kill is asserted, not assumed: in (b) relocd had asked
 # the guest to suspend before B was told, in (c) it had not; in both the
@@ -124,11 +127,19 @@ A)
   while kill -0 $wp 2>/dev/null && kill -0 $mp 2>/dev/null; do usleep 50000; done
   suspend_asked=no
   kill -0 $wp 2>/dev/null || suspend_asked=yes
-  # (after the tell the kill may end the migration at once)
+  # The stop-and-copy lasts about a second here, less than a message and
+  # a kill take on a loaded machine: A's daemon is frozen (SIGSTOP) in it
+  # until B's daemon is dead, so the kill cannot land after the commit.
+  frozen=no
+  if [ $suspend_asked = yes ] && kill -0 $mp 2>/dev/null; then
+    kill -STOP "$E2E_MIG_PID" && frozen=yes
+  fi
   running_when_told=no
   kill -0 $mp 2>/dev/null && running_when_told=yes
-  echo "E2E-INFO (b) suspend asked: $suspend_asked at $(e2e_secs "$t0" "$(e2e_now)") s: telling B to kill its daemon"
-  e2e_mig_tell kill 20 || e2e_fail "(b) cannot tell B to kill its daemon"
+  echo "E2E-INFO (b) suspend asked: $suspend_asked at $(e2e_secs "$t0" "$(e2e_now)") s, A's daemon frozen: $frozen; telling B to kill its daemon"
+  e2e_mig_tell kill 20 || { kill -CONT "$E2E_MIG_PID"; e2e_fail "(b) cannot tell B to kill its daemon"; }
+  b_said=$(e2e_mig_hear 60)
+  kill -CONT "$E2E_MIG_PID"
   e2e_step kill-migrate-ends wait $mp
   rc=$?
   cat /tmp/migrate-b.json
@@ -140,7 +151,7 @@ A)
   e2e_report kill_state_after "$(e2e_mig_guest_state)"
   e2e_report kill_suspend_asked_before_kill "$suspend_asked"
   e2e_report kill_migration_running_when_b_told "$running_when_told"
-  b_said=$(e2e_mig_hear 60)
+  e2e_report kill_a_daemon_frozen "$frozen"
   e2e_report kill_b_said "$b_said"
   [ $rc != 0 ] || { e2e_mig_tell "kill-late $rc"; e2e_fail "(b) the migration succeeded: the kill came after B's commit"; }
   if grep -q "in doubt" /tmp/migrate-b.json; then
