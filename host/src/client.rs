@@ -1,13 +1,32 @@
 //! The CLI's side of the management socket: a blocking [`Client`] and the
 //! thin client commands (`relocd list`, …) built on it.
 
-use crate::daemon::control::{
+use crate::api::{
     read_line, write_line, CommandError, DomainInfo, ErrorKind, FrameError, Outcome, Progress,
     Reply, Request, MAX_LINE,
 };
 use std::io::{self, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+
+/// `--control` after a subcommand that talks to the daemon. The same
+/// option before the subcommand (`relocd --control SOCKET list`) and
+/// `RELOCD_CONTROL` name the socket too; this one wins when both are given.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ControlArg {
+    /// The daemon's management socket (default: RELOCD_CONTROL, else
+    /// /run/relocd/relocd.sock).
+    #[arg(long = "control", value_name = "SOCKET")]
+    pub control: Option<std::path::PathBuf>,
+}
+
+impl ControlArg {
+    /// The socket: this option's, else `outer` (the option before the
+    /// subcommand, which carries RELOCD_CONTROL and the default).
+    pub fn or<'a>(&'a self, outer: &'a Path) -> &'a Path {
+        self.control.as_deref().unwrap_or(outer)
+    }
+}
 
 /// Why a command could not be done through the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +39,17 @@ pub enum ClientError {
         /// The OS error.
         #[source]
         source: io::Error,
+    },
+    /// The socket is there, but this user may not use it.
+    #[error(
+        "permission denied on relocd's management socket {path}: it is {owner}'s (mode 0600), \
+         so only {owner} may run relocd's commands; run this as {owner} (e.g. with sudo)"
+    )]
+    Denied {
+        /// The socket.
+        path: PathBuf,
+        /// Who owns it (a user name, or `uid N`).
+        owner: String,
     },
     /// The connection failed mid-command.
     #[error("connection to relocd failed: {0}")]
@@ -42,9 +72,33 @@ impl ClientError {
             ClientError::Connect { .. } | ClientError::Io(_) => {
                 CommandError::new(ErrorKind::Network, self.to_string())
             }
+            ClientError::Denied { .. } => {
+                CommandError::new(ErrorKind::PermissionDenied, self.to_string())
+            }
             ClientError::Protocol(_) => CommandError::new(ErrorKind::Internal, self.to_string()),
         }
     }
+}
+
+/// Who owns `path`: `root`, a user name from /etc/passwd, or `uid N`.
+fn owner_of(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = std::fs::metadata(path).map(|m| m.uid()) else {
+        return "its owner".to_owned();
+    };
+    if uid == 0 {
+        return "root".to_owned();
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id = f.nth(1)?.parse::<u32>().ok()?;
+            (id == uid).then(|| name.to_owned())
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// A connection to the daemon's management socket.
@@ -72,9 +126,18 @@ impl Canceller {
 impl Client {
     /// Connects to the daemon at `path`.
     pub fn connect(path: &Path) -> Result<Client, ClientError> {
-        let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
-            path: path.to_owned(),
-            source,
+        let stream = UnixStream::connect(path).map_err(|source| {
+            if source.kind() == io::ErrorKind::PermissionDenied {
+                ClientError::Denied {
+                    path: path.to_owned(),
+                    owner: owner_of(path),
+                }
+            } else {
+                ClientError::Connect {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
         })?;
         let writer = stream.try_clone()?;
         Ok(Client {
@@ -195,7 +258,7 @@ pub fn report_error(err: &dyn std::fmt::Display, kind: ErrorKind, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::control::DomainState;
+    use crate::api::DomainState;
 
     #[test]
     fn table_has_xm_columns_and_in_doubt() {

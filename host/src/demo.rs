@@ -21,15 +21,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::api::{ErrorKind, MigrateRequest, Outcome, Request, SimCreateRequest};
+use crate::backend::sim::spec_from_request;
+use crate::backend::sim::DomainState;
 use crate::cli::sim::PatternArg;
 use crate::cli::summary::{format_bytes, format_rate, outcome_json, transfer_text};
 use crate::cli::{call_long, call_short, Failure, LongCommand, Output};
-use crate::daemon::control::{ErrorKind, MigrateRequest, Outcome, Request, SimCreateRequest};
 use crate::daemon::listener::{AdmitAll, ListenerConfig};
-use crate::daemon::sim_backend::spec_from_request;
 use crate::daemon::{Daemon, DaemonConfig, DaemonParts, SimBackend};
 use crate::engine::{Engine, EngineConfig};
-use crate::sim::DomainState;
 
 /// `relocd demo`'s arguments.
 #[derive(Clone, Debug, clap::Args)]
@@ -53,11 +53,11 @@ pub struct DemoArgs {
 }
 
 fn parse_memory(text: &str) -> Result<u64, String> {
-    crate::sim::parse_memory(text).map_err(|e| e.to_string())
+    crate::backend::sim::parse_memory(text).map_err(|e| e.to_string())
 }
 
 fn parse_rate(text: &str) -> Result<u64, String> {
-    crate::sim::parse_rate(text).map_err(|e| e.to_string())
+    crate::backend::sim::parse_rate(text).map_err(|e| e.to_string())
 }
 
 const NAME: &str = "demo1";
@@ -88,10 +88,8 @@ fn start_daemon(dir: &Path, tag: &str, listen: bool) -> Result<(Daemon, Arc<SimB
             EngineConfig { io_timeout },
         ));
         DaemonParts {
-            backend: sim.clone(),
-            operations: engine.clone(),
+            service: engine,
             admission: Arc::new(AdmitAll),
-            sessions: engine,
         }
     })
     .map_err(|e| fail(format!("starting the {tag} daemon: {e}")))?;
@@ -209,7 +207,7 @@ fn run_in(dir: &Path, args: &DemoArgs, out: &Output) -> Result<(), Failure> {
     }
 }
 
-fn check(a: &SimBackend, b: &SimBackend, spec: &crate::sim::GuestSpec) -> Vec<Check> {
+fn check(a: &SimBackend, b: &SimBackend, spec: &crate::backend::sim::GuestSpec) -> Vec<Check> {
     let mut checks = Vec::new();
     let Some(g) = b.hypervisor().by_name(NAME) else {
         checks.push(Check {

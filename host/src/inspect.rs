@@ -203,6 +203,9 @@ struct Printer<'o> {
     first_record: bool,
     header_printed: bool,
     offset: u64,
+    /// The image carries its vCPUs in `HVM_CONTEXT` (a blob of the
+    /// hypervisor's, not counted) rather than in vCPU records.
+    hvm_context: bool,
 }
 
 fn kind_name(k: StreamKind) -> &'static str {
@@ -241,6 +244,7 @@ impl<'o> Printer<'o> {
             first_record: true,
             header_printed: false,
             offset: 0,
+            hvm_context: false,
         }
     }
 
@@ -318,6 +322,9 @@ impl<'o> Printer<'o> {
             }
             Event::Record(r) => {
                 self.flush_pending(false)?;
+                if RecordType::from(r.rtype) == RecordType::HvmContext {
+                    self.hvm_context = true;
+                }
                 self.pending = Some(Pending {
                     info: *r,
                     detail: String::new(),
@@ -438,6 +445,12 @@ impl<'o> Printer<'o> {
         Ok(())
     }
 
+    /// The vCPUs the image's vCPU records name; `None` when it has none
+    /// and carries its vCPU state in `HVM_CONTEXT` instead.
+    fn vcpus(&self) -> Option<u32> {
+        (self.totals.vcpus > 0 || !self.hvm_context).then_some(self.totals.vcpus)
+    }
+
     fn finish(&mut self, outcome: &Outcome) -> io::Result<()> {
         let incomplete = !matches!(outcome, Outcome::Complete);
         self.flush_pending(incomplete)?;
@@ -460,7 +473,7 @@ impl<'o> Printer<'o> {
                     "page_data_records": t.page_data_records,
                     "pages": types,
                     "data_pages": t.data_pages,
-                    "vcpus": t.vcpus,
+                    "vcpus": self.vcpus(),
                     "checkpoints": t.checkpoints,
                     "bytes": self.offset,
                 },
@@ -497,7 +510,10 @@ impl<'o> Printer<'o> {
                 },
                 t.data_pages
             )?;
-            writeln!(self.out, "  vcpus: {}", t.vcpus)?;
+            match self.vcpus() {
+                Some(n) => writeln!(self.out, "  vcpus: {n}")?,
+                None => writeln!(self.out, "  vcpus: in HVM_CONTEXT (not counted)")?,
+            }
             writeln!(self.out, "  bytes: {}", self.offset)?;
             if let Outcome::Damaged(e) = outcome {
                 writeln!(self.out, "error: {e}")?;

@@ -3,6 +3,8 @@
 //! them directly.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod backend;
 pub mod check_host;
 pub mod cli;
 pub mod client;
@@ -10,8 +12,9 @@ pub mod daemon;
 pub mod demo;
 pub mod engine;
 pub mod inspect;
+pub mod journal;
+pub mod lock;
 pub mod peer;
 pub mod session;
 pub mod settings;
-pub mod sim;
-pub mod xen;
+pub mod units;

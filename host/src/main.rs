@@ -10,8 +10,9 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "relocd", version, about, after_help = cli::EXIT_STATUS_HELP)]
 struct Cli {
-    /// The daemon's management socket (for `serve` and every client command).
-    #[arg(long, global = true, value_name = "SOCKET", env = "RELOCD_CONTROL", default_value = daemon::DEFAULT_CONTROL)]
+    /// The daemon's management socket (for `serve` and the commands that
+    /// talk to it; also accepted after the subcommand).
+    #[arg(long, value_name = "SOCKET", env = "RELOCD_CONTROL", default_value = daemon::DEFAULT_CONTROL)]
     control: PathBuf,
     /// Machine-readable output (JSON) for every command.
     #[arg(long, global = true)]
@@ -25,7 +26,7 @@ enum Command {
     /// Run the daemon: the management socket and the relocation listener.
     Serve(daemon::ServeArgs),
     /// List the domains the daemon's backend sees.
-    List,
+    List(relocd::client::ControlArg),
     /// Would the relocation server admit this peer? (hosts-allow, as xend read it)
     CheckHost(relocd::check_host::CheckHostArgs),
     /// Show a migration stream (xl save file, libxl or libxc stream): headers, records, totals.
@@ -85,20 +86,23 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Serve(args) => {
             daemon::init_logging(cli.json);
-            daemon::serve(control, args).map_err(|e| Failure::new(e.kind(), e.to_string()))
+            daemon::serve(args.conn.or(control), args)
+                .map_err(|e| Failure::new(e.kind(), e.to_string()))
         }
-        Command::List => client::list(control, cli.json).map_err(Failure::from),
+        Command::List(conn) => client::list(conn.or(control), cli.json).map_err(Failure::from),
         // check-host has exit codes of its own (0 admitted, 1 refused, 2 bad config).
         Command::CheckHost(args) => return ExitCode::from(relocd::check_host::run(args, cli.json)),
         // inspect: 0 complete, 1 damaged stream, 2 unreadable input.
         Command::Inspect(args) => return ExitCode::from(relocd::inspect::run(args, cli.json)),
-        Command::Migrate(args) => cli::migrate::run(control, args, &out),
-        Command::Save(args) => cli::save::run(control, args, &out),
-        Command::Restore(args) => cli::restore::run(control, args, &out),
-        Command::Resolve(args) => cli::resolve::run(control, args, &out),
-        Command::Sim(cmd) => cli::sim::run(control, cmd, &out),
+        Command::Migrate(args) => cli::migrate::run(args.conn.or(control), args, &out),
+        Command::Save(args) => cli::save::run(args.conn.or(control), args, &out),
+        Command::Restore(args) => cli::restore::run(args.conn.or(control), args, &out),
+        Command::Resolve(args) => cli::resolve::run(args.conn.or(control), args, &out),
+        Command::Sim(cmd) => cli::sim::run(cmd.conn().or(control), cmd, &out),
         Command::Demo(args) => relocd::demo::run(args, &out),
-        Command::XenProbe { domain } => return ExitCode::from(relocd::xen::probe_main(domain)),
+        Command::XenProbe { domain } => {
+            return ExitCode::from(relocd::backend::xen::probe_main(domain))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,18 +1,19 @@
 //! The client commands (the `relocd` binary) against a daemon started in
 //! this process with the sim backend and scripted operations: what goes on
 //! the wire, the summaries (text and `--json`), Ctrl-C sending `cancel`,
-//! usage errors, and the daemon's stop resuming guests a migration paused.
+//! usage errors.
 
-use relocd::daemon::backend::ProgressSink;
-use relocd::daemon::control::{
+use relocd::api::ProgressSink;
+use relocd::api::{
     CommandError, DomainInfo, DomainState, ErrorKind, MigrateRequest, Phase, Progress,
     ResolveAction, ResolveRequest, RestoreRequest, SaveRequest, TransferSummary,
 };
-use relocd::daemon::listener::{AdmitAll, NoSessions};
-use relocd::daemon::{Backend, Daemon, DaemonConfig, DaemonParts, Operations, SimBackend};
-use relocd::sim::{self, Drive, GuestSpec, SimHypervisor};
+use relocd::backend::sim::{Drive, SimHypervisor};
+use relocd::daemon::listener::AdmitAll;
+use relocd::daemon::{Daemon, DaemonConfig, DaemonParts, Service, SimBackend};
+use relocd::engine::Backend as _;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,7 @@ enum Seen {
 /// `migrate` to "slow" says it started, then reports until cancelled; to
 /// any other host it reports three rounds and succeeds.
 struct ScriptedOps {
+    backend: Arc<SimBackend>,
     seen: Mutex<Vec<Seen>>,
     started: Mutex<mpsc::Sender<()>>,
     cancelled: Mutex<mpsc::Sender<()>>,
@@ -57,14 +59,31 @@ fn summary(domain: &str) -> TransferSummary {
     }
 }
 
-impl Operations for ScriptedOps {
+impl Service for ScriptedOps {
+    fn backend_name(&self) -> &str {
+        "sim"
+    }
+
+    fn list(&self) -> Result<Vec<DomainInfo>, CommandError> {
+        self.backend.list()
+    }
+
+    fn sim_create(&self, req: &relocd::api::SimCreateRequest) -> Result<DomainInfo, CommandError> {
+        self.backend.sim_create(req)
+    }
+
     fn migrate(
         &self,
         req: &MigrateRequest,
         progress: &mut dyn ProgressSink,
     ) -> Result<TransferSummary, CommandError> {
         self.seen.lock().unwrap().push(Seen::Migrate(req.clone()));
-        let cancelled = || CommandError::new(ErrorKind::Cancelled, "cancelled before the commit");
+        let cancelled = || {
+            CommandError::new(
+                ErrorKind::Cancelled,
+                "migration cancelled; web1 keeps running here",
+            )
+        };
         if req.host == "slow" {
             self.started.lock().unwrap().send(()).unwrap();
             let deadline = Instant::now() + PATIENCE;
@@ -145,6 +164,7 @@ impl Setup {
         let (started_tx, started) = mpsc::channel();
         let (cancelled_tx, cancelled) = mpsc::channel();
         let ops = Arc::new(ScriptedOps {
+            backend: backend.clone(),
             seen: Mutex::new(Vec::new()),
             started: Mutex::new(started_tx),
             cancelled: Mutex::new(cancelled_tx),
@@ -157,10 +177,8 @@ impl Setup {
                 shutdown_grace: Duration::from_secs(5),
             },
             |_| DaemonParts {
-                backend: backend.clone(),
-                operations: ops.clone(),
+                service: ops.clone(),
                 admission: Arc::new(AdmitAll),
-                sessions: Arc::new(NoSessions),
             },
         )
         .unwrap();
@@ -324,18 +342,21 @@ fn ctrl_c_cancels_and_says_the_guest_stays() {
             err.contains("relocd: cancelling: web1 keeps running at the source"),
             "{err}"
         );
+        // The daemon's word on the guest's fate, said once.
         if json_flag {
             let v = json(&out);
             assert_eq!(v["error"]["kind"], "cancelled");
-            assert!(v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("web1 keeps running at the source"));
+            assert_eq!(
+                v["error"]["message"],
+                "migration cancelled; web1 keeps running here"
+            );
         } else {
             assert!(
-                err.contains("relocd: cancelled: web1 keeps running at the source"),
+                err.lines()
+                    .any(|l| l == "relocd: migration cancelled; web1 keeps running here"),
                 "{err}"
             );
+            assert_eq!(err.matches("keeps running here").count(), 1, "{err}");
             assert!(out.stdout.is_empty());
         }
     }
@@ -471,44 +492,9 @@ fn usage_errors_exit_2_and_send_nothing() {
         );
     }
     assert!(s.ops.seen.lock().unwrap().is_empty());
-    assert!(s.backend.list().is_empty());
+    assert!(s.backend.infos().is_empty());
     // --help is not an error.
     let out = s.relocd(&["migrate", "--help", "--json"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("Exit status:"));
-}
-
-#[test]
-fn stopping_the_daemon_resumes_guests_a_migration_paused() {
-    let mut s = Setup::new("stop");
-    let hv = s.backend.hypervisor().clone();
-    for name in ["web1", "web2", "web3"] {
-        let spec = GuestSpec::new(name, 4 << 20).unwrap();
-        s.backend.create(&spec).unwrap();
-    }
-    let web1 = hv.by_name("web1").unwrap();
-    let web2 = hv.by_name("web2").unwrap();
-    let web3 = hv.by_name("web3").unwrap();
-    web1.pause().unwrap();
-    s.backend.mark_paused_by_migration(web1.domid());
-    web2.pause().unwrap();
-    s.backend.mark_in_doubt(web2.domid());
-
-    let out = s.relocd(&["list", "--json"]);
-    let states: Vec<Value> = json(&out)["domains"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["state"].clone())
-        .collect();
-    assert_eq!(states, ["paused", "in_doubt", "running"]);
-
-    s.daemon.take().unwrap().stop();
-    assert_eq!(web1.state(), sim::DomainState::Running);
-    // In doubt: only `relocd resolve` may let it run.
-    assert_eq!(web2.state(), sim::DomainState::Paused);
-    assert_eq!(web3.state(), sim::DomainState::Running);
-    assert!(s.backend.paused_by_migration().is_empty());
-    assert_eq!(web1.advance(2), 2);
-    assert!(!Path::new(&s.control()).exists());
 }

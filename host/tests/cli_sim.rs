@@ -221,9 +221,10 @@ fn name_taken_and_no_capacity_are_clear_refusals() {
     let full = serve.relocd(&["sim", "create", "web2", "--memory", "512M"]);
     assert_eq!(full.status.code(), Some(1), "{full:?}");
     let msg = stderr(&full);
-    assert!(msg.contains("cannot create `web2`: no capacity"), "{msg}");
     assert!(
-        msg.contains("needs 512.0 MiB, 256.0 MiB of 1.0 GiB is free"),
+        msg.contains(
+            "cannot create web2: not enough free memory for web2 (needs 512 MiB, has 256 MiB)"
+        ),
         "{msg}"
     );
     let full = serve.relocd(&["sim", "create", "web2", "--memory", "512M", "--json"]);
@@ -274,7 +275,7 @@ fn bad_guests_file_stops_serve_with_the_line() {
     let status = serve.child.wait().unwrap();
     assert_eq!(status.code(), Some(1));
     let line = serve.wait_for(&format!("relocd: {}: ", file.display()));
-    assert!(line.contains("no capacity"), "{line}");
+    assert!(line.contains("not enough free memory for web1"), "{line}");
     assert!(!serve.control.exists());
 }
 
@@ -287,8 +288,8 @@ fn migration_commands_get_the_daemons_typed_error() {
     let save_file = dir.path("web1.save");
     std::fs::write(&save_file, b"not really").unwrap();
     let save_file = save_file.to_str().unwrap();
-    // A directory where the file should go: the image is written to
-    // FILE.tmp, the rename fails, nothing is left and the guest runs on.
+    // A directory where the file should go: refused before the guest is
+    // touched, nothing written.
     let nowhere = dir.path("adir");
     std::fs::create_dir(&nowhere).unwrap();
     let nowhere = nowhere.to_str().unwrap();
@@ -299,7 +300,7 @@ fn migration_commands_get_the_daemons_typed_error() {
             "network",
             "connection refused",
         ),
-        (&["save", "web1", nowhere], "internal", "rename"),
+        (&["save", "web1", nowhere], "bad_request", "is a directory"),
         (&["restore", save_file], "bad_request", "web1.save"),
         (&["resolve", "web1", "--resume"], "refused", "not in doubt"),
     ];
@@ -321,9 +322,10 @@ fn migration_commands_get_the_daemons_typed_error() {
             "{argv:?}: {v}"
         );
     }
-    // The guest was not touched; no temporary file is left.
+    // The guest was not touched; nothing was written.
     assert_eq!(serve.list()[0]["state"], "running");
     assert!(!dir.path("adir.tmp").exists());
+    assert_eq!(std::fs::read_dir(nowhere).unwrap().count(), 0);
 }
 
 #[test]
@@ -340,6 +342,35 @@ fn no_daemon_is_a_failure_that_names_the_socket() {
         &["sim", "create", "g", "--memory", "4K", "--json"],
     );
     assert_eq!(json(&out)["error"]["kind"], "network");
+}
+
+/// A user who may not use root's management socket is told it is a
+/// permission problem and whose socket it is, not "is relocd running?".
+#[test]
+fn a_user_other_than_root_is_told_the_socket_is_roots() {
+    // Only root can run the client as another user here.
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("SKIPPED: needs root, to run the client as another user");
+        return;
+    }
+    let dir = Scratch::new("denied");
+    let serve = Serve::start(&dir, &[]);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .arg("--control")
+        .arg(&serve.control)
+        .args(["list", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux) runs the client as nobody");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "permission_denied", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("permission denied"), "{msg}");
+    assert!(msg.contains("root"), "{msg}");
+    assert!(!msg.contains("is `relocd serve` running"), "{msg}");
 }
 
 #[test]
@@ -365,4 +396,43 @@ fn sigterm_stops_serve_with_running_guests() {
     assert!(serve.child.wait().unwrap().success());
     serve.wait_for("relocd stopped");
     assert!(!serve.control.exists());
+}
+
+/// `--control` goes before or after the subcommand, and is not offered by
+/// the commands that do not talk to the daemon; `--listen` without an
+/// address is a usage error (exit 2) that shows the expected form.
+#[test]
+fn control_placement_and_listen_form() {
+    let dir = Scratch::new("control");
+    let serve = Serve::start(&dir, &[]);
+    let after = Command::new(BIN)
+        .args(["list", "--json", "--control"])
+        .arg(&serve.control)
+        .output()
+        .unwrap();
+    assert!(after.status.success(), "{after:?}");
+    assert!(serve.relocd(&["list"]).status.success());
+    for cmd in ["inspect", "check-host", "demo"] {
+        let help = Command::new(BIN).args([cmd, "--help"]).output().unwrap();
+        assert!(help.status.success());
+        assert!(
+            !stdout(&help).contains("--control"),
+            "{cmd} --help offers --control"
+        );
+    }
+    let help = Command::new(BIN)
+        .args(["migrate", "--help"])
+        .output()
+        .unwrap();
+    assert!(stdout(&help).contains("--control"));
+    let bad = Command::new(BIN)
+        .args(["serve", "--listen", "41008", "--state-dir"])
+        .arg(dir.path("state"))
+        .arg("--control")
+        .arg(dir.path("x.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(stderr(&bad).contains("ADDR:PORT"), "{}", stderr(&bad));
+    assert!(!dir.path("x.sock").exists());
 }

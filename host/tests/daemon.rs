@@ -3,10 +3,8 @@
 //! control input. Each test runs its own daemon with its own socket, state
 //! directory and port.
 
+use relocd::api::{ErrorKind, MigrateRequest, Outcome, PingInfo, Reply, Request, MAX_LINE};
 use relocd::client::{call_once, Client, ClientError};
-use relocd::daemon::control::{
-    ErrorKind, MigrateRequest, Outcome, PingInfo, Reply, Request, MAX_LINE,
-};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;

@@ -1,17 +1,15 @@
-//! The daemon as a library (`Daemon::start`), with test doubles for the
-//! backend and the operations: streaming progress, cancellation (by request
-//! and by hang-up), and the shutdown hooks.
+//! The daemon as a library (`Daemon::start`), with a test double for the
+//! engine's service: streaming progress, cancellation (by request and by
+//! hang-up), and the shutdown hooks.
 
-use relocd::client::{Client, ClientError};
-use relocd::daemon::backend::{Cancelled, ProgressSink};
-use relocd::daemon::control::{
+use relocd::api::{Cancelled, ProgressSink};
+use relocd::api::{
     CommandError, DomainInfo, DomainState, ErrorKind, MigrateRequest, Outcome, Phase, Progress,
     Reply, Request, SimCreateRequest, TransferSummary,
 };
+use relocd::client::{Client, ClientError};
 use relocd::daemon::listener::AdmitAll;
-use relocd::daemon::{
-    Backend, Daemon, DaemonConfig, DaemonParts, NoOperations, Operations, SessionHandler,
-};
+use relocd::daemon::{Daemon, DaemonConfig, DaemonParts, Service};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -27,39 +25,31 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-struct FakeBackend {
+/// One domain, in doubt; `migrate` to host "fast" reports three rounds and
+/// succeeds; to host "slow" it reports once, then waits until cancelled
+/// (telling `cancelled`).
+struct FakeService {
+    cancelled: Mutex<mpsc::Sender<&'static str>>,
     shutdowns: AtomicUsize,
+    stops: AtomicUsize,
 }
 
-impl Backend for FakeBackend {
-    fn name(&self) -> &str {
+impl Service for FakeService {
+    fn backend_name(&self) -> &str {
         "fake"
     }
 
-    fn list(&self) -> Vec<DomainInfo> {
-        vec![DomainInfo {
+    fn list(&self) -> Result<Vec<DomainInfo>, CommandError> {
+        Ok(vec![DomainInfo {
             id: 5,
             name: "web1".into(),
             memory_bytes: 512 << 20,
             vcpus: 1,
             state: DomainState::InDoubt,
             steps: None,
-        }]
+        }])
     }
 
-    fn shutdown(&self) {
-        self.shutdowns.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// `migrate` to host "fast" reports three rounds and succeeds; to host
-/// "slow" it reports once, then waits until cancelled (telling `cancelled`).
-struct FakeOps {
-    cancelled: Mutex<mpsc::Sender<&'static str>>,
-    shutdowns: AtomicUsize,
-}
-
-impl Operations for FakeOps {
     fn migrate(
         &self,
         req: &MigrateRequest,
@@ -102,31 +92,35 @@ impl Operations for FakeOps {
     fn shutdown(&self) {
         self.shutdowns.fetch_add(1, Ordering::SeqCst);
     }
+
+    fn stopped(&self) {
+        self.stops.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
-struct Nobody;
+/// A service with every default: each command "not implemented".
+struct Nothing;
 
-impl SessionHandler for Nobody {
-    fn handle(&self, _session: relocd::daemon::Session) {}
+impl Service for Nothing {
+    fn backend_name(&self) -> &str {
+        "sim"
+    }
 }
 
 struct Fixture {
     daemon: Daemon,
-    backend: Arc<FakeBackend>,
-    ops: Arc<FakeOps>,
+    service: Arc<FakeService>,
     cancelled: mpsc::Receiver<&'static str>,
     dir: PathBuf,
 }
 
 fn start(name: &str) -> Fixture {
     let dir = scratch(name);
-    let backend = Arc::new(FakeBackend {
-        shutdowns: AtomicUsize::new(0),
-    });
     let (tx, cancelled) = mpsc::channel();
-    let ops = Arc::new(FakeOps {
+    let service = Arc::new(FakeService {
         cancelled: Mutex::new(tx),
         shutdowns: AtomicUsize::new(0),
+        stops: AtomicUsize::new(0),
     });
     let daemon = Daemon::start(
         DaemonConfig {
@@ -138,18 +132,15 @@ fn start(name: &str) -> Fixture {
         |journal| {
             assert!(journal.entries().unwrap().is_empty());
             DaemonParts {
-                backend: backend.clone(),
-                operations: ops.clone(),
+                service: service.clone(),
                 admission: Arc::new(AdmitAll),
-                sessions: Arc::new(Nobody),
             }
         },
     )
     .unwrap();
     Fixture {
         daemon,
-        backend,
-        ops,
+        service,
         cancelled,
         dir,
     }
@@ -264,8 +255,8 @@ fn stop_calls_the_shutdown_hooks_and_removes_the_socket() {
     assert!(control.exists());
     f.daemon.stop();
     assert!(!control.exists());
-    assert_eq!(f.ops.shutdowns.load(Ordering::SeqCst), 1);
-    assert_eq!(f.backend.shutdowns.load(Ordering::SeqCst), 1);
+    assert_eq!(f.service.shutdowns.load(Ordering::SeqCst), 1);
+    assert_eq!(f.service.stops.load(Ordering::SeqCst), 1);
     let _ = std::fs::remove_dir_all(&f.dir);
 }
 
@@ -294,10 +285,8 @@ fn default_operations_are_typed_not_implemented_errors() {
             shutdown_grace: Duration::from_secs(5),
         },
         |_| DaemonParts {
-            backend: Arc::new(relocd::daemon::EmptyBackend::new("sim")),
-            operations: Arc::new(NoOperations),
+            service: Arc::new(Nothing),
             admission: Arc::new(AdmitAll),
-            sessions: Arc::new(Nobody),
         },
     )
     .unwrap();
@@ -306,9 +295,9 @@ fn default_operations_are_typed_not_implemented_errors() {
         migrate("hostb"),
         Request::Save(Default::default()),
         Request::Restore(Default::default()),
-        Request::Resolve(relocd::daemon::control::ResolveRequest {
+        Request::Resolve(relocd::api::ResolveRequest {
             domain: "web1".into(),
-            action: relocd::daemon::control::ResolveAction::Resume,
+            action: relocd::api::ResolveAction::Resume,
         }),
     ] {
         let err = client.call(&req, |_| {}).unwrap_err();

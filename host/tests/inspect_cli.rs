@@ -234,3 +234,37 @@ fn missing_file_is_an_io_error_and_help_describes_the_command() {
         "{out}"
     );
 }
+
+/// An HVM-style image (what the sim backend saves) carries its vCPUs in
+/// HVM_CONTEXT: inspect says so rather than `vcpus: 0`.
+#[test]
+fn vcpus_in_hvm_context_are_not_reported_as_zero() {
+    let dom = DomainHeaderRepr {
+        domain_type: DomainType::X86Hvm,
+        page_shift: 12,
+        xen_major: 4,
+        xen_minor: 17,
+    };
+    let mut w = StreamWriter::new_xl(Bytes::default(), b"{\"name\":\"g\"}\0", dom).unwrap();
+    w.static_data_end().unwrap();
+    let page = [0x5au8; 4096];
+    let pfn = PfnEntry {
+        pfn: 0,
+        page_type: PageType::NoTab,
+    };
+    w.page_data(&[pfn], &[&page]).unwrap();
+    w.hvm_params(&[]).unwrap();
+    w.hvm_context(&[0u8; 16]).unwrap();
+    w.end().unwrap();
+    let bytes = w.finish().unwrap().0;
+    let o = relocd(&["inspect", "-"], Some(&bytes));
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("vcpus: in HVM_CONTEXT (not counted)"),
+        "{text}"
+    );
+    let o = relocd(&["inspect", "--json", "-"], Some(&bytes));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["totals"]["vcpus"].is_null(), "{v}");
+}

@@ -227,7 +227,8 @@ impl FakeXen {
         let Some(d) = st.domains.get_mut(&domid) else {
             return false;
         };
-        if d.paused() {
+        // A paused or shut-down (suspended) guest runs no code.
+        if d.paused() || d.info.flags & dominf::SHUTDOWN != 0 {
             return false;
         }
         let Some(page) = d.memory.get_mut(&pfn) else {

@@ -23,6 +23,10 @@
 //! `--resume` when it does not); then exactly one copy, running, whose
 //! memory matches the workload's recomputation.
 //!
+//! Each case has its expected outcome ([`expected`]): a fault before
+//! `Prepared` must leave the guest at the source, one after `Committed` at
+//! the destination; only around the commit may the source be in doubt.
+//!
 //! Cases: 11 message kinds (7 source → destination: Hello, Admit, Image,
 //! RoundEnd, Suspended, ImageEnd, Commit; 4 destination → source:
 //! HelloAck, Admitted, Prepared, Committed) and the middle of a page-data
@@ -37,15 +41,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use relocd::client::{Client, ClientError};
-use relocd::daemon::control::{
+use relocd::api::{
     DomainState, MigrateRequest, Outcome, Request, ResolveAction, ResolveRequest, SimCreateRequest,
 };
+use relocd::backend::sim::spec_from_request;
+use relocd::backend::sim::{self, Drive, GuestSpec, SimHypervisor};
+use relocd::client::{Client, ClientError};
 use relocd::daemon::listener::{AdmitAll, ListenerConfig};
-use relocd::daemon::sim_backend::spec_from_request;
 use relocd::daemon::{Daemon, DaemonConfig, DaemonError, DaemonParts, SimBackend};
 use relocd::engine::{Engine, EngineConfig};
-use relocd::sim::{self, Drive, GuestSpec, SimHypervisor};
 
 const MIB: u64 = 1 << 20;
 const IO: Duration = Duration::from_secs(1);
@@ -99,8 +103,7 @@ struct Node {
     tag: &'static str,
     listen: bool,
     hv: SimHypervisor,
-    sim: Arc<SimBackend>,
-    engine: Arc<Engine>,
+    engine: Arc<Engine<SimBackend>>,
     daemon: Option<Daemon>,
 }
 
@@ -130,10 +133,8 @@ impl Node {
                     ));
                     engine = Some(e.clone());
                     DaemonParts {
-                        backend: sim.clone(),
-                        operations: e.clone(),
+                        service: e,
                         admission: Arc::new(AdmitAll),
-                        sessions: e,
                     }
                 },
             );
@@ -144,7 +145,6 @@ impl Node {
                         tag,
                         listen,
                         hv,
-                        sim,
                         engine: engine.unwrap(),
                         daemon: Some(d),
                     }
@@ -394,7 +394,7 @@ fn run_case(root: &Path, n: usize, fault: Fault) -> String {
         let other = if ra { &b } else { &a };
         if other.state().is_some() {
             assert!(
-                std::ptr::eq(other, &a) && !a.sim.in_doubt().is_empty(),
+                std::ptr::eq(other, &a) && !a.engine.in_doubt().is_empty(),
                 "{ctx}: a leftover copy on the other host: {:?}",
                 other.state()
             );
@@ -408,7 +408,7 @@ fn run_case(root: &Path, n: usize, fault: Fault) -> String {
     }
     // An in-doubt copy is reported by list and settled by resolve.
     let mut resolved = None;
-    if !a.sim.in_doubt().is_empty() {
+    if !a.engine.in_doubt().is_empty() {
         let Outcome::Domains { domains } = a.call(&Request::List).unwrap() else {
             panic!()
         };
@@ -454,7 +454,7 @@ fn run_case(root: &Path, n: usize, fault: Fault) -> String {
     g.unpause().unwrap();
     // The journals hold no open session any more.
     for n in [&a, &b] {
-        let open = relocd::daemon::journal::unresolved(&n.daemon().journal().entries().unwrap());
+        let open = relocd::journal::unresolved(&n.daemon().journal().entries().unwrap());
         assert!(open.is_empty(), "{ctx}: open journal entries {open:?}");
     }
     drop(a);
@@ -479,6 +479,33 @@ const KINDS: [(Dir, u8, &str); 11] = [
     (Dir::ToDest, COMMIT, "Commit"),
     (Dir::ToSource, COMMITTED, "Committed"),
 ];
+
+const STAYED: &str = "stayed";
+const MOVED: &str = "moved";
+/// Commit sent, never answered, the destination never committed.
+const DOUBT_RESUME: &str = "in doubt, source in doubt, resolve Resume";
+/// Commit sent and journaled at the destination, the answer lost.
+const DOUBT_DISCARD: &str = "moved, source in doubt, resolve Discard";
+
+/// How a case may end (the protocol's commit rules, as the core's matrix
+/// has them): every fault before `Prepared` leaves the guest at the
+/// source, every fault after `Committed` at the destination; around the
+/// commit the source may be in doubt, and then resolve picks the copy that
+/// committed. Where an in-process kill races the message it follows (the
+/// killed engine may or may not have acted on it), each outcome it may
+/// have is listed.
+fn expected(f: Fault) -> &'static [&'static str] {
+    match (f.tag, f.action) {
+        (PREPARED, Action::Cut | Action::Stall | Action::KillDest) => &[DOUBT_RESUME],
+        (PREPARED, Action::KillSource) => &[STAYED, DOUBT_RESUME, DOUBT_DISCARD],
+        (COMMIT, Action::Cut | Action::Stall) => &[DOUBT_DISCARD],
+        (COMMIT, Action::KillSource) => &[DOUBT_DISCARD, MOVED],
+        (COMMIT, Action::KillDest) => &[DOUBT_RESUME, DOUBT_DISCARD],
+        (COMMITTED, Action::KillSource) => &[MOVED, DOUBT_DISCARD],
+        (COMMITTED, _) => &[MOVED],
+        _ => &[STAYED],
+    }
+}
 
 fn matrix(tag: &str, actions: &[Action], with_mid: bool) -> usize {
     let root = scratch(tag);
@@ -505,6 +532,11 @@ fn matrix(tag: &str, actions: &[Action], with_mid: bool) -> usize {
     let mut seen = Vec::new();
     for (i, f) in faults.iter().enumerate() {
         let o = run_case(&root, i, *f);
+        assert!(
+            expected(*f).contains(&o.as_str()),
+            "case {i} {f:?} ended `{o}`, expected one of {:?}",
+            expected(*f)
+        );
         count.fetch_add(1, Ordering::SeqCst);
         seen.push(format!("{:?}/{}/{}: {o}", f.action, f.tag, f.mid));
     }

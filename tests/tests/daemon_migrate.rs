@@ -11,17 +11,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use relocd::client::{Client, ClientError};
-use relocd::daemon::control::{
+use relocd::api::{
     DomainState, ErrorKind, MigrateRequest, Outcome, Request, RestoreRequest, SaveRequest,
     SimCreateRequest,
 };
+use relocd::backend::sim::spec_from_request;
+use relocd::backend::sim::GuestSpec;
+use relocd::client::{Client, ClientError};
 use relocd::daemon::listener::{Admission, AdmitAll, ListenerConfig, PatternAdmission};
-use relocd::daemon::sim_backend::spec_from_request;
 use relocd::daemon::{Daemon, DaemonConfig, DaemonParts, SimBackend};
 use relocd::engine::{Engine, EngineConfig};
 use relocd::peer::Resolver;
-use relocd::sim::GuestSpec;
 use relocd_core::protocol::msg::{self, Hello, Msg, MAGIC};
 use relocd_core::protocol::Features;
 
@@ -134,10 +134,8 @@ fn node_with(
                 EngineConfig { io_timeout: io },
             ));
             DaemonParts {
-                backend: sim.clone(),
-                operations: engine.clone(),
+                service: engine,
                 admission,
-                sessions: engine,
             }
         },
     )
@@ -211,7 +209,13 @@ fn running_at(n: &Node, name: &str) {
         .expect("still at the source");
     let s = g.steps().unwrap();
     eventually("the guest runs at the source", || g.steps().unwrap() > s);
-    assert!(n.sim.in_doubt().is_empty());
+    let Ok(Outcome::Domains { domains }) = n.call(&Request::List) else {
+        panic!("list failed")
+    };
+    assert!(
+        domains.iter().all(|d| d.state != DomainState::InDoubt),
+        "{domains:?}"
+    );
 }
 
 #[test]
@@ -249,7 +253,7 @@ fn offline_then_live_migration_through_the_control_socket() {
     check_moved(&spec, &b, &a);
     // Both journals hold only settled sessions.
     for n in [&a, &b] {
-        let open = relocd::daemon::journal::unresolved(&n.daemon.journal().entries().unwrap());
+        let open = relocd::journal::unresolved(&n.daemon.journal().entries().unwrap());
         assert!(open.is_empty(), "{open:?}");
     }
 }
@@ -299,12 +303,22 @@ fn refusals_have_clear_messages_and_the_guest_stays() {
     });
 
     let small = node(&dir, "small", true, 8 * MIB, Arc::new(AdmitAll));
-    refused(&a, small.addr(), ErrorKind::Refused, "no capacity");
+    refused(
+        &a,
+        small.addr(),
+        ErrorKind::Refused,
+        "refused web1: not enough free memory for web1 (needs 16 MiB, has 8 MiB)",
+    );
     assert!(small.sim.hypervisor().list().is_empty());
 
     let taken = node(&dir, "taken", true, 1 << 30, Arc::new(AdmitAll));
     create(&taken, "web1", 4 * MIB);
-    refused(&a, taken.addr(), ErrorKind::Refused, "already exists");
+    refused(
+        &a,
+        taken.addr(),
+        ErrorKind::Refused,
+        "refused web1: a domain called web1 exists already",
+    );
     assert_eq!(taken.sim.hypervisor().list().len(), 1);
 
     // Nothing listens: the relocation server is off there.
@@ -356,7 +370,7 @@ fn wrong_protocol_version_is_refused_and_logged() {
     let body = read_frame(&mut s).expect("an answer");
     match msg::decode(&body).unwrap() {
         Msg::VersionRefused(v) => {
-            assert_eq!((v.min_version, v.max_version), (1, 1));
+            assert_eq!((v.min_version, v.max_version), (2, 2));
         }
         other => panic!("{other:?}"),
     }
@@ -458,8 +472,8 @@ fn bad_input_from_the_network_is_refused_and_the_daemon_serves_on() {
     let b = node(&dir, "b", true, 1 << 30, Arc::new(AdmitAll));
     let hello = frame(&Msg::Hello(Hello {
         magic: MAGIC,
-        min_version: 1,
-        max_version: 1,
+        min_version: 2,
+        max_version: 2,
         features: Features::ALL,
     }));
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -539,6 +553,49 @@ fn cancel_from_the_client_leaves_the_guest_running_at_the_source() {
     eventually("the destination drops its copy", || {
         b.sim.hypervisor().list().is_empty()
     });
+}
+
+/// `--bandwidth` holds on an offline migration and an offline save too (it
+/// once applied to live rounds only): the average rate stays under the cap.
+/// An upper bound, so a slow machine cannot make it fail.
+#[test]
+fn the_bandwidth_cap_holds_offline() {
+    let dir = scratch("offline-cap");
+    let a = node(&dir, "a", false, 1 << 30, Arc::new(AdmitAll));
+    let b = node(&dir, "b", true, 1 << 30, Arc::new(AdmitAll));
+    create(&a, "web1", 8 * MIB);
+    let cap = 16 * MIB;
+    let to = b.addr();
+    let Ok(Outcome::Migrated(s)) = a.call(&Request::Migrate(MigrateRequest {
+        domain: "web1".into(),
+        host: to.ip().to_string(),
+        port: Some(to.port()),
+        live: false,
+        bandwidth_bytes_per_s: Some(cap),
+        ..MigrateRequest::default()
+    })) else {
+        panic!("the migration failed")
+    };
+    let rate = s.bytes_sent as f64 / (s.total_ms / 1000.0);
+    assert!(
+        rate <= cap as f64 * 1.1,
+        "{rate:.0} B/s over a {cap} B/s cap: {s:?}"
+    );
+    let file = dir.join("web1.save");
+    let Ok(Outcome::Saved(s)) = b.call(&Request::Save(SaveRequest {
+        domain: "web1".into(),
+        file,
+        keep_running: true,
+        live: false,
+        bandwidth_bytes_per_s: Some(cap),
+    })) else {
+        panic!("the save failed")
+    };
+    let rate = s.bytes_sent as f64 / (s.total_ms / 1000.0);
+    assert!(
+        rate <= cap as f64 * 1.1,
+        "{rate:.0} B/s over a {cap} B/s cap: {s:?}"
+    );
 }
 
 #[test]

@@ -9,10 +9,10 @@ use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Instant;
 
+use relocd::backend::sim::{Drive, GuestSpec, SimError, SimHypervisor, SimSink, SimSource};
 use relocd::session::{
     run_dest, run_source, Clock, DestOptions, FileJournal, SourceOptions, SourceReport,
 };
-use relocd::sim::{Drive, GuestSpec, SimError, SimHypervisor, SimSink, SimSource};
 use relocd_core::protocol::{AdmissionRequest, RefuseReason};
 use relocd_core::time::Duration;
 

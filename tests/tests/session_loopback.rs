@@ -1,7 +1,8 @@
 //! The session drivers over a real loopback TCP connection, a simulated
 //! hypervisor on each side: offline and live migration checked byte for
-//! byte against the workload's recomputation, refusals, a link cut in the
-//! middle of the image, and a cancel.
+//! byte against the workload's recomputation, refusals (with the
+//! destination's words), a link cut in the middle of the image, a cancel,
+//! and peers that are not relocd.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -9,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
-use relocd::session::{
-    run_dest, run_source, Clock, DestOptions, DestReport, FileJournal, ImageError, JournalSink,
-    Progress, SessionError, SourceOptions, SourceReport,
-};
-use relocd::sim::{
+use relocd::backend::sim::{
     DomainState, Drive, GuestSpec, SimError, SimHypervisor, SimSink, SimSource, PAGE_SIZE,
+};
+use relocd::session::{
+    refuse_unread, run_dest, run_source, Clock, DestOptions, DestReport, FileJournal, ImageError,
+    JournalSink, Progress, Refusal, SessionError, SourceOptions, SourceReport,
 };
 use relocd_core::protocol::journal::{RecordKind, Role};
 use relocd_core::protocol::{AbortReason, AdmissionRequest, Error, RefuseReason};
@@ -109,7 +110,7 @@ struct Run {
 }
 
 fn migrate(
-    guest: &relocd::sim::SimGuest,
+    guest: &relocd::backend::sim::SimGuest,
     to: SocketAddr,
     opts: &SourceOptions,
     dir: &Path,
@@ -121,7 +122,7 @@ fn migrate(
 }
 
 fn migrate_with_journal(
-    guest: &relocd::sim::SimGuest,
+    guest: &relocd::backend::sim::SimGuest,
     to: SocketAddr,
     opts: &SourceOptions,
     j: &mut dyn JournalSink,
@@ -168,7 +169,7 @@ fn kinds(path: &Path, role: Role) -> Vec<RecordKind> {
 fn check_moved(
     spec: &GuestSpec,
     src_hv: &SimHypervisor,
-    src: &relocd::sim::SimGuest,
+    src: &relocd::backend::sim::SimGuest,
     dst_hv: &SimHypervisor,
     floor: u64,
 ) -> u64 {
@@ -271,7 +272,10 @@ fn live_migration_of_a_dirtying_guest() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn refused(dst_hv: &SimHypervisor, tag: &str) -> (Run, SimHypervisor, relocd::sim::SimGuest) {
+fn refused(
+    dst_hv: &SimHypervisor,
+    tag: &str,
+) -> (Run, SimHypervisor, relocd::backend::sim::SimGuest) {
     let dir = temp_dir(tag);
     let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
     let spec = GuestSpec::new("web1", 64 * MIB).unwrap();
@@ -297,7 +301,7 @@ fn refused(dst_hv: &SimHypervisor, tag: &str) -> (Run, SimHypervisor, relocd::si
     (run, src_hv, g)
 }
 
-fn still_at_source(hv: &SimHypervisor, g: &relocd::sim::SimGuest) {
+fn still_at_source(hv: &SimHypervisor, g: &relocd::backend::sim::SimGuest) {
     assert_eq!(hv.by_name("web1").map(|x| x.domid()), Some(g.domid()));
     assert_eq!(g.state(), DomainState::Running);
     assert!(!g.log_dirty_enabled());
@@ -314,13 +318,13 @@ fn refusal_name_taken() {
         .unwrap();
     let (run, src_hv, g) = refused(&dst_hv, "taken");
     assert!(
-        matches!(run.src, Err(SessionError::Refused(RefuseReason::NameTaken))),
+        matches!(&run.src, Err(SessionError::Refused(r)) if r.reason == RefuseReason::NameTaken),
         "{:?}",
         run.src
     );
     assert!(matches!(
-        run.dst,
-        Err(SessionError::Refused(RefuseReason::NameTaken))
+        &run.dst,
+        Err(SessionError::Refused(r)) if r.reason == RefuseReason::NameTaken
     ));
     assert_eq!(
         run.src.unwrap_err().to_string(),
@@ -338,14 +342,174 @@ fn refusal_no_capacity() {
     let (run, src_hv, g) = refused(&dst_hv, "capacity");
     assert!(
         matches!(
-            run.src,
-            Err(SessionError::Refused(RefuseReason::NoCapacity))
+            &run.src,
+            Err(SessionError::Refused(r)) if r.reason == RefuseReason::NoCapacity
         ),
         "{:?}",
         run.src
     );
     still_at_source(&src_hv, &g);
     assert!(dst_hv.list().is_empty());
+}
+
+#[test]
+fn a_refusal_carries_the_destination_s_words() {
+    let dir = temp_dir("words");
+    let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let spec = GuestSpec::new("web1", 64 * MIB).unwrap();
+    let g = src_hv.create(&spec, false).unwrap();
+    let dst_hv = SimHypervisor::new(32 * MIB, Drive::Manual);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hv, journal) = (dst_hv.clone(), dir.join("dest.journal"));
+    let dest = thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut j = FileJournal::open(&journal).unwrap();
+        run_dest(
+            s,
+            |req: &AdmissionRequest| {
+                let (need, free) = (req.memory_bytes / MIB, hv.free() / MIB);
+                if req.memory_bytes > hv.free() {
+                    return Err(Refusal::new(
+                        RefuseReason::NoCapacity,
+                        format!(
+                            "not enough free memory for {} (needs {need} MiB, has {free} MiB)",
+                            req.name
+                        ),
+                    ));
+                }
+                admission(&hv, req).map_err(Refusal::from)
+            },
+            &DestOptions::default(),
+            &mut j,
+            &Clock::new(),
+        )
+    });
+    let run = migrate(
+        &g,
+        addr,
+        &SourceOptions::new(15, "web1", true),
+        &dir,
+        dest,
+        false,
+    );
+    let words = "not enough free memory for web1 (needs 64 MiB, has 32 MiB)";
+    let Err(SessionError::Refused(r)) = &run.src else {
+        panic!("{:?}", run.src);
+    };
+    assert_eq!(r.reason, RefuseReason::NoCapacity);
+    assert_eq!(r.detail.as_str(), words);
+    assert_eq!(
+        run.src.as_ref().unwrap_err().to_string(),
+        format!("the destination refused: {words}")
+    );
+    // The destination reports the refusal it made, words included.
+    assert!(
+        matches!(&run.dst, Err(SessionError::Refused(d)) if d.detail.as_str() == words),
+        "{:?}",
+        run.dst
+    );
+    still_at_source(&src_hv, &g);
+    assert!(dst_hv.list().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_busy_destination_refuses_before_reading_the_hello() {
+    let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let g = src_hv
+        .create(&GuestSpec::new("web1", 16 * MIB).unwrap(), false)
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dest = thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        refuse_unread(
+            s,
+            Refusal::new(RefuseReason::Busy, "busy: 36 connections await admission"),
+            std::time::Duration::from_secs(1),
+        )
+    });
+    let dir = temp_dir("busy");
+    let link = TcpStream::connect(addr).unwrap();
+    let mut j = FileJournal::open(&dir.join("source.journal")).unwrap();
+    let r = run_source(
+        link,
+        &mut SimSource::new(g.clone()),
+        &SourceOptions::new(16, "web1", true),
+        &mut j,
+        &mut |_| {},
+        &AtomicBool::new(false),
+        &Clock::new(),
+    );
+    dest.join().unwrap().unwrap();
+    let Err(SessionError::Refused(refusal)) = &r else {
+        panic!("{r:?}");
+    };
+    assert_eq!(refusal.reason, RefuseReason::Busy);
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "the destination refused: busy: 36 connections await admission"
+    );
+    still_at_source(&src_hv, &g);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_peer_that_is_not_relocd_is_named_as_such() {
+    let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let g = src_hv
+        .create(&GuestSpec::new("web1", 16 * MIB).unwrap(), false)
+        .unwrap();
+    // An HTTP server: it reads what it takes for a request and answers
+    // 400 (its length prefix would read as 1,213,486,160 bytes).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 12];
+        let _ = s.read_exact(&mut buf);
+        let _ = s.write_all(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let _ = s.shutdown(Shutdown::Write);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        rest
+    });
+    let dir = temp_dir("not-relocd");
+    let link = TcpStream::connect(addr).unwrap();
+    let mut j = FileJournal::open(&dir.join("source.journal")).unwrap();
+    let r = run_source(
+        link,
+        &mut SimSource::new(g.clone()),
+        &SourceOptions::new(17, "web1", true),
+        &mut j,
+        &mut |_| {},
+        &AtomicBool::new(false),
+        &Clock::new(),
+    );
+    assert!(
+        matches!(
+            r,
+            Err(SessionError::Aborted {
+                error: Error::NotRelocd {
+                    first: [b'H', b'T', b'T', b'P']
+                },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let text = r.unwrap_err().to_string();
+    assert!(
+        text.contains("does not speak relocd's relocation protocol"),
+        "{text}"
+    );
+    // Nothing of ours went after the hello: no Abort to a stranger.
+    assert!(server.join().unwrap().is_empty());
+    still_at_source(&src_hv, &g);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -370,12 +534,24 @@ fn link_cut_mid_image_resumes_at_source() {
     let run = migrate(&g, proxy_addr, &opts, &dir, dest, false);
     assert_eq!(proxy.join().unwrap(), 9 * MIB as usize);
     assert!(
-        matches!(run.src, Err(SessionError::Aborted(Error::LinkLost { .. }))),
+        matches!(
+            run.src,
+            Err(SessionError::Aborted {
+                error: Error::LinkLost { .. },
+                ..
+            })
+        ),
         "{:?}",
         run.src
     );
     assert!(
-        matches!(run.dst, Err(SessionError::Aborted(Error::LinkLost { .. }))),
+        matches!(
+            run.dst,
+            Err(SessionError::Aborted {
+                error: Error::LinkLost { .. },
+                ..
+            })
+        ),
         "{:?}",
         run.dst
     );
@@ -410,7 +586,11 @@ fn cancel_leaves_the_guest_running_at_source() {
     assert!(
         matches!(
             run.dst,
-            Err(SessionError::Cancelled) | Err(SessionError::Aborted(Error::LinkLost { .. }))
+            Err(SessionError::Cancelled)
+                | Err(SessionError::Aborted {
+                    error: Error::LinkLost { .. },
+                    ..
+                })
         ),
         "{:?}",
         run.dst
@@ -439,14 +619,49 @@ fn feed_dest(bytes: &[u8], dst_hv: &SimHypervisor, tag: &str) -> Result<DestRepo
 fn bad_input_at_the_destination_is_refused_without_a_domain() {
     use relocd_core::protocol::{Limit, Misbehavior};
     let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
-    // A length prefix of 4 GiB: refused before a byte of body is read.
+    // A first length prefix of 4 GiB: no relocd sends that, refused
+    // before a byte of body is read.
     let r = feed_dest(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3], &dst_hv, "oversize");
     assert!(
         matches!(
             r,
-            Err(SessionError::Aborted(Error::LimitExceeded(
-                Limit::FrameTooLong { .. }
-            )))
+            Err(SessionError::Aborted {
+                error: Error::NotRelocd { .. },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // An HTTP client.
+    let r = feed_dest(b"GET / HTTP/1.1\r\n\r\n", &dst_hv, "http");
+    assert!(
+        matches!(
+            r,
+            Err(SessionError::Aborted {
+                error: Error::NotRelocd {
+                    first: [b'G', b'E', b'T', b' ']
+                },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // After a hello, an oversize control frame is just that.
+    let mut hello = vec![0, 0, 0, 8, 0, b'R', b'L', b'C', b'D'];
+    hello.extend_from_slice(&[
+        relocd_core::protocol::PROTOCOL_VERSION_MIN as u8,
+        relocd_core::protocol::PROTOCOL_VERSION as u8,
+        1,
+    ]);
+    hello.extend_from_slice(&[0, 0, 2, 0]);
+    let r = feed_dest(&hello, &dst_hv, "oversize2");
+    assert!(
+        matches!(
+            r,
+            Err(SessionError::Aborted {
+                error: Error::LimitExceeded(Limit::FrameTooLong { len: 512, .. }),
+                ..
+            })
         ),
         "{r:?}"
     );
@@ -455,9 +670,10 @@ fn bad_input_at_the_destination_is_refused_without_a_domain() {
     assert!(
         matches!(
             r,
-            Err(SessionError::Aborted(Error::PeerMisbehaved(
-                Misbehavior::XendProtocol
-            )))
+            Err(SessionError::Aborted {
+                error: Error::PeerMisbehaved(Misbehavior::XendProtocol),
+                ..
+            })
         ),
         "{r:?}"
     );
@@ -466,9 +682,10 @@ fn bad_input_at_the_destination_is_refused_without_a_domain() {
     assert!(
         matches!(
             r,
-            Err(SessionError::Aborted(Error::PeerMisbehaved(
-                Misbehavior::Malformed
-            )))
+            Err(SessionError::Aborted {
+                error: Error::PeerMisbehaved(Misbehavior::Malformed),
+                ..
+            })
         ),
         "{r:?}"
     );
@@ -578,13 +795,14 @@ fn commit_journal_failure_aborts_before_the_point_of_no_return() {
         "{:?}",
         run.src
     );
-    // The destination was told (Abort) and never ran its copy.
+    // The destination was told (Abort) why, and never ran its copy.
     assert!(
         matches!(
-            run.dst,
-            Err(SessionError::Aborted(Error::Aborted(
-                AbortReason::SourceFailed
-            )))
+            &run.dst,
+            Err(SessionError::Aborted {
+                error: Error::Aborted(AbortReason::SourceFailed),
+                detail,
+            }) if detail == "journaling the commit: disk gone"
         ),
         "{:?}",
         run.dst
@@ -605,14 +823,14 @@ struct FailingSink {
 }
 
 impl relocd_core::guest::SinkGuest for FailingSink {
-    type Error = relocd::sim::SimFault;
+    type Error = relocd::backend::sim::SimFault;
     fn populate(
         &mut self,
         pfns: &[u64],
         types: &[relocd_core::guest::PageType],
     ) -> Result<(), Self::Error> {
         if self.left == 0 {
-            return Err(relocd::sim::SimFault::NoCapacity);
+            return Err(relocd::backend::sim::SimFault::NoCapacity);
         }
         self.left -= 1;
         self.inner.populate(pfns, types)
@@ -672,16 +890,21 @@ fn destination_failure_mid_image_is_reported_to_the_source() {
         "{:?}",
         run.dst
     );
-    // The source hears the reason, not just a cut.
+    // The source hears the reason and what failed, not just a cut.
     assert!(
         matches!(
-            run.src,
-            Err(SessionError::Aborted(Error::Aborted(
-                AbortReason::DestFailed
-            )))
+            &run.src,
+            Err(SessionError::Aborted {
+                error: Error::Aborted(AbortReason::DestFailed),
+                detail,
+            }) if detail == "writing pages: NoCapacity"
         ),
         "{:?}",
         run.src
+    );
+    assert_eq!(
+        run.src.unwrap_err().to_string(),
+        "migration aborted by the peer: writing pages: NoCapacity"
     );
     still_at_source(&src_hv, &g);
     assert!(dst_hv.list().is_empty());

@@ -199,10 +199,11 @@ impl core::error::Error for Error {}
 /// Settings of the loop itself (the policy has its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PrecopyConfig {
-    /// Cap on the send rate in bytes per second during live rounds
-    /// (`--bandwidth`); `None` sends as fast as the link goes. The final
-    /// stop-and-copy round is never capped: the guest is not running then,
-    /// and every millisecond is downtime.
+    /// Cap on the send rate in bytes per second (`--bandwidth`) during live
+    /// rounds, and during the one round of an offline transfer; `None` sends
+    /// as fast as the link goes. The stop-and-copy round that ends a live
+    /// transfer is never capped: the guest stopped for it, and every
+    /// millisecond is downtime.
     pub bandwidth_limit: Option<u64>,
 }
 
@@ -323,6 +324,8 @@ pub struct Precopy<P: PrecopyPolicy = DefaultPolicy> {
     next_send_at: Instant,
     /// When the previous batch finished.
     last_batch_end: Instant,
+    /// Started offline: its one round is capped too.
+    offline: bool,
 }
 
 impl<P: PrecopyPolicy> Precopy<P> {
@@ -347,6 +350,7 @@ impl<P: PrecopyPolicy> Precopy<P> {
             last: None,
             next_send_at: now,
             last_batch_end: now,
+            offline: false,
         }
     }
 
@@ -355,6 +359,7 @@ impl<P: PrecopyPolicy> Precopy<P> {
     pub fn offline(p2m_size: u64, config: PrecopyConfig, policy: P, now: Instant) -> Self {
         let mut pc = Self::live(p2m_size, config, policy, now);
         pc.phase = Phase::Final;
+        pc.offline = true;
         pc
     }
 
@@ -414,8 +419,9 @@ impl<P: PrecopyPolicy> Precopy<P> {
     }
 
     /// Records that a batch of `pages` pages went out as `bytes` bytes,
-    /// finished at `now`. Under a bandwidth cap in a live round, returns the
-    /// instant before which the next batch must not start (`None`: go on).
+    /// finished at `now`. Under a bandwidth cap in a live round or an
+    /// offline transfer, returns the instant before which the next batch
+    /// must not start (`None`: go on).
     pub fn record_batch(&mut self, now: Instant, pages: u64, bytes: u64) -> Option<Instant> {
         self.round_sent = self.round_sent.saturating_add(pages);
         self.round_bytes = self.round_bytes.saturating_add(bytes);
@@ -423,6 +429,7 @@ impl<P: PrecopyPolicy> Precopy<P> {
         self.total_bytes = self.total_bytes.saturating_add(bytes);
         let cap = match (self.phase, self.config.bandwidth_limit) {
             (Phase::Live(_), Some(cap)) => cap,
+            (Phase::Final, Some(cap)) if self.offline => cap,
             _ => return None,
         };
         // Each batch books `bytes / cap` of the link from the moment it was

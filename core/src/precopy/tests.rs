@@ -387,6 +387,30 @@ fn bandwidth_cap_paces_batches() {
     assert_eq!(pc.phase(), Phase::Live(2));
 }
 
+/// An offline transfer's one round is paced by the cap too; the
+/// stop-and-copy that ends a live transfer never is.
+#[test]
+fn bandwidth_cap_paces_an_offline_round_but_not_a_live_final_one() {
+    let config = PrecopyConfig {
+        bandwidth_limit: Some(1_000_000),
+    };
+    let mut off = Precopy::offline(4096, config, DefaultPolicy::default(), Instant::ZERO);
+    assert_eq!(off.phase(), Phase::Final);
+    assert_eq!(
+        off.record_batch(Instant::ZERO, 100, 500_000),
+        Some(Instant::from_millis(500))
+    );
+    let mut live = Precopy::live(4096, config, DefaultPolicy::default(), Instant::ZERO);
+    let mut t = Instant::ZERO;
+    while let Phase::Live(_) = live.phase() {
+        t += Duration::from_secs(1);
+        let _ = live.end_round(t, 0).unwrap();
+    }
+    live.begin_final(t, 10).unwrap();
+    assert_eq!(live.phase(), Phase::Final);
+    assert_eq!(live.record_batch(t, 100, 500_000), None);
+}
+
 /// A guest whose odd pfns are holes (XTAB) and which can be told to lie
 /// about how many pages it copied.
 struct Holes {

@@ -1,6 +1,6 @@
 //! The receiving side of a relocation session.
 
-use super::error::{AbortReason, Error, Limit, Misbehavior, RefuseReason};
+use super::error::{AbortReason, Detail, Error, Limit, Misbehavior, RefuseReason};
 use super::msg::{
     self, Features, HelloAck, Msg, VersionRefused, FRAME_HEADER_LEN, MAGIC, MAX_CONTROL_FRAME_LEN,
     MAX_FRAME_LEN, MAX_NAME_LEN, MAX_P2M_SIZE, MAX_VCPUS,
@@ -68,7 +68,7 @@ pub enum DestOutcome {
 pub enum DestAction {
     /// Decide admission. To admit, create the empty paused domain, then
     /// call [`Dest::handle_admission`] with `Ok(())`; otherwise with the
-    /// reason.
+    /// refusal ([`msg::Refused`]: reason and detail).
     Admit(AdmissionRequest),
     /// The image is complete: check that the stream decoder reached the END
     /// record, finish the guest (`SinkGuest::complete`), then call
@@ -88,6 +88,9 @@ pub enum DestAction {
     Finished(DestOutcome),
 }
 
+/// Frames the destination queues. A `Refused`'s or `Abort`'s detail is the
+/// machine's `out_detail` (a session sends at most one of them, its last
+/// frame).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Out {
     HelloAck(HelloAck),
@@ -137,7 +140,8 @@ pub struct Receive {
 ///     Prepared --> Journaling: Commit / JournalCommit
 ///     Journaling --> Unpausing: handle_journaled / Unpause
 ///     Unpausing --> Finished: handle_unpaused Ok (Committed queued) / Running
-///     AwaitHello --> Finished: abort() (Refused queued) / Discarded
+///     AwaitHello --> Finished: abort(), refuse() (Refused queued) / Discarded
+///     AwaitAdmit --> Finished: refuse() (Refused queued) / Discarded
 ///     AwaitAdmit --> Finished: abort(), Abort / Discarded
 ///     Admitting --> Finished: abort(), Abort / Discarded
 ///     Receiving --> Finished: failure, Abort, abort() / Discarded
@@ -202,12 +206,13 @@ impl DestState {
 #[derive(Debug, Clone, Copy)]
 enum Input<'a> {
     Msg(Msg<'a>),
-    Admission(Result<(), RefuseReason>),
-    ImageComplete(Result<(), AbortReason>),
+    Admission(Result<(), msg::Refused<'a>>),
+    ImageComplete(Result<(), msg::Abort<'a>>),
     Journaled,
-    JournalFailed,
-    Unpaused(bool),
-    Abort(AbortReason),
+    JournalFailed(&'a str),
+    Unpaused(Result<(), &'a str>),
+    Abort(msg::Abort<'a>),
+    Refuse(msg::Refused<'a>),
 }
 
 impl Input<'_> {
@@ -217,9 +222,10 @@ impl Input<'_> {
             Input::Admission(_) => "handle_admission",
             Input::ImageComplete(_) => "handle_image_complete",
             Input::Journaled => "handle_journaled",
-            Input::JournalFailed => "handle_journal_failed",
+            Input::JournalFailed(_) => "handle_journal_failed",
             Input::Unpaused(_) => "handle_unpaused",
             Input::Abort(_) => "abort",
+            Input::Refuse(_) => "refuse",
         }
     }
 }
@@ -250,12 +256,24 @@ impl Input<'_> {
 /// `Running`); an `Err` from a host call out of order changes nothing. The
 /// session is over only at [`DestAction::Finished`]: keep driving actions
 /// until then, even after the connection is gone.
+///
+/// To turn a connection away before reading anything of it (too many
+/// connections awaiting admission), call [`refuse`](Self::refuse) right
+/// after [`Dest::new`], drain `poll_transmit` and close: the source reads
+/// a typed refusal instead of a cut.
+///
+/// When the source aborted, the outcome's [`Error::Aborted`] holds its
+/// typed reason and [`peer_detail`](Self::peer_detail) the text it gave.
 #[derive(Debug)]
 pub struct Dest {
     state: DestState,
     config: DestConfig,
     outbox: Deque<Out, 4>,
     actions: Deque<DestAction, 4>,
+    /// The detail of the `Refused` or `Abort` we send.
+    out_detail: Detail,
+    /// The detail of the source's `Abort` that ended the session.
+    peer_detail: Detail,
 }
 
 impl Dest {
@@ -266,7 +284,16 @@ impl Dest {
             config,
             outbox: Deque::new(),
             actions: Deque::new(),
+            out_detail: Detail::empty(),
+            peer_detail: Detail::empty(),
         }
+    }
+
+    /// What the source said about the abort that ended the session (its
+    /// `Abort` detail; empty when it gave none, or when the session did
+    /// not end that way).
+    pub fn peer_detail(&self) -> &str {
+        self.peer_detail.as_str()
     }
 
     /// The current state.
@@ -312,13 +339,19 @@ impl Dest {
     /// length. On error nothing was allocated and the session has failed
     /// (unless the commit had arrived); the byte stream can no longer be
     /// trusted: close the connection and report
-    /// [`handle_link_error`](Self::handle_link_error).
+    /// [`handle_link_error`](Self::handle_link_error). The first frame is
+    /// checked with [`msg::first_frame_len`]: a peer that is not relocd
+    /// ends the session with [`Error::NotRelocd`].
     pub fn frame_len(
         &mut self,
         now: Instant,
         header: [u8; FRAME_HEADER_LEN],
     ) -> Result<usize, Error> {
-        msg::frame_len(header, self.max_frame_len()).inspect_err(|e| self.fail(now, *e, true))
+        let r = match self.state {
+            DestState::AwaitHello(_) => msg::first_frame_len(header),
+            _ => msg::frame_len(header, self.max_frame_len()),
+        };
+        r.inspect_err(|e| self.fail(now, *e, true))
     }
 
     /// The next frame to send, written into `buf` (at least
@@ -334,10 +367,16 @@ impl Dest {
                 max_version: PROTOCOL_VERSION,
             }),
             Out::Admitted => Msg::Admitted,
-            Out::Refused(r) => Msg::Refused(r),
+            Out::Refused(reason) => Msg::Refused(msg::Refused {
+                reason,
+                detail: self.out_detail.as_str(),
+            }),
             Out::Prepared => Msg::Prepared,
             Out::Committed => Msg::Committed,
-            Out::Abort(r) => Msg::Abort(r),
+            Out::Abort(reason) => Msg::Abort(msg::Abort {
+                reason,
+                detail: self.out_detail.as_str(),
+            }),
         };
         let n = msg::encode(&m, buf)?;
         self.outbox.pop_front();
@@ -404,20 +443,22 @@ impl Dest {
     }
 
     /// The host's admission decision (after creating the empty paused
-    /// domain, when admitting).
+    /// domain, when admitting); a refusal goes to the source with its
+    /// reason and detail.
     pub fn handle_admission(
         &mut self,
         now: Instant,
-        decision: Result<(), RefuseReason>,
+        decision: Result<(), msg::Refused<'_>>,
     ) -> Result<(), Error> {
         self.handle(now, Input::Admission(decision))
     }
 
-    /// The image was applied completely (`Ok`) or could not be (`Err`).
+    /// The image was applied completely (`Ok`) or could not be (`Err`,
+    /// with what failed: `msg::Abort::new(DestFailed, "...")`).
     pub fn handle_image_complete(
         &mut self,
         now: Instant,
-        result: Result<(), AbortReason>,
+        result: Result<(), msg::Abort<'_>>,
     ) -> Result<(), Error> {
         self.handle(now, Input::ImageComplete(result))
     }
@@ -428,22 +469,45 @@ impl Dest {
     }
 
     /// The commit record could not be written: the guest is not started.
-    pub fn handle_journal_failed(&mut self, now: Instant) -> Result<(), Error> {
-        self.handle(now, Input::JournalFailed)
+    /// The source hears `Abort(DestFailed)` with `detail` (e.g. the I/O
+    /// error).
+    pub fn handle_journal_failed(&mut self, now: Instant, detail: &str) -> Result<(), Error> {
+        self.handle(now, Input::JournalFailed(detail))
     }
 
-    /// The guest was unpaused (`true`) or could not be (`false`).
-    pub fn handle_unpaused(&mut self, now: Instant, ok: bool) -> Result<(), Error> {
-        self.handle(now, Input::Unpaused(ok))
+    /// The guest was unpaused (`Ok`) or could not be (`Err`, with what
+    /// the backend said, for the source's `Abort(DestFailed)`).
+    pub fn handle_unpaused(&mut self, now: Instant, result: Result<(), &str>) -> Result<(), Error> {
+        self.handle(now, Input::Unpaused(result))
     }
 
     /// Gives up the session before the commit has arrived: a sink failure
     /// while applying the image (`BadImage`, `DestFailed`), or the daemon
     /// shutting down (`Cancelled`). Queues `Abort` (or, before admission,
-    /// `Refused(ShuttingDown)`) and ends in [`DestOutcome::Discarded`].
-    /// Refused once the commit has arrived: the guest must be started.
-    pub fn abort(&mut self, now: Instant, reason: AbortReason) -> Result<(), Error> {
-        self.handle(now, Input::Abort(reason))
+    /// `Refused(ShuttingDown)`) with the notice's detail and ends in
+    /// [`DestOutcome::Discarded`]. Refused once the commit has arrived:
+    /// the guest must be started.
+    pub fn abort<'d>(
+        &mut self,
+        now: Instant,
+        notice: impl Into<msg::Abort<'d>>,
+    ) -> Result<(), Error> {
+        self.handle(now, Input::Abort(notice.into()))
+    }
+
+    /// Turns the source away before admission: valid before the hello has
+    /// been read (a destination with too many connections awaiting
+    /// admission answers `Busy` without reading anything) and while the
+    /// admission request is awaited. Queues `Refused` with the refusal's
+    /// reason and detail and ends in [`DestOutcome::Discarded`]; drain
+    /// `poll_transmit`, then close. (Once the request has arrived, answer
+    /// it with [`handle_admission`](Self::handle_admission).)
+    pub fn refuse<'d>(
+        &mut self,
+        now: Instant,
+        refusal: impl Into<msg::Refused<'d>>,
+    ) -> Result<(), Error> {
+        self.handle(now, Input::Refuse(refusal.into()))
     }
 
     fn handle(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
@@ -496,6 +560,7 @@ impl Dest {
                 let req = match check_admit(&a, r.features) {
                     Ok(req) => req,
                     Err((e, reason)) => {
+                        self.out_detail = Detail::from_fmt(format_args!("{e}"));
                         self.send(Out::Refused(reason))?;
                         return Ok(S::Finished(DestOutcome::Discarded(e)));
                     }
@@ -509,9 +574,11 @@ impl Dest {
                 self.send(Out::Admitted)?;
                 S::Receiving(r, now + t.idle)
             }
-            (S::Admitting(_), Input::Admission(Err(reason))) => {
-                self.send(Out::Refused(reason))?;
-                S::Finished(DestOutcome::Discarded(Error::Refused(reason)))
+            (S::Admitting(_), Input::Admission(Err(refusal)))
+            | (S::AwaitHello(_) | S::AwaitAdmit(..), Input::Refuse(refusal)) => {
+                self.out_detail = Detail::new(refusal.detail);
+                self.send(Out::Refused(refusal.reason))?;
+                S::Finished(DestOutcome::Discarded(Error::Refused(refusal.reason)))
             }
             (S::Receiving(mut r, _), Input::Msg(Msg::Image(bytes))) => {
                 r.chunks = r.chunks.saturating_add(1);
@@ -539,9 +606,10 @@ impl Dest {
                 self.send(Out::Prepared)?;
                 S::Prepared(r, now + t.commit)
             }
-            (S::Completing(_), Input::ImageComplete(Err(reason))) => {
-                self.send(Out::Abort(reason))?;
-                S::Finished(DestOutcome::Discarded(Error::Aborted(reason)))
+            (S::Completing(_), Input::ImageComplete(Err(n))) => {
+                self.out_detail = Detail::new(n.detail);
+                self.send(Out::Abort(n.reason))?;
+                S::Finished(DestOutcome::Discarded(Error::Aborted(n.reason)))
             }
             (S::Prepared(r, _), Input::Msg(Msg::Commit)) => {
                 self.push_action(DestAction::JournalCommit { session: r.session });
@@ -551,14 +619,21 @@ impl Dest {
                 self.push_action(DestAction::Unpause);
                 S::Unpausing(r)
             }
-            (S::Journaling(_), Input::JournalFailed)
-            | (S::Unpausing(_), Input::Unpaused(false)) => {
+            (S::Journaling(_), Input::JournalFailed(detail)) => {
+                self.out_detail = Detail::from_fmt(format_args!("journaling the commit: {detail}"));
                 self.send(Out::Abort(AbortReason::DestFailed))?;
                 S::Finished(DestOutcome::Discarded(Error::Aborted(
                     AbortReason::DestFailed,
                 )))
             }
-            (S::Unpausing(_), Input::Unpaused(true)) => {
+            (S::Unpausing(_), Input::Unpaused(Err(detail))) => {
+                self.out_detail = Detail::from_fmt(format_args!("unpausing the guest: {detail}"));
+                self.send(Out::Abort(AbortReason::DestFailed))?;
+                S::Finished(DestOutcome::Discarded(Error::Aborted(
+                    AbortReason::DestFailed,
+                )))
+            }
+            (S::Unpausing(_), Input::Unpaused(Ok(()))) => {
                 self.send(Out::Committed)?;
                 S::Finished(DestOutcome::Running)
             }
@@ -568,15 +643,20 @@ impl Dest {
                 | S::Receiving(..)
                 | S::Completing(_)
                 | S::Prepared(..),
-                Input::Msg(Msg::Abort(reason)),
-            ) => S::Finished(DestOutcome::Discarded(Error::Aborted(reason))),
-            (S::AwaitHello(_) | S::AwaitAdmit(..) | S::Admitting(_), Input::Abort(reason)) => {
-                self.send(Out::Refused(RefuseReason::ShuttingDown))?;
-                S::Finished(DestOutcome::Discarded(Error::Aborted(reason)))
+                Input::Msg(Msg::Abort(a)),
+            ) => {
+                self.peer_detail = Detail::new(a.detail);
+                S::Finished(DestOutcome::Discarded(Error::Aborted(a.reason)))
             }
-            (S::Receiving(..) | S::Completing(_) | S::Prepared(..), Input::Abort(reason)) => {
-                self.send(Out::Abort(reason))?;
-                S::Finished(DestOutcome::Discarded(Error::Aborted(reason)))
+            (S::AwaitHello(_) | S::AwaitAdmit(..) | S::Admitting(_), Input::Abort(n)) => {
+                self.out_detail = Detail::new(n.detail);
+                self.send(Out::Refused(RefuseReason::ShuttingDown))?;
+                S::Finished(DestOutcome::Discarded(Error::Aborted(n.reason)))
+            }
+            (S::Receiving(..) | S::Completing(_) | S::Prepared(..), Input::Abort(n)) => {
+                self.out_detail = Detail::new(n.detail);
+                self.send(Out::Abort(n.reason))?;
+                S::Finished(DestOutcome::Discarded(Error::Aborted(n.reason)))
             }
             (s, i) => {
                 return Err(Error::InvalidInState {
@@ -609,6 +689,7 @@ impl Dest {
                 self.state = S::Finished(outcome);
                 self.outbox.clear();
                 if talk {
+                    self.out_detail = Detail::from_fmt(format_args!("{error}"));
                     let _ = self.outbox.push_back(Out::Abort(reason));
                 }
                 self.push_action(DestAction::Finished(outcome));

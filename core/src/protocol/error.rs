@@ -1,6 +1,7 @@
 //! Protocol errors and the reasons carried on the wire.
 
 use core::fmt;
+use heapless::String;
 use serde::{Deserialize, Serialize};
 
 /// Why a relocation session failed, on either side.
@@ -45,6 +46,16 @@ pub enum Error {
     LinkLost {
         /// The state the link was lost in.
         state: &'static str,
+    },
+    /// The peer's first bytes are not a relocd frame: whatever answers
+    /// (an HTTP server, an SSH daemon, ...) does not speak relocd's
+    /// relocation protocol. Every version's first frame, in either
+    /// direction, is at most [`super::MAX_CONTROL_FRAME_LEN`] bytes, so a
+    /// first length above that is not relocd's; nothing of the body was
+    /// read.
+    NotRelocd {
+        /// The four bytes that stood where the first frame's length should.
+        first: [u8; 4],
     },
 }
 
@@ -94,6 +105,9 @@ pub enum Limit {
     /// More control frames queued than the outbox holds: the host did not
     /// call `poll_transmit`.
     Backlog,
+    /// A detail text to encode is longer than [`MAX_DETAIL_LEN`] bytes or
+    /// holds control characters (a [`Detail`] never does).
+    DetailTooLong,
 }
 
 impl fmt::Display for Error {
@@ -112,6 +126,12 @@ impl fmt::Display for Error {
             Error::Aborted(r) => write!(f, "migration aborted: {r}"),
             Error::Timeout { state } => write!(f, "timed out in state {state}"),
             Error::LinkLost { state } => write!(f, "connection lost in state {state}"),
+            Error::NotRelocd { first } => write!(
+                f,
+                "the peer does not speak relocd's relocation protocol \
+                 (its first bytes are \"{}\")",
+                first.escape_ascii()
+            ),
         }
     }
 }
@@ -144,6 +164,7 @@ impl fmt::Display for Limit {
             Limit::TooManyVcpus => f.write_str("too many vCPUs"),
             Limit::GuestTooLarge => f.write_str("guest too large"),
             Limit::Backlog => f.write_str("control frames not drained"),
+            Limit::DetailTooLong => f.write_str("detail text too long or not plain text"),
         }
     }
 }
@@ -216,6 +237,10 @@ open_enum! {
         Unsupported = 6 => "guest type or mode not supported by the destination",
         /// The destination daemon is shutting down.
         ShuttingDown = 7 => "the destination is shutting down",
+        /// Too many connections are waiting for admission at the
+        /// destination (a flood, or a burst of migrations); it answered
+        /// before reading the hello. Trying again later may succeed.
+        Busy = 8 => "the destination is busy: too many connections awaiting admission",
     }
 }
 
@@ -237,5 +262,99 @@ open_enum! {
         ProtocolError = 6 => "protocol error",
         /// The image did not decode (the stream layer refused it).
         BadImage = 7 => "bad migration image",
+    }
+}
+
+/// Longest [`Detail`] text: bytes of UTF-8 (about two lines of a terminal).
+pub const MAX_DETAIL_LEN: usize = 200;
+
+/// A short human-readable text that goes with a refusal or an abort, for
+/// the peer's operator: `not enough free memory for web1 (needs 129 MiB,
+/// has 64 MiB)`, `writing pages: ...`.
+///
+/// At most [`MAX_DETAIL_LEN`] bytes of UTF-8 without control characters,
+/// by construction: [`Detail::new`] truncates longer text on a character
+/// boundary (ending it with `…`) and turns control characters (newlines,
+/// terminal escapes) into spaces. A receiver refuses a detail on the wire
+/// that breaks either rule as malformed, so what it shows its operator is
+/// always one plain line. Empty means "no detail"; the reason's own text
+/// stands then.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Detail(String<MAX_DETAIL_LEN>);
+
+impl Detail {
+    /// No detail.
+    pub const fn empty() -> Detail {
+        Detail(String::new())
+    }
+
+    /// `text`, made a valid detail: truncated on a character boundary
+    /// (ending with `…`) if longer than [`MAX_DETAIL_LEN`] bytes, control
+    /// characters replaced by spaces.
+    pub fn new(text: &str) -> Detail {
+        Detail::from_fmt(format_args!("{text}"))
+    }
+
+    /// The formatted text, made a valid detail as by [`Detail::new`];
+    /// formatting stops (without allocating) once the text is full.
+    pub fn from_fmt(args: fmt::Arguments<'_>) -> Detail {
+        let mut b = Builder {
+            text: String::new(),
+            full: false,
+        };
+        // `Builder` never fails; a `Display` impl that does leaves what
+        // was written so far, which is still a valid detail.
+        let _ = fmt::write(&mut b, args);
+        if b.full {
+            let room = MAX_DETAIL_LEN - '…'.len_utf8();
+            while b.text.len() > room {
+                b.text.pop();
+            }
+            let _ = b.text.push('…');
+        }
+        Detail(b.text)
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// Whether there is no detail.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `text` may stand as a detail on the wire: at most
+    /// [`MAX_DETAIL_LEN`] bytes, no control characters.
+    pub fn is_valid(text: &str) -> bool {
+        text.len() <= MAX_DETAIL_LEN && !text.chars().any(char::is_control)
+    }
+}
+
+impl fmt::Display for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Gathers a detail text, truncating and cleaning as it goes.
+struct Builder {
+    text: String<MAX_DETAIL_LEN>,
+    full: bool,
+}
+
+impl fmt::Write for Builder {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if self.full {
+                break;
+            }
+            let c = if c.is_control() { ' ' } else { c };
+            if self.text.push(c).is_err() {
+                self.full = true;
+            }
+        }
+        Ok(())
     }
 }

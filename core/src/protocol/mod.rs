@@ -4,7 +4,8 @@
 //! Neither machine does I/O or reads a clock. The host feeds them frames,
 //! host events and the time through `handle_*` methods, and takes frames
 //! (`poll_transmit`), actions (`poll_action`) and deadlines (`poll_timeout`)
-//! out. See the call contracts on [`Source`] and [`Dest`].
+//! out. See the call contracts on [`Source`] and [`Dest`]. The wire format
+//! in prose, for other implementations, is `docs/protocol.md`.
 //!
 //! # The session
 //!
@@ -12,6 +13,9 @@
 //! sequenceDiagram
 //!     participant S as Source (relocd, sender)
 //!     participant D as Destination (relocd, receiver)
+//!     opt too many connections awaiting admission
+//!         D->>S: Refused(Busy, detail) [before reading the hello]
+//!     end
 //!     S->>D: Hello {magic, min/max version, features}
 //!     alt no common version
 //!         D->>S: VersionRefused {min, max}
@@ -20,7 +24,7 @@
 //!     end
 //!     S->>D: Admit {session, name, uuid, memory, p2m_size, vcpus, type, live}
 //!     alt refused (capacity, name taken, too many migrations, policy)
-//!         D->>S: Refused(reason)
+//!         D->>S: Refused(reason, detail)
 //!     else
 //!         Note over D: create empty paused domain
 //!         D->>S: Admitted
@@ -44,13 +48,33 @@
 //!
 //! An offline migration is the same without the live rounds: the source
 //! suspends the guest as soon as it is admitted, sends `Suspended`, then the
-//! whole image. Either side may send `Abort(reason)` before the commit.
+//! whole image. Either side may send `Abort(reason, detail)` before the
+//! commit.
+//!
+//! # Reasons and details
+//!
+//! `Refused` and `Abort` carry a typed reason ([`RefuseReason`],
+//! [`AbortReason`]) for programs and a short [`Detail`] text for the
+//! peer's operator: `not enough free memory for web1 (needs 129 MiB, has
+//! 64 MiB)`, `writing pages: ...`. The detail is at most
+//! [`MAX_DETAIL_LEN`] bytes of UTF-8 without control characters: the
+//! sender truncates on a character boundary and blanks control
+//! characters ([`Detail::new`]); the receiver refuses anything else as
+//! malformed. The host hands them to the machines as [`msg::Refused`] and
+//! [`msg::Abort`] (a reason and a borrowed text, `From` a bare reason);
+//! the machines keep the typed reason in their (small, `Copy`) errors and
+//! the received text in `Source::peer_detail`/`Dest::peer_detail`.
 //!
 //! # Framing and bounds
 //!
 //! Every message is one frame: `[u32 length, big-endian][postcard body]`
 //! ([`msg`]). The receiver checks the length against its current bound
-//! before reading the body: [`MAX_CONTROL_FRAME_LEN`] (256 bytes) for every
+//! before reading the body. The first frame from a peer is checked first
+//! for being relocd's at all ([`msg::first_frame_len`]): every version's
+//! first frame in either direction is a control frame, so a first length
+//! above [`MAX_CONTROL_FRAME_LEN`] (an HTTP server's `HTTP/1.1 400` reads
+//! as 1,213,486,160 bytes) is [`Error::NotRelocd`], not an oversize frame.
+//! Otherwise the bound is [`MAX_CONTROL_FRAME_LEN`] (256 bytes) for every
 //! state in which no image chunk can come, [`MAX_FRAME_LEN`] (4 MiB +
 //! 64 KiB) while the image flows. Oversize, undecodable, trailing-garbage
 //! and out-of-order messages are typed [`Error`]s that end the session by
@@ -186,6 +210,13 @@
 //!   `VersionRefused` (tag 2) are frozen for ever, so any two versions can
 //!   at least tell each other which versions they speak. Their bytes are
 //!   pinned by a test.
+//! - From version 2 on, `Refused` (tag 5: reason, detail) is frozen too,
+//!   so a destination may refuse before it has read the hello (busy,
+//!   shutting down) and any later source can read why. Its bytes are
+//!   pinned by a test.
+//! - Every version's first frame in either direction is a control frame
+//!   (at most [`MAX_CONTROL_FRAME_LEN`] bytes), which is how a peer that
+//!   is not relocd is recognised ([`Error::NotRelocd`]).
 //! - The source offers a range; the destination picks the highest version
 //!   both speak, or answers `VersionRefused` with its own range and closes.
 //!   Both sides then report [`Error::Incompatible`] naming our version and
@@ -198,7 +229,19 @@
 //!   tag), and a message's fields never change within a version; anything
 //!   else is a new version.
 //! - Reason codes ([`RefuseReason`], [`AbortReason`]) are open: an unknown
-//!   code decodes as `Unknown(n)` and is reported, not rejected.
+//!   code decodes as `Unknown(n)` and is reported, not rejected. Adding a
+//!   code needs no version bump.
+//!
+//! History:
+//! - 1: the first version.
+//! - 2: `Refused` and `Abort` carry a detail text after the reason;
+//!   `Refused` is frozen; the `Busy` refusal. Version 1 is no longer
+//!   spoken ([`PROTOCOL_VERSION_MIN`] is 2): its `Refused`/`Abort` lack
+//!   the detail and cannot be told apart from a damaged frame, and relocd
+//!   hosts are upgraded together. A version-1 peer is answered with
+//!   `VersionRefused`, and both operators read "we speak 2, the peer
+//!   speaks 1" (or the reverse). A destination's early `Refused(Busy)`
+//!   reaches a version-1 source as a malformed frame.
 
 mod dest;
 mod error;
@@ -209,7 +252,7 @@ mod source;
 mod tests;
 
 pub use dest::{AdmissionRequest, Dest, DestAction, DestConfig, DestOutcome, DestState, Receive};
-pub use error::{AbortReason, Error, Limit, Misbehavior, RefuseReason};
+pub use error::{AbortReason, Detail, Error, Limit, Misbehavior, RefuseReason, MAX_DETAIL_LEN};
 pub use msg::{
     Features, Msg, FRAME_HEADER_LEN, IMAGE_HEADER_MAX, MAX_CONTROL_FRAME_LEN, MAX_FRAME_LEN,
     MAX_IMAGE_CHUNK_LEN, MAX_NAME_LEN, MAX_P2M_SIZE, MAX_VCPUS,
@@ -221,9 +264,10 @@ pub use source::{
 use crate::time::Duration;
 
 /// The highest protocol version this implementation speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// The lowest protocol version this implementation speaks.
-pub const PROTOCOL_VERSION_MIN: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The lowest protocol version this implementation speaks (see "Protocol
+/// versioning" in the module doc: version 1 is no longer spoken).
+pub const PROTOCOL_VERSION_MIN: u16 = 2;
 
 /// How long each side waits for the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,12 +7,17 @@
 //! [`MAX_CONTROL_FRAME_LEN`] before admission, or more than
 //! [`MAX_FRAME_LEN`] ever.
 //!
+//! `Refused` and `Abort` carry a typed reason and a short detail text
+//! ([`Detail`]: at most [`MAX_DETAIL_LEN`] bytes of UTF-8, no control
+//! characters); [`decode`] refuses a detail that breaks either rule as
+//! malformed, so a peer cannot make the host print more, or print escapes.
+//!
 //! Image chunks are the one large message. To spare a copy of up to 4 MiB,
 //! the sender writes [`image_header`] and then the payload straight from
 //! its record buffer: the two together are byte for byte the postcard
 //! encoding of `Msg::Image(payload)`, which the receiver decodes zero-copy.
 
-use super::error::{AbortReason, Error, Limit, Misbehavior, RefuseReason};
+use super::error::{AbortReason, Detail, Error, Limit, Misbehavior, RefuseReason, MAX_DETAIL_LEN};
 use serde::{Deserialize, Serialize};
 
 /// The first four bytes of a hello: `RLCD`.
@@ -23,6 +28,10 @@ pub const FRAME_HEADER_LEN: usize = 4;
 
 /// Largest body of any control message other than an image chunk.
 pub const MAX_CONTROL_FRAME_LEN: usize = 256;
+
+// The largest `Refused`/`Abort` (tag, a `u16` varint, the detail's length
+// varint and text) is a control frame.
+const _: () = assert!(1 + 3 + 2 + MAX_DETAIL_LEN <= MAX_CONTROL_FRAME_LEN);
 
 /// Largest image chunk payload: one `PAGE_DATA` record of
 /// [`crate::precopy::MAX_BATCH_SIZE`] pages with room to spare for small
@@ -127,6 +136,58 @@ pub struct Admit<'a> {
     pub live: bool,
 }
 
+/// Destination → source: the migration is refused. Its encoding is frozen
+/// from version 2 on, so a destination may send it before it has read the
+/// hello (busy, shutting down) and any later source can read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused<'a> {
+    /// Why, as a code.
+    pub reason: RefuseReason,
+    /// What exactly, for the source's operator (empty: nothing to add);
+    /// see [`Detail`].
+    pub detail: &'a str,
+}
+
+/// Either way: the session is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Abort<'a> {
+    /// Why, as a code.
+    pub reason: AbortReason,
+    /// What exactly, for the peer's operator (empty: nothing to add); see
+    /// [`Detail`].
+    pub detail: &'a str,
+}
+
+impl<'a> Refused<'a> {
+    /// A refusal for `reason` with `detail`. The machines take it as it
+    /// is and make the detail valid ([`Detail::new`]) before sending.
+    pub const fn new(reason: RefuseReason, detail: &'a str) -> Self {
+        Refused { reason, detail }
+    }
+}
+
+/// A refusal with no detail: the reason's text stands.
+impl From<RefuseReason> for Refused<'static> {
+    fn from(reason: RefuseReason) -> Self {
+        Refused { reason, detail: "" }
+    }
+}
+
+impl<'a> Abort<'a> {
+    /// An abort for `reason` with `detail`. The machines take it as it is
+    /// and make the detail valid ([`Detail::new`]) before sending.
+    pub const fn new(reason: AbortReason, detail: &'a str) -> Self {
+        Abort { reason, detail }
+    }
+}
+
+/// An abort with no detail: the reason's text stands.
+impl From<AbortReason> for Abort<'static> {
+    fn from(reason: AbortReason) -> Self {
+        Abort { reason, detail: "" }
+    }
+}
+
 /// Source → destination after each live round: progress, for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoundEnd {
@@ -163,8 +224,10 @@ pub enum Msg<'a> {
     Admit(Admit<'a>),
     /// D → S: admitted; an empty paused domain is waiting for the image.
     Admitted,
-    /// D → S: refused, with the reason.
-    Refused(RefuseReason),
+    /// D → S: refused, with the reason and a detail. Frozen from version 2
+    /// on (see [`Refused`]).
+    #[serde(borrow)]
+    Refused(Refused<'a>),
     /// S → D: a chunk of the migration image (libxc stream bytes, whole
     /// records).
     Image(&'a [u8]),
@@ -180,9 +243,10 @@ pub enum Msg<'a> {
     Commit,
     /// D → S: the guest runs here; destroy yours.
     Committed,
-    /// Either way: the session is off. From the destination, it also
-    /// promises that its copy will never run.
-    Abort(AbortReason),
+    /// Either way: the session is off, with the reason and a detail. From
+    /// the destination, it also promises that its copy will never run.
+    #[serde(borrow)]
+    Abort(Abort<'a>),
 }
 
 /// The wire tag of `Msg::Image` (its variant index).
@@ -208,11 +272,26 @@ impl Msg<'_> {
             Msg::Abort(_) => "Abort",
         }
     }
+
+    /// The detail text the message carries, if it is a refusal or an abort.
+    pub const fn detail(&self) -> Option<&str> {
+        match self {
+            Msg::Refused(r) => Some(r.detail),
+            Msg::Abort(a) => Some(a.detail),
+            _ => None,
+        }
+    }
 }
 
 /// Encodes `msg` as a whole frame (length prefix and body) into `out` and
 /// returns the frame's length.
+///
+/// A detail text that [`decode`] would refuse (see [`Detail`]) is not
+/// encoded: [`Limit::DetailTooLong`].
 pub fn encode(msg: &Msg<'_>, out: &mut [u8]) -> Result<usize, Error> {
+    if msg.detail().is_some_and(|d| !Detail::is_valid(d)) {
+        return Err(Error::LimitExceeded(Limit::DetailTooLong));
+    }
     let too_small = Error::LimitExceeded(Limit::BufferTooSmall {
         needed: out.len().saturating_add(1),
     });
@@ -252,11 +331,30 @@ pub fn frame_len(header: [u8; FRAME_HEADER_LEN], max: usize) -> Result<usize, Er
     Ok(len as usize)
 }
 
+/// Checks the length prefix of the first frame from a peer, before
+/// anything else of the session was read: like [`frame_len`] with the
+/// control bound, except that a length above it means the peer does not
+/// speak relocd's protocol at all ([`Error::NotRelocd`]). Every version's
+/// first frame in either direction (`Hello`; `HelloAck`, `VersionRefused`
+/// or `Refused`) is a control frame, so an HTTP server's `HTTP/1.1 400`
+/// is told apart from an oversize relocd frame by its first four bytes.
+pub fn first_frame_len(header: [u8; FRAME_HEADER_LEN]) -> Result<usize, Error> {
+    match frame_len(header, MAX_CONTROL_FRAME_LEN) {
+        Err(Error::LimitExceeded(Limit::FrameTooLong { .. })) => {
+            Err(Error::NotRelocd { first: header })
+        }
+        r => r,
+    }
+}
+
 /// Decodes a frame body (without its length prefix). Borrowed fields
-/// (`Admit::name`, `Image` payload) point into `body`.
+/// (`Admit::name`, `Image` payload, detail texts) point into `body`. A
+/// detail text that is not valid UTF-8, is longer than
+/// [`MAX_DETAIL_LEN`] or holds control characters makes the message
+/// malformed.
 pub fn decode(body: &[u8]) -> Result<Msg<'_>, Error> {
     match postcard::take_from_bytes::<Msg<'_>>(body) {
-        Ok((msg, [])) => Ok(msg),
+        Ok((msg, [])) if msg.detail().is_none_or(Detail::is_valid) => Ok(msg),
         _ => Err(Error::PeerMisbehaved(Misbehavior::Malformed)),
     }
 }
@@ -322,8 +420,18 @@ mod test {
                 live: true,
             }),
             Msg::Admitted,
-            Msg::Refused(RefuseReason::NameTaken),
-            Msg::Refused(RefuseReason::Unknown(999)),
+            Msg::Refused(Refused {
+                reason: RefuseReason::NameTaken,
+                detail: "",
+            }),
+            Msg::Refused(Refused {
+                reason: RefuseReason::Unknown(999),
+                detail: LONGEST_DETAIL,
+            }),
+            Msg::Refused(Refused {
+                reason: RefuseReason::Busy,
+                detail: "ünïcödé ✓",
+            }),
             Msg::Image(payload),
             Msg::RoundEnd(RoundEnd {
                 round: 3,
@@ -338,10 +446,23 @@ mod test {
             Msg::Prepared,
             Msg::Commit,
             Msg::Committed,
-            Msg::Abort(AbortReason::Busy),
-            Msg::Abort(AbortReason::Unknown(0)),
+            Msg::Abort(Abort {
+                reason: AbortReason::Busy,
+                detail: "",
+            }),
+            Msg::Abort(Abort {
+                reason: AbortReason::Unknown(u16::MAX),
+                detail: LONGEST_DETAIL,
+            }),
         ]
     }
+
+    /// A detail of exactly [`MAX_DETAIL_LEN`] bytes, multi-byte characters
+    /// included.
+    const LONGEST_DETAIL: &str = "writing pages: é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é\
+        -é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é-é\
+        -é-é-é-é-é-é-é-xxxxx";
+    const _: () = assert!(LONGEST_DETAIL.len() == MAX_DETAIL_LEN);
 
     #[test]
     fn every_message_round_trips() {
@@ -443,9 +564,157 @@ mod test {
         ));
         let mut five = [0u8; 5];
         assert!(matches!(
-            encode(&Msg::Abort(AbortReason::Busy), &mut five),
+            encode(
+                &Msg::Abort(Abort {
+                    reason: AbortReason::Busy,
+                    detail: ""
+                }),
+                &mut five
+            ),
             Err(Error::LimitExceeded(Limit::BufferTooSmall { .. }))
         ));
+    }
+
+    #[test]
+    fn refused_encoding_is_frozen() {
+        // A destination may refuse before it reads the hello (busy,
+        // shutting down): every source from version 2 on must read these
+        // bytes.
+        let mut buf = [0u8; 64];
+        let n = encode(
+            &Msg::Refused(Refused {
+                reason: RefuseReason::Busy,
+                detail: "busy",
+            }),
+            &mut buf,
+        )
+        .unwrap();
+        assert_eq!(&buf[..n], &[0, 0, 0, 7, 5, 8, 4, b'b', b'u', b's', b'y']);
+    }
+
+    #[test]
+    fn details_are_bounded_plain_text() {
+        let mut buf = vec![0u8; 1024];
+        // One byte too many: the sender cannot encode it, and a receiver
+        // that gets it (from a peer that wrote it by hand) calls it
+        // malformed.
+        let long = std::format!("{LONGEST_DETAIL}!");
+        for m in [
+            Msg::Refused(Refused {
+                reason: RefuseReason::NoCapacity,
+                detail: &long,
+            }),
+            Msg::Abort(Abort {
+                reason: AbortReason::DestFailed,
+                detail: "two\nlines",
+            }),
+            Msg::Abort(Abort {
+                reason: AbortReason::DestFailed,
+                detail: "\u{1b}[2Jcleared",
+            }),
+        ] {
+            assert_eq!(
+                encode(&m, &mut buf),
+                Err(Error::LimitExceeded(Limit::DetailTooLong)),
+                "{m:?}"
+            );
+        }
+        let malformed = Err(Error::PeerMisbehaved(Misbehavior::Malformed));
+        // Tag 5 (Refused), reason 1, then the detail's length and bytes.
+        let mut body = vec![5, 1, 0xc9, 0x01];
+        body.extend_from_slice(long.as_bytes());
+        assert_eq!(long.len(), 201);
+        assert_eq!(decode(&body), malformed);
+        // The longest allowed still decodes.
+        let n = encode(
+            &Msg::Refused(Refused {
+                reason: RefuseReason::NoCapacity,
+                detail: LONGEST_DETAIL,
+            }),
+            &mut buf,
+        )
+        .unwrap();
+        assert!(n - 4 <= MAX_CONTROL_FRAME_LEN);
+        assert!(decode(&buf[4..n]).is_ok());
+        // Invalid UTF-8 (a lone continuation byte, a truncated sequence).
+        assert_eq!(decode(&[5, 1, 1, 0x80]), malformed);
+        assert_eq!(decode(&[13, 4, 2, 0xc3, b'a']), malformed);
+        // Control characters: a newline, a terminal escape, DEL.
+        assert_eq!(decode(&[13, 4, 3, b'a', b'\n', b'b']), malformed);
+        assert_eq!(decode(&[13, 4, 2, 0x1b, b'[']), malformed);
+        assert_eq!(decode(&[5, 1, 1, 0x7f]), malformed);
+        // A detail longer than what is left of the body.
+        assert_eq!(decode(&[13, 4, 5, b'a']), malformed);
+        // Plain text with multi-byte characters is fine.
+        assert_eq!(
+            decode(&[13, 4, 3, 0xc3, 0xa9, b'!']),
+            Ok(Msg::Abort(Abort {
+                reason: AbortReason::DestFailed,
+                detail: "é!"
+            }))
+        );
+    }
+
+    #[test]
+    fn detail_truncates_on_a_char_boundary_and_cleans_controls() {
+        // Short text stays as it is.
+        assert_eq!(Detail::new("no capacity").as_str(), "no capacity");
+        assert!(Detail::new("").is_empty());
+        // Exactly the bound: kept whole.
+        assert_eq!(Detail::new(LONGEST_DETAIL).as_str(), LONGEST_DETAIL);
+        // Longer: cut on a character boundary, marked with an ellipsis,
+        // never more than the bound.
+        for extra in ["x", "é", "✓✓✓", "😀"] {
+            for shift in 0..4 {
+                let text = std::format!("{}{}{extra}", &"abc"[..shift], LONGEST_DETAIL);
+                let d = Detail::new(&text);
+                assert!(d.as_str().len() <= MAX_DETAIL_LEN, "{text}");
+                assert!(d.as_str().ends_with('…'), "{d}");
+                let kept = d.as_str().trim_end_matches('…');
+                assert!(text.starts_with(kept), "{d}");
+                assert!(Detail::is_valid(d.as_str()));
+            }
+        }
+        // Control characters become spaces.
+        assert_eq!(
+            Detail::new("disk\nfull\u{1b}[0m\t!").as_str(),
+            "disk full [0m !"
+        );
+        // Formatting stops quietly once the text is full.
+        let d = Detail::from_fmt(format_args!("{}", "y".repeat(10_000)));
+        assert_eq!(d.as_str().len(), MAX_DETAIL_LEN);
+        assert!(Detail::is_valid(d.as_str()));
+    }
+
+    #[test]
+    fn first_frame_tells_a_stranger_from_relocd() {
+        // An HTTP server's answer to our hello.
+        assert_eq!(
+            first_frame_len(*b"HTTP"),
+            Err(Error::NotRelocd { first: *b"HTTP" })
+        );
+        assert_eq!(
+            std::format!("{}", Error::NotRelocd { first: *b"SSH-" }),
+            "the peer does not speak relocd's relocation protocol (its first bytes are \"SSH-\")"
+        );
+        assert_eq!(
+            first_frame_len([0xff, 0, 0, 1]),
+            Err(Error::NotRelocd {
+                first: [0xff, 0, 0, 1]
+            })
+        );
+        // xm's S-expression keeps its own diagnosis.
+        assert_eq!(
+            first_frame_len(*b"(rec"),
+            Err(Error::PeerMisbehaved(Misbehavior::XendProtocol))
+        );
+        // Any control frame is a plausible start.
+        assert_eq!(first_frame_len([0, 0, 1, 0]), Ok(MAX_CONTROL_FRAME_LEN));
+        assert_eq!(first_frame_len([0, 0, 0, 8]), Ok(8));
+        assert_eq!(
+            first_frame_len([0; 4]),
+            Err(Error::PeerMisbehaved(Misbehavior::Malformed))
+        );
     }
 
     #[test]

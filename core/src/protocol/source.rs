@@ -1,6 +1,6 @@
 //! The sending side of a relocation session.
 
-use super::error::{AbortReason, Error, Limit, RefuseReason};
+use super::error::{AbortReason, Detail, Error, Limit, RefuseReason};
 use super::msg::{
     self, Admit, Features, Hello, ImageEnd, Msg, RoundEnd, FRAME_HEADER_LEN, IMAGE_HEADER_MAX,
     MAGIC, MAX_CONTROL_FRAME_LEN, MAX_NAME_LEN,
@@ -100,7 +100,8 @@ pub enum SourceAction {
 }
 
 /// Control messages the source queues; built into frames in
-/// `poll_transmit`.
+/// `poll_transmit`. An `Abort`'s detail is the machine's `out_detail` (a
+/// session sends at most one `Abort`, its last frame).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Out {
     Hello,
@@ -205,8 +206,8 @@ enum Input<'a> {
     Suspended,
     ImageEnd,
     Journaled,
-    JournalFailed,
-    Abort(AbortReason),
+    JournalFailed(&'a str),
+    Abort(msg::Abort<'a>),
 }
 
 impl Input<'_> {
@@ -217,7 +218,7 @@ impl Input<'_> {
             Input::Suspended => "handle_suspended",
             Input::ImageEnd => "handle_image_end",
             Input::Journaled => "handle_journaled",
-            Input::JournalFailed => "handle_journal_failed",
+            Input::JournalFailed(_) => "handle_journal_failed",
             Input::Abort(_) => "abort",
         }
     }
@@ -263,7 +264,12 @@ impl Input<'_> {
 ///
 /// While the image flows the source waits on nothing, so it has no
 /// deadline of its own then: a destination that stops reading shows up as
-/// the host's write timeout, reported with `handle_link_error`.
+/// the host's write timeout (one deadline per frame), reported with
+/// `handle_link_error`.
+///
+/// When the destination refused or aborted, the outcome's error holds its
+/// typed reason and [`peer_detail`](Self::peer_detail) the text it gave
+/// for its operator.
 #[derive(Debug)]
 pub struct Source {
     state: SourceState,
@@ -272,6 +278,11 @@ pub struct Source {
     actions: Deque<SourceAction, 4>,
     /// The last frame `poll_transmit` returned.
     last_tx: Option<Out>,
+    /// The detail of the `Abort` we send.
+    out_detail: Detail,
+    /// The detail of the destination's `Refused` or `Abort` that ended
+    /// the session.
+    peer_detail: Detail,
 }
 
 impl Source {
@@ -287,6 +298,8 @@ impl Source {
             outbox,
             actions: Deque::new(),
             last_tx: None,
+            out_detail: Detail::empty(),
+            peer_detail: Detail::empty(),
         }
     }
 
@@ -313,6 +326,14 @@ impl Source {
         }
     }
 
+    /// What the destination said about the refusal or abort that ended
+    /// the session (its `Refused` or `Abort` detail; empty when it gave
+    /// none, or when the session did not end that way). The outcome's
+    /// [`Error::Refused`]/[`Error::Aborted`] holds the typed reason.
+    pub fn peer_detail(&self) -> &str {
+        self.peer_detail.as_str()
+    }
+
     /// The largest frame body accepted from the destination (it only sends
     /// control messages).
     pub fn max_frame_len(&self) -> usize {
@@ -323,12 +344,24 @@ impl Source {
     /// has failed (or, once `Commit` has left, keeps waiting); either way
     /// the byte stream can no longer be trusted: close the connection and
     /// report [`handle_link_error`](Self::handle_link_error).
+    ///
+    /// The destination's first frame is checked before its length is
+    /// trusted ([`msg::first_frame_len`]): a peer that is not relocd (an
+    /// HTTP server answering `HTTP/1.1 400`) ends the session with
+    /// [`Error::NotRelocd`], and no `Abort` is sent to it.
     pub fn frame_len(
         &mut self,
         now: Instant,
         header: [u8; FRAME_HEADER_LEN],
     ) -> Result<usize, Error> {
-        msg::frame_len(header, self.max_frame_len()).inspect_err(|e| self.fail(now, *e, true))
+        let r = match self.state {
+            SourceState::AwaitHelloAck(_) => msg::first_frame_len(header),
+            _ => msg::frame_len(header, self.max_frame_len()),
+        };
+        r.inspect_err(|e| {
+            let stranger = matches!(e, Error::NotRelocd { .. });
+            self.fail(now, *e, !stranger)
+        })
     }
 
     /// The next frame to send, written into `buf` (at least
@@ -362,7 +395,10 @@ impl Source {
             Out::Suspended => Msg::Suspended,
             Out::ImageEnd(e) => Msg::ImageEnd(e),
             Out::Commit => Msg::Commit,
-            Out::Abort(r) => Msg::Abort(r),
+            Out::Abort(reason) => Msg::Abort(msg::Abort {
+                reason,
+                detail: self.out_detail.as_str(),
+            }),
         };
         let n = msg::encode(&m, buf)?;
         self.outbox.pop_front();
@@ -486,16 +522,23 @@ impl Source {
         self.handle(now, Input::Journaled)
     }
 
-    /// The commit record could not be made durable: the session aborts.
-    pub fn handle_journal_failed(&mut self, now: Instant) -> Result<(), Error> {
-        self.handle(now, Input::JournalFailed)
+    /// The commit record could not be made durable: the session aborts
+    /// (`SourceFailed`, with `detail`, e.g. the I/O error, for the
+    /// destination's log).
+    pub fn handle_journal_failed(&mut self, now: Instant, detail: &str) -> Result<(), Error> {
+        self.handle(now, Input::JournalFailed(detail))
     }
 
     /// Gives up the session (operator cancel, pre-copy policy abort, guest
     /// failure) before the point of no return; refused once the commit is
-    /// journaled.
-    pub fn abort(&mut self, now: Instant, reason: AbortReason) -> Result<(), Error> {
-        self.handle(now, Input::Abort(reason))
+    /// journaled. `notice` is a reason, or a reason with a detail for the
+    /// destination ([`msg::Abort::new`]; made valid by [`Detail::new`]).
+    pub fn abort<'d>(
+        &mut self,
+        now: Instant,
+        notice: impl Into<msg::Abort<'d>>,
+    ) -> Result<(), Error> {
+        self.handle(now, Input::Abort(notice.into()))
     }
 
     fn handle(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
@@ -565,7 +608,8 @@ impl Source {
                 S::Transferring(tr)
             }
             (S::AwaitHelloAck(_) | S::AwaitAdmission(..), Input::Msg(Msg::Refused(r))) => {
-                S::Finished(SourceOutcome::Aborted(Error::Refused(r)))
+                self.peer_detail = Detail::new(r.detail);
+                S::Finished(SourceOutcome::Aborted(Error::Refused(r.reason)))
             }
             (S::Transferring(mut tr), Input::RoundEnd(s)) if self.config.live && !tr.suspended => {
                 tr.rounds = s.round;
@@ -602,7 +646,8 @@ impl Source {
                     deadline: now + t.commit,
                 }
             }
-            (S::Journaling(_), Input::JournalFailed) => {
+            (S::Journaling(_), Input::JournalFailed(detail)) => {
+                self.out_detail = Detail::from_fmt(format_args!("journaling the commit: {detail}"));
                 self.send(Out::Abort(AbortReason::SourceFailed))?;
                 S::Finished(SourceOutcome::Aborted(Error::Aborted(
                     AbortReason::SourceFailed,
@@ -613,8 +658,9 @@ impl Source {
             }
             // The destination promises its copy never runs: safe to resume,
             // even after the commit.
-            (s, Input::Msg(Msg::Abort(r))) if !matches!(s, S::Finished(_)) => {
-                S::Finished(SourceOutcome::Aborted(Error::Aborted(r)))
+            (s, Input::Msg(Msg::Abort(a))) if !matches!(s, S::Finished(_)) => {
+                self.peer_detail = Detail::new(a.detail);
+                S::Finished(SourceOutcome::Aborted(Error::Aborted(a.reason)))
             }
             (
                 S::AwaitHelloAck(_)
@@ -622,10 +668,11 @@ impl Source {
                 | S::Transferring(_)
                 | S::AwaitPrepared(..)
                 | S::Journaling(_),
-                Input::Abort(r),
+                Input::Abort(n),
             ) => {
-                self.send(Out::Abort(r))?;
-                S::Finished(SourceOutcome::Aborted(Error::Aborted(r)))
+                self.out_detail = Detail::new(n.detail);
+                self.send(Out::Abort(n.reason))?;
+                S::Finished(SourceOutcome::Aborted(Error::Aborted(n.reason)))
             }
             (s, i) => return Err(invalid_in_state(s, i)),
         })
@@ -657,6 +704,7 @@ impl Source {
                 Error::Timeout { .. } => AbortReason::Timeout,
                 _ => AbortReason::ProtocolError,
             };
+            self.out_detail = Detail::from_fmt(format_args!("{error}"));
             let _ = self.outbox.push_back(Out::Abort(reason));
         } else {
             self.outbox.clear();

@@ -412,6 +412,8 @@ struct SrcHost {
     next_send: Instant,
     link_reported: bool,
     outcome: Option<SourceOutcome>,
+    /// What the destination said about a refusal or abort.
+    peer_detail: String,
     recovery: Option<SourceRecovery>,
     batch: usize,
     rounds: Vec<Decision>,
@@ -429,8 +431,10 @@ struct DstHost {
     journal: Vec<RecordKind>,
     link_reported: bool,
     outcome: Option<DestOutcome>,
+    /// What the source said about an abort.
+    peer_detail: String,
     recovery: Option<DestRecovery>,
-    admission: Result<(), RefuseReason>,
+    admission: Result<(), msg::Refused<'static>>,
     /// Host faults to inject at the destination.
     fail_complete: bool,
     fail_journal: bool,
@@ -498,6 +502,7 @@ impl Pair {
                 next_send: now,
                 link_reported: false,
                 outcome: None,
+                peer_detail: String::new(),
                 recovery: None,
                 batch: 100,
                 rounds: Vec::new(),
@@ -512,6 +517,7 @@ impl Pair {
                 journal: Vec::new(),
                 link_reported: false,
                 outcome: None,
+                peer_detail: String::new(),
                 recovery: None,
                 admission: Ok(()),
                 fail_complete: false,
@@ -710,7 +716,7 @@ impl Pair {
                 SourceAction::JournalCommit { session } => {
                     assert_eq!(session, sm.session());
                     if self.src.fail_journal {
-                        sm.handle_journal_failed(now).unwrap();
+                        sm.handle_journal_failed(now, "disk gone").unwrap();
                         continue;
                     }
                     self.src.journal.push(RecordKind::Commit);
@@ -724,6 +730,7 @@ impl Pair {
                 }
                 SourceAction::Finished(o) => {
                     self.src.outcome = Some(o);
+                    self.src.peer_detail = sm.peer_detail().into();
                     self.src.xfer = Xfer::Done;
                     match o {
                         SourceOutcome::Migrated => {
@@ -928,7 +935,8 @@ impl Pair {
                             self.dst.reader.bad = true;
                         }
                         if self.dst.reader.bad {
-                            sm.abort(now, AbortReason::BadImage).unwrap();
+                            let n = msg::Abort::new(AbortReason::BadImage, "writing pages: bad");
+                            sm.abort(now, n).unwrap();
                         }
                     }
                 } else {
@@ -971,13 +979,16 @@ impl Pair {
                     {
                         Ok(())
                     } else {
-                        Err(AbortReason::BadImage)
+                        Err(msg::Abort::new(
+                            AbortReason::BadImage,
+                            "the image did not end",
+                        ))
                     };
                     sm.handle_image_complete(now, r).unwrap();
                 }
                 DestAction::JournalCommit { .. } => {
                     if self.dst.fail_journal {
-                        sm.handle_journal_failed(now).unwrap();
+                        sm.handle_journal_failed(now, "disk gone").unwrap();
                         continue;
                     }
                     self.dst.journal.push(RecordKind::Commit);
@@ -991,14 +1002,15 @@ impl Pair {
                 }
                 DestAction::Unpause => {
                     if self.dst.fail_unpause {
-                        sm.handle_unpaused(now, false).unwrap();
+                        sm.handle_unpaused(now, Err("no memory")).unwrap();
                     } else {
                         self.dst.sink.as_mut().unwrap().unpause().unwrap();
-                        sm.handle_unpaused(now, true).unwrap();
+                        sm.handle_unpaused(now, Ok(())).unwrap();
                     }
                 }
                 DestAction::Finished(o) => {
                     self.dst.outcome = Some(o);
+                    self.dst.peer_detail = sm.peer_detail().into();
                     match o {
                         DestOutcome::Running => {
                             assert_eq!(self.dst.sink.as_ref().unwrap().run, Run::Running);
@@ -1245,7 +1257,7 @@ fn admission_refusals() {
         RefuseReason::NotAllowed,
     ] {
         let mut p = Pair::new(3, true);
-        p.dst.admission = Err(reason);
+        p.dst.admission = Err(msg::Refused::new(reason, "why, in words"));
         p.drive();
         assert_eq!(
             p.src.outcome,
@@ -1258,6 +1270,8 @@ fn admission_refusals() {
         assert_eq!(p.src.guest.run, Run::Running);
         assert!(p.dst.sink.is_none());
         assert_eq!(p.link.sent.last().map(|s| s.1), Some("Refused"));
+        // The source's operator reads the destination's words.
+        assert_eq!(p.src.peer_detail, "why, in words");
         // The message names the reason.
         let text = format!("{}", Error::Refused(reason));
         assert!(
@@ -1284,14 +1298,34 @@ fn drain(d: &mut Dest) -> Vec<String> {
     let mut out = Vec::new();
     let mut b = [0u8; 512];
     while let Some(n) = d.poll_transmit(&mut b).unwrap() {
-        out.push(format!("{:?}", msg::decode(&b[4..n]).unwrap()));
+        // Refusals and aborts by their reason (their details are checked
+        // where they matter).
+        out.push(match msg::decode(&b[4..n]).unwrap() {
+            Msg::Refused(r) => format!("Refused({:?})", r.reason),
+            Msg::Abort(a) => format!("Abort({:?})", a.reason),
+            m => format!("{m:?}"),
+        });
     }
     out
+}
+
+fn new_source(now: Instant) -> Source {
+    Source::new(
+        SourceConfig {
+            session: 1,
+            live: true,
+            features: Features::ALL,
+            timeouts: Timeouts::default(),
+            guest: guest_desc(),
+        },
+        now,
+    )
 }
 
 #[test]
 fn version_refusal_names_both_versions() {
     let now = Instant::ZERO;
+    assert_eq!((PROTOCOL_VERSION_MIN, PROTOCOL_VERSION), (2, 2));
     // A future source that only speaks 7..=9.
     let mut d = Dest::new(DestConfig::default(), now);
     let hello = frame(&Msg::Hello(Hello {
@@ -1304,68 +1338,41 @@ fn version_refusal_names_both_versions() {
     assert_eq!(
         d.outcome(),
         Some(DestOutcome::Discarded(Error::Incompatible {
-            ours: 1,
+            ours: 2,
             theirs: 9
         }))
     );
     assert_eq!(
         drain(&mut d),
-        ["VersionRefused(VersionRefused { min_version: 1, max_version: 1 })"]
+        ["VersionRefused(VersionRefused { min_version: 2, max_version: 2 })"]
     );
-    // A source of ours meets a destination that speaks only 2..=3.
-    let mut s = Source::new(
-        SourceConfig {
-            session: 1,
-            live: true,
-            features: Features::ALL,
-            timeouts: Timeouts::default(),
-            guest: guest_desc(),
-        },
-        now,
-    );
+    // A source of ours meets a destination that speaks only 3..=4.
+    let mut s = new_source(now);
     let vr = frame(&Msg::VersionRefused(VersionRefused {
-        min_version: 2,
-        max_version: 3,
+        min_version: 3,
+        max_version: 4,
     }));
     s.handle_frame(now, &vr[4..]).unwrap();
-    let e = Error::Incompatible { ours: 1, theirs: 3 };
+    let e = Error::Incompatible { ours: 2, theirs: 4 };
     assert_eq!(s.outcome(), Some(SourceOutcome::Aborted(e)));
     assert_eq!(
         format!("{e}"),
-        "incompatible protocol versions: we speak 1, the peer speaks 3"
+        "incompatible protocol versions: we speak 2, the peer speaks 4"
     );
     // An older destination acking a version we do not speak.
-    let mut s2 = Source::new(
-        SourceConfig {
-            session: 1,
-            live: true,
-            features: Features::ALL,
-            timeouts: Timeouts::default(),
-            guest: guest_desc(),
-        },
-        now,
-    );
+    let mut s2 = new_source(now);
     let ack = frame(&Msg::HelloAck(msg::HelloAck {
         version: 0,
         features: Features::ALL,
     }));
     assert_eq!(
         s2.handle_frame(now, &ack[4..]),
-        Err(Error::Incompatible { ours: 1, theirs: 0 })
+        Err(Error::Incompatible { ours: 2, theirs: 0 })
     );
     // Live migration without the LIVE feature is refused by the source.
-    let mut s3 = Source::new(
-        SourceConfig {
-            session: 1,
-            live: true,
-            features: Features::ALL,
-            timeouts: Timeouts::default(),
-            guest: guest_desc(),
-        },
-        now,
-    );
+    let mut s3 = new_source(now);
     let ack = frame(&Msg::HelloAck(msg::HelloAck {
-        version: 1,
+        version: PROTOCOL_VERSION,
         features: Features(0),
     }));
     s3.handle_frame(now, &ack[4..]).unwrap();
@@ -1377,6 +1384,219 @@ fn version_refusal_names_both_versions() {
     );
 }
 
+/// Version 2 is a clean bump: version 1, whose `Refused` and `Abort` have
+/// no detail, is no longer spoken, and either side says so in terms of
+/// versions.
+#[test]
+fn version_1_is_no_longer_spoken() {
+    let now = Instant::ZERO;
+    // A version-1 source's hello (its bytes are frozen).
+    let mut d = Dest::new(DestConfig::default(), now);
+    feed_dest(
+        &mut d,
+        now,
+        &[0, 0, 0, 8, 0, b'R', b'L', b'C', b'D', 1, 1, 1],
+    )
+    .unwrap();
+    assert_eq!(
+        d.outcome(),
+        Some(DestOutcome::Discarded(Error::Incompatible {
+            ours: 2,
+            theirs: 1
+        }))
+    );
+    assert_eq!(
+        drain(&mut d),
+        ["VersionRefused(VersionRefused { min_version: 2, max_version: 2 })"]
+    );
+    // A version-1 destination refuses our hello ...
+    let mut s = new_source(now);
+    let mut b = [0u8; 64];
+    let n = s.poll_transmit(&mut b).unwrap().unwrap();
+    assert_eq!(&b[5..n - 1], &[b'R', b'L', b'C', b'D', 2, 2]);
+    s.handle_frame(now, &[2, 1, 1]).unwrap();
+    assert_eq!(
+        s.outcome(),
+        Some(SourceOutcome::Aborted(Error::Incompatible {
+            ours: 2,
+            theirs: 1
+        }))
+    );
+    // ... and one that acks version 1 anyway is not followed.
+    let mut s = new_source(now);
+    assert_eq!(
+        s.handle_frame(now, &[1, 1, 1]),
+        Err(Error::Incompatible { ours: 2, theirs: 1 })
+    );
+}
+
+/// A refusal and an abort carry the other side's words to the operator;
+/// a destination may refuse before it reads anything.
+#[test]
+fn refusals_and_aborts_carry_their_detail() {
+    let now = Instant::ZERO;
+    // Busy: refused before the hello is read.
+    let mut d = Dest::new(DestConfig::default(), now);
+    d.refuse(
+        now,
+        msg::Refused::new(RefuseReason::Busy, "36 connections await admission"),
+    )
+    .unwrap();
+    assert_eq!(
+        d.poll_action(),
+        Some(DestAction::Finished(DestOutcome::Discarded(
+            Error::Refused(RefuseReason::Busy)
+        )))
+    );
+    let mut b = [0u8; 512];
+    let n = d.poll_transmit(&mut b).unwrap().unwrap();
+    assert_eq!(d.poll_transmit(&mut b).unwrap(), None);
+    // The source reads it in place of the HelloAck.
+    let mut s = new_source(now);
+    while s.poll_transmit(&mut [0u8; 512]).unwrap().is_some() {}
+    let len = s.frame_len(now, b[..4].try_into().unwrap()).unwrap();
+    assert_eq!(len, n - 4);
+    s.handle_frame(now, &b[4..n]).unwrap();
+    assert_eq!(
+        s.outcome(),
+        Some(SourceOutcome::Aborted(Error::Refused(RefuseReason::Busy)))
+    );
+    assert_eq!(s.peer_detail(), "36 connections await admission");
+    // Nothing is sent back to a destination that refused.
+    assert_eq!(s.poll_transmit(&mut b).unwrap(), None);
+    // A refusal is only for before the admission: not while receiving.
+    let mut d = admitted_dest(now);
+    assert_eq!(
+        d.refuse(now, RefuseReason::Busy),
+        Err(Error::InvalidInState {
+            state: "Receiving",
+            input: "refuse"
+        })
+    );
+    // The source's abort reaches the destination with its words; an
+    // over-long text is cut to the bound on a character boundary.
+    let mut d = admitted_dest(now);
+    let mut s = new_source(now);
+    let long = "é".repeat(150);
+    s.abort(now, msg::Abort::new(AbortReason::SourceFailed, &long))
+        .unwrap();
+    // (The hello goes first.)
+    s.poll_transmit(&mut b).unwrap().unwrap();
+    let n = s.poll_transmit(&mut b).unwrap().unwrap();
+    assert!(n - 4 <= MAX_CONTROL_FRAME_LEN);
+    feed_dest(&mut d, now, &b[..n]).unwrap();
+    assert_eq!(
+        d.outcome(),
+        Some(DestOutcome::Discarded(Error::Aborted(
+            AbortReason::SourceFailed
+        )))
+    );
+    assert!(d.peer_detail().len() <= MAX_DETAIL_LEN);
+    assert!(d.peer_detail().ends_with("éé…"), "{}", d.peer_detail());
+    // A host failure at the destination names what failed.
+    for (fail, detail) in [
+        ("journal", "journaling the commit: disk gone"),
+        ("unpause", "unpausing the guest: no memory"),
+    ] {
+        let mut p = Pair::new(41, false);
+        if fail == "journal" {
+            p.dst.fail_journal = true;
+        } else {
+            p.dst.fail_unpause = true;
+        }
+        p.drive();
+        assert_eq!(
+            p.src.outcome,
+            Some(SourceOutcome::Aborted(Error::Aborted(
+                AbortReason::DestFailed
+            )))
+        );
+        assert_eq!(p.src.peer_detail, detail);
+    }
+    // The source's own journal failure tells the destination why.
+    let mut p = Pair::new(42, false);
+    p.src.fail_journal = true;
+    p.drive();
+    assert_eq!(
+        p.dst.outcome,
+        Some(DestOutcome::Discarded(Error::Aborted(
+            AbortReason::SourceFailed
+        )))
+    );
+    assert_eq!(p.dst.peer_detail, "journaling the commit: disk gone");
+    // A malformed admission request is refused with what was wrong.
+    let mut d = Dest::new(DestConfig::default(), now);
+    feed_dest(
+        &mut d,
+        now,
+        &frame(&Msg::Hello(Hello {
+            magic: msg::MAGIC,
+            min_version: PROTOCOL_VERSION_MIN,
+            max_version: PROTOCOL_VERSION,
+            features: Features::ALL,
+        })),
+    )
+    .unwrap();
+    drain(&mut d);
+    let _ = feed_dest(
+        &mut d,
+        now,
+        &frame(&Msg::Admit(msg::Admit {
+            vcpus: MAX_VCPUS + 1,
+            ..base_admit()
+        })),
+    );
+    let n = d.poll_transmit(&mut b).unwrap().unwrap();
+    assert_eq!(
+        msg::decode(&b[4..n]),
+        Ok(Msg::Refused(msg::Refused {
+            reason: RefuseReason::Invalid,
+            detail: "limit exceeded: too many vCPUs"
+        }))
+    );
+}
+
+/// A peer that is not relocd is named as such, on either side, before a
+/// byte of its "frame" is read; nothing is sent back to it.
+#[test]
+fn a_stranger_is_not_an_oversize_frame() {
+    let now = Instant::ZERO;
+    let mut s = new_source(now);
+    while s.poll_transmit(&mut [0u8; 512]).unwrap().is_some() {}
+    assert_eq!(
+        s.frame_len(now, *b"HTTP"),
+        Err(Error::NotRelocd { first: *b"HTTP" })
+    );
+    assert_eq!(
+        s.outcome(),
+        Some(SourceOutcome::Aborted(Error::NotRelocd { first: *b"HTTP" }))
+    );
+    assert_eq!(s.poll_transmit(&mut [0u8; 512]).unwrap(), None);
+    let mut d = Dest::new(DestConfig::default(), now);
+    assert_eq!(
+        d.frame_len(now, *b"GET "),
+        Err(Error::NotRelocd { first: *b"GET " })
+    );
+    assert!(drain(&mut d).is_empty());
+    // Past the first frame, an oversize length is what it is.
+    let mut s = new_source(now);
+    s.handle_frame(
+        now,
+        &frame(&Msg::HelloAck(msg::HelloAck {
+            version: PROTOCOL_VERSION,
+            features: Features::ALL,
+        }))[4..],
+    )
+    .unwrap();
+    assert_eq!(
+        s.frame_len(now, *b"HTTP"),
+        Err(Error::LimitExceeded(Limit::FrameTooLong {
+            len: u32::from_be_bytes(*b"HTTP"),
+            max: 256
+        }))
+    );
+}
+
 fn admitted_dest(now: Instant) -> Dest {
     let mut d = Dest::new(DestConfig::default(), now);
     feed_dest(
@@ -1384,8 +1604,8 @@ fn admitted_dest(now: Instant) -> Dest {
         now,
         &frame(&Msg::Hello(Hello {
             magic: msg::MAGIC,
-            min_version: 1,
-            max_version: 1,
+            min_version: PROTOCOL_VERSION_MIN,
+            max_version: PROTOCOL_VERSION,
             features: Features::ALL,
         })),
     )
@@ -1414,8 +1634,30 @@ fn admitted_dest(now: Instant) -> Dest {
 #[test]
 fn bad_input_is_a_typed_error() {
     let now = Instant::ZERO;
-    // Oversize before admission: refused on the header, nothing read.
+    // Oversize as the first frame: not relocd at all, nothing read.
     let mut d = Dest::new(DestConfig::default(), now);
+    assert_eq!(
+        d.frame_len(now, 1_000_000u32.to_be_bytes()),
+        Err(Error::NotRelocd {
+            first: 1_000_000u32.to_be_bytes()
+        })
+    );
+    assert!(matches!(d.outcome(), Some(DestOutcome::Discarded(_))));
+    assert!(drain(&mut d).is_empty(), "no answer before the hello");
+    // Oversize before admission, after the hello: refused on the header.
+    let mut d = Dest::new(DestConfig::default(), now);
+    feed_dest(
+        &mut d,
+        now,
+        &frame(&Msg::Hello(Hello {
+            magic: msg::MAGIC,
+            min_version: PROTOCOL_VERSION_MIN,
+            max_version: PROTOCOL_VERSION,
+            features: Features::ALL,
+        })),
+    )
+    .unwrap();
+    drain(&mut d);
     assert_eq!(
         d.frame_len(now, 1_000_000u32.to_be_bytes()),
         Err(Error::LimitExceeded(Limit::FrameTooLong {
@@ -1424,7 +1666,7 @@ fn bad_input_is_a_typed_error() {
         }))
     );
     assert!(matches!(d.outcome(), Some(DestOutcome::Discarded(_))));
-    assert!(drain(&mut d).is_empty(), "no answer before the hello");
+    assert_eq!(drain(&mut d), ["Abort(ProtocolError)"]);
     // After admission, image-size frames are fine but not more.
     let mut d = admitted_dest(now);
     assert_eq!(d.frame_len(now, 1_000_000u32.to_be_bytes()), Ok(1_000_000));
@@ -1440,8 +1682,8 @@ fn bad_input_is_a_typed_error() {
     let mut d = Dest::new(DestConfig::default(), now);
     let mut h = frame(&Msg::Hello(Hello {
         magic: *b"XXXX",
-        min_version: 1,
-        max_version: 1,
+        min_version: PROTOCOL_VERSION_MIN,
+        max_version: PROTOCOL_VERSION,
         features: Features::ALL,
     }));
     assert_eq!(
@@ -1526,8 +1768,8 @@ fn bad_input_is_a_typed_error() {
             now,
             &frame(&Msg::Hello(Hello {
                 magic: msg::MAGIC,
-                min_version: 1,
-                max_version: 1,
+                min_version: PROTOCOL_VERSION_MIN,
+                max_version: PROTOCOL_VERSION,
                 features: Features::ALL,
             })),
         )
@@ -1584,6 +1826,18 @@ fn source_rejects_out_of_order_and_garbage() {
     );
     assert!(matches!(s.outcome(), Some(SourceOutcome::Aborted(_))));
     let mut s = Source::new(cfg.clone(), now);
+    assert_eq!(
+        s.frame_len(now, [0, 0, 2, 0]),
+        Err(Error::NotRelocd {
+            first: [0, 0, 2, 0]
+        })
+    );
+    let mut s = Source::new(cfg.clone(), now);
+    let ack = frame(&Msg::HelloAck(msg::HelloAck {
+        version: PROTOCOL_VERSION,
+        features: Features::ALL,
+    }));
+    s.handle_frame(now, &ack[4..]).unwrap();
     assert_eq!(
         s.frame_len(now, [0, 0, 2, 0]),
         Err(Error::LimitExceeded(Limit::FrameTooLong {
@@ -1971,7 +2225,7 @@ fn no_abort_after_the_commit() {
     );
     let mut b = [0u8; 512];
     let ack = frame(&Msg::HelloAck(msg::HelloAck {
-        version: 1,
+        version: PROTOCOL_VERSION,
         features: Features::ALL,
     }));
     s.handle_frame(now, &ack[4..]).unwrap();
@@ -2024,6 +2278,7 @@ fn destination_gives_up_mid_image_or_at_shutdown() {
             AbortReason::BadImage
         )))
     );
+    assert_eq!(p.src.peer_detail, "writing pages: bad");
     assert_eq!(p.check_invariant(), "source");
     assert_eq!(p.dst.sink.as_ref().unwrap().run, Run::Destroyed);
 
@@ -2069,7 +2324,7 @@ fn destination_gives_up_mid_image_or_at_shutdown() {
     assert!(feed_dest(&mut d, now, &[0, 0, 0, 1, 0xff]).is_err());
     d.handle_journaled(now).unwrap();
     assert_eq!(d.poll_action(), Some(DestAction::Unpause));
-    d.handle_unpaused(now, true).unwrap();
+    d.handle_unpaused(now, Ok(())).unwrap();
     assert_eq!(
         d.poll_action(),
         Some(DestAction::Finished(DestOutcome::Running))
@@ -2086,17 +2341,20 @@ fn random_valid_messages_keep_the_commit_rules() {
     let msgs: Vec<Msg<'_>> = vec![
         Msg::Hello(Hello {
             magic: msg::MAGIC,
-            min_version: 1,
-            max_version: 1,
+            min_version: PROTOCOL_VERSION_MIN,
+            max_version: PROTOCOL_VERSION,
             features: Features::ALL,
         }),
         Msg::HelloAck(msg::HelloAck {
-            version: 1,
+            version: PROTOCOL_VERSION,
             features: Features::ALL,
         }),
         Msg::Admit(base_admit()),
         Msg::Admitted,
-        Msg::Refused(RefuseReason::NoCapacity),
+        Msg::Refused(msg::Refused {
+            reason: RefuseReason::NoCapacity,
+            detail: "needs 64 MiB",
+        }),
         Msg::Image(&payload),
         Msg::RoundEnd(msg::RoundEnd {
             round: 1,
@@ -2115,7 +2373,10 @@ fn random_valid_messages_keep_the_commit_rules() {
         Msg::Prepared,
         Msg::Commit,
         Msg::Committed,
-        Msg::Abort(AbortReason::Cancelled),
+        Msg::Abort(msg::Abort {
+            reason: AbortReason::Cancelled,
+            detail: "",
+        }),
     ];
     let frames: Vec<Vec<u8>> = msgs.iter().map(frame).collect();
     let mut rng = XorShift(0x1234_5678);
@@ -2168,7 +2429,7 @@ fn random_valid_messages_keep_the_commit_rules() {
                     DestAction::Admit(_) => d.handle_admission(
                         now,
                         if r % 3 == 0 {
-                            Err(RefuseReason::NameTaken)
+                            Err(RefuseReason::NameTaken.into())
                         } else {
                             Ok(())
                         },
@@ -2176,7 +2437,7 @@ fn random_valid_messages_keep_the_commit_rules() {
                     DestAction::CompleteImage => d.handle_image_complete(
                         now,
                         if r % 4 == 0 {
-                            Err(AbortReason::BadImage)
+                            Err(AbortReason::BadImage.into())
                         } else {
                             Ok(())
                         },
@@ -2185,7 +2446,7 @@ fn random_valid_messages_keep_the_commit_rules() {
                     DestAction::Unpause => {
                         assert!(d_got_commit_after, "unpause without Prepared then Commit");
                         unpauses += 1;
-                        d.handle_unpaused(now, true)
+                        d.handle_unpaused(now, Ok(()))
                     }
                     DestAction::Finished(_) => Ok(()),
                 };

@@ -3,7 +3,7 @@
 
 use super::summary::{outcome_json, transfer_text};
 use super::{call_long, unexpected, Failure, LongCommand, Output, EXIT_STATUS_HELP};
-use crate::daemon::control::{MigrateRequest, Outcome, Request};
+use crate::api::{MigrateRequest, Outcome, Request};
 use serde_json::Value;
 use std::net::Ipv6Addr;
 use std::path::Path;
@@ -94,11 +94,19 @@ pub fn parse_destination(text: &str) -> Result<Destination, String> {
     })
 }
 
+/// The lowest `--bandwidth`: one page a second.
+pub const MIN_BANDWIDTH: u64 = 4096;
+
 /// Parses `--bandwidth`: a rate such as `100M/s` or `1G` (bytes per
-/// second, binary units), not zero.
+/// second, binary units), at least one page a second.
 pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
-    match crate::sim::parse_rate(text) {
+    match crate::backend::sim::parse_rate(text) {
         Ok(0) => Err("a bandwidth cap of 0 would send nothing".to_owned()),
+        Ok(rate) if rate < MIN_BANDWIDTH => Err(format!(
+            "`{text}` is {rate} bytes per second, too low to move one 4 KiB page a \
+             second; RATE is in bytes per second with binary units (`100M` is 100 MiB/s, \
+             at least `4K`)"
+        )),
         Ok(rate) => Ok(rate),
         Err(e) => Err(e.to_string()),
     }
@@ -132,6 +140,8 @@ the guest keeps running here.";
 #[derive(Clone, Debug, clap::Args)]
 #[command(about = ABOUT, long_about = LONG_ABOUT, after_help = EXIT_STATUS_HELP)]
 pub struct MigrateArgs {
+    #[command(flatten)]
+    pub conn: crate::client::ControlArg,
     /// Live migration: pre-copy while the guest runs, then stop-and-copy.
     #[arg(short = 'l', long)]
     pub live: bool,
@@ -142,7 +152,9 @@ pub struct MigrateArgs {
     /// pre-copy stops once the dirty pages can be sent within it.
     #[arg(long, value_name = "MS", requires = "live", value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub downtime_limit: Option<u64>,
-    /// Bandwidth cap, bytes per second with binary units: 100M/s, 1G.
+    /// Bandwidth cap, bytes per second with binary units (100M/s, 1G; at
+    /// least 4K): on the pre-copy rounds, and on the whole copy of an
+    /// offline migration; never on a live migration's stop-and-copy.
     #[arg(long, value_name = "RATE", value_parser = parse_bandwidth)]
     pub bandwidth: Option<u64>,
     /// At most N pre-copy rounds before the stop-and-copy.
@@ -345,9 +357,10 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_refused_clearly() {
-        let cases: [(&[&str], &str); 8] = [
+        let cases: [(&[&str], &str); 9] = [
             (&["--bandwidth", "fast", "web1", "h"], "fast"),
             (&["--bandwidth", "0", "web1", "h"], "send nothing"),
+            (&["--bandwidth", "16", "web1", "h"], "bytes per second"),
             (&["-p", "0", "web1", "h"], "port 0"),
             (&["--live", "--max-iters", "0", "web1", "h"], "max-iters"),
             (&["--downtime-limit", "50", "web1", "h"], "--live"),

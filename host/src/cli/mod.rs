@@ -17,8 +17,8 @@ pub mod save;
 pub mod sim;
 pub mod summary;
 
+use crate::api::{CommandError, ErrorKind, Outcome, Request};
 use crate::client::{Client, ClientError};
-use crate::daemon::control::{CommandError, ErrorKind, Outcome, Request};
 use progress::ProgressView;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,11 +194,9 @@ pub fn call_long(
             }
             Ok(outcome)
         }
+        // The daemon's word on the guest's fate, once.
         Err(ClientError::Remote(e)) if e.kind == ErrorKind::Cancelled => Err(Failure {
-            error: CommandError::new(
-                ErrorKind::Cancelled,
-                format!("cancelled: {} ({})", cmd.on_cancel, e.message),
-            ),
+            error: e,
             code: EXIT_CANCELLED,
         }),
         Err(e) => Err(e.into()),

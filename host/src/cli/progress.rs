@@ -10,7 +10,7 @@
 //! `--json` is not given.
 
 use super::summary::format_count;
-use crate::daemon::control::{Phase, Progress};
+use crate::api::{Phase, Progress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// What the bar shows for one progress line.

@@ -1,7 +1,7 @@
 //! `relocd resolve DOMAIN --resume|--discard`: settle a guest left in doubt.
 
 use super::{call_short, unexpected, Failure, Output, EXIT_STATUS_HELP};
-use crate::daemon::control::{Outcome, Request, ResolveAction, ResolveRequest};
+use crate::api::{Outcome, Request, ResolveAction, ResolveRequest};
 use std::path::Path;
 
 const LONG_ABOUT: &str = "\
@@ -29,6 +29,8 @@ it here; otherwise the copy at the other host is the one to keep.";
     group(clap::ArgGroup::new("action").required(true).args(["resume", "discard"]))
 )]
 pub struct ResolveArgs {
+    #[command(flatten)]
+    pub conn: crate::client::ControlArg,
     /// Let the copy here run (the guest runs nowhere else).
     #[arg(long)]
     pub resume: bool,

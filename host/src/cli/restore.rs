@@ -2,7 +2,7 @@
 
 use super::summary::{format_bytes, outcome_json};
 use super::{absolute, call_long, unexpected, Failure, LongCommand, Output, EXIT_STATUS_HELP};
-use crate::daemon::control::{ErrorKind, Outcome, Request, RestoreRequest};
+use crate::api::{ErrorKind, Outcome, Request, RestoreRequest};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,8 @@ restored with devices yet).";
 #[derive(Clone, Debug, clap::Args)]
 #[command(about = "Start a guest from a saved file (xl restore)", long_about = LONG_ABOUT, after_help = EXIT_STATUS_HELP)]
 pub struct RestoreArgs {
+    #[command(flatten)]
+    pub conn: crate::client::ControlArg,
     /// The file `relocd save` wrote.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
@@ -80,6 +82,7 @@ mod tests {
     #[test]
     fn missing_file_is_refused_before_the_daemon() {
         let e = RestoreArgs {
+            conn: Default::default(),
             file: "/nonexistent/web1.save".into(),
         }
         .to_request()
@@ -87,7 +90,12 @@ mod tests {
         assert_eq!(e.error.kind, ErrorKind::NotFound);
         assert!(e.error.message.contains("no such file"), "{e:?}");
         let here = std::env::current_exe().unwrap();
-        let req = RestoreArgs { file: here.clone() }.to_request().unwrap();
+        let req = RestoreArgs {
+            conn: Default::default(),
+            file: here.clone(),
+        }
+        .to_request()
+        .unwrap();
         assert_eq!(req.file, here);
     }
 }

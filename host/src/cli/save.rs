@@ -2,7 +2,7 @@
 
 use super::summary::{outcome_json, transfer_text};
 use super::{absolute, call_long, unexpected, Failure, LongCommand, Output, EXIT_STATUS_HELP};
-use crate::daemon::control::{ErrorKind, Outcome, Request, SaveRequest};
+use crate::api::{ErrorKind, Outcome, Request, SaveRequest};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +14,12 @@ As with xl save, the guest is destroyed once the file is complete, unless -c \
 keeps it running. A failed or cancelled save leaves it running and removes \
 nothing but the partial file.
 
+FILE is replaced only once it is complete: the stream goes to a temporary \
+file of relocd's own beside it (never an existing file), which is renamed \
+over FILE at the end. A character device or a FIFO is written in place, as \
+xl save does (a named pipe another program reads, /dev/null); a \
+directory or any other kind of file is refused before the guest is touched.
+
 FILE is written by the daemon: a relative path is taken from this shell's \
 directory, and the daemon must be able to write there.
 
@@ -22,7 +28,8 @@ that resend the pages it dirtied, and is suspended only for the last of \
 them (what xl migrate does to a host); the summary gives the rounds, pages \
 and the time it was stopped. Without it the guest is suspended first.
 
-Backends: the sim backend saves its simulated guests; the xen backend (serve \
+Backends: the sim backend saves its simulated guests, offline or live; the \
+xen backend (serve \
 --backend xen) saves 64-bit PV guests as a file a stock `xl restore` reads \
 (the domain's xl configuration is taken from libxl's record of it in \
 /var/lib/xen, or made from what Xen and xenstore say when there is none). \
@@ -32,14 +39,17 @@ HVM and 32-bit PV guests are refused.";
 #[derive(Clone, Debug, clap::Args)]
 #[command(about = "Write a guest to a file (xl save)", long_about = LONG_ABOUT, after_help = EXIT_STATUS_HELP)]
 pub struct SaveArgs {
+    #[command(flatten)]
+    pub conn: crate::client::ControlArg,
     /// Keep the guest running after the save (a checkpoint), as xl save -c.
     #[arg(short = 'c', long = "keep-running")]
     pub keep_running: bool,
     /// Pre-copy while the guest runs; suspend it only for the last pages.
     #[arg(long)]
     pub live: bool,
-    /// Cap on the write rate of the live rounds, bytes per second with
-    /// binary units: 100M/s, 1G.
+    /// Cap on the write rate, bytes per second with binary units (100M/s,
+    /// 1G; at least 4K): on the live rounds, and on the whole file of an
+    /// offline save; never on a live save's last round.
     #[arg(long, value_name = "RATE", value_parser = super::migrate::parse_bandwidth)]
     pub bandwidth: Option<u64>,
     /// The guest (name or id).

@@ -3,8 +3,8 @@
 
 use super::summary::{format_bytes, format_rate, outcome_json};
 use super::{call_short, unexpected, Failure, Output, EXIT_STATUS_HELP};
-use crate::daemon::control::{Outcome, Request, SimCreateRequest};
-use crate::sim;
+use crate::api::{Outcome, Request, SimCreateRequest};
+use crate::backend::sim;
 use std::path::Path;
 
 /// `relocd sim …`.
@@ -15,12 +15,21 @@ pub enum SimCommand {
     Create(SimCreateArgs),
 }
 
+impl SimCommand {
+    /// The subcommand's `--control`.
+    pub fn conn(&self) -> &crate::client::ControlArg {
+        match self {
+            SimCommand::Create(a) => &a.conn,
+        }
+    }
+}
+
 const CREATE_LONG_ABOUT: &str = "\
 Create and start a guest in the daemon's simulated hypervisor (serve \
 --backend sim; the xen backend answers \"not implemented\"). Its memory is \
 sparse, so a large guest is cheap; its one vCPU runs a deterministic \
 workload that writes --dirty-rate bytes a second while it runs, and \
-`relocd list` shows its step counter.
+`relocd list --json` shows its step counter (`steps`).
 
 The daemon refuses a name already in use and a guest larger than the \
 capacity left (serve --sim-capacity).";
@@ -65,6 +74,8 @@ fn parse_dirty_rate(text: &str) -> Result<u64, String> {
 /// `relocd sim create`'s arguments.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SimCreateArgs {
+    #[command(flatten)]
+    pub conn: crate::client::ControlArg,
     /// The guest's name.
     #[arg(value_name = "NAME", value_parser = parse_name)]
     pub name: String,

@@ -2,45 +2,10 @@
 //! bytes sent, bandwidth, downtime, total time; and the number formats the
 //! other commands share.
 
-use crate::daemon::control::{Outcome, TransferSummary};
+use crate::api::{Outcome, TransferSummary};
 use serde_json::Value;
 
-/// Bytes in binary units with one decimal (`512 B`, `64.0 MiB`, `1.0 GiB`).
-pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    // f64 is exact enough for one decimal of any u64.
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = UNITS[0];
-    for next in &UNITS[1..] {
-        if value < 1024.0 {
-            break;
-        }
-        value /= 1024.0;
-        unit = next;
-    }
-    format!("{value:.1} {unit}")
-}
-
-/// A rate in bytes per second (`64.0 MiB/s`).
-pub fn format_rate(bytes_per_s: u64) -> String {
-    format!("{}/s", format_bytes(bytes_per_s))
-}
-
-/// A count with thousands separators (`262,144`).
-pub fn format_count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use crate::units::{format_bytes, format_count, format_rate};
 
 /// A duration in milliseconds: `12.3 ms` below a second, `1.42 s` above.
 pub fn format_ms(ms: f64) -> String {

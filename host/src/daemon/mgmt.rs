@@ -1,15 +1,14 @@
 //! The management socket's server side: claiming the socket path, accepting
-//! local clients, and turning each [`Request`] into a call on the
-//! [`Backend`] or the [`Operations`]. The wire format is in
-//! [`control`](super::control).
+//! local clients, and turning each [`Request`] into a call on the engine's
+//! [`Service`]. The wire format is in [`crate::api`].
 
-use super::backend::{Backend, Cancelled, Operations, ProgressSink};
-use super::control::{
+use crate::api::{
     read_line, write_line, CommandError, ErrorKind, FrameError, Outcome, PingInfo, Progress, Reply,
     Request, MAX_LINE,
 };
-use super::lock::InstanceLock;
-use super::ShutdownToken;
+use crate::api::{Cancelled, ProgressSink};
+use crate::engine::{Service, ShutdownToken};
+use crate::lock::InstanceLock;
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -205,10 +204,8 @@ impl Drop for ControlSocket {
 
 /// What the management server answers with.
 pub struct ControlContext {
-    /// The hypervisor.
-    pub backend: Arc<dyn Backend>,
-    /// The long-running commands.
-    pub operations: Arc<dyn Operations>,
+    /// The engine (or a test double).
+    pub service: Arc<dyn Service>,
     /// What `Ping` reports.
     pub info: PingInfo,
     /// Triggered when the daemon stops.
@@ -503,14 +500,15 @@ fn dispatch(
     }
     match req {
         Request::Ping => Ok(Outcome::Pong(ctx.info.clone())),
-        Request::List => Ok(Outcome::Domains {
-            domains: ctx.backend.list(),
-        }),
-        Request::SimCreate(r) => ctx.backend.sim_create(r).map(Outcome::Created),
-        Request::Migrate(r) => ctx.operations.migrate(r, sink).map(Outcome::Migrated),
-        Request::Save(r) => ctx.operations.save(r, sink).map(Outcome::Saved),
-        Request::Restore(r) => ctx.operations.restore(r, sink).map(Outcome::Restored),
-        Request::Resolve(r) => ctx.operations.resolve(r).map(|()| Outcome::Resolved {
+        Request::List => ctx
+            .service
+            .list()
+            .map(|domains| Outcome::Domains { domains }),
+        Request::SimCreate(r) => ctx.service.sim_create(r).map(Outcome::Created),
+        Request::Migrate(r) => ctx.service.migrate(r, sink).map(Outcome::Migrated),
+        Request::Save(r) => ctx.service.save(r, sink).map(Outcome::Saved),
+        Request::Restore(r) => ctx.service.restore(r, sink).map(Outcome::Restored),
+        Request::Resolve(r) => ctx.service.resolve(r).map(|()| Outcome::Resolved {
             domain: r.domain.clone(),
             action: r.action,
         }),

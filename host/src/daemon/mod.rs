@@ -1,7 +1,8 @@
 //! `relocd serve`: the daemon (xend's role).
 //!
-//! It holds a hypervisor [`Backend`], the long-running [`Operations`] and a
-//! durable [`Journal`], and serves them on two sockets:
+//! It holds the engine, known by one trait ([`Service`]: the commands and
+//! the incoming relocations, over whatever backend `serve --backend`
+//! chose), and a durable [`Journal`], and serves them on two sockets:
 //!
 //! - the management socket ([`mgmt`], wire format in [`control`]): a Unix
 //!   socket, root only, for the local CLI (`relocd list`, `migrate`, …);
@@ -22,44 +23,37 @@
 //!
 //! # Plugging in
 //!
-//! - A hypervisor implements [`Backend`] (`list`, `sim_create`, `shutdown`).
-//! - The migration engine implements [`Operations`]: `migrate`, `save`,
-//!   `restore` get a [`ProgressSink`]; each `report` becomes one
+//! - The engine (or a test double) implements [`Service`]: `migrate`,
+//!   `save`, `restore` get a [`ProgressSink`]; each `report` becomes one
 //!   `{"reply":"progress",…}` line to the client, and `Err(Cancelled)` (or
 //!   `is_cancelled()`) says the client sent `cancel` or hung up. The return
-//!   value becomes the final line. It records commit points with
-//!   [`Journal::record`] (synced before it returns).
+//!   value becomes the final line. Admitted relocation connections go to
+//!   [`Service::receive`].
 //! - hosts-allow implements [`Admission`] (see
 //!   [`listener::PatternAdmission`], which takes any `(ip, fqdn) -> bool`).
-//! - The destination side of the relocation protocol implements
-//!   [`SessionHandler`]; each admitted connection arrives as a [`Session`]
-//!   on its own thread, with timeouts set and nothing read.
 //!
-//! [`serve`] builds these in one place ([`DaemonParts`]).
+//! [`serve`] builds these in one place ([`DaemonParts`]); it is the only
+//! place that names a backend.
 
-pub mod backend;
-pub mod control;
-pub mod journal;
 pub mod listener;
-pub mod lock;
 pub mod mgmt;
-pub mod sim_backend;
 
-pub use backend::{Backend, EmptyBackend, NoOperations, Operations, ProgressSink};
-pub use journal::Journal;
+pub use crate::api::ProgressSink;
+pub use crate::backend::sim::SimBackend;
+pub use crate::engine::{Service, ShutdownToken};
+pub use crate::journal::Journal;
 pub use listener::{Admission, AdmissionVerdict, Session, SessionHandler};
-pub use sim_backend::SimBackend;
 
+use crate::api::{self as control, PingInfo};
+use crate::journal::{self, JournalError};
 use crate::peer::SystemResolver;
 use crate::settings::{ConfigFile, SettingsError};
-use control::PingInfo;
-use journal::JournalError;
 use listener::{AdmitAll, ListenerConfig, PatternAdmission, RelocationListener};
 use mgmt::{ControlContext, ControlError, ControlServer, ControlSocket};
 use relocd_core::acl::HostsAllow;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,27 +63,6 @@ pub const DEFAULT_CONTROL: &str = "/run/relocd/relocd.sock";
 pub const DEFAULT_CONFIG: &str = "/etc/xen/xend-config.sxp";
 /// The state directory (journal) when `--state-dir` is not given.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/relocd";
-
-/// Set once when the daemon starts to stop; sessions and commands poll it.
-#[derive(Clone, Debug, Default)]
-pub struct ShutdownToken(Arc<AtomicBool>);
-
-impl ShutdownToken {
-    /// A token not yet triggered.
-    pub fn new() -> ShutdownToken {
-        ShutdownToken::default()
-    }
-
-    /// Asks everything holding a clone to stop.
-    pub fn trigger(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether the daemon is stopping.
-    pub fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +90,7 @@ pub enum DaemonError {
     HostsAllow(String),
     /// `--backend xen` where Xen cannot be reached.
     #[error(transparent)]
-    Xen(#[from] crate::xen::XenUnavailable),
+    Xen(#[from] crate::backend::xen::XenUnavailable),
     /// The sim backend's guests (`serve --guests FILE`) could not be read
     /// or created.
     #[error("{}: {message}", .path.display())]
@@ -175,16 +148,34 @@ pub struct DaemonConfig {
 }
 
 /// What the daemon serves. Built by the caller of [`Daemon::start`] once the
-/// journal is open (the operations need it).
+/// journal is open (the engine needs it).
 pub struct DaemonParts {
-    /// The hypervisor.
-    pub backend: Arc<dyn Backend>,
-    /// The long-running commands.
-    pub operations: Arc<dyn Operations>,
+    /// The engine: every command and the incoming relocations.
+    pub service: Arc<dyn Service>,
     /// hosts-allow.
     pub admission: Arc<dyn Admission>,
-    /// The destination side of relocation sessions.
-    pub sessions: Arc<dyn SessionHandler>,
+}
+
+/// The listener's sessions, handed to the engine.
+struct ServiceSessions(Arc<dyn Service>);
+
+fn incoming(s: Session) -> crate::engine::Incoming {
+    crate::engine::Incoming {
+        id: s.id,
+        stream: s.stream,
+        peer: s.peer,
+        shutdown: s.shutdown,
+    }
+}
+
+impl SessionHandler for ServiceSessions {
+    fn handle(&self, session: Session) {
+        self.0.receive(incoming(session));
+    }
+
+    fn busy(&self, session: Session, limit: usize) {
+        self.0.busy(incoming(session), limit);
+    }
 }
 
 /// A running daemon. Stop it with [`Daemon::stop`] (dropping it stops it
@@ -194,8 +185,7 @@ pub struct Daemon {
     control_path: PathBuf,
     listener: Option<RelocationListener>,
     listen_addr: Option<SocketAddr>,
-    backend: Arc<dyn Backend>,
-    operations: Arc<dyn Operations>,
+    service: Arc<dyn Service>,
     journal: Arc<Journal>,
     shutdown: ShutdownToken,
     grace: Duration,
@@ -238,7 +228,7 @@ impl Daemon {
                 let l = RelocationListener::start(
                     lc,
                     parts.admission.clone(),
-                    parts.sessions.clone(),
+                    Arc::new(ServiceSessions(parts.service.clone())),
                     shutdown.clone(),
                 )
                 .map_err(|source| DaemonError::Listen {
@@ -255,7 +245,7 @@ impl Daemon {
             protocol: control::PROTOCOL_VERSION,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
-            backend: parts.backend.name().to_owned(),
+            backend: parts.service.backend_name().to_owned(),
             listen: listen_addr.map(|a| a.to_string()),
             control: cfg.control.clone(),
             state_dir: cfg.state_dir.clone(),
@@ -263,8 +253,7 @@ impl Daemon {
         let control = ControlServer::start(
             socket,
             ControlContext {
-                backend: parts.backend.clone(),
-                operations: parts.operations.clone(),
+                service: parts.service.clone(),
                 info,
                 shutdown: shutdown.clone(),
             },
@@ -278,8 +267,7 @@ impl Daemon {
             control_path: cfg.control,
             listener,
             listen_addr,
-            backend: parts.backend,
-            operations: parts.operations,
+            service: parts.service,
             journal,
             shutdown,
             grace: cfg.shutdown_grace,
@@ -320,7 +308,7 @@ impl Daemon {
         if let Some(control) = self.control.take() {
             control.stop();
         }
-        self.operations.shutdown();
+        self.service.shutdown();
         if let Some(listener) = self.listener.take() {
             if !listener.stop(self.grace) {
                 tracing::warn!(
@@ -329,7 +317,7 @@ impl Daemon {
                 );
             }
         }
-        self.backend.shutdown();
+        self.service.stopped();
         tracing::info!("relocd stopped");
     }
 }
@@ -352,6 +340,8 @@ pub enum BackendKind {
 /// `relocd serve`'s arguments.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub conn: crate::client::ControlArg,
     /// xend's config file (default /etc/xen/xend-config.sxp; when that is
     /// missing, xend's defaults apply).
     #[arg(long, value_name = "FILE")]
@@ -361,9 +351,10 @@ pub struct ServeArgs {
     /// saves, restores and migrates 64-bit PV guests).
     #[arg(long, value_enum, default_value = "sim")]
     pub backend: BackendKind,
-    /// Listen for relocations on ADDR:PORT, whatever the config says (port 0:
-    /// any free port, reported by the log and by `Ping`).
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Listen for relocations on ADDR:PORT (a name or an address; IPv6 as
+    /// `[ADDR]:PORT`), whatever the config says. Port 0 takes any free port;
+    /// the log line "relocation listener ready" says which.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
     pub listen: Option<String>,
     /// Where the journal lives.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
@@ -374,9 +365,9 @@ pub struct ServeArgs {
     /// Timeout on every read and write of a relocation session, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub io_timeout: u64,
-    /// Guest memory the simulated hypervisor offers (sim backend; 64G when
-    /// not given). Guest memory is sparse: this is what admission counts,
-    /// not RAM the daemon takes.
+    /// Guest memory the simulated hypervisor offers (sim backend; default:
+    /// the memory this host has available when the daemon starts). Admission
+    /// counts it; a guest's pages take real memory once written.
     #[arg(long, value_name = "SIZE", value_parser = parse_capacity)]
     pub sim_capacity: Option<u64>,
     /// Guests the simulated hypervisor creates and starts at start-up (sim
@@ -386,8 +377,26 @@ pub struct ServeArgs {
     pub guests: Option<PathBuf>,
 }
 
+/// Checks `--listen`'s form (`ADDR:PORT`, `[V6ADDR]:PORT`); the address is
+/// resolved when the daemon starts.
+fn parse_listen(text: &str) -> Result<String, String> {
+    let form = "--listen takes ADDR:PORT, e.g. 0.0.0.0:8002, 127.0.0.1:41008 or [::1]:8002";
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !h.ends_with(':') => (h, p),
+        _ => return Err(format!("`{text}` has no address and port: {form}")),
+    };
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!(
+            "`{text}`: an IPv6 address goes in brackets: {form}"
+        ));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("`{port}` is not a port (0 to 65535): {form}"))?;
+    Ok(text.to_owned())
+}
+
 fn parse_capacity(text: &str) -> Result<u64, String> {
-    crate::sim::parse_size(text).map_err(|e| e.to_string())
+    crate::backend::sim::parse_size(text).map_err(|e| e.to_string())
 }
 
 /// hosts-allow as the listener applies it: empty admits every peer; else
@@ -456,8 +465,8 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
 
     let xen = match args.backend {
         BackendKind::Sim => None,
-        BackendKind::Xen => Some(Arc::new(crate::xen::XenBackend::new(
-            crate::xen::open_privcmd()?,
+        BackendKind::Xen => Some(Arc::new(crate::backend::xen::XenBackend::new(
+            crate::backend::xen::open_privcmd()?,
         ))),
     };
     // Read before anything is claimed, so a bad file stops nothing running.
@@ -468,14 +477,20 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
                 message,
             };
             let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-            crate::sim::parse_guests_file(&text).map_err(|e| bad(e.to_string()))?
+            crate::backend::sim::parse_guests_file(&text).map_err(|e| bad(e.to_string()))?
         }
         None => Vec::new(),
     };
-    let sim = Arc::new(SimBackend::with_capacity(
-        args.sim_capacity
-            .unwrap_or(sim_backend::DEFAULT_SIM_CAPACITY),
-    ));
+    let sim_capacity = args
+        .sim_capacity
+        .unwrap_or_else(crate::backend::sim::default_sim_capacity);
+    if xen.is_none() {
+        tracing::info!(
+            capacity = %crate::units::format_mib(sim_capacity),
+            "simulated hypervisor: guest memory offered (--sim-capacity)"
+        );
+    }
+    let sim = Arc::new(SimBackend::with_capacity(sim_capacity));
 
     let (config_path, file) = match &args.config {
         Some(path) => (path.clone(), Some(ConfigFile::read(path)?)),
@@ -544,37 +559,18 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
             }),
             shutdown_grace: io_timeout,
         },
-        |journal| match &xen {
-            // The Xen backend lists, saves, restores and migrates 64-bit PV
-            // domains; what a killed daemon left half done is settled first.
-            Some(x) => {
-                use crate::xen::migrate::{MigrateEnv, PvRestore, XenEngine, XenReceiver};
-                let env = Arc::new(MigrateEnv::new(
-                    journal.clone(),
-                    crate::engine::EngineConfig { io_timeout },
-                ));
-                env.reconcile(x);
-                let ops = crate::xen::XenOperations::new(x.clone());
-                DaemonParts {
-                    backend: x.clone(),
-                    operations: Arc::new(XenEngine::new(x.clone(), env.clone(), ops)),
-                    admission,
-                    sessions: Arc::new(XenReceiver::new(x.clone(), env, PvRestore)),
-                }
-            }
-            None => {
-                let engine = Arc::new(crate::engine::Engine::new(
+        |journal| {
+            let cfg = crate::engine::EngineConfig { io_timeout };
+            // What a killed daemon left half done is settled by Engine::new.
+            let service: Arc<dyn Service> = match &xen {
+                Some(x) => Arc::new(crate::engine::Engine::new(x.clone(), journal.clone(), cfg)),
+                None => Arc::new(crate::engine::Engine::new(
                     sim.clone(),
                     journal.clone(),
-                    crate::engine::EngineConfig { io_timeout },
-                ));
-                DaemonParts {
-                    backend: sim.clone(),
-                    operations: engine.clone(),
-                    admission,
-                    sessions: engine,
-                }
-            }
+                    cfg,
+                )),
+            };
+            DaemonParts { service, admission }
         },
     )?;
     let backend_name = if xen.is_some() { "xen" } else { "sim" };

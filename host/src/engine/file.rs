@@ -1,44 +1,66 @@
-//! `relocd save` and `relocd restore` with the simulated hypervisor: the
-//! guest as an xl save file.
+//! `relocd save` and `relocd restore`, for every backend: the guest as an
+//! xl save file.
 //!
-//! The file is what `xl save` writes: the xl header, the domain's config
-//! (libxl JSON with its trailing NUL: `c_info.name`, `c_info.type`,
-//! `b_info.max_memkb`, `b_info.max_vcpus`), the libxl v2 stream with its
-//! `LIBXC_CONTEXT`, and inside it the libxc stream the migration sends (an
-//! HVM-style image: `PAGE_DATA` batches of 1024 pages, empty `HVM_PARAMS`,
-//! the vCPU state in `HVM_CONTEXT`, `END`), then libxl's `END`.
+//! The file is what `xl save` writes: xl's header, the domain's
+//! configuration (libxl JSON with its trailing NUL, from
+//! [`Backend::save_config`]), the libxl v2 stream with its
+//! `LIBXC_CONTEXT`, and inside it the same libxc stream a migration sends
+//! ([`LibxcEncoder`]: the guest's own records at Xen's `save_ops` points,
+//! the pages of every round, the vCPU state), then libxl's `END`.
 //!
-//! Save pauses the guest, writes `FILE.tmp`, fsyncs it, renames it to
-//! `FILE` and fsyncs the directory, so a crash or an error never leaves a
-//! half-written `FILE`; then the guest is destroyed, or resumed with
-//! `keep_running` (`-c`). Restore reads the config (bounded), creates an
-//! empty paused domain, applies the stream, and unpauses it only once the
-//! stream is complete; on any failure the domain is destroyed.
+//! Save runs the page loop of the core (`relocd_core::precopy::drive`):
+//! offline, the guest is stopped first and every page is written once;
+//! live (`--live`), round 1 writes every page while it runs, the following
+//! rounds what it dirtied, until the pre-copy policy says stop; then it is
+//! stopped and the rest goes out. `--bandwidth` caps the write rate of the
+//! live rounds. The save is journaled as a source session (`prepared`
+//! before the guest is touched, `resolved` after), so a daemon killed while
+//! the guest is stopped for it has the next one restart it.
+//!
+//! Where the file goes ([`SaveTarget`]): a regular file (or a new one) is
+//! written under a temporary name of relocd's own, created exclusively next
+//! to it, fsynced, renamed over `FILE` and the directory fsynced, so a
+//! crash or an error never leaves a half-written `FILE` and never touches
+//! another file. A character device or a FIFO is written in place, as `xl
+//! save` streams into it. A directory, or anything else that is not a
+//! regular file, is refused before the guest is touched. On any failure
+//! before the file is complete, the temporary file is removed and the
+//! guest runs again here; after it, the guest is destroyed, or resumed with
+//! `-c`.
+//!
+//! Restore reads the configuration (bounded), asks the backend to admit and
+//! build the empty, paused domain, applies the stream, and lets the guest
+//! run only once the stream is complete; on any failure the domain is
+//! destroyed.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use relocd_core::guest::{GuestInfo, PageType, SinkGuest, SourceGuest};
-use relocd_core::stream::domain::{DomainHeaderRepr, DomainType};
-use relocd_core::stream::reader::{Decoder, Event, Options};
-use relocd_core::stream::writer::{Sink, StreamWriter, WriteError};
-use relocd_core::stream::{PageType as WirePageType, PfnEntry};
-
-use crate::daemon::backend::ProgressSink;
-use crate::daemon::control::{
-    CommandError, DomainInfo, ErrorKind, Phase, Progress, RestoreRequest, SaveRequest,
-    TransferSummary,
+use relocd_core::guest::{GuestType, PageType, SinkGuest, SourceGuest, PAGE_SIZE};
+use relocd_core::precopy::drive::{self, BatchBuf, DriveError};
+use relocd_core::precopy::{
+    Decision, DefaultPolicy, Phase as PcPhase, PolicyConfig, PrecopyConfig, MAX_BATCH_SIZE,
 };
-use crate::daemon::SimBackend;
-use crate::session::{ImageDecoder, LibxcDecoder};
-use crate::sim::{SimGuest, SimSink, SimSource, PAGE_SIZE};
+use relocd_core::stream::reader::{Decoder, Event, Options};
 
-/// Pages per `PAGE_DATA` record (as Xen).
-const BATCH: usize = 1024;
-/// The longest xl config restore reads.
-pub const MAX_CONFIG_LEN: usize = 64 * 1024;
+use super::guard::{TrackedSink, TrackedSource};
+use super::{policy, Backend, Engine, NewGuest};
+use crate::api::{
+    CommandError, DomainInfo, ErrorKind, Phase, Progress, ProgressSink, RestoreRequest,
+    SaveRequest, TransferSummary,
+};
+use crate::journal::{CommitState, JournalEntry, Role};
+use crate::session::{
+    encode_head, encode_tail, mib_per_s, Clock, ImageDecoder, ImageEncoder, LibxcDecoder,
+    LibxcEncoder, SessionError,
+};
+
+/// The longest xl configuration a restore reads (1 MiB).
+pub const MAX_CONFIG_LEN: u64 = 1 << 20;
 /// Read size when restoring.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -46,229 +68,432 @@ fn err(kind: ErrorKind, msg: impl Into<String>) -> CommandError {
     CommandError::new(kind, msg)
 }
 
-/// A writer sink that collects one record's bytes at a time.
-#[derive(Debug, Default)]
-struct Buf(Vec<u8>);
-
-impl Sink for Buf {
-    type Error = core::convert::Infallible;
-    fn write_all(&mut self, buf: &[u8]) -> Result<(), Self::Error> {
-        self.0.extend_from_slice(buf);
-        Ok(())
-    }
+fn session_err(e: SessionError) -> CommandError {
+    err(ErrorKind::Internal, e.to_string())
 }
 
-fn werr(e: WriteError<core::convert::Infallible>) -> CommandError {
-    match e {
-        WriteError::Stream(s) => err(ErrorKind::Internal, format!("writing the stream: {s}")),
-        WriteError::Io(never) => match never {},
-    }
+/// Where a save writes (module doc).
+#[derive(Debug)]
+pub enum SaveTarget {
+    /// A regular file, new or replaced: written as `tmp`, renamed to
+    /// `file`.
+    Replace {
+        /// The file asked for.
+        file: PathBuf,
+        /// The temporary file beside it.
+        tmp: PathBuf,
+    },
+    /// A character device or a FIFO, written in place.
+    InPlace(PathBuf),
 }
 
-/// The xl config (libxl JSON, NUL-terminated) for a simulated guest.
-pub fn xl_config(name: &str, memory_bytes: u64, vcpus: u32) -> Vec<u8> {
-    let v = serde_json::json!({
-        "c_info": { "type": "hvm", "name": name },
-        "b_info": {
-            "max_vcpus": vcpus,
-            "max_memkb": memory_bytes / 1024,
-            "target_memkb": memory_bytes / 1024,
-        },
-    });
-    let mut out = serde_json::to_vec_pretty(&v).unwrap_or_default();
-    out.push(0);
-    out
-}
-
-fn tmp_path(file: &Path) -> PathBuf {
-    let mut s = file.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
-}
-
-fn report(progress: &mut dyn ProgressSink, sent: u64, total: u64, bytes: u64) -> bool {
-    let mut p = Progress::phase(Phase::Transfer);
-    p.pages_sent = sent;
-    p.pages_total = total;
-    p.bytes_sent = bytes;
-    progress.report(&p).is_err() || progress.is_cancelled()
-}
-
-/// Writes `guest`'s image to `w` (xl framing); `Ok(bytes)`.
-fn write_image(
-    guest: &SimGuest,
-    w: &mut dyn Write,
-    progress: &mut dyn ProgressSink,
-) -> Result<(u64, u64), CommandError> {
-    let io = |e: std::io::Error| err(ErrorKind::Internal, format!("writing: {e}"));
-    let mut src = SimSource::new(guest.clone());
-    let info: GuestInfo = src
-        .info()
-        .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
-    let domain = DomainHeaderRepr {
-        domain_type: DomainType::X86Hvm,
-        page_shift: 12,
-        xen_major: 4,
-        xen_minor: 17,
-    };
-    let cfg = xl_config(&guest.name(), guest.memory_bytes(), info.vcpus);
-    let mut sw = StreamWriter::new_xl(Buf::default(), &cfg, domain).map_err(werr)?;
-    let mut bytes = 0u64;
-    let drain = |sw: &mut StreamWriter<Buf>,
-                 w: &mut dyn Write,
-                 bytes: &mut u64|
-     -> Result<(), CommandError> {
-        let b = &mut sw.sink_mut().0;
-        w.write_all(b).map_err(io)?;
-        *bytes += b.len() as u64;
-        b.clear();
-        Ok(())
-    };
-    sw.static_data_end().map_err(werr)?;
-    drain(&mut sw, w, &mut bytes)?;
-    let total = info.p2m_size;
-    let mut pfns = Vec::with_capacity(BATCH);
-    let mut types = vec![PageType::NOTAB; BATCH];
-    let mut data = vec![0u8; BATCH * PAGE_SIZE];
-    let mut entries = Vec::with_capacity(BATCH);
-    let mut first = 0u64;
-    let mut batches = 0u64;
-    while first < total {
-        let end = total.min(first + BATCH as u64);
-        pfns.clear();
-        pfns.extend(first..end);
-        let n = pfns.len();
-        src.read_pages(&pfns, &mut types[..n], &mut data[..n * PAGE_SIZE])
-            .map_err(|e| err(ErrorKind::Internal, format!("reading the guest: {e}")))?;
-        entries.clear();
-        entries.extend(pfns.iter().zip(&types[..n]).map(|(&pfn, t)| PfnEntry {
-            pfn,
-            page_type: WirePageType::from_nibble((t.raw() >> 28) as u8),
-        }));
-        let pages: Vec<&[u8]> = data[..n * PAGE_SIZE].chunks(PAGE_SIZE).collect();
-        sw.page_data(&entries, &pages).map_err(werr)?;
-        drain(&mut sw, w, &mut bytes)?;
-        first = end;
-        batches += 1;
-        if batches % 16 == 0 && report(progress, first, total, bytes) {
-            return Err(err(ErrorKind::Cancelled, "save cancelled"));
+impl SaveTarget {
+    /// Decides where a save to `file` writes, before the guest is touched:
+    /// refuses a directory and anything else that is neither a regular
+    /// file, a character device nor a FIFO, and a missing directory.
+    pub fn for_file(file: &Path) -> Result<SaveTarget, CommandError> {
+        let refuse = |why: String| {
+            err(
+                ErrorKind::BadRequest,
+                format!("cannot save to {}: {why}", file.display()),
+            )
+        };
+        match std::fs::metadata(file) {
+            Ok(m) if m.is_dir() => Err(refuse(
+                "it is a directory; name a file (in it, or elsewhere)".into(),
+            )),
+            Ok(m) if m.file_type().is_char_device() || m.file_type().is_fifo() => {
+                Ok(SaveTarget::InPlace(file.to_owned()))
+            }
+            Ok(m) if !m.is_file() => Err(refuse(
+                "it is neither a regular file, a character device nor a FIFO".into(),
+            )),
+            Ok(_) => Ok(Self::replace(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let dir = parent(file);
+                match std::fs::metadata(dir) {
+                    Ok(m) if m.is_dir() => Ok(Self::replace(file)),
+                    Ok(_) => Err(refuse(format!("{} is not a directory", dir.display()))),
+                    Err(e) => Err(refuse(format!("{}: {e}", dir.display()))),
+                }
+            }
+            Err(e) => Err(refuse(e.to_string())),
         }
     }
-    let mut blob = [0u8; 256];
-    let n = src
-        .vcpu_context(0, &mut blob)
-        .map_err(|e| err(ErrorKind::Internal, format!("vCPU state: {e}")))?;
-    let mut ctx = Vec::new();
-    ctx.extend_from_slice(&0u32.to_le_bytes());
-    ctx.extend_from_slice(&(n as u32).to_le_bytes());
-    ctx.extend_from_slice(&blob[..n]);
-    ctx.resize(ctx.len().next_multiple_of(8), 0);
-    sw.hvm_params(&[]).map_err(werr)?;
-    sw.hvm_context(&ctx).map_err(werr)?;
-    sw.end().map_err(werr)?;
-    let mut rest = sw.finish().map_err(werr)?;
-    w.write_all(&rest.0).map_err(io)?;
-    bytes += rest.0.len() as u64;
-    rest.0.clear();
-    let _ = report(progress, total, total, bytes);
-    Ok((total, bytes))
+
+    fn replace(file: &Path) -> SaveTarget {
+        let base = file
+            .file_name()
+            .map_or_else(|| "save".into(), |n| n.to_string_lossy().into_owned());
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let tmp = parent(file).join(format!(
+            ".{base}.relocd-{}-{nonce:08x}.partial",
+            std::process::id()
+        ));
+        SaveTarget::Replace {
+            file: file.to_owned(),
+            tmp,
+        }
+    }
+
+    /// The path written to.
+    fn path(&self) -> &Path {
+        match self {
+            SaveTarget::Replace { tmp, .. } => tmp,
+            SaveTarget::InPlace(p) => p,
+        }
+    }
+
+    /// Opens what is written to: the temporary file created exclusively
+    /// (never an existing file), or the device or FIFO.
+    fn open(&self) -> Result<File, CommandError> {
+        let r = match self {
+            SaveTarget::Replace { tmp, .. } => OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(tmp),
+            SaveTarget::InPlace(p) => OpenOptions::new().write(true).open(p),
+        };
+        r.map_err(|e| {
+            err(
+                ErrorKind::BadRequest,
+                format!("cannot create {}: {e}", self.path().display()),
+            )
+        })
+    }
+
+    /// The file is complete: fsync and rename into place (a regular file).
+    fn commit(&self, f: File) -> Result<(), CommandError> {
+        let SaveTarget::Replace { file, tmp } = self else {
+            return Ok(());
+        };
+        f.sync_all()
+            .map_err(|e| err(ErrorKind::Internal, format!("fsync {}: {e}", tmp.display())))?;
+        drop(f);
+        std::fs::rename(tmp, file).map_err(|e| {
+            err(
+                ErrorKind::Internal,
+                format!("renaming {} to {}: {e}", tmp.display(), file.display()),
+            )
+        })?;
+        if let Ok(d) = File::open(parent(file)) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// A failed save: the temporary file goes (nothing else is touched).
+    fn discard(&self) {
+        if let SaveTarget::Replace { tmp, .. } = self {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+fn parent(file: &Path) -> &Path {
+    file.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// A writer that counts what goes through.
+struct Counted<W> {
+    w: W,
+    bytes: u64,
+}
+
+impl<W: Write> Counted<W> {
+    fn put(&mut self, parts: &[&[u8]]) -> Result<(), CommandError> {
+        for p in parts {
+            self.w
+                .write_all(p)
+                .map_err(|e| err(ErrorKind::Internal, format!("writing the file: {e}")))?;
+            self.bytes += p.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+/// What the page loop of a save is asked.
+#[derive(Clone, Copy, Debug)]
+struct ImageOptions {
+    live: bool,
+    bandwidth: Option<u64>,
+    policy: PolicyConfig,
+}
+
+/// What the page loop did.
+struct Written {
+    rounds: u32,
+    pages: u64,
+    stopped_at: Option<Instant>,
+}
+
+fn drive_err<E: std::fmt::Debug + std::fmt::Display>(e: DriveError<E>) -> CommandError {
+    match e {
+        DriveError::Guest(g) => err(ErrorKind::Internal, format!("the guest: {g}")),
+        other => err(ErrorKind::Internal, other.to_string()),
+    }
+}
+
+/// Writes the whole image of `src` through `encoder` into `out` (module
+/// doc). Cancelled when the client cancels or `stopping` is set.
+fn write_image<G>(
+    src: &mut G,
+    encoder: &mut LibxcEncoder,
+    out: &mut Counted<impl Write>,
+    opts: ImageOptions,
+    progress: &mut dyn ProgressSink,
+    stopping: &AtomicBool,
+) -> Result<Written, CommandError>
+where
+    G: SourceGuest,
+    G::Error: std::fmt::Display,
+{
+    let info = src
+        .info()
+        .map_err(|e| err(ErrorKind::Internal, format!("the guest: {e}")))?;
+    let mut chunk = Vec::new();
+    encode_head(encoder, src, &info, &mut chunk).map_err(session_err)?;
+    out.put(&[&chunk])?;
+    let clock = Clock::new();
+    let words = info.bitmap_words();
+    let mut bitmap = vec![0u64; words];
+    let mut scratch = vec![0u64; words];
+    let cfg = PrecopyConfig {
+        bandwidth_limit: opts.bandwidth,
+    };
+    let policy = DefaultPolicy::new(opts.policy);
+    let mut stopped_at = None;
+    let mut pc = if opts.live {
+        drive::start_live(src, &mut bitmap, cfg, policy, clock.now()).map_err(drive_err)?
+    } else {
+        stopped_at = Some(Instant::now());
+        drive::start_offline(src, &mut bitmap, cfg, policy, clock.now()).map_err(drive_err)?
+    };
+    let mut pfns = vec![0u64; MAX_BATCH_SIZE];
+    let mut types = vec![PageType::NOTAB; MAX_BATCH_SIZE];
+    let mut data = vec![0u8; MAX_BATCH_SIZE * PAGE_SIZE];
+    let mut batches = 0u64;
+    let cancelled = |progress: &mut dyn ProgressSink| {
+        progress.is_cancelled() || stopping.load(Ordering::SeqCst)
+    };
+    loop {
+        loop {
+            let buf = BatchBuf {
+                pfns: &mut pfns,
+                types: &mut types,
+                data: &mut data,
+            };
+            let Some(b) = drive::read_batch(&mut pc, src, &bitmap, buf).map_err(drive_err)? else {
+                break;
+            };
+            chunk.clear();
+            encoder
+                .pages(b.pfns, b.types, b.data, &mut chunk)
+                .map_err(|e| session_err(e.into()))?;
+            let before = out.bytes;
+            out.put(&[&chunk, b.data])?;
+            let wrote = out.bytes - before;
+            if let Some(at) = pc.record_batch(clock.now(), b.pfns.len() as u64, wrote) {
+                // Sleep in short steps, so a cancel acts at once.
+                while clock.now() < at {
+                    if cancelled(progress) {
+                        break;
+                    }
+                    let wait = at.saturating_duration_since(clock.now());
+                    let wait = std::time::Duration::from_nanos(wait.as_nanos())
+                        .min(std::time::Duration::from_millis(50));
+                    std::thread::sleep(wait);
+                }
+            }
+            batches += 1;
+            if batches % 8 == 0 {
+                let p = pc.progress();
+                let mut r = Progress::phase(match pc.phase() {
+                    PcPhase::Live(_) => Phase::Precopy,
+                    _ => Phase::StopAndCopy,
+                });
+                r.round = match pc.phase() {
+                    PcPhase::Live(n) => n,
+                    _ => 0,
+                };
+                r.pages_sent = p.total_pages_sent;
+                r.pages_total = info.p2m_size;
+                r.dirty_pages = p.round_pages.saturating_sub(p.round_pages_sent);
+                r.bytes_sent = out.bytes;
+                if progress.report(&r).is_err() || cancelled(progress) {
+                    return Err(err(ErrorKind::Cancelled, "save cancelled"));
+                }
+            }
+        }
+        match pc.phase() {
+            PcPhase::Live(round) => {
+                match drive::end_live_round(&mut pc, src, &mut bitmap, clock.now())
+                    .map_err(drive_err)?
+                {
+                    Decision::ContinuePrecopy => tracing::debug!(round, "another live round"),
+                    Decision::StopAndCopy => {
+                        stopped_at = Some(Instant::now());
+                        drive::suspend_for_final(
+                            &mut pc,
+                            src,
+                            &mut bitmap,
+                            &mut scratch,
+                            clock.now(),
+                        )
+                        .map_err(drive_err)?;
+                    }
+                    Decision::Abort => {
+                        return Err(err(
+                            ErrorKind::Refused,
+                            "the guest dirties memory faster than the file is written; \
+                             save abandoned, the guest keeps running",
+                        ))
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+    let summary = pc
+        .finish(clock.now())
+        .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+    chunk.clear();
+    encode_tail(encoder, src, &info, &mut chunk).map_err(session_err)?;
+    encoder
+        .close(&mut chunk)
+        .map_err(|e| session_err(e.into()))?;
+    out.put(&[&chunk])?;
+    Ok(Written {
+        rounds: summary.live_rounds + 1,
+        pages: summary.total_pages_sent,
+        stopped_at,
+    })
 }
 
 /// `relocd save` (module doc).
-pub fn save(
-    sim: &SimBackend,
-    guest: &SimGuest,
+pub(crate) fn save<B: Backend>(
+    e: &Engine<B>,
     req: &SaveRequest,
     progress: &mut dyn ProgressSink,
 ) -> Result<TransferSummary, CommandError> {
     let started = Instant::now();
-    let name = guest.name();
-    let was_running = guest.state() == crate::sim::DomainState::Running;
-    let tmp = tmp_path(&req.file);
-    let file = File::create(&tmp).map_err(|e| {
-        err(
-            ErrorKind::BadRequest,
-            format!("cannot create {}: {e}", tmp.display()),
-        )
-    })?;
-    sim.mark_paused_by_migration(guest.domid());
-    if let Err(e) = guest.pause() {
-        sim.clear(guest.domid());
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(ErrorKind::Internal, format!("pausing {name}: {e}")));
-    }
-    let paused_at = Instant::now();
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    let result = write_image(guest, &mut w, progress).and_then(|r| {
-        let file = w
-            .into_inner()
-            .map_err(|e| err(ErrorKind::Internal, format!("writing: {}", e.error())))?;
-        file.sync_all()
-            .map_err(|e| err(ErrorKind::Internal, format!("fsync: {e}")))?;
-        drop(file);
-        std::fs::rename(&tmp, &req.file)
-            .map_err(|e| err(ErrorKind::Internal, format!("rename: {e}")))?;
-        if let Some(dir) = req.file.parent() {
-            if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            }) {
-                let _ = d.sync_all();
-            }
+    let d = e.source_domain(&req.domain)?;
+    let name = d.name.clone();
+    let _claim = e.claim(&name)?;
+    let target = SaveTarget::for_file(&req.file)?;
+    let config = e.backend.save_config(&d);
+    let src = e.backend.open_source(&d)?;
+    let mut src = TrackedSource::new(src, &name, e.stopped.clone(), e.crashed.clone());
+    let key = format!("save-{:016x}", e.session_id());
+    let entry = |state| JournalEntry::now(&name, &key, Role::Source, state);
+    e.journal
+        .record(&entry(CommitState::Prepared))
+        .map_err(|e| err(ErrorKind::Internal, format!("journal: {e}")))?;
+    let resolved = || {
+        if let Err(err) = e.journal.record(&entry(CommitState::Resolved)) {
+            tracing::error!(domain = %name, "journal: {err}");
         }
-        Ok(r)
-    });
-    let resume = |g: &SimGuest| {
-        if was_running {
-            let _ = g.unpause();
-        }
-        sim.clear(g.domid());
     };
-    match result {
-        Ok((pages, bytes)) => {
-            let downtime = paused_at.elapsed();
-            if req.keep_running {
-                resume(guest);
-            } else {
-                sim.clear(guest.domid());
-                guest
-                    .destroy()
-                    .map_err(|e| err(ErrorKind::Internal, format!("destroying {name}: {e}")))?;
+    let opts = ImageOptions {
+        live: req.live,
+        bandwidth: req.bandwidth_bytes_per_s,
+        policy: policy(None, None, false),
+    };
+    let written = target.open().and_then(|f| {
+        let mut out = Counted {
+            w: BufWriter::with_capacity(1 << 20, f),
+            bytes: 0,
+        };
+        let mut encoder = LibxcEncoder::xl_file(&config);
+        let w = write_image(
+            &mut src,
+            &mut encoder,
+            &mut out,
+            opts,
+            progress,
+            &e.stopping,
+        )?;
+        let f = out.w.into_inner().map_err(|e| {
+            err(
+                ErrorKind::Internal,
+                format!("writing the file: {}", e.error()),
+            )
+        })?;
+        target.commit(f)?;
+        Ok((w, out.bytes))
+    });
+    let (w, bytes) = match written {
+        Ok(r) => r,
+        Err(failure) => {
+            target.discard();
+            let _ = src.disable_logdirty();
+            if src.suspended {
+                if let Err(r) = src.resume() {
+                    tracing::error!(domain = %name, "resuming after a failed save: {r}");
+                    resolved();
+                    return Err(err(
+                        failure.kind,
+                        format!("{}; and resuming the guest failed: {r}", failure.message),
+                    ));
+                }
             }
-            let total = started.elapsed();
-            tracing::info!(domain = %name, file = %req.file.display(), bytes, "saved");
-            Ok(TransferSummary {
-                domain: name,
-                rounds: 1,
-                pages_sent: pages,
-                bytes_sent: bytes,
-                downtime_ms: if req.keep_running {
-                    downtime.as_secs_f64() * 1000.0
+            resolved();
+            tracing::warn!(domain = %name, file = %req.file.display(), error = %failure.message,
+                "save failed; the guest runs here");
+            if failure.kind == ErrorKind::Cancelled {
+                return Err(err(
+                    ErrorKind::Cancelled,
+                    format!("save cancelled; {name} keeps running here, no file was written"),
+                ));
+            }
+            return Err(failure);
+        }
+    };
+    // The file is complete: the point of no return.
+    let _ = src.disable_logdirty();
+    let fate = if req.keep_running {
+        src.resume()
+    } else {
+        src.destroy()
+    };
+    let downtime = w.stopped_at.map(|t| t.elapsed());
+    resolved();
+    if let Err(r) = fate {
+        return Err(err(
+            ErrorKind::Internal,
+            format!(
+                "{name} is saved in {}, but {} it failed: {r}",
+                req.file.display(),
+                if req.keep_running {
+                    "resuming"
                 } else {
-                    0.0
-                },
-                total_ms: total.as_secs_f64() * 1000.0,
-                bandwidth_mib_s: crate::session::mib_per_s(bytes, total),
-            })
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            resume(guest);
-            Err(e)
-        }
+                    "destroying"
+                }
+            ),
+        ));
     }
-}
-
-/// What restore needs from the config.
-struct Config {
-    name: String,
-    memory: u64,
+    e.backend.saved(&d, !req.keep_running);
+    let total = started.elapsed();
+    tracing::info!(domain = %name, file = %req.file.display(), bytes, rounds = w.rounds, "saved");
+    Ok(TransferSummary {
+        domain: name,
+        rounds: w.rounds,
+        pages_sent: w.pages,
+        bytes_sent: bytes,
+        downtime_ms: downtime.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        total_ms: total.as_secs_f64() * 1000.0,
+        bandwidth_mib_s: mib_per_s(bytes, total),
+    })
 }
 
 /// The xl configuration at the start of a save file, its trailing NULs
 /// removed; refused when it announces more than `max` bytes (before any
-/// of it is kept). Shared by the sim and Xen restores.
+/// of it is kept).
 pub fn read_xl_config(file: &mut File, path: &Path, max: u64) -> Result<Vec<u8>, CommandError> {
     let bad = |m: String| err(ErrorKind::BadRequest, format!("{}: {m}", path.display()));
     let mut dec = Decoder::new(Options::default());
@@ -300,32 +525,104 @@ pub fn read_xl_config(file: &mut File, path: &Path, max: u64) -> Result<Vec<u8>,
     Ok(cfg)
 }
 
-fn read_config(file: &mut File, path: &Path) -> Result<Config, CommandError> {
-    let bad = |m: String| err(ErrorKind::BadRequest, format!("{}: {m}", path.display()));
-    let cfg = read_xl_config(file, path, MAX_CONFIG_LEN as u64)?;
-    if cfg.is_empty() {
-        return Err(bad("not an xl save file with a config".into()));
+/// A UUID from libxl's text form.
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text.chars().filter(|&c| c != '-').collect();
+    if hex.len() != 32 {
+        return None;
     }
-    let v: serde_json::Value =
-        serde_json::from_slice(&cfg).map_err(|e| bad(format!("config: {e}")))?;
-    let name = v
-        .pointer("/c_info/name")
-        .and_then(|n| n.as_str())
-        .ok_or_else(|| bad("config has no c_info.name".into()))?
+    let mut u = [0u8; 16];
+    for (i, b) in u.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(u)
+}
+
+/// libxl's device lists a configuration may hold; relocd does not
+/// recreate device backends yet, so a guest with any is refused.
+const DEVICE_LISTS: [&str; 13] = [
+    "disks",
+    "nics",
+    "pcidevs",
+    "vfbs",
+    "vkbs",
+    "vtpms",
+    "p9s",
+    "pvcallsifs",
+    "vdispls",
+    "vsnds",
+    "channels",
+    "usbctrls",
+    "usbdevs",
+];
+
+/// The guest a file's xl configuration describes (libxl JSON:
+/// `c_info.name`, `c_info.uuid`, `c_info.type`, `b_info.max_memkb`,
+/// `b_info.max_vcpus`). A guest with devices is refused.
+pub fn guest_of_config(config: &[u8], path: &Path) -> Result<NewGuest, CommandError> {
+    let bad = |m: String| err(ErrorKind::BadRequest, format!("{}: {m}", path.display()));
+    if config.is_empty() {
+        return Err(bad("not an xl save file with a configuration".into()));
+    }
+    let v: serde_json::Value = serde_json::from_slice(config).map_err(|e| {
+        bad(format!(
+            "not an xl save file with a JSON configuration ({e})"
+        ))
+    })?;
+    let text = |p: &str| v.pointer(p).and_then(|n| n.as_str());
+    let name = text("/c_info/name")
+        .ok_or_else(|| bad("the configuration has no c_info.name".into()))?
         .to_owned();
-    let kb = v
+    let guest_type = match text("/c_info/type") {
+        Some("pv") => GuestType::Pv,
+        _ => GuestType::Hvm,
+    };
+    let devices: Vec<String> = DEVICE_LISTS
+        .iter()
+        .filter_map(|k| {
+            let n = v.get(k).and_then(|a| a.as_array()).map_or(0, Vec::len);
+            (n > 0).then(|| format!("{k}: {n}"))
+        })
+        .collect();
+    if !devices.is_empty() {
+        return Err(err(
+            ErrorKind::Refused,
+            format!(
+                "{}: the saved guest has devices ({}); relocd restore does not create device \
+                 backends yet, so it would lose them: use xl restore for this file",
+                path.display(),
+                devices.join(", ")
+            ),
+        ));
+    }
+    let uuid = match text("/c_info/uuid") {
+        Some(u) => parse_uuid(u).ok_or_else(|| bad(format!("c_info.uuid {u:?} is not a UUID")))?,
+        None => [0; 16],
+    };
+    let max_memkb = v
         .pointer("/b_info/max_memkb")
         .and_then(|n| n.as_u64())
-        .ok_or_else(|| bad("config has no b_info.max_memkb".into()))?;
-    let memory = kb
+        .ok_or_else(|| bad("the configuration has no b_info.max_memkb".into()))?;
+    let memory_bytes = max_memkb
         .checked_mul(1024)
-        .ok_or_else(|| bad("memory size overflows".into()))?;
-    Ok(Config { name, memory })
+        .ok_or_else(|| bad("b_info.max_memkb overflows".into()))?;
+    let vcpus = v
+        .pointer("/b_info/max_vcpus")
+        .and_then(|n| n.as_u64())
+        .unwrap_or(1);
+    let vcpus = u32::try_from(vcpus).map_err(|_| bad("b_info.max_vcpus out of range".into()))?;
+    Ok(NewGuest {
+        name,
+        uuid,
+        guest_type,
+        memory_bytes,
+        vcpus,
+    })
 }
 
 /// `relocd restore` (module doc).
-pub fn restore(
-    sim: &SimBackend,
+pub(crate) fn restore<B: Backend>(
+    e: &Engine<B>,
     req: &RestoreRequest,
     progress: &mut dyn ProgressSink,
 ) -> Result<DomainInfo, CommandError> {
@@ -338,22 +635,24 @@ pub fn restore(
             )
         })
     };
-    let mut f = open()?;
-    let cfg = read_config(&mut f, path)?;
-    let hv = sim.hypervisor();
-    let guest = hv.create_empty(&cfg.name, cfg.memory).map_err(|e| {
-        let kind = match e {
-            crate::sim::SimError::NameTaken(_) => ErrorKind::Exists,
-            crate::sim::SimError::NoCapacity { .. } => ErrorKind::Refused,
-            _ => ErrorKind::BadRequest,
-        };
-        err(kind, format!("cannot restore `{}`: {e}", cfg.name))
-    })?;
+    let config = read_xl_config(&mut open()?, path, MAX_CONFIG_LEN)?;
+    let g = guest_of_config(&config, path)?;
+    let name = g.name.clone();
+    let refused = |r: super::Refusal| {
+        let mut c = r.into_command_error();
+        c.message = format!("cannot restore {}: {}", path.display(), c.message);
+        c
+    };
+    e.backend.admit(&g).map_err(refused)?;
+    let sink = e.backend.create_sink(&g).map_err(refused)?;
+    let mut sink = TrackedSink {
+        inner: sink,
+        crashed: e.crashed.clone(),
+    };
+    let total = g.memory_bytes / PAGE_SIZE as u64;
     let result = (|| {
         let mut f = open()?;
-        let total = guest.nr_pages();
         let mut dec = LibxcDecoder::new();
-        let mut sink = SimSink::new(guest.clone());
         let mut buf = vec![0u8; READ_CHUNK];
         let mut read = 0u64;
         loop {
@@ -369,7 +668,11 @@ pub fn restore(
             read += n as u64;
             dec.apply(&buf[..n], &mut sink)
                 .map_err(|e| err(ErrorKind::BadRequest, format!("{}: {e}", path.display())))?;
-            if report(progress, dec.pages_applied().min(total), total, read) {
+            let mut p = Progress::phase(Phase::Transfer);
+            p.pages_sent = dec.pages_applied().min(total);
+            p.pages_total = total;
+            p.bytes_sent = read;
+            if progress.report(&p).is_err() || progress.is_cancelled() {
                 return Err(err(ErrorKind::Cancelled, "restore cancelled"));
             }
         }
@@ -382,14 +685,19 @@ pub fn restore(
         sink.complete()
             .map_err(|e| err(ErrorKind::BadRequest, format!("{}: {e}", path.display())))?;
         sink.unpause()
-            .map_err(|e| err(ErrorKind::Internal, format!("unpause: {e}")))?;
-        Ok(())
+            .map_err(|e| err(ErrorKind::Internal, format!("unpause: {e}")))
     })();
-    if let Err(e) = result {
-        let _ = guest.destroy();
-        return Err(e);
+    if let Err(failure) = result {
+        if let Err(d) = sink.destroy() {
+            tracing::error!(domain = %name, "destroying the half-built copy: {d}");
+        }
+        return Err(failure);
     }
-    tracing::info!(domain = %cfg.name, file = %path.display(), "restored");
-    sim.info(guest.domid())
+    e.backend.restored(&g, &config);
+    tracing::info!(domain = %name, file = %path.display(), "restored");
+    e.backend
+        .list()?
+        .into_iter()
+        .find(|d| d.name == name)
         .ok_or_else(|| err(ErrorKind::Internal, "the restored guest vanished"))
 }

@@ -1,20 +1,20 @@
 //! Wrappers that let the engine follow what a session does to its guest
-//! and its connection: the source guest's pauses go to the backend's marks
-//! (so a stopping daemon resumes what it paused), and everything a session
-//! touches stops dead when the engine "crashes" ([`super::Engine::crash`]),
-//! as it would if the process died.
+//! and its connection, for every backend: a source guest's suspend is
+//! marked (so a stopping daemon resumes what it stopped), and everything a
+//! session touches stops dead once the engine "crashes"
+//! ([`super::Engine::crash`]), as it would if the process died.
 
+use std::collections::BTreeSet;
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use relocd_core::guest::{GuestInfo, PageType, Pfn, SinkGuest, SourceGuest};
+use relocd_core::guest::{GuestInfo, PageType, Pfn, RecordPoint, SinkGuest, SourceGuest};
 
-use crate::daemon::SimBackend;
 use crate::session::Link;
-use crate::sim::{SimFault, SimSink, SimSource};
 
 /// Set once the engine simulates its own death: from then on no guest
 /// operation, journal write or socket I/O of its sessions has any effect.
@@ -22,6 +22,14 @@ pub(crate) type Crashed = Arc<AtomicBool>;
 
 fn dead(c: &Crashed) -> bool {
     c.load(Ordering::SeqCst)
+}
+
+/// The names of the guests the engine's sessions have stopped and not yet
+/// handed over, resumed or destroyed: a daemon that stops resumes them.
+pub(crate) type Stopped = Arc<Mutex<BTreeSet<String>>>;
+
+pub(crate) fn lock(s: &Stopped) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    s.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A TCP connection that fails every call once the engine crashed.
@@ -83,134 +91,204 @@ impl Link for GuardedLink {
     }
 }
 
-/// The source guest of a migration: marks its suspend with the backend,
-/// and does nothing once the engine crashed.
-pub(crate) struct TrackedSource {
-    pub(crate) inner: SimSource,
-    pub(crate) backend: Arc<SimBackend>,
-    pub(crate) crashed: Crashed,
+/// A guest call that failed: the backend's error, or the engine is gone.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Tracked<E> {
+    /// The engine crashed ([`super::Engine::crash`]).
+    Gone,
+    /// The backend's own error.
+    Guest(E),
 }
 
-impl TrackedSource {
-    fn live(&self) -> Result<(), SimFault> {
-        if dead(&self.crashed) {
-            Err(SimFault::Other)
-        } else {
-            Ok(())
+impl<E: fmt::Display> fmt::Display for Tracked<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tracked::Gone => f.write_str("the daemon is gone"),
+            Tracked::Guest(e) => e.fmt(f),
         }
     }
 }
 
-impl SourceGuest for TrackedSource {
-    type Error = SimFault;
+/// The source guest of a migration or save: its suspend is marked with
+/// the engine, and it does nothing once the engine crashed.
+pub(crate) struct TrackedSource<S> {
+    pub(crate) inner: S,
+    pub(crate) name: String,
+    pub(crate) stopped: Stopped,
+    pub(crate) crashed: Crashed,
+    /// Whether this command stopped the guest (and so must restart it on
+    /// a failure).
+    pub(crate) suspended: bool,
+}
 
-    fn info(&self) -> Result<GuestInfo, SimFault> {
-        self.live()?;
-        self.inner.info()
+impl<S: SourceGuest> TrackedSource<S> {
+    pub(crate) fn new(inner: S, name: &str, stopped: Stopped, crashed: Crashed) -> Self {
+        TrackedSource {
+            inner,
+            name: name.to_owned(),
+            stopped,
+            crashed,
+            suspended: false,
+        }
     }
-    fn enable_logdirty(&mut self) -> Result<(), SimFault> {
-        self.live()?;
-        self.inner.enable_logdirty()
+
+    fn live(&self) -> Result<(), Tracked<S::Error>> {
+        if dead(&self.crashed) {
+            Err(Tracked::Gone)
+        } else {
+            Ok(())
+        }
     }
-    fn disable_logdirty(&mut self) -> Result<(), SimFault> {
-        self.live()?;
-        self.inner.disable_logdirty()
+
+    fn mark(&mut self) {
+        // Marked first: a daemon stopping now resumes it.
+        self.suspended = true;
+        lock(&self.stopped).insert(self.name.clone());
     }
-    fn peek_dirty(&mut self, bitmap: &mut [u64]) -> Result<u64, SimFault> {
-        self.live()?;
-        self.inner.peek_dirty(bitmap)
+
+    fn unmark(&mut self) {
+        self.suspended = false;
+        lock(&self.stopped).remove(&self.name);
     }
-    fn clean_dirty(&mut self, bitmap: &mut [u64]) -> Result<u64, SimFault> {
+
+    /// Forgets the mark without touching the guest (it is handed over, or
+    /// in doubt).
+    pub(crate) fn forget(&mut self) {
+        self.unmark();
+    }
+}
+
+impl<S: SourceGuest> SourceGuest for TrackedSource<S> {
+    type Error = Tracked<S::Error>;
+
+    fn info(&self) -> Result<GuestInfo, Self::Error> {
         self.live()?;
-        self.inner.clean_dirty(bitmap)
+        self.inner.info().map_err(Tracked::Guest)
+    }
+    fn enable_logdirty(&mut self) -> Result<(), Self::Error> {
+        self.live()?;
+        self.inner.enable_logdirty().map_err(Tracked::Guest)
+    }
+    fn disable_logdirty(&mut self) -> Result<(), Self::Error> {
+        self.live()?;
+        self.inner.disable_logdirty().map_err(Tracked::Guest)
+    }
+    fn peek_dirty(&mut self, bitmap: &mut [u64]) -> Result<u64, Self::Error> {
+        self.live()?;
+        self.inner.peek_dirty(bitmap).map_err(Tracked::Guest)
+    }
+    fn clean_dirty(&mut self, bitmap: &mut [u64]) -> Result<u64, Self::Error> {
+        self.live()?;
+        self.inner.clean_dirty(bitmap).map_err(Tracked::Guest)
     }
     fn read_pages(
         &mut self,
         pfns: &[Pfn],
         types: &mut [PageType],
         data: &mut [u8],
-    ) -> Result<usize, SimFault> {
+    ) -> Result<usize, Self::Error> {
         self.live()?;
-        self.inner.read_pages(pfns, types, data)
+        self.inner
+            .read_pages(pfns, types, data)
+            .map_err(Tracked::Guest)
     }
-    fn pause(&mut self) -> Result<(), SimFault> {
-        self.suspend()
-    }
-    fn unpause(&mut self) -> Result<(), SimFault> {
-        self.resume()
-    }
-    fn suspend(&mut self) -> Result<(), SimFault> {
+    fn pause(&mut self) -> Result<(), Self::Error> {
         self.live()?;
-        // Marked first: a daemon stopping now resumes it.
-        self.backend
-            .mark_paused_by_migration(self.inner.guest().domid());
-        self.inner.suspend()
+        self.mark();
+        self.inner.pause().map_err(Tracked::Guest)
     }
-    fn resume(&mut self) -> Result<(), SimFault> {
+    fn unpause(&mut self) -> Result<(), Self::Error> {
         self.live()?;
-        self.inner.resume()?;
-        self.backend.clear(self.inner.guest().domid());
+        self.inner.unpause().map_err(Tracked::Guest)?;
+        self.unmark();
         Ok(())
     }
-    fn vcpu_context(&mut self, vcpu: u32, buf: &mut [u8]) -> Result<usize, SimFault> {
+    fn suspend(&mut self) -> Result<(), Self::Error> {
         self.live()?;
-        self.inner.vcpu_context(vcpu, buf)
+        self.mark();
+        self.inner.suspend().map_err(Tracked::Guest)
     }
-    fn destroy(&mut self) -> Result<(), SimFault> {
+    fn resume(&mut self) -> Result<(), Self::Error> {
         self.live()?;
-        let domid = self.inner.guest().domid();
-        self.inner.destroy()?;
-        self.backend.clear(domid);
+        self.inner.resume().map_err(Tracked::Guest)?;
+        self.unmark();
         Ok(())
+    }
+    fn vcpu_context(&mut self, vcpu: u32, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        self.live()?;
+        self.inner.vcpu_context(vcpu, buf).map_err(Tracked::Guest)
+    }
+    fn destroy(&mut self) -> Result<(), Self::Error> {
+        self.live()?;
+        self.inner.destroy().map_err(Tracked::Guest)?;
+        self.unmark();
+        Ok(())
+    }
+    fn stream_records(
+        &mut self,
+        at: RecordPoint,
+        out: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<(), Self::Error> {
+        self.live()?;
+        self.inner.stream_records(at, out).map_err(Tracked::Guest)
     }
 }
 
-/// The guest a destination builds; does nothing once the engine crashed.
-pub(crate) struct TrackedSink {
-    pub(crate) inner: SimSink,
+/// The guest a destination or a restore builds; does nothing once the
+/// engine crashed.
+pub(crate) struct TrackedSink<S> {
+    pub(crate) inner: S,
     pub(crate) crashed: Crashed,
 }
 
-impl TrackedSink {
-    fn live(&self) -> Result<(), SimFault> {
+impl<S: SinkGuest> TrackedSink<S> {
+    fn live(&self) -> Result<(), Tracked<S::Error>> {
         if dead(&self.crashed) {
-            Err(SimFault::Other)
+            Err(Tracked::Gone)
         } else {
             Ok(())
         }
     }
 }
 
-impl SinkGuest for TrackedSink {
-    type Error = SimFault;
+impl<S: SinkGuest> SinkGuest for TrackedSink<S> {
+    type Error = Tracked<S::Error>;
 
-    fn populate(&mut self, pfns: &[Pfn], types: &[PageType]) -> Result<(), SimFault> {
+    fn populate(&mut self, pfns: &[Pfn], types: &[PageType]) -> Result<(), Self::Error> {
         self.live()?;
-        self.inner.populate(pfns, types)
+        self.inner.populate(pfns, types).map_err(Tracked::Guest)
     }
     fn write_pages(
         &mut self,
         pfns: &[Pfn],
         types: &[PageType],
         data: &[u8],
-    ) -> Result<(), SimFault> {
+    ) -> Result<(), Self::Error> {
         self.live()?;
-        self.inner.write_pages(pfns, types, data)
+        self.inner
+            .write_pages(pfns, types, data)
+            .map_err(Tracked::Guest)
     }
-    fn set_vcpu_context(&mut self, vcpu: u32, blob: &[u8]) -> Result<(), SimFault> {
+    fn set_vcpu_context(&mut self, vcpu: u32, blob: &[u8]) -> Result<(), Self::Error> {
         self.live()?;
-        self.inner.set_vcpu_context(vcpu, blob)
+        self.inner
+            .set_vcpu_context(vcpu, blob)
+            .map_err(Tracked::Guest)
     }
-    fn complete(&mut self) -> Result<(), SimFault> {
+    fn complete(&mut self) -> Result<(), Self::Error> {
         self.live()?;
-        self.inner.complete()
+        self.inner.complete().map_err(Tracked::Guest)
     }
-    fn unpause(&mut self) -> Result<(), SimFault> {
+    fn unpause(&mut self) -> Result<(), Self::Error> {
         self.live()?;
-        self.inner.unpause()
+        self.inner.unpause().map_err(Tracked::Guest)
     }
-    fn destroy(&mut self) -> Result<(), SimFault> {
+    fn destroy(&mut self) -> Result<(), Self::Error> {
         self.live()?;
-        self.inner.destroy()
+        self.inner.destroy().map_err(Tracked::Guest)
+    }
+    fn record(&mut self, rtype: u32, body: &[u8]) -> Result<(), Self::Error> {
+        self.live()?;
+        self.inner.record(rtype, body).map_err(Tracked::Guest)
     }
 }

@@ -1,5 +1,5 @@
 //! The session drivers' [`JournalSink`] on the daemon's [`Journal`], and the
-//! start-up reconciliation that reads it back.
+//! test fault points at the commit.
 //!
 //! | session record | daemon journal state |
 //! | --- | --- |
@@ -8,10 +8,20 @@
 //! | `Aborted`, `Done` | `resolved` |
 //!
 //! The `prepared` record is the engine's own: it lets a restarted daemon
-//! find the guests a dead session left behind (a source guest still paused:
-//! resume it; a half-built destination domain: destroy it). After any
-//! session that does not end in doubt the engine writes `resolved`, so only
-//! open sessions stay in [`unresolved`](crate::daemon::journal::unresolved).
+//! find the guests a dead session left behind (a source guest still
+//! stopped: resume it; a half-built destination domain: destroy it). After
+//! any session that does not end in doubt the engine writes `resolved`, so
+//! only open sessions stay in [`unresolved`](crate::journal::unresolved).
+//!
+//! # Fault points
+//!
+//! `RELOCD_FAILPOINT` in the daemon's environment makes a destination end
+//! the process abruptly at the commit, the way a crash or a power cut
+//! would, so that the end-to-end tests can reach the in-doubt outcomes on
+//! real hosts: `dest-exit-before-commit` (the commit arrived, nothing was
+//! journaled: the copy here never committed) and `dest-exit-after-commit`
+//! (the commit is journaled, the answer never sent: the copy here is the
+//! guest). Unset, nothing changes.
 
 use std::cell::RefCell;
 use std::io;
@@ -21,9 +31,25 @@ use std::sync::atomic::Ordering;
 use relocd_core::protocol::journal::{Record, RecordKind};
 
 use super::guard::Crashed;
-use crate::daemon::journal::{CommitState, JournalEntry, Role};
-use crate::daemon::Journal;
+use crate::journal::{CommitState, Journal, JournalEntry, Role};
 use crate::session::JournalSink;
+
+/// The environment variable naming a fault point (module doc).
+pub const FAILPOINT_ENV: &str = "RELOCD_FAILPOINT";
+
+/// The process's exit status at a fault point.
+const FAILPOINT_EXIT: i32 = 86;
+
+/// Ends the process at fault point `name` when `RELOCD_FAILPOINT` names it.
+fn failpoint(name: &str) {
+    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v.trim() == name) {
+        tracing::error!(
+            failpoint = name,
+            "{FAILPOINT_ENV}: exiting at the fault point"
+        );
+        std::process::exit(FAILPOINT_EXIT);
+    }
+}
 
 /// A session identifier as the daemon's journal writes it.
 pub fn session_key(session: u64) -> String {
@@ -63,6 +89,14 @@ impl JournalSink for DaemonJournal<'_> {
             RecordKind::Commit => CommitState::Committed,
             RecordKind::Aborted | RecordKind::Done => CommitState::Resolved,
         };
-        self.put(record.session, state)
+        let dest_commit = self.role == Role::Dest && state == CommitState::Committed;
+        if dest_commit {
+            failpoint("dest-exit-before-commit");
+        }
+        self.put(record.session, state)?;
+        if dest_commit {
+            failpoint("dest-exit-after-commit");
+        }
+        Ok(())
     }
 }

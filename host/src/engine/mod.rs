@@ -1,66 +1,62 @@
-//! The migration engine: the daemon's [`Operations`] (migrate, save,
-//! restore, resolve) and its [`SessionHandler`](crate::daemon::SessionHandler) (incoming relocations) over
-//! the simulated hypervisor ([`SimBackend`]), the session drivers
-//! ([`crate::session`]) and the daemon's durable [`Journal`].
+//! THE migration engine: one flow for each command, for every hypervisor
+//! backend ([`Backend`], Xen's `save_ops`/`restore_ops` idea one level up).
 //!
-//! - `migrate` connects to `HOST:PORT` (with the I/O timeout), runs
-//!   [`run_source`] with the request's settings and turns its progress into
-//!   the client's progress lines. Ctrl-C at the client cancels it before its
-//!   point of no return (the guest keeps running here). On success the
-//!   guest is gone here; when the outcome cannot be known (the peer vanished
-//!   after the commit) the guest stays paused, `relocd list` says "in doubt"
-//!   and the error says how to settle it.
-//! - Incoming sessions run [`run_dest`](crate::session::run_dest) with admission: the daemon's
-//!   shutdown, the hypervisor's name and capacity check, then an empty,
-//!   paused domain; the listener enforces the concurrency limit and
-//!   [`SessionHandler::busy`](crate::daemon::SessionHandler::busy) answers the protocol's refusal. The domain is
-//!   unpaused only after the commit, and destroyed on any failure before it.
-//! - `save` writes the same stream to a file in xl's save-file framing
-//!   (`FILE.tmp`, fsync, rename); `restore` builds a paused domain from such
-//!   a file and unpauses it once the stream is complete (the [`file`](mod@file) module).
+//! - `migrate` (the `migrate` module) finds the domain, lets the backend
+//!   refuse what it cannot move, opens its source guest, connects to
+//!   `HOST:PORT`, journals `prepared` and runs the session driver
+//!   ([`run_source`](crate::session::run_source)) with the request's
+//!   settings. Ctrl-C at the client cancels it before its point of no
+//!   return (the guest keeps running here). On success the guest is gone
+//!   here; when the outcome cannot be known (the peer vanished after the
+//!   commit) the guest stays stopped, `relocd list` says "in doubt" and the
+//!   error says how to settle it.
+//! - Incoming sessions (the `receive` module) run
+//!   [`run_dest`](crate::session::run_dest) with admission: the daemon's
+//!   shutdown, the backend's [`admit`](Backend::admit) (type, name,
+//!   memory), then its empty, paused domain. The domain is unpaused only
+//!   after the journaled commit, and destroyed on any failure before it.
+//! - `save` and `restore` ([`file`](mod@file)) write and read the same
+//!   libxc stream in xl's save-file framing; a save is journaled as a
+//!   source session, so a daemon killed while the guest is stopped for it
+//!   has the next one restart it.
 //! - `resolve` journals the operator's decision, then settles the guest.
 //!
-//! On start-up ([`Engine::new`]) the journal's open sessions are reconciled
-//! ([`journal`] describes the records): a source guest whose commit was
-//! journaled without an outcome is paused and reported in doubt; a source
-//! guest with only the engine's `prepared` record is resumed; a destination
-//! domain with a commit record is unpaused, one without it destroyed.
+//! On start-up ([`Engine::new`]) the journal's open sessions are settled
+//! (see [`Engine::new`]'s table). The daemon knows the engine by one trait,
+//! [`Service`].
 //!
 //! [`Engine::crash`] is a test hook that simulates the daemon's process
-//! dying at this instant: the simulated hypervisor (like Xen) keeps its
-//! domains, but nothing the engine's sessions would still do (resume,
-//! destroy, journal, send) happens.
+//! dying at this instant: the hypervisor keeps its domains, but nothing the
+//! engine's sessions would still do (resume, destroy, journal, send)
+//! happens.
 
-mod dest;
+pub mod backend;
 pub mod file;
 pub(crate) mod guard;
 pub mod journal;
+mod migrate;
+mod receive;
+#[cfg(test)]
+mod tests;
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use relocd_core::precopy::PolicyConfig;
-use relocd_core::protocol::{AbortReason, Error as ProtoError, Features, Timeouts};
+use relocd_core::protocol::{AbortReason, Error as ProtoError, Features, RefuseReason, Timeouts};
 
-use crate::daemon::backend::{Operations, ProgressSink};
-use crate::daemon::control::{
-    CommandError, DomainInfo, ErrorKind, MigrateRequest, Phase, Progress, ResolveAction,
-    ResolveRequest, RestoreRequest, SaveRequest, TransferSummary,
+use crate::api::{
+    CommandError, DomainInfo, DomainState, ErrorKind, MigrateRequest, Phase, Progress,
+    ProgressSink, ResolveAction, ResolveRequest, RestoreRequest, SaveRequest, SimCreateRequest,
+    TransferSummary,
 };
-use crate::daemon::journal::{unresolved, CommitState, JournalEntry, Role};
-use crate::daemon::{Journal, SimBackend};
-use crate::session::{
-    self, run_source, Clock, LinkTimeouts, SessionError, SourceOptions, SourceReport,
-};
-use crate::sim::{DomainState, SimSource};
-pub(crate) use dest::{dest_options, journal_put};
-use guard::{Crashed, GuardedLink, TrackedSource};
-pub(crate) use journal::DaemonJournal;
+use crate::journal::{unresolved, CommitState, Journal, JournalEntry, Role};
+use crate::session::{self, LinkTimeouts, SessionError, SourceOptions, SourceReport};
+pub use backend::{Backend, Domain, NewGuest, Refusal, Settle, Settled};
+use guard::{Crashed, Stopped};
 
 /// The relocation port when a request names none (xend's default).
 pub const DEFAULT_PORT: u16 = 8002;
@@ -97,10 +93,124 @@ impl EngineConfig {
     }
 }
 
-/// The migration engine (module doc). Share it as both the daemon's
-/// `operations` and its `sessions`.
-pub struct Engine {
-    sim: Arc<SimBackend>,
+/// Set once when the daemon starts to stop; sessions and commands poll it.
+#[derive(Clone, Debug, Default)]
+pub struct ShutdownToken(Arc<AtomicBool>);
+
+impl ShutdownToken {
+    /// A token not yet triggered.
+    pub fn new() -> ShutdownToken {
+        ShutdownToken::default()
+    }
+
+    /// Asks everything holding a clone to stop.
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the daemon is stopping.
+    pub fn is_triggered(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// An admitted relocation connection, handed to [`Service::receive`].
+#[derive(Debug)]
+pub struct Incoming {
+    /// The daemon-local session number (for logs).
+    pub id: u64,
+    /// The connection, with its timeouts set; nothing read from it yet.
+    pub stream: TcpStream,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Triggered when the daemon stops.
+    pub shutdown: ShutdownToken,
+}
+
+/// The engine as the daemon sees it: every command of the management
+/// socket and every admitted relocation connection. Each method has a
+/// default that answers "not implemented" (or closes the connection), so
+/// a test double implements only what it needs.
+pub trait Service: Send + Sync {
+    /// The backend's name (`sim`, `xen`), reported by `Ping`.
+    fn backend_name(&self) -> &str;
+
+    /// Every domain, the in-doubt ones marked (`relocd list`).
+    fn list(&self) -> Result<Vec<DomainInfo>, CommandError> {
+        Ok(Vec::new())
+    }
+
+    /// `relocd sim create`.
+    fn sim_create(&self, req: &SimCreateRequest) -> Result<DomainInfo, CommandError> {
+        let _ = req;
+        Err(CommandError::not_implemented(&format!(
+            "sim create with the {} backend",
+            self.backend_name()
+        )))
+    }
+
+    /// `relocd migrate`.
+    fn migrate(
+        &self,
+        req: &MigrateRequest,
+        progress: &mut dyn ProgressSink,
+    ) -> Result<TransferSummary, CommandError> {
+        let _ = (req, progress);
+        Err(CommandError::not_implemented("migrate"))
+    }
+
+    /// `relocd save`.
+    fn save(
+        &self,
+        req: &SaveRequest,
+        progress: &mut dyn ProgressSink,
+    ) -> Result<TransferSummary, CommandError> {
+        let _ = (req, progress);
+        Err(CommandError::not_implemented("save"))
+    }
+
+    /// `relocd restore`.
+    fn restore(
+        &self,
+        req: &RestoreRequest,
+        progress: &mut dyn ProgressSink,
+    ) -> Result<DomainInfo, CommandError> {
+        let _ = (req, progress);
+        Err(CommandError::not_implemented("restore"))
+    }
+
+    /// `relocd resolve`.
+    fn resolve(&self, req: &ResolveRequest) -> Result<(), CommandError> {
+        let _ = req;
+        Err(CommandError::not_implemented("resolve"))
+    }
+
+    /// Runs one admitted relocation session to its end (on the
+    /// connection's own thread). The default closes it.
+    fn receive(&self, conn: Incoming) {
+        tracing::warn!(session = conn.id, peer = %conn.peer,
+            "no relocation protocol here; closing the connection");
+    }
+
+    /// A peer was admitted while `limit` sessions already run: answer with
+    /// the protocol's refusal. The default closes the connection.
+    fn busy(&self, conn: Incoming, limit: usize) {
+        let _ = (conn, limit);
+    }
+
+    /// The daemon is stopping: refuse new commands and sessions; running
+    /// ones stop at their next safe point.
+    fn shutdown(&self) {}
+
+    /// The sessions have ended (or the grace period passed): restart every
+    /// guest a session stopped and did not hand over.
+    fn stopped(&self) {}
+}
+
+/// The migration engine over backend `B` (module doc). Share it as the
+/// daemon's [`Service`].
+pub struct Engine<B: Backend> {
+    backend: Arc<B>,
     journal: Arc<Journal>,
     cfg: EngineConfig,
     next_session: AtomicU64,
@@ -109,11 +219,18 @@ pub struct Engine {
     /// Connections of running sessions (shut when the engine crashes).
     links: Mutex<HashMap<u64, TcpStream>>,
     active: AtomicUsize,
+    /// Domains a command is moving or saving now: one at a time.
+    busy: Mutex<HashSet<String>>,
+    /// Source guests whose outcome is unknown here (by name).
+    in_doubt: Mutex<BTreeSet<String>>,
+    /// Source guests a session stopped and has not handed over (by name).
+    stopped: Stopped,
 }
 
-impl std::fmt::Debug for Engine {
+impl<B: Backend> std::fmt::Debug for Engine<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
+            .field("backend", &self.backend.name())
             .field("journal", &self.journal.path())
             .field("cfg", &self.cfg)
             .finish()
@@ -136,20 +253,45 @@ impl Drop for Active<'_> {
     }
 }
 
+/// A domain's mark as being moved or saved; released when dropped.
+pub(crate) struct Claim<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    name: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.name);
+    }
+}
+
 fn err(kind: ErrorKind, msg: impl Into<String>) -> CommandError {
     CommandError::new(kind, msg)
 }
 
-impl Engine {
-    /// An engine over `sim` and `journal`; reconciles the journal's open
-    /// sessions with the hypervisor first (module doc).
-    pub fn new(sim: Arc<SimBackend>, journal: Arc<Journal>, cfg: EngineConfig) -> Engine {
+impl<B: Backend> Engine<B> {
+    /// An engine over `backend` and `journal`. The journal's open sessions
+    /// are settled first, the same way for every backend:
+    ///
+    /// | role, last state | the domain of that name |
+    /// | --- | --- |
+    /// | source, not committed | [`Settle::Resume`]: runs here again |
+    /// | source, committed | [`Settle::Hold`]: stays stopped, "in doubt" until `relocd resolve` |
+    /// | destination, committed | [`Settle::Start`]: unpaused |
+    /// | destination, not committed | [`Settle::DestroyIncoming`]: the never-run copy destroyed |
+    ///
+    /// Each settled session gets a `resolved` record, except the in-doubt
+    /// ones, which `relocd resolve` closes.
+    pub fn new(backend: Arc<B>, journal: Arc<Journal>, cfg: EngineConfig) -> Engine<B> {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
             ^ (u64::from(std::process::id()) << 40);
         let e = Engine {
-            sim,
+            backend,
             journal,
             cfg,
             next_session: AtomicU64::new(seed),
@@ -157,14 +299,22 @@ impl Engine {
             crashed: Arc::new(AtomicBool::new(false)),
             links: Mutex::new(HashMap::new()),
             active: AtomicUsize::new(0),
+            busy: Mutex::new(HashSet::new()),
+            in_doubt: Mutex::new(BTreeSet::new()),
+            stopped: Stopped::default(),
         };
         e.reconcile();
         e
     }
 
     /// The backend.
-    pub fn backend(&self) -> &Arc<SimBackend> {
-        &self.sim
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
     }
 
     fn session_id(&self) -> u64 {
@@ -177,7 +327,7 @@ impl Engine {
         if let Ok(s) = stream.try_clone() {
             self.links
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(PoisonError::into_inner)
                 .insert(session, s);
         }
     }
@@ -185,7 +335,7 @@ impl Engine {
     fn unregister(&self, session: u64) {
         self.links
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(&session);
     }
 
@@ -199,15 +349,17 @@ impl Engine {
         for s in self
             .links
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .values()
         {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         // What the dead process had in memory is lost with it.
-        for d in self.sim.paused_by_migration() {
-            self.sim.clear(d);
-        }
+        guard::lock(&self.stopped).clear();
+        self.in_doubt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -224,7 +376,33 @@ impl Engine {
         self.crashed.load(Ordering::SeqCst)
     }
 
-    /// Applies the journal's open sessions to the hypervisor's guests.
+    /// The guests in doubt here, by name.
+    pub fn in_doubt(&self) -> Vec<String> {
+        self.in_doubt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn set_in_doubt(&self, name: &str, doubt: bool) {
+        let mut set = self.in_doubt.lock().unwrap_or_else(PoisonError::into_inner);
+        if doubt {
+            set.insert(name.to_owned());
+        } else {
+            set.remove(name);
+        }
+    }
+
+    fn is_in_doubt(&self, name: &str) -> bool {
+        self.in_doubt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
+
+    /// Settles the journal's open sessions (the table on [`Engine::new`]).
     fn reconcile(&self) {
         let entries = match self.journal.entries() {
             Ok(e) => e,
@@ -234,54 +412,47 @@ impl Engine {
             }
         };
         for e in unresolved(&entries) {
-            let guest = self.sim.hypervisor().by_name(&e.domain);
-            match (e.role, e.state) {
-                (Role::Source, CommitState::Committed) => match guest {
-                    Some(g) => {
-                        let _ = g.pause();
-                        self.sim.mark_in_doubt(g.domid());
+            let (action, what) = match (e.role, e.state) {
+                (Role::Source, CommitState::Committed) => (Settle::Hold, "in doubt"),
+                (Role::Source, _) => (Settle::Resume, "source session without a commit"),
+                (Role::Dest, CommitState::Committed) => {
+                    (Settle::Start, "destination session with a commit")
+                }
+                (Role::Dest, _) => (
+                    Settle::DestroyIncoming,
+                    "destination session without a commit",
+                ),
+            };
+            let outcome = self.backend.settle(&e.domain, action);
+            if action == Settle::Hold {
+                match outcome {
+                    Ok(Settled::Gone) => {
+                        self.close(&e, "in-doubt guest no longer exists");
+                    }
+                    Ok(_) => {
+                        self.set_in_doubt(&e.domain, true);
                         tracing::warn!(domain = %e.domain, session = %e.session_id,
-                            "migration in doubt after a restart: the guest stays paused; \
+                            "migration in doubt after a restart: the guest stays stopped here; \
                              settle it with `relocd resolve {} --resume|--discard`", e.domain);
                     }
-                    None => self.close(&e, "in-doubt guest no longer exists"),
-                },
-                (Role::Source, _) => {
-                    if let Some(g) = guest {
-                        if g.state() == DomainState::Paused {
-                            match g.unpause() {
-                                Ok(()) => tracing::info!(domain = %e.domain,
-                                    "resumed a guest an unfinished migration had paused"),
-                                Err(err) => tracing::error!(domain = %e.domain, error = %err,
-                                    "could not resume a guest an unfinished migration had paused"),
-                            }
-                        }
+                    Err(err) => {
+                        self.set_in_doubt(&e.domain, true);
+                        tracing::error!(domain = %e.domain, error = %err,
+                            "migration in doubt after a restart; holding the guest failed");
                     }
-                    self.close(&e, "source session without a commit: resumed");
                 }
-                (Role::Dest, CommitState::Committed) => {
-                    if let Some(g) = guest {
-                        match g.unpause() {
-                            Ok(()) => tracing::info!(domain = %e.domain,
-                                "unpaused an incoming guest whose commit was journaled"),
-                            Err(err) => tracing::error!(domain = %e.domain, error = %err,
-                                "could not unpause an incoming guest whose commit was journaled"),
-                        }
-                    }
-                    self.close(&e, "destination session with a commit: unpaused");
-                }
-                (Role::Dest, _) => {
-                    if let Some(g) = guest {
-                        // Only the half-built, never-run copy.
-                        if g.state() == DomainState::Paused {
-                            let _ = g.destroy();
-                            tracing::info!(domain = %e.domain,
-                                "destroyed an incoming guest whose migration never committed");
-                        }
-                    }
-                    self.close(&e, "destination session without a commit: destroyed");
-                }
+                continue;
             }
+            let why = match outcome {
+                Ok(Settled::Done) => format!("{what}: {}", settle_done(action)),
+                Ok(Settled::Unchanged) => format!("{what}: nothing to do"),
+                Ok(Settled::Gone) => format!("{what}: no domain of that name"),
+                Err(err) => {
+                    tracing::error!(domain = %e.domain, error = %err, "settling {what}");
+                    format!("{what}: settling FAILED ({err})")
+                }
+            };
+            self.close(&e, &why);
         }
     }
 
@@ -295,16 +466,15 @@ impl Engine {
         }
     }
 
-    fn connect(&self, host: &str, port: u16) -> Result<TcpStream, CommandError> {
-        connect(host, port, self.cfg.io_timeout)
+    fn refuse_if_stopping(&self) -> Result<(), CommandError> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(err(ErrorKind::ShuttingDown, "the daemon is stopping"));
+        }
+        Ok(())
     }
 
-    fn migrate_error(&self, domain: &str, to: &str, e: SessionError) -> CommandError {
-        migrate_error(domain, to, e)
-    }
-
-    fn refuse_in_doubt(&self, domid: crate::sim::Domid, domain: &str) -> Result<(), CommandError> {
-        if self.sim.in_doubt().contains(&domid) {
+    fn refuse_in_doubt(&self, domain: &str) -> Result<(), CommandError> {
+        if self.is_in_doubt(domain) {
             return Err(err(
                 ErrorKind::Refused,
                 format!(
@@ -315,6 +485,41 @@ impl Engine {
         }
         Ok(())
     }
+
+    /// Marks `name` as being moved or saved, or refuses when it is already.
+    fn claim(&self, name: &str) -> Result<Claim<'_>, CommandError> {
+        let mut set = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        if !set.insert(name.to_owned()) {
+            return Err(err(
+                ErrorKind::Exists,
+                format!("{name} is being saved or migrated already"),
+            ));
+        }
+        Ok(Claim {
+            set: &self.busy,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The domain a command names, checked as a source: it exists, the
+    /// backend can move it, it is not in doubt.
+    fn source_domain(&self, domain: &str) -> Result<Domain, CommandError> {
+        self.refuse_if_stopping()?;
+        let d = self.backend.find(domain)?;
+        self.refuse_in_doubt(&d.name)?;
+        self.backend.check_source(&d)?;
+        Ok(d)
+    }
+}
+
+fn settle_done(action: Settle) -> &'static str {
+    match action {
+        Settle::Resume => "the guest runs here again",
+        Settle::Hold => "the guest stays stopped",
+        Settle::Discard => "the copy here destroyed",
+        Settle::Start => "the guest runs",
+        Settle::DestroyIncoming => "the half-built domain destroyed",
+    }
 }
 
 /// Connects to the relocation server at `host:port` within `io_timeout`,
@@ -324,11 +529,7 @@ pub(crate) fn connect(
     port: u16,
     io_timeout: Duration,
 ) -> Result<TcpStream, CommandError> {
-    let to = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
+    let to = target(host, port);
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| err(ErrorKind::Network, format!("cannot resolve {host}: {e}")))?
@@ -361,6 +562,17 @@ pub(crate) fn connect(
 /// The error a failed migration reports to the client.
 pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandError {
     match e {
+        SessionError::Refused(r)
+            if matches!(
+                r.reason,
+                RefuseReason::Busy | RefuseReason::TooManyMigrations
+            ) =>
+        {
+            err(
+                ErrorKind::Refused,
+                format!("{to} is busy: {r}; {domain} keeps running here, try again later"),
+            )
+        }
         SessionError::Refused(r) => err(
             ErrorKind::Refused,
             format!("{to} refused {domain}: {r}; {domain} keeps running here"),
@@ -380,14 +592,18 @@ pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandE
             ErrorKind::Network,
             format!(
                 "migration of {domain} to {to} is in doubt ({p}): the commit was sent but \
-                 not acknowledged. {domain} stays paused here and `relocd list` shows it \
+                 not acknowledged. {domain} stays stopped here and `relocd list` shows it \
                  \"in doubt\". If {to} runs {domain}, settle with `relocd resolve {domain} \
                  --discard`; if it does not, `relocd resolve {domain} --resume`"
             ),
         ),
-        SessionError::Aborted(ProtoError::LinkLost {
-            state: "AwaitHelloAck" | "AwaitAdmission",
-        }) => err(
+        SessionError::Aborted {
+            error:
+                ProtoError::LinkLost {
+                    state: "AwaitHelloAck" | "AwaitAdmission",
+                },
+            ..
+        } => err(
             ErrorKind::Refused,
             format!(
                 "{to} closed the connection before answering: it does not admit this \
@@ -395,14 +611,31 @@ pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandE
                      server; its log says why. {domain} keeps running here"
             ),
         ),
-        SessionError::Aborted(ProtoError::Aborted(AbortReason::Busy)) => err(
+        SessionError::Aborted {
+            error: ProtoError::Aborted(AbortReason::Busy),
+            ..
+        } => err(
             ErrorKind::Refused,
             format!(
                 "{domain} dirties memory faster than the link sends (--abort-if-busy); \
                  it keeps running here"
             ),
         ),
-        SessionError::Aborted(p) => err(
+        SessionError::Aborted {
+            error: p @ ProtoError::NotRelocd { .. },
+            ..
+        } => err(
+            ErrorKind::Refused,
+            format!("{to} is not a relocd relocation server: {p}; {domain} keeps running here"),
+        ),
+        SessionError::Aborted { error: p, detail } if !detail.is_empty() => err(
+            ErrorKind::Network,
+            format!(
+                "migration of {domain} to {to} failed: {to} said: {detail} ({p}); \
+                 {domain} keeps running here"
+            ),
+        ),
+        SessionError::Aborted { error: p, .. } => err(
             ErrorKind::Network,
             format!("migration of {domain} to {to} failed: {p}; {domain} keeps running here"),
         ),
@@ -427,7 +660,9 @@ pub(crate) fn to_progress(p: &session::Progress, pages_total: u64) -> Progress {
     out.dirty_pages = p.dirty;
     out.bytes_sent = p.bytes_sent;
     out.bandwidth_mib_s = p.bandwidth as f64 / (1024.0 * 1024.0);
-    if p.phase != session::Phase::Handshake {
+    // A projection only means something while the guest runs: in the
+    // stop-and-copy (or an offline copy) the guest is already stopped.
+    if let session::Phase::Live(_) = p.phase {
         out.projected_downtime_ms = Some(p.projected_downtime.as_secs_f64() * 1000.0);
     }
     out
@@ -446,6 +681,23 @@ pub(crate) fn summary(domain: &str, r: &SourceReport) -> TransferSummary {
     }
 }
 
+/// The pre-copy policy a request asks for.
+pub(crate) fn policy(
+    downtime_limit_ms: Option<u64>,
+    max_iters: Option<u32>,
+    abort_if_busy: bool,
+) -> PolicyConfig {
+    let mut policy = PolicyConfig::default();
+    if let Some(ms) = downtime_limit_ms {
+        policy.downtime_limit = Duration::from_millis(ms).into();
+    }
+    if let Some(n) = max_iters {
+        policy.max_rounds = n.max(1);
+    }
+    policy.abort_if_busy = abort_if_busy;
+    policy
+}
+
 /// The source's options for `req` (policy, bandwidth, timeouts); the
 /// UUID is the caller's.
 pub(crate) fn source_options(
@@ -455,15 +707,7 @@ pub(crate) fn source_options(
     cfg: &EngineConfig,
 ) -> SourceOptions {
     let mut opts = SourceOptions::new(sid, name, req.live);
-    let mut policy = PolicyConfig::default();
-    if let Some(ms) = req.downtime_limit_ms {
-        policy.downtime_limit = Duration::from_millis(ms).into();
-    }
-    if let Some(n) = req.max_iters {
-        policy.max_rounds = n.max(1);
-    }
-    policy.abort_if_busy = req.abort_if_busy;
-    opts.policy = policy;
+    opts.policy = policy(req.downtime_limit_ms, req.max_iters, req.abort_if_busy);
     opts.bandwidth_limit = req.bandwidth_bytes_per_s;
     opts.timeouts = cfg.timeouts();
     if req.compress {
@@ -481,105 +725,46 @@ pub(crate) fn target(host: &str, port: u16) -> String {
     }
 }
 
-/// A UUID for a simulated guest (it has none of its own): its name's hash
-/// and the session, so both journals name the same thing.
-fn sim_uuid(name: &str, session: u64) -> [u8; 16] {
-    let h = crate::sim::seed_from_name(name);
+/// A UUID for a guest that has none of its own (a simulated one): from its
+/// name and the session, so both journals name the same thing.
+fn made_up_uuid(name: &str, session: u64) -> [u8; 16] {
+    // FNV-1a over the name: stable across runs and hosts.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
     let mut u = [0u8; 16];
     u[..8].copy_from_slice(&h.to_be_bytes());
     u[8..].copy_from_slice(&session.to_be_bytes());
     u
 }
 
-impl Operations for Engine {
+impl<B: Backend> Service for Engine<B> {
+    fn backend_name(&self) -> &str {
+        self.backend.name()
+    }
+
+    fn list(&self) -> Result<Vec<DomainInfo>, CommandError> {
+        let mut all = self.backend.list()?;
+        let doubt = self.in_doubt.lock().unwrap_or_else(PoisonError::into_inner);
+        for d in &mut all {
+            if doubt.contains(&d.name) {
+                d.state = DomainState::InDoubt;
+            }
+        }
+        Ok(all)
+    }
+
+    fn sim_create(&self, req: &SimCreateRequest) -> Result<DomainInfo, CommandError> {
+        self.backend.sim_create(req)
+    }
+
     fn migrate(
         &self,
         req: &MigrateRequest,
         progress: &mut dyn ProgressSink,
     ) -> Result<TransferSummary, CommandError> {
-        if self.stopping.load(Ordering::SeqCst) {
-            return Err(err(ErrorKind::ShuttingDown, "the daemon is stopping"));
-        }
-        let guest = self.sim.find(&req.domain)?;
-        let name = guest.name();
-        self.refuse_in_doubt(guest.domid(), &name)?;
-        let port = req.port.unwrap_or(DEFAULT_PORT);
-        let to = target(&req.host, port);
-        let _ = progress.report(&Progress::phase(Phase::Connecting));
-        let stream = self.connect(&req.host, port)?;
-        let _active = Active::new(&self.active);
-        let sid = self.session_id();
-        self.register(sid, &stream);
-        let _ = progress.report(&Progress::phase(Phase::Negotiating));
-
-        let mut opts = source_options(sid, &name, req, &self.cfg);
-        opts.uuid = sim_uuid(&name, sid);
-
-        let mut sink = DaemonJournal {
-            journal: &self.journal,
-            domain: Rc::new(RefCell::new(name.clone())),
-            role: Role::Source,
-            peer: Some(to.clone()),
-            crashed: self.crashed.clone(),
-        };
-        if let Err(e) = sink.put(sid, CommitState::Prepared) {
-            self.unregister(sid);
-            return Err(err(ErrorKind::Internal, format!("journal: {e}")));
-        }
-        let link = GuardedLink {
-            stream,
-            crashed: self.crashed.clone(),
-        };
-        let mut src = TrackedSource {
-            inner: SimSource::new(guest.clone()),
-            backend: self.sim.clone(),
-            crashed: self.crashed.clone(),
-        };
-        let cancel = AtomicBool::new(false);
-        let pages_total = guest.nr_pages();
-        let stopping = &self.stopping;
-        let mut on_progress = |p: session::Progress| {
-            if progress.report(&to_progress(&p, pages_total)).is_err()
-                || progress.is_cancelled()
-                || stopping.load(Ordering::SeqCst)
-            {
-                cancel.store(true, Ordering::SeqCst);
-            }
-        };
-        tracing::info!(domain = %name, to = %to, live = req.live, session = %journal::session_key(sid), "migration started");
-        let r = run_source(
-            link,
-            &mut src,
-            &opts,
-            &mut sink,
-            &mut on_progress,
-            &cancel,
-            &Clock::new(),
-        );
-        self.unregister(sid);
-        if self.is_crashed() {
-            return Err(err(ErrorKind::Internal, "the daemon died"));
-        }
-        match r {
-            Ok(rep) => {
-                self.sim.clear(guest.domid());
-                tracing::info!(domain = %name, to = %to, rounds = rep.rounds, downtime_ms = rep.downtime_ms,
-                    total_ms = rep.total_ms, "migration done; the guest runs at the destination");
-                Ok(summary(&name, &rep))
-            }
-            Err(SessionError::InDoubt(p)) => {
-                self.sim.mark_in_doubt(guest.domid());
-                tracing::error!(domain = %name, to = %to, error = %p, "migration in doubt; the guest stays paused");
-                Err(self.migrate_error(&name, &to, SessionError::InDoubt(p)))
-            }
-            Err(e) => {
-                // The guest runs here again (the drivers resumed it).
-                self.sim.clear(guest.domid());
-                let _ = sink.put(sid, CommitState::Resolved);
-                tracing::warn!(domain = %name, to = %to, error = %e, "migration failed; the guest runs here");
-                Err(self.migrate_error(&name, &to, e))
-            }
-        }
+        self.migrate_out(req, progress)
     }
 
     fn save(
@@ -587,14 +772,7 @@ impl Operations for Engine {
         req: &SaveRequest,
         progress: &mut dyn ProgressSink,
     ) -> Result<TransferSummary, CommandError> {
-        if req.live {
-            return Err(CommandError::not_implemented(
-                "save --live with the sim backend (it saves offline; the xen backend saves live)",
-            ));
-        }
-        let guest = self.sim.find(&req.domain)?;
-        self.refuse_in_doubt(guest.domid(), &guest.name())?;
-        file::save(&self.sim, &guest, req, progress)
+        file::save(self, req, progress)
     }
 
     fn restore(
@@ -602,13 +780,14 @@ impl Operations for Engine {
         req: &RestoreRequest,
         progress: &mut dyn ProgressSink,
     ) -> Result<DomainInfo, CommandError> {
-        file::restore(&self.sim, req, progress)
+        self.refuse_if_stopping()?;
+        file::restore(self, req, progress)
     }
 
     fn resolve(&self, req: &ResolveRequest) -> Result<(), CommandError> {
-        let guest = self.sim.find(&req.domain)?;
-        let name = guest.name();
-        if !self.sim.in_doubt().contains(&guest.domid()) {
+        let d = self.backend.find(&req.domain)?;
+        let name = d.name;
+        if !self.is_in_doubt(&name) {
             return Err(err(
                 ErrorKind::Refused,
                 format!("`{name}` is not in doubt; there is nothing to resolve"),
@@ -623,10 +802,19 @@ impl Operations for Engine {
             .filter(|e| e.role == Role::Source && e.domain == name)
             .collect();
         let record = |e: &JournalEntry| {
-            let r = JournalEntry::now(&e.domain, &e.session_id, e.role, CommitState::Resolved);
+            let mut r = JournalEntry::now(&e.domain, &e.session_id, e.role, CommitState::Resolved);
+            r.peer.clone_from(&e.peer);
             self.journal
                 .record(&r)
                 .map_err(|e| err(ErrorKind::Internal, format!("journal: {e}")))
+        };
+        let settle = |action| {
+            self.backend.settle(&name, action).map_err(|e| {
+                err(
+                    e.kind,
+                    format!("resolving `{name}`: {}; it stays in doubt", e.message),
+                )
+            })
         };
         match req.action {
             // The decision is durable before the guest runs again.
@@ -634,20 +822,58 @@ impl Operations for Engine {
                 for e in &open {
                     record(e)?;
                 }
-                self.sim.settle(&name, req.action)?;
+                settle(Settle::Resume)?;
             }
+            // The copy here goes first: a crash in between leaves it in
+            // doubt, never running twice.
             ResolveAction::Discard => {
-                self.sim.settle(&name, req.action)?;
+                settle(Settle::Discard)?;
                 for e in &open {
                     record(e)?;
                 }
             }
         }
+        self.set_in_doubt(&name, false);
         tracing::info!(domain = %name, action = ?req.action, "in-doubt migration resolved");
         Ok(())
     }
 
+    fn receive(&self, conn: Incoming) {
+        self.receive_session(conn, None);
+    }
+
+    fn busy(&self, conn: Incoming, limit: usize) {
+        tracing::warn!(session = conn.id, peer = %conn.peer, limit,
+            "refusing a relocation: too many migrations in progress");
+        self.receive_session(
+            conn,
+            Some(Refusal::new(
+                RefuseReason::TooManyMigrations,
+                format!("busy: too many migrations in progress (at most {limit})"),
+            )),
+        );
+    }
+
     fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn stopped(&self) {
+        let names: Vec<String> = std::mem::take(&mut *guard::lock(&self.stopped))
+            .into_iter()
+            .collect();
+        for name in names {
+            match self.backend.settle(&name, Settle::Resume) {
+                Ok(_) => tracing::info!(domain = %name,
+                    "resumed a guest an unfinished migration or save had stopped"),
+                Err(e) => tracing::error!(domain = %name, error = %e,
+                    "could not resume a guest an unfinished migration or save had stopped"),
+            }
+        }
+        let doubt = self.in_doubt();
+        if !doubt.is_empty() {
+            tracing::warn!(domains = ?doubt,
+                "guests in doubt stay stopped; settle them with `relocd resolve`");
+        }
     }
 }

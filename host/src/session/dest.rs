@@ -5,21 +5,22 @@ use std::time::Duration;
 use relocd_core::guest::SinkGuest;
 use relocd_core::protocol::journal::{Record, RecordKind, Role};
 use relocd_core::protocol::{
-    AbortReason, AdmissionRequest, Dest, DestAction, DestConfig, DestOutcome, Features,
-    RefuseReason, MAX_CONTROL_FRAME_LEN,
+    msg, AbortReason, AdmissionRequest, Dest, DestAction, DestConfig, DestOutcome, Features,
+    MAX_CONTROL_FRAME_LEN,
 };
 use relocd_core::time::Instant;
 
-use super::image::{ImageDecoder, LibxcDecoder};
-use super::link::{read_full, write_all, Header, Link, ReadEnd};
-use super::{guest_err, Clock, JournalSink, SessionError, POLL_INTERVAL};
+use super::image::{ImageDecoder, ImageError, LibxcDecoder};
+use super::link::{read_full, write_frame, Header, Link, ReadEnd, WRITE_SLICE};
+use super::{guest_err, Clock, JournalSink, Refusal, SessionError, POLL_INTERVAL};
 
 /// The destination's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DestOptions {
     /// Features and protocol timeouts.
     pub config: DestConfig,
-    /// Longest a write may block.
+    /// Longest the write of one frame may take (one deadline per frame,
+    /// however the source's reading splits it).
     pub write_timeout: Duration,
 }
 
@@ -53,9 +54,52 @@ pub struct DestReport {
     pub total_ms: u64,
 }
 
+/// Turns a connection away before reading anything of it: writes a
+/// `Refused` with `refusal` (typically [`RefuseReason::Busy`] with a
+/// detail: too many connections awaiting admission), then closes. The
+/// source reads the typed refusal and its detail instead of a cut, and
+/// says the destination is busy, not that it was not admitted. Nothing is
+/// read, so this costs the destination one small write; the write waits
+/// at most `write_timeout` (a fresh connection's buffer takes it at once).
+///
+/// [`RefuseReason::Busy`]: relocd_core::protocol::RefuseReason::Busy
+pub fn refuse_unread<L: Link>(
+    mut link: L,
+    refusal: impl Into<Refusal>,
+    write_timeout: Duration,
+) -> Result<(), SessionError> {
+    link.set_write_timeout(Some(WRITE_SLICE))
+        .map_err(SessionError::Link)?;
+    let clock = Clock::new();
+    let now = clock.now();
+    let mut sm = Dest::new(DestConfig::default(), now);
+    let refusal: Refusal = refusal.into();
+    sm.refuse(now, refusal.wire())
+        .map_err(|e| SessionError::Internal(e.to_string()))?;
+    let mut ctl = [0u8; MAX_CONTROL_FRAME_LEN + 64];
+    let mut written = Ok(());
+    while let Some(n) = sm
+        .poll_transmit(&mut ctl)
+        .map_err(|e| SessionError::Internal(e.to_string()))?
+    {
+        let deadline = std::time::Instant::now() + write_timeout;
+        if let Err(e) = write_frame(&mut link, &[&ctl[..n]], deadline, &mut || false) {
+            written = Err(SessionError::Link(match e.fail {
+                super::link::WriteFail::Io(e) => e,
+                _ => std::io::Error::new(std::io::ErrorKind::TimedOut, "the refusal was not read"),
+            }));
+            break;
+        }
+    }
+    // Our direction first (the source reads the refusal, then EOF).
+    link.close_write();
+    link.shutdown();
+    written
+}
+
 /// Receives one guest over `link` with the libxc stream as image
 /// ([`LibxcDecoder`]). See [`run_dest_with_decoder`].
-pub fn run_dest<L, S, F>(
+pub fn run_dest<L, S, F, E>(
     link: L,
     admit: F,
     opts: &DestOptions,
@@ -65,7 +109,8 @@ pub fn run_dest<L, S, F>(
 where
     L: Link,
     S: SinkGuest,
-    F: FnMut(&AdmissionRequest) -> Result<S, RefuseReason>,
+    F: FnMut(&AdmissionRequest) -> Result<S, E>,
+    E: Into<Refusal>,
 {
     run_dest_with_decoder(link, admit, &mut LibxcDecoder::new(), opts, journal, clock)
 }
@@ -75,10 +120,16 @@ where
 ///
 /// `admit` decides admission: it checks capacity, name conflicts and
 /// policy, and either creates the empty, paused domain and returns it as
-/// the sink, or returns the reason to refuse. Blocks until the session is
-/// over. On `Ok` the guest runs here (journal: `Commit`, then `Done`); on
-/// `Err` no copy is left here (the sink was destroyed).
-pub fn run_dest_with_decoder<L, S, F, D>(
+/// the sink, or returns the refusal: a [`Refusal`] (reason and a detail
+/// for the source's operator, e.g. `not enough free memory for web1
+/// (needs 129 MiB, has 64 MiB)`) or a bare `RefuseReason`. Blocks until
+/// the session is over. On `Ok` the guest runs here (journal: `Commit`,
+/// then `Done`); on `Err` no copy is left here (the sink was destroyed).
+///
+/// A failure here after admission (the sink refuses pages, the journal
+/// or the unpause fails) aborts with `DestFailed` and a detail that names
+/// what failed (`writing pages: ...`), which the source reports.
+pub fn run_dest_with_decoder<L, S, F, D, E>(
     mut link: L,
     mut admit: F,
     decoder: &mut D,
@@ -89,14 +140,17 @@ pub fn run_dest_with_decoder<L, S, F, D>(
 where
     L: Link,
     S: SinkGuest,
-    F: FnMut(&AdmissionRequest) -> Result<S, RefuseReason>,
+    F: FnMut(&AdmissionRequest) -> Result<S, E>,
+    E: Into<Refusal>,
     D: ImageDecoder,
 {
     let started = std::time::Instant::now();
     link.set_read_timeout(Some(POLL_INTERVAL))
         .map_err(SessionError::Link)?;
-    link.set_write_timeout(Some(opts.write_timeout))
+    // Each write call waits a slice; the frame's deadline is the option.
+    link.set_write_timeout(Some(WRITE_SLICE))
         .map_err(SessionError::Link)?;
+    let wt = opts.write_timeout;
     let mut sm = Dest::new(opts.config, clock.now());
     let mut sink: Option<S> = None;
     let mut req: Option<AdmissionRequest> = None;
@@ -106,6 +160,8 @@ where
     let mut link_dead = false;
     let mut commit_journaled = false;
     let mut failure: Option<SessionError> = None;
+    // Our own refusal, with its detail, to return.
+    let mut refused: Option<Refusal> = None;
     let mut last = relocd_core::protocol::Receive::default();
     loop {
         let now = clock.now();
@@ -113,19 +169,33 @@ where
             let now = clock.now();
             match a {
                 DestAction::Admit(r) => {
-                    let decision = admit(&r).map(|s| sink = Some(s));
+                    match admit(&r) {
+                        Ok(s) => sink = Some(s),
+                        Err(e) => refused = Some(e.into()),
+                    }
                     req = Some(r);
+                    let decision = refused.as_ref().map_or(Ok(()), |r| Err(r.wire()));
                     let _ = sm.handle_admission(now, decision);
                 }
                 DestAction::CompleteImage => {
-                    let r = match sink.as_mut() {
-                        Some(s) if decoder.is_complete() => s.complete().map_err(|e| {
-                            failure = Some(guest_err("complete the image", e));
-                            AbortReason::DestFailed
-                        }),
-                        _ => Err(AbortReason::BadImage),
+                    let mut text = String::new();
+                    let result = match sink.as_mut() {
+                        Some(s) if decoder.is_complete() => match s.complete() {
+                            Ok(()) => Ok(()),
+                            Err(e) => {
+                                let f = guest_err("complete the image", e);
+                                text = f.to_string();
+                                failure = Some(f);
+                                Err(AbortReason::DestFailed)
+                            }
+                        },
+                        _ => {
+                            text = "the image ended before its END record".into();
+                            Err(AbortReason::BadImage)
+                        }
                     };
-                    let _ = sm.handle_image_complete(now, r);
+                    let result = result.map_err(|reason| msg::Abort::new(reason, &text));
+                    let _ = sm.handle_image_complete(now, result);
                 }
                 DestAction::JournalCommit { session } => {
                     let rec = Record {
@@ -140,23 +210,27 @@ where
                             let _ = sm.handle_journaled(now);
                         }
                         Err(e) => {
+                            let _ = sm.handle_journal_failed(now, &e.to_string());
                             failure = Some(SessionError::Journal(e));
-                            let _ = sm.handle_journal_failed(now);
                         }
                     }
                 }
                 DestAction::Unpause => {
-                    let ok = match sink.as_mut() {
-                        Some(s) => s.unpause().map_err(|e| {
-                            failure = Some(guest_err("unpause", e));
-                        }),
-                        None => Err(()),
+                    let r = match sink.as_mut() {
+                        Some(s) => s.unpause().map_err(|e| format!("{e:?}")),
+                        None => Err("no guest".to_owned()),
                     };
-                    let _ = sm.handle_unpaused(now, ok.is_ok());
+                    if let Err(e) = &r {
+                        failure = Some(SessionError::Guest {
+                            what: "unpause",
+                            detail: e.clone(),
+                        });
+                    }
+                    let _ = sm.handle_unpaused(now, r.as_ref().map(|_| ()).map_err(|e| e.as_str()));
                 }
                 DestAction::Finished(o) => {
                     // A last answer (Committed, Refused, Abort) if any.
-                    flush(&mut sm, &mut link, &mut ctl, &mut link_dead, now);
+                    flush(&mut sm, &mut link, &mut ctl, &mut link_dead, now, wt);
                     if !link_dead {
                         linger(&mut link);
                     }
@@ -210,7 +284,12 @@ where
                             if let Some(j) = journal_err {
                                 return Err(SessionError::Journal(j));
                             }
-                            Err(SessionError::from_protocol(e))
+                            if let (Some(r), relocd_core::protocol::Error::Refused(_)) =
+                                (refused, e)
+                            {
+                                return Err(SessionError::Refused(r));
+                            }
+                            Err(SessionError::from_protocol(e, sm.peer_detail()))
                         }
                     };
                 }
@@ -219,7 +298,7 @@ where
         if let Some(r) = sm.receive() {
             last = r;
         }
-        flush(&mut sm, &mut link, &mut ctl, &mut link_dead, now);
+        flush(&mut sm, &mut link, &mut ctl, &mut link_dead, now, wt);
         if link_dead {
             // Only the host's own steps (journal, unpause) or a deadline
             // can move the machine now.
@@ -271,20 +350,25 @@ where
                     Ok(chunk) => decoder.apply(chunk, s),
                     Err(e) => {
                         tracing::warn!("{e}");
-                        Err(super::ImageError::Invalid(
-                            "a packed image chunk is damaged",
-                        ))
+                        Err(ImageError::Invalid("a packed image chunk is damaged"))
                     }
                 },
-                (None, _) => Err(super::ImageError::Order("image before admission")),
+                (None, _) => Err(ImageError::Order("image before admission")),
             };
             if let Err(e) = r {
                 failure.get_or_insert(SessionError::Image(e));
-                let reason = match e {
-                    super::ImageError::Sink(_) => AbortReason::DestFailed,
-                    _ => AbortReason::BadImage,
+                let (reason, text) = match e {
+                    // What failed and what the backend said.
+                    ImageError::Sink(step) => (
+                        AbortReason::DestFailed,
+                        format!(
+                            "{step}: {}",
+                            decoder.sink_failure().unwrap_or("the guest refused")
+                        ),
+                    ),
+                    e => (AbortReason::BadImage, e.to_string()),
                 };
-                let _ = sm.abort(now, reason);
+                let _ = sm.abort(now, msg::Abort::new(reason, &text));
             }
         }
     }
@@ -311,12 +395,20 @@ fn frame_read<L: Link>(
     }
 }
 
-fn flush<L: Link>(sm: &mut Dest, link: &mut L, ctl: &mut [u8], link_dead: &mut bool, now: Instant) {
+fn flush<L: Link>(
+    sm: &mut Dest,
+    link: &mut L,
+    ctl: &mut [u8],
+    link_dead: &mut bool,
+    now: Instant,
+    write_timeout: Duration,
+) {
     while let Ok(Some(n)) = sm.poll_transmit(ctl) {
         if *link_dead {
             continue;
         }
-        if write_all(link, &ctl[..n]).is_err() {
+        let deadline = std::time::Instant::now() + write_timeout;
+        if write_frame(link, &[&ctl[..n]], deadline, &mut || false).is_err() {
             *link_dead = true;
             sm.handle_link_error(now);
         }

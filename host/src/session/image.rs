@@ -37,8 +37,12 @@
 //! backend's vCPU context, zero padding to a multiple of 8. The decoder
 //! bounds the body to [`MAX_HVM_CONTEXT_LEN`] before keeping any of it.
 
-use relocd_core::guest::{GuestInfo, GuestType, PageType, Pfn, SinkGuest, PAGE_SIZE};
-use relocd_core::precopy::drive::apply_batch;
+use relocd_core::guest::{
+    GuestInfo, GuestType, PageType, Pfn, RecordPoint, SinkGuest, SourceGuest, PAGE_SIZE,
+};
+
+use super::{guest_err, SessionError};
+use relocd_core::precopy::drive::{apply_batch, DriveError};
 use relocd_core::precopy::MAX_PAGE_DATA_RECORD_LEN;
 use relocd_core::stream::domain::{DomainHeaderRepr, DomainType};
 use relocd_core::stream::reader::{Decoder, Event, Layer, Options, RecordInfo};
@@ -74,7 +78,9 @@ pub enum ImageError {
     /// too large, malformed vCPU framing, more pfns than data).
     #[error("image does not fit the guest: {0}")]
     Invalid(&'static str),
-    /// The sink guest refused a batch or a vCPU state.
+    /// The sink guest refused a batch, a vCPU state or a guest record;
+    /// the text names the step ("writing pages"), and
+    /// [`ImageDecoder::sink_failure`] holds what the backend said.
     #[error("destination guest refused the image ({0})")]
     Sink(&'static str),
 }
@@ -126,6 +132,91 @@ pub trait ImageDecoder {
     fn is_complete(&self) -> bool;
     /// Pages written to the sink so far.
     fn pages_applied(&self) -> u64;
+    /// What the sink guest said when it refused ([`ImageError::Sink`]):
+    /// the backend's error as text, for the abort's detail.
+    fn sink_failure(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// A page batch the sink refused: the backend's error as text.
+fn batch_failed<E: std::fmt::Debug>(slot: &mut Option<String>, e: DriveError<E>) -> ImageError {
+    *slot = Some(match e {
+        DriveError::Guest(g) => format!("{g:?}"),
+        other => other.to_string(),
+    });
+    ImageError::Sink("writing pages")
+}
+
+/// Keeps the backend's error as text and names the step that failed.
+fn sink_failed<'s, E: std::fmt::Debug>(
+    slot: &'s mut Option<String>,
+    step: &'static str,
+) -> impl FnOnce(E) -> ImageError + 's {
+    move |e| {
+        *slot = Some(format!("{e:?}"));
+        ImageError::Sink(step)
+    }
+}
+
+/// The guest's own records at `point`, encoded into `out`.
+fn encode_records<G: SourceGuest + ?Sized>(
+    encoder: &mut dyn ImageEncoder,
+    guest: &mut G,
+    point: RecordPoint,
+    out: &mut Vec<u8>,
+) -> Result<(), SessionError> {
+    let mut failed = None;
+    let r = guest.stream_records(point, &mut |rtype, body| {
+        if failed.is_none() {
+            failed = encoder.record(rtype, body, out).err();
+        }
+    });
+    r.map_err(|e| guest_err("the guest's records", e))?;
+    failed.map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// The image's beginning, into `out`: headers, the guest's static
+/// records, `STATIC_DATA_END`, its start-of-stream records. The same for
+/// a session and a save file.
+pub fn encode_head<G: SourceGuest + ?Sized>(
+    encoder: &mut dyn ImageEncoder,
+    guest: &mut G,
+    info: &GuestInfo,
+    out: &mut Vec<u8>,
+) -> Result<(), SessionError> {
+    encoder.start(info, out)?;
+    encode_records(encoder, guest, RecordPoint::Static, out)?;
+    encoder.static_end(out)?;
+    encode_records(encoder, guest, RecordPoint::StartOfStream, out)
+}
+
+/// The image's end, into `out`, once the guest is stopped: its vCPU
+/// states (a PV guest's own end-of-checkpoint records, or `vcpu_context`
+/// per vCPU) and the image's end.
+pub fn encode_tail<G: SourceGuest + ?Sized>(
+    encoder: &mut dyn ImageEncoder,
+    guest: &mut G,
+    info: &GuestInfo,
+    out: &mut Vec<u8>,
+) -> Result<(), SessionError> {
+    encode_records(encoder, guest, RecordPoint::EndOfCheckpoint, out)?;
+    if info.guest_type == GuestType::Pv {
+        encoder.finish(&[], out)?;
+        return Ok(());
+    }
+    let mut blobs = Vec::new();
+    for v in 0..info.vcpus {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = guest
+            .vcpu_context(v, &mut buf)
+            .map_err(|e| guest_err("vCPU context", e))?;
+        buf.truncate(n);
+        blobs.push(buf);
+    }
+    let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+    encoder.finish(&refs, out)?;
+    Ok(())
 }
 
 /// A writer's sink that collects bytes for one chunk, keeping at most
@@ -169,12 +260,34 @@ pub struct LibxcEncoder {
     entries: Vec<PfnEntry>,
     /// A PV image: the guest's own records carry its vCPUs.
     pv: bool,
+    /// An xl save file with this configuration: xl's and libxl's headers
+    /// before the libxc stream, libxl's `END` after it.
+    xl_config: Option<Vec<u8>>,
 }
 
 impl LibxcEncoder {
-    /// A fresh encoder.
+    /// A fresh encoder of a bare libxc stream (what a session carries).
     pub fn new() -> Self {
         LibxcEncoder::default()
+    }
+
+    /// An encoder of a whole xl save file around the libxc stream, with
+    /// `config` (libxl JSON, NUL-terminated, as xl writes it): the chunks
+    /// together are what `xl restore` reads.
+    pub fn xl_file(config: &[u8]) -> Self {
+        LibxcEncoder {
+            xl_config: Some(config.to_vec()),
+            ..LibxcEncoder::default()
+        }
+    }
+
+    /// Ends the stream in `out` once `finish` has run: in an xl file,
+    /// libxl's `END`; nothing in a bare libxc stream.
+    pub fn close(&mut self, out: &mut Vec<u8>) -> Result<(), ImageError> {
+        let w = self.writer.take().ok_or(ImageError::Order("start first"))?;
+        let mut sink = w.finish().map_err(werr)?;
+        out.append(&mut sink.buf);
+        Ok(())
     }
 
     fn writer(&mut self) -> Result<&mut StreamWriter<ChunkSink>, ImageError> {
@@ -212,8 +325,11 @@ impl ImageEncoder for LibxcEncoder {
             xen_major: 4,
             xen_minor: 17,
         };
-        let mut w =
-            StreamWriter::new(ChunkSink::default(), Framing::Libxc, domain).map_err(werr)?;
+        let mut w = match &self.xl_config {
+            Some(config) => StreamWriter::new_xl(ChunkSink::default(), config, domain),
+            None => StreamWriter::new(ChunkSink::default(), Framing::Libxc, domain),
+        }
+        .map_err(werr)?;
         take(&mut w, out);
         self.writer = Some(w);
         self.pv = info.guest_type == GuestType::Pv;
@@ -381,6 +497,8 @@ pub struct LibxcDecoder {
     ended: bool,
     failed: bool,
     pages: u64,
+    /// The backend's error when the sink refused.
+    sink_error: Option<String>,
 }
 
 impl Default for LibxcDecoder {
@@ -405,6 +523,7 @@ impl LibxcDecoder {
             ended: false,
             failed: false,
             pages: 0,
+            sink_error: None,
         }
     }
 
@@ -441,7 +560,7 @@ impl LibxcDecoder {
                 data,
             } if self.data.is_empty() && data.len() == self.data_len => {
                 apply_batch(sink, &self.pfns, &self.types, data)
-                    .map_err(|_| ImageError::Sink("page batch"))?;
+                    .map_err(|e| batch_failed(&mut self.sink_error, e))?;
                 self.pages += self.pfns.len() as u64;
                 self.applied = true;
             }
@@ -514,12 +633,12 @@ impl LibxcDecoder {
             Event::RecordEnd(info) => match info.libxc_type() {
                 Some(RecordType::PageData) if !self.applied => {
                     apply_batch(sink, &self.pfns, &self.types, &self.data)
-                        .map_err(|_| ImageError::Sink("page batch"))?;
+                        .map_err(|e| batch_failed(&mut self.sink_error, e))?;
                     self.pages += self.pfns.len() as u64;
                 }
                 Some(RecordType::HvmContext) => {
                     let ctx = self.ctx.take().unwrap_or_default();
-                    apply_vcpus(&ctx, sink)?;
+                    apply_vcpus(&ctx, sink, &mut self.sink_error)?;
                 }
                 _ => {
                     if let Some((rtype, body)) = self.rec.take() {
@@ -528,8 +647,10 @@ impl LibxcDecoder {
                                 "a guest record's body differs from its length",
                             ));
                         }
-                        sink.record(rtype, &body)
-                            .map_err(|_| ImageError::Sink("guest record"))?;
+                        sink.record(rtype, &body).map_err(sink_failed(
+                            &mut self.sink_error,
+                            "applying a guest record",
+                        ))?;
                     }
                 }
             },
@@ -557,7 +678,11 @@ fn is_guest_record(info: &RecordInfo) -> bool {
 }
 
 /// Splits an `HVM_CONTEXT` body into vCPU states and loads each.
-fn apply_vcpus<S: SinkGuest>(mut ctx: &[u8], sink: &mut S) -> Result<(), ImageError> {
+fn apply_vcpus<S: SinkGuest>(
+    mut ctx: &[u8],
+    sink: &mut S,
+    sink_error: &mut Option<String>,
+) -> Result<(), ImageError> {
     let bad = ImageError::Invalid("malformed vCPU framing in HVM_CONTEXT");
     while !ctx.is_empty() {
         let (Some(id), Some(len)) = (ctx.get(0..4), ctx.get(4..8)) else {
@@ -569,7 +694,7 @@ fn apply_vcpus<S: SinkGuest>(mut ctx: &[u8], sink: &mut S) -> Result<(), ImageEr
             return Err(bad);
         };
         sink.set_vcpu_context(id, blob)
-            .map_err(|_| ImageError::Sink("vCPU state"))?;
+            .map_err(sink_failed(&mut *sink_error, "loading vCPU state"))?;
         let next = 8usize.saturating_add(len).next_multiple_of(8);
         ctx = ctx.get(next..).unwrap_or_default();
     }
@@ -606,12 +731,16 @@ impl ImageDecoder for LibxcDecoder {
     fn pages_applied(&self) -> u64 {
         self.pages
     }
+
+    fn sink_failure(&self) -> Option<&str> {
+        self.sink_error.as_deref()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{Drive, GuestSpec, SimHypervisor, SimSink, SimSource};
+    use crate::backend::sim::{Drive, GuestSpec, SimHypervisor, SimSink, SimSource};
     use relocd_core::guest::SourceGuest;
 
     #[test]
@@ -918,6 +1047,6 @@ mod tests {
         ctx.extend_from_slice(&0u32.to_le_bytes());
         ctx.extend_from_slice(&u32::MAX.to_le_bytes());
         ctx.extend_from_slice(&[0; 8]);
-        assert!(apply_vcpus(&ctx, &mut sink).is_err());
+        assert!(apply_vcpus(&ctx, &mut sink, &mut None).is_err());
     }
 }

@@ -129,32 +129,44 @@ pub(crate) fn read_full<R: Read>(
     ReadEnd::Done
 }
 
-/// Writes all of `buf`; on failure says whether any byte was accepted.
-pub(crate) fn write_all<W: Write>(w: &mut W, buf: &[u8]) -> Result<(), (io::Error, bool)> {
-    let mut pos = 0;
-    while pos < buf.len() {
-        match w.write(&buf[pos..]) {
-            Ok(0) => {
-                return Err((
-                    io::Error::new(io::ErrorKind::WriteZero, "connection closed"),
-                    pos > 0,
-                ))
-            }
-            Ok(n) => pos += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err((e, pos > 0)),
-        }
-    }
-    Ok(())
+/// How long one blocked write call waits before the writer looks at its
+/// frame's deadline and its stop condition again: the drivers set it as
+/// the link's write timeout.
+pub(crate) const WRITE_SLICE: Duration = Duration::from_millis(50);
+
+/// Why a frame could not be written whole.
+#[derive(Debug)]
+pub(crate) enum WriteFail {
+    /// The connection failed.
+    Io(io::Error),
+    /// The frame's deadline passed: the peer reads too little or nothing.
+    TimedOut,
+    /// The writer's stop condition asked to give up (a cancel).
+    Stopped,
 }
 
-/// Writes all of `parts`, in order, with vectored writes (one system call
-/// for a whole image chunk when the socket takes it); on failure says
-/// whether any byte was accepted.
-pub(crate) fn write_all_parts<W: Write>(
+/// A failed frame write: why, and whether any byte of the frame was
+/// accepted (if so, the byte stream is out of step and must be closed).
+#[derive(Debug)]
+pub(crate) struct WriteError {
+    pub(crate) fail: WriteFail,
+    pub(crate) accepted: bool,
+}
+
+/// Writes one whole frame, `parts` in order, with vectored writes (one
+/// system call for a whole image chunk when the socket takes it).
+///
+/// The frame has one `deadline`, however the peer's reading splits it
+/// into partial writes: a peer that takes a little now and then cannot
+/// stretch it (each write call waits at most the link's write timeout,
+/// [`WRITE_SLICE`]). Whenever a call blocks or comes back short, `stop`
+/// is asked whether to give up ([`WriteFail::Stopped`]).
+pub(crate) fn write_frame<W: Write>(
     w: &mut W,
     parts: &[&[u8]],
-) -> Result<(), (io::Error, bool)> {
+    deadline: std::time::Instant,
+    stop: &mut dyn FnMut() -> bool,
+) -> Result<(), WriteError> {
     let mut slices: Vec<IoSlice<'_>> = parts
         .iter()
         .filter(|p| !p.is_empty())
@@ -162,20 +174,34 @@ pub(crate) fn write_all_parts<W: Write>(
         .collect();
     let mut bufs = &mut slices[..];
     let mut accepted = false;
+    let fail = |fail, accepted| Err(WriteError { fail, accepted });
     while !bufs.is_empty() {
         match w.write_vectored(bufs) {
             Ok(0) => {
-                return Err((
-                    io::Error::new(io::ErrorKind::WriteZero, "connection closed"),
-                    accepted,
-                ))
+                let e = io::Error::new(io::ErrorKind::WriteZero, "connection closed");
+                return fail(WriteFail::Io(e), accepted);
             }
             Ok(n) => {
                 accepted = true;
                 IoSlice::advance_slices(&mut bufs, n);
+                if bufs.is_empty() {
+                    break;
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err((e, accepted)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return fail(WriteFail::Io(e), accepted),
+        }
+        // Blocked, or short: the peer is slow to read.
+        if stop() {
+            return fail(WriteFail::Stopped, accepted);
+        }
+        if std::time::Instant::now() >= deadline {
+            return fail(WriteFail::TimedOut, accepted);
         }
     }
     Ok(())

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use relocd_core::guest::{
-    GuestInfo, GuestType, PageType, Pfn, RecordPoint, SourceGuest, PAGE_SIZE,
-};
+use relocd_core::guest::{GuestInfo, PageType, Pfn, SourceGuest, PAGE_SIZE};
 use relocd_core::precopy::drive::{self, BatchBuf, DriveError};
 use relocd_core::precopy::{
     Decision, DefaultPolicy, Phase as PcPhase, PolicyConfig, Precopy, PrecopyConfig, Summary,
@@ -22,7 +20,9 @@ use relocd_core::protocol::{
 use relocd_core::time::Instant;
 
 use super::image::{ImageEncoder, LibxcEncoder};
-use super::link::{read_full, write_all, write_all_parts, Header, Link, ReadEnd};
+use super::link::{
+    read_full, write_frame, Header, Link, ReadEnd, WriteError, WriteFail, WRITE_SLICE,
+};
 use super::{
     guest_err, mib_per_s, Clock, JournalSink, LinkTimeouts, Phase, Progress, SessionError,
     POLL_INTERVAL,
@@ -45,7 +45,8 @@ pub struct SourceOptions {
     /// Send-rate cap in bytes per second during live rounds
     /// (`--bandwidth`).
     pub bandwidth_limit: Option<u64>,
-    /// Protocol and write timeouts.
+    /// Protocol and write timeouts (`write`: the longest the write of one
+    /// frame may take, however the destination's reading splits it).
     pub timeouts: LinkTimeouts,
     /// Features offered.
     pub features: Features,
@@ -146,6 +147,77 @@ fn reader<L: Link>(mut link: L, tx: SyncSender<Incoming>, stop: Arc<AtomicBool>)
 /// How long a failed write waits for the destination's last frames.
 const LAST_WORDS: Duration = Duration::from_millis(200);
 
+/// The longest `run_source` goes without calling its `progress` callback:
+/// a caller that learns of a cancel only when it reports progress (the
+/// daemon, from its client) can raise `cancel` this often, whatever the
+/// session waits on.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The last progress report, repeated when nothing new happened for
+/// [`PROGRESS_INTERVAL`].
+struct Beat {
+    last: Progress,
+    at: std::time::Instant,
+}
+
+impl Beat {
+    fn new() -> Beat {
+        Beat {
+            last: Progress {
+                phase: Phase::Handshake,
+                round_pages: 0,
+                round_pages_sent: 0,
+                pages_sent: 0,
+                bytes_sent: 0,
+                dirty: 0,
+                bandwidth: 0,
+                projected_downtime: Duration::ZERO,
+            },
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Reports `p`.
+    fn report(&mut self, p: Progress, progress: &mut dyn FnMut(Progress)) {
+        self.last = p;
+        self.at = std::time::Instant::now();
+        progress(p);
+    }
+
+    /// Repeats the last report if it is [`PROGRESS_INTERVAL`] old.
+    fn tick(&mut self, progress: &mut dyn FnMut(Progress)) {
+        if self.at.elapsed() >= PROGRESS_INTERVAL {
+            self.report(self.last, progress);
+        }
+    }
+}
+
+/// Writes one frame to the destination with its own deadline; gives up
+/// (`WriteFail::Stopped`) when `cancel` is raised before the commit is
+/// journaled, and keeps the progress reports going while it blocks.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the driver's fields, borrowed apart"
+)]
+fn send_frame<L: Link>(
+    link: &mut L,
+    parts: &[&[u8]],
+    timeout: Duration,
+    cancel: &AtomicBool,
+    committed: bool,
+    beat: &mut Beat,
+    progress: &mut dyn FnMut(Progress),
+    bytes_sent: &mut u64,
+) -> Result<(), WriteError> {
+    let deadline = std::time::Instant::now() + timeout;
+    write_frame(link, parts, deadline, &mut || {
+        beat.tick(progress);
+        !committed && cancel.load(Ordering::Relaxed)
+    })?;
+    *bytes_sent += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+    Ok(())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Xfer {
     Idle,
@@ -184,9 +256,21 @@ pub fn run_source<L: Link, G: SourceGuest>(
 /// guest and the local copy is destroyed (journal: `Commit`, then
 /// `Done`). On `Err` the guest runs here again (it was resumed if it had
 /// been suspended, and the dirty log is off), except for
-/// [`SessionError::InDoubt`], where it stays suspended. Setting `cancel`
-/// aborts the session at the next batch unless its point of no return is
-/// passed. `progress` is called after every few batches and every round.
+/// [`SessionError::InDoubt`], where it stays suspended.
+///
+/// Setting `cancel` ends the session within about [`POLL_INTERVAL`] in
+/// every state before its point of no return (the commit journaled), with
+/// [`SessionError::Cancelled`]: every wait (for the destination's
+/// answer, the bandwidth cap's pause, a write the destination does not
+/// read) looks at it. `progress` is called after every few batches and
+/// every round, and at least every [`PROGRESS_INTERVAL`] with the last
+/// figures while nothing new happens, so a caller may raise `cancel`
+/// from it.
+///
+/// The write of each frame has one deadline, `opts.timeouts.write`,
+/// however the destination's reading splits it: a destination that admits
+/// and then stops reading ends the session after that long, with
+/// [`SessionError::Aborted`].
 #[expect(clippy::too_many_arguments, reason = "the session's whole context")]
 pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
     link: L,
@@ -204,7 +288,8 @@ pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
         .map_err(|e| SessionError::Internal(e.to_string()))?;
     link.set_read_timeout(Some(POLL_INTERVAL))
         .map_err(SessionError::Link)?;
-    link.set_write_timeout(Some(opts.timeouts.write))
+    // Each write call waits a slice; the frame's deadline is the option's.
+    link.set_write_timeout(Some(WRITE_SLICE))
         .map_err(SessionError::Link)?;
     let rlink = link.try_clone().map_err(SessionError::Link)?;
     // Bounded: a destination that floods control frames while we block on
@@ -235,6 +320,8 @@ pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
         encoder,
         journal,
         progress,
+        beat: Beat::new(),
+        cancel,
         clock,
         opts,
         info,
@@ -267,7 +354,7 @@ pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
         transfer_end: None,
         suspend_at: None,
     };
-    let r = d.run(cancel);
+    let r = d.run();
     stop.store(true, Ordering::Relaxed);
     d.link.shutdown();
     // Dropping the driver drops the receiver, so a reader blocked on a full
@@ -285,6 +372,8 @@ struct SrcDriver<'a, L: Link, G: SourceGuest> {
     encoder: &'a mut dyn ImageEncoder,
     journal: &'a mut dyn JournalSink,
     progress: &'a mut dyn FnMut(Progress),
+    beat: Beat,
+    cancel: &'a AtomicBool,
     clock: &'a Clock,
     opts: &'a SourceOptions,
     info: GuestInfo,
@@ -324,10 +413,11 @@ struct SrcDriver<'a, L: Link, G: SourceGuest> {
 }
 
 impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
-    fn run(&mut self, cancel: &AtomicBool) -> Result<SourceReport, SessionError> {
+    fn run(&mut self) -> Result<SourceReport, SessionError> {
         loop {
             let now = self.clock.now();
-            if cancel.load(Ordering::Relaxed) && !self.cancelled {
+            self.beat.tick(&mut *self.progress);
+            if self.cancel.load(Ordering::Relaxed) && !self.cancelled {
                 self.cancelled = true;
                 // Refused once the commit is journaled: then it is too late.
                 if self.sm.abort(now, AbortReason::Cancelled).is_ok() {
@@ -473,19 +563,64 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                 self.sm.handle_transmit_failed(now);
                 continue;
             }
-            match write_all(&mut self.link, &self.ctl[..n]) {
-                Ok(()) => self.bytes_sent += n as u64,
-                Err((_, accepted)) => self.write_failed(now, accepted),
+            let ctl = std::mem::take(&mut self.ctl);
+            let r = self.send(&[&ctl[..n]]);
+            self.ctl = ctl;
+            if let Err(e) = r {
+                self.write_error(now, e);
             }
         }
     }
 
-    /// A local failure: remember it and give up the session.
+    /// Writes one frame (see [`send_frame`]).
+    fn send(&mut self, parts: &[&[u8]]) -> Result<(), WriteError> {
+        send_frame(
+            &mut self.link,
+            parts,
+            self.opts.timeouts.write,
+            self.cancel,
+            self.commit_journaled,
+            &mut self.beat,
+            &mut *self.progress,
+            &mut self.bytes_sent,
+        )
+    }
+
+    /// A frame could not be written: the operator cancelled while it
+    /// blocked, or the link failed or passed the frame's deadline.
+    fn write_error(&mut self, now: Instant, e: WriteError) {
+        match e.fail {
+            WriteFail::Stopped => self.cancel_in_write(now),
+            WriteFail::Io(_) | WriteFail::TimedOut => self.write_failed(now, e.accepted),
+        }
+    }
+
+    /// The operator cancelled while a write blocked (before the commit
+    /// was journaled). Part of a frame may have left, so the byte stream
+    /// is out of step: close it (the destination reads a cut and discards
+    /// its copy) and end the session as cancelled.
+    fn cancel_in_write(&mut self, now: Instant) {
+        self.cancelled = true;
+        self.link_dead = true;
+        self.link.shutdown();
+        let _ = self.sm.abort(now, AbortReason::Cancelled);
+        if !self.link_reported {
+            self.link_reported = true;
+            self.sm.handle_link_error(now);
+        }
+        self.xfer = Xfer::Done;
+    }
+
+    /// A local failure: remember it and give up the session, telling the
+    /// destination what failed.
     fn local_failure(&mut self, now: Instant, e: SessionError) {
+        let text = e.to_string();
         if self.failure.is_none() {
             self.failure = Some(e);
         }
-        let _ = self.sm.abort(now, AbortReason::SourceFailed);
+        let _ = self
+            .sm
+            .abort(now, msg::Abort::new(AbortReason::SourceFailed, &text));
         self.xfer = Xfer::Done;
     }
 
@@ -539,49 +674,15 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         }
     }
 
-    /// The guest's records at `point`, appended to `chunk`.
-    fn records(&mut self, point: RecordPoint, chunk: &mut Vec<u8>) -> Result<(), SessionError> {
-        let mut failed = None;
-        let encoder = &mut *self.encoder;
-        let r = self.guest.stream_records(point, &mut |rtype, body| {
-            if failed.is_none() {
-                failed = encoder.record(rtype, body, chunk).err();
-            }
-        });
-        r.map_err(|e| guest_err("the guest's records", e))?;
-        failed.map_or(Ok(()), |e| Err(e.into()))
-    }
-
     /// The first chunk: headers, the guest's static records,
     /// `STATIC_DATA_END`, its start-of-stream records.
     fn head(&mut self, chunk: &mut Vec<u8>) -> Result<(), SessionError> {
-        self.encoder.start(&self.info, chunk)?;
-        self.records(RecordPoint::Static, chunk)?;
-        self.encoder.static_end(chunk)?;
-        self.records(RecordPoint::StartOfStream, chunk)
+        super::image::encode_head(&mut *self.encoder, &mut *self.guest, &self.info, chunk)
     }
 
-    /// The last chunk: the vCPU states (a PV guest's own end-of-checkpoint
-    /// records, or `vcpu_context` per vCPU) and the image's end.
+    /// The last chunk: the vCPU states and the image's end.
     fn tail(&mut self, chunk: &mut Vec<u8>) -> Result<(), SessionError> {
-        self.records(RecordPoint::EndOfCheckpoint, chunk)?;
-        if self.info.guest_type == GuestType::Pv {
-            self.encoder.finish(&[], chunk)?;
-            return Ok(());
-        }
-        let mut blobs = Vec::new();
-        for v in 0..self.info.vcpus {
-            let mut buf = vec![0u8; 64 * 1024];
-            let n = self
-                .guest
-                .vcpu_context(v, &mut buf)
-                .map_err(|e| guest_err("vCPU context", e))?;
-            buf.truncate(n);
-            blobs.push(buf);
-        }
-        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
-        self.encoder.finish(&refs, chunk)?;
-        Ok(())
+        super::image::encode_tail(&mut *self.encoder, &mut *self.guest, &self.info, chunk)
     }
 
     fn mark_suspended(&mut self, now: Instant) {
@@ -631,17 +732,17 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         all.push(&hdr[..h]);
         all.extend_from_slice(parts);
-        match write_all_parts(&mut self.link, &all) {
+        match self.send(&all) {
             Ok(()) => {
-                self.bytes_sent += (h + len) as u64;
                 self.image_bytes += len as u64;
                 self.unpacked_bytes += raw_len as u64;
                 true
             }
-            Err(_) => {
+            Err(mut e) => {
                 // Part of the image may have gone: either way the session
                 // is over before its commit.
-                self.write_failed(now, true);
+                e.accepted = true;
+                self.write_error(now, e);
                 false
             }
         }
@@ -726,16 +827,19 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             PcPhase::Done => Phase::Committing,
         };
         let last = p.last_round.unwrap_or_default();
-        (self.progress)(Progress {
-            phase,
-            round_pages: p.round_pages,
-            round_pages_sent: p.round_pages_sent,
-            pages_sent: p.total_pages_sent,
-            bytes_sent: self.bytes_sent,
-            dirty: last.dirty_count,
-            bandwidth: last.bandwidth,
-            projected_downtime: last.projected_downtime.into(),
-        });
+        self.beat.report(
+            Progress {
+                phase,
+                round_pages: p.round_pages,
+                round_pages_sent: p.round_pages_sent,
+                pages_sent: p.total_pages_sent,
+                bytes_sent: self.bytes_sent,
+                dirty: last.dirty_count,
+                bandwidth: last.bandwidth,
+                projected_downtime: last.projected_downtime.into(),
+            },
+            &mut *self.progress,
+        );
     }
 
     fn end_round(&mut self, now: Instant, pc: &mut Precopy<DefaultPolicy>) {
@@ -819,8 +923,8 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                 let _ = self.sm.handle_journaled(now);
             }
             Err(e) => {
+                let _ = self.sm.handle_journal_failed(now, &e.to_string());
                 self.failure = Some(SessionError::Journal(e));
-                let _ = self.sm.handle_journal_failed(now);
             }
         }
     }
@@ -900,7 +1004,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                 if let Some(g) = guest_failure {
                     return Err(g);
                 }
-                Err(SessionError::from_protocol(e))
+                Err(SessionError::from_protocol(e, self.sm.peer_detail()))
             }
             SourceOutcome::InDoubt(e) => Err(SessionError::InDoubt(e)),
         }

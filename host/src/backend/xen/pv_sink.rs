@@ -683,7 +683,7 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
     fn introduce(&mut self) -> Result<()> {
         let d = self.domid;
         let dom = format!("/local/domain/{d}");
-        let uuid = super::ops::uuid_text(&self.req.uuid);
+        let uuid = super::libxl::uuid_text(&self.req.uuid);
         let vm = format!("/vm/{uuid}");
         let ro = [
             Perm {
@@ -910,7 +910,7 @@ impl<H: Hypervisor> SinkGuest for PvSink<'_, H> {
         }
         let r = self.xen.destroy(self.domid);
         self.destroyed = true;
-        let vm = format!("/vm/{}", super::ops::uuid_text(&self.req.uuid));
+        let vm = format!("/vm/{}", super::libxl::uuid_text(&self.req.uuid));
         super::backend::forget_domain(&mut self.xs, self.domid, Some(vm));
         if self.introduced {
             if let Err(e) = self.xs.release(self.domid) {

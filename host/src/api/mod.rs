@@ -127,7 +127,7 @@ pub struct SaveRequest {
     /// (`--live`); otherwise the guest is suspended first.
     #[serde(default)]
     pub live: bool,
-    /// Cap on the write rate during live rounds, bytes per second
+    /// Cap on the write rate (live rounds, or the whole of an offline save), bytes per second
     /// (`--bandwidth`).
     #[serde(default)]
     pub bandwidth_bytes_per_s: Option<u64>,
@@ -418,6 +418,8 @@ pub enum ErrorKind {
     ShuttingDown,
     /// The peer could not be reached or the link failed.
     Network,
+    /// This user may not do that (the management socket is root's).
+    PermissionDenied,
     /// Anything else.
     Internal,
     /// A kind this client does not know.
@@ -508,6 +510,40 @@ pub fn write_line(writer: &mut impl Write, msg: &impl Serialize) -> std::io::Res
     line.push(b'\n');
     writer.write_all(&line)?;
     writer.flush()
+}
+
+/// The client gave up on the command (cancelled, or closed the connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cancelled by the client")]
+pub struct Cancelled;
+
+/// Where a long command sends its progress. Given by the management socket
+/// for the command's duration.
+pub trait ProgressSink {
+    /// Sends one progress line to the client. `Err(Cancelled)` when the
+    /// client cancelled or went away: the command should stop at its next
+    /// safe point (a migration before its point of no return leaves the
+    /// guest running at the source) and return
+    /// [`ErrorKind::Cancelled`].
+    fn report(&mut self, progress: &Progress) -> Result<(), Cancelled>;
+
+    /// Whether the client cancelled, without sending anything.
+    fn is_cancelled(&self) -> bool;
+}
+
+/// A sink that drops reports and is never cancelled (for callers with no
+/// client, and tests).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl ProgressSink for NoProgress {
+    fn report(&mut self, _progress: &Progress) -> Result<(), Cancelled> {
+        Ok(())
+    }
+
+    fn is_cancelled(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

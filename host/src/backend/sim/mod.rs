@@ -36,7 +36,7 @@
 //! the source last ran.
 //!
 //! ```
-//! use relocd::sim::*;
+//! use relocd::backend::sim::*;
 //!
 //! let (here, there) = (
 //!     SimHypervisor::new(4 << 30, Drive::Manual),
@@ -70,6 +70,7 @@
 
 mod adapter;
 mod guest;
+mod hooks;
 mod memory;
 mod spec;
 mod workload;
@@ -83,6 +84,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use adapter::{SimFault, SimSink, SimSource};
 pub use guest::{bitmap_words, SimGuest};
+pub use hooks::{default_sim_capacity, spec_from_request, SimBackend, FALLBACK_SIM_CAPACITY};
 pub use memory::{Page, CHUNK_PAGES};
 pub use spec::{
     check_memory, check_name, parse_guests_file, parse_memory, parse_rate, parse_size,

@@ -3,9 +3,9 @@
 //! `MFN0 + p`, the p2m tree in its own pages, page tables, a start-info
 //! page, and a thread playing its kernel's part in the suspend protocol.
 
-use crate::xen::p2m::{SHINFO_FRAME_LIST_LIST, SHINFO_MAX_PFN};
-use crate::xen::xenstore::fake::FakeXenstored;
-use crate::xen::xenstore::{Transport, Xenstore};
+use crate::backend::xen::p2m::{SHINFO_FRAME_LIST_LIST, SHINFO_MAX_PFN};
+use crate::backend::xen::xenstore::fake::FakeXenstored;
+use crate::backend::xen::xenstore::{Transport, Xenstore};
 use relocd_core::guest::PAGE_SIZE;
 use relocd_hypercall::abi::domctl::pfinfo;
 use relocd_hypercall::abi::xen::vgcf;
@@ -26,7 +26,7 @@ pub const L3_PTE3: u64 = (1 << 63) | ((MFN0 + 3) << 12) | 0x63;
 
 pub struct Guest {
     pub xen: FakeXen,
-    pub store: crate::xen::xenstore::fake::Store,
+    pub store: crate::backend::xen::xenstore::fake::Store,
     pub stop: Arc<AtomicBool>,
     kernel: Option<std::thread::JoinHandle<()>>,
 }

@@ -373,7 +373,7 @@ fn foreign_map_check<H: Hypervisor, T: Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xen::xenstore::fake::FakeXenstored;
+    use crate::backend::xen::xenstore::fake::FakeXenstored;
     use relocd_hypercall::fake::{FakeDomain, FakeXen};
 
     const CONSOLE_PFN: u64 = 20;

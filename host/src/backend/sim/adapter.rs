@@ -296,7 +296,7 @@ impl SinkGuest for SimSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{Drive, GuestSpec, SimHypervisor};
+    use crate::backend::sim::{Drive, GuestSpec, SimHypervisor};
 
     #[test]
     fn source_and_sink_through_the_traits() {

@@ -3,30 +3,34 @@
 //!
 //! - [`xenstore`]: the xenstore wire protocol over xenstored's socket or
 //!   `/dev/xen/xenbus` (no libxenstore).
-//! - [`backend`]: [`XenBackend`], the daemon's [`Backend`](crate::daemon::Backend)
-//!   over `relocd-hypercall` (`relocd serve --backend xen`).
+//! - [`backend`]: [`XenBackend`], a real Xen through `relocd-hypercall`
+//!   (`relocd serve --backend xen`); [`hooks`]: its hooks of the engine
+//!   ([`crate::engine::Backend`]).
 //! - [`probe`]: `relocd xen-probe DOMAIN`: pause, log-dirty and foreign
 //!   mapping tried on a running guest.
-//! - [`p2m`], [`pv_source`], [`save`]: a running 64-bit PV guest read out
-//!   of Xen (its p2m, its pages with page tables normalised, its vCPUs) and
-//!   written as an xl save file, offline or live.
-//! - [`ops`]: [`XenOperations`], the daemon's long commands on Xen.
+//! - [`p2m`], [`pv_source`]: a running 64-bit PV guest read out of Xen
+//!   (its p2m, its pages with page tables normalised, its vCPUs);
+//!   [`pv_sink`]: one built into Xen from a stream.
+//! - [`libxl`]: libxl's records of domains (the xl configuration a save
+//!   file carries).
 
 pub mod backend;
-pub mod migrate;
-pub mod ops;
+pub mod hooks;
+pub mod libxl;
 pub mod p2m;
 pub mod probe;
 pub mod pv_error;
 pub mod pv_sink;
 pub mod pv_source;
-pub mod save;
+#[cfg(test)]
+mod save_tests;
 #[cfg(test)]
 pub(crate) mod test_guest;
+#[cfg(test)]
+mod tests;
 pub mod xenstore;
 
 pub use backend::XenBackend;
-pub use ops::XenOperations;
 
 use relocd_hypercall::backend::privcmd::Privcmd;
 use relocd_hypercall::{errno, ErrorKind};

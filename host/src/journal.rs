@@ -14,7 +14,7 @@
 //! line of its own. Any *other* unreadable line is corruption and is reported
 //! with its line number: relocd does not guess about commit points.
 
-use super::lock::InstanceLock;
+use crate::lock::InstanceLock;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

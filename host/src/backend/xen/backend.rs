@@ -1,10 +1,9 @@
-//! [`XenBackend`]: the daemon's [`Backend`] over a real Xen: the domains
-//! from `XEN_SYSCTL_getdomaininfolist`, their names from xenstore, as
-//! `xl list` shows them.
+//! [`XenBackend`]: a real Xen as the engine sees it (its hooks are in
+//! [`super::hooks`]): the domains from `XEN_SYSCTL_getdomaininfolist`, their
+//! names from xenstore, as `xl list` shows them.
 
 use super::xenstore::{StoreErrno, Transport, Xenstore, XenstoreError};
-use crate::daemon::control::{DomainInfo, DomainState};
-use crate::daemon::Backend;
+use crate::api::{DomainInfo, DomainState};
 use relocd_hypercall::{DomId, Hypervisor, XenOps};
 
 /// What `xl list` shows for dom0 (and relocd falls back to when xenstore
@@ -20,6 +19,8 @@ pub type StoreConnector =
 pub struct XenBackend<H> {
     xen: H,
     store: StoreConnector,
+    /// Where libxl keeps its records of domains.
+    userdata: std::path::PathBuf,
 }
 
 impl<H: Hypervisor + Send + Sync> XenBackend<H> {
@@ -31,7 +32,22 @@ impl<H: Hypervisor + Send + Sync> XenBackend<H> {
 
     /// A backend over `xen` and the xenstore `store` connects to.
     pub fn with_store(xen: H, store: StoreConnector) -> Self {
-        XenBackend { xen, store }
+        XenBackend {
+            xen,
+            store,
+            userdata: std::path::PathBuf::from(super::libxl::LIBXL_USERDATA_DIR),
+        }
+    }
+
+    /// The same backend with libxl's records in `dir` (tests).
+    pub fn with_userdata(mut self, dir: std::path::PathBuf) -> Self {
+        self.userdata = dir;
+        self
+    }
+
+    /// Where libxl keeps its records of domains.
+    pub fn userdata(&self) -> &std::path::Path {
+        &self.userdata
     }
 
     /// A fresh xenstore connection.
@@ -133,26 +149,11 @@ pub fn domain_state(d: &relocd_hypercall::DomainInfo) -> DomainState {
     }
 }
 
-impl<H: Hypervisor + Send + Sync> Backend for XenBackend<H> {
-    fn name(&self) -> &str {
-        "xen"
-    }
-
-    fn list(&self) -> Vec<DomainInfo> {
-        match self.try_list() {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("listing domains: {e}");
-                Vec::new()
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xen::xenstore::fake::FakeXenstored;
+    use crate::backend::xen::xenstore::fake::FakeXenstored;
+    use crate::engine::Backend as _;
     use relocd_hypercall::fake::{FakeDomain, FakeXen};
 
     fn backend(entries: &'static [(&'static str, &'static str)]) -> XenBackend<FakeXen> {
@@ -178,7 +179,7 @@ mod tests {
         ]);
         assert_eq!(b.name(), "xen");
         b.hypervisor().pause(9).unwrap();
-        let l = b.list();
+        let l = b.list().unwrap();
         let got: Vec<_> = l
             .iter()
             .map(|d| {
@@ -210,7 +211,7 @@ mod tests {
             x,
             Box::new(|| Err(XenstoreError::BadRequest("no store in this test"))),
         );
-        let names: Vec<_> = b.list().into_iter().map(|d| d.name).collect();
+        let names: Vec<_> = b.list().unwrap().into_iter().map(|d| d.name).collect();
         assert_eq!(names, ["Domain-0", "(null)"]);
     }
 

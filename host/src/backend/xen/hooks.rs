@@ -1,0 +1,307 @@
+//! Xen's hooks of the engine: [`XenBackend`] as an [`engine::Backend`].
+//!
+//! - A source is a [`PvSource`] on a 64-bit PV domain found by name or id
+//!   through xenstore; domain 0, HVM guests and guests with frontend
+//!   devices are refused before anything is touched.
+//! - Admission: PV only, the name free here, and enough free memory in Xen
+//!   (`XEN_SYSCTL_physinfo`) for the guest and libxl's slack. The sink is a
+//!   new paused domain built by [`PvSink`].
+//! - A save file carries libxl's own record of the domain
+//!   (`/var/lib/xen/userdata-d.<domid>.<uuid>.libxl-json`, what `xl save`
+//!   reads), else a minimal configuration; after a destroying save or a
+//!   migration the record goes, after a restore it is written, so `xl`
+//!   keeps working on the guest.
+//! - Settling: a suspended source is resumed as a cancelled suspend (and
+//!   log-dirty turned off); an in-doubt one stays suspended; a discarded or
+//!   never-run copy is destroyed and its xenstore trees removed.
+
+use std::path::PathBuf;
+
+use relocd_core::guest::GuestType;
+use relocd_core::protocol::RefuseReason;
+use relocd_hypercall::{DomId, Hypervisor, XenOps};
+
+use super::backend::{domain_name, forget_domain, XenBackend};
+use super::libxl::{libxl_config_path, xl_config};
+use super::probe::resolve_domain;
+use super::pv_sink::{PvCreate, PvRestoreError, PvSink, MAXMEM_SLACK_KIB};
+use super::pv_source::{resume_suspended, PvSource, SHUTDOWN_SUSPEND};
+use super::xenstore::{Transport, Xenstore, XenstoreError};
+use crate::api::{CommandError, DomainInfo, ErrorKind};
+use crate::engine::{self, Domain, NewGuest, Refusal, Settle, Settled};
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> CommandError {
+    CommandError::new(kind, msg)
+}
+
+fn store_err(e: XenstoreError) -> CommandError {
+    err(ErrorKind::Internal, format!("xenstore: {e}"))
+}
+
+/// The frontend devices a guest has in xenstore (`/local/domain/N/device`):
+/// `kind id` for each, the suspend event channel (not a device) left out.
+pub fn guest_devices<T: Transport>(xs: &mut Xenstore<T>, domid: DomId) -> Vec<String> {
+    let base = format!("/local/domain/{domid}/device");
+    let mut out = Vec::new();
+    for kind in xs.directory(&base).unwrap_or_default() {
+        if kind == "suspend" {
+            continue;
+        }
+        for id in xs.directory(&format!("{base}/{kind}")).unwrap_or_default() {
+            out.push(format!("{kind} {id}"));
+        }
+    }
+    out
+}
+
+impl<H: Hypervisor + Send + Sync + 'static> XenBackend<H> {
+    fn domid_of(&self, d: &Domain) -> Result<DomId, CommandError> {
+        DomId::try_from(d.id).map_err(|_| err(ErrorKind::NotFound, "no such domain id"))
+    }
+
+    /// The domain called `name` here, with a xenstore connection.
+    fn named(&self, name: &str) -> Option<(DomId, Xenstore<Box<dyn Transport>>)> {
+        let mut xs = self.store().ok()?;
+        let d = resolve_domain(self.hypervisor(), Some(&mut xs), name).ok()?;
+        Some((d, xs))
+    }
+
+    /// Destroys `domid` and removes what xenstore and libxl keep of it.
+    fn destroy_domain(
+        &self,
+        domid: DomId,
+        xs: &mut Xenstore<Box<dyn Transport>>,
+    ) -> Result<(), CommandError> {
+        let xen = self.hypervisor();
+        let uuid = xen.domain_info(domid).ok().map(|i| i.handle);
+        let vm = xs.read_string(&format!("/local/domain/{domid}/vm")).ok();
+        xen.destroy(domid).map_err(|e| {
+            err(
+                ErrorKind::Internal,
+                format!("destroying domain {domid}: {e}"),
+            )
+        })?;
+        forget_domain(xs, domid, vm);
+        let _ = xs.release(domid);
+        if let Some(u) = uuid {
+            let _ = std::fs::remove_file(libxl_config_path(self.userdata(), domid, &u));
+        }
+        Ok(())
+    }
+
+    /// Free memory in Xen, bytes.
+    fn free_memory(&self) -> Result<u64, relocd_hypercall::Error> {
+        Ok(self
+            .hypervisor()
+            .physinfo()?
+            .free_pages
+            .saturating_mul(4096))
+    }
+}
+
+impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
+    type Source<'a> = PvSource<'a, H>;
+    type Sink<'a> = PvSink<'a, H>;
+
+    fn name(&self) -> &'static str {
+        "xen"
+    }
+
+    fn list(&self) -> Result<Vec<DomainInfo>, CommandError> {
+        self.try_list()
+            .map_err(|e| err(ErrorKind::Internal, format!("listing domains: {e}")))
+    }
+
+    fn find(&self, domain: &str) -> Result<Domain, CommandError> {
+        let xen = self.hypervisor();
+        let mut xs = self.store().map_err(store_err)?;
+        let domid = resolve_domain(xen, Some(&mut xs), domain)
+            .map_err(|e| err(ErrorKind::NotFound, e.to_string()))?;
+        let name = domain_name(&mut xs, domid).unwrap_or_else(|_| domid.to_string());
+        let info = xen
+            .domain_info(domid)
+            .map_err(|e| err(ErrorKind::NotFound, e.to_string()))?;
+        Ok(Domain {
+            id: u32::from(domid),
+            name,
+            uuid: info.handle,
+            memory_bytes: info.memory_kib().saturating_mul(1024),
+        })
+    }
+
+    fn check_source(&self, d: &Domain) -> Result<(), CommandError> {
+        if d.id == 0 {
+            return Err(err(
+                ErrorKind::Refused,
+                "domain 0 cannot be saved or migrated",
+            ));
+        }
+        let domid = self.domid_of(d)?;
+        let info = self
+            .hypervisor()
+            .domain_info(domid)
+            .map_err(|e| err(ErrorKind::NotFound, e.to_string()))?;
+        if info.hvm() {
+            return Err(err(
+                ErrorKind::Refused,
+                format!("{} is an HVM guest; relocd moves PV guests", d.name),
+            ));
+        }
+        let mut xs = self.store().map_err(store_err)?;
+        let devices = guest_devices(&mut xs, domid);
+        if !devices.is_empty() {
+            return Err(err(
+                ErrorKind::Refused,
+                format!(
+                    "{} has devices ({}): relocd does not recreate device backends on the \
+                     destination yet, so the guest would lose them; detach them first, or \
+                     move it with xl (relocd save works: xl restore recreates them)",
+                    d.name,
+                    devices.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn open_source(&self, d: &Domain) -> Result<PvSource<'_, H>, CommandError> {
+        let xs = self.store().map_err(store_err)?;
+        PvSource::open(self.hypervisor(), xs, self.domid_of(d)?)
+            .map_err(|e| err(ErrorKind::Refused, format!("{}: {e}", d.name)))
+    }
+
+    fn save_config(&self, d: &Domain) -> Vec<u8> {
+        let info = DomId::try_from(d.id)
+            .ok()
+            .and_then(|id| self.hypervisor().domain_info(id).ok().map(|i| (id, i)));
+        match info {
+            Some((id, i)) => xl_config(self.userdata(), id, &d.name, &i),
+            None => Vec::new(),
+        }
+    }
+
+    fn saved(&self, d: &Domain, destroyed: bool) {
+        if !destroyed {
+            return;
+        }
+        let Ok(domid) = DomId::try_from(d.id) else {
+            return;
+        };
+        let path = libxl_config_path(self.userdata(), domid, &d.uuid);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), "removing libxl's record: {e}");
+            }
+        }
+    }
+
+    fn admit(&self, g: &NewGuest) -> Result<(), Refusal> {
+        if g.guest_type != GuestType::Pv {
+            return Err(Refusal::new(
+                RefuseReason::Unsupported,
+                format!(
+                    "{} is not a PV guest; relocd on Xen builds PV guests",
+                    g.name
+                ),
+            ));
+        }
+        let mut xs = self.store().map_err(|e| {
+            tracing::error!("xenstore: {e}; refusing");
+            Refusal::new(RefuseReason::NotAllowed, format!("xenstore: {e}"))
+        })?;
+        if resolve_domain(self.hypervisor(), Some(&mut xs), &g.name).is_ok() {
+            return Err(Refusal::name_taken(&g.name));
+        }
+        let needed = g
+            .memory_bytes
+            .div_ceil(1024)
+            .saturating_add(MAXMEM_SLACK_KIB)
+            .saturating_mul(1024);
+        match self.free_memory() {
+            Ok(free) if free < needed => Err(Refusal::no_memory(&g.name, needed, free)),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!("physinfo: {e}; the domain's creation will tell");
+                Ok(())
+            }
+        }
+    }
+
+    fn create_sink(&self, g: &NewGuest) -> Result<PvSink<'_, H>, Refusal> {
+        let xs = self
+            .store()
+            .map_err(|e| Refusal::new(RefuseReason::NotAllowed, format!("xenstore: {e}")))?;
+        let create = PvCreate {
+            name: g.name.clone(),
+            uuid: g.uuid,
+            max_memkb: g.memory_bytes.div_ceil(1024),
+            vcpus: g.vcpus,
+        };
+        PvSink::create(self.hypervisor(), xs, &create).map_err(|e| {
+            tracing::error!(domain = %g.name, "creating the domain: {e}");
+            let reason = match e {
+                PvRestoreError::Unsupported(_) => RefuseReason::Unsupported,
+                _ => RefuseReason::NoCapacity,
+            };
+            Refusal::new(reason, format!("cannot create {}: {e}", g.name))
+        })
+    }
+
+    fn restored(&self, g: &NewGuest, config: &[u8]) {
+        let Some((domid, _)) = self.named(&g.name) else {
+            return;
+        };
+        let record = libxl_config_path(self.userdata(), domid, &g.uuid);
+        if let Err(e) = std::fs::write(&record, config) {
+            tracing::warn!(path = %record.display(), "writing libxl's record: {e}");
+        }
+    }
+
+    fn settle(&self, name: &str, action: Settle) -> Result<Settled, CommandError> {
+        let Some((domid, mut xs)) = self.named(name) else {
+            return Ok(Settled::Gone);
+        };
+        let xen = self.hypervisor();
+        let info = xen
+            .domain_info(domid)
+            .map_err(|e| err(ErrorKind::Internal, format!("domain {domid}: {e}")))?;
+        let suspended = info.shutdown() && info.shutdown_reason() == Some(SHUTDOWN_SUSPEND);
+        match action {
+            Settle::Resume => {
+                let _ = xen.logdirty_disable(domid);
+                if suspended {
+                    resume_suspended(xen, &mut xs, domid)
+                        .map_err(|e| err(ErrorKind::Internal, format!("resuming {name}: {e}")))?;
+                    Ok(Settled::Done)
+                } else if info.paused() && !info.shutdown() {
+                    xen.unpause(domid)
+                        .map_err(|e| err(ErrorKind::Internal, format!("unpausing {name}: {e}")))?;
+                    Ok(Settled::Done)
+                } else {
+                    Ok(Settled::Unchanged)
+                }
+            }
+            // A suspended guest stays as it is until the operator decides.
+            Settle::Hold => Ok(Settled::Unchanged),
+            Settle::Discard => {
+                self.destroy_domain(domid, &mut xs)?;
+                Ok(Settled::Done)
+            }
+            Settle::Start => {
+                xen.unpause(domid)
+                    .map_err(|e| err(ErrorKind::Internal, format!("unpausing {name}: {e}")))?;
+                Ok(Settled::Done)
+            }
+            Settle::DestroyIncoming if info.paused() && !info.shutdown() => {
+                self.destroy_domain(domid, &mut xs)?;
+                Ok(Settled::Done)
+            }
+            Settle::DestroyIncoming => Ok(Settled::Unchanged),
+        }
+    }
+}
+
+/// Where libxl keeps its per-domain records, unless told otherwise.
+pub fn default_userdata() -> PathBuf {
+    PathBuf::from(super::libxl::LIBXL_USERDATA_DIR)
+}

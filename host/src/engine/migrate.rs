@@ -1,0 +1,120 @@
+//! `relocd migrate`: the sending side, for every backend.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::guard::{GuardedLink, TrackedSource};
+use super::journal::{session_key, DaemonJournal};
+use super::{
+    connect, made_up_uuid, migrate_error, source_options, summary, target, to_progress, Active,
+    Backend, Engine, DEFAULT_PORT,
+};
+use crate::api::{
+    CommandError, ErrorKind, MigrateRequest, Phase, Progress, ProgressSink, TransferSummary,
+};
+use crate::journal::{CommitState, Role};
+use crate::session::{self, run_source, Clock, SessionError};
+
+impl<B: Backend> Engine<B> {
+    /// Moves a domain to another host (module doc of [`super`]). Blocks
+    /// until the session is over; `progress` gets the client's progress
+    /// lines, and its cancel stops the migration before its point of no
+    /// return.
+    pub(crate) fn migrate_out(
+        &self,
+        req: &MigrateRequest,
+        progress: &mut dyn ProgressSink,
+    ) -> Result<TransferSummary, CommandError> {
+        let d = self.source_domain(&req.domain)?;
+        let name = d.name.clone();
+        let _claim = self.claim(&name)?;
+        let src = self.backend.open_source(&d)?;
+        let port = req.port.unwrap_or(DEFAULT_PORT);
+        let to = target(&req.host, port);
+        let _ = progress.report(&Progress::phase(Phase::Connecting));
+        let stream = connect(&req.host, port, self.cfg.io_timeout)?;
+        let _active = Active::new(&self.active);
+        let sid = self.session_id();
+        self.register(sid, &stream);
+        let _ = progress.report(&Progress::phase(Phase::Negotiating));
+
+        let mut opts = source_options(sid, &name, req, &self.cfg);
+        opts.uuid = if d.uuid == [0; 16] {
+            made_up_uuid(&name, sid)
+        } else {
+            d.uuid
+        };
+        let mut journal = DaemonJournal {
+            journal: &self.journal,
+            domain: Rc::new(RefCell::new(name.clone())),
+            role: Role::Source,
+            peer: Some(to.clone()),
+            crashed: self.crashed.clone(),
+        };
+        if let Err(e) = journal.put(sid, CommitState::Prepared) {
+            self.unregister(sid);
+            return Err(CommandError::new(
+                ErrorKind::Internal,
+                format!("journal: {e}"),
+            ));
+        }
+        let link = GuardedLink {
+            stream,
+            crashed: self.crashed.clone(),
+        };
+        let mut src = TrackedSource::new(src, &name, self.stopped.clone(), self.crashed.clone());
+        let cancel = AtomicBool::new(false);
+        let pages_total = d.memory_bytes / relocd_core::guest::PAGE_SIZE as u64;
+        let stopping = &self.stopping;
+        let mut on_progress = |p: session::Progress| {
+            if progress.report(&to_progress(&p, pages_total)).is_err()
+                || progress.is_cancelled()
+                || stopping.load(Ordering::SeqCst)
+            {
+                cancel.store(true, Ordering::SeqCst);
+            }
+        };
+        tracing::info!(domain = %name, domid = d.id, to = %to, live = req.live,
+            session = %session_key(sid), "migration started");
+        let r = run_source(
+            link,
+            &mut src,
+            &opts,
+            &mut journal,
+            &mut on_progress,
+            &cancel,
+            &Clock::new(),
+        );
+        self.unregister(sid);
+        if self.is_crashed() {
+            return Err(CommandError::new(ErrorKind::Internal, "the daemon died"));
+        }
+        match r {
+            Ok(rep) => {
+                src.forget();
+                tracing::info!(domain = %name, to = %to, rounds = rep.rounds + 1,
+                    downtime_ms = rep.downtime_ms, total_ms = rep.total_ms,
+                    image_bytes = rep.image_bytes_unpacked, sent_bytes = rep.image_bytes,
+                    "migration done; the guest runs at the destination");
+                self.backend.saved(&d, true);
+                Ok(summary(&name, &rep))
+            }
+            Err(SessionError::InDoubt(p)) => {
+                src.forget();
+                self.set_in_doubt(&name, true);
+                tracing::error!(domain = %name, to = %to, error = %p,
+                    "migration in doubt; the guest stays stopped here");
+                Err(migrate_error(&name, &to, SessionError::InDoubt(p)))
+            }
+            Err(e) => {
+                // The guest runs here again (the drivers resumed it).
+                src.forget();
+                let _ = journal.put(sid, CommitState::Resolved);
+                tracing::warn!(domain = %name, to = %to, error = %e,
+                    "migration failed; the guest runs here");
+                Err(migrate_error(&name, &to, e))
+            }
+        }
+    }
+}
