@@ -4,7 +4,9 @@
 #                            xend-config.sxp (e2e_mig_config) and ARGS
 #   e2e_mig_config ALLOW     writes that config: relocation server on port
 #                            8002, hosts-allow ALLOW (regexes)
-#   e2e_mig_tell / _hear     small messages between the two dom0s (port 8005)
+#   e2e_mig_wait_link        the link is up; the peer's messages are taken
+#   e2e_mig_tell / _hear     messages between the two dom0s (port 8005),
+#                            numbered and acknowledged: none lost or repeated
 #   e2e_mig_sync NAME        both hosts wait for each other
 #   e2e_mig_lists_agree L    relocd list --json shows what xl list shows
 #   e2e_mig_timeline_*       the guest's console lines, timed on one clock
@@ -52,6 +54,7 @@ e2e_mig_serve() { # e2e_mig_serve [ARGS...]: the daemon, its PID in E2E_MIG_PID
 
 e2e_mig_stop() { # stops the daemon (TERM), if it runs
   [ -n "$E2E_MIG_PID" ] || return 0
+  kill -CONT "$E2E_MIG_PID" 2>/dev/null   # (a scenario may have frozen it)
   kill "$E2E_MIG_PID" 2>/dev/null
   wait "$E2E_MIG_PID" 2>/dev/null
   E2E_MIG_PID=
@@ -80,38 +83,109 @@ e2e_mig_end() { # the EXIT trap
   return 0
 }
 
-# --- messages between the dom0s: one line a connection, to the peer's port
-e2e_mig_tell() { # e2e_mig_tell MSG [TRIES]: retries while the peer does not listen
-  _n=0
-  until echo "$1" | nc "$E2E_MIG_PEER" $E2E_MIG_MSG_PORT 2>/dev/null; do
-    _n=$((_n + 1))
-    [ $_n -ge "${2:-120}" ] && { echo "E2E-INFO could not tell the peer '$1'"; return 1; }
-    sleep 0.5
+# --- messages between the dom0s, numbered and acknowledged.
+# A message is one line on its own TCP connection to the peer's port 8005:
+#   m SCENARIO SEQ TEXT
+# where SEQ counts this host's messages in this scenario from 1. The
+# peer's server (busybox `nc -ll -e`, a process a connection) appends a
+# well-formed line of its own scenario to its inbox and only then answers
+#   ack SCENARIO SEQ
+# on the same connection. The teller sends the same line again until that
+# answer comes (after a refused connection, an empty or other answer, a
+# timeout), so no message is lost; a message the peer had stored before
+# its answer was lost is stored twice, and the reader takes each SEQ once,
+# in order, so none is repeated or taken out of turn. A line that is not
+# a message (empty, cut short, another scenario's) is neither stored nor
+# acknowledged, so nothing is invented.
+E2E_MIG_INBOX=/tmp/e2e-msg-inbox
+E2E_MIG_SENT=/tmp/e2e-msg-sent   # the last SEQ this host used
+E2E_MIG_READ=/tmp/e2e-msg-read   # the last SEQ of the peer's this host took
+E2E_MIG_SERVER=/tmp/e2e-msg-server.sh
+E2E_MIG_MSG_PID=
+E2E_MIG_CR=$(printf '\r')
+
+e2e_mig_msg_listen() { # starts this host's message server (once a scenario)
+  : > "$E2E_MIG_INBOX"
+  echo 0 > "$E2E_MIG_SENT"
+  echo 0 > "$E2E_MIG_READ"
+  cat > "$E2E_MIG_SERVER" <<'EOS'
+# one connection to the message server: stdin and stdout are the socket
+IFS= read -r -t 10 line || exit 0
+case "$line" in "m $E2E_SCENARIO "[0-9]*" "?*) ;; *) exit 0 ;; esac
+rest=${line#"m $E2E_SCENARIO "}
+case "${rest%% *}" in *[!0-9]*) exit 0 ;; esac
+echo "$rest" >> /tmp/e2e-msg-inbox || exit 0
+echo "ack $E2E_SCENARIO ${rest%% *}"
+EOS
+  export E2E_SCENARIO
+  _i=0
+  while :; do
+    nc -ll -p $E2E_MIG_MSG_PORT -e sh "$E2E_MIG_SERVER" < /dev/null > /dev/null 2>&1 &
+    E2E_MIG_MSG_PID=$!
+    sleep 0.3
+    kill -0 "$E2E_MIG_MSG_PID" 2>/dev/null && break
+    # the port is still held (by the scenario before): again
+    _i=$((_i + 1))
+    [ $_i -ge 30 ] && e2e_fail "cannot listen for messages on port $E2E_MIG_MSG_PORT"
   done
-  return 0
+  e2e_mig_bg "$E2E_MIG_MSG_PID"
 }
 
-e2e_mig_hear() { # e2e_mig_hear TIMEOUT_S -> the line the peer told
-  timeout "$1" nc -l -p $E2E_MIG_MSG_PORT 2>/dev/null | head -1 | tr -d '\r'
+e2e_mig_tell() { # e2e_mig_tell MSG [TRIES]: sends until the peer acknowledges
+  [ -n "$1" ] || { echo "E2E-INFO e2e_mig_tell: an empty message"; return 1; }
+  read -r _seq < "$E2E_MIG_SENT" || _seq=0
+  _seq=$((_seq + 1))
+  echo "$_seq" > "$E2E_MIG_SENT"   # used up even if it never arrives
+  _n=0
+  while :; do
+    _ack=$(echo "m $E2E_SCENARIO $_seq $1" | timeout 10 nc -w 3 "$E2E_MIG_PEER" $E2E_MIG_MSG_PORT 2>/dev/null)
+    [ "${_ack%"$E2E_MIG_CR"}" = "ack $E2E_SCENARIO $_seq" ] && return 0
+    _n=$((_n + 1))
+    [ $_n -ge "${2:-120}" ] && { echo "E2E-INFO the peer did not take message $_seq '$1' ($_n tries)"; return 1; }
+    sleep 0.5
+  done
+}
+
+e2e_mig_hear() { # e2e_mig_hear TIMEOUT_S -> the peer's next message, in order
+  # (nothing and status 1 when none came in time); a peer that failed
+  # says "abort", which is returned whatever its number
+  read -r _want < "$E2E_MIG_READ" || _want=0
+  _want=$((_want + 1))
+  read -r _up _x < /proc/uptime
+  _end=$((${_up%.*} + $1))
+  while :; do
+    _got=
+    _abort=
+    while IFS= read -r _l; do
+      case "$_l" in
+        "$_want "*) [ -n "$_got" ] || _got=${_l#"$_want "} ;;
+        *" abort") _abort=1 ;;
+      esac
+    done < "$E2E_MIG_INBOX"
+    if [ -n "$_got" ]; then
+      echo "$_want" > "$E2E_MIG_READ"
+      echo "$_got"
+      return 0
+    fi
+    [ -n "$_abort" ] && { echo abort; return 0; }
+    read -r _up _x < /proc/uptime
+    [ "${_up%.*}" -ge "$_end" ] && return 1
+    usleep 50000
+  done
 }
 
 e2e_mig_sync() { # e2e_mig_sync NAME: both hosts have got here
-  if [ "$E2E_MIG_ROLE" = A ]; then
-    _m=$(e2e_mig_hear 200)
-    [ "$_m" = "sync $1" ] || e2e_fail "sync $1: B said '$_m'"
-    e2e_mig_tell "sync $1" || e2e_fail "sync $1: B does not listen"
-  else
-    e2e_mig_tell "sync $1" || e2e_fail "sync $1: A does not listen"
-    _m=$(e2e_mig_hear 200)
-    [ "$_m" = "sync $1" ] || e2e_fail "sync $1: A said '$_m'"
-  fi
+  e2e_mig_tell "sync $1" || e2e_fail "sync $1: the peer does not take messages"
+  _m=$(e2e_mig_hear 200)
+  [ "$_m" = "sync $1" ] || e2e_fail "sync $1: the peer said '$_m'"
 }
 
-e2e_mig_wait_link() {
+e2e_mig_wait_link() { # the peer answers pings; this host takes its messages
   _i=0
   until ping -c 1 -W 1 "$E2E_MIG_PEER" >/dev/null 2>&1; do
     _i=$((_i + 1)); [ $_i -ge 60 ] && e2e_fail "cannot reach $E2E_MIG_PEER"; sleep 1
   done
+  [ -n "$E2E_MIG_MSG_PID" ] || e2e_mig_msg_listen
 }
 
 # --- relocd list against xl list
@@ -302,6 +376,20 @@ E2E_MIG_FAILED=0
 e2e_mig_soft_fail() {
   echo "E2E-FAIL $*"
   E2E_MIG_FAILED=1
+}
+
+# e2e_mig_session_open: a TCP connection to or from relocd's relocation
+# port (8002) is established here (read from /proc/net/tcp and tcp6,
+# without a fork, so that it can come right before a kill)
+e2e_mig_session_open() {
+  for _f in /proc/net/tcp /proc/net/tcp6; do
+    [ -r "$_f" ] || continue
+    while read -r _x _loc _rem _st _rest; do
+      [ "$_st" = 01 ] || continue
+      case "$_loc $_rem" in *:1F42\ *|*:1F42) return 0 ;; esac
+    done < "$_f"
+  done
+  return 1
 }
 
 e2e_mig_tx() { cat /sys/class/net/eth0/statistics/tx_bytes 2>/dev/null || echo 0; }

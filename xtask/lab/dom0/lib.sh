@@ -117,11 +117,43 @@ e2e_log_mark() { # the number of the next line the guest's console log gets
   echo $(($(wc -l < "$E2E_GUEST_LOG") + 1))
 }
 
+# e2e_guest_blocks: the 64 KiB blocks of the test guest's working set
+# (e2e.ws_mb in its config, 4 MiB when it has none)
+e2e_guest_blocks() {
+  _ws=$(sed -n 's/.*e2e\.ws_mb=\([0-9]*\).*/\1/p' "$E2E_GUEST_CFG" | head -1)
+  echo $((${_ws:-4} * 16))
+}
+
+# e2e_guest_verified NAME LOG FROM_LINE [TIMEOUT_S]: after a resume the
+# guest checks its whole working set once and prints GUEST-VERIFY-ALL
+# (lab/guest/init): waits for that line in LOG from line FROM_LINE on
+# (60 s), fails unless it says ok for every block. Reports NAME_verify_all.
+e2e_guest_verified() {
+  _i=0
+  until _v=$(tail -n +"$3" "$2" 2>/dev/null | grep -o 'GUEST-VERIFY-ALL .*' | head -1) && [ -n "$_v" ]; do
+    _i=$((_i + 1))
+    if [ $_i -ge "${4:-60}" ]; then
+      tail -5 "$2"
+      e2e_fail "the guest did not verify its working set after $1 (no GUEST-VERIFY-ALL in $((${4:-60})) s)"
+    fi
+    sleep 1
+  done
+  _v=$(echo "$_v" | tr -d '\r')
+  e2e_report "$1_verify_all" "$_v"
+  _want=$(e2e_guest_blocks)
+  case "$_v" in
+    "GUEST-VERIFY-ALL ok blocks=$_want "*) ;;
+    "GUEST-VERIFY-ALL ok "*) e2e_fail "after $1 the guest verified other than its $_want blocks: $_v" ;;
+    *) e2e_fail "after $1 the guest found its working set changed: $_v" ;;
+  esac
+}
+
 # e2e_guest_goes_on NAME BEFORE LOG FROM_LINE: after an interruption (a
 # restore, a migration) the guest's counter, last seen at BEFORE, must go on
 # at BEFORE+1 in console log LOG from line FROM_LINE on, rise by one a tick,
 # without a reboot, with a working set that still changes and that the guest
-# found intact. Reports NAME's first counter.
+# found intact, every block of it (e2e_guest_verified). Reports NAME's
+# first counter and the guest's verdict.
 e2e_guest_goes_on() {
   e2e_step "$1-counting" e2e_wait_counter "$3" $(($2 + 3)) 60 "$4" \
     || e2e_fail "the guest did not go on counting after $1"
@@ -140,6 +172,7 @@ e2e_guest_goes_on() {
     && e2e_fail "a counter line has no checksum"
   _sums=$(tail -n +"$4" "$3" | grep -o 'sum=[0-9a-f]*' | sort -u | wc -l)
   [ "$_sums" -ge 2 ] || e2e_fail "the working set did not change after $1"
+  e2e_guest_verified "$1" "$3" "$4"
   return 0
 }
 

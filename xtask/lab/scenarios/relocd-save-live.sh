@@ -4,6 +4,8 @@
 # rounds, pages and downtime from --json; the file must satisfy Xen's
 # verify-stream-v2 and stock `xl restore`; the guest counts on. Before it, a
 # slow live checkpoint (-c --bandwidth 16M), exported and verified too.
+# After the checkpoint and after the restore the guest checks its whole
+# working set (GUEST-VERIFY-ALL), which is required.
 . /e2e/lib.sh
 SAVE=$E2E_SAVE_DIR/relocd-live.save
 e2e_saves_clear; rm -f "$E2E_RELOCD_LOG"
@@ -13,6 +15,7 @@ e2e_guest_start
 
 # first a slow checkpoint (-c, 16 MiB/s: ~9 s, more rounds while the
 # guest rewrites its working set); exported and verified, then removed
+mark=$(e2e_log_mark)
 e2e_step relocd-save-live-slow sh -c "relocd --control $E2E_RELOCD_SOCK save -c --live --bandwidth 16M --json $E2E_GUEST $SAVE > /tmp/slow.json 2> /tmp/slow.err"
 rc=$?
 cat /tmp/slow.json /tmp/slow.err
@@ -22,6 +25,7 @@ for k in rounds pages_sent downtime_ms total_ms bandwidth_mib_s; do
   e2e_report "slow_$k" "$(e2e_json_num /tmp/slow.json $k)"
 done
 e2e_guest_counts_on live-checkpoint
+e2e_guest_verified live-checkpoint "$E2E_GUEST_LOG" "$mark"
 e2e_export "$SAVE" relocd-live-slow.save || e2e_fail "the save file could not be exported"
 rm -f "$SAVE"
 
