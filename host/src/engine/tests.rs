@@ -145,7 +145,12 @@ fn save_streams_into_a_fifo() {
     };
     let mut req = save_req("g5", &fifo);
     req.keep_running = false;
-    e.save(&req, &mut NoProgress).unwrap();
+    let s = e.save(&req, &mut NoProgress).unwrap();
+    // The guest was stopped from the start to the end of the file: that is
+    // its downtime (a destroying save once said 0.0 ms).
+    assert!(s.downtime_ms > 0.0, "{s:?}");
+    assert!(s.downtime_ms <= s.total_ms, "{s:?}");
+    assert_eq!(s.rounds, 1, "{s:?}");
     let bytes = reader.join().unwrap();
     let m = std::fs::metadata(&fifo).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
