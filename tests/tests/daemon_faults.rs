@@ -566,3 +566,75 @@ fn kill_either_daemon_after_every_message_kind_and_mid_image() {
         24
     );
 }
+
+/// The source's daemon stops (SIGTERM: `Daemon::stop`) while its migration
+/// waits for `Committed`, and the destination has committed: the source's
+/// copy must not be restarted (it was, once: the guest then ran on both
+/// hosts). It stays stopped, in doubt, for `relocd resolve`.
+#[test]
+fn stopping_the_source_daemon_after_its_commit_does_not_restart_the_guest() {
+    let dir = scratch("stop-after-commit");
+    let a = Node::start(
+        &dir,
+        "a",
+        false,
+        SimHypervisor::new(1 << 30, Drive::RealTime),
+    );
+    let b = Node::start(
+        &dir,
+        "b",
+        true,
+        SimHypervisor::new(1 << 30, Drive::RealTime),
+    );
+    let (req, _spec) = spec();
+    a.call(&Request::SimCreate(req)).unwrap();
+    // Commit reaches B; B's answer never reaches A.
+    let fault = Fault {
+        dir: Dir::ToDest,
+        tag: COMMIT,
+        mid: false,
+        action: Action::Stall,
+    };
+    let proxy = Proxy::start(b.daemon().listen_addr().unwrap(), fault, Arc::new(|_| {}));
+    let sock = a.daemon().control_path().to_owned();
+    let port = proxy.addr.port();
+    let migrate = thread::spawn(move || {
+        Client::connect(&sock).and_then(|mut c| {
+            c.call(
+                &Request::Migrate(MigrateRequest {
+                    domain: NAME.into(),
+                    host: "127.0.0.1".into(),
+                    port: Some(port),
+                    live: true,
+                    ..MigrateRequest::default()
+                }),
+                |_| {},
+            )
+        })
+    });
+    eventually("B runs the committed copy", 15, || {
+        b.state() == Some(sim::DomainState::Running)
+    });
+    let hv_a = a.hv.clone();
+    let engine_a = a.engine.clone();
+    drop(a); // the daemon stops
+    let at_a = hv_a.by_name(NAME).map(|g| g.state());
+    assert_eq!(
+        at_a,
+        Some(sim::DomainState::Paused),
+        "A's copy must stay stopped (B runs the guest)"
+    );
+    assert_eq!(b.state(), Some(sim::DomainState::Running));
+    // The migration ends in doubt (its daemon stopped, or the answer never
+    // came), and says so; A's copy is still stopped.
+    match migrate.join().unwrap() {
+        Err(ClientError::Remote(e)) => assert!(e.message.contains("in doubt"), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(engine_a.in_doubt(), [NAME.to_owned()]);
+    assert_eq!(
+        hv_a.by_name(NAME).map(|g| g.state()),
+        Some(sim::DomainState::Paused)
+    );
+    proxy.finish();
+}

@@ -365,9 +365,12 @@ impl Detail {
     }
 
     /// Whether `text` may stand as a detail on the wire: at most
-    /// [`MAX_DETAIL_LEN`] bytes, no control characters.
+    /// [`MAX_DETAIL_LEN`] bytes, no control characters and no invisible
+    /// formatting ones (bidirectional overrides, zero-width characters),
+    /// which could make the operator's terminal show other words than
+    /// those sent.
     pub fn is_valid(text: &str) -> bool {
-        text.len() <= MAX_DETAIL_LEN && !text.chars().any(char::is_control)
+        text.len() <= MAX_DETAIL_LEN && !text.chars().any(unprintable)
     }
 }
 
@@ -375,6 +378,25 @@ impl fmt::Display for Detail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A character a detail may not carry: a control character, or one of
+/// Unicode's invisible format characters that reorder or hide text (the
+/// bidirectional embeddings, overrides and isolates, zero-width spaces and
+/// joiners, the byte-order mark, soft hyphen, word joiner).
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
 }
 
 /// Gathers a detail text, truncating and cleaning as it goes.
@@ -389,7 +411,7 @@ impl fmt::Write for Builder {
             if self.full {
                 break;
             }
-            let c = if c.is_control() { ' ' } else { c };
+            let c = if unprintable(c) { ' ' } else { c };
             if self.text.push(c).is_err() {
                 self.full = true;
             }

@@ -680,6 +680,16 @@ mod test {
             Detail::new("disk\nfull\u{1b}[0m\t!").as_str(),
             "disk full [0m !"
         );
+        // So do invisible format characters that could make a terminal
+        // show other words (a right-to-left override, zero-width ones);
+        // such text is not valid on the wire either.
+        assert_eq!(
+            Detail::new("ok\u{202E}gnirts\u{200B}x\u{FEFF}").as_str(),
+            "ok gnirts x "
+        );
+        assert!(!Detail::is_valid("ok\u{202E}gnirts"));
+        assert!(!Detail::is_valid("a\u{2066}b"));
+        assert!(Detail::is_valid("needs 129 MiB, has 64 MiB — é ✓"));
         // Formatting stops quietly once the text is full.
         let d = Detail::from_fmt(format_args!("{}", "y".repeat(10_000)));
         assert_eq!(d.as_str().len(), MAX_DETAIL_LEN);

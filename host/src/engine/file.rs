@@ -78,10 +78,13 @@ pub enum SaveTarget {
     /// A regular file, new or replaced: written as `tmp`, renamed to
     /// `file`.
     Replace {
-        /// The file asked for.
+        /// The file asked for (the one a symbolic link names: the link
+        /// stays).
         file: PathBuf,
         /// The temporary file beside it.
         tmp: PathBuf,
+        /// The replaced file's mode and owner, given to the new one.
+        keep: Option<(u32, u32, u32)>,
     },
     /// A character device or a FIFO, written in place.
     InPlace(PathBuf),
@@ -108,11 +111,19 @@ impl SaveTarget {
             Ok(m) if !m.is_file() => Err(refuse(
                 "it is neither a regular file, a character device nor a FIFO".into(),
             )),
-            Ok(_) => Ok(Self::replace(file)),
+            Ok(m) => {
+                use std::os::unix::fs::MetadataExt;
+                // Through a symbolic link, the file it names is replaced.
+                let real = std::fs::canonicalize(file).map_err(|e| refuse(e.to_string()))?;
+                Ok(Self::replace(
+                    &real,
+                    Some((m.mode() & 0o7777, m.uid(), m.gid())),
+                ))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let dir = parent(file);
                 match std::fs::metadata(dir) {
-                    Ok(m) if m.is_dir() => Ok(Self::replace(file)),
+                    Ok(m) if m.is_dir() => Ok(Self::replace(file, None)),
                     Ok(_) => Err(refuse(format!("{} is not a directory", dir.display()))),
                     Err(e) => Err(refuse(format!("{}: {e}", dir.display()))),
                 }
@@ -121,7 +132,7 @@ impl SaveTarget {
         }
     }
 
-    fn replace(file: &Path) -> SaveTarget {
+    fn replace(file: &Path, keep: Option<(u32, u32, u32)>) -> SaveTarget {
         let base = file
             .file_name()
             .map_or_else(|| "save".into(), |n| n.to_string_lossy().into_owned());
@@ -135,6 +146,7 @@ impl SaveTarget {
         SaveTarget::Replace {
             file: file.to_owned(),
             tmp,
+            keep,
         }
     }
 
@@ -148,28 +160,53 @@ impl SaveTarget {
 
     /// Opens what is written to: the temporary file created exclusively
     /// (never an existing file), or the device or FIFO.
+    ///
+    /// A FIFO is opened without waiting for a reader: with none, the save is
+    /// refused (an open would wait for ever, past any cancel); the writes
+    /// then wait for the reader in short steps ([`Patient`]).
     fn open(&self) -> Result<File, CommandError> {
+        let fifo = matches!(self, SaveTarget::InPlace(p)
+            if std::fs::metadata(p).is_ok_and(|m| m.file_type().is_fifo()));
         let r = match self {
             SaveTarget::Replace { tmp, .. } => OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(tmp),
+            SaveTarget::InPlace(p) if fifo => OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(p),
             SaveTarget::InPlace(p) => OpenOptions::new().write(true).open(p),
         };
         r.map_err(|e| {
+            let why = if fifo && e.raw_os_error() == Some(libc::ENXIO) {
+                "it is a FIFO that no program reads; start the reader first".to_owned()
+            } else {
+                e.to_string()
+            };
             err(
                 ErrorKind::BadRequest,
-                format!("cannot create {}: {e}", self.path().display()),
+                format!("cannot save to {}: {why}", self.path().display()),
             )
         })
     }
 
-    /// The file is complete: fsync and rename into place (a regular file).
+    /// The file is complete: fsync and rename into place (a regular file),
+    /// with the replaced file's mode and owner.
     fn commit(&self, f: File) -> Result<(), CommandError> {
-        let SaveTarget::Replace { file, tmp } = self else {
+        let SaveTarget::Replace { file, tmp, keep } = self else {
             return Ok(());
         };
+        if let Some((mode, uid, gid)) = *keep {
+            use std::os::unix::fs::PermissionsExt;
+            if let Err(e) = std::os::unix::fs::fchown(&f, Some(uid), Some(gid)) {
+                tracing::warn!(file = %file.display(), "keeping the file's owner: {e}");
+            }
+            if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(mode)) {
+                tracing::warn!(file = %file.display(), "keeping the file's mode: {e}");
+            }
+        }
         f.sync_all()
             .map_err(|e| err(ErrorKind::Internal, format!("fsync {}: {e}", tmp.display())))?;
         drop(f);
@@ -185,7 +222,8 @@ impl SaveTarget {
         Ok(())
     }
 
-    /// A failed save: the temporary file goes (nothing else is touched).
+    /// A failed save, once [`open`](Self::open) succeeded: the temporary
+    /// file it created goes (nothing else is touched).
     fn discard(&self) {
         if let SaveTarget::Replace { tmp, .. } = self {
             let _ = std::fs::remove_file(tmp);
@@ -197,6 +235,38 @@ fn parent(file: &Path) -> &Path {
     file.parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
+}
+
+/// A writer over a file that may be non-blocking (a FIFO): a write the
+/// reader is not ready for waits in short steps, for at most `stall`
+/// without progress (a reader that stopped reading fails the save).
+struct Patient {
+    f: File,
+    stall: std::time::Duration,
+}
+
+impl Write for Patient {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let since = Instant::now();
+        loop {
+            match self.f.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if since.elapsed() > self.stall {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the FIFO's reader stopped reading",
+                        ));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.f.flush()
+    }
 }
 
 /// A writer that counts what goes through.
@@ -382,9 +452,10 @@ pub(crate) fn save<B: Backend>(
     progress: &mut dyn ProgressSink,
 ) -> Result<TransferSummary, CommandError> {
     let started = Instant::now();
-    let d = e.source_domain(&req.domain, super::Purpose::Save)?;
+    let (d, _claim) = e.source_domain(&req.domain, super::Purpose::Save)?;
+    // Counted, so a stopping daemon waits for the save to stop.
+    let _active = super::Active::new(&e.active);
     let name = d.name.clone();
-    let _claim = e.claim(&name)?;
     let target = SaveTarget::for_file(&req.file)?;
     let config = e.backend.save_config(&d);
     let src = e.backend.open_source(&d)?;
@@ -404,9 +475,21 @@ pub(crate) fn save<B: Backend>(
         bandwidth: req.bandwidth_bytes_per_s,
         policy: policy(None, None, false),
     };
-    let written = target.open().and_then(|f| {
+    let f = match target.open() {
+        Ok(f) => f,
+        Err(failure) => {
+            // Nothing was created, and the guest not touched.
+            resolved();
+            return Err(failure);
+        }
+    };
+    let written = (|| -> Result<(Written, u64), CommandError> {
+        let patient = Patient {
+            f,
+            stall: e.cfg.io_timeout,
+        };
         let mut out = Counted {
-            w: BufWriter::with_capacity(1 << 20, f),
+            w: BufWriter::with_capacity(1 << 20, patient),
             bytes: 0,
         };
         let mut encoder = LibxcEncoder::xl_file(&config);
@@ -418,15 +501,19 @@ pub(crate) fn save<B: Backend>(
             progress,
             &e.stopping,
         )?;
-        let f = out.w.into_inner().map_err(|e| {
-            err(
-                ErrorKind::Internal,
-                format!("writing the file: {}", e.error()),
-            )
-        })?;
+        let f = out
+            .w
+            .into_inner()
+            .map_err(|e| {
+                err(
+                    ErrorKind::Internal,
+                    format!("writing the file: {}", e.error()),
+                )
+            })?
+            .f;
         target.commit(f)?;
         Ok((w, out.bytes))
-    });
+    })();
     let (w, bytes) = match written {
         Ok(r) => r,
         Err(failure) => {
@@ -573,9 +660,10 @@ pub fn guest_of_config(config: &[u8], path: &Path) -> Result<NewGuest, CommandEr
     let name = text("/c_info/name")
         .ok_or_else(|| bad("the configuration has no c_info.name".into()))?
         .to_owned();
+    // No type: xl's default, PV.
     let guest_type = match text("/c_info/type") {
-        Some("pv") => GuestType::Pv,
-        _ => GuestType::Hvm,
+        Some("pv") | None => GuestType::Pv,
+        Some(_) => GuestType::Hvm,
     };
     let devices: Vec<String> = DEVICE_LISTS
         .iter()
@@ -638,6 +726,16 @@ pub(crate) fn restore<B: Backend>(
     let config = read_xl_config(&mut open()?, path, MAX_CONFIG_LEN)?;
     let g = guest_of_config(&config, path)?;
     let name = g.name.clone();
+    // Held against an incoming migration of the same name meanwhile.
+    let _claim = e.claim(&name).map_err(|_| {
+        err(
+            ErrorKind::Exists,
+            format!(
+                "cannot restore {}: {name} is being received here",
+                path.display()
+            ),
+        )
+    })?;
     let refused = |r: super::Refusal| {
         let mut c = r.into_command_error();
         c.message = format!("cannot restore {}: {}", path.display(), c.message);

@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering;
 
 use relocd_core::protocol::journal::{Record, RecordKind};
 
-use super::guard::Crashed;
+use super::guard::{self, Crashed, Stopped};
 use crate::journal::{CommitState, Journal, JournalEntry, Role};
 use crate::session::JournalSink;
 
@@ -64,6 +64,10 @@ pub(crate) struct DaemonJournal<'a> {
     pub(crate) role: Role,
     pub(crate) peer: Option<String>,
     pub(crate) crashed: Crashed,
+    /// A source's: the engine's marks of the guests it must restart if the
+    /// daemon stops. From the journaled commit on, the guest is no longer
+    /// this host's to restart (the destination may run it).
+    pub(crate) stopped: Option<Stopped>,
 }
 
 impl DaemonJournal<'_> {
@@ -96,6 +100,11 @@ impl JournalSink for DaemonJournal<'_> {
         self.put(record.session, state)?;
         if dest_commit {
             failpoint("dest-exit-after-commit");
+        }
+        if let (Role::Source, CommitState::Committed, Some(stopped)) =
+            (self.role, state, &self.stopped)
+        {
+            guard::lock(stopped).remove(&*self.domain.borrow());
         }
         Ok(())
     }

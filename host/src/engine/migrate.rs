@@ -26,9 +26,8 @@ impl<B: Backend> Engine<B> {
         req: &MigrateRequest,
         progress: &mut dyn ProgressSink,
     ) -> Result<TransferSummary, CommandError> {
-        let d = self.source_domain(&req.domain, super::Purpose::Migrate)?;
+        let (d, _claim) = self.source_domain(&req.domain, super::Purpose::Migrate)?;
         let name = d.name.clone();
-        let _claim = self.claim(&name)?;
         let src = self.backend.open_source(&d)?;
         let port = req.port.unwrap_or(DEFAULT_PORT);
         let to = target(&req.host, port);
@@ -51,6 +50,7 @@ impl<B: Backend> Engine<B> {
             role: Role::Source,
             peer: Some(to.clone()),
             crashed: self.crashed.clone(),
+            stopped: Some(self.stopped.clone()),
         };
         if let Err(e) = journal.put(sid, CommitState::Prepared) {
             self.unregister(sid);

@@ -531,14 +531,37 @@ impl<B: Backend> Engine<B> {
         })
     }
 
-    /// The domain a command names, checked as a source for `purpose`: it
-    /// exists, the backend can move or save it, it is not in doubt.
-    fn source_domain(&self, domain: &str, purpose: Purpose) -> Result<Domain, CommandError> {
+    /// The domain a command names, claimed and checked as a source for
+    /// `purpose`: it exists, no other command holds it, it is not in doubt
+    /// (checked under the claim, so a command that ends in doubt meanwhile
+    /// is seen), the backend can move or save it.
+    fn source_domain(
+        &self,
+        domain: &str,
+        purpose: Purpose,
+    ) -> Result<(Domain, Claim<'_>), CommandError> {
         self.refuse_if_stopping()?;
         let d = self.backend.find(domain)?;
+        let claim = self.claim(&d.name)?;
         self.refuse_in_doubt(&d.name)?;
         self.backend.check_source(&d, purpose)?;
-        Ok(d)
+        Ok((d, claim))
+    }
+
+    /// The source guests whose commit is journaled without an outcome:
+    /// never this host's to restart.
+    fn committed_sources(&self) -> BTreeSet<String> {
+        match self.journal.entries() {
+            Ok(entries) => unresolved(&entries)
+                .into_iter()
+                .filter(|e| e.role == Role::Source && e.state == CommitState::Committed)
+                .map(|e| e.domain)
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "journal unreadable");
+                BTreeSet::new()
+            }
+        }
     }
 }
 
@@ -858,6 +881,9 @@ impl<B: Backend> Service for Engine<B> {
     fn resolve(&self, req: &ResolveRequest) -> Result<(), CommandError> {
         let d = self.backend.find(&req.domain)?;
         let name = d.name;
+        // One decision at a time: a concurrent --resume and --discard
+        // cannot both act.
+        let _claim = self.claim(&name)?;
         if !self.is_in_doubt(&name) {
             return Err(err(
                 ErrorKind::Refused,
@@ -930,10 +956,23 @@ impl<B: Backend> Service for Engine<B> {
     }
 
     fn stopped(&self) {
+        // Outgoing commands saw `stopping` and stop at their next safe
+        // point, restarting their guests themselves; wait for them (the
+        // daemon's grace), then restart what is still marked.
+        let deadline = Instant::now() + self.cfg.io_timeout;
+        while self.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let committed = self.committed_sources();
         let names: Vec<String> = std::mem::take(&mut *guard::lock(&self.stopped))
             .into_iter()
             .collect();
         for name in names {
+            if committed.contains(&name) {
+                // The commit was sent: the destination may run it.
+                self.set_in_doubt(&name, true);
+                continue;
+            }
             match self.backend.settle(&name, Settle::Resume) {
                 Ok(_) => tracing::info!(domain = %name,
                     "resumed a guest an unfinished migration or save had stopped"),

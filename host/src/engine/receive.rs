@@ -72,12 +72,16 @@ impl<B: Backend> Engine<B> {
         self.register(key, &stream);
         let domain = Rc::new(RefCell::new(String::new()));
         let created: Cell<Option<u64>> = Cell::new(None);
+        // The incoming name, held against other sessions and restores of
+        // the same name until this session ends.
+        let held = RefCell::new(None);
         let mut journal = DaemonJournal {
             journal: &self.journal,
             domain: domain.clone(),
             role: Role::Dest,
             peer: Some(peer.to_string()),
             crashed: self.crashed.clone(),
+            stopped: None,
         };
         let admit = |req: &AdmissionRequest| -> Result<TrackedSink<B::Sink<'_>>, Refusal> {
             let refusal = |r: Refusal| {
@@ -92,7 +96,14 @@ impl<B: Backend> Engine<B> {
                 return Err(refusal(RefuseReason::ShuttingDown.into()));
             }
             let g = new_guest(req);
+            let claim = self.claim(&g.name).map_err(|_| {
+                refusal(Refusal::new(
+                    RefuseReason::NameTaken,
+                    format!("{} is being received, moved or saved here already", g.name),
+                ))
+            })?;
             self.backend.admit(&g).map_err(refusal)?;
+            *held.borrow_mut() = Some(claim);
             let mut sink = self.backend.create_sink(&g).map_err(refusal)?;
             *domain.borrow_mut() = g.name.clone();
             // Journaled before any byte of the image: a restart destroys it.

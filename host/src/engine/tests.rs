@@ -145,7 +145,18 @@ fn save_streams_into_a_fifo() {
     };
     let mut req = save_req("g5", &fifo);
     req.keep_running = false;
-    let s = e.save(&req, &mut NoProgress).unwrap();
+    // Until the reader has opened its end, the FIFO is refused as unread
+    // (nothing is touched): try again.
+    let mut tries = 0;
+    let s = loop {
+        match e.save(&req, &mut NoProgress) {
+            Err(err) if err.message.contains("no program reads") && tries < 500 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => break r.unwrap(),
+        }
+    };
     // The guest was stopped from the start to the end of the file: that is
     // its downtime (a destroying save once said 0.0 ms).
     assert!(s.downtime_ms > 0.0, "{s:?}");
@@ -243,4 +254,42 @@ fn the_destination_has_its_own_handshake_deadline_and_the_transfer_bound() {
     assert_eq!(d.handshake, CoreDuration::from_secs(3));
     assert_eq!(d.idle, CoreDuration::from_secs(3));
     assert_eq!(d.transfer, CoreDuration::from_secs(7200));
+}
+
+/// A FIFO nobody reads is refused before the guest is touched (an open
+/// would wait for ever); a symbolic link keeps pointing at the replaced
+/// file, which keeps its mode.
+#[test]
+fn save_refuses_an_unread_fifo_and_keeps_links_and_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("fifo-link");
+    let (e, hv) = engine(&dir, Drive::Manual);
+    let g = hv
+        .create(&GuestSpec::new("g6", 4 << 20).unwrap(), false)
+        .unwrap();
+    let fifo = dir.join("pipe");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let err = e.save(&save_req("g6", &fifo), &mut NoProgress).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::BadRequest);
+    assert!(err.message.contains("no program reads"), "{err}");
+    assert_eq!(g.state(), sim::DomainState::Running);
+    // FILE a link to an existing file of mode 0640
+    let real = dir.join("real.save");
+    std::fs::write(&real, b"old").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let link = dir.join("link.save");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    e.save(&save_req("g6", &link), &mut NoProgress).unwrap();
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let m = std::fs::metadata(&real).unwrap();
+    assert!(m.len() > 4 << 20);
+    assert_eq!(m.permissions().mode() & 0o7777, 0o640);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
