@@ -289,6 +289,9 @@ open_enum! {
         /// destination (a flood, or a burst of migrations); it answered
         /// before reading the hello. Trying again later may succeed.
         Busy = 8 => "the destination is busy: too many connections awaiting admission",
+        /// A device of the guest cannot be set up there: a bridge, a
+        /// disk or a hotplug script it needs is missing.
+        DeviceUnavailable = 9 => "a device of the guest cannot be set up on the destination",
     }
 }
 
