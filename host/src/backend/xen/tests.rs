@@ -181,6 +181,7 @@ fn admission_refuses_a_guest_larger_than_free_memory() {
         guest_type: relocd_core::guest::GuestType::Pv,
         memory_bytes: 128 << 20,
         vcpus: 1,
+        config: None,
     };
     let r = b.admit(&g).unwrap_err();
     assert_eq!(r.reason, RefuseReason::NoCapacity);
