@@ -144,7 +144,11 @@ impl GuestDevices {
     /// Every device, named as refusals and logs name them (`vif 0`,
     /// `vbd xvda`).
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.nics.iter().map(|n| format!("vif {}", n.devid)).collect();
+        let mut v: Vec<String> = self
+            .nics
+            .iter()
+            .map(|n| format!("vif {}", n.devid))
+            .collect();
         v.extend(self.disks.iter().map(|d| format!("vbd {}", d.vdev)));
         v.extend(self.unsupported.iter().cloned());
         v
@@ -210,7 +214,9 @@ fn nic(index: usize, n: &Value) -> Result<Nic, ConfigError> {
     }
     if let Some(t) = text(n, "nictype") {
         if t != "vif" && t != "vif_ioemu" {
-            return Err(bad("only PV network interfaces (nictype vif) are recreated"));
+            return Err(bad(
+                "only PV network interfaces (nictype vif) are recreated",
+            ));
         }
     }
     let mtu = match n.get("mtu").and_then(Value::as_u64) {
@@ -368,7 +374,9 @@ mod tests {
         assert_eq!(vdev_number("hdc"), Some(22 << 8));
         assert_eq!(vdev_number("hdb1"), Some((3 << 8) | (1 << 6) | 1));
         assert_eq!(vdev_number("51712"), Some(51712));
-        for bad in ["", "xvd", "xvda01", "xvdA", "vda", "sdq", "xvda256", "-1", "hde"] {
+        for bad in [
+            "", "xvd", "xvda01", "xvdA", "vda", "sdq", "xvda256", "-1", "hde",
+        ] {
             assert_eq!(vdev_number(bad), None, "{bad}");
         }
     }
@@ -453,9 +461,18 @@ mod tests {
             (b"[1,2]", "not an object"),
             (br#"{"nics":[{"devid":0}]}"#, "vif 0: no MAC"),
             (br#"{"nics":[{"mac":"00:16:3e:00:00"}]}"#, "vif 0: its MAC"),
-            (br#"{"nics":[{"mac":"00:16:3e:00:00:01","bridge":"a/b"}]}"#, "bridge name"),
-            (br#"{"nics":[{"mac":"00:16:3e:00:00:01","nictype":"ioemu"}]}"#, "nictype"),
-            (br#"{"disks":[{"pdev_path":"/x"}]}"#, "no virtual device name"),
+            (
+                br#"{"nics":[{"mac":"00:16:3e:00:00:01","bridge":"a/b"}]}"#,
+                "bridge name",
+            ),
+            (
+                br#"{"nics":[{"mac":"00:16:3e:00:00:01","nictype":"ioemu"}]}"#,
+                "nictype",
+            ),
+            (
+                br#"{"disks":[{"pdev_path":"/x"}]}"#,
+                "no virtual device name",
+            ),
             (br#"{"disks":[{"vdev":"vda","pdev_path":"/x"}]}"#, "vbd vda"),
             (br#"{"disks":[{"vdev":"xvda"}]}"#, "vbd xvda: no target"),
         ] {

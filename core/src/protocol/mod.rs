@@ -276,7 +276,8 @@ pub use msg::{
     MAX_P2M_SIZE, MAX_VCPUS,
 };
 pub use source::{
-    ConfigOffer, GuestDesc, Handshake, Source, SourceAction, SourceConfig, SourceOutcome, SourceState, Transfer,
+    ConfigOffer, GuestDesc, Handshake, Source, SourceAction, SourceConfig, SourceOutcome,
+    SourceState, Transfer,
 };
 
 use crate::time::Duration;

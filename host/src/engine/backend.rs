@@ -85,10 +85,7 @@ impl Refusal {
     /// A device of `name` cannot be set up here: `what` names the device
     /// and the reason (`vif 0: bridge xenbr0 does not exist here`).
     pub fn device(name: &str, what: &str) -> Refusal {
-        Refusal::new(
-            RefuseReason::DeviceUnavailable,
-            format!("{name}: {what}"),
-        )
+        Refusal::new(RefuseReason::DeviceUnavailable, format!("{name}: {what}"))
     }
 
     /// `name` has devices this backend does not recreate.

@@ -625,7 +625,6 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     Some(u)
 }
 
-
 /// The guest a file's xl configuration describes (libxl JSON:
 /// `c_info.name`, `c_info.uuid`, `c_info.type`, `b_info.max_memkb`,
 /// `b_info.max_vcpus`). A guest with devices is refused.

@@ -14,8 +14,8 @@ use relocd_core::precopy::{
 };
 use relocd_core::protocol::journal::{Record, RecordKind, Role};
 use relocd_core::protocol::{
-    msg, AbortReason, ConfigOffer, Features, GuestDesc, Source, SourceAction, SourceConfig, SourceOutcome,
-    IMAGE_HEADER_MAX, MAX_CONTROL_FRAME_LEN,
+    msg, AbortReason, ConfigOffer, Features, GuestDesc, Source, SourceAction, SourceConfig,
+    SourceOutcome, IMAGE_HEADER_MAX, MAX_CONTROL_FRAME_LEN,
 };
 use relocd_core::time::Instant;
 

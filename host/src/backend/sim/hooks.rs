@@ -9,12 +9,12 @@
 //! [`SimSource`] on the guest, a sink a [`SimSink`] on an empty, paused
 //! one; settling a named guest is a pause, an unpause or a destroy.
 
-use crate::devices::GuestDevices;
 use crate::api::{CommandError, DomainInfo, DomainState, ErrorKind, SimCreateRequest};
 use crate::backend::sim::{
     self, Domid, Drive, GuestSpec, Pattern, SimError, SimGuest, SimHypervisor, SimSink, SimSource,
     SpecError,
 };
+use crate::devices::GuestDevices;
 use crate::engine::{Backend, Domain, NewGuest, Refusal, Settle, Settled};
 
 /// Guest memory the sim backend offers when `--sim-capacity` is not given

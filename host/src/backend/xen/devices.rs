@@ -340,7 +340,11 @@ fn write_trees<T: Transport>(
     Ok(())
 }
 
-fn nic_trees<T: Transport>(xs: &mut Xenstore<T>, domid: DomId, n: &Nic) -> Result<Dev, DeviceError> {
+fn nic_trees<T: Transport>(
+    xs: &mut Xenstore<T>,
+    domid: DomId,
+    n: &Nic,
+) -> Result<Dev, DeviceError> {
     let dev = nic_dev(domid, n);
     let mut back: Vec<(&str, String)> = vec![
         ("frontend-id", domid.to_string()),
@@ -515,7 +519,11 @@ fn run_script<T: Transport>(
     };
     let said = reader.join().unwrap_or_default();
     let said = String::from_utf8_lossy(&said);
-    let last = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = said
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     match status {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => {
@@ -588,7 +596,9 @@ pub fn remove_all<T: Transport>(xs: &mut Xenstore<T>, host: &DeviceHost, domid: 
     let found = backends(xs, domid);
     for (kind, devid) in &found {
         let path = format!("/local/domain/{BACKEND_DOMID}/backend/{kind}/{domid}/{devid}");
-        let script = xs.read_string(&format!("{path}/script")).unwrap_or_default();
+        let script = xs
+            .read_string(&format!("{path}/script"))
+            .unwrap_or_default();
         let vifname = xs.read_string(&format!("{path}/vifname")).ok();
         let gatewaydev = xs.read_string(&format!("{path}/gatewaydev")).ok();
         let dev = Dev {
@@ -596,13 +606,15 @@ pub fn remove_all<T: Transport>(xs: &mut Xenstore<T>, host: &DeviceHost, domid: 
             devid: *devid,
             label: format!("{kind} {devid}"),
             script,
-            vif: (kind == "vif")
-                .then(|| vifname.unwrap_or_else(|| format!("vif{domid}.{devid}"))),
+            vif: (kind == "vif").then(|| vifname.unwrap_or_else(|| format!("vif{domid}.{devid}"))),
             gatewaydev,
         };
         let _ = xs.write(&format!("{path}/online"), b"0");
         if backend_state(xs, &path) < state::CLOSING {
-            let _ = xs.write(&format!("{path}/state"), state::CLOSING.to_string().as_bytes());
+            let _ = xs.write(
+                &format!("{path}/state"),
+                state::CLOSING.to_string().as_bytes(),
+            );
         }
         if host.wait_for_drivers {
             // The backend driver closes once its frontend is gone (the

@@ -197,7 +197,10 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
         let described = GuestDevices::from_libxl_json(&config).map_err(|e| {
             err(
                 ErrorKind::Refused,
-                format!("{}: libxl's record of the guest cannot be read: {e}", d.name),
+                format!(
+                    "{}: libxl's record of the guest cannot be read: {e}",
+                    d.name
+                ),
             )
         })?;
         if !described.unsupported.is_empty() {
@@ -229,7 +232,11 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
                      tell how to recreate {} on the destination",
                     d.name,
                     libxl_config_path(self.userdata(), domid, &d.uuid).display(),
-                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     if missing.len() == 1 { "it" } else { "them" },
                 ),
             ));
@@ -240,9 +247,7 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
             .iter()
             .filter(|r| {
                 let (kind, id) = r.split_once(' ').unwrap_or(("", ""));
-                !served
-                    .iter()
-                    .any(|(k, i)| k == kind && i.to_string() == id)
+                !served.iter().any(|(k, i)| k == kind && i.to_string() == id)
             })
             .collect();
         if !foreign.is_empty() {
@@ -252,7 +257,11 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
                     "{}: {} not served by dom0's netback or blkback (a driver domain, or \
                      QEMU's qdisk); relocd moves devices dom0's kernel serves",
                     d.name,
-                    foreign.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    foreign
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ),
             ));
         }
