@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod demo;
+pub mod devices;
 pub mod engine;
 pub mod inspect;
 pub mod journal;

@@ -68,7 +68,7 @@ fn migrate_live(
         let mut j = FileJournal::open(&jd).unwrap();
         run_dest(
             s,
-            |r: &AdmissionRequest| {
+            |r: &AdmissionRequest, _config: Option<&[u8]>| {
                 hv.create_empty(r.name.as_str(), r.memory_bytes)
                     .map(SimSink::new)
                     .map_err(|e| match e {

@@ -240,7 +240,7 @@ fn cancel_reaches_a_source_under_a_bandwidth_cap() {
         let mut j = FileJournal::open(&journal).unwrap();
         run_dest(
             s,
-            |req: &AdmissionRequest| {
+            |req: &AdmissionRequest, _config: Option<&[u8]>| {
                 dhv.create_empty(req.name.as_str(), req.memory_bytes)
                     .map(SimSink::new)
                     .map_err(|_| RefuseReason::NoCapacity)

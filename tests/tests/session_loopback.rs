@@ -54,7 +54,7 @@ fn spawn_dest(
         let mut j = FileJournal::open(&journal).unwrap();
         run_dest(
             s,
-            |req: &AdmissionRequest| admission(&hv, req),
+            |req: &AdmissionRequest, _config: Option<&[u8]>| admission(&hv, req),
             &DestOptions::default(),
             &mut j,
             &Clock::new(),
@@ -367,7 +367,7 @@ fn a_refusal_carries_the_destination_s_words() {
         let mut j = FileJournal::open(&journal).unwrap();
         run_dest(
             s,
-            |req: &AdmissionRequest| {
+            |req: &AdmissionRequest, _config: Option<&[u8]>| {
                 let (need, free) = (req.memory_bytes / MIB, hv.free() / MIB);
                 if req.memory_bytes > hv.free() {
                     return Err(Refusal::new(
@@ -869,7 +869,7 @@ fn destination_failure_mid_image_is_reported_to_the_source() {
         let mut j = FileJournal::open(&journal).unwrap();
         run_dest(
             s,
-            |req: &AdmissionRequest| {
+            |req: &AdmissionRequest, _config: Option<&[u8]>| {
                 admission(&hv, req).map(|inner| FailingSink { inner, left: 3 })
             },
             &DestOptions::default(),

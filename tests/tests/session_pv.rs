@@ -295,7 +295,9 @@ fn spawn_dest(log: Arc<Mutex<Log>>, dir: &std::path::Path) -> (SocketAddr, JoinH
         let mut asked = None;
         let r = run_dest(
             s,
-            |req: &AdmissionRequest| -> Result<RecordingSink, RefuseReason> {
+            |req: &AdmissionRequest,
+             _config: Option<&[u8]>|
+             -> Result<RecordingSink, RefuseReason> {
                 asked = Some(req.clone());
                 let mut l = log.lock().unwrap();
                 l.memory = vec![None; req.p2m_size as usize];

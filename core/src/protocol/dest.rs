@@ -3,7 +3,7 @@
 use super::error::{AbortReason, Detail, Error, Limit, Misbehavior, RefuseReason};
 use super::msg::{
     self, Features, HelloAck, Msg, VersionRefused, FRAME_HEADER_LEN, MAGIC, MAX_CONTROL_FRAME_LEN,
-    MAX_FRAME_LEN, MAX_NAME_LEN, MAX_P2M_SIZE, MAX_VCPUS,
+    MAX_FRAME_LEN, MAX_GUEST_CONFIG_FRAME_LEN, MAX_NAME_LEN, MAX_P2M_SIZE, MAX_VCPUS,
 };
 use super::{Timeouts, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use crate::guest::GuestType;
@@ -48,6 +48,19 @@ pub struct AdmissionRequest {
     pub guest_type: GuestType,
     /// Live or offline.
     pub live: bool,
+    /// Whether the guest's configuration came before the request (its
+    /// bytes were [`Payload::GuestConfig`]).
+    pub guest_config: bool,
+}
+
+/// What a frame carried for the host to keep ([`Dest::handle_frame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload<'a> {
+    /// Image bytes: feed them to the stream decoder and the sink guest.
+    Image(&'a [u8]),
+    /// The guest's configuration (libxl's JSON): keep it for the
+    /// admission decision that follows.
+    GuestConfig(&'a [u8]),
 }
 
 /// How a destination session ended, and what the host must do.
@@ -119,6 +132,9 @@ pub struct Receive {
     pub rounds: u32,
     /// Whether the source reported the guest suspended.
     pub suspended: bool,
+    /// Whether the guest's configuration arrived (before the admission
+    /// request).
+    pub guest_config: bool,
     /// Whether the connection was lost after the commit arrived (the
     /// `Committed` acknowledgement will not reach the source).
     pub link_lost: bool,
@@ -134,6 +150,7 @@ pub struct Receive {
 ///     [*] --> AwaitHello
 ///     AwaitHello --> AwaitAdmit: Hello (HelloAck queued)
 ///     AwaitHello --> Finished: no common version (VersionRefused queued) / Discarded
+///     AwaitAdmit --> AwaitAdmit: GuestConfig (once, GUEST_CONFIG agreed)
 ///     AwaitAdmit --> Admitting: Admit / Admit action
 ///     Admitting --> Receiving: handle_admission Ok (Admitted queued)
 ///     Admitting --> Finished: handle_admission Err (Refused queued) / Discarded
@@ -245,10 +262,12 @@ impl Input<'_> {
 ///
 /// 1. Read 4 header bytes → [`frame_len`](Self::frame_len) (the bound
 ///    depends on the state: [`MAX_CONTROL_FRAME_LEN`] before admission,
-///    [`MAX_FRAME_LEN`] after) → read that many bytes →
+///    [`MAX_FRAME_LEN`] after; [`MAX_GUEST_CONFIG_FRAME_LEN`] while a
+///    guest configuration may come) → read that many bytes →
 ///    [`handle_frame`](Self::handle_frame). When it returns
-///    `Ok(Some(bytes))`, feed the image bytes to the stream decoder and the
-///    sink guest before reading the next frame.
+///    `Ok(Some(Payload::Image(bytes)))`, feed the image bytes to the
+///    stream decoder and the sink guest before reading the next frame;
+///    keep a `Payload::GuestConfig` for the admission decision.
 /// 2. Drain [`poll_action`](Self::poll_action) and carry each out,
 ///    answering with the matching `handle_*` call.
 /// 3. Drain [`poll_transmit`](Self::poll_transmit) into the connection.
@@ -337,6 +356,11 @@ impl Dest {
     pub fn max_frame_len(&self) -> usize {
         match self.state {
             DestState::Receiving(..) => MAX_FRAME_LEN,
+            DestState::AwaitAdmit(_, r)
+                if r.features.contains(Features::GUEST_CONFIG) && !r.guest_config =>
+            {
+                MAX_GUEST_CONFIG_FRAME_LEN
+            }
             _ => MAX_CONTROL_FRAME_LEN,
         }
     }
@@ -440,13 +464,13 @@ impl Dest {
         self.fail(now, Error::LinkLost { state }, false);
     }
 
-    /// A frame body from the source. Returns the image bytes of an image
-    /// chunk, for the host to apply.
+    /// A frame body from the source. Returns what the host must keep: the
+    /// image bytes of an image chunk, or the guest's configuration.
     pub fn handle_frame<'a>(
         &mut self,
         now: Instant,
         body: &'a [u8],
-    ) -> Result<Option<&'a [u8]>, Error> {
+    ) -> Result<Option<Payload<'a>>, Error> {
         let m = match msg::decode(body) {
             Ok(m) => m,
             Err(e) => {
@@ -455,7 +479,8 @@ impl Dest {
             }
         };
         let image = match m {
-            Msg::Image(bytes) => Some(bytes),
+            Msg::Image(bytes) => Some(Payload::Image(bytes)),
+            Msg::GuestConfig(bytes) => Some(Payload::GuestConfig(bytes)),
             _ => None,
         };
         match self.handle(now, Input::Msg(m)) {
@@ -581,8 +606,17 @@ impl Dest {
                     },
                 )
             }
+            (S::AwaitAdmit(d, mut r), Input::Msg(Msg::GuestConfig(c)))
+                if r.features.contains(Features::GUEST_CONFIG) && !r.guest_config =>
+            {
+                if c.len() > msg::MAX_GUEST_CONFIG_LEN || core::str::from_utf8(c).is_err() {
+                    return Err(Error::PeerMisbehaved(Misbehavior::InvalidField));
+                }
+                r.guest_config = true;
+                S::AwaitAdmit(d, r)
+            }
             (S::AwaitAdmit(_, mut r), Input::Msg(Msg::Admit(a))) => {
-                let req = match check_admit(&a, r.features) {
+                let req = match check_admit(&a, r.features, r.guest_config) {
                     Ok(req) => req,
                     Err((e, reason)) => {
                         self.out_detail = Detail::from_fmt(format_args!("{e}"));
@@ -746,6 +780,7 @@ impl Dest {
 fn check_admit(
     a: &msg::Admit<'_>,
     features: Features,
+    guest_config: bool,
 ) -> Result<AdmissionRequest, (Error, RefuseReason)> {
     let invalid = |e| (e, RefuseReason::Invalid);
     if a.name.len() > MAX_NAME_LEN {
@@ -789,5 +824,6 @@ fn check_admit(
         vcpus: a.vcpus,
         guest_type,
         live: a.live,
+        guest_config,
     })
 }

@@ -71,6 +71,12 @@ pub enum Error {
         /// The four bytes that stood where the first frame's length should.
         first: [u8; 4],
     },
+    /// The peer lacks a protocol feature this session needs (a guest with
+    /// devices to a destination that cannot take their configuration).
+    MissingFeature {
+        /// The feature, for people.
+        feature: &'static str,
+    },
 }
 
 /// What exactly the peer did wrong.
@@ -122,6 +128,8 @@ pub enum Limit {
     /// A detail text to encode is longer than [`MAX_DETAIL_LEN`] bytes or
     /// holds control characters (a [`Detail`] never does).
     DetailTooLong,
+    /// A guest configuration over [`super::MAX_GUEST_CONFIG_LEN`] bytes.
+    ConfigTooLong,
 }
 
 impl fmt::Display for Error {
@@ -148,6 +156,9 @@ impl fmt::Display for Error {
                 Secs(*limit)
             ),
             Error::LinkLost { state } => write!(f, "connection lost in state {state}"),
+            Error::MissingFeature { feature } => {
+                write!(f, "the peer does not support {feature}")
+            }
             Error::NotRelocd { first } => write!(
                 f,
                 "the peer does not speak relocd's relocation protocol \
@@ -187,6 +198,7 @@ impl fmt::Display for Limit {
             Limit::GuestTooLarge => f.write_str("guest too large"),
             Limit::Backlog => f.write_str("control frames not drained"),
             Limit::DetailTooLong => f.write_str("detail text too long or not plain text"),
+            Limit::ConfigTooLong => f.write_str("guest configuration too long"),
         }
     }
 }
@@ -277,6 +289,9 @@ open_enum! {
         /// destination (a flood, or a burst of migrations); it answered
         /// before reading the hello. Trying again later may succeed.
         Busy = 8 => "the destination is busy: too many connections awaiting admission",
+        /// A device of the guest cannot be set up there: a bridge, a
+        /// disk or a hotplug script it needs is missing.
+        DeviceUnavailable = 9 => "a device of the guest cannot be set up on the destination",
     }
 }
 
@@ -301,6 +316,9 @@ open_enum! {
         /// The destination's limit from admission to a complete image
         /// (`Timeouts::transfer`) passed.
         TransferTooLong = 8 => "the migration took longer than the destination allows",
+        /// The peer lacks a feature the session needs (a guest with
+        /// devices, a destination that cannot recreate them).
+        Unsupported = 9 => "the peer lacks a feature this guest needs",
     }
 }
 

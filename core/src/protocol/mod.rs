@@ -266,14 +266,18 @@ mod source;
 #[cfg(test)]
 mod tests;
 
-pub use dest::{AdmissionRequest, Dest, DestAction, DestConfig, DestOutcome, DestState, Receive};
+pub use dest::{
+    AdmissionRequest, Dest, DestAction, DestConfig, DestOutcome, DestState, Payload, Receive,
+};
 pub use error::{AbortReason, Detail, Error, Limit, Misbehavior, RefuseReason, MAX_DETAIL_LEN};
 pub use msg::{
     Features, Msg, FRAME_HEADER_LEN, IMAGE_HEADER_MAX, MAX_CONTROL_FRAME_LEN, MAX_FRAME_LEN,
-    MAX_IMAGE_CHUNK_LEN, MAX_NAME_LEN, MAX_P2M_SIZE, MAX_VCPUS,
+    MAX_GUEST_CONFIG_FRAME_LEN, MAX_GUEST_CONFIG_LEN, MAX_IMAGE_CHUNK_LEN, MAX_NAME_LEN,
+    MAX_P2M_SIZE, MAX_VCPUS,
 };
 pub use source::{
-    GuestDesc, Handshake, Source, SourceAction, SourceConfig, SourceOutcome, SourceState, Transfer,
+    ConfigOffer, GuestDesc, Handshake, Source, SourceAction, SourceConfig, SourceOutcome,
+    SourceState, Transfer,
 };
 
 use crate::time::Duration;

@@ -39,6 +39,14 @@ const _: () = assert!(1 + 3 + 2 + MAX_DETAIL_LEN <= MAX_CONTROL_FRAME_LEN);
 pub const MAX_IMAGE_CHUNK_LEN: usize = 4 * 1024 * 1024 + 64 * 1024;
 const _: () = assert!(MAX_IMAGE_CHUNK_LEN >= crate::precopy::MAX_PAGE_DATA_RECORD_LEN);
 
+/// Largest [`Msg::GuestConfig`] payload: libxl's JSON configuration of a
+/// guest with a few dozen devices takes a few KiB.
+pub const MAX_GUEST_CONFIG_LEN: usize = 64 * 1024;
+
+/// Largest frame body of a [`Msg::GuestConfig`]: the payload with its tag
+/// and length varint.
+pub const MAX_GUEST_CONFIG_FRAME_LEN: usize = MAX_GUEST_CONFIG_LEN + 16;
+
 /// Largest frame body: an image chunk with its tag and length varint.
 pub const MAX_FRAME_LEN: usize = MAX_IMAGE_CHUNK_LEN + 16;
 const _: () = assert!(MAX_FRAME_LEN <= u32::MAX as usize);
@@ -70,8 +78,16 @@ impl Features {
     /// it; a source asks for it when its user does (`migrate --compress`),
     /// as packing pays on slow links and costs CPU time on fast ones.
     pub const COMPRESS: Features = Features(1 << 1);
+    /// The guest's device configuration travels with it: the source may
+    /// send one [`Msg::GuestConfig`] (libxl's JSON domain configuration, at
+    /// most [`MAX_GUEST_CONFIG_LEN`] bytes) between the hello and the
+    /// admission request, and the destination recreates the guest's
+    /// network and disk backends from it. A source whose guest has devices
+    /// does not migrate it to a destination without this feature.
+    pub const GUEST_CONFIG: Features = Features(1 << 2);
     /// Everything this version implements.
-    pub const ALL: Features = Features(Features::LIVE.0 | Features::COMPRESS.0);
+    pub const ALL: Features =
+        Features(Features::LIVE.0 | Features::COMPRESS.0 | Features::GUEST_CONFIG.0);
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Features) -> bool {
@@ -247,6 +263,11 @@ pub enum Msg<'a> {
     /// the destination, it also promises that its copy will never run.
     #[serde(borrow)]
     Abort(Abort<'a>),
+    /// Tag 14. S → D, at most once, right before `Admit`, only when both
+    /// offered [`Features::GUEST_CONFIG`]: the guest's device
+    /// configuration (libxl's JSON domain configuration, UTF-8, at most
+    /// [`MAX_GUEST_CONFIG_LEN`] bytes).
+    GuestConfig(&'a [u8]),
 }
 
 /// The wire tag of `Msg::Image` (its variant index).
@@ -270,6 +291,7 @@ impl Msg<'_> {
             Msg::Commit => "Commit",
             Msg::Committed => "Committed",
             Msg::Abort(_) => "Abort",
+            Msg::GuestConfig(_) => "GuestConfig",
         }
     }
 
@@ -454,6 +476,7 @@ mod test {
                 reason: AbortReason::Unknown(u16::MAX),
                 detail: LONGEST_DETAIL,
             }),
+            Msg::GuestConfig(payload),
         ]
     }
 
@@ -472,7 +495,7 @@ mod test {
             let n = encode(&msg, &mut buf).unwrap();
             let len = frame_len(buf[..4].try_into().unwrap(), MAX_FRAME_LEN).unwrap();
             assert_eq!(len + 4, n, "{}", msg.name());
-            if msg.name() != "Image" {
+            if !matches!(msg, Msg::Image(_) | Msg::GuestConfig(_)) {
                 assert!(
                     len <= MAX_CONTROL_FRAME_LEN,
                     "{} is {len} bytes",
@@ -481,6 +504,24 @@ mod test {
             }
             assert_eq!(decode(&buf[4..n]).unwrap(), msg);
         }
+    }
+
+    #[test]
+    fn guest_config_has_tag_14_and_its_own_bound() {
+        let cfg = br#"{"c_info":{"name":"web1"}}"#;
+        let mut buf = [0u8; 64];
+        let n = encode(&Msg::GuestConfig(cfg), &mut buf).unwrap();
+        assert_eq!(buf[4], 14);
+        assert_eq!(usize::from(buf[5]), cfg.len());
+        assert_eq!(decode(&buf[4..n]).unwrap(), Msg::GuestConfig(cfg));
+        // The largest one fits its frame bound, and the control bound
+        // does not take it.
+        let big = vec![b'x'; MAX_GUEST_CONFIG_LEN];
+        let mut buf = vec![0u8; MAX_GUEST_CONFIG_FRAME_LEN + 4];
+        let n = encode(&Msg::GuestConfig(&big), &mut buf).unwrap();
+        let hdr: [u8; 4] = buf[..4].try_into().unwrap();
+        assert_eq!(frame_len(hdr, MAX_GUEST_CONFIG_FRAME_LEN).unwrap() + 4, n);
+        assert!(frame_len(hdr, MAX_CONTROL_FRAME_LEN).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use super::error::{AbortReason, Detail, Error, Limit, RefuseReason};
 use super::msg::{
     self, Admit, Features, Hello, ImageEnd, Msg, RoundEnd, FRAME_HEADER_LEN, IMAGE_HEADER_MAX,
-    MAGIC, MAX_CONTROL_FRAME_LEN, MAX_NAME_LEN,
+    MAGIC, MAX_CONTROL_FRAME_LEN, MAX_GUEST_CONFIG_LEN, MAX_NAME_LEN,
 };
 use super::{Timeouts, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use crate::guest::{GuestInfo, GuestType};
@@ -53,6 +53,21 @@ pub struct SourceConfig {
     pub timeouts: Timeouts,
     /// The guest.
     pub guest: GuestDesc,
+    /// The guest's device configuration the host holds for the
+    /// destination, if any ([`Msg::GuestConfig`]).
+    pub guest_config: Option<ConfigOffer>,
+}
+
+/// The device configuration a source holds for its guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigOffer {
+    /// Its length in bytes (at most [`MAX_GUEST_CONFIG_LEN`]).
+    pub len: usize,
+    /// Whether the guest cannot run without it (it has devices): a
+    /// destination without [`Features::GUEST_CONFIG`] is then not used
+    /// ([`Error::MissingFeature`]); otherwise the configuration goes only
+    /// where it is understood.
+    pub required: bool,
 }
 
 /// How a source session ended, and what the host must do with its guest.
@@ -95,6 +110,11 @@ pub enum SourceAction {
         /// The session to journal.
         session: u64,
     },
+    /// Send the guest's configuration: write the frame of
+    /// `Msg::GuestConfig(bytes)` ([`msg::encode`] into a buffer of
+    /// [`msg::MAX_GUEST_CONFIG_FRAME_LEN`] + 4 bytes), then call
+    /// [`Source::handle_guest_config_sent`]; the admission request follows.
+    SendGuestConfig,
     /// The session is over; see [`SourceOutcome`].
     Finished(SourceOutcome),
 }
@@ -117,6 +137,8 @@ enum Out {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handshake {
     deadline: Instant,
+    /// The host is sending the guest's configuration; `Admit` waits.
+    config_pending: bool,
 }
 
 /// Data of a session while the image flows.
@@ -141,7 +163,8 @@ pub struct Transfer {
 /// ```mermaid
 /// stateDiagram-v2
 ///     [*] --> AwaitHelloAck: new (Hello queued)
-///     AwaitHelloAck --> AwaitAdmission: HelloAck (Admit queued)
+///     AwaitHelloAck --> AwaitAdmission: HelloAck (Admit queued, or SendGuestConfig and Admit after handle_guest_config_sent)
+///     AwaitHelloAck --> Finished: HelloAck without GUEST_CONFIG for a guest that needs it / Aborted (MissingFeature)
 ///     AwaitAdmission --> Transferring: Admitted / StartTransfer
 ///     Transferring --> Transferring: image chunk, handle_round_end, handle_suspended
 ///     Transferring --> AwaitPrepared: handle_image_end (ImageEnd queued)
@@ -202,6 +225,7 @@ impl SourceState {
 #[derive(Debug, Clone, Copy)]
 enum Input<'a> {
     Msg(Msg<'a>),
+    ConfigSent,
     RoundEnd(&'a PrecopyStats),
     Suspended,
     ImageEnd,
@@ -214,6 +238,7 @@ impl Input<'_> {
     const fn name(&self) -> &'static str {
         match self {
             Input::Msg(m) => m.name(),
+            Input::ConfigSent => "handle_guest_config_sent",
             Input::RoundEnd(_) => "handle_round_end",
             Input::Suspended => "handle_suspended",
             Input::ImageEnd => "handle_image_end",
@@ -293,6 +318,7 @@ impl Source {
         Source {
             state: SourceState::AwaitHelloAck(Handshake {
                 deadline: now + config.timeouts.handshake,
+                config_pending: false,
             }),
             config,
             outbox,
@@ -501,6 +527,12 @@ impl Source {
         Ok(n)
     }
 
+    /// The frame of the guest's configuration is written (after
+    /// [`SourceAction::SendGuestConfig`]); queues the admission request.
+    pub fn handle_guest_config_sent(&mut self, now: Instant) -> Result<(), Error> {
+        self.handle(now, Input::ConfigSent)
+    }
+
     /// A live round ended with these figures (queues a round marker).
     pub fn handle_round_end(&mut self, now: Instant, stats: &PrecopyStats) -> Result<(), Error> {
         self.handle(now, Input::RoundEnd(stats))
@@ -585,14 +617,52 @@ impl Source {
                         RefuseReason::Unsupported,
                     ))));
                 }
+                let tr = Transfer {
+                    version: ack.version,
+                    features,
+                    ..Transfer::default()
+                };
+                match self.config.guest_config {
+                    Some(c) if c.len > MAX_GUEST_CONFIG_LEN => {
+                        self.out_detail = Detail::empty();
+                        self.send(Out::Abort(AbortReason::SourceFailed))?;
+                        return Ok(S::Finished(SourceOutcome::Aborted(Error::LimitExceeded(
+                            Limit::ConfigTooLong,
+                        ))));
+                    }
+                    Some(c) if features.contains(Features::GUEST_CONFIG) && c.len > 0 => {
+                        self.push_action(SourceAction::SendGuestConfig);
+                        return Ok(S::AwaitAdmission(
+                            Handshake {
+                                config_pending: true,
+                                ..h
+                            },
+                            tr,
+                        ));
+                    }
+                    Some(c) if c.required => {
+                        self.out_detail = Detail::new(
+                            "the guest has devices and this destination cannot take their \
+                             configuration",
+                        );
+                        self.send(Out::Abort(AbortReason::Unsupported))?;
+                        return Ok(S::Finished(SourceOutcome::Aborted(Error::MissingFeature {
+                            feature: "guest device configuration (GUEST_CONFIG)",
+                        })));
+                    }
+                    _ => {}
+                }
+                self.send(Out::Admit)?;
+                S::AwaitAdmission(h, tr)
+            }
+            (S::AwaitAdmission(h, tr), Input::ConfigSent) if h.config_pending => {
                 self.send(Out::Admit)?;
                 S::AwaitAdmission(
-                    h,
-                    Transfer {
-                        version: ack.version,
-                        features,
-                        ..Transfer::default()
+                    Handshake {
+                        config_pending: false,
+                        ..h
                     },
+                    tr,
                 )
             }
             (S::AwaitHelloAck(_), Input::Msg(Msg::VersionRefused(v))) => {
@@ -601,7 +671,7 @@ impl Source {
                     theirs: v.max_version,
                 }))
             }
-            (S::AwaitAdmission(_, tr), Input::Msg(Msg::Admitted)) => {
+            (S::AwaitAdmission(h, tr), Input::Msg(Msg::Admitted)) if !h.config_pending => {
                 self.push_action(SourceAction::StartTransfer {
                     live: self.config.live,
                 });

@@ -479,6 +479,7 @@ impl Pair {
             features: Features::ALL,
             timeouts: Timeouts::default(),
             guest: guest_desc(),
+            guest_config: None,
         };
         Pair {
             now,
@@ -728,6 +729,9 @@ impl Pair {
                     sm = s;
                     sm.handle_journaled(now).unwrap();
                 }
+                SourceAction::SendGuestConfig => {
+                    unreachable!("these sessions carry no guest configuration")
+                }
                 SourceAction::Finished(o) => {
                     self.src.outcome = Some(o);
                     self.src.peer_detail = sm.peer_detail().into();
@@ -927,7 +931,7 @@ impl Pair {
                 let hdr: [u8; 4] = frame[..4].try_into().unwrap();
                 if let Ok(len) = sm.frame_len(now, hdr) {
                     assert_eq!(len, frame.len() - 4);
-                    if let Ok(Some(image)) = sm.handle_frame(now, &frame[4..]) {
+                    if let Ok(Some(Payload::Image(image))) = sm.handle_frame(now, &frame[4..]) {
                         let sink = self.dst.sink.as_mut().expect("image before admission");
                         self.dst.reader.apply(image, sink);
                         let chunks = sm.receive().map(|r| r.chunks);
@@ -1317,6 +1321,7 @@ fn new_source(now: Instant) -> Source {
             features: Features::ALL,
             timeouts: Timeouts::default(),
             guest: guest_desc(),
+            guest_config: None,
         },
         now,
     )
@@ -1774,7 +1779,8 @@ fn bad_input_is_a_typed_error() {
     );
     assert!(matches!(d.outcome(), Some(DestOutcome::Discarded(_))));
     assert!(drain(&mut d).is_empty(), "no answer before the hello");
-    // Oversize before admission, after the hello: refused on the header.
+    // Oversize before admission, after the hello: refused on the header
+    // (the bound is the guest configuration's, as the source may send one).
     let mut d = Dest::new(DestConfig::default(), now);
     feed_dest(
         &mut d,
@@ -1792,7 +1798,7 @@ fn bad_input_is_a_typed_error() {
         d.frame_len(now, 1_000_000u32.to_be_bytes()),
         Err(Error::LimitExceeded(Limit::FrameTooLong {
             len: 1_000_000,
-            max: 256
+            max: MAX_GUEST_CONFIG_FRAME_LEN as u32
         }))
     );
     assert!(matches!(d.outcome(), Some(DestOutcome::Discarded(_))));
@@ -1945,6 +1951,7 @@ fn source_rejects_out_of_order_and_garbage() {
         features: Features::ALL,
         timeouts: Timeouts::default(),
         guest: guest_desc(),
+        guest_config: None,
     };
     let mut s = Source::new(cfg.clone(), now);
     assert_eq!(
@@ -2011,6 +2018,7 @@ fn random_frames_never_panic_in_any_state() {
                 features: Features::ALL,
                 timeouts: Timeouts::default(),
                 guest: guest_desc(),
+                guest_config: None,
             },
             now,
         );
@@ -2350,6 +2358,7 @@ fn no_abort_after_the_commit() {
             features: Features::ALL,
             timeouts: Timeouts::default(),
             guest: guest_desc(),
+            guest_config: None,
         },
         now,
     );
@@ -2523,6 +2532,7 @@ fn random_valid_messages_keep_the_commit_rules() {
                 features: Features::ALL,
                 timeouts: Timeouts::default(),
                 guest: guest_desc(),
+                guest_config: None,
             },
             now,
         );
@@ -2648,4 +2658,184 @@ fn random_valid_messages_keep_the_commit_rules() {
         unpauses > 0 && commits > 0,
         "unpauses {unpauses}, commits {commits}"
     );
+}
+
+/// The source's frames in order, for the destination.
+fn drain_source(s: &mut Source) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut b = [0u8; 512];
+    while let Some(n) = s.poll_transmit(&mut b).unwrap() {
+        out.push(b[..n].to_vec());
+    }
+    out
+}
+
+fn config_source(now: Instant, len: usize, required: bool) -> Source {
+    Source::new(
+        SourceConfig {
+            session: 1,
+            live: true,
+            features: Features::ALL,
+            timeouts: Timeouts::default(),
+            guest: guest_desc(),
+            guest_config: Some(ConfigOffer { len, required }),
+        },
+        now,
+    )
+}
+
+/// Source and destination through the hello; returns the destination's
+/// `HelloAck` frame after feeding it to the source.
+fn hello_between(s: &mut Source, d: &mut Dest, now: Instant) {
+    for f in drain_source(s) {
+        feed_dest(d, now, &f).unwrap();
+    }
+    let mut b = [0u8; 512];
+    while let Some(n) = d.poll_transmit(&mut b).unwrap() {
+        let len = s.frame_len(now, b[..4].try_into().unwrap()).unwrap();
+        assert_eq!(len + 4, n);
+        s.handle_frame(now, &b[4..n]).unwrap();
+    }
+}
+
+#[test]
+fn the_guest_configuration_goes_between_hello_and_admission() {
+    let now = Instant::ZERO;
+    let cfg = br#"{"c_info":{"name":"web1"},"nics":[{"devid":0,"bridge":"xenbr0"}]}"#.repeat(100);
+    assert!(cfg.len() > MAX_CONTROL_FRAME_LEN);
+    let mut s = config_source(now, cfg.len(), true);
+    let mut d = Dest::new(DestConfig::default(), now);
+    hello_between(&mut s, &mut d, now);
+    // The source asks its host to send the configuration, and holds the
+    // admission request back until it is written.
+    assert_eq!(s.poll_action(), Some(SourceAction::SendGuestConfig));
+    assert!(drain_source(&mut s).is_empty());
+    assert_eq!(d.max_frame_len(), MAX_GUEST_CONFIG_FRAME_LEN);
+    let mut big = vec![0u8; MAX_GUEST_CONFIG_FRAME_LEN + 4];
+    let n = msg::encode(&Msg::GuestConfig(&cfg), &mut big).unwrap();
+    let len = d.frame_len(now, big[..4].try_into().unwrap()).unwrap();
+    assert_eq!(len + 4, n);
+    assert_eq!(
+        d.handle_frame(now, &big[4..n]),
+        Ok(Some(Payload::GuestConfig(&cfg[..])))
+    );
+    // Once it came, the destination is back to the control bound.
+    assert_eq!(d.max_frame_len(), MAX_CONTROL_FRAME_LEN);
+    // Admitted before the configuration was sent: out of order.
+    assert!(s.handle_frame(now, &frame(&Msg::Admitted)[4..]).is_err());
+    let mut s = config_source(now, cfg.len(), true);
+    let mut d = Dest::new(DestConfig::default(), now);
+    hello_between(&mut s, &mut d, now);
+    assert_eq!(s.poll_action(), Some(SourceAction::SendGuestConfig));
+    feed_dest(&mut d, now, &big[..n]).unwrap();
+    s.handle_guest_config_sent(now).unwrap();
+    let admit = drain_source(&mut s);
+    assert_eq!(admit.len(), 1);
+    assert!(matches!(msg::decode(&admit[0][4..]), Ok(Msg::Admit(_))));
+    feed_dest(&mut d, now, &admit[0]).unwrap();
+    match d.poll_action() {
+        Some(DestAction::Admit(req)) => assert!(req.guest_config),
+        other => panic!("{other:?}"),
+    }
+    // A second call is out of order.
+    assert!(s.handle_guest_config_sent(now).is_err());
+}
+
+#[test]
+fn a_guest_with_devices_does_not_go_where_its_configuration_cannot() {
+    let now = Instant::ZERO;
+    let older = DestConfig {
+        features: Features(Features::LIVE.0 | Features::COMPRESS.0),
+        ..DestConfig::default()
+    };
+    // Required: the source gives up before the admission request, and
+    // says why to the destination.
+    let mut s = config_source(now, 900, true);
+    let mut d = Dest::new(older, now);
+    hello_between(&mut s, &mut d, now);
+    let e = Error::MissingFeature {
+        feature: "guest device configuration (GUEST_CONFIG)",
+    };
+    assert_eq!(s.outcome(), Some(SourceOutcome::Aborted(e)));
+    assert_eq!(
+        format!("{e}"),
+        "the peer does not support guest device configuration (GUEST_CONFIG)"
+    );
+    let out = drain_source(&mut s);
+    assert_eq!(out.len(), 1);
+    match msg::decode(&out[0][4..]) {
+        Ok(Msg::Abort(a)) => {
+            assert_eq!(a.reason, AbortReason::Unsupported);
+            assert!(a.detail.contains("devices"), "{}", a.detail);
+        }
+        other => panic!("{other:?}"),
+    }
+    feed_dest(&mut d, now, &out[0]).unwrap();
+    assert_eq!(
+        d.outcome(),
+        Some(DestOutcome::Discarded(Error::Aborted(
+            AbortReason::Unsupported
+        )))
+    );
+    // Not required: the admission request goes without it.
+    let mut s = config_source(now, 900, false);
+    let mut d = Dest::new(older, now);
+    hello_between(&mut s, &mut d, now);
+    assert_eq!(s.poll_action(), None);
+    let admit = drain_source(&mut s);
+    feed_dest(&mut d, now, &admit[0]).unwrap();
+    match d.poll_action() {
+        Some(DestAction::Admit(req)) => assert!(!req.guest_config),
+        other => panic!("{other:?}"),
+    }
+    // Too long to send at all.
+    let mut s = config_source(now, MAX_GUEST_CONFIG_LEN + 1, true);
+    let mut d = Dest::new(DestConfig::default(), now);
+    hello_between(&mut s, &mut d, now);
+    assert_eq!(
+        s.outcome(),
+        Some(SourceOutcome::Aborted(Error::LimitExceeded(
+            Limit::ConfigTooLong
+        )))
+    );
+}
+
+#[test]
+fn a_destination_takes_one_configuration_only_where_agreed() {
+    let now = Instant::ZERO;
+    let hello = frame(&Msg::Hello(Hello {
+        magic: msg::MAGIC,
+        min_version: PROTOCOL_VERSION,
+        max_version: PROTOCOL_VERSION,
+        features: Features::ALL,
+    }));
+    let cfg = frame(&Msg::GuestConfig(b"{}"));
+    // Twice.
+    let mut d = Dest::new(DestConfig::default(), now);
+    feed_dest(&mut d, now, &hello).unwrap();
+    feed_dest(&mut d, now, &cfg).unwrap();
+    assert!(feed_dest(&mut d, now, &cfg).is_err());
+    assert!(matches!(d.outcome(), Some(DestOutcome::Discarded(_))));
+    // Not agreed: the bound is the control one and the message is out of
+    // order.
+    let mut d = Dest::new(
+        DestConfig {
+            features: Features::LIVE,
+            ..DestConfig::default()
+        },
+        now,
+    );
+    feed_dest(&mut d, now, &hello).unwrap();
+    assert_eq!(d.max_frame_len(), MAX_CONTROL_FRAME_LEN);
+    assert!(feed_dest(&mut d, now, &cfg).is_err());
+    // Not UTF-8.
+    let mut d = Dest::new(DestConfig::default(), now);
+    feed_dest(&mut d, now, &hello).unwrap();
+    assert_eq!(
+        feed_dest(&mut d, now, &frame(&Msg::GuestConfig(&[0xff, 0xfe]))),
+        Err(Error::PeerMisbehaved(Misbehavior::InvalidField))
+    );
+    // After the admission request: out of order.
+    let mut d = admitted_dest(now);
+    assert!(feed_dest(&mut d, now, &cfg).is_err());
 }

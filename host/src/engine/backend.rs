@@ -51,6 +51,11 @@ pub struct NewGuest {
     pub memory_bytes: u64,
     /// Its vCPUs.
     pub vcpus: u32,
+    /// Its configuration as libxl's JSON (without a trailing NUL): what the
+    /// source sent with its admission request, or what the file carries.
+    /// The backend recreates the devices it names ([`crate::devices`]),
+    /// or refuses the guest; it never builds it without them.
+    pub config: Option<Vec<u8>>,
 }
 
 pub use crate::session::Refusal;
@@ -77,6 +82,20 @@ impl Refusal {
         )
     }
 
+    /// A device of `name` cannot be set up here: `what` names the device
+    /// and the reason (`vif 0: bridge xenbr0 does not exist here`).
+    pub fn device(name: &str, what: &str) -> Refusal {
+        Refusal::new(RefuseReason::DeviceUnavailable, format!("{name}: {what}"))
+    }
+
+    /// `name` has devices this backend does not recreate.
+    pub fn unsupported_devices(name: &str, devices: &[String], why: &str) -> Refusal {
+        Refusal::new(
+            RefuseReason::Unsupported,
+            format!("{name} has devices {why}: {}", devices.join(", ")),
+        )
+    }
+
     /// The refusal as a local command's error (restore).
     pub fn into_command_error(self) -> CommandError {
         let kind = match self.reason {
@@ -90,8 +109,9 @@ impl Refusal {
 }
 
 /// What a source guest is opened for: the checks differ (a save file
-/// carries the guest's devices in its configuration for `xl restore` to
-/// recreate; a migration would need them recreated by the peer).
+/// carries the guest's configuration for whoever restores it; a
+/// migration sends it to a peer that must be able to recreate its
+/// devices).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Purpose {
     /// `relocd migrate`.

@@ -625,24 +625,6 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     Some(u)
 }
 
-/// libxl's device lists a configuration may hold; relocd does not
-/// recreate device backends yet, so a guest with any is refused.
-const DEVICE_LISTS: [&str; 13] = [
-    "disks",
-    "nics",
-    "pcidevs",
-    "vfbs",
-    "vkbs",
-    "vtpms",
-    "p9s",
-    "pvcallsifs",
-    "vdispls",
-    "vsnds",
-    "channels",
-    "usbctrls",
-    "usbdevs",
-];
-
 /// The guest a file's xl configuration describes (libxl JSON:
 /// `c_info.name`, `c_info.uuid`, `c_info.type`, `b_info.max_memkb`,
 /// `b_info.max_vcpus`). A guest with devices is refused.
@@ -665,24 +647,6 @@ pub fn guest_of_config(config: &[u8], path: &Path) -> Result<NewGuest, CommandEr
         Some("pv") | None => GuestType::Pv,
         Some(_) => GuestType::Hvm,
     };
-    let devices: Vec<String> = DEVICE_LISTS
-        .iter()
-        .filter_map(|k| {
-            let n = v.get(k).and_then(|a| a.as_array()).map_or(0, Vec::len);
-            (n > 0).then(|| format!("{k}: {n}"))
-        })
-        .collect();
-    if !devices.is_empty() {
-        return Err(err(
-            ErrorKind::Refused,
-            format!(
-                "{}: the saved guest has devices ({}); relocd restore does not create device \
-                 backends yet, so it would lose them: use xl restore for this file",
-                path.display(),
-                devices.join(", ")
-            ),
-        ));
-    }
     let uuid = match text("/c_info/uuid") {
         Some(u) => parse_uuid(u).ok_or_else(|| bad(format!("c_info.uuid {u:?} is not a UUID")))?,
         None => [0; 16],
@@ -705,6 +669,7 @@ pub fn guest_of_config(config: &[u8], path: &Path) -> Result<NewGuest, CommandEr
         guest_type,
         memory_bytes,
         vcpus,
+        config: Some(config.strip_suffix(&[0]).unwrap_or(config).to_vec()),
     })
 }
 

@@ -13,8 +13,22 @@ use super::{
 use crate::api::{
     CommandError, ErrorKind, MigrateRequest, Phase, Progress, ProgressSink, TransferSummary,
 };
+use crate::devices::GuestDevices;
 use crate::journal::{CommitState, Role};
 use crate::session::{self, run_source, Clock, SessionError};
+
+/// The configuration a migration offers the destination (libxl's JSON,
+/// without its NUL), and whether the guest needs it: it names devices, or
+/// cannot be read (the destination then says what is wrong with it
+/// rather than build a guest without devices).
+fn guest_config_offer(config: &[u8]) -> Option<(Vec<u8>, bool)> {
+    let config = config.strip_suffix(&[0]).unwrap_or(config);
+    if config.is_empty() {
+        return None;
+    }
+    let required = GuestDevices::from_libxl_json(config).map_or(true, |d| !d.is_empty());
+    Some((config.to_vec(), required))
+}
 
 impl<B: Backend> Engine<B> {
     /// Moves a domain to another host (module doc of [`super`]). Blocks
@@ -39,6 +53,7 @@ impl<B: Backend> Engine<B> {
         let _ = progress.report(&Progress::phase(Phase::Negotiating));
 
         let mut opts = source_options(sid, &name, req, &self.cfg);
+        opts.guest_config = guest_config_offer(&self.backend.save_config(&d));
         opts.uuid = if d.uuid == [0; 16] {
             made_up_uuid(&name, sid)
         } else {

@@ -643,6 +643,17 @@ pub(crate) fn migrate_error(domain: &str, to: &str, e: SessionError) -> CommandE
             ErrorKind::Cancelled,
             format!("migration cancelled; {domain} keeps running here"),
         ),
+        SessionError::Aborted {
+            error: ProtoError::MissingFeature { .. },
+            ..
+        } => err(
+            ErrorKind::Refused,
+            format!(
+                "{domain} has devices (network or disk) and the relocd at {to} cannot recreate \
+                 them (it does not take a guest's device configuration: upgrade it); \
+                 {domain} keeps running here, untouched"
+            ),
+        ),
         SessionError::InDoubt(p) => err(
             ErrorKind::Network,
             format!(
@@ -721,6 +732,7 @@ fn refuse_name(r: RefuseReason) -> String {
         RefuseReason::Unsupported => "unsupported".into(),
         RefuseReason::ShuttingDown => "shutting_down".into(),
         RefuseReason::Busy => "busy".into(),
+        RefuseReason::DeviceUnavailable => "device_unavailable".into(),
         RefuseReason::Unknown(n) => format!("unknown_{n}"),
     }
 }
@@ -736,6 +748,7 @@ fn abort_name(r: AbortReason) -> String {
         AbortReason::ProtocolError => "protocol_error".into(),
         AbortReason::BadImage => "bad_image".into(),
         AbortReason::TransferTooLong => "transfer_too_long".into(),
+        AbortReason::Unsupported => "unsupported".into(),
         AbortReason::Unknown(n) => format!("unknown_{n}"),
     }
 }

@@ -25,13 +25,14 @@ pub(crate) fn dest_options(cfg: &EngineConfig) -> DestOptions {
 }
 
 /// The guest an admission request asks this host to build.
-fn new_guest(req: &AdmissionRequest) -> NewGuest {
+fn new_guest(req: &AdmissionRequest, config: Option<&[u8]>) -> NewGuest {
     NewGuest {
         name: req.name.as_str().to_owned(),
         uuid: req.uuid,
         guest_type: req.guest_type,
         memory_bytes: req.memory_bytes,
         vcpus: req.vcpus,
+        config: config.map(<[u8]>::to_vec),
     }
 }
 
@@ -83,7 +84,11 @@ impl<B: Backend> Engine<B> {
             crashed: self.crashed.clone(),
             stopped: None,
         };
-        let admit = |req: &AdmissionRequest| -> Result<TrackedSink<B::Sink<'_>>, Refusal> {
+        // The guest being built, for the backend once it runs here.
+        let building: RefCell<Option<NewGuest>> = RefCell::new(None);
+        let admit = |req: &AdmissionRequest,
+                     config: Option<&[u8]>|
+         -> Result<TrackedSink<B::Sink<'_>>, Refusal> {
             let refusal = |r: Refusal| {
                 tracing::warn!(session = id, %peer, domain = %req.name.as_str(),
                     reason = %r.reason, "relocation refused: {r}");
@@ -95,7 +100,7 @@ impl<B: Backend> Engine<B> {
             if self.stopping.load(Ordering::SeqCst) || shutdown.is_triggered() {
                 return Err(refusal(RefuseReason::ShuttingDown.into()));
             }
-            let g = new_guest(req);
+            let g = new_guest(req, config);
             let claim = self.claim(&g.name).map_err(|_| {
                 refusal(Refusal::new(
                     RefuseReason::NameTaken,
@@ -122,6 +127,7 @@ impl<B: Backend> Engine<B> {
                 ));
             }
             created.set(Some(req.session));
+            *building.borrow_mut() = Some(g.clone());
             tracing::info!(session = id, %peer, domain = %g.name, memory = g.memory_bytes,
                 live = req.live, "relocation admitted; receiving into a paused domain");
             Ok(TrackedSink {
@@ -146,9 +152,16 @@ impl<B: Backend> Engine<B> {
         }
         let name = domain.borrow().clone();
         match r {
-            Ok(rep) => tracing::info!(session = id, %peer, domain = %rep.name,
-                rounds = rep.rounds + 1, pages = rep.pages_applied, total_ms = rep.total_ms,
-                "relocation received; the guest runs here"),
+            Ok(rep) => {
+                tracing::info!(session = id, %peer, domain = %rep.name,
+                    rounds = rep.rounds + 1, pages = rep.pages_applied, total_ms = rep.total_ms,
+                    "relocation received; the guest runs here");
+                if let Some(g) = building.borrow().as_ref() {
+                    if let Some(config) = &g.config {
+                        self.backend.restored(g, config);
+                    }
+                }
+            }
             Err(e) => {
                 if let Some(s) = created.get() {
                     let _ = journal.put(s, CommitState::Resolved);

@@ -6,7 +6,7 @@ use relocd_core::guest::SinkGuest;
 use relocd_core::protocol::journal::{Record, RecordKind, Role};
 use relocd_core::protocol::{
     msg, AbortReason, AdmissionRequest, Dest, DestAction, DestConfig, DestOutcome, Features,
-    MAX_CONTROL_FRAME_LEN,
+    Payload, MAX_CONTROL_FRAME_LEN,
 };
 use relocd_core::time::Instant;
 
@@ -109,7 +109,7 @@ pub fn run_dest<L, S, F, E>(
 where
     L: Link,
     S: SinkGuest,
-    F: FnMut(&AdmissionRequest) -> Result<S, E>,
+    F: FnMut(&AdmissionRequest, Option<&[u8]>) -> Result<S, E>,
     E: Into<Refusal>,
 {
     run_dest_with_decoder(link, admit, &mut LibxcDecoder::new(), opts, journal, clock)
@@ -118,8 +118,10 @@ where
 /// Receives one guest over a freshly accepted `link` (after the host's
 /// hosts-allow check).
 ///
-/// `admit` decides admission: it checks capacity, name conflicts and
-/// policy, and either creates the empty, paused domain and returns it as
+/// `admit` decides admission from the request and the guest's
+/// configuration when the source sent one (libxl's JSON, UTF-8, at most
+/// [`relocd_core::protocol::MAX_GUEST_CONFIG_LEN`] bytes): it checks
+/// capacity, name conflicts, devices and policy, and either creates the empty, paused domain and returns it as
 /// the sink, or returns the refusal: a [`Refusal`] (reason and a detail
 /// for the source's operator, e.g. `not enough free memory for web1
 /// (needs 129 MiB, has 64 MiB)`) or a bare `RefuseReason`. Blocks until
@@ -140,7 +142,7 @@ pub fn run_dest_with_decoder<L, S, F, D, E>(
 where
     L: Link,
     S: SinkGuest,
-    F: FnMut(&AdmissionRequest) -> Result<S, E>,
+    F: FnMut(&AdmissionRequest, Option<&[u8]>) -> Result<S, E>,
     E: Into<Refusal>,
     D: ImageDecoder,
 {
@@ -162,6 +164,8 @@ where
     let mut failure: Option<SessionError> = None;
     // Our own refusal, with its detail, to return.
     let mut refused: Option<Refusal> = None;
+    // The guest's configuration, when the source sent one.
+    let mut guest_config: Option<Vec<u8>> = None;
     let mut last = relocd_core::protocol::Receive::default();
     loop {
         let now = clock.now();
@@ -169,7 +173,7 @@ where
             let now = clock.now();
             match a {
                 DestAction::Admit(r) => {
-                    match admit(&r) {
+                    match admit(&r, guest_config.as_deref()) {
                         Ok(s) => sink = Some(s),
                         Err(e) => refused = Some(e.into()),
                     }
@@ -342,7 +346,15 @@ where
             continue;
         }
         let now = clock.now();
-        if let Ok(Some(image)) = sm.handle_frame(now, &body) {
+        let image = match sm.handle_frame(now, &body) {
+            Ok(Some(Payload::Image(image))) => Some(image),
+            Ok(Some(Payload::GuestConfig(c))) => {
+                guest_config = Some(c.to_vec());
+                None
+            }
+            _ => None,
+        };
+        if let Some(image) = image {
             let packed = last.features.contains(Features::COMPRESS);
             let r = match (sink.as_mut(), packed) {
                 (Some(s), false) => decoder.apply(image, s),

@@ -14,8 +14,8 @@ use relocd_core::precopy::{
 };
 use relocd_core::protocol::journal::{Record, RecordKind, Role};
 use relocd_core::protocol::{
-    msg, AbortReason, Features, GuestDesc, Source, SourceAction, SourceConfig, SourceOutcome,
-    IMAGE_HEADER_MAX, MAX_CONTROL_FRAME_LEN,
+    msg, AbortReason, ConfigOffer, Features, GuestDesc, Source, SourceAction, SourceConfig,
+    SourceOutcome, IMAGE_HEADER_MAX, MAX_CONTROL_FRAME_LEN,
 };
 use relocd_core::time::Instant;
 
@@ -50,6 +50,10 @@ pub struct SourceOptions {
     pub timeouts: LinkTimeouts,
     /// Features offered.
     pub features: Features,
+    /// The guest's device configuration (libxl's JSON) for the
+    /// destination, and whether the guest cannot go without it (it has
+    /// devices); see [`relocd_core::protocol::ConfigOffer`].
+    pub guest_config: Option<(Vec<u8>, bool)>,
 }
 
 impl SourceOptions {
@@ -64,7 +68,8 @@ impl SourceOptions {
             bandwidth_limit: None,
             timeouts: LinkTimeouts::default(),
             // Packing is the user's choice (`migrate --compress`).
-            features: Features::LIVE,
+            features: Features(Features::LIVE.0 | Features::GUEST_CONFIG.0),
+            guest_config: None,
         }
     }
 }
@@ -309,6 +314,13 @@ pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
             features: opts.features,
             timeouts: opts.timeouts.protocol,
             guest: desc,
+            guest_config: opts
+                .guest_config
+                .as_ref()
+                .map(|(bytes, required)| ConfigOffer {
+                    len: bytes.len(),
+                    required: *required,
+                }),
         },
         now,
     );
@@ -429,6 +441,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                 match a {
                     SourceAction::StartTransfer { live } => self.start(now, live),
                     SourceAction::JournalCommit { session } => self.journal_commit(now, session),
+                    SourceAction::SendGuestConfig => self.send_guest_config(now),
                     SourceAction::Finished(o) => {
                         // A last Abort, if the machine queued one.
                         self.flush(now);
@@ -544,6 +557,33 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             self.sm.handle_transmit_failed(now);
         }
         self.xfer = Xfer::Done;
+    }
+
+    /// Writes the guest's configuration frame, then lets the machine
+    /// queue the admission request.
+    fn send_guest_config(&mut self, now: Instant) {
+        let config = self.opts.guest_config.as_ref().map_or(&[][..], |(b, _)| b);
+        let mut frame = vec![0u8; config.len() + 32];
+        let n = match msg::encode(&msg::Msg::GuestConfig(config), &mut frame) {
+            Ok(n) => n,
+            Err(e) => {
+                self.failure = Some(SessionError::Internal(format!(
+                    "encoding the guest's configuration: {e}"
+                )));
+                let _ = self.sm.abort(now, AbortReason::SourceFailed);
+                return;
+            }
+        };
+        if self.link_dead {
+            self.sm.handle_link_error(now);
+            return;
+        }
+        match self.send(&[&frame[..n]]) {
+            Ok(()) => {
+                let _ = self.sm.handle_guest_config_sent(now);
+            }
+            Err(e) => self.write_error(now, e),
+        }
     }
 
     /// Writes the control frames the machine has queued.

@@ -14,6 +14,7 @@ use crate::backend::sim::{
     self, Domid, Drive, GuestSpec, Pattern, SimError, SimGuest, SimHypervisor, SimSink, SimSource,
     SpecError,
 };
+use crate::devices::GuestDevices;
 use crate::engine::{Backend, Domain, NewGuest, Refusal, Settle, Settled};
 
 /// Guest memory the sim backend offers when `--sim-capacity` is not given
@@ -265,6 +266,23 @@ impl Backend for SimBackend {
     }
 
     fn admit(&self, g: &NewGuest) -> Result<(), Refusal> {
+        // Simulated guests have no devices: one whose configuration names
+        // some is refused rather than built without them.
+        if let Some(c) = &g.config {
+            let devs = GuestDevices::from_libxl_json(c).map_err(|e| {
+                Refusal::new(
+                    relocd_core::protocol::RefuseReason::Invalid,
+                    format!("{}: the guest's configuration: {e}", g.name),
+                )
+            })?;
+            if !devs.is_empty() {
+                return Err(Refusal::unsupported_devices(
+                    &g.name,
+                    &devs.names(),
+                    "and the simulated hypervisor has none",
+                ));
+            }
+        }
         self.hv
             .check_admission(&g.name, g.memory_bytes)
             .map_err(|e| refusal(&g.name, e))
@@ -466,6 +484,7 @@ mod tests {
             guest_type: relocd_core::guest::GuestType::Hvm,
             memory_bytes,
             vcpus: 1,
+            config: None,
         };
         let r = b.admit(&g("web2", 129 << 20)).unwrap_err();
         assert_eq!(r.reason, relocd_core::protocol::RefuseReason::NoCapacity);

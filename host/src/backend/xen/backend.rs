@@ -21,6 +21,8 @@ pub struct XenBackend<H> {
     store: StoreConnector,
     /// Where libxl keeps its records of domains.
     userdata: std::path::PathBuf,
+    /// Where guests' device backends are set up.
+    devices: super::devices::DeviceHost,
 }
 
 impl<H: Hypervisor + Send + Sync> XenBackend<H> {
@@ -36,7 +38,19 @@ impl<H: Hypervisor + Send + Sync> XenBackend<H> {
             xen,
             store,
             userdata: std::path::PathBuf::from(super::libxl::LIBXL_USERDATA_DIR),
+            devices: super::devices::DeviceHost::default(),
         }
+    }
+
+    /// The same backend with guests' devices set up on `host` (tests).
+    pub fn with_device_host(mut self, host: super::devices::DeviceHost) -> Self {
+        self.devices = host;
+        self
+    }
+
+    /// Where guests' device backends are set up.
+    pub fn device_host(&self) -> &super::devices::DeviceHost {
+        &self.devices
     }
 
     /// The same backend with libxl's records in `dir` (tests).

@@ -22,12 +22,14 @@ use relocd_core::protocol::RefuseReason;
 use relocd_hypercall::{DomId, Hypervisor, XenOps};
 
 use super::backend::{domain_name, forget_domain, XenBackend};
+use super::devices;
 use super::libxl::{libxl_config_path, xl_config};
 use super::probe::resolve_domain;
 use super::pv_sink::{PvCreate, PvRestoreError, PvSink, MAXMEM_SLACK_KIB};
 use super::pv_source::{resume_suspended, PvSource, SHUTDOWN_SUSPEND};
 use super::xenstore::{Transport, Xenstore, XenstoreError};
 use crate::api::{CommandError, DomainInfo, ErrorKind};
+use crate::devices::GuestDevices;
 use crate::engine::{self, Domain, NewGuest, Purpose, Refusal, Settle, Settled};
 
 fn err(kind: ErrorKind, msg: impl Into<String>) -> CommandError {
@@ -52,6 +54,21 @@ pub fn guest_devices<T: Transport>(xs: &mut Xenstore<T>, domid: DomId) -> Vec<St
         }
     }
     out
+}
+
+/// The devices `g`'s configuration names (none without one); a
+/// configuration that cannot be read refuses the guest rather than build
+/// it without its devices.
+fn guest_devices_of(g: &NewGuest) -> Result<GuestDevices, Refusal> {
+    match &g.config {
+        None => Ok(GuestDevices::default()),
+        Some(c) => GuestDevices::from_libxl_json(c).map_err(|e| {
+            Refusal::new(
+                RefuseReason::Invalid,
+                format!("{}: the guest's configuration: {e}", g.name),
+            )
+        }),
+    }
 }
 
 impl<H: Hypervisor + Send + Sync + 'static> XenBackend<H> {
@@ -81,6 +98,7 @@ impl<H: Hypervisor + Send + Sync + 'static> XenBackend<H> {
                 format!("destroying domain {domid}: {e}"),
             )
         })?;
+        devices::remove_all(xs, self.device_host(), domid);
         forget_domain(xs, domid, vm);
         let _ = xs.release(domid);
         if let Some(u) = uuid {
@@ -147,22 +165,103 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
                 format!("{} is an HVM guest; relocd moves PV guests", d.name),
             ));
         }
+        let mut xs = self.store().map_err(store_err)?;
+        let running = guest_devices(&mut xs, domid);
+        let other: Vec<String> = running
+            .iter()
+            .filter(|d| !d.starts_with("vif ") && !d.starts_with("vbd "))
+            .cloned()
+            .collect();
         if purpose == Purpose::Save {
-            // The file carries the devices in the guest's xl configuration;
-            // `xl restore` recreates them.
+            // The file carries the guest's configuration; whoever restores
+            // it recreates the devices (xl restore every kind).
             return Ok(());
         }
-        let mut xs = self.store().map_err(store_err)?;
-        let devices = guest_devices(&mut xs, domid);
-        if !devices.is_empty() {
+        if !other.is_empty() {
             return Err(err(
                 ErrorKind::Refused,
                 format!(
-                    "{} has devices ({}): relocd does not recreate device backends on the \
-                     destination yet, so the guest would lose them; detach them first, or \
-                     move it with xl (relocd save works: xl restore recreates them)",
+                    "{} has devices relocd does not move ({}): it moves vif and vbd devices \
+                     (PCI passthrough cannot migrate in Xen either); detach them first",
                     d.name,
-                    devices.join(", ")
+                    other.join(", ")
+                ),
+            ));
+        }
+        if running.is_empty() {
+            return Ok(());
+        }
+        // The destination recreates the devices from libxl's record of
+        // the guest: it must describe every one the guest has.
+        let config = self.save_config(d);
+        let described = GuestDevices::from_libxl_json(&config).map_err(|e| {
+            err(
+                ErrorKind::Refused,
+                format!(
+                    "{}: libxl's record of the guest cannot be read: {e}",
+                    d.name
+                ),
+            )
+        })?;
+        if !described.unsupported.is_empty() {
+            return Err(err(
+                ErrorKind::Refused,
+                format!(
+                    "{} has devices relocd does not move: {}",
+                    d.name,
+                    described.unsupported.join(", ")
+                ),
+            ));
+        }
+        let missing: Vec<&String> = running
+            .iter()
+            .filter(|r| {
+                let (kind, id) = r.split_once(' ').unwrap_or(("", ""));
+                let id: Option<u32> = id.parse().ok();
+                match kind {
+                    "vif" => !described.nics.iter().any(|n| Some(n.devid) == id),
+                    _ => !described.disks.iter().any(|k| Some(k.devid) == id),
+                }
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(err(
+                ErrorKind::Refused,
+                format!(
+                    "{}: libxl's record of the guest ({}) does not describe {}; relocd cannot \
+                     tell how to recreate {} on the destination",
+                    d.name,
+                    libxl_config_path(self.userdata(), domid, &d.uuid).display(),
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if missing.len() == 1 { "it" } else { "them" },
+                ),
+            ));
+        }
+        // Served by dom0's netback and blkback, as relocd rebuilds them.
+        let served = devices::backends(&mut xs, domid);
+        let foreign: Vec<&String> = running
+            .iter()
+            .filter(|r| {
+                let (kind, id) = r.split_once(' ').unwrap_or(("", ""));
+                !served.iter().any(|(k, i)| k == kind && i.to_string() == id)
+            })
+            .collect();
+        if !foreign.is_empty() {
+            return Err(err(
+                ErrorKind::Refused,
+                format!(
+                    "{}: {} not served by dom0's netback or blkback (a driver domain, or \
+                     QEMU's qdisk); relocd moves devices dom0's kernel serves",
+                    d.name,
+                    foreign
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ),
             ));
         }
@@ -192,6 +291,11 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
         let Ok(domid) = DomId::try_from(d.id) else {
             return;
         };
+        // The guest is gone: so go its backends and their scripts' work.
+        match self.store() {
+            Ok(mut xs) => devices::remove_all(&mut xs, self.device_host(), domid),
+            Err(e) => tracing::warn!(domid, "xenstore: {e}; the guest's backends stay"),
+        }
         let path = libxl_config_path(self.userdata(), domid, &d.uuid);
         if let Err(e) = std::fs::remove_file(&path) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -217,6 +321,8 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
         if resolve_domain(self.hypervisor(), Some(&mut xs), &g.name).is_ok() {
             return Err(Refusal::name_taken(&g.name));
         }
+        let devs = guest_devices_of(g)?;
+        devices::check(self.device_host(), &g.name, &devs)?;
         let needed = g
             .memory_bytes
             .div_ceil(1024)
@@ -242,14 +348,23 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
             max_memkb: g.memory_bytes.div_ceil(1024),
             vcpus: g.vcpus,
         };
-        PvSink::create(self.hypervisor(), xs, &create).map_err(|e| {
+        let devs = guest_devices_of(g)?;
+        let mut sink = PvSink::create(self.hypervisor(), xs, &create).map_err(|e| {
             tracing::error!(domain = %g.name, "creating the domain: {e}");
             let reason = match e {
                 PvRestoreError::Unsupported(_) => RefuseReason::Unsupported,
                 _ => RefuseReason::NoCapacity,
             };
             Refusal::new(reason, format!("cannot create {}: {e}", g.name))
-        })
+        })?;
+        if !devs.is_empty() {
+            if let Err(e) = sink.add_devices(self.device_host(), &devs) {
+                tracing::error!(domain = %g.name, "{e}");
+                let _ = relocd_core::guest::SinkGuest::destroy(&mut sink);
+                return Err(Refusal::device(&g.name, &e.to_string()));
+            }
+        }
+        Ok(sink)
     }
 
     fn restored(&self, g: &NewGuest, config: &[u8]) {

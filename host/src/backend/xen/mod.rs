@@ -11,10 +11,13 @@
 //! - [`p2m`], [`pv_source`]: a running 64-bit PV guest read out of Xen
 //!   (its p2m, its pages with page tables normalised, its vCPUs);
 //!   [`pv_sink`]: one built into Xen from a stream.
+//! - [`devices`]: a guest's vifs and vbds as libxl sets them up (trees,
+//!   hotplug scripts, teardown).
 //! - [`libxl`]: libxl's records of domains (the xl configuration a save
 //!   file carries).
 
 pub mod backend;
+pub mod devices;
 pub mod hooks;
 pub mod libxl;
 pub mod p2m;

@@ -111,6 +111,9 @@ pub enum PvRestoreError {
     /// xenstore refused (the message is in the daemon's log).
     #[error("xenstore: {0}")]
     Store(&'static str),
+    /// A device's backend is not ready.
+    #[error("devices: {0}")]
+    Devices(&'static str),
     /// A guest kind this sink does not build.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -180,6 +183,9 @@ pub struct PvSink<'x, H: Hypervisor> {
     console_mfn: u64,
     introduced: bool,
     destroyed: bool,
+    /// Set once devices were built for the domain: how to take them down
+    /// with it, and to wait for their backends before it runs.
+    devices: Option<super::devices::DeviceHost>,
 }
 
 fn le_u64(b: &[u8], at: usize) -> u64 {
@@ -237,12 +243,24 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
             console_mfn: 0,
             introduced: false,
             destroyed: false,
+            devices: None,
         };
         if let Err(e) = sink.prepare() {
             let _ = sink.destroy();
             return Err(e);
         }
         Ok(sink)
+    }
+
+    /// Builds `devs` for the domain (trees and hotplug scripts, see
+    /// [`super::devices`]); they go with it if it is destroyed.
+    pub fn add_devices(
+        &mut self,
+        host: &super::devices::DeviceHost,
+        devs: &crate::devices::GuestDevices,
+    ) -> std::result::Result<(), super::devices::DeviceError> {
+        self.devices = Some(host.clone());
+        super::devices::add(&mut self.xs, host, self.domid, devs)
     }
 
     fn prepare(&mut self) -> Result<()> {
@@ -896,7 +914,15 @@ impl<H: Hypervisor> SinkGuest for PvSink<'_, H> {
         self.pin_tables()?;
         self.write_guest_p2m()?;
         self.seed_grants()?;
-        self.introduce()
+        self.introduce()?;
+        // Its frontends must find their backends waiting when it runs.
+        if let Some(host) = &self.devices {
+            super::devices::wait_ready(&mut self.xs, host, self.domid).map_err(|e| {
+                tracing::error!(domid = self.domid, "{e}");
+                PvRestoreError::Devices("a device's backend is not ready (the log says which)")
+            })?;
+        }
+        Ok(())
     }
 
     fn unpause(&mut self) -> Result<()> {
@@ -910,6 +936,9 @@ impl<H: Hypervisor> SinkGuest for PvSink<'_, H> {
         }
         let r = self.xen.destroy(self.domid);
         self.destroyed = true;
+        if let Some(host) = self.devices.take() {
+            super::devices::remove_all(&mut self.xs, &host, self.domid);
+        }
         let vm = format!("/vm/{}", super::libxl::uuid_text(&self.req.uuid));
         super::backend::forget_domain(&mut self.xs, self.domid, Some(vm));
         if self.introduced {

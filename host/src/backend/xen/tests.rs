@@ -181,6 +181,7 @@ fn admission_refuses_a_guest_larger_than_free_memory() {
         guest_type: relocd_core::guest::GuestType::Pv,
         memory_bytes: 128 << 20,
         vcpus: 1,
+        config: None,
     };
     let r = b.admit(&g).unwrap_err();
     assert_eq!(r.reason, RefuseReason::NoCapacity);
@@ -484,8 +485,11 @@ fn a_save_is_journaled_as_a_source_session() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Devices relocd cannot recreate from what it knows are refused before
+/// anything is touched: vifs and vbds libxl's record does not describe
+/// (here there is no record), and kinds it does not move (a vkbd).
 #[test]
-fn a_guest_with_devices_is_refused_untouched() {
+fn a_guest_with_devices_it_cannot_recreate_is_refused_untouched() {
     let x = FakeXen::new();
     x.add_domain(FakeDomain::pv(0, 16, 1));
     x.add_domain(FakeDomain::pv(5, 256, 1));
@@ -506,7 +510,11 @@ fn a_guest_with_devices_is_refused_untouched() {
     let e = engine(b, &dir);
     let err = e.migrate(&req("web1", 1), &mut NoProgress).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Refused);
-    assert!(err.message.contains("vif 0"), "{err:?}");
+    assert!(
+        err.message.contains("does not describe vif 0, vbd 51712")
+            || err.message.contains("does not describe vbd 51712, vif 0"),
+        "{err:?}"
+    );
     let i = x.domain_info(5).unwrap();
     assert!(!i.paused() && !i.shutdown());
     assert!(e.journal().entries().unwrap().is_empty());
@@ -522,5 +530,352 @@ fn a_guest_with_devices_is_refused_untouched() {
     };
     let err = e.save(&save, &mut NoProgress).unwrap_err();
     assert!(!err.message.contains("devices"), "{err:?}");
+    // A kind relocd does not move.
+    store
+        .lock()
+        .unwrap()
+        .insert("/local/domain/5/device/vkbd/0/state".into(), b"4".to_vec());
+    let err = e.migrate(&req("web1", 1), &mut NoProgress).unwrap_err();
+    assert!(
+        err.message
+            .contains("devices relocd does not move (vkbd 0)"),
+        "{err:?}"
+    );
+    let i = x.domain_info(5).unwrap();
+    assert!(!i.paused() && !i.shutdown());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A hotplug script that records how it was run in `log` (one line a
+/// run: its name, arguments and libxl's environment) and exits 0.
+fn recording_script(dir: &std::path::Path, name: &str, log: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\necho \"$(basename \"$0\") $* script=$script XENBUS_TYPE=$XENBUS_TYPE \
+             XENBUS_PATH=$XENBUS_PATH XENBUS_BASE_PATH=$XENBUS_BASE_PATH vif=$vif \
+             netdev=$netdev\" >> {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.display().to_string()
+}
+
+/// A host for devices under `dir`: `br-test` is a bridge there, no
+/// backend driver answers (the fake xenstore has none).
+fn device_host(dir: &std::path::Path, bridges: &[&str]) -> super::devices::DeviceHost {
+    let net = dir.join("net");
+    for b in bridges {
+        std::fs::create_dir_all(net.join(b).join("bridge")).unwrap();
+    }
+    super::devices::DeviceHost {
+        net_root: net,
+        wait_for_drivers: false,
+        ..Default::default()
+    }
+}
+
+/// The test guest with a vif and a vbd, as xl left them on A: frontend
+/// and backend trees, and libxl's record naming `vif_script`,
+/// `block_script` and the disk `target`.
+fn give_devices(
+    g: &super::test_guest::Guest,
+    userdata: &std::path::Path,
+    vif_script: &str,
+    block_script: &str,
+    target: &std::path::Path,
+) {
+    use super::test_guest::DOMID;
+    let uuid = g.xen.domain_info(DOMID).unwrap().handle;
+    let config = serde_json::json!({
+        "c_info": {"type": "pv", "name": "web1"},
+        "b_info": {"max_memkb": 2400, "max_vcpus": 1},
+        "nics": [{"devid": 0, "mac": "00:16:3e:e2:e0:01", "bridge": "br-test",
+                  "script": vif_script, "nictype": "vif"}],
+        "disks": [{"pdev_path": target.display().to_string(), "vdev": "xvda",
+                   "backend": "phy", "format": "raw", "readwrite": 1,
+                   "script": block_script}],
+    });
+    std::fs::write(
+        super::libxl::libxl_config_path(userdata, DOMID, &uuid),
+        config.to_string(),
+    )
+    .unwrap();
+    let mut s = g.store.lock().unwrap();
+    for (k, v) in [
+        (format!("/local/domain/{DOMID}/device/vif/0/state"), "4"),
+        (format!("/local/domain/{DOMID}/device/vbd/51712/state"), "4"),
+        (format!("/local/domain/0/backend/vif/{DOMID}/0/state"), "4"),
+        (
+            format!("/local/domain/0/backend/vif/{DOMID}/0/script"),
+            vif_script,
+        ),
+        (
+            format!("/local/domain/0/backend/vbd/{DOMID}/51712/state"),
+            "4",
+        ),
+        (
+            format!("/local/domain/0/backend/vbd/{DOMID}/51712/script"),
+            block_script,
+        ),
+    ] {
+        s.insert(k, v.as_bytes().to_vec());
+    }
+}
+
+#[test]
+fn a_guest_moves_with_its_network_and_disk_between_fake_xen_hosts() {
+    use super::test_guest::{self, DOMID};
+    let g = test_guest::guest();
+    let dir_a = scratch("dev-a");
+    let dir_b = scratch("dev-b");
+    let log_a = dir_a.join("hotplug.log");
+    let log_b = dir_b.join("hotplug.log");
+    // The same disk both hosts see; each host has its own scripts.
+    let disk = dir_a.join("shared.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let vif_a = recording_script(&dir_a, "vif-test", &log_a);
+    let blk_a = recording_script(&dir_a, "block", &log_a);
+    give_devices(&g, &dir_a, &vif_a, &blk_a, &disk);
+    // B runs its own copies of the scripts at the same paths a real pool
+    // has them: here, B's scripts are A's paths, logging to B's log once
+    // A's part is done, so each run is told apart by its domain.
+    let a = engine(
+        XenBackend::with_store(g.xen.clone(), store_of(g.store.clone()))
+            .with_device_host(device_host(&dir_a, &["br-test"])),
+        &dir_a,
+    );
+    let xb = FakeXen::new();
+    xb.add_domain(FakeDomain::pv(0, 16, 1));
+    let bstore = FakeXenstored::new(&[("/local/domain/0/name", "Domain-0")])
+        .store
+        .clone();
+    let b = Arc::new(engine(
+        XenBackend::with_store(xb.clone(), store_of(bstore.clone()))
+            .with_device_host(device_host(&dir_b, &["br-test"])),
+        &dir_b,
+    ));
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let rx = b.clone();
+    let t = std::thread::spawn(move || {
+        let (stream, peer) = l.accept().unwrap();
+        rx.receive(Incoming {
+            id: 1,
+            stream,
+            peer,
+            shutdown: ShutdownToken::new(),
+        });
+    });
+    let mut r = req("web1", port);
+    r.live = true;
+    a.migrate(&r, &mut NoProgress).unwrap();
+    t.join().unwrap();
+    let mut xs = Xenstore::new(Box::new({
+        let mut f = FakeXenstored::new(&[]);
+        f.store = bstore.clone();
+        f
+    }) as Box<dyn Transport>);
+    let d = resolve_domain(&xb, Some(&mut xs), "web1").expect("B runs web1");
+    let store = bstore.lock().unwrap().clone();
+    let get = |k: &str| {
+        String::from_utf8(
+            store
+                .get(k)
+                .unwrap_or_else(|| panic!("{k} missing"))
+                .clone(),
+        )
+        .unwrap()
+    };
+    // libxl's layout on B, backends in dom0, frontends in the guest's tree.
+    let vb = format!("/local/domain/0/backend/vif/{d}/0");
+    let vf = format!("/local/domain/{d}/device/vif/0");
+    assert_eq!(get(&format!("{vb}/frontend")), vf);
+    assert_eq!(get(&format!("{vb}/frontend-id")), d.to_string());
+    assert_eq!(get(&format!("{vb}/mac")), "00:16:3e:e2:e0:01");
+    assert_eq!(get(&format!("{vb}/bridge")), "br-test");
+    assert_eq!(get(&format!("{vb}/script")), vif_a);
+    assert_eq!(get(&format!("{vb}/state")), "1");
+    assert_eq!(get(&format!("{vb}/online")), "1");
+    assert_eq!(get(&format!("{vb}/handle")), "0");
+    assert_eq!(get(&format!("{vf}/backend")), vb);
+    assert_eq!(get(&format!("{vf}/backend-id")), "0");
+    assert_eq!(get(&format!("{vf}/mac")), "00:16:3e:e2:e0:01");
+    assert_eq!(get(&format!("{vf}/state")), "1");
+    assert_eq!(get(&format!("{vf}/mtu")), "1500");
+    let bb = format!("/local/domain/0/backend/vbd/{d}/51712");
+    let bf = format!("/local/domain/{d}/device/vbd/51712");
+    assert_eq!(get(&format!("{bb}/params")), disk.display().to_string());
+    assert_eq!(get(&format!("{bb}/mode")), "w");
+    assert_eq!(get(&format!("{bb}/type")), "phy");
+    assert_eq!(get(&format!("{bb}/dev")), "xvda");
+    assert_eq!(get(&format!("{bb}/device-type")), "disk");
+    assert_eq!(get(&format!("{bf}/virtual-device")), "51712");
+    assert_eq!(get(&format!("{bf}/protocol")), "x86_64-abi");
+    assert_eq!(get(&format!("{bf}/backend")), bb);
+    // libxl's own copy, which xl reads to take them down.
+    assert_eq!(get(&format!("/libxl/{d}/device/vbd/51712/backend")), bb);
+    assert_eq!(get(&format!("/libxl/{d}/device/vif/0/frontend")), vf);
+    assert_eq!(get(&format!("/libxl/{d}/device/vif/0/bridge")), "br-test");
+    // Permissions: the frontend is the guest's, dom0 reads it; the
+    // backend is dom0's, the guest reads it; a vif's mtu is read-only to
+    // the guest (xenstore's wire form: access letter, domain, NUL).
+    let perms = |p: &str| {
+        store
+            .get(&format!("perms:{p}"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(perms(&vf), format!("n{d}\0r0\0").into_bytes());
+    assert_eq!(
+        perms(&format!("{vf}/mac")),
+        format!("n{d}\0r0\0").into_bytes()
+    );
+    assert_eq!(
+        perms(&format!("{vf}/mtu")),
+        format!("n0\0r{d}\0").into_bytes()
+    );
+    assert_eq!(perms(&vb), format!("n0\0r{d}\0").into_bytes());
+    // The scripts ran as libxl runs them: on B for the new domain, then
+    // on A for the old one's removal, after the commit.
+    let ran = std::fs::read_to_string(&log_a).unwrap();
+    let lines: Vec<&str> = ran.lines().collect();
+    assert_eq!(lines.len(), 4, "{ran}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "vif-test online type_if=vif script={vif_a} XENBUS_TYPE=vif \
+             XENBUS_PATH=backend/vif/{d}/0 XENBUS_BASE_PATH=backend vif=vif{d}.0 netdev="
+        )
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "block add script={blk_a} XENBUS_TYPE=vbd XENBUS_PATH=backend/vbd/{d}/51712 \
+             XENBUS_BASE_PATH=backend vif= netdev="
+        )
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "vif-test offline type_if=vif script={vif_a} XENBUS_TYPE=vif \
+             XENBUS_PATH=backend/vif/{DOMID}/0"
+        )),
+        "{ran}"
+    );
+    assert!(
+        lines[3].starts_with(&format!(
+            "block remove script={blk_a} XENBUS_TYPE=vbd XENBUS_PATH=backend/vbd/{DOMID}/51712"
+        )),
+        "{ran}"
+    );
+    assert!(!log_b.exists());
+    // Nothing of the guest is left on A.
+    let left: Vec<String> = g
+        .store
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|k| !k.starts_with("perms:") && k.contains(&format!("/{DOMID}")))
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // B keeps libxl's record, devices included, for xl.
+    let uuid = xb.domain_info(d).unwrap().handle;
+    let rec = std::fs::read(super::libxl::libxl_config_path(&dir_b, d, &uuid)).unwrap();
+    let devs = crate::devices::GuestDevices::from_libxl_json(&rec).unwrap();
+    assert_eq!(devs.names(), ["vif 0", "vbd xvda"]);
+    drop(g);
+    std::fs::remove_dir_all(&dir_a).unwrap();
+    std::fs::remove_dir_all(&dir_b).unwrap();
+}
+
+#[test]
+fn a_destination_without_the_bridge_or_the_disk_refuses_before_the_guest_stops() {
+    use super::test_guest::{self, DOMID};
+    for lack in ["bridge", "disk", "script"] {
+        let g = test_guest::guest();
+        let dir_a = scratch(&format!("lack-a-{lack}"));
+        let dir_b = scratch(&format!("lack-b-{lack}"));
+        let log = dir_a.join("hotplug.log");
+        let disk = dir_a.join("shared.img");
+        std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+        let vif = recording_script(&dir_a, "vif-test", &log);
+        let blk = recording_script(&dir_a, "block", &log);
+        let target = if lack == "disk" {
+            dir_a.join("not-there.img")
+        } else {
+            disk.clone()
+        };
+        give_devices(&g, &dir_a, &vif, &blk, &target);
+        if lack == "script" {
+            std::fs::remove_file(&blk).unwrap();
+        }
+        let a = engine(
+            XenBackend::with_store(g.xen.clone(), store_of(g.store.clone())),
+            &dir_a,
+        );
+        let xb = FakeXen::new();
+        xb.add_domain(FakeDomain::pv(0, 16, 1));
+        let bstore = FakeXenstored::new(&[("/local/domain/0/name", "Domain-0")])
+            .store
+            .clone();
+        let bridges: &[&str] = if lack == "bridge" {
+            &["br0"]
+        } else {
+            &["br-test"]
+        };
+        let b = Arc::new(engine(
+            XenBackend::with_store(xb.clone(), store_of(bstore.clone()))
+                .with_device_host(device_host(&dir_b, bridges)),
+            &dir_b,
+        ));
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let rx = b.clone();
+        let t = std::thread::spawn(move || {
+            let (stream, peer) = l.accept().unwrap();
+            rx.receive(Incoming {
+                id: 1,
+                stream,
+                peer,
+                shutdown: ShutdownToken::new(),
+            });
+        });
+        let mut r = req("web1", port);
+        r.live = true;
+        let e = a.migrate(&r, &mut NoProgress).unwrap_err();
+        t.join().unwrap();
+        assert_eq!(e.kind, ErrorKind::Refused, "{e:?}");
+        let want = match lack {
+            "bridge" => "vif 0: bridge br-test does not exist here".to_owned(),
+            "disk" => format!("vbd xvda: {} cannot be opened", target.display()),
+            _ => format!("vbd xvda: hotplug script {blk} is missing here"),
+        };
+        assert!(e.message.contains(&want), "{lack}: {e:?}");
+        let peer = e.peer.as_ref().expect("B's reason");
+        assert_eq!(peer.reason, "device_unavailable");
+        // Untouched at A: never paused, its devices as they were, no
+        // script run anywhere; nothing on B.
+        let i = g.xen.domain_info(DOMID).unwrap();
+        assert!(!i.paused() && !i.shutdown(), "{i:?}");
+        assert!(g
+            .store
+            .lock()
+            .unwrap()
+            .contains_key(&format!("/local/domain/0/backend/vif/{DOMID}/0/state")));
+        assert!(!log.exists());
+        assert_eq!(domains(&xb), 1);
+        assert!(!bstore
+            .lock()
+            .unwrap()
+            .keys()
+            .any(|k| k.contains("/backend/")));
+        drop(g);
+        std::fs::remove_dir_all(&dir_a).unwrap();
+        std::fs::remove_dir_all(&dir_b).unwrap();
+    }
 }
