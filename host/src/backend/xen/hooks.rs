@@ -377,7 +377,14 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
             return;
         };
         let record = libxl_config_path(self.userdata(), domid, &g.uuid);
-        if let Err(e) = std::fs::write(&record, config) {
+        // As libxl stores it, with its NUL: libxl reads it back as a C
+        // string.
+        let mut bytes = config.to_vec();
+        while bytes.last() == Some(&0) {
+            bytes.pop();
+        }
+        bytes.push(0);
+        if let Err(e) = std::fs::write(&record, &bytes) {
             tracing::warn!(path = %record.display(), "writing libxl's record: {e}");
         }
     }
