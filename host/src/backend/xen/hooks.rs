@@ -1,11 +1,16 @@
 //! Xen's hooks of the engine: [`XenBackend`] as an [`engine::Backend`].
 //!
 //! - A source is a [`PvSource`] on a 64-bit PV domain found by name or id
-//!   through xenstore; domain 0, HVM guests and guests with frontend
-//!   devices are refused before anything is touched.
-//! - Admission: PV only, the name free here, and enough free memory in Xen
-//!   (`XEN_SYSCTL_physinfo`) for the guest and libxl's slack. The sink is a
-//!   new paused domain built by [`PvSink`].
+//!   through xenstore; domain 0, HVM guests, and (for a migration) devices
+//!   other than dom0-served vifs and vbds, or ones libxl's record of the
+//!   guest does not describe, are refused before anything is touched.
+//! - Admission: PV only, the name free here, enough free memory in Xen
+//!   (`XEN_SYSCTL_physinfo`) for the guest and libxl's slack, and every
+//!   device of its configuration possible here ([`devices::check`]). The
+//!   sink is a new paused domain built by [`PvSink`], its devices with it
+//!   ([`devices::add`]); they go with it if it is destroyed.
+//! - After a migration's commit or a destroying save the source's device
+//!   backends are taken down ([`devices::remove_all`]).
 //! - A save file carries libxl's own record of the domain
 //!   (`/var/lib/xen/userdata-d.<domid>.<uuid>.libxl-json`, what `xl save`
 //!   reads), else a minimal configuration; after a destroying save or a
@@ -372,7 +377,14 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
             return;
         };
         let record = libxl_config_path(self.userdata(), domid, &g.uuid);
-        if let Err(e) = std::fs::write(&record, config) {
+        // As libxl stores it, with its NUL: libxl reads it back as a C
+        // string.
+        let mut bytes = config.to_vec();
+        while bytes.last() == Some(&0) {
+            bytes.pop();
+        }
+        bytes.push(0);
+        if let Err(e) = std::fs::write(&record, &bytes) {
             tracing::warn!(path = %record.display(), "writing libxl's record: {e}");
         }
     }

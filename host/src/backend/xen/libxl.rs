@@ -35,6 +35,16 @@ pub fn libxl_config_path(dir: &Path, domid: DomId, uuid: &[u8; 16]) -> PathBuf {
     dir.join(format!("userdata-d.{domid}.{}.libxl-json", uuid_text(uuid)))
 }
 
+/// Whether `bytes` is one JSON document, with or without the NUL libxl
+/// stores after it.
+fn is_json(bytes: &[u8]) -> bool {
+    let mut b = bytes;
+    while let Some(rest) = b.strip_suffix(&[0]) {
+        b = rest;
+    }
+    serde_json::from_slice::<serde_json::Value>(b).is_ok()
+}
+
 /// The xl configuration for the file: libxl's record when it is there and
 /// readable, else a minimal one. NUL-terminated, as xl writes it.
 pub fn xl_config(
@@ -47,10 +57,12 @@ pub fn xl_config(
     let mut out = Vec::new();
     match std::fs::File::open(&path) {
         Ok(f) => match f.take(MAX_CONFIG_LEN + 1).read_to_end(&mut out) {
-            Ok(n)
-                if (n as u64) <= MAX_CONFIG_LEN
-                    && serde_json::from_slice::<serde_json::Value>(&out).is_ok() =>
-            {
+            Ok(n) if (n as u64) <= MAX_CONFIG_LEN && is_json(&out) => {
+                // libxl stores the record with its NUL (`strlen + 1`);
+                // the file carries exactly one.
+                while out.last() == Some(&0) {
+                    out.pop();
+                }
                 out.push(0);
                 return out;
             }
@@ -125,6 +137,11 @@ mod tests {
         let got = xl_config(&dir, 3, "web1", &info);
         assert_eq!(&got[..got.len() - 1], rec);
         assert_eq!(got.last(), Some(&0));
+        // As libxl stores it: with its NUL (`strlen + 1`); one NUL still.
+        let mut stored = rec.to_vec();
+        stored.push(0);
+        std::fs::write(libxl_config_path(&dir, 3, &info.handle), &stored).unwrap();
+        assert_eq!(xl_config(&dir, 3, "web1", &info), stored);
         // not JSON: the made-up one
         std::fs::write(libxl_config_path(&dir, 3, &info.handle), b"{oops").unwrap();
         let got = xl_config(&dir, 3, "web1", &info);

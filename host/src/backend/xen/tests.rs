@@ -786,6 +786,7 @@ fn a_guest_moves_with_its_network_and_disk_between_fake_xen_hosts() {
     // B keeps libxl's record, devices included, for xl.
     let uuid = xb.domain_info(d).unwrap().handle;
     let rec = std::fs::read(super::libxl::libxl_config_path(&dir_b, d, &uuid)).unwrap();
+    assert_eq!(rec.last(), Some(&0), "stored with its NUL, as libxl does");
     let devs = crate::devices::GuestDevices::from_libxl_json(&rec).unwrap();
     assert_eq!(devs.names(), ["vif 0", "vbd xvda"]);
     drop(g);
