@@ -880,3 +880,64 @@ fn a_destination_without_the_bridge_or_the_disk_refuses_before_the_guest_stops()
         std::fs::remove_dir_all(&dir_b).unwrap();
     }
 }
+
+/// A destination that does not take a guest's configuration (an older
+/// relocd): the guest with devices is not sent, its operator reads why,
+/// and it keeps running, never paused.
+#[test]
+fn a_guest_with_devices_stays_where_the_destination_cannot_recreate_them() {
+    use super::test_guest::{self, DOMID};
+    use crate::session::{run_dest, DestOptions, FileJournal};
+    use relocd_core::protocol::{DestConfig, Features};
+    let g = test_guest::guest();
+    let dir = scratch("older-peer");
+    let log = dir.join("hotplug.log");
+    let disk = dir.join("shared.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let vif = recording_script(&dir, "vif-test", &log);
+    let blk = recording_script(&dir, "block", &log);
+    give_devices(&g, &dir, &vif, &blk, &disk);
+    let a = engine(
+        XenBackend::with_store(g.xen.clone(), store_of(g.store.clone())),
+        &dir,
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let journal_path = dir.join("dest-journal");
+    let t = std::thread::spawn(move || {
+        let (stream, _) = l.accept().unwrap();
+        let opts = DestOptions {
+            config: DestConfig {
+                features: Features(Features::LIVE.0 | Features::COMPRESS.0),
+                ..DestConfig::default()
+            },
+            ..DestOptions::default()
+        };
+        let mut journal = FileJournal::open(&journal_path).unwrap();
+        run_dest(
+            stream,
+            |_, _| -> Result<crate::backend::sim::SimSink, RefuseReason> {
+                panic!("the source asked for admission")
+            },
+            &opts,
+            &mut journal,
+            &Clock::new(),
+        )
+    });
+    let mut r = req("web1", port);
+    r.live = true;
+    let e = a.migrate(&r, &mut NoProgress).unwrap_err();
+    let dest = t.join().unwrap();
+    assert_eq!(e.kind, ErrorKind::Refused, "{e:?}");
+    assert!(
+        e.message.contains("cannot recreate them") && e.message.contains("keeps running here"),
+        "{e:?}"
+    );
+    let dest = dest.unwrap_err();
+    assert!(dest.to_string().contains("devices"), "{dest}");
+    let i = g.xen.domain_info(DOMID).unwrap();
+    assert!(!i.paused() && !i.shutdown(), "{i:?}");
+    assert!(!log.exists(), "no script ran");
+    drop(g);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
