@@ -17,6 +17,7 @@
 //! | [`create_sink`](Backend::create_sink) | receive, restore: once admitted | once |
 //! | [`saved`](Backend::saved), [`restored`](Backend::restored) | after the file is complete / the restored guest runs | once |
 //! | [`settle`](Backend::settle) | start-up (journal), `relocd resolve`, daemon stop | once a domain |
+//! | [`start_up`](Backend::start_up) | start-up, after the journal's settling | once |
 
 use relocd_core::guest::{GuestType, SinkGuest, SourceGuest};
 use relocd_core::protocol::RefuseReason;
@@ -205,6 +206,12 @@ pub trait Backend: Send + Sync + 'static {
     fn restored(&self, g: &NewGuest, config: &[u8]) {
         let _ = (g, config);
     }
+
+    /// Tidies what a killed daemon may have left outside any domain (Xen:
+    /// the device backends of domains that are gone); runs once when the
+    /// engine starts, after the journal's settling. The default does
+    /// nothing.
+    fn start_up(&self) {}
 
     /// Acts on the domain called `name` (the start-up settling of the
     /// journal, `relocd resolve`, the daemon's stop).

@@ -334,6 +334,7 @@ impl<B: Backend> Engine<B> {
             stopped: Stopped::default(),
         };
         e.reconcile();
+        e.backend.start_up();
         e
     }
 

@@ -114,6 +114,9 @@ pub enum DeviceError {
         /// `xen-netback` or `xen-blkback`.
         driver: &'static str,
     },
+    /// The set-up's thread ended without an answer.
+    #[error("the devices' set-up ended without an answer")]
+    SetUpLost,
     /// Its hotplug script failed.
     #[error("{device}: hotplug script {script} {action} failed: {why}")]
     Script {
@@ -671,4 +674,40 @@ pub fn wait_ready<T: Transport>(
         })?;
     }
     Ok(())
+}
+
+/// Takes down the backends of domains that no longer exist (a daemon
+/// killed while it built or removed a guest's devices leaves them):
+/// every `/local/domain/0/backend/{vif,vbd}/<domid>` whose domain
+/// `exists` says is gone. Returns the domains swept.
+pub fn sweep_orphans<T: Transport>(
+    xs: &mut Xenstore<T>,
+    host: &DeviceHost,
+    exists: impl Fn(DomId) -> bool,
+) -> Vec<DomId> {
+    let mut gone: Vec<DomId> = Vec::new();
+    for kind in ["vif", "vbd"] {
+        let base = format!("/local/domain/{BACKEND_DOMID}/backend/{kind}");
+        for id in xs.directory(&base).unwrap_or_default() {
+            if let Ok(domid) = id.parse::<DomId>() {
+                if domid != BACKEND_DOMID && !exists(domid) && !gone.contains(&domid) {
+                    gone.push(domid);
+                }
+            }
+        }
+    }
+    for &domid in &gone {
+        tracing::warn!(
+            domid,
+            "backends of a domain that no longer exists; taking them down"
+        );
+        // Nothing answers for a dead domain's devices: no wait.
+        let quick = DeviceHost {
+            wait_for_drivers: false,
+            ..host.clone()
+        };
+        remove_all(xs, &quick, domid);
+        let _ = xs.rm(&format!("/libxl/{domid}"));
+    }
+    gone
 }

@@ -363,10 +363,17 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
             Refusal::new(reason, format!("cannot create {}: {e}", g.name))
         })?;
         if !devs.is_empty() {
-            if let Err(e) = sink.add_devices(self.device_host(), &devs) {
-                tracing::error!(domain = %g.name, "{e}");
+            let started = self.store().map_err(|e| e.to_string()).and_then(|xs| {
+                sink.add_devices(xs, self.device_host(), &devs)
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(e) = started {
+                tracing::error!(domain = %g.name, "setting up its devices: {e}");
                 let _ = relocd_core::guest::SinkGuest::destroy(&mut sink);
-                return Err(Refusal::device(&g.name, &e.to_string()));
+                return Err(Refusal::device(
+                    &g.name,
+                    &format!("setting up its devices: {e}"),
+                ));
             }
         }
         Ok(sink)
@@ -386,6 +393,21 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
         bytes.push(0);
         if let Err(e) = std::fs::write(&record, &bytes) {
             tracing::warn!(path = %record.display(), "writing libxl's record: {e}");
+        }
+    }
+
+    fn start_up(&self) {
+        let xen = self.hypervisor();
+        match self.store() {
+            Ok(mut xs) => {
+                let swept = devices::sweep_orphans(&mut xs, self.device_host(), |d| {
+                    xen.domain_info(d).is_ok()
+                });
+                if !swept.is_empty() {
+                    tracing::info!(?swept, "took down the backends of domains that are gone");
+                }
+            }
+            Err(e) => tracing::warn!("xenstore: {e}; no sweep of orphaned backends"),
         }
     }
 

@@ -183,9 +183,14 @@ pub struct PvSink<'x, H: Hypervisor> {
     console_mfn: u64,
     introduced: bool,
     destroyed: bool,
-    /// Set once devices were built for the domain: how to take them down
-    /// with it, and to wait for their backends before it runs.
+    /// Set once devices were asked for: how to take them down with the
+    /// domain, and to wait for their backends before it runs.
     devices: Option<super::devices::DeviceHost>,
+    /// Their set-up (trees, backend drivers, hotplug scripts), running
+    /// while the image arrives; joined before the guest may run and
+    /// before the domain is destroyed.
+    setting_up:
+        Option<std::thread::JoinHandle<std::result::Result<(), super::devices::DeviceError>>>,
 }
 
 fn le_u64(b: &[u8], at: usize) -> u64 {
@@ -244,6 +249,7 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
             introduced: false,
             destroyed: false,
             devices: None,
+            setting_up: None,
         };
         if let Err(e) = sink.prepare() {
             let _ = sink.destroy();
@@ -252,15 +258,36 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
         Ok(sink)
     }
 
-    /// Builds `devs` for the domain (trees and hotplug scripts, see
-    /// [`super::devices`]); they go with it if it is destroyed.
+    /// Starts building `devs` for the domain (trees, then each backend
+    /// driver at InitWait and its hotplug script; see [`super::devices`])
+    /// over the xenstore connection `xs`, while the image arrives: hotplug
+    /// scripts take seconds, which neither the admission nor the guest's
+    /// downtime should wait for. [`SinkGuest::complete`] waits for them
+    /// and fails if they failed; the devices go with the domain if it is
+    /// destroyed.
     pub fn add_devices(
         &mut self,
+        mut xs: Xenstore<Box<dyn Transport>>,
         host: &super::devices::DeviceHost,
         devs: &crate::devices::GuestDevices,
-    ) -> std::result::Result<(), super::devices::DeviceError> {
+    ) -> std::io::Result<()> {
         self.devices = Some(host.clone());
-        super::devices::add(&mut self.xs, host, self.domid, devs)
+        let (host, devs, domid) = (host.clone(), devs.clone(), self.domid);
+        let h = std::thread::Builder::new()
+            .name(format!("relocd-dev-{domid}"))
+            .spawn(move || super::devices::add(&mut xs, &host, domid, &devs))?;
+        self.setting_up = Some(h);
+        Ok(())
+    }
+
+    /// Waits for the devices' set-up, if one runs.
+    fn devices_set_up(&mut self) -> std::result::Result<(), super::devices::DeviceError> {
+        match self.setting_up.take() {
+            None => Ok(()),
+            Some(h) => h
+                .join()
+                .unwrap_or(Err(super::devices::DeviceError::SetUpLost)),
+        }
     }
 
     fn prepare(&mut self) -> Result<()> {
@@ -916,6 +943,18 @@ impl<H: Hypervisor> SinkGuest for PvSink<'_, H> {
         self.seed_grants()?;
         self.introduce()?;
         // Its frontends must find their backends waiting when it runs.
+        self.devices_set_up().map_err(|e| {
+            tracing::error!(domid = self.domid, "{e}");
+            PvRestoreError::Devices(match e {
+                super::devices::DeviceError::Script { .. } => {
+                    "a hotplug script failed (the destination's log says which and why)"
+                }
+                super::devices::DeviceError::Driver { .. } => {
+                    "a backend driver (netback, blkback) did not answer in time"
+                }
+                _ => "a device could not be set up (the destination's log says which)",
+            })
+        })?;
         if let Some(host) = &self.devices {
             super::devices::wait_ready(&mut self.xs, host, self.domid).map_err(|e| {
                 tracing::error!(domid = self.domid, "{e}");
@@ -934,6 +973,8 @@ impl<H: Hypervisor> SinkGuest for PvSink<'_, H> {
         if self.destroyed {
             return Ok(());
         }
+        // A set-up still running finishes first: what it built goes too.
+        let _ = self.devices_set_up();
         let r = self.xen.destroy(self.domid);
         self.destroyed = true;
         if let Some(host) = self.devices.take() {

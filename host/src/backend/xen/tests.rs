@@ -880,3 +880,194 @@ fn a_destination_without_the_bridge_or_the_disk_refuses_before_the_guest_stops()
         std::fs::remove_dir_all(&dir_b).unwrap();
     }
 }
+
+/// A destination that does not take a guest's configuration (an older
+/// relocd): the guest with devices is not sent, its operator reads why,
+/// and it keeps running, never paused.
+#[test]
+fn a_guest_with_devices_stays_where_the_destination_cannot_recreate_them() {
+    use super::test_guest::{self, DOMID};
+    use crate::session::{run_dest, DestOptions, FileJournal};
+    use relocd_core::protocol::{DestConfig, Features};
+    let g = test_guest::guest();
+    let dir = scratch("older-peer");
+    let log = dir.join("hotplug.log");
+    let disk = dir.join("shared.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let vif = recording_script(&dir, "vif-test", &log);
+    let blk = recording_script(&dir, "block", &log);
+    give_devices(&g, &dir, &vif, &blk, &disk);
+    let a = engine(
+        XenBackend::with_store(g.xen.clone(), store_of(g.store.clone())),
+        &dir,
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let journal_path = dir.join("dest-journal");
+    let t = std::thread::spawn(move || {
+        let (stream, _) = l.accept().unwrap();
+        let opts = DestOptions {
+            config: DestConfig {
+                features: Features(Features::LIVE.0 | Features::COMPRESS.0),
+                ..DestConfig::default()
+            },
+            ..DestOptions::default()
+        };
+        let mut journal = FileJournal::open(&journal_path).unwrap();
+        run_dest(
+            stream,
+            |_, _| -> Result<crate::backend::sim::SimSink, RefuseReason> {
+                panic!("the source asked for admission")
+            },
+            &opts,
+            &mut journal,
+            &Clock::new(),
+        )
+    });
+    let mut r = req("web1", port);
+    r.live = true;
+    let e = a.migrate(&r, &mut NoProgress).unwrap_err();
+    let dest = t.join().unwrap();
+    assert_eq!(e.kind, ErrorKind::Refused, "{e:?}");
+    assert!(
+        e.message.contains("cannot recreate them") && e.message.contains("keeps running here"),
+        "{e:?}"
+    );
+    let dest = dest.unwrap_err();
+    assert!(dest.to_string().contains("devices"), "{dest}");
+    let i = g.xen.domain_info(DOMID).unwrap();
+    assert!(!i.paused() && !i.shutdown(), "{i:?}");
+    assert!(!log.exists(), "no script ran");
+    drop(g);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A daemon killed while it built or took down a guest's devices leaves
+/// backends of a domain that is gone: the next one takes them down when it
+/// starts, and leaves those of running domains alone.
+#[test]
+fn start_up_takes_down_the_backends_of_domains_that_are_gone() {
+    let dir = scratch("orphans");
+    let log = dir.join("hotplug.log");
+    let script = recording_script(&dir, "vif-test", &log);
+    let x = FakeXen::new();
+    x.add_domain(FakeDomain::pv(0, 16, 1));
+    x.add_domain(FakeDomain::pv(5, 256, 1));
+    let store = FakeXenstored::new(&[
+        ("/local/domain/5/name", "web1"),
+        ("/local/domain/0/backend/vif/5/0/state", "4"),
+        ("/local/domain/0/backend/vif/5/0/script", &script),
+        ("/local/domain/0/backend/vif/9/0/state", "2"),
+        ("/local/domain/0/backend/vif/9/0/script", &script),
+        ("/local/domain/0/backend/vbd/9/51712/state", "2"),
+        (
+            "/libxl/9/device/vif/0/frontend",
+            "/local/domain/9/device/vif/0",
+        ),
+    ])
+    .store
+    .clone();
+    let b = XenBackend::with_store(x.clone(), store_of(store.clone()))
+        .with_device_host(device_host(&dir, &[]));
+    let _e = engine(b, &dir);
+    let left: Vec<String> = store.lock().unwrap().keys().cloned().collect();
+    assert!(
+        left.iter()
+            .all(|k| !k.contains("/9/") && !k.starts_with("/libxl/9")),
+        "{left:?}"
+    );
+    assert!(left.contains(&"/local/domain/0/backend/vif/5/0/state".to_owned()));
+    let ran = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(ran.lines().count(), 1, "{ran}");
+    assert!(ran.starts_with("vif-test offline type_if=vif"), "{ran}");
+    assert!(ran.contains("XENBUS_PATH=backend/vif/9/0"), "{ran}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A hotplug script that fails on the destination fails the migration
+/// before its commit: the guest runs on at the source with its devices,
+/// the destination keeps nothing, and the source's operator reads the
+/// script's own words.
+#[test]
+fn a_failing_hotplug_script_on_the_destination_leaves_the_guest_where_it_was() {
+    use super::test_guest::{self, DOMID};
+    use std::os::unix::fs::PermissionsExt;
+    let g = test_guest::guest();
+    let dir_a = scratch("badscript-a");
+    let dir_b = scratch("badscript-b");
+    let log = dir_a.join("hotplug.log");
+    let disk = dir_a.join("shared.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let vif = recording_script(&dir_a, "vif-test", &log);
+    // The block script refuses `add` (as Xen's does for a device another
+    // domain has open read-write), and records `remove`.
+    let blk = dir_a.join("block");
+    std::fs::write(
+        &blk,
+        format!(
+            "#!/bin/sh\necho \"block $*\" >> {}\n\
+             [ \"$1\" = add ] && {{ echo 'device in use by domain 3' >&2; exit 1; }}\nexit 0\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&blk, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let blk = blk.display().to_string();
+    give_devices(&g, &dir_a, &vif, &blk, &disk);
+    let a = engine(
+        XenBackend::with_store(g.xen.clone(), store_of(g.store.clone())),
+        &dir_a,
+    );
+    let xb = FakeXen::new();
+    xb.add_domain(FakeDomain::pv(0, 16, 1));
+    let bstore = FakeXenstored::new(&[("/local/domain/0/name", "Domain-0")])
+        .store
+        .clone();
+    let b = Arc::new(engine(
+        XenBackend::with_store(xb.clone(), store_of(bstore.clone()))
+            .with_device_host(device_host(&dir_b, &["br-test"])),
+        &dir_b,
+    ));
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let rx = b.clone();
+    let t = std::thread::spawn(move || {
+        let (stream, peer) = l.accept().unwrap();
+        rx.receive(Incoming {
+            id: 1,
+            stream,
+            peer,
+            shutdown: ShutdownToken::new(),
+        });
+    });
+    let e = a.migrate(&req("web1", port), &mut NoProgress).unwrap_err();
+    t.join().unwrap();
+    assert!(e.message.contains("a hotplug script failed"), "{e:?}");
+    assert!(e.message.contains("keeps running here"), "{e:?}");
+    let i = g.xen.domain_info(DOMID).unwrap();
+    assert!(!i.shutdown() && !i.paused(), "A runs it again: {i:?}");
+    assert!(g
+        .store
+        .lock()
+        .unwrap()
+        .contains_key(&format!("/local/domain/0/backend/vbd/{DOMID}/51712/state")));
+    assert_eq!(domains(&xb), 1, "B destroyed its copy");
+    let left: Vec<String> = bstore
+        .lock()
+        .unwrap()
+        .keys()
+        // (the fake keeps a removed node's permissions aside)
+        .filter(|k| !k.starts_with("perms:"))
+        .filter(|k| k.contains("/backend/") || k.starts_with("/libxl/"))
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let ran = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        ran.contains("block add") && ran.contains("block remove"),
+        "{ran}"
+    );
+    drop(g);
+    std::fs::remove_dir_all(&dir_a).unwrap();
+    std::fs::remove_dir_all(&dir_b).unwrap();
+}
