@@ -746,8 +746,18 @@ pub(crate) fn restore<B: Backend>(
     let mut sink = TrackedSink {
         inner: sink,
         crashed: e.crashed.clone(),
+        status: None,
     };
     let total = g.memory_bytes / PAGE_SIZE as u64;
+    let ticket = e.in_flight().start(super::inflight::Start {
+        direction: crate::api::Direction::Restore,
+        domain: name.clone(),
+        peer: None,
+        file: Some(path.clone()),
+        phase: Phase::Transfer,
+        pages_total: total,
+    });
+    let progress = &mut ticket.tracking(progress);
     let result = (|| {
         let mut f = open()?;
         let mut dec = LibxcDecoder::new();
