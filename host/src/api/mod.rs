@@ -442,6 +442,10 @@ pub struct Progress {
     /// The downtime the stop-and-copy would take now, in milliseconds.
     #[serde(default)]
     pub projected_downtime_ms: Option<f64>,
+    /// How fast the guest dirtied memory in the last finished pre-copy
+    /// round (its dirtied pages over the round's length), bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty_rate_bytes_per_s: Option<u64>,
     /// A line for humans.
     #[serde(default)]
     pub message: Option<String>,
@@ -459,6 +463,7 @@ impl Progress {
             bytes_sent: 0,
             bandwidth_mib_s: 0.0,
             projected_downtime_ms: None,
+            dirty_rate_bytes_per_s: None,
             message: None,
         }
     }

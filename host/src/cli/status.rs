@@ -17,8 +17,8 @@ const LONG_ABOUT: &str = "\
 Show the migrations, saves and restores in flight on this host: for each, the \
 domain, the other host (or the file), the direction, the phase and pre-copy \
 round, the pages sent and still dirty, the rate at which the guest dirties \
-memory (measured over the last finished round of an outgoing migration), the \
-bandwidth, the downtime a stop-and-copy would take now, and the time elapsed.
+memory (over the last finished pre-copy round), the bandwidth, the downtime a \
+stop-and-copy would take now, and the time elapsed.
 
 It only reads what the daemon knows: the commands go on undisturbed, from \
 whichever terminal started them. With nothing in flight it says so. \
@@ -122,17 +122,14 @@ pub fn status_text(sessions: &[SessionStatus]) -> String {
             Direction::Incoming | Direction::Restore => "written",
             _ => "sent",
         };
-        let mut pages = if s.pages_total > 0 {
-            format!(
-                "{} of {} {verb}",
-                format_count(s.pages_sent),
-                format_count(s.pages_total)
-            )
-        } else {
-            format!("{} {verb}", format_count(s.pages_sent))
-        };
+        // Pre-copy sends a page again when the guest dirties it: the
+        // count may pass the guest's size.
+        let mut pages = format!("{} {verb}", format_count(s.pages_sent));
         if matches!(s.direction, Direction::Outgoing | Direction::Save) {
             pages.push_str(&format!(", {} dirty", format_count(s.dirty_pages)));
+        }
+        if s.pages_total > 0 {
+            pages.push_str(&format!(" (the guest has {})", format_count(s.pages_total)));
         }
         let rows = [
             ("phase", phase_text(s)),
@@ -241,7 +238,7 @@ mod tests {
         let expected = "\
 web1: migrating to hostb:8002
   phase:             pre-copy, round 3
-  pages:             300,000 of 262,144 sent, 1,024 dirty
+  pages:             300,000 sent, 1,024 dirty (the guest has 262,144)
   dirty rate:        8.0 MiB/s
   bandwidth:         95.2 MiB/s
   expected downtime: 12.0 ms
@@ -249,7 +246,7 @@ web1: migrating to hostb:8002
 
 db1: saving to /srv/db1.save
   phase:             stop-and-copy
-  pages:             300,000 of 262,144 sent, 1,024 dirty
+  pages:             300,000 sent, 1,024 dirty (the guest has 262,144)
   dirty rate:        -
   bandwidth:         95.2 MiB/s
   expected downtime: -
@@ -272,7 +269,10 @@ db1: saving to /srv/db1.save
             ),
             "{text}"
         );
-        assert!(text.contains("300,000 of 262,144 written\n"), "{text}");
+        assert!(
+            text.contains("  pages:             300,000 written (the guest has 262,144)\n"),
+            "{text}"
+        );
         assert_eq!(status_text(&[]), format!("{NOTHING}\n"));
     }
 

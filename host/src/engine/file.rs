@@ -395,6 +395,9 @@ where
                 r.pages_total = info.p2m_size;
                 r.dirty_pages = p.round_pages.saturating_sub(p.round_pages_sent);
                 r.bytes_sent = out.bytes;
+                r.dirty_rate_bytes_per_s = p
+                    .last_round
+                    .and_then(|l| super::dirty_rate(l.dirty_count, l.round_time.into()));
                 if progress.report(&r).is_err() || cancelled(progress) {
                     return Err(err(ErrorKind::Cancelled, "save cancelled"));
                 }

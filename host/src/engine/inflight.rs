@@ -8,13 +8,10 @@
 //! `TrackedSink`). Reading the registry ([`InFlight::snapshot`]) takes a
 //! short lock and never touches a session: no report, no cancel.
 //!
-//! The dirty rate is measured here, for outgoing migrations: the session
-//! reports, at the start of each pre-copy round, how many pages the guest
-//! dirtied in the round that just ended; over that round's length (between
-//! the first reports of the two rounds) that is the rate. A save reports
-//! the pages still to write in its round instead, so it has no rate. The
-//! bandwidth is the session's own measurement when it gives one, else the
-//! bytes so far over the time elapsed.
+//! The dirty rate is the session's own (the pages dirtied in its last
+//! finished pre-copy round over that round's length), kept until the next
+//! round's. The bandwidth is the session's measurement when it gives one,
+//! else the bytes so far over the time elapsed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,9 +21,6 @@ use std::time::Instant;
 
 use crate::api::{Cancelled, Direction, Phase, Progress, ProgressSink, SessionStatus};
 
-/// A guest page, in bytes.
-const PAGE: u64 = relocd_core::guest::PAGE_SIZE as u64;
-
 /// A measured bandwidth above this (MiB/s) is a round too short to time.
 const MAX_CREDIBLE_MIB_S: f64 = 1e7;
 
@@ -35,8 +29,6 @@ const MAX_CREDIBLE_MIB_S: f64 = 1e7;
 struct Entry {
     status: SessionStatus,
     started: Instant,
-    /// The first report of the current pre-copy round.
-    round_started: Option<Instant>,
     /// The bandwidth the session measured (MiB/s), when it gives one.
     measured_mib_s: Option<f64>,
 }
@@ -113,7 +105,6 @@ impl InFlight {
                 Entry {
                     status,
                     started: Instant::now(),
-                    round_started: None,
                     measured_mib_s: None,
                 },
             );
@@ -175,8 +166,7 @@ pub struct Handle {
 impl Handle {
     /// Folds a progress report into the entry.
     pub fn report(&self, p: &Progress) {
-        let now = Instant::now();
-        self.reg.with(self.id, |e| apply(e, p, now));
+        self.reg.with(self.id, |e| apply(e, p));
     }
 
     /// An incoming session wrote `pages` pages (`bytes` of page data) to
@@ -249,21 +239,11 @@ impl ProgressSink for Tracking<'_> {
     }
 }
 
-/// The entry after report `p`, received at `now`.
-fn apply(e: &mut Entry, p: &Progress, now: Instant) {
+/// The entry after report `p`.
+fn apply(e: &mut Entry, p: &Progress) {
     let s = &mut e.status;
-    if p.phase == Phase::Precopy && p.round > s.round {
-        // A new round: the session's dirty count is the last round's.
-        if s.direction == Direction::Outgoing && s.round >= 1 {
-            if let Some(t) = e.round_started {
-                let secs = now.saturating_duration_since(t).as_secs_f64();
-                if secs > 0.0 {
-                    let bytes = p.dirty_pages.saturating_mul(PAGE) as f64;
-                    s.dirty_rate_bytes_per_s = Some((bytes / secs) as u64);
-                }
-            }
-        }
-        e.round_started = Some(now);
+    if p.dirty_rate_bytes_per_s.is_some() {
+        s.dirty_rate_bytes_per_s = p.dirty_rate_bytes_per_s;
     }
     s.phase = p.phase;
     s.round = p.round;
@@ -283,6 +263,8 @@ fn apply(e: &mut Entry, p: &Progress, now: Instant) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    const PAGE: u64 = relocd_core::guest::PAGE_SIZE as u64;
 
     fn start(reg: &InFlight, direction: Direction) -> Ticket {
         reg.start(Start {
@@ -327,51 +309,53 @@ mod tests {
     }
 
     #[test]
-    fn reports_move_phase_round_and_counters_and_the_rate_is_measured_per_round() {
+    fn reports_move_phase_round_and_counters() {
         let reg = InFlight::new();
         let t = start(&reg, Direction::Outgoing);
-        let h = t.handle();
         let t0 = Instant::now();
-        let mut e = |p: &Progress, at: Duration| {
-            reg.0.with(h.id, |e| apply(e, p, t0 + at)).unwrap();
-        };
-        e(&precopy(1, 100, 0), Duration::ZERO);
-        e(&precopy(1, 500, 0), Duration::from_millis(500));
-        // Round 2 starts 2 s after round 1: 256 pages (1 MiB) dirtied.
-        e(&precopy(2, 1000, 256), Duration::from_secs(2));
-        let s = &reg.snapshot_at(t0 + Duration::from_secs(3))[0];
-        assert_eq!((s.phase, s.round, s.pages_sent), (Phase::Precopy, 2, 1000));
-        assert_eq!(s.dirty_pages, 256);
-        assert_eq!(s.dirty_rate_bytes_per_s, Some(512 * 1024));
+        t.report(&precopy(1, 100, 0));
+        let s = &reg.snapshot_at(t0 + Duration::from_secs(2))[0];
+        assert_eq!((s.phase, s.round, s.pages_sent), (Phase::Precopy, 1, 100));
+        assert_eq!(s.dirty_rate_bytes_per_s, None);
         // No measured bandwidth: bytes over elapsed.
-        assert!(s.bandwidth_mib_s > 0.0);
+        let avg = 100.0 * PAGE as f64 / 2.0 / (1024.0 * 1024.0);
+        assert!((s.bandwidth_mib_s - avg).abs() < avg * 0.01, "{s:?}");
+        let mut p = precopy(2, 1000, 256);
+        p.dirty_rate_bytes_per_s = Some(512 * 1024);
+        p.bandwidth_mib_s = 64.0;
+        p.projected_downtime_ms = Some(16.0);
+        t.report(&p);
+        let s = &reg.snapshot()[0];
+        assert_eq!((s.round, s.pages_sent, s.dirty_pages), (2, 1000, 256));
+        assert_eq!(s.dirty_rate_bytes_per_s, Some(512 * 1024));
+        assert_eq!(s.expected_downtime_ms, Some(16.0));
+        assert_eq!(s.bandwidth_mib_s, 64.0);
+        // The stop-and-copy keeps the last round's rate and bandwidth.
         let mut stop = Progress::phase(Phase::StopAndCopy);
         stop.pages_sent = 1200;
-        stop.bandwidth_mib_s = 64.0;
-        e(&stop, Duration::from_secs(4));
+        t.report(&stop);
         let s = &reg.snapshot()[0];
-        assert_eq!((s.phase, s.round), (Phase::StopAndCopy, 0));
+        assert_eq!(
+            (s.phase, s.round, s.pages_sent),
+            (Phase::StopAndCopy, 0, 1200)
+        );
         assert_eq!(s.bandwidth_mib_s, 64.0);
         assert_eq!(s.dirty_rate_bytes_per_s, Some(512 * 1024));
+        assert_eq!(s.expected_downtime_ms, None);
     }
 
     #[test]
-    fn a_save_has_no_dirty_rate_and_incoming_counts_pages_written() {
+    fn incoming_counts_pages_written() {
         let reg = InFlight::new();
-        let save = start(&reg, Direction::Save);
-        save.report(&precopy(1, 10, 0));
-        save.report(&precopy(2, 20, 5));
         let inc = start(&reg, Direction::Incoming);
         let h = inc.handle();
         h.wrote(3, 3 * PAGE);
         h.wrote(2, 2 * PAGE);
         h.phase(Phase::Committing);
         let snap = reg.snapshot();
-        assert_eq!(snap[0].dirty_rate_bytes_per_s, None);
-        assert_eq!(snap[0].round, 2);
-        assert_eq!(snap[1].pages_sent, 5);
-        assert_eq!(snap[1].bytes_sent, 5 * PAGE);
-        assert_eq!(snap[1].phase, Phase::Committing);
+        assert_eq!(snap[0].pages_sent, 5);
+        assert_eq!(snap[0].bytes_sent, 5 * PAGE);
+        assert_eq!(snap[0].phase, Phase::Committing);
     }
 
     #[test]

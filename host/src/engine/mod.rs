@@ -783,10 +783,20 @@ pub(crate) fn to_progress(p: &session::Progress, pages_total: u64) -> Progress {
     out.bandwidth_mib_s = p.bandwidth as f64 / (1024.0 * 1024.0);
     // A projection only means something while the guest runs: in the
     // stop-and-copy (or an offline copy) the guest is already stopped.
-    if let session::Phase::Live(_) = p.phase {
+    // (Before a round has finished there is nothing to project from.)
+    if let (session::Phase::Live(_), false) = (p.phase, p.round_time.is_zero()) {
         out.projected_downtime_ms = Some(p.projected_downtime.as_secs_f64() * 1000.0);
     }
+    out.dirty_rate_bytes_per_s = dirty_rate(p.dirty, p.round_time);
     out
+}
+
+/// `pages` dirtied in `round`, in bytes per second (`None` before a
+/// round has finished).
+pub(crate) fn dirty_rate(pages: u64, round: Duration) -> Option<u64> {
+    let secs = round.as_secs_f64();
+    (secs > 0.0)
+        .then(|| (pages.saturating_mul(relocd_core::guest::PAGE_SIZE as u64) as f64 / secs) as u64)
 }
 
 /// The command's summary of a migration.
