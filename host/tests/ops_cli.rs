@@ -361,6 +361,40 @@ fn status_follows_a_capped_migration_at_both_ends_and_says_when_nothing_is_in_fl
     assert!(b.status().is_empty());
     let list: Value = serde_json::from_slice(&b.relocd(&["list", "--json"]).stdout).unwrap();
     assert_eq!(list["domains"][0]["name"], "g1");
+
+    // A save in flight: its file, its direction.
+    let out = a.relocd(&["sim", "create", "g2", "--memory", "48M"]);
+    assert!(out.status.success(), "{out:?}");
+    let file = dir.path("g2.save");
+    let mut save = Command::new(BIN)
+        .arg("--control")
+        .arg(&a.control)
+        .args(["save", "--bandwidth", "16M/s", "g2"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut saw_save = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    let saved = loop {
+        if let Some(status) = save.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the save did not end");
+        saw_save.extend(a.status());
+        std::thread::sleep(Duration::from_millis(150));
+    };
+    assert!(saved.success(), "{:?}", save.wait_with_output());
+    assert!(!saw_save.is_empty(), "the save was never seen in flight");
+    for s in &saw_save {
+        assert_eq!(s["domain"], "g2");
+        assert_eq!(s["direction"], "save");
+        assert_eq!(s["file"], file.to_str().unwrap());
+        assert!(s["peer"].is_null());
+    }
+    assert!(a.status().is_empty());
 }
 
 #[test]
