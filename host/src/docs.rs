@@ -109,7 +109,7 @@ pub fn generate(cmd: clap::Command, out: &Path, date: &str) -> io::Result<Vec<Pa
     std::fs::create_dir_all(&comp_dir)?;
     let mut written = Vec::new();
     let pages = pages(&cmd);
-    let names: Vec<String> = pages.iter().map(|c| page_name(c)).collect();
+    let names: Vec<String> = pages.iter().map(page_name).collect();
     for page in &pages {
         let name = page_name(page);
         let path = man_dir.join(format!("{name}.{SECTION}"));
