@@ -1,8 +1,9 @@
 //! `cargo xtask`: the project's task runner.
 //!
 //! - `cargo xtask test`  — everything CI checks: fmt, clippy, the bare-metal
-//!   build of the core, the whole test suite. Installs what it needs when
-//!   missing (as root) and says so.
+//!   build of the core, the Debian package (lintian), the whole test suite
+//!   (with the package's own test). Installs what it needs when missing (as
+//!   root) and says so.
 //! - `cargo xtask bench` — benchmarks, printed side by side as ratios.
 //! - `cargo xtask fuzz [SECONDS]` — runs every fuzz target for a set time.
 //! - `cargo xtask e2e [--list] [SCENARIO...]` — boots real Xen under QEMU
@@ -43,7 +44,7 @@ fn print_help() {
     eprintln!(
         "cargo xtask TASK\n\n\
          tasks:\n  \
-         test            fmt, clippy -D warnings, core for {BARE_TARGET}, cargo test --workspace\n  \
+         test            fmt, clippy -D warnings, core for {BARE_TARGET}, the package, cargo test --workspace\n  \
          bench [ARGS]    benchmarks, side by side with their references (ARGS go to the bench binary)\n  \
          fuzz [SECONDS]  run every fuzz target for SECONDS each (default 60; needs nightly + cargo-fuzz)\n  \
          e2e [--list] [SCENARIO...]  boot Xen 4.17 + dom0 under QEMU and run scenarios (logs in target/e2e/)\n  \
