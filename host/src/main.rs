@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 /// Live migration of Xen guests: xend's relocation server, reborn.
 #[derive(Parser, Debug)]
-#[command(name = "relocd", version, about, after_help = cli::EXIT_STATUS_HELP)]
+#[command(name = "relocd", version, long_version = relocd::version::long(), about, after_help = cli::EXIT_STATUS_HELP)]
 struct Cli {
     /// The daemon's management socket (for `serve` and the commands that
     /// talk to it; also accepted after the subcommand).
@@ -35,6 +35,7 @@ enum Command {
     Save(cli::save::SaveArgs),
     Restore(cli::restore::RestoreArgs),
     Resolve(cli::resolve::ResolveArgs),
+    Status(cli::status::StatusArgs),
     /// Two daemons on loopback, a simulated guest, a live migration with
     /// checks and a summary: relocd's main job with no Xen and no set-up.
     Demo(relocd::demo::DemoArgs),
@@ -47,6 +48,16 @@ enum Command {
     XenProbe {
         /// The guest's name or domain id.
         domain: String,
+    },
+    /// Writes the man pages and the shell completions (the package build).
+    #[command(hide = true)]
+    GenDocs {
+        /// The directory: man8/ and completions/ are made in it.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The date in the pages' title lines (e.g. the release's).
+        #[arg(long, value_name = "DATE", default_value = "")]
+        date: String,
     },
 }
 
@@ -98,10 +109,26 @@ fn main() -> ExitCode {
         Command::Save(args) => cli::save::run(args.conn.or(control), args, &out),
         Command::Restore(args) => cli::restore::run(args.conn.or(control), args, &out),
         Command::Resolve(args) => cli::resolve::run(args.conn.or(control), args, &out),
+        Command::Status(args) => cli::status::run(args.conn.or(control), args, &out),
         Command::Sim(cmd) => cli::sim::run(cmd.conn().or(control), cmd, &out),
         Command::Demo(args) => relocd::demo::run(args, &out),
         Command::XenProbe { domain } => {
             return ExitCode::from(relocd::backend::xen::probe_main(domain))
+        }
+        Command::GenDocs { out, date } => {
+            use clap::CommandFactory;
+            relocd::docs::generate(Cli::command(), out, date)
+                .map(|files| {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                })
+                .map_err(|e| {
+                    Failure::new(
+                        relocd::api::ErrorKind::Internal,
+                        format!("{}: {e}", out.display()),
+                    )
+                })
         }
     };
     match result {

@@ -1,13 +1,16 @@
 //! `cargo xtask`: the project's task runner.
 //!
 //! - `cargo xtask test`  — everything CI checks: fmt, clippy, the bare-metal
-//!   build of the core, the whole test suite. Installs what it needs when
-//!   missing (as root) and says so.
+//!   build of the core, the Debian package (lintian), the whole test suite
+//!   (with the package's own test). Installs what it needs when missing (as
+//!   root) and says so.
 //! - `cargo xtask bench` — benchmarks, printed side by side as ratios.
 //! - `cargo xtask fuzz [SECONDS]` — runs every fuzz target for a set time.
 //! - `cargo xtask e2e [--list] [SCENARIO...]` — boots real Xen under QEMU
 //!   and runs the named scenarios in dom0 (see `e2e`).
+//! - `cargo xtask deb [--no-lintian]` — the Debian package (see `deb`).
 
+mod deb;
 mod e2e;
 
 use anyhow::{bail, Context, Result};
@@ -25,6 +28,7 @@ fn main() -> Result<()> {
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&root, &args[1..]),
         Some("e2e") => e2e::main(&args[1..]),
+        Some("deb") => deb::main(&root, &args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print_help();
             Ok(())
@@ -40,10 +44,11 @@ fn print_help() {
     eprintln!(
         "cargo xtask TASK\n\n\
          tasks:\n  \
-         test            fmt, clippy -D warnings, core for {BARE_TARGET}, cargo test --workspace\n  \
+         test            fmt, clippy -D warnings, core for {BARE_TARGET}, the package, cargo test --workspace\n  \
          bench [ARGS]    benchmarks, side by side with their references (ARGS go to the bench binary)\n  \
          fuzz [SECONDS]  run every fuzz target for SECONDS each (default 60; needs nightly + cargo-fuzz)\n  \
-         e2e [--list] [SCENARIO...]  boot Xen 4.17 + dom0 under QEMU and run scenarios (logs in target/e2e/)"
+         e2e [--list] [SCENARIO...]  boot Xen 4.17 + dom0 under QEMU and run scenarios (logs in target/e2e/)\n  \
+         deb [--no-lintian]  the Debian package, target/debian/relocd_VERSION_ARCH.deb (lintian must report no error)"
     );
 }
 
@@ -160,7 +165,18 @@ fn test(root: &Path) -> Result<()> {
     run(cargo()
         .args(["doc", "--workspace", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
-    let counts = run_tests(cargo().args(["test", "--workspace"]).current_dir(root))?;
+    // The package (lintian must find no error), then checked by
+    // relocd-tests' `package` test, which RELOCD_DEB points at it; man
+    // pages rendered with man-db, the unit verified by systemd-analyze.
+    let deb = deb::build(root, deb::Options { lintian: true })?;
+    ensure_debian("man", &["man-db"])?;
+    ensure_debian("systemd-analyze", &["systemd"])?;
+    let counts = run_tests(
+        cargo()
+            .args(["test", "--workspace"])
+            .env("RELOCD_DEB", &deb)
+            .current_dir(root),
+    )?;
     // real Xen under QEMU; skipped with the reason where it cannot run
     // The README's main command, as a newcomer types it (a smaller guest):
     // proves `cargo run` at the top finds the relocd binary and the demo's

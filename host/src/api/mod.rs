@@ -62,6 +62,10 @@ pub enum Request {
     SimCreate(SimCreateRequest),
     /// Stop the command running on this connection (see the module doc).
     Cancel,
+    /// The migrations, saves and restores in flight on this host, read
+    /// without touching them (`relocd status`). Answered with
+    /// [`Outcome::Status`].
+    Status,
 }
 
 impl Request {
@@ -76,6 +80,7 @@ impl Request {
             Request::Resolve(_) => "resolve",
             Request::SimCreate(_) => "sim_create",
             Request::Cancel => "cancel",
+            Request::Status => "status",
         }
     }
 }
@@ -226,6 +231,91 @@ pub enum Outcome {
     },
     /// Reply to [`Request::SimCreate`]: the new domain.
     Created(DomainInfo),
+    /// Reply to [`Request::Status`].
+    Status {
+        /// What is in flight, oldest first (empty: nothing).
+        sessions: Vec<SessionStatus>,
+    },
+}
+
+/// Which way a guest in flight goes, as `relocd status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// `relocd migrate` from this host.
+    Outgoing,
+    /// A migration to this host, from the relocation listener.
+    Incoming,
+    /// `relocd save` to a file.
+    Save,
+    /// `relocd restore` from a file.
+    Restore,
+    /// A direction this client does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Direction {
+    /// The direction as `relocd status` prints it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Outgoing => "outgoing",
+            Direction::Incoming => "incoming",
+            Direction::Save => "save",
+            Direction::Restore => "restore",
+            Direction::Unknown => "unknown",
+        }
+    }
+}
+
+/// One migration, save or restore in flight, as the daemon last saw it
+/// (from the progress it reports to its own client).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    /// The guest's name (a restore's, once its file's configuration is
+    /// read).
+    pub domain: String,
+    /// Which way it goes.
+    pub direction: Direction,
+    /// The other host (`host:port`, or the source's address for an
+    /// incoming one); `None` for a save or restore.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// The file of a save or restore.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// The stage it is in.
+    pub phase: Phase,
+    /// The pre-copy round (1-based; 0 outside pre-copy or not known here).
+    #[serde(default)]
+    pub round: u32,
+    /// Pages sent (or, incoming and restore, written to the guest) so far.
+    #[serde(default)]
+    pub pages_sent: u64,
+    /// The guest's page count.
+    #[serde(default)]
+    pub pages_total: u64,
+    /// Pages dirty, still to send (as the last progress report said).
+    #[serde(default)]
+    pub dirty_pages: u64,
+    /// How fast the guest dirtied memory in the last finished pre-copy
+    /// round, bytes per second (`None` before a round has finished).
+    #[serde(default)]
+    pub dirty_rate_bytes_per_s: Option<u64>,
+    /// Bytes sent (or received) so far.
+    #[serde(default)]
+    pub bytes_sent: u64,
+    /// The bandwidth, MiB/s: the one the session measured, else bytes so
+    /// far over the time elapsed.
+    #[serde(default)]
+    pub bandwidth_mib_s: f64,
+    /// The downtime a stop-and-copy would take now, in milliseconds (a
+    /// live migration or save in pre-copy only).
+    #[serde(default)]
+    pub expected_downtime_ms: Option<f64>,
+    /// Time since the command (or the incoming session) started, in
+    /// milliseconds.
+    pub elapsed_ms: f64,
 }
 
 /// The daemon, as [`Request::Ping`] reports it.
@@ -318,7 +408,7 @@ pub enum Phase {
     StopAndCopy,
     /// The commit handshake.
     Committing,
-    /// Writing or reading a file.
+    /// Writing or reading a file, or receiving an incoming image.
     Transfer,
     /// A phase this client does not know.
     #[serde(other)]
@@ -352,6 +442,10 @@ pub struct Progress {
     /// The downtime the stop-and-copy would take now, in milliseconds.
     #[serde(default)]
     pub projected_downtime_ms: Option<f64>,
+    /// How fast the guest dirtied memory in the last finished pre-copy
+    /// round (its dirtied pages over the round's length), bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty_rate_bytes_per_s: Option<u64>,
     /// A line for humans.
     #[serde(default)]
     pub message: Option<String>,
@@ -369,6 +463,7 @@ impl Progress {
             bytes_sent: 0,
             bandwidth_mib_s: 0.0,
             projected_downtime_ms: None,
+            dirty_rate_bytes_per_s: None,
             message: None,
         }
     }

@@ -15,6 +15,7 @@ pub mod resolve;
 pub mod restore;
 pub mod save;
 pub mod sim;
+pub mod status;
 pub mod summary;
 
 use crate::api::{CommandError, ErrorKind, Outcome, Request};

@@ -463,7 +463,9 @@ fn run_request(
     flags: &ConnFlags,
 ) -> Reply {
     match req {
-        Request::Ping | Request::List => tracing::debug!(cmd = req.name(), "management request"),
+        Request::Ping | Request::List | Request::Status => {
+            tracing::debug!(cmd = req.name(), "management request")
+        }
         _ => tracing::info!(cmd = req.name(), "management request"),
     }
     let mut sink = Sink { writer, flags };
@@ -491,7 +493,7 @@ fn dispatch(
     ctx: &ControlContext,
     sink: &mut dyn ProgressSink,
 ) -> Result<Outcome, CommandError> {
-    let long = !matches!(req, Request::Ping | Request::List);
+    let long = !matches!(req, Request::Ping | Request::List | Request::Status);
     if long && ctx.shutdown.is_triggered() {
         return Err(CommandError::new(
             ErrorKind::ShuttingDown,
@@ -504,6 +506,10 @@ fn dispatch(
             .service
             .list()
             .map(|domains| Outcome::Domains { domains }),
+        // Read-only: answered while the daemon stops too.
+        Request::Status => Ok(Outcome::Status {
+            sessions: ctx.service.status(),
+        }),
         Request::SimCreate(r) => ctx.service.sim_create(r).map(Outcome::Created),
         Request::Migrate(r) => ctx.service.migrate(r, sink).map(Outcome::Migrated),
         Request::Save(r) => ctx.service.save(r, sink).map(Outcome::Saved),

@@ -37,6 +37,7 @@
 
 pub mod listener;
 pub mod mgmt;
+pub mod systemd;
 
 pub use crate::api::ProgressSink;
 pub use crate::backend::sim::SimBackend;
@@ -464,7 +465,9 @@ fn resolve_addr(text: &str) -> Result<SocketAddr, DaemonError> {
 }
 
 /// Installs the log subscriber (stderr; JSON lines with `json`). The level
-/// comes from `RELOCD_LOG` (`error` … `trace`, default `info`).
+/// comes from `RELOCD_LOG` (`error` … `trace`, default `info`). When
+/// stderr is the journal's ([`systemd::journal_stream`]), each line starts
+/// with its priority and has no timestamp.
 pub fn init_logging(json: bool) {
     let level = std::env::var("RELOCD_LOG")
         .ok()
@@ -476,6 +479,10 @@ pub fn init_logging(json: bool) {
         .with_ansi(false);
     let _ = if json {
         builder.json().try_init()
+    } else if systemd::journal_stream() {
+        builder
+            .event_format(systemd::JournalFormat::new())
+            .try_init()
     } else {
         builder.try_init()
     };
@@ -622,12 +629,17 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
         pid = std::process::id(),
         "relocd ready"
     );
+    // The unit is Type=notify: started once both sockets are up.
+    if let Err(e) = systemd::notify("READY=1\nSTATUS=serving") {
+        tracing::warn!(error = %e, "could not tell systemd that relocd is ready (NOTIFY_SOCKET)");
+    }
     let signal = match signals.forever().next() {
         Some(SIGTERM) => "SIGTERM",
         Some(SIGINT) => "SIGINT",
         _ => "end of signal stream",
     };
     tracing::info!(signal, "stopping");
+    let _ = systemd::notify("STOPPING=1");
     daemon.stop();
     Ok(())
 }

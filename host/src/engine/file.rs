@@ -395,6 +395,9 @@ where
                 r.pages_total = info.p2m_size;
                 r.dirty_pages = p.round_pages.saturating_sub(p.round_pages_sent);
                 r.bytes_sent = out.bytes;
+                r.dirty_rate_bytes_per_s = p
+                    .last_round
+                    .and_then(|l| super::dirty_rate(l.dirty_count, l.round_time.into()));
                 if progress.report(&r).is_err() || cancelled(progress) {
                     return Err(err(ErrorKind::Cancelled, "save cancelled"));
                 }
@@ -711,8 +714,18 @@ pub(crate) fn restore<B: Backend>(
     let mut sink = TrackedSink {
         inner: sink,
         crashed: e.crashed.clone(),
+        status: None,
     };
     let total = g.memory_bytes / PAGE_SIZE as u64;
+    let ticket = e.in_flight().start(super::inflight::Start {
+        direction: crate::api::Direction::Restore,
+        domain: name.clone(),
+        peer: None,
+        file: Some(path.clone()),
+        phase: Phase::Transfer,
+        pages_total: total,
+    });
+    let progress = &mut ticket.tracking(progress);
     let result = (|| {
         let mut f = open()?;
         let mut dec = LibxcDecoder::new();

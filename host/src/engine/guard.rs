@@ -239,6 +239,9 @@ impl<S: SourceGuest> SourceGuest for TrackedSource<S> {
 pub(crate) struct TrackedSink<S> {
     pub(crate) inner: S,
     pub(crate) crashed: Crashed,
+    /// The `relocd status` entry its pages are counted in (an incoming
+    /// session's; a restore reports its progress itself).
+    pub(crate) status: Option<super::inflight::Handle>,
 }
 
 impl<S: SinkGuest> TrackedSink<S> {
@@ -267,7 +270,11 @@ impl<S: SinkGuest> SinkGuest for TrackedSink<S> {
         self.live()?;
         self.inner
             .write_pages(pfns, types, data)
-            .map_err(Tracked::Guest)
+            .map_err(Tracked::Guest)?;
+        if let Some(s) = &self.status {
+            s.wrote(pfns.len() as u64, data.len() as u64);
+        }
+        Ok(())
     }
     fn set_vcpu_context(&mut self, vcpu: u32, blob: &[u8]) -> Result<(), Self::Error> {
         self.live()?;
@@ -277,7 +284,11 @@ impl<S: SinkGuest> SinkGuest for TrackedSink<S> {
     }
     fn complete(&mut self) -> Result<(), Self::Error> {
         self.live()?;
-        self.inner.complete().map_err(Tracked::Guest)
+        self.inner.complete().map_err(Tracked::Guest)?;
+        if let Some(s) = &self.status {
+            s.phase(crate::api::Phase::Committing);
+        }
+        Ok(())
     }
     fn unpause(&mut self) -> Result<(), Self::Error> {
         self.live()?;

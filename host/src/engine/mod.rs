@@ -33,6 +33,7 @@
 pub mod backend;
 pub mod file;
 pub(crate) mod guard;
+pub mod inflight;
 pub mod journal;
 mod migrate;
 mod receive;
@@ -50,8 +51,8 @@ use relocd_core::protocol::{AbortReason, Error as ProtoError, Features, RefuseRe
 
 use crate::api::{
     CommandError, DomainInfo, DomainState, ErrorKind, MigrateRequest, Phase, Progress,
-    ProgressSink, ResolveAction, ResolveRequest, RestoreRequest, SaveRequest, SimCreateRequest,
-    TransferSummary,
+    ProgressSink, ResolveAction, ResolveRequest, RestoreRequest, SaveRequest, SessionStatus,
+    SimCreateRequest, TransferSummary,
 };
 use crate::journal::{unresolved, CommitState, Journal, JournalEntry, Role};
 use crate::session::{self, LinkTimeouts, SessionError, SourceOptions, SourceReport};
@@ -215,6 +216,12 @@ pub trait Service: Send + Sync {
         Err(CommandError::not_implemented("resolve"))
     }
 
+    /// The migrations, saves and restores in flight (`relocd status`),
+    /// read without touching them. The default: nothing.
+    fn status(&self) -> Vec<SessionStatus> {
+        Vec::new()
+    }
+
     /// Runs one admitted relocation session to its end (on the
     /// connection's own thread). The default closes it.
     fn receive(&self, conn: Incoming) {
@@ -255,6 +262,8 @@ pub struct Engine<B: Backend> {
     in_doubt: Mutex<BTreeSet<String>>,
     /// Source guests a session stopped and has not handed over (by name).
     stopped: Stopped,
+    /// What is in flight, for `relocd status`.
+    inflight: inflight::InFlight,
 }
 
 impl<B: Backend> std::fmt::Debug for Engine<B> {
@@ -332,6 +341,7 @@ impl<B: Backend> Engine<B> {
             busy: Mutex::new(HashSet::new()),
             in_doubt: Mutex::new(BTreeSet::new()),
             stopped: Stopped::default(),
+            inflight: inflight::InFlight::new(),
         };
         e.reconcile();
         e.backend.start_up();
@@ -566,6 +576,23 @@ impl<B: Backend> Engine<B> {
     }
 }
 
+impl<B: Backend> Engine<B> {
+    /// Registers a command in flight for `relocd status`, under its
+    /// domain's name (the request may give an id) and page count.
+    fn track_command(&self, mut start: inflight::Start) -> inflight::Ticket {
+        if let Ok(d) = self.backend.find(&start.domain) {
+            start.domain = d.name;
+            start.pages_total = d.memory_bytes / relocd_core::guest::PAGE_SIZE as u64;
+        }
+        self.inflight.start(start)
+    }
+
+    /// What is in flight here (`relocd status`).
+    pub fn in_flight(&self) -> &inflight::InFlight {
+        &self.inflight
+    }
+}
+
 fn settle_done(action: Settle) -> &'static str {
     match action {
         Settle::Resume => "the guest runs here again",
@@ -770,10 +797,20 @@ pub(crate) fn to_progress(p: &session::Progress, pages_total: u64) -> Progress {
     out.bandwidth_mib_s = p.bandwidth as f64 / (1024.0 * 1024.0);
     // A projection only means something while the guest runs: in the
     // stop-and-copy (or an offline copy) the guest is already stopped.
-    if let session::Phase::Live(_) = p.phase {
+    // (Before a round has finished there is nothing to project from.)
+    if let (session::Phase::Live(_), false) = (p.phase, p.round_time.is_zero()) {
         out.projected_downtime_ms = Some(p.projected_downtime.as_secs_f64() * 1000.0);
     }
+    out.dirty_rate_bytes_per_s = dirty_rate(p.dirty, p.round_time);
     out
+}
+
+/// `pages` dirtied in `round`, in bytes per second (`None` before a
+/// round has finished).
+pub(crate) fn dirty_rate(pages: u64, round: Duration) -> Option<u64> {
+    let secs = round.as_secs_f64();
+    (secs > 0.0)
+        .then(|| (pages.saturating_mul(relocd_core::guest::PAGE_SIZE as u64) as f64 / secs) as u64)
 }
 
 /// The command's summary of a migration.
@@ -872,7 +909,15 @@ impl<B: Backend> Service for Engine<B> {
         req: &MigrateRequest,
         progress: &mut dyn ProgressSink,
     ) -> Result<TransferSummary, CommandError> {
-        self.migrate_out(req, progress)
+        let ticket = self.track_command(inflight::Start {
+            direction: crate::api::Direction::Outgoing,
+            domain: req.domain.clone(),
+            peer: Some(target(&req.host, req.port.unwrap_or(DEFAULT_PORT))),
+            file: None,
+            phase: Phase::Connecting,
+            pages_total: 0,
+        });
+        self.migrate_out(req, &mut ticket.tracking(progress))
     }
 
     fn save(
@@ -880,7 +925,15 @@ impl<B: Backend> Service for Engine<B> {
         req: &SaveRequest,
         progress: &mut dyn ProgressSink,
     ) -> Result<TransferSummary, CommandError> {
-        file::save(self, req, progress)
+        let ticket = self.track_command(inflight::Start {
+            direction: crate::api::Direction::Save,
+            domain: req.domain.clone(),
+            peer: None,
+            file: Some(req.file.clone()),
+            phase: Phase::Transfer,
+            pages_total: 0,
+        });
+        file::save(self, req, &mut ticket.tracking(progress))
     }
 
     fn restore(
@@ -947,6 +1000,10 @@ impl<B: Backend> Service for Engine<B> {
         self.set_in_doubt(&name, false);
         tracing::info!(domain = %name, action = ?req.action, "in-doubt migration resolved");
         Ok(())
+    }
+
+    fn status(&self) -> Vec<SessionStatus> {
+        self.inflight.snapshot()
     }
 
     fn receive(&self, conn: Incoming) {

@@ -76,6 +76,8 @@ impl<B: Backend> Engine<B> {
         // The incoming name, held against other sessions and restores of
         // the same name until this session ends.
         let held = RefCell::new(None);
+        // Its `relocd status` entry, from its admission to its end.
+        let ticket = RefCell::new(None);
         let mut journal = DaemonJournal {
             journal: &self.journal,
             domain: domain.clone(),
@@ -130,9 +132,20 @@ impl<B: Backend> Engine<B> {
             *building.borrow_mut() = Some(g.clone());
             tracing::info!(session = id, %peer, domain = %g.name, memory = g.memory_bytes,
                 live = req.live, "relocation admitted; receiving into a paused domain");
+            let status = self.in_flight().start(super::inflight::Start {
+                direction: crate::api::Direction::Incoming,
+                domain: g.name.clone(),
+                peer: Some(peer.to_string()),
+                file: None,
+                phase: crate::api::Phase::Transfer,
+                pages_total: g.memory_bytes / relocd_core::guest::PAGE_SIZE as u64,
+            });
+            let handle = status.handle();
+            *ticket.borrow_mut() = Some(status);
             Ok(TrackedSink {
                 inner: sink,
                 crashed: self.crashed.clone(),
+                status: Some(handle),
             })
         };
         let link = GuardedLink {

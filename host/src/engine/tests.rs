@@ -217,9 +217,18 @@ fn no_downtime_projection_once_the_guest_is_stopped() {
         bytes_sent: 40960,
         bandwidth: 1 << 20,
         projected_downtime: Duration::from_millis(7),
+        round_time: Duration::from_millis(500),
     };
     let live = to_progress(&p(session::Phase::Live(2)), 100);
     assert_eq!(live.projected_downtime_ms, Some(7.0));
+    // 5 pages dirtied in a round of 500 ms.
+    assert_eq!(live.dirty_rate_bytes_per_s, Some(5 * 4096 * 2));
+    // Round 1, before any round has finished: nothing to project.
+    let mut first = p(session::Phase::Live(1));
+    first.round_time = Duration::ZERO;
+    let first = to_progress(&first, 100);
+    assert_eq!(first.projected_downtime_ms, None);
+    assert_eq!(first.dirty_rate_bytes_per_s, None);
     for phase in [
         session::Phase::Handshake,
         session::Phase::Final,

@@ -85,6 +85,8 @@ pub struct Progress {
     pub bandwidth: u64,
     /// Projected stop-and-copy time after the last finished round.
     pub projected_downtime: Duration,
+    /// How long the last finished round took (zero before one has).
+    pub round_time: Duration,
 }
 
 /// Why a session did not move the guest.

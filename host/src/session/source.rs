@@ -177,6 +177,7 @@ impl Beat {
                 dirty: 0,
                 bandwidth: 0,
                 projected_downtime: Duration::ZERO,
+                round_time: Duration::ZERO,
             },
             at: std::time::Instant::now(),
         }
@@ -877,6 +878,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                 dirty: last.dirty_count,
                 bandwidth: last.bandwidth,
                 projected_downtime: last.projected_downtime.into(),
+                round_time: last.round_time.into(),
             },
             &mut *self.progress,
         );
