@@ -311,6 +311,10 @@ fn err(kind: ErrorKind, msg: impl Into<String>) -> CommandError {
     CommandError::new(kind, msg)
 }
 
+/// How long a command waits for another to let go of its domain before it
+/// is refused ([`Engine::claim_soon`]).
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
+
 impl<B: Backend> Engine<B> {
     /// An engine over `backend` and `journal`. The journal's open sessions
     /// are settled first, the same way for every backend:
@@ -542,6 +546,23 @@ impl<B: Backend> Engine<B> {
         })
     }
 
+    /// [`claim`](Self::claim), waiting up to [`CLAIM_WAIT`] for another
+    /// holder to let go: a guest that has just arrived here is still held
+    /// by its incoming session for the moments between the source hearing
+    /// `Committed` and this side journaling it done, so an operator who
+    /// moves it on at once is not refused.
+    fn claim_soon(&self, name: &str) -> Result<Claim<'_>, CommandError> {
+        let until = std::time::Instant::now() + CLAIM_WAIT;
+        loop {
+            match self.claim(name) {
+                Err(_) if std::time::Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// The domain a command names, claimed and checked as a source for
     /// `purpose`: it exists, no other command holds it, it is not in doubt
     /// (checked under the claim, so a command that ends in doubt meanwhile
@@ -553,7 +574,7 @@ impl<B: Backend> Engine<B> {
     ) -> Result<(Domain, Claim<'_>), CommandError> {
         self.refuse_if_stopping()?;
         let d = self.backend.find(domain)?;
-        let claim = self.claim(&d.name)?;
+        let claim = self.claim_soon(&d.name)?;
         self.refuse_in_doubt(&d.name)?;
         self.backend.check_source(&d, purpose)?;
         Ok((d, claim))
