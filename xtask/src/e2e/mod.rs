@@ -12,13 +12,22 @@
 //! ```
 //!
 //! Every host gets a transfer disk (a sparse raw image,
-//! `target/e2e/xfer-HOST.img`, virtio-blk `/dev/vda` in dom0) for files too
+//! `target/e2e/xfer-HOST.img`, virtio-blk `/dev/vda` in dom0, linked as
+//! `/dev/e2e-xfer`) for files too
 //! big for the console: a script's `e2e_export FILE NAME` writes one there,
 //! and after the scenario the harness copies it to the scenario's folder,
 //! checks its MD5 and runs Xen's own `verify-stream-v2 -f xl` on each save
 //! file (`*.save`): its verdict goes into the summary, and a rejected
 //! stream fails the scenario. Accepted save files are deleted afterwards
 //! (they are as big as the guest) unless `RELOCD_E2E_KEEP=1`.
+//!
+//! The hosts of a boot also share one disk (`target/e2e/shared-pair.img`,
+//! `shared-host.img` for the single host; 64 MiB, sparse): a second
+//! virtio-blk disk on every host, opened by both QEMUs read-write without
+//! image locking or a host cache, `/dev/vdb` in dom0, which links it as
+//! `/dev/e2e-shared`. The device test guest's vbd lives on it, the stand-in
+//! for a pool's SAN. Both kinds of disk are deleted when their hosts power
+//! off.
 //!
 //! Pieces: [`build`] makes the images, [`qemu`] starts hosts and drives
 //! their consoles, [`scenario`] lists the scenarios and parses the markers
@@ -54,6 +63,9 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const RUN_BUDGET: Duration = Duration::from_secs(32 * 60);
 /// The transfer disk's size (sparse: only what dom0 writes takes room).
 const XFER_BYTES: u64 = 4 << 30;
+/// The shared disk's size (sparse): the test guest's vbd, which gets a few
+/// 4 KiB blocks a second.
+const SHARED_BYTES: u64 = 64 << 20;
 
 /// A reason the e2e scenarios cannot run on this machine at all (no QEMU,
 /// no Debian mirror, QEMU cannot boot Xen), as opposed to a failure.
@@ -432,10 +444,18 @@ fn run_group(
         .iter()
         .map(|n| logs.join(format!("xfer-{prefix}-{n}.img")))
         .collect();
-    for disk in &xfer {
+    // one shared disk for all the hosts of the group, new every boot
+    let shared = logs.join(format!("shared-{prefix}.img"));
+    let mut disks = xfer.clone();
+    disks.push(shared.clone());
+    for disk in &disks {
         let f =
             fs::File::create(disk).with_context(|| format!("cannot create {}", disk.display()))?;
-        f.set_len(XFER_BYTES)?;
+        f.set_len(if *disk == shared {
+            SHARED_BYTES
+        } else {
+            XFER_BYTES
+        })?;
     }
     let mut watch = BootWatch {
         xen_banner: vec![None; hosts],
@@ -455,9 +475,13 @@ fn run_group(
             } else {
                 Link::Connect(port)
             });
+        } else {
+            // no link, but the bridge gets the address (the guests' network)
+            dom0_args.push("e2e.ip=169.254.0.1/16".into());
         }
         dom0_args.push(format!("e2e.role={name}"));
         dom0_args.push("e2e.xfer=1".into());
+        dom0_args.push("e2e.shared=1".into());
         let spec = HostSpec {
             name: name.to_string(),
             xen: xen.to_path_buf(),
@@ -469,6 +493,7 @@ fn run_group(
             link,
             pidfile: logs.join(format!("{prefix}-{name}.pid")),
             xfer: Some(xfer[i].clone()),
+            shared: Some(shared.clone()),
         };
         let log = logs.join(format!("{prefix}-{name}.log"));
         eprintln!(
@@ -495,7 +520,7 @@ fn run_group(
     let hostlist = names[..hosts].join("+");
     if let Some(text) = fatal {
         lab.shutdown(Duration::from_secs(1));
-        remove_all(&xfer);
+        remove_all(&disks);
         return Err(Unavailable(format!(
             "QEMU could not boot Xen here: `{text}` (see the console logs in target/e2e/)"
         ))
@@ -503,7 +528,7 @@ fn run_group(
     }
     if let Err(g) = waited {
         lab.shutdown(Duration::from_secs(1));
-        remove_all(&xfer);
+        remove_all(&disks);
         let why = match g {
             Gave::Timeout => format!("dom0 was not up after {} s", BOOT_TIMEOUT.as_secs()),
             Gave::Closed(h) => format!("QEMU of host {h} exited during boot"),
@@ -560,7 +585,7 @@ fn run_group(
     if killed > 0 {
         eprintln!("e2e: {killed} QEMU did not power off in time and was killed");
     }
-    remove_all(&xfer);
+    remove_all(&disks);
     Ok((boot_line, outcomes))
 }
 
