@@ -1,6 +1,8 @@
 # boot: Xen and the PV dom0 are up, the toolstack answers.
 . /e2e/lib.sh
 e2e_report dom0_ready_uptime_s "$(cat /run/e2e-ready-uptime)"
+# of which loading netback, blkback, loop and the bridge (dom0/init)
+e2e_report dom0_backends_setup_s "$(cat /run/e2e-backends-secs)"
 for d in xenstored xenconsoled; do
   pidof $d >/dev/null || e2e_fail "$d is not running"
 done

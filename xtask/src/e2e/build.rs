@@ -107,10 +107,7 @@ const MODULES: &[&str] = &[
 
 /// Kernel modules the test guest loads when it has a vif and a vbd
 /// (`e2e.dev=1`): netfront (eth0) and blkfront (/dev/xvda).
-const GUEST_MODULES: &[&str] = &[
-    "drivers/net/xen-netfront",
-    "drivers/block/xen-blkfront",
-];
+const GUEST_MODULES: &[&str] = &["drivers/net/xen-netfront", "drivers/block/xen-blkfront"];
 
 const LIB_DIRS: &[&str] = &["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"];
 const LDSO: &str = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2";
@@ -664,8 +661,8 @@ fn add_modules<W: std::io::Write>(
 ) -> Result<()> {
     for m in modules {
         let rel = format!("lib/modules/{kver}/kernel/{m}.ko");
-        let data =
-            fs::read(root.join(&rel)).with_context(|| format!("the kernel package has no {rel}"))?;
+        let data = fs::read(root.join(&rel))
+            .with_context(|| format!("the kernel package has no {rel}"))?;
         a.file(&rel, 0o644, &data)?;
     }
     Ok(())
@@ -673,7 +670,11 @@ fn add_modules<W: std::io::Write>(
 
 /// Adds every file of the folder `rel` of the unpacked tree, with its
 /// mode (no subfolders: `etc/xen/scripts` has none).
-fn add_tree_files<W: std::io::Write>(a: &mut cpio::Writer<W>, root: &Path, rel: &str) -> Result<()> {
+fn add_tree_files<W: std::io::Write>(
+    a: &mut cpio::Writer<W>,
+    root: &Path,
+    rel: &str,
+) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mut names: Vec<_> = fs::read_dir(root.join(rel))
         .with_context(|| format!("the packages have no {rel}"))?
