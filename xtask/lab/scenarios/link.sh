@@ -23,7 +23,7 @@ e2e_report rtt_avg_ms "$rtt"
 last=$(($(blockdev --getsize64 "$E2E_SHARED") / 4096 - 1))
 case "$role" in A) mine=$last; theirs=$((last - 1)); other=B ;; *) mine=$((last - 1)); theirs=$last; other=A ;; esac
 line="E2E-SHARED-FROM-$role $(e2e_now)"
-printf '%-4095s\n' "$line" | dd of="$E2E_SHARED" bs=4096 seek=$mine count=1 iflag=fullblock oflag=direct conv=fsync 2>/dev/null \
+printf '%-4095s\n' "$line" | dd of="$E2E_SHARED" bs=4096 seek=$mine count=1 iflag=fullblock oflag=direct conv=notrunc,fsync 2>/dev/null \
   || e2e_fail "cannot write block $mine of $E2E_SHARED"
 i=0
 until got=$(dd if="$E2E_SHARED" bs=4096 skip=$theirs count=1 iflag=direct 2>/dev/null | head -c 40 | tr -dc 'A-Z0-9. -') \
