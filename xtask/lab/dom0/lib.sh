@@ -8,7 +8,9 @@
 #   E2E-EXPORT name offset size md5   e2e_export wrote a file onto the
 #                                  transfer disk at byte offset
 E2E_CONSOLE_DIR=/var/log/xen/console
-E2E_XFER=/dev/vda
+# the disks, found by their serial numbers (dom0/init links them)
+E2E_XFER=/dev/e2e-xfer
+E2E_SHARED=/dev/e2e-shared
 
 e2e_now() { cut -d' ' -f1 /proc/uptime; }
 
@@ -65,7 +67,7 @@ e2e_export() {
   _size=$(wc -c < "$1")
   _at=$(cat /run/e2e-xfer-next)
   _mib=$(((_size + 1048575) / 1048576))
-  _disk=$(($(cat /sys/block/${E2E_XFER##*/}/size) / 2048))
+  _disk=$(($(blockdev --getsize64 "$E2E_XFER") / 1048576))
   [ $((_at + _mib)) -le "$_disk" ] \
     || { echo "E2E-WARN the transfer disk is full: $_n not exported"; return 1; }
   _sum=$(md5sum < "$1" | cut -c1-32)

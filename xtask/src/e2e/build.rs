@@ -50,6 +50,10 @@ const PACKAGES: &[&str] = &[
     "libc6",
     "libgcc-s1",
     "busybox-static",
+    // Xen's hotplug scripts (/etc/xen/scripts, from xen-utils-common) are
+    // bash and take their locks with flock(1), which busybox lacks
+    "bash",
+    "util-linux",
 ];
 
 /// The Xen userland dom0 carries (paths in the unpacked tree).
@@ -65,6 +69,15 @@ const XEN_BINS: &[&str] = &[
     "usr/bin/xenstore",
     "usr/bin/xen-detect",
 ];
+
+/// Other programs dom0 carries from the packages: what Xen's hotplug
+/// scripts run that busybox does not have (`ip`, `brctl`, `stat`,
+/// `readlink`, `losetup`, `logger`, `expr`, `which` are busybox applets).
+const OTHER_BINS: &[&str] = &["bin/bash", "usr/bin/flock"];
+
+/// Xen's hotplug scripts, as xen-utils-common installs them: libxl runs
+/// `vif-bridge` and `block` from here when a guest gets a vif or a vbd.
+const HOTPLUG_DIR: &str = "etc/xen/scripts";
 
 /// Kernel modules dom0 loads (all in the Debian kernel package); the init
 /// script loads them in this order.
@@ -82,7 +95,19 @@ const MODULES: &[&str] = &[
     "drivers/virtio/virtio_pci_legacy_dev",
     "drivers/virtio/virtio_pci",
     "drivers/block/virtio_blk",
+    // the guests' network: the bridge xenbr0 and netback's vifN.M ports
+    "net/llc/llc",
+    "net/802/stp",
+    "net/bridge/bridge",
+    "drivers/net/xen-netback/xen-netback",
+    // the guests' disks: blkback, and loop for `file:` disks
+    "drivers/block/xen-blkback/xen-blkback",
+    "drivers/block/loop",
 ];
+
+/// Kernel modules the test guest loads when it has a vif and a vbd
+/// (`e2e.dev=1`): netfront (eth0) and blkfront (/dev/xvda).
+const GUEST_MODULES: &[&str] = &["drivers/net/xen-netfront", "drivers/block/xen-blkfront"];
 
 const LIB_DIRS: &[&str] = &["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"];
 const LDSO: &str = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2";
@@ -165,7 +190,7 @@ pub fn prepare(ws_root: &Path, cache: &Path, shadow: bool) -> Result<Artifacts> 
     let dom0_initrd = out.join("dom0.cpio");
     timed("images", &mut || {
         fs::copy(root.join(format!("boot/vmlinuz-{kver}")), &kernel)?;
-        let n = guest_image(&root, &lab, &guest_initrd)?;
+        let n = guest_image(&root, &lab, &kver, &guest_initrd)?;
         eprintln!("e2e: guest initramfs {} KiB", n / 1024);
         let n = dom0_image(
             &root,
@@ -616,13 +641,57 @@ fn write_image(
     Ok(a.finish()?.1)
 }
 
-/// The test guest's initramfs: busybox and `lab/guest/init`.
-fn guest_image(root: &Path, lab: &Path, dst: &Path) -> Result<u64> {
+/// The test guest's initramfs: busybox, `lab/guest/init` and the
+/// frontend modules.
+fn guest_image(root: &Path, lab: &Path, kver: &str, dst: &Path) -> Result<u64> {
     write_image(dst, |a| {
         add_busybox(a, root)?;
         a.file("init", 0o755, &script(lab, "guest/init")?)?;
-        Ok(())
+        add_modules(a, root, kver, GUEST_MODULES)
     })
+}
+
+/// Adds kernel modules (paths under the kernel's `kernel/` folder, no
+/// `.ko`).
+fn add_modules<W: std::io::Write>(
+    a: &mut cpio::Writer<W>,
+    root: &Path,
+    kver: &str,
+    modules: &[&str],
+) -> Result<()> {
+    for m in modules {
+        let rel = format!("lib/modules/{kver}/kernel/{m}.ko");
+        let data = fs::read(root.join(&rel))
+            .with_context(|| format!("the kernel package has no {rel}"))?;
+        a.file(&rel, 0o644, &data)?;
+    }
+    Ok(())
+}
+
+/// Adds every file of the folder `rel` of the unpacked tree, with its
+/// mode (no subfolders: `etc/xen/scripts` has none).
+fn add_tree_files<W: std::io::Write>(
+    a: &mut cpio::Writer<W>,
+    root: &Path,
+    rel: &str,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut names: Vec<_> = fs::read_dir(root.join(rel))
+        .with_context(|| format!("the packages have no {rel}"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        bail!("{rel} is empty in the unpacked packages");
+    }
+    names.sort();
+    for n in names {
+        let path = root.join(rel).join(&n);
+        let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
+        a.file(&format!("{rel}/{n}"), mode, &fs::read(&path)?)?;
+    }
+    Ok(())
 }
 
 /// dom0's initramfs: busybox, the Xen userland and its libraries, the
@@ -636,7 +705,11 @@ fn dom0_image(
     relocd: &Path,
     dst: &Path,
 ) -> Result<u64> {
-    let mut bins: Vec<PathBuf> = XEN_BINS.iter().map(|b| root.join(b)).collect();
+    let mut bins: Vec<PathBuf> = XEN_BINS
+        .iter()
+        .chain(OTHER_BINS)
+        .map(|b| root.join(b))
+        .collect();
     bins.push(relocd.to_path_buf());
     let mut libs = needed_libs(root, &bins)?;
     // glibc dlopen()s libgcc_s for pthread_cancel: `xl create` aborts without it
@@ -645,9 +718,10 @@ fn dom0_image(
     libs.dedup();
     write_image(dst, |a| {
         add_busybox(a, root)?;
-        for b in XEN_BINS {
+        for b in XEN_BINS.iter().chain(OTHER_BINS) {
             a.file(b, 0o755, &fs::read(root.join(b))?)?;
         }
+        add_tree_files(a, root, HOTPLUG_DIR)?;
         // xenstore-read, -write, -ls, ...: the xenstore binary under other
         // names (hard links in the package), so links to it here
         for e in fs::read_dir(root.join("usr/bin"))? {
@@ -662,12 +736,7 @@ fn dom0_image(
         }
         a.file(LDSO, 0o755, &fs::read(root.join(LDSO))?)?;
         a.symlink("lib64/ld-linux-x86-64.so.2", &format!("/{LDSO}"))?;
-        for m in MODULES {
-            let rel = format!("lib/modules/{kver}/kernel/{m}.ko");
-            let data = fs::read(root.join(&rel))
-                .with_context(|| format!("the kernel package has no {rel}"))?;
-            a.file(&rel, 0o644, &data)?;
-        }
+        add_modules(a, root, kver, MODULES)?;
         a.file(
             "etc/xen/xl.conf",
             0o644,
@@ -685,6 +754,7 @@ fn dom0_image(
             0o644,
             &script(lab, "dom0/lib-migrate.sh")?,
         )?;
+        a.file("e2e/lib-dev.sh", 0o644, &script(lab, "dom0/lib-dev.sh")?)?;
         a.file("e2e/cmdloop.sh", 0o644, &script(lab, "dom0/cmdloop.sh")?)?;
         let mut names: Vec<_> = fs::read_dir(lab.join("scenarios"))?
             .filter_map(|e| e.ok())
@@ -701,11 +771,13 @@ fn dom0_image(
         }
         a.file("e2e/guest/vmlinuz", 0o644, &fs::read(kernel)?)?;
         a.file("e2e/guest/initrd.cpio", 0o644, &fs::read(guest_initrd)?)?;
-        a.file(
-            "e2e/guest/guest.cfg",
-            0o644,
-            &script(lab, "guest/guest.cfg")?,
-        )?;
+        for cfg in ["guest.cfg", "guest-dev.cfg"] {
+            a.file(
+                &format!("e2e/guest/{cfg}"),
+                0o644,
+                &script(lab, &format!("guest/{cfg}"))?,
+            )?;
+        }
         for d in [
             "var/lib/xen/save",
             "var/log/xen/console",

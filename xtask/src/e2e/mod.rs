@@ -12,13 +12,22 @@
 //! ```
 //!
 //! Every host gets a transfer disk (a sparse raw image,
-//! `target/e2e/xfer-HOST.img`, virtio-blk `/dev/vda` in dom0) for files too
+//! `target/e2e/xfer-HOST.img`, virtio-blk `/dev/vda` in dom0, linked as
+//! `/dev/e2e-xfer`) for files too
 //! big for the console: a script's `e2e_export FILE NAME` writes one there,
 //! and after the scenario the harness copies it to the scenario's folder,
 //! checks its MD5 and runs Xen's own `verify-stream-v2 -f xl` on each save
 //! file (`*.save`): its verdict goes into the summary, and a rejected
 //! stream fails the scenario. Accepted save files are deleted afterwards
 //! (they are as big as the guest) unless `RELOCD_E2E_KEEP=1`.
+//!
+//! The hosts of a boot also share one disk (`target/e2e/shared-pair.img`,
+//! `shared-host.img` for the single host; 64 MiB, sparse): a second
+//! virtio-blk disk on every host, opened by both QEMUs read-write without
+//! image locking or a host cache, `/dev/vdb` in dom0, which links it as
+//! `/dev/e2e-shared`. The device test guest's vbd lives on it, the stand-in
+//! for a pool's SAN. Both kinds of disk are deleted when their hosts power
+//! off.
 //!
 //! Pieces: [`build`] makes the images, [`qemu`] starts hosts and drives
 //! their consoles, [`scenario`] lists the scenarios and parses the markers
@@ -48,12 +57,17 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The whole e2e run, build included, ends within this: `cargo xtask
 /// test` must end within 45 minutes and spends about eight of them before
 /// the e2e part (a clean clone, cold build). The 18 default scenarios took
-/// 19.2 minutes on a loaded machine; each scenario's timeout is about twice
-/// its measured time, and one that could end past the budget is not
+/// 19.2 minutes on a loaded machine; the four with the device guest, which
+/// replaced `migrate-side-by-side`, add about ten more (an estimate from
+/// their parts, not yet one whole run); each scenario's timeout is about
+/// twice its measured time, and one that could end past the budget is not
 /// started (and fails the run), so the budget leaves room for both.
 const RUN_BUDGET: Duration = Duration::from_secs(32 * 60);
 /// The transfer disk's size (sparse: only what dom0 writes takes room).
 const XFER_BYTES: u64 = 4 << 30;
+/// The shared disk's size (sparse): the device guest's vbd, which gets two
+/// 4 KiB blocks a second.
+const SHARED_BYTES: u64 = 64 << 20;
 
 /// A reason the e2e scenarios cannot run on this machine at all (no QEMU,
 /// no Debian mirror, QEMU cannot boot Xen), as opposed to a failure.
@@ -432,10 +446,18 @@ fn run_group(
         .iter()
         .map(|n| logs.join(format!("xfer-{prefix}-{n}.img")))
         .collect();
-    for disk in &xfer {
+    // one shared disk for all the hosts of the group, new every boot
+    let shared = logs.join(format!("shared-{prefix}.img"));
+    let mut disks = xfer.clone();
+    disks.push(shared.clone());
+    for disk in &disks {
         let f =
             fs::File::create(disk).with_context(|| format!("cannot create {}", disk.display()))?;
-        f.set_len(XFER_BYTES)?;
+        f.set_len(if *disk == shared {
+            SHARED_BYTES
+        } else {
+            XFER_BYTES
+        })?;
     }
     let mut watch = BootWatch {
         xen_banner: vec![None; hosts],
@@ -455,9 +477,13 @@ fn run_group(
             } else {
                 Link::Connect(port)
             });
+        } else {
+            // no link, but the bridge gets the address (the guests' network)
+            dom0_args.push("e2e.ip=169.254.0.1/16".into());
         }
         dom0_args.push(format!("e2e.role={name}"));
         dom0_args.push("e2e.xfer=1".into());
+        dom0_args.push("e2e.shared=1".into());
         let spec = HostSpec {
             name: name.to_string(),
             xen: xen.to_path_buf(),
@@ -469,6 +495,7 @@ fn run_group(
             link,
             pidfile: logs.join(format!("{prefix}-{name}.pid")),
             xfer: Some(xfer[i].clone()),
+            shared: Some(shared.clone()),
         };
         let log = logs.join(format!("{prefix}-{name}.log"));
         eprintln!(
@@ -495,7 +522,7 @@ fn run_group(
     let hostlist = names[..hosts].join("+");
     if let Some(text) = fatal {
         lab.shutdown(Duration::from_secs(1));
-        remove_all(&xfer);
+        remove_all(&disks);
         return Err(Unavailable(format!(
             "QEMU could not boot Xen here: `{text}` (see the console logs in target/e2e/)"
         ))
@@ -503,7 +530,7 @@ fn run_group(
     }
     if let Err(g) = waited {
         lab.shutdown(Duration::from_secs(1));
-        remove_all(&xfer);
+        remove_all(&disks);
         let why = match g {
             Gave::Timeout => format!("dom0 was not up after {} s", BOOT_TIMEOUT.as_secs()),
             Gave::Closed(h) => format!("QEMU of host {h} exited during boot"),
@@ -560,7 +587,7 @@ fn run_group(
     if killed > 0 {
         eprintln!("e2e: {killed} QEMU did not power off in time and was killed");
     }
-    remove_all(&xfer);
+    remove_all(&disks);
     Ok((boot_line, outcomes))
 }
 

@@ -24,6 +24,13 @@ use std::time::{Duration, Instant};
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-x86_64";
 
+/// The serial numbers of the transfer disk and of the shared disk, by
+/// which dom0 finds them (`dom0/init` links them as `/dev/e2e-xfer` and
+/// `/dev/e2e-shared`).
+pub const XFER_SERIAL: &str = "e2e-xfer";
+/// See [`XFER_SERIAL`].
+pub const SHARED_SERIAL: &str = "e2e-shared";
+
 /// A host's end of the point-to-point link between two hosts: QEMU's
 /// `-netdev socket` over 127.0.0.1 (the only network a host ever gets).
 #[derive(Clone, Copy, Debug)]
@@ -55,9 +62,14 @@ pub struct HostSpec {
     pub link: Option<Link>,
     /// QEMU's PID file.
     pub pidfile: PathBuf,
-    /// A raw image attached as a virtio-blk disk (`/dev/vda` in dom0), the
+    /// A raw image attached as a virtio-blk disk (serial `e2e-xfer`,
+    /// `/dev/vda` in dom0, which links it as `/dev/e2e-xfer`), the
     /// way files too big for the console (save images) leave dom0.
     pub xfer: Option<PathBuf>,
+    /// A raw image every host of the lab gets as a second virtio-blk disk
+    /// (serial `e2e-shared`, `/dev/vdb` in dom0, which links it as
+    /// `/dev/e2e-shared`): the shared storage guests' disks live on.
+    pub shared: Option<PathBuf>,
 }
 
 impl HostSpec {
@@ -115,15 +127,34 @@ impl HostSpec {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        // Disks are PCI devices in the order given (the transfer disk vda,
+        // the shared one vdb); dom0 finds each by its serial anyway.
         if let Some(disk) = &self.xfer {
             // cache=unsafe: dom0's writes reach the file at once, flushes
             // are not waited for (the file is read only after a sync)
             a.extend([
                 "-drive".into(),
                 format!(
-                    "file={},if=virtio,format=raw,cache=unsafe",
+                    "file={},if=none,id=xfer0,format=raw,cache=unsafe",
                     plain_path(disk)?
                 ),
+                "-device".into(),
+                format!("virtio-blk-pci,drive=xfer0,serial={XFER_SERIAL}"),
+            ]);
+        }
+        if let Some(disk) = &self.shared {
+            // Both hosts' QEMUs open the file read-write at once: no image
+            // lock (file.locking=off, share-rw=on), and cache=none (O_DIRECT
+            // on the file), so that no cache of one QEMU can hold back a
+            // write from the other's reads
+            a.extend([
+                "-drive".into(),
+                format!(
+                    "file={},if=none,id=shared0,format=raw,cache=none,file.locking=off",
+                    plain_path(disk)?
+                ),
+                "-device".into(),
+                format!("virtio-blk-pci,drive=shared0,share-rw=on,serial={SHARED_SERIAL}"),
             ]);
         }
         match self.link {
@@ -442,6 +473,7 @@ mod tests {
             link,
             pidfile: "/c/A.pid".into(),
             xfer: None,
+            shared: None,
         }
     }
 
@@ -477,9 +509,38 @@ mod tests {
         let a = s.qemu_args().unwrap();
         assert_eq!(
             arg_after(&a, "-drive"),
-            ["file=/c/xfer-A.img,if=virtio,format=raw,cache=unsafe"]
+            ["file=/c/xfer-A.img,if=none,id=xfer0,format=raw,cache=unsafe"]
+        );
+        assert_eq!(
+            arg_after(&a, "-device"),
+            ["virtio-blk-pci,drive=xfer0,serial=e2e-xfer"]
         );
         s.xfer = Some("/c/x,y.img".into());
+        assert!(s.qemu_args().is_err());
+    }
+
+    #[test]
+    fn the_shared_disk_is_writable_by_both_hosts_without_a_host_cache() {
+        let mut s = spec(None);
+        s.xfer = Some("/c/xfer-A.img".into());
+        s.shared = Some("/c/shared-pair.img".into());
+        let a = s.qemu_args().unwrap();
+        // the transfer disk first (vda), the shared one second (vdb)
+        assert_eq!(
+            arg_after(&a, "-drive"),
+            [
+                "file=/c/xfer-A.img,if=none,id=xfer0,format=raw,cache=unsafe",
+                "file=/c/shared-pair.img,if=none,id=shared0,format=raw,cache=none,file.locking=off"
+            ]
+        );
+        assert_eq!(
+            arg_after(&a, "-device"),
+            [
+                "virtio-blk-pci,drive=xfer0,serial=e2e-xfer",
+                "virtio-blk-pci,drive=shared0,share-rw=on,serial=e2e-shared"
+            ]
+        );
+        s.shared = Some("/c/a b.img".into());
         assert!(s.qemu_args().is_err());
     }
 
