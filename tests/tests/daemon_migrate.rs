@@ -176,6 +176,7 @@ fn create(n: &Node, name: &str, memory: u64) -> GuestSpec {
         dirty_rate_bytes_per_s: 4 * MIB,
         pattern: Some("hot".into()),
         vcpus: None,
+        fill_percent: 0,
     };
     let spec = spec_from_request(&req).unwrap();
     n.call(&Request::SimCreate(req)).unwrap();

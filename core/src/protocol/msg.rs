@@ -70,8 +70,16 @@ impl Features {
     /// it; a source asks for it when its user does (`migrate --compress`),
     /// as packing pays on slow links and costs CPU time on fast ones.
     pub const COMPRESS: Features = Features(1 << 1);
+    // Bit 2 is taken by the guest-configuration message.
+    /// All-zero pages may travel as a marker: an image chunk whose pages
+    /// are partly zeros goes with a bitmap of them and without their 4 KiB
+    /// each (a tag octet before every chunk, as with [`Self::COMPRESS`];
+    /// the host's session layer elides and restores the zeros, the image
+    /// inside is unchanged). On by default where both ends offer it.
+    pub const ZERO_PAGES: Features = Features(1 << 3);
     /// Everything this version implements.
-    pub const ALL: Features = Features(Features::LIVE.0 | Features::COMPRESS.0);
+    pub const ALL: Features =
+        Features(Features::LIVE.0 | Features::COMPRESS.0 | Features::ZERO_PAGES.0);
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Features) -> bool {

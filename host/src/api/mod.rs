@@ -175,6 +175,10 @@ pub struct SimCreateRequest {
     /// Its vCPU count.
     #[serde(default)]
     pub vcpus: Option<u32>,
+    /// Percentage of its pages that hold data from the start (`--fill`);
+    /// the others are zeros.
+    #[serde(default)]
+    pub fill_percent: u8,
 }
 
 /// One line from the daemon.

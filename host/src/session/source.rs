@@ -23,6 +23,7 @@ use super::image::{ImageEncoder, LibxcEncoder};
 use super::link::{
     read_full, write_frame, Header, Link, ReadEnd, WriteError, WriteFail, WRITE_SLICE,
 };
+use super::pack::Forms;
 use super::{
     guest_err, mib_per_s, Clock, JournalSink, LinkTimeouts, Phase, Progress, SessionError,
     POLL_INTERVAL,
@@ -63,8 +64,9 @@ impl SourceOptions {
             policy: PolicyConfig::default(),
             bandwidth_limit: None,
             timeouts: LinkTimeouts::default(),
-            // Packing is the user's choice (`migrate --compress`).
-            features: Features::LIVE,
+            // Packing is the user's choice (`migrate --compress`); zero
+            // pages go as markers wherever the destination takes them.
+            features: Features(Features::LIVE.0 | Features::ZERO_PAGES.0),
         }
     }
 }
@@ -90,6 +92,9 @@ pub struct SourceReport {
     /// The migration image before packing (equal to `image_bytes` when the
     /// chunks went as they are).
     pub image_bytes_unpacked: u64,
+    /// Pages that travelled as a zero-page marker (`ZERO_PAGES`), not as
+    /// 4 KiB each.
+    pub zero_pages: u64,
     /// The guest's memory in bytes.
     pub guest_bytes: u64,
     /// From the suspend to the destination's `Committed` (its guest runs).
@@ -334,6 +339,8 @@ pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
         chunk: Vec::new(),
         packed: Vec::new(),
         pack_scratch: Vec::new(),
+        zero_header: Vec::new(),
+        zero_pages: 0,
         unpacked_bytes: 0,
         ctl: vec![0; MAX_CONTROL_FRAME_LEN + 64],
         xfer: Xfer::Idle,
@@ -388,6 +395,10 @@ struct SrcDriver<'a, L: Link, G: SourceGuest> {
     /// gathered in first.
     packed: Vec<u8>,
     pack_scratch: Vec<u8>,
+    /// The zero-page bitmap of the chunk being sent.
+    zero_header: Vec<u8>,
+    /// Pages that travelled as a zero marker.
+    zero_pages: u64,
     /// Image bytes before packing (`image_bytes` counts them as sent).
     unpacked_bytes: u64,
     ctl: Vec<u8>,
@@ -698,25 +709,71 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
 
     /// Sends one image chunk (header from the machine, then the payload).
     fn send_chunk(&mut self, now: Instant, parts: &[&[u8]]) -> bool {
+        self.send_image(now, parts, &[])
+    }
+
+    /// The packing forms the session agreed on ([`super::pack`]).
+    fn forms(&self) -> Forms {
+        let f = self.sm.transfer().map_or(Features(0), |t| t.features);
+        Forms {
+            lz4: f.contains(Features::COMPRESS),
+            zero: f.contains(Features::ZERO_PAGES),
+        }
+    }
+
+    /// Sends one image chunk: `head`, then `pages` (whole 4 KiB pages, the
+    /// end of a `PAGE_DATA` record), packed as the session agreed. Pages
+    /// go to the socket from where they are, in vectored writes; with
+    /// `ZERO_PAGES` the zero ones stay behind, named by a bitmap.
+    fn send_image(&mut self, now: Instant, head: &[&[u8]], pages: &[u8]) -> bool {
         self.flush(now);
         if self.link_dead {
             return false;
         }
-        let raw_len: usize = parts.iter().map(|p| p.len()).sum();
-        let compress = self
-            .sm
-            .transfer()
-            .is_some_and(|t| t.features.contains(Features::COMPRESS));
+        let head_len: usize = head.iter().map(|p| p.len()).sum();
+        let raw_len = head_len + pages.len();
+        let forms = self.forms();
         let mut packed = std::mem::take(&mut self.packed);
         let mut scratch = std::mem::take(&mut self.pack_scratch);
-        let r = if compress {
-            super::pack::pack(parts, &mut scratch, &mut packed);
-            self.send_parts(now, &[&packed], packed.len(), raw_len)
+        let mut zh = std::mem::take(&mut self.zero_header);
+        let zeros = if forms.zero && !pages.is_empty() {
+            super::pack::zero_header(head_len, pages, &mut zh)
         } else {
-            self.send_parts(now, parts, raw_len, raw_len)
+            0
         };
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(head.len() + 8);
+        let r = if zeros > 0 {
+            self.zero_pages += zeros as u64;
+            if !forms.lz4 {
+                parts.push(&super::pack::ZERO_TAG);
+            }
+            parts.push(&zh);
+            parts.extend_from_slice(head);
+            super::pack::nonzero_runs(&zh, pages, &mut parts);
+            if forms.lz4 {
+                super::pack::pack_zero(&parts, &mut scratch, &mut packed);
+                self.send_parts(now, &[&packed], packed.len(), raw_len)
+            } else {
+                let len = parts.iter().map(|p| p.len()).sum();
+                self.send_parts(now, &parts, len, raw_len)
+            }
+        } else {
+            parts.extend_from_slice(head);
+            parts.push(pages);
+            if forms.lz4 {
+                super::pack::pack(&parts, &mut scratch, &mut packed);
+                self.send_parts(now, &[&packed], packed.len(), raw_len)
+            } else if forms.tagged() {
+                parts.insert(0, &super::pack::RAW_TAG);
+                self.send_parts(now, &parts, raw_len + 1, raw_len)
+            } else {
+                self.send_parts(now, &parts, raw_len, raw_len)
+            }
+        };
+        drop(parts);
         self.packed = packed;
         self.pack_scratch = scratch;
+        self.zero_header = zh;
         r
     }
 
@@ -806,7 +863,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             self.local_failure(now, e.into());
             return true;
         }
-        let sent = self.send_chunk(now, &[&chunk, b.data]);
+        let sent = self.send_image(now, &[&chunk], b.data);
         let len = (chunk.len() + b.data.len()) as u64;
         self.chunk = chunk;
         if sent {
@@ -965,6 +1022,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                     bytes_sent: self.bytes_sent,
                     image_bytes: self.image_bytes,
                     image_bytes_unpacked: self.unpacked_bytes,
+                    zero_pages: self.zero_pages,
                     guest_bytes: self.info.nr_pages * PAGE_SIZE as u64,
                     downtime_ms: self
                         .suspend_at

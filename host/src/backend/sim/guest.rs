@@ -223,6 +223,25 @@ impl SimGuest {
         steps
     }
 
+    /// Writes the workload's fill (its module doc): the initial contents of
+    /// the pages [`Workload::filled`] names.
+    ///
+    /// [`Workload::filled`]: super::Workload::filled
+    pub(crate) fn fill(&self, workload: &super::Workload) {
+        if workload.fill_percent == 0 {
+            return;
+        }
+        let mut st = self.lock();
+        let nr = self.inner.nr_pages;
+        for pfn in 1..nr {
+            if workload.filled(nr, pfn) {
+                if let Some(page) = st.mem.get_mut(pfn) {
+                    page_contents(workload.seed, 0, pfn, page);
+                }
+            }
+        }
+    }
+
     // ----- source side -----
 
     /// Copies the pages `pfns` into `out` (`pfns.len() * 4096` bytes), in

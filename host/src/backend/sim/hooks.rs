@@ -203,6 +203,8 @@ pub fn spec_from_request(req: &SimCreateRequest) -> Result<GuestSpec, CommandErr
         .map_err(bad)?
         .with_dirty_rate(req.dirty_rate_bytes_per_s)
         .map_err(bad)?
+        .with_fill(req.fill_percent)
+        .map_err(bad)?
         .with_pattern(pattern))
 }
 
@@ -316,6 +318,7 @@ mod tests {
             dirty_rate_bytes_per_s: 4 << 20,
             pattern: Some("hot".into()),
             vcpus: None,
+            fill_percent: 0,
         }
     }
 
