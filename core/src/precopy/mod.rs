@@ -49,11 +49,13 @@
 //! one image chunk of the relocation protocol. [`MAX_PAGE_DATA_RECORD_LEN`]
 //! bounds that record, and the protocol's frame limit is derived from it.
 
+mod converge;
 pub mod drive;
 mod policy;
 #[cfg(test)]
 mod tests;
 
+pub use converge::{ConvergeConfig, ConvergePolicy};
 pub use policy::{
     Decision, DefaultPolicy, PolicyConfig, PrecopyPolicy, SimplePolicy, DEFAULT_BUSY_ROUNDS,
     DEFAULT_DOWNTIME_LIMIT, DEFAULT_MAX_ROUNDS,

@@ -77,9 +77,14 @@ impl Features {
     /// the host's session layer elides and restores the zeros, the image
     /// inside is unchanged). On by default where both ends offer it.
     pub const ZERO_PAGES: Features = Features(1 << 3);
+    /// The guest's scheduling parameters travel with it ([`Msg::Sched`]),
+    /// so the destination's domain gets its weight and cap (never a
+    /// throttle auto-converge applied).
+    pub const SCHED: Features = Features(1 << 4);
     /// Everything this version implements.
-    pub const ALL: Features =
-        Features(Features::LIVE.0 | Features::COMPRESS.0 | Features::ZERO_PAGES.0);
+    pub const ALL: Features = Features(
+        Features::LIVE.0 | Features::COMPRESS.0 | Features::ZERO_PAGES.0 | Features::SCHED.0,
+    );
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Features) -> bool {
@@ -217,6 +222,17 @@ pub struct ImageEnd {
     pub bytes: u64,
 }
 
+/// Source → destination, with [`Features::SCHED`]: the guest's scheduling
+/// parameters as it had them before any throttle (Xen's credit and
+/// credit2 weight and cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sched {
+    /// Relative CPU share, 1 to 65535 (Xen's default 256).
+    pub weight: u16,
+    /// Ceiling, percent of one physical CPU for the whole domain; 0: none.
+    pub cap: u16,
+}
+
 /// A control message. Variant order is the wire tag: never reorder, only
 /// append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +271,13 @@ pub enum Msg<'a> {
     /// the destination, it also promises that its copy will never run.
     #[serde(borrow)]
     Abort(Abort<'a>),
+    /// Tag 14: reserved for the guest-configuration message (feature bit
+    /// 2); until it is defined here, a peer that sends it is refused as
+    /// out of place in every state.
+    Reserved14,
+    /// Tag 15. S → D, with [`Features::SCHED`], once, while the image
+    /// flows and before `Suspended`: the guest's scheduling parameters.
+    Sched(Sched),
 }
 
 /// The wire tag of `Msg::Image` (its variant index).
@@ -278,6 +301,8 @@ impl Msg<'_> {
             Msg::Commit => "Commit",
             Msg::Committed => "Committed",
             Msg::Abort(_) => "Abort",
+            Msg::Reserved14 => "Reserved14",
+            Msg::Sched(_) => "Sched",
         }
     }
 
@@ -462,6 +487,10 @@ mod test {
                 reason: AbortReason::Unknown(u16::MAX),
                 detail: LONGEST_DETAIL,
             }),
+            Msg::Sched(Sched {
+                weight: 256,
+                cap: u16::MAX,
+            }),
         ]
     }
 
@@ -489,6 +518,21 @@ mod test {
             }
             assert_eq!(decode(&buf[4..n]).unwrap(), msg);
         }
+    }
+
+    #[test]
+    fn sched_is_tag_15() {
+        let mut buf = [0u8; 16];
+        let n = encode(
+            &Msg::Sched(Sched {
+                weight: 256,
+                cap: 50,
+            }),
+            &mut buf,
+        )
+        .unwrap();
+        // Tag 15, weight 256 as a varint (0x80 0x02), cap 50.
+        assert_eq!(&buf[..n], &[0, 0, 0, 4, 15, 0x80, 0x02, 50]);
     }
 
     #[test]

@@ -110,6 +110,11 @@ pub struct MigrateRequest {
     /// (`--compress`): fewer bytes on a slow link, more CPU.
     #[serde(default)]
     pub compress: bool,
+    /// Throttle the guest's vCPUs when its dirty set stops shrinking
+    /// (`--auto-converge`), step by step up to a ceiling; its own
+    /// scheduling parameters come back on every path.
+    #[serde(default)]
+    pub auto_converge: bool,
 }
 
 /// `relocd save`'s arguments.
@@ -395,6 +400,17 @@ pub struct TransferSummary {
     pub total_ms: f64,
     /// Average bandwidth, MiB/s.
     pub bandwidth_mib_s: f64,
+    /// Pages that travelled as a zero-page marker (a migration whose
+    /// destination takes them).
+    #[serde(default)]
+    pub zero_pages: u64,
+    /// How far auto-converge throttled the guest: the highest share of its
+    /// CPU time taken, percent (0: not throttled).
+    #[serde(default)]
+    pub throttle_percent: u8,
+    /// How many times auto-converge tightened the throttle.
+    #[serde(default)]
+    pub throttle_steps: u32,
 }
 
 /// The category of a failed command.

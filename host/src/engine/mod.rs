@@ -772,6 +772,9 @@ pub(crate) fn summary(domain: &str, r: &SourceReport) -> TransferSummary {
         downtime_ms: r.downtime_ms as f64,
         total_ms: r.total_ms as f64,
         bandwidth_mib_s: r.bandwidth_mib_s,
+        zero_pages: r.zero_pages,
+        throttle_percent: r.throttle_percent,
+        throttle_steps: r.throttle_steps,
     }
 }
 
@@ -806,6 +809,9 @@ pub(crate) fn source_options(
     opts.timeouts = cfg.timeouts();
     if req.compress {
         opts.features = Features(opts.features.0 | Features::COMPRESS.0);
+    }
+    if req.auto_converge {
+        opts.auto_converge = Some(relocd_core::precopy::ConvergeConfig::default());
     }
     opts
 }

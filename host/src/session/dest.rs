@@ -181,11 +181,16 @@ where
                 }
                 DestAction::CompleteImage => {
                     let mut text = String::new();
+                    let sched = sm.receive().and_then(|r| r.sched);
                     let result = match sink.as_mut() {
-                        Some(s) if decoder.is_complete() => match s.complete() {
+                        Some(s) if decoder.is_complete() => match sched
+                            .map_or(Ok(()), |p| s.set_sched_params(p))
+                            .map_err(|e| guest_err("set the scheduling parameters", e))
+                            .and_then(|()| {
+                                s.complete().map_err(|e| guest_err("complete the image", e))
+                            }) {
                             Ok(()) => Ok(()),
-                            Err(e) => {
-                                let f = guest_err("complete the image", e);
+                            Err(f) => {
                                 text = f.to_string();
                                 failure = Some(f);
                                 Err(AbortReason::DestFailed)

@@ -9,8 +9,8 @@ use std::time::Duration;
 use relocd_core::guest::{GuestInfo, PageType, Pfn, SourceGuest, PAGE_SIZE};
 use relocd_core::precopy::drive::{self, BatchBuf, DriveError};
 use relocd_core::precopy::{
-    Decision, DefaultPolicy, Phase as PcPhase, PolicyConfig, Precopy, PrecopyConfig, Summary,
-    MAX_BATCH_SIZE,
+    ConvergeConfig, ConvergePolicy, Decision, DefaultPolicy, Phase as PcPhase, PolicyConfig,
+    Precopy, PrecopyConfig, Summary, MAX_BATCH_SIZE,
 };
 use relocd_core::protocol::journal::{Record, RecordKind, Role};
 use relocd_core::protocol::{
@@ -51,6 +51,9 @@ pub struct SourceOptions {
     pub timeouts: LinkTimeouts,
     /// Features offered.
     pub features: Features,
+    /// Auto-converge (`--auto-converge`): throttle a guest whose dirty set
+    /// stops shrinking; `None` (the default) leaves it alone.
+    pub auto_converge: Option<ConvergeConfig>,
 }
 
 impl SourceOptions {
@@ -65,8 +68,10 @@ impl SourceOptions {
             bandwidth_limit: None,
             timeouts: LinkTimeouts::default(),
             // Packing is the user's choice (`migrate --compress`); zero
-            // pages go as markers wherever the destination takes them.
-            features: Features(Features::LIVE.0 | Features::ZERO_PAGES.0),
+            // pages go as markers, and the scheduling parameters travel,
+            // wherever the destination takes them.
+            features: Features(Features::LIVE.0 | Features::ZERO_PAGES.0 | Features::SCHED.0),
+            auto_converge: None,
         }
     }
 }
@@ -97,6 +102,11 @@ pub struct SourceReport {
     pub zero_pages: u64,
     /// The guest's memory in bytes.
     pub guest_bytes: u64,
+    /// The highest auto-converge throttle applied, percent of the guest's
+    /// CPU time taken (0: none).
+    pub throttle_percent: u8,
+    /// How many times auto-converge tightened the throttle.
+    pub throttle_steps: u32,
     /// From the suspend to the destination's `Committed` (its guest runs).
     pub downtime_ms: u64,
     /// From the call to the end.
@@ -341,6 +351,8 @@ pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
         pack_scratch: Vec::new(),
         zero_header: Vec::new(),
         zero_pages: 0,
+        throttle: 0,
+        throttle_steps: 0,
         unpacked_bytes: 0,
         ctl: vec![0; MAX_CONTROL_FRAME_LEN + 64],
         xfer: Xfer::Idle,
@@ -384,7 +396,7 @@ struct SrcDriver<'a, L: Link, G: SourceGuest> {
     clock: &'a Clock,
     opts: &'a SourceOptions,
     info: GuestInfo,
-    pc: Option<Precopy<DefaultPolicy>>,
+    pc: Option<Precopy<ConvergePolicy>>,
     bitmap: Vec<u64>,
     scratch: Vec<u64>,
     pfns: Vec<Pfn>,
@@ -399,6 +411,10 @@ struct SrcDriver<'a, L: Link, G: SourceGuest> {
     zero_header: Vec<u8>,
     /// Pages that travelled as a zero marker.
     zero_pages: u64,
+    /// The throttle the guest runs under (percent taken), and how often
+    /// it was tightened.
+    throttle: u8,
+    throttle_steps: u32,
     /// Image bytes before packing (`image_bytes` counts them as sent).
     unpacked_bytes: u64,
     ctl: Vec<u8>,
@@ -645,6 +661,18 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
 
     fn start(&mut self, now: Instant, live: bool) {
         self.transfer_start = Some(std::time::Instant::now());
+        // The guest's own scheduling parameters travel with it.
+        match self.guest.sched_params() {
+            Ok(Some(p)) => {
+                if let Err(e) = self.sm.handle_sched(now, p) {
+                    return self.local_failure(now, SessionError::Internal(e.to_string()));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return self.local_failure(now, guest_err("read the scheduling parameters", e))
+            }
+        }
         let words = self.info.bitmap_words();
         self.bitmap = vec![0; words];
         self.scratch = vec![0; words];
@@ -664,7 +692,10 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         let cfg = PrecopyConfig {
             bandwidth_limit: self.opts.bandwidth_limit,
         };
-        let policy = DefaultPolicy::new(self.opts.policy);
+        let policy = ConvergePolicy::new(
+            DefaultPolicy::new(self.opts.policy),
+            self.opts.auto_converge,
+        );
         if live {
             match drive::start_live(&mut *self.guest, &mut self.bitmap, cfg, policy, now) {
                 Ok(pc) => {
@@ -815,7 +846,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         self.pc = Some(pc);
     }
 
-    fn step_with(&mut self, now: Instant, pc: &mut Precopy<DefaultPolicy>) {
+    fn step_with(&mut self, now: Instant, pc: &mut Precopy<ConvergePolicy>) {
         // The batch buffers leave `self` for the step, so the pages can be
         // sent from where the guest put them.
         let (mut pfns, mut types, mut data) = (
@@ -841,7 +872,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
     fn batch(
         &mut self,
         now: Instant,
-        pc: &mut Precopy<DefaultPolicy>,
+        pc: &mut Precopy<ConvergePolicy>,
         pfns: &mut [Pfn],
         types: &mut [PageType],
         data: &mut [u8],
@@ -876,7 +907,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         true
     }
 
-    fn pc_progress(&mut self, pc: &Precopy<DefaultPolicy>) {
+    fn pc_progress(&mut self, pc: &Precopy<ConvergePolicy>) {
         let p = pc.progress();
         let phase = match p.phase {
             PcPhase::Live(r) => Phase::Live(r),
@@ -899,7 +930,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         );
     }
 
-    fn end_round(&mut self, now: Instant, pc: &mut Precopy<DefaultPolicy>) {
+    fn end_round(&mut self, now: Instant, pc: &mut Precopy<ConvergePolicy>) {
         let decision = match drive::end_live_round(pc, &mut *self.guest, &mut self.bitmap, now) {
             Ok(d) => d,
             Err(e) => return self.drive_failure(now, "read the dirty log", e),
@@ -914,6 +945,22 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             return;
         }
         self.pc_progress(pc);
+        let want = pc.policy().throttle();
+        if want != self.throttle && decision == Decision::ContinuePrecopy {
+            match self.guest.throttle(want) {
+                Ok(true) => {
+                    tracing::info!(
+                        throttle = want,
+                        round = stats.round,
+                        "auto-converge: the guest's dirty set stopped shrinking; throttled"
+                    );
+                    self.throttle = want;
+                    self.throttle_steps = pc.policy().steps();
+                }
+                Ok(false) => {}
+                Err(e) => return self.local_failure(now, guest_err("throttle the guest", e)),
+            }
+        }
         match decision {
             Decision::ContinuePrecopy => {}
             Decision::StopAndCopy => {
@@ -941,7 +988,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         }
     }
 
-    fn end_image(&mut self, now: Instant, pc: &mut Precopy<DefaultPolicy>) {
+    fn end_image(&mut self, now: Instant, pc: &mut Precopy<ConvergePolicy>) {
         match pc.finish(self.clock.now()) {
             Ok(s) => self.summary = Some(s),
             Err(e) => {
@@ -1023,6 +1070,8 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                     image_bytes: self.image_bytes,
                     image_bytes_unpacked: self.unpacked_bytes,
                     zero_pages: self.zero_pages,
+                    throttle_percent: self.throttle,
+                    throttle_steps: self.throttle_steps,
                     guest_bytes: self.info.nr_pages * PAGE_SIZE as u64,
                     downtime_ms: self
                         .suspend_at
@@ -1043,6 +1092,11 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                     journal_err = self.journal.record(&rec).err();
                 }
                 let mut guest_failure = None;
+                if self.throttle > 0 {
+                    if let Err(g) = self.guest.throttle(0) {
+                        guest_failure = Some(guest_err("give the guest its CPU time back", g));
+                    }
+                }
                 if self.logdirty {
                     if let Err(g) = self.guest.disable_logdirty() {
                         guest_failure = Some(guest_err("disable log-dirty", g));
@@ -1064,7 +1118,16 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                 }
                 Err(SessionError::from_protocol(e, self.sm.peer_detail()))
             }
-            SourceOutcome::InDoubt(e) => Err(SessionError::InDoubt(e)),
+            SourceOutcome::InDoubt(e) => {
+                // Stopped here until the operator decides; whichever way,
+                // with its own scheduling parameters.
+                if self.throttle > 0 {
+                    if let Err(g) = self.guest.throttle(0) {
+                        tracing::warn!("in doubt: the guest's own scheduling parameters were not restored: {g:?}");
+                    }
+                }
+                Err(SessionError::InDoubt(e))
+            }
         }
     }
 }

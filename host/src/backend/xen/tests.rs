@@ -73,6 +73,7 @@ fn req(domain: &str, port: u16) -> MigrateRequest {
         max_iters: None,
         abort_if_busy: false,
         compress: false,
+        auto_converge: false,
     }
 }
 
