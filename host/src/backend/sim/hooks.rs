@@ -15,6 +15,7 @@ use crate::backend::sim::{
     SpecError,
 };
 use crate::engine::{Backend, Domain, NewGuest, Refusal, Settle, Settled};
+use relocd_core::guest::SchedParams;
 
 /// Guest memory the sim backend offers when `--sim-capacity` is not given
 /// and the host's memory cannot be read: 1 GiB.
@@ -294,6 +295,22 @@ impl Backend for SimBackend {
         };
         r.map_err(|e| {
             CommandError::new(ErrorKind::Internal, format!("{action:?} of `{name}`: {e}"))
+        })?;
+        Ok(Settled::Done)
+    }
+
+    fn restore_sched(&self, name: &str, params: SchedParams) -> Result<Settled, CommandError> {
+        let Some(g) = self.hv.by_name(name) else {
+            return Ok(Settled::Gone);
+        };
+        if g.sched() == params {
+            return Ok(Settled::Unchanged);
+        }
+        g.set_sched(params).map_err(|e| {
+            CommandError::new(
+                ErrorKind::Internal,
+                format!("scheduling parameters of `{name}`: {e}"),
+            )
         })?;
         Ok(Settled::Done)
     }
