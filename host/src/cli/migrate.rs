@@ -233,6 +233,7 @@ pub fn run(control: &Path, args: &MigrateArgs, out: &Output) -> Result<(), Failu
                 ("host", Value::from(args.host.host.clone())),
                 ("port", Value::from(req.port.unwrap_or(DEFAULT_PORT))),
                 ("live", Value::from(req.live)),
+                ("auto_converge", Value::from(req.auto_converge)),
             ],
         ));
     } else {
@@ -243,6 +244,9 @@ pub fn run(control: &Path, args: &MigrateArgs, out: &Output) -> Result<(), Failu
                 summary
             )
         );
+        if req.auto_converge && summary.throttle_steps == 0 {
+            println!("  throttled   no (its dirty set shrank fast enough)");
+        }
     }
     Ok(())
 }

@@ -177,7 +177,7 @@ impl Workload {
         self.fill_percent > 0
             && pfn >= 1
             && pfn < nr_pages
-            && hash3(self.seed, 0x66_696c_6c, pfn) % 100 < u64::from(self.fill_percent)
+            && hash3(self.seed, 0x6669_6c6c, pfn) % 100 < u64::from(self.fill_percent)
     }
 
     /// Steps per second of simulated time.
