@@ -590,7 +590,17 @@ fn ticker(weak: &Weak<GuestInner>, generation: u64, period: Duration) {
         owed += now.saturating_duration_since(last).as_nanos() * speed / 100;
         last = now;
         let due = owed / period_ns;
-        for _ in 0..due.min(u128::from(MAX_CATCH_UP)) {
+        for i in 0..due.min(u128::from(MAX_CATCH_UP)) {
+            if i > 0 {
+                // The lock is let go between steps, so a migration's reads
+                // and dirty-log calls interleave with a catch-up as they
+                // would with a real guest's writes.
+                drop(st);
+                st = inner.lock();
+                if st.run != DomainState::Running || st.ticker != generation {
+                    return;
+                }
+            }
             st.step();
         }
         // Time beyond the catch-up limit is lost, not owed.
