@@ -380,6 +380,12 @@ impl<P: PrecopyPolicy> Precopy<P> {
         &self.policy
     }
 
+    /// The policy, to change its settings between rounds (a host whose
+    /// guest cannot be throttled turns auto-converge off).
+    pub fn policy_mut(&mut self) -> &mut P {
+        &mut self.policy
+    }
+
     /// Fills `out` with the next dirty pfns of the current round, at most
     /// `min(out.len(), MAX_BATCH_SIZE)`, and returns how many. Zero means the
     /// round has no more pages: call [`end_round`](Self::end_round) (live)

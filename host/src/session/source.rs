@@ -957,7 +957,14 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                     self.throttle = want;
                     self.throttle_steps = pc.policy().steps();
                 }
-                Ok(false) => {}
+                Ok(false) => {
+                    // Rounds spent on a throttle that cannot be applied
+                    // would only delay the stop-and-copy.
+                    tracing::warn!(
+                        "auto-converge: this guest's scheduler cannot cap it; going on without"
+                    );
+                    pc.policy_mut().converge = None;
+                }
                 Err(e) => return self.local_failure(now, guest_err("throttle the guest", e)),
             }
         }
