@@ -17,9 +17,14 @@
 //!    a throttle that just took hold gets its rounds.
 //!
 //! The steps: [`ConvergeConfig::initial`] (20 %), then each step halves the
-//! CPU time left (20, 60, 80, 90, 95, 98 %), up to
-//! [`ConvergeConfig::ceiling`] (99 %). The throttle never loosens during a
-//! migration: a guest that converged under it would dirty more without it.
+//! CPU time left (20, 60, 80, 90, 95, 98 %), or takes three quarters of it
+//! when the round was busy (the guest dirtied at least
+//! [`super::BUSY_PERCENT`] % of what the round sent: the link does not keep
+//! up at all; 20, 80, 95, 99 %), up to [`ConvergeConfig::ceiling`] (99 %).
+//! Every round a throttle that does not bite costs a whole copy of the
+//! dirty set, so a guest far faster than the link is not eased in. The
+//! throttle never loosens during a migration: a guest that converged under
+//! it would dirty more without it.
 //! The host reads [`ConvergePolicy::throttle`] after each round and tells
 //! the guest (`SourceGuest::throttle`).
 
@@ -46,13 +51,17 @@ impl Default for ConvergeConfig {
 
 impl ConvergeConfig {
     /// The throttle after `t`: [`initial`](Self::initial) from 0, then half
-    /// of the CPU time left, at most [`ceiling`](Self::ceiling).
-    pub fn next(&self, t: u8) -> u8 {
+    /// of the CPU time left, or three quarters of it after a `busy` round,
+    /// at most [`ceiling`](Self::ceiling).
+    pub fn next(&self, t: u8, busy: bool) -> u8 {
         let ceiling = self.ceiling.min(100);
+        let left = 100 - t.min(100);
         let n = if t == 0 {
             self.initial.max(1)
+        } else if busy {
+            100 - left / 4
         } else {
-            100 - (100 - t.min(100)) / 2
+            100 - left / 2
         };
         n.max(t).min(ceiling)
     }
@@ -103,7 +112,9 @@ impl PrecopyPolicy for ConvergePolicy {
             return Decision::StopAndCopy;
         }
         let not_shrinking = u128::from(s.dirty_count) * 2 >= u128::from(s.pages_sent);
-        let next = cfg.next(self.throttle);
+        let busy = u128::from(s.dirty_count) * 100
+            >= u128::from(s.pages_sent) * u128::from(super::BUSY_PERCENT);
+        let next = cfg.next(self.throttle, busy);
         if not_shrinking && next > self.throttle {
             self.throttle = next;
             self.steps += 1;
@@ -140,20 +151,25 @@ mod tests {
     #[test]
     fn steps_halve_the_time_left_up_to_the_ceiling() {
         let c = ConvergeConfig::default();
-        let mut t = 0;
-        let mut seen = [0u8; 8];
-        for s in &mut seen {
-            t = c.next(t);
-            *s = t;
+        for (busy, want) in [
+            (false, [20, 60, 80, 90, 95, 98, 99, 99]),
+            (true, [20, 80, 95, 99, 99, 99, 99, 99]),
+        ] {
+            let mut t = 0;
+            let mut seen = [0u8; 8];
+            for s in &mut seen {
+                t = c.next(t, busy);
+                *s = t;
+            }
+            assert_eq!(seen, want, "busy {busy}");
         }
-        assert_eq!(seen, [20, 60, 80, 90, 95, 98, 99, 99]);
         let low = ConvergeConfig {
             initial: 10,
             ceiling: 50,
         };
-        assert_eq!(low.next(0), 10);
-        assert_eq!(low.next(10), 50);
-        assert_eq!(low.next(50), 50);
+        assert_eq!(low.next(0, true), 10);
+        assert_eq!(low.next(10, false), 50);
+        assert_eq!(low.next(50, true), 50);
     }
 
     #[test]
@@ -176,12 +192,12 @@ mod tests {
     fn a_busy_guest_is_throttled_step_by_step_until_it_converges() {
         let base = DefaultPolicy::new(PolicyConfig::default());
         let mut p = ConvergePolicy::new(base, Some(ConvergeConfig::default()));
-        // Rounds that do not shrink: tighten each time, never give up
-        // while a step is left, even past the default's 5 rounds and busy
-        // streak of 3.
+        // Rounds that do not shrink (but are not busy): tighten each
+        // time, never give up while a step is left, even past the
+        // default's 5 rounds and busy streak of 3.
         let mut want = [20, 60, 80, 90, 95, 98, 99].into_iter();
         for round in 1..=7 {
-            let d = p.decide(&stats(round, 1000, 990, 5000, round));
+            let d = p.decide(&stats(round, 1000, 800, 5000, round));
             assert_eq!(d, Decision::ContinuePrecopy, "round {round}");
             assert_eq!(Some(p.throttle()), want.next());
         }
@@ -196,6 +212,15 @@ mod tests {
             Decision::StopAndCopy,
             "busy for 3 rounds at the ceiling"
         );
+        // Busy rounds (the link does not keep up at all) take bigger steps.
+        let mut b = ConvergePolicy::new(base, Some(ConvergeConfig::default()));
+        for (round, want) in [(1, 20), (2, 80), (3, 95), (4, 99)] {
+            assert_eq!(
+                b.decide(&stats(round, 1000, 990, 5000, round)),
+                Decision::ContinuePrecopy
+            );
+            assert_eq!(b.throttle(), want, "round {round}");
+        }
         assert_eq!(p.throttle(), 99);
         // Converged: stop, whatever the throttle.
         let mut q = ConvergePolicy::new(base, Some(ConvergeConfig::default()));

@@ -171,8 +171,8 @@ pub struct MigrateArgs {
     pub compress: bool,
     /// When the guest dirties memory faster than the rounds shrink it,
     /// throttle its vCPUs through the scheduler (20 % of their time
-    /// first, then half of what is left each round, up to 99 %) until it
-    /// converges; its own cap and weight come back on every path, and
+    /// first, then half of what is left each round, three quarters when
+    /// the link does not keep up at all, up to 99 %) until it converges; its own cap and weight come back on every path, and
     /// the destination's domain gets them.
     #[arg(long, requires = "live")]
     pub auto_converge: bool,
