@@ -240,9 +240,12 @@ fn loopback_figures() {
     let idle = GuestSpec::new("idle", GIB).unwrap();
     let r = migrate_live("idle", &idle, None, None);
     print("idle 1 GiB", &r);
+    // Its pages are all zeros, which travel as markers: what counts is
+    // the guest memory moved per second, not the bytes on the wire.
     println!(
-        "idle 1 GiB throughput / plain TCP: {:.2}",
-        r.bandwidth_mib_s / tcp
+        "idle 1 GiB (all zero pages): guest memory moved {:.0} MiB/s, {:.2}x plain TCP",
+        guest_rate(&r),
+        guest_rate(&r) / tcp
     );
     let r = migrate_live("capped", &idle, None, Some(512 * MIB));
     print("idle 1 GiB, --bandwidth 512M", &r);
