@@ -150,6 +150,45 @@ impl GuestInfo {
     }
 }
 
+/// A guest's scheduling parameters, as Xen's credit and credit2
+/// schedulers hold them (`xen_domctl_sched_credit{,2}`): they travel with
+/// the guest, so the destination's domain gets the ones it had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SchedParams {
+    /// Relative share of CPU time against other domains (Xen's default
+    /// 256; 1 to 65535).
+    pub weight: u16,
+    /// Ceiling in percent of one physical CPU for the whole domain (0: no
+    /// cap; 100 · vCPUs is as good as none).
+    pub cap: u16,
+}
+
+impl SchedParams {
+    /// Xen's defaults: weight 256, no cap.
+    pub const DEFAULT: SchedParams = SchedParams {
+        weight: 256,
+        cap: 0,
+    };
+
+    /// The cap that leaves a guest of `vcpus` vCPUs `100 - throttle` % of
+    /// the CPU time these parameters give it (auto-converge): never more
+    /// than its own cap, never less than 1.
+    pub fn throttled(self, vcpus: u32, throttle: u8) -> SchedParams {
+        let run = u32::from(100u8.saturating_sub(throttle.min(100)));
+        let full = vcpus.max(1).saturating_mul(100);
+        let own = if self.cap == 0 {
+            full
+        } else {
+            u32::from(self.cap).min(full)
+        };
+        let cap = (own.saturating_mul(run) / 100).clamp(1, u32::from(u16::MAX));
+        SchedParams {
+            weight: self.weight,
+            cap: cap as u16,
+        }
+    }
+}
+
 /// The domain being migrated away, on the sending host.
 ///
 /// Call order during a migration (each hook says when and how often):
@@ -238,6 +277,26 @@ pub trait SourceGuest {
     /// says the destination runs the guest (or by `resolve --discard`).
     fn destroy(&mut self) -> Result<(), Self::Error>;
 
+    /// The guest's scheduling parameters as they are now (before any
+    /// throttle), to travel with it. Called once, before the transfer.
+    /// The default: the backend has none (`None`), nothing travels.
+    fn sched_params(&mut self) -> Result<Option<SchedParams>, Self::Error> {
+        Ok(None)
+    }
+
+    /// Auto-converge: takes `percent` % of its CPU time from the guest
+    /// (a scheduler cap of `SchedParams::throttled` of the parameters it
+    /// had before the first call), or with 0 gives it back exactly those
+    /// parameters. Called at the end of a live round whenever the policy
+    /// changes the throttle, and with 0 once when a throttled migration
+    /// ends without the guest being destroyed here (failure, cancel, in
+    /// doubt). Returns whether the backend throttled (false: it cannot,
+    /// and the migration goes on without). The default cannot.
+    fn throttle(&mut self, percent: u8) -> Result<bool, Self::Error> {
+        let _ = percent;
+        Ok(false)
+    }
+
     /// The records of this guest type at `point` of the stream (Xen's
     /// `save_ops.static_data`, `start_of_stream` and `end_of_checkpoint`),
     /// handed one at a time to `out` as (raw record type, whole body as on
@@ -318,6 +377,14 @@ pub trait SinkGuest {
     /// other than "committed".
     fn destroy(&mut self) -> Result<(), Self::Error>;
 
+    /// The guest's scheduling parameters from the source (weight, cap),
+    /// as it had them before any throttle. Called at most once, before
+    /// [`complete`](Self::complete). The default ignores them.
+    fn set_sched_params(&mut self, params: SchedParams) -> Result<(), Self::Error> {
+        let _ = params;
+        Ok(())
+    }
+
     /// A record of the image that is neither pages nor the stream's own
     /// framing (Xen's `restore_ops.process_record`): its raw type and whole
     /// body as on the wire (a per-vCPU record's body starts with its vCPU
@@ -352,5 +419,33 @@ mod test {
         assert_eq!(PageType::NOTAB.table_level(), None);
         // Low bits are not part of the type.
         assert_eq!(PageType::from_raw(0x1000_0123), PageType::L1TAB);
+    }
+
+    #[test]
+    fn throttled_caps() {
+        let d = SchedParams::DEFAULT;
+        // No cap of its own: a share of all its vCPUs.
+        assert_eq!(d.throttled(1, 20).cap, 80);
+        assert_eq!(d.throttled(4, 50).cap, 200);
+        assert_eq!(d.throttled(2, 99).cap, 2);
+        // Never 0 (which would mean no cap) and never above its own cap.
+        assert_eq!(d.throttled(1, 100).cap, 1);
+        let own = SchedParams {
+            weight: 512,
+            cap: 50,
+        };
+        assert_eq!(
+            own.throttled(4, 20),
+            SchedParams {
+                weight: 512,
+                cap: 40
+            }
+        );
+        assert_eq!(own.throttled(4, 0).cap, 50);
+        let big = SchedParams {
+            weight: 256,
+            cap: 900,
+        };
+        assert_eq!(big.throttled(2, 0).cap, 200);
     }
 }

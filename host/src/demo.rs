@@ -131,6 +131,7 @@ fn run_in(dir: &Path, args: &DemoArgs, out: &Output) -> Result<(), Failure> {
         dirty_rate_bytes_per_s: args.dirty_rate,
         pattern: Some(args.pattern.as_str().into()),
         vcpus: None,
+        fill_percent: 0,
     };
     let spec = spec_from_request(&create).map_err(|e| Failure {
         error: e,

@@ -102,6 +102,20 @@ pub struct JournalEntry {
     /// The other end (`host:port`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    /// A source's: the guest's own scheduling parameters, journaled before
+    /// auto-converge first throttles it, so that a daemon killed
+    /// mid-throttle has the next one give them back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sched: Option<JournalSched>,
+}
+
+/// A guest's scheduling parameters in a journal record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalSched {
+    /// Weight.
+    pub weight: u16,
+    /// Cap (percent of one CPU, 0: none).
+    pub cap: u16,
 }
 
 impl JournalEntry {
@@ -117,6 +131,7 @@ impl JournalEntry {
             state,
             ts,
             peer: None,
+            sched: None,
         }
     }
 }

@@ -56,6 +56,7 @@ fn summary(domain: &str) -> TransferSummary {
         downtime_ms: 8.5,
         total_ms: 1500.0,
         bandwidth_mib_s: 704.0,
+        ..TransferSummary::default()
     }
 }
 
@@ -266,6 +267,7 @@ fn migrate_sends_what_was_typed_and_prints_the_summary() {
         "--max-iters",
         "5",
         "--abort-if-busy",
+        "--auto-converge",
         "web1",
         "[::1]:9000",
     ]);
@@ -282,6 +284,7 @@ fn migrate_sends_what_was_typed_and_prints_the_summary() {
             max_iters: Some(5),
             abort_if_busy: true,
             compress: false,
+            auto_converge: true,
         })
     );
     assert_eq!(json(&out)["host"], "::1");

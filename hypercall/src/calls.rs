@@ -11,8 +11,8 @@
 //! Public so that every doorway applies the same rules.
 
 use crate::abi::domctl::{
-    self, CpuPolicy, Domctl, GetPageFrameInfo3, ShadowOp, VcpuContext, VcpuExtState, VcpuMsr,
-    VcpuMsrs,
+    self, CpuPolicy, Domctl, GetPageFrameInfo3, SchedulerOp, ShadowOp, VcpuContext, VcpuExtState,
+    VcpuMsr, VcpuMsrs,
 };
 use crate::abi::evtchn::{self, EvtchnAllocUnbound};
 use crate::abi::grant_table::{self, GnttabSetupTable};
@@ -136,6 +136,15 @@ pub fn domctl_handles(d: &Domctl) -> Result<Handles, Error> {
                     times(p.nr_msrs.into(), size_of::<MsrEntry>()),
                 ),
             )
+        }
+        // Only the credit/credit2 forms, which carry no handle (the
+        // per-vCPU ones point at an array).
+        SCHEDULER_OP => {
+            let p: SchedulerOp = d.payload();
+            match p.cmd {
+                domctl::sched::OP_PUTINFO | domctl::sched::OP_GETINFO => Handles::NONE,
+                _ => return Err(Error::new(Op::Domctl(SCHEDULER_OP), errno::EOPNOTSUPP)),
+            }
         }
         other => return Err(Error::new(Op::Domctl(other), errno::EOPNOTSUPP)),
     })

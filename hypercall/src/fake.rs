@@ -11,8 +11,8 @@
 
 use crate::abi::domctl::{
     self, dominf, pfinfo, shadow, AddressSize, CpuPolicy, Domctl, ExtVcpuContextRaw, GetDomainInfo,
-    GetPageFrameInfo3, MaxMem, SetDomainHandle, ShadowOp, TscInfo, VcpuContext, VcpuExtState,
-    VcpuMsr, VcpuMsrs, XEN_DOMCTL_INTERFACE_VERSION,
+    GetPageFrameInfo3, MaxMem, SchedCredit, SchedulerOp, SetDomainHandle, ShadowOp, TscInfo,
+    VcpuContext, VcpuExtState, VcpuMsr, VcpuMsrs, XEN_DOMCTL_INTERFACE_VERSION,
 };
 use crate::abi::evtchn::{self, EvtchnAllocUnbound};
 use crate::abi::grant_table::{self, gntst, GnttabSetupTable, GrantEntryV1};
@@ -87,6 +87,11 @@ pub struct FakeDomain {
     pub grant_table: BTreeMap<XenPfn, Box<[u8; PAGE_SIZE]>>,
     /// Pinned page tables: MFN → level (1–4).
     pub pinned: BTreeMap<u64, u8>,
+    /// The domain's scheduler (`XEN_SCHEDULER_*`: credit2, as Xen 4.17's
+    /// default) and its credit parameters.
+    pub scheduler: u32,
+    /// Weight and cap (`XEN_DOMCTL_scheduler_op`).
+    pub sched: SchedCredit,
 }
 
 impl FakeDomain {
@@ -126,6 +131,11 @@ impl FakeDomain {
             unbound_ports: BTreeMap::new(),
             grant_table: BTreeMap::new(),
             pinned: BTreeMap::new(),
+            scheduler: domctl::sched::CREDIT2,
+            sched: SchedCredit {
+                weight: 256,
+                cap: 0,
+            },
         };
         d.sync();
         d
@@ -413,6 +423,32 @@ impl Hypervisor for FakeXen {
                 st.domains
                     .remove(&d.domain)
                     .ok_or(Error::new(op, errno::ESRCH))?;
+            }
+            domctl::cmd::SCHEDULER_OP => {
+                let p: SchedulerOp = d.payload();
+                let dom = domain(&mut st, d.domain, op)?;
+                // Xen refuses an id other than the domain's scheduler.
+                if p.sched_id != dom.scheduler {
+                    return Err(Error::new(op, errno::EINVAL));
+                }
+                match p.cmd {
+                    domctl::sched::OP_GETINFO => {
+                        d.set_payload(&SchedulerOp::with_credit(p.sched_id, p.cmd, dom.sched));
+                    }
+                    domctl::sched::OP_PUTINFO => {
+                        let c = p.credit();
+                        // Xen leaves a 0 weight alone (credit2 refuses
+                        // none); a cap above 100 · vCPUs is refused.
+                        if c.weight != 0 {
+                            dom.sched.weight = c.weight;
+                        }
+                        if u32::from(c.cap) > 100 * dom.info.nr_online_vcpus.max(1) {
+                            return Err(Error::new(op, errno::EINVAL));
+                        }
+                        dom.sched.cap = c.cap;
+                    }
+                    _ => return Err(Error::new(op, errno::EINVAL)),
+                }
             }
             domctl::cmd::MAX_MEM => {
                 let p: MaxMem = d.payload();

@@ -107,6 +107,11 @@ fn layouts() -> Vec<Layout> {
             "vcpu" => vcpu, "xfeature_mask" => xfeature_mask, "size" => size, "buffer" => buffer,
         } pad { _pad0 }),
         layout!("struct xen_domctl_setdomainhandle" => SetDomainHandle { "handle" => handle }),
+        layout!("struct xen_domctl_sched_credit" => SchedCredit { "weight" => weight, "cap" => cap }),
+        layout!("struct xen_domctl_sched_credit2" => SchedCredit { "weight" => weight, "cap" => cap }),
+        layout!("struct xen_domctl_scheduler_op" => SchedulerOp {
+            "sched_id" => sched_id, "cmd" => cmd, "u" => u,
+        }),
         layout!("struct hvm_vmce_vcpu" => HvmVmceVcpu {
             "caps" => caps, "mci_ctl2_bank0" => mci_ctl2_bank0,
             "mci_ctl2_bank1" => mci_ctl2_bank1, "mcg_ext_ctl" => mcg_ext_ctl,
@@ -503,6 +508,19 @@ fn constants() -> Vec<(&'static str, u64)> {
         (
             "XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY",
             u(abi::domctl::shadow::OP_ENABLE_LOGDIRTY),
+        ),
+        ("XEN_SCHEDULER_CREDIT", u(abi::domctl::sched::CREDIT)),
+        ("XEN_SCHEDULER_CREDIT2", u(abi::domctl::sched::CREDIT2)),
+        ("XEN_SCHEDULER_ARINC653", u(abi::domctl::sched::ARINC653)),
+        ("XEN_SCHEDULER_RTDS", u(abi::domctl::sched::RTDS)),
+        ("XEN_SCHEDULER_NULL", u(abi::domctl::sched::NULL)),
+        (
+            "XEN_DOMCTL_SCHEDOP_putinfo",
+            u(abi::domctl::sched::OP_PUTINFO),
+        ),
+        (
+            "XEN_DOMCTL_SCHEDOP_getinfo",
+            u(abi::domctl::sched::OP_GETINFO),
         ),
         (
             "XEN_DOMCTL_SHADOW_ENABLE_REFCOUNT",

@@ -326,6 +326,7 @@ fn spec() -> (SimCreateRequest, GuestSpec) {
         dirty_rate_bytes_per_s: 2 * MIB,
         pattern: Some("hot".into()),
         vcpus: None,
+        fill_percent: 0,
     };
     let spec = spec_from_request(&req).unwrap();
     (req, spec)

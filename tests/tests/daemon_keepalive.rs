@@ -295,6 +295,7 @@ fn source(dir: &Path, guest: &str) -> Node {
         dirty_rate_bytes_per_s: MIB,
         pattern: None,
         vcpus: None,
+        fill_percent: 0,
     }));
     a
 }

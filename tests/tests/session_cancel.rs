@@ -281,6 +281,9 @@ fn a_write_that_trickles_ends_at_one_deadline_per_frame() {
     let mut opts = SourceOptions::new(24, "web1", false);
     long_timeouts(&mut opts);
     opts.timeouts.write = Duration::from_secs(2);
+    // Whole 4 MiB chunks: the guest's zero pages go in full, not as
+    // markers.
+    opts.features = relocd_core::protocol::Features::LIVE;
     let stop = Arc::new(AtomicBool::new(false));
     let reader_stop = Arc::clone(&stop);
     let to = admitting_peer(move |mut s| {

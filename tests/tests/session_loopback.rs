@@ -528,9 +528,10 @@ fn link_cut_mid_image_resumes_at_source() {
     // of pages get through; the rest of the image does not.
     let (proxy_addr, proxy) = spawn_cutting_proxy(dest_addr, 9 * MIB as usize);
     // Offline: the guest is suspended when the cut comes, so it must be
-    // resumed. Unpacked chunks (the default), so the cut lands inside the
-    // image.
-    let opts = SourceOptions::new(10, "web1", false);
+    // resumed. Unpacked chunks with every page in full (no zero-page
+    // markers), so the cut lands inside the image.
+    let mut opts = SourceOptions::new(10, "web1", false);
+    opts.features = relocd_core::protocol::Features::LIVE;
     let run = migrate(&g, proxy_addr, &opts, &dir, dest, false);
     assert_eq!(proxy.join().unwrap(), 9 * MIB as usize);
     assert!(

@@ -49,11 +49,13 @@
 //! one image chunk of the relocation protocol. [`MAX_PAGE_DATA_RECORD_LEN`]
 //! bounds that record, and the protocol's frame limit is derived from it.
 
+mod converge;
 pub mod drive;
 mod policy;
 #[cfg(test)]
 mod tests;
 
+pub use converge::{ConvergeConfig, ConvergePolicy};
 pub use policy::{
     Decision, DefaultPolicy, PolicyConfig, PrecopyPolicy, SimplePolicy, DEFAULT_BUSY_ROUNDS,
     DEFAULT_DOWNTIME_LIMIT, DEFAULT_MAX_ROUNDS,
@@ -376,6 +378,12 @@ impl<P: PrecopyPolicy> Precopy<P> {
     /// The policy, e.g. to read its settings back.
     pub fn policy(&self) -> &P {
         &self.policy
+    }
+
+    /// The policy, to change its settings between rounds (a host whose
+    /// guest cannot be throttled turns auto-converge off).
+    pub fn policy_mut(&mut self) -> &mut P {
+        &mut self.policy
     }
 
     /// Fills `out` with the next dirty pfns of the current round, at most

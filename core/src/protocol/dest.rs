@@ -6,7 +6,7 @@ use super::msg::{
     MAX_FRAME_LEN, MAX_GUEST_CONFIG_FRAME_LEN, MAX_NAME_LEN, MAX_P2M_SIZE, MAX_VCPUS,
 };
 use super::{Timeouts, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
-use crate::guest::GuestType;
+use crate::guest::{GuestType, SchedParams};
 use crate::time::Instant;
 use heapless::{Deque, String};
 
@@ -135,6 +135,9 @@ pub struct Receive {
     /// Whether the guest's configuration arrived (before the admission
     /// request).
     pub guest_config: bool,
+    /// The guest's scheduling parameters, if the source sent them
+    /// ([`Features::SCHED`]): for the sink before it completes the image.
+    pub sched: Option<SchedParams>,
     /// Whether the connection was lost after the commit arrived (the
     /// `Committed` acknowledgement will not reach the source).
     pub link_lost: bool,
@@ -655,6 +658,19 @@ impl Dest {
                 if r.live && !r.suspended && e.round > r.rounds =>
             {
                 r.rounds = e.round;
+                S::Receiving(r, idle)
+            }
+            // Once, before the suspend; a weight of 0 is not Xen's.
+            (S::Receiving(mut r, idle), Input::Msg(Msg::Sched(p)))
+                if r.features.contains(Features::SCHED) && !r.suspended && r.sched.is_none() =>
+            {
+                if p.weight == 0 {
+                    return Err(Error::PeerMisbehaved(Misbehavior::Malformed));
+                }
+                r.sched = Some(SchedParams {
+                    weight: p.weight,
+                    cap: p.cap,
+                });
                 S::Receiving(r, idle)
             }
             (S::Receiving(mut r, _), Input::Msg(Msg::Suspended)) if !r.suspended => {

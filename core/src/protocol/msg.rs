@@ -85,9 +85,24 @@ impl Features {
     /// network and disk backends from it. A source whose guest has devices
     /// does not migrate it to a destination without this feature.
     pub const GUEST_CONFIG: Features = Features(1 << 2);
+    /// All-zero pages may travel as a marker: an image chunk whose pages
+    /// are partly zeros goes with a bitmap of them and without their 4 KiB
+    /// each (a tag octet before every chunk, as with [`Self::COMPRESS`];
+    /// the host's session layer elides and restores the zeros, the image
+    /// inside is unchanged). On by default where both ends offer it.
+    pub const ZERO_PAGES: Features = Features(1 << 3);
+    /// The guest's scheduling parameters travel with it ([`Msg::Sched`]),
+    /// so the destination's domain gets its weight and cap (never a
+    /// throttle auto-converge applied).
+    pub const SCHED: Features = Features(1 << 4);
     /// Everything this version implements.
-    pub const ALL: Features =
-        Features(Features::LIVE.0 | Features::COMPRESS.0 | Features::GUEST_CONFIG.0);
+    pub const ALL: Features = Features(
+        Features::LIVE.0
+            | Features::COMPRESS.0
+            | Features::GUEST_CONFIG.0
+            | Features::ZERO_PAGES.0
+            | Features::SCHED.0,
+    );
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Features) -> bool {
@@ -225,6 +240,17 @@ pub struct ImageEnd {
     pub bytes: u64,
 }
 
+/// Source → destination, with [`Features::SCHED`]: the guest's scheduling
+/// parameters as it had them before any throttle (Xen's credit and
+/// credit2 weight and cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sched {
+    /// Relative CPU share, 1 to 65535 (Xen's default 256).
+    pub weight: u16,
+    /// Ceiling, percent of one physical CPU for the whole domain; 0: none.
+    pub cap: u16,
+}
+
 /// A control message. Variant order is the wire tag: never reorder, only
 /// append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,6 +294,9 @@ pub enum Msg<'a> {
     /// configuration (libxl's JSON domain configuration, UTF-8, at most
     /// [`MAX_GUEST_CONFIG_LEN`] bytes).
     GuestConfig(&'a [u8]),
+    /// Tag 15. S → D, with [`Features::SCHED`], once, while the image
+    /// flows and before `Suspended`: the guest's scheduling parameters.
+    Sched(Sched),
 }
 
 /// The wire tag of `Msg::Image` (its variant index).
@@ -292,6 +321,7 @@ impl Msg<'_> {
             Msg::Committed => "Committed",
             Msg::Abort(_) => "Abort",
             Msg::GuestConfig(_) => "GuestConfig",
+            Msg::Sched(_) => "Sched",
         }
     }
 
@@ -477,6 +507,10 @@ mod test {
                 detail: LONGEST_DETAIL,
             }),
             Msg::GuestConfig(payload),
+            Msg::Sched(Sched {
+                weight: 256,
+                cap: u16::MAX,
+            }),
         ]
     }
 
@@ -522,6 +556,21 @@ mod test {
         let hdr: [u8; 4] = buf[..4].try_into().unwrap();
         assert_eq!(frame_len(hdr, MAX_GUEST_CONFIG_FRAME_LEN).unwrap() + 4, n);
         assert!(frame_len(hdr, MAX_CONTROL_FRAME_LEN).is_err());
+    }
+
+    #[test]
+    fn sched_is_tag_15() {
+        let mut buf = [0u8; 16];
+        let n = encode(
+            &Msg::Sched(Sched {
+                weight: 256,
+                cap: 50,
+            }),
+            &mut buf,
+        )
+        .unwrap();
+        // Tag 15, weight 256 as a varint (0x80 0x02), cap 50.
+        assert_eq!(&buf[..n], &[0, 0, 0, 4, 15, 0x80, 0x02, 50]);
     }
 
     #[test]

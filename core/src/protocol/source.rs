@@ -6,7 +6,7 @@ use super::msg::{
     MAGIC, MAX_CONTROL_FRAME_LEN, MAX_GUEST_CONFIG_LEN, MAX_NAME_LEN,
 };
 use super::{Timeouts, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
-use crate::guest::{GuestInfo, GuestType};
+use crate::guest::{GuestInfo, GuestType, SchedParams};
 use crate::precopy::PrecopyStats;
 use crate::time::Instant;
 use heapless::{Deque, String};
@@ -131,6 +131,7 @@ enum Out {
     ImageEnd(ImageEnd),
     Commit,
     Abort(AbortReason),
+    Sched(msg::Sched),
 }
 
 /// Data of a session before the transfer.
@@ -227,6 +228,7 @@ enum Input<'a> {
     Msg(Msg<'a>),
     ConfigSent,
     RoundEnd(&'a PrecopyStats),
+    Sched(SchedParams),
     Suspended,
     ImageEnd,
     Journaled,
@@ -240,6 +242,7 @@ impl Input<'_> {
             Input::Msg(m) => m.name(),
             Input::ConfigSent => "handle_guest_config_sent",
             Input::RoundEnd(_) => "handle_round_end",
+            Input::Sched(_) => "handle_sched",
             Input::Suspended => "handle_suspended",
             Input::ImageEnd => "handle_image_end",
             Input::Journaled => "handle_journaled",
@@ -421,6 +424,7 @@ impl Source {
             Out::Suspended => Msg::Suspended,
             Out::ImageEnd(e) => Msg::ImageEnd(e),
             Out::Commit => Msg::Commit,
+            Out::Sched(p) => Msg::Sched(p),
             Out::Abort(reason) => Msg::Abort(msg::Abort {
                 reason,
                 detail: self.out_detail.as_str(),
@@ -536,6 +540,14 @@ impl Source {
     /// A live round ended with these figures (queues a round marker).
     pub fn handle_round_end(&mut self, now: Instant, stats: &PrecopyStats) -> Result<(), Error> {
         self.handle(now, Input::RoundEnd(stats))
+    }
+
+    /// The guest's scheduling parameters (before any throttle): queues
+    /// [`Msg::Sched`] when the session agreed on [`Features::SCHED`], and
+    /// does nothing otherwise. Once, while transferring, before
+    /// [`handle_suspended`](Self::handle_suspended).
+    pub fn handle_sched(&mut self, now: Instant, params: SchedParams) -> Result<(), Error> {
+        self.handle(now, Input::Sched(params))
     }
 
     /// The guest is suspended: stop-and-copy has begun.
@@ -688,6 +700,15 @@ impl Source {
                     pages: s.pages_sent,
                     dirty: s.dirty_count,
                 }))?;
+                S::Transferring(tr)
+            }
+            (S::Transferring(tr), Input::Sched(p)) if !tr.suspended => {
+                if tr.features.contains(Features::SCHED) {
+                    self.send(Out::Sched(msg::Sched {
+                        weight: p.weight,
+                        cap: p.cap,
+                    }))?;
+                }
                 S::Transferring(tr)
             }
             (S::Transferring(mut tr), Input::Suspended) if !tr.suspended => {

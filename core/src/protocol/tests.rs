@@ -2839,3 +2839,63 @@ fn a_destination_takes_one_configuration_only_where_agreed() {
     let mut d = admitted_dest(now);
     assert!(feed_dest(&mut d, now, &cfg).is_err());
 }
+
+/// `Sched` (feature `SCHED`): taken once while the image flows, kept for
+/// the host; a second one, a weight of 0, or one without the feature ends
+/// the session; a guest configuration after the admission is out of place.
+#[test]
+fn sched_is_taken_once_with_its_feature() {
+    let now = Instant::ZERO;
+    let sched = |weight, cap| frame(&Msg::Sched(msg::Sched { weight, cap }));
+    let mut d = admitted_dest(now);
+    feed_dest(&mut d, now, &sched(512, 50)).unwrap();
+    assert_eq!(
+        d.receive().and_then(|r| r.sched),
+        Some(crate::guest::SchedParams {
+            weight: 512,
+            cap: 50
+        })
+    );
+    assert!(feed_dest(&mut d, now, &sched(512, 50)).is_err());
+    let mut d = admitted_dest(now);
+    assert!(feed_dest(&mut d, now, &sched(0, 0)).is_err());
+    let mut d = admitted_dest(now);
+    assert!(feed_dest(&mut d, now, &frame(&Msg::GuestConfig(b"{}"))).is_err());
+    // After the suspend it is out of place.
+    let mut d = admitted_dest(now);
+    feed_dest(&mut d, now, &frame(&Msg::Suspended)).unwrap();
+    assert!(feed_dest(&mut d, now, &sched(256, 0)).is_err());
+    // A session without SCHED: refused at the destination (a source whose
+    // session lacks it does not send it: tests/session_converge.rs).
+    let mut d = Dest::new(
+        DestConfig {
+            features: Features(Features::ALL.0 & !Features::SCHED.0),
+            ..DestConfig::default()
+        },
+        now,
+    );
+    for f in [
+        frame(&Msg::Hello(Hello {
+            magic: msg::MAGIC,
+            min_version: PROTOCOL_VERSION_MIN,
+            max_version: PROTOCOL_VERSION,
+            features: Features::ALL,
+        })),
+        frame(&Msg::Admit(msg::Admit {
+            session: 9,
+            name: "web1",
+            uuid: [0; 16],
+            memory_bytes: 4096,
+            p2m_size: 1,
+            vcpus: 1,
+            guest_type: 2,
+            live: true,
+        })),
+    ] {
+        feed_dest(&mut d, now, &f).unwrap();
+    }
+    assert!(matches!(d.poll_action(), Some(DestAction::Admit(_))));
+    d.handle_admission(now, Ok(())).unwrap();
+    drain(&mut d);
+    assert!(feed_dest(&mut d, now, &sched(256, 0)).is_err());
+}

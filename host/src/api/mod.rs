@@ -115,6 +115,11 @@ pub struct MigrateRequest {
     /// (`--compress`): fewer bytes on a slow link, more CPU.
     #[serde(default)]
     pub compress: bool,
+    /// Throttle the guest's vCPUs when its dirty set stops shrinking
+    /// (`--auto-converge`), step by step up to a ceiling; its own
+    /// scheduling parameters come back on every path.
+    #[serde(default)]
+    pub auto_converge: bool,
 }
 
 /// `relocd save`'s arguments.
@@ -180,6 +185,10 @@ pub struct SimCreateRequest {
     /// Its vCPU count.
     #[serde(default)]
     pub vcpus: Option<u32>,
+    /// Percentage of its pages that hold data from the start (`--fill`);
+    /// the others are zeros.
+    #[serde(default)]
+    pub fill_percent: u8,
 }
 
 /// One line from the daemon.
@@ -486,6 +495,17 @@ pub struct TransferSummary {
     pub total_ms: f64,
     /// Average bandwidth, MiB/s.
     pub bandwidth_mib_s: f64,
+    /// Pages that travelled as a zero-page marker (a migration whose
+    /// destination takes them).
+    #[serde(default)]
+    pub zero_pages: u64,
+    /// How far auto-converge throttled the guest: the highest share of its
+    /// CPU time taken, percent (0: not throttled).
+    #[serde(default)]
+    pub throttle_percent: u8,
+    /// How many times auto-converge tightened the throttle.
+    #[serde(default)]
+    pub throttle_steps: u32,
 }
 
 /// The category of a failed command.

@@ -169,6 +169,13 @@ pub struct MigrateArgs {
     /// links slower than about 1 GiB/s; on faster ones it costs CPU time.
     #[arg(long)]
     pub compress: bool,
+    /// When the guest dirties memory faster than the rounds shrink it,
+    /// throttle its vCPUs through the scheduler (20 % of their time
+    /// first, then half of what is left each round, three quarters when
+    /// the link does not keep up at all, up to 99 %) until it converges; its own cap and weight come back on every path, and
+    /// the destination's domain gets them.
+    #[arg(long, requires = "live")]
+    pub auto_converge: bool,
     /// The guest (name or id).
     #[arg(value_name = "DOMAIN")]
     pub domain: String,
@@ -201,6 +208,7 @@ impl MigrateArgs {
             max_iters: self.max_iters,
             abort_if_busy: self.abort_if_busy,
             compress: self.compress,
+            auto_converge: self.auto_converge,
         })
     }
 }
@@ -225,6 +233,7 @@ pub fn run(control: &Path, args: &MigrateArgs, out: &Output) -> Result<(), Failu
                 ("host", Value::from(args.host.host.clone())),
                 ("port", Value::from(req.port.unwrap_or(DEFAULT_PORT))),
                 ("live", Value::from(req.live)),
+                ("auto_converge", Value::from(req.auto_converge)),
             ],
         ));
     } else {
@@ -235,6 +244,9 @@ pub fn run(control: &Path, args: &MigrateArgs, out: &Output) -> Result<(), Failu
                 summary
             )
         );
+        if req.auto_converge && summary.throttle_steps == 0 {
+            println!("  throttled   no (its dirty set shrank fast enough)");
+        }
     }
     Ok(())
 }

@@ -88,6 +88,14 @@ pub struct SimCreateArgs {
     /// Which pages the workload writes.
     #[arg(long, value_enum, default_value = "uniform")]
     pub pattern: PatternArg,
+    /// Percentage of its pages that hold data from the start (0-100); the
+    /// others are zeros, as most of a freshly booted guest's are.
+    #[arg(long, value_name = "PERCENT", default_value = "0", value_parser = parse_fill)]
+    pub fill: u8,
+}
+
+fn parse_fill(text: &str) -> Result<u8, String> {
+    sim::parse_fill(text).map_err(|e| e.to_string())
 }
 
 impl SimCreateArgs {
@@ -99,6 +107,7 @@ impl SimCreateArgs {
             dirty_rate_bytes_per_s: self.dirty_rate,
             pattern: Some(self.pattern.as_str().to_owned()),
             vcpus: None,
+            fill_percent: self.fill,
         }
     }
 }
@@ -170,6 +179,7 @@ mod tests {
                 dirty_rate_bytes_per_s: 64 << 20,
                 pattern: Some("hot".into()),
                 vcpus: None,
+                fill_percent: 0,
             }
         );
         let idle = parse(&["db1", "--memory", "256M"]).unwrap().to_request();

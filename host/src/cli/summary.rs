@@ -20,7 +20,7 @@ pub fn format_ms(ms: f64) -> String {
 
 /// The summary for people: a headline, then one figure a line.
 pub fn transfer_text(headline: &str, s: &TransferSummary) -> String {
-    let rows = [
+    let mut rows = vec![
         ("rounds", s.rounds.to_string()),
         ("pages sent", format_count(s.pages_sent)),
         (
@@ -35,6 +35,17 @@ pub fn transfer_text(headline: &str, s: &TransferSummary) -> String {
         ("downtime", format_ms(s.downtime_ms)),
         ("total time", format_ms(s.total_ms)),
     ];
+    if s.throttle_percent > 0 {
+        rows.push((
+            "throttled",
+            format!(
+                "up to {} % of its CPU time ({} step{})",
+                s.throttle_percent,
+                s.throttle_steps,
+                if s.throttle_steps == 1 { "" } else { "s" }
+            ),
+        ));
+    }
     let mut out = format!("{headline}\n");
     for (name, value) in rows {
         out.push_str(&format!("  {name:<11} {value}\n"));
@@ -67,6 +78,7 @@ mod tests {
             downtime_ms: 12.34,
             total_ms: 1420.0,
             bandwidth_mib_s: 812.25,
+            ..TransferSummary::default()
         }
     }
 
@@ -101,6 +113,17 @@ mod tests {
         assert_eq!(lines[5], "  downtime    12.3 ms");
         assert_eq!(lines[6], "  total time  1.42 s");
         assert_eq!(lines.len(), 7);
+        // Auto-converge says how far it went.
+        let throttled = TransferSummary {
+            throttle_percent: 80,
+            throttle_steps: 3,
+            ..summary()
+        };
+        let text = transfer_text("migrated web1", &throttled);
+        assert_eq!(
+            text.lines().last(),
+            Some("  throttled   up to 80 % of its CPU time (3 steps)")
+        );
     }
 
     #[test]
@@ -116,6 +139,9 @@ mod tests {
             "downtime_ms",
             "total_ms",
             "bandwidth_mib_s",
+            "zero_pages",
+            "throttle_percent",
+            "throttle_steps",
         ] {
             assert!(v.get(key).is_some_and(Value::is_number), "{key} in {v}");
         }

@@ -18,8 +18,9 @@
 //! | [`saved`](Backend::saved), [`restored`](Backend::restored) | after the file is complete / the restored guest runs | once |
 //! | [`settle`](Backend::settle) | start-up (journal), `relocd resolve`, daemon stop | once a domain |
 //! | [`start_up`](Backend::start_up) | start-up, after the journal's settling | once |
+//! | [`restore_sched`](Backend::restore_sched) | start-up (journal): a source session left throttled | once a domain |
 
-use relocd_core::guest::{GuestType, SinkGuest, SourceGuest};
+use relocd_core::guest::{GuestType, SchedParams, SinkGuest, SourceGuest};
 use relocd_core::protocol::RefuseReason;
 
 use crate::api::{CommandError, DomainInfo, ErrorKind, SimCreateRequest};
@@ -216,6 +217,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Acts on the domain called `name` (the start-up settling of the
     /// journal, `relocd resolve`, the daemon's stop).
     fn settle(&self, name: &str, action: Settle) -> Result<Settled, CommandError>;
+
+    /// Gives the domain called `name` back the scheduling parameters
+    /// (weight, cap) a source session journaled before auto-converge
+    /// throttled it: the start-up settling of a session a killed daemon
+    /// left open. The default has no scheduler to set
+    /// ([`Settled::Unchanged`]).
+    fn restore_sched(&self, name: &str, params: SchedParams) -> Result<Settled, CommandError> {
+        let _ = (name, params);
+        Ok(Settled::Unchanged)
+    }
 
     /// Creates a simulated guest (`relocd sim create`); only the sim
     /// backend has this.

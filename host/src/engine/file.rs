@@ -578,6 +578,7 @@ pub(crate) fn save<B: Backend>(
         downtime_ms: downtime.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         total_ms: total.as_secs_f64() * 1000.0,
         bandwidth_mib_s: mib_per_s(bytes, total),
+        ..TransferSummary::default()
     })
 }
 

@@ -12,8 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use relocd_core::guest::{GuestInfo, PageType, Pfn, RecordPoint, SinkGuest, SourceGuest};
+use relocd_core::guest::{
+    GuestInfo, PageType, Pfn, RecordPoint, SchedParams, SinkGuest, SourceGuest,
+};
 
+use crate::journal::{Journal, JournalEntry, JournalSched};
 use crate::session::Link;
 
 /// Set once the engine simulates its own death: from then on no guest
@@ -96,6 +99,9 @@ impl Link for GuardedLink {
 pub(crate) enum Tracked<E> {
     /// The engine crashed ([`super::Engine::crash`]).
     Gone,
+    /// The guest's own scheduling parameters could not be journaled, so
+    /// it was not throttled.
+    Journal,
     /// The backend's own error.
     Guest(E),
 }
@@ -104,6 +110,9 @@ impl<E: fmt::Display> fmt::Display for Tracked<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Tracked::Gone => f.write_str("the daemon is gone"),
+            Tracked::Journal => {
+                f.write_str("the guest's scheduling parameters could not be journaled")
+            }
             Tracked::Guest(e) => e.fmt(f),
         }
     }
@@ -119,6 +128,10 @@ pub(crate) struct TrackedSource<S> {
     /// Whether this command stopped the guest (and so must restart it on
     /// a failure).
     pub(crate) suspended: bool,
+    /// Where the guest's own scheduling parameters are journaled before
+    /// the first throttle: the journal and the session's `prepared`
+    /// record, which is written again with them.
+    pub(crate) sched_journal: Option<(Arc<Journal>, JournalEntry)>,
 }
 
 impl<S: SourceGuest> TrackedSource<S> {
@@ -129,6 +142,7 @@ impl<S: SourceGuest> TrackedSource<S> {
             stopped,
             crashed,
             suspended: false,
+            sched_journal: None,
         }
     }
 
@@ -232,6 +246,31 @@ impl<S: SourceGuest> SourceGuest for TrackedSource<S> {
         self.live()?;
         self.inner.stream_records(at, out).map_err(Tracked::Guest)
     }
+    fn sched_params(&mut self) -> Result<Option<SchedParams>, Self::Error> {
+        self.live()?;
+        self.inner.sched_params().map_err(Tracked::Guest)
+    }
+    fn throttle(&mut self, percent: u8) -> Result<bool, Self::Error> {
+        self.live()?;
+        if percent > 0 {
+            // Durable before the guest is slowed: a daemon killed from
+            // here on has the next one give the guest its own back.
+            if let Some((journal, mut entry)) = self.sched_journal.take() {
+                if let Some(own) = self.inner.sched_params().map_err(Tracked::Guest)? {
+                    entry.sched = Some(JournalSched {
+                        weight: own.weight,
+                        cap: own.cap,
+                    });
+                    if let Err(e) = journal.record(&entry) {
+                        tracing::error!(error = %e, "journal");
+                        self.sched_journal = Some((journal, entry));
+                        return Err(Tracked::Journal);
+                    }
+                }
+            }
+        }
+        self.inner.throttle(percent).map_err(Tracked::Guest)
+    }
 }
 
 /// The guest a destination or a restore builds; does nothing once the
@@ -301,5 +340,9 @@ impl<S: SinkGuest> SinkGuest for TrackedSink<S> {
     fn record(&mut self, rtype: u32, body: &[u8]) -> Result<(), Self::Error> {
         self.live()?;
         self.inner.record(rtype, body).map_err(Tracked::Guest)
+    }
+    fn set_sched_params(&mut self, params: SchedParams) -> Result<(), Self::Error> {
+        self.live()?;
+        self.inner.set_sched_params(params).map_err(Tracked::Guest)
     }
 }

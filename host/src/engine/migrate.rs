@@ -14,7 +14,7 @@ use crate::api::{
     CommandError, ErrorKind, MigrateRequest, Phase, Progress, ProgressSink, TransferSummary,
 };
 use crate::devices::GuestDevices;
-use crate::journal::{CommitState, Role};
+use crate::journal::{CommitState, JournalEntry, Role};
 use crate::session::{self, run_source, Clock, SessionError};
 
 /// The configuration a migration offers the destination (libxl's JSON,
@@ -79,6 +79,16 @@ impl<B: Backend> Engine<B> {
             crashed: self.crashed.clone(),
         };
         let mut src = TrackedSource::new(src, &name, self.stopped.clone(), self.crashed.clone());
+        if req.auto_converge {
+            let mut prepared = JournalEntry::now(
+                &name,
+                &session_key(sid),
+                Role::Source,
+                CommitState::Prepared,
+            );
+            prepared.peer = Some(to.clone());
+            src.sched_journal = Some((self.journal.clone(), prepared));
+        }
         let cancel = AtomicBool::new(false);
         let pages_total = d.memory_bytes / relocd_core::guest::PAGE_SIZE as u64;
         let stopping = &self.stopping;

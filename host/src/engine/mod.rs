@@ -457,6 +457,9 @@ impl<B: Backend> Engine<B> {
             }
         };
         for e in unresolved(&entries) {
+            if e.role == Role::Source {
+                self.restore_sched(&entries, &e);
+            }
             let (action, what) = match (e.role, e.state) {
                 (Role::Source, CommitState::Committed) => (Settle::Hold, "in doubt"),
                 (Role::Source, _) => (Settle::Resume, "source session without a commit"),
@@ -498,6 +501,29 @@ impl<B: Backend> Engine<B> {
                 }
             };
             self.close(&e, &why);
+        }
+    }
+
+    /// Gives a guest a killed daemon left throttled its own scheduling
+    /// parameters back, from the session's journaled ones.
+    fn restore_sched(&self, entries: &[JournalEntry], open: &JournalEntry) {
+        let Some(s) = entries
+            .iter()
+            .filter(|r| r.session_id == open.session_id && r.role == Role::Source)
+            .find_map(|r| r.sched)
+        else {
+            return;
+        };
+        let params = relocd_core::guest::SchedParams {
+            weight: s.weight,
+            cap: s.cap,
+        };
+        match self.backend.restore_sched(&open.domain, params) {
+            Ok(Settled::Done) => tracing::info!(domain = %open.domain, weight = s.weight,
+                cap = s.cap, "a throttled guest has its own scheduling parameters back"),
+            Ok(_) => {}
+            Err(err) => tracing::error!(domain = %open.domain, error = %err,
+                "could not give a throttled guest its own scheduling parameters back"),
         }
     }
 
@@ -844,6 +870,9 @@ pub(crate) fn summary(domain: &str, r: &SourceReport) -> TransferSummary {
         downtime_ms: r.downtime_ms as f64,
         total_ms: r.total_ms as f64,
         bandwidth_mib_s: r.bandwidth_mib_s,
+        zero_pages: r.zero_pages,
+        throttle_percent: r.throttle_percent,
+        throttle_steps: r.throttle_steps,
     }
 }
 
@@ -878,6 +907,9 @@ pub(crate) fn source_options(
     opts.timeouts = cfg.timeouts();
     if req.compress {
         opts.features = Features(opts.features.0 | Features::COMPRESS.0);
+    }
+    if req.auto_converge {
+        opts.auto_converge = Some(relocd_core::precopy::ConvergeConfig::default());
     }
     opts
 }

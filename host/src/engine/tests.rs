@@ -302,3 +302,63 @@ fn save_refuses_an_unread_fifo_and_keeps_links_and_modes() {
     assert_eq!(m.permissions().mode() & 0o7777, 0o640);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A daemon killed while auto-converge throttles a guest: the next one
+/// gives it its own weight and cap back from the journal (and resumes
+/// it, as any source session without a commit).
+#[test]
+fn a_guest_left_throttled_by_a_killed_daemon_gets_its_own_parameters_back() {
+    use relocd_core::guest::{SchedParams, SourceGuest};
+    let dir = scratch("throttle");
+    let hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    let journal = Arc::new(Journal::open(&dir.join("state")).unwrap());
+    let e = Engine::new(
+        Arc::new(SimBackend::new(hv.clone())),
+        journal.clone(),
+        EngineConfig::default(),
+    );
+    let g = hv
+        .create(&GuestSpec::new("web1", 4 << 20).unwrap(), false)
+        .unwrap();
+    let own = SchedParams {
+        weight: 700,
+        cap: 50,
+    };
+    g.set_sched(own).unwrap();
+    let sid = super::journal::session_key(42);
+    let prepared = JournalEntry::now("web1", &sid, Role::Source, CommitState::Prepared);
+    journal.record(&prepared).unwrap();
+    let mut src = guard::TrackedSource::new(
+        sim::SimSource::new(g.clone()),
+        "web1",
+        e.stopped.clone(),
+        e.crashed.clone(),
+    );
+    src.sched_journal = Some((journal.clone(), prepared));
+    assert!(src.throttle(80).unwrap());
+    assert_eq!(
+        g.sched(),
+        SchedParams {
+            weight: 700,
+            cap: 10
+        }
+    );
+    assert!(src.throttle(90).unwrap());
+    assert_eq!(g.sched().cap, 5);
+    // The daemon dies here: nothing of the session runs again.
+    e.crash();
+    drop(src);
+    drop(e);
+    drop(journal);
+    assert_eq!(g.sched().cap, 5);
+    let journal = Arc::new(Journal::open(&dir.join("state")).unwrap());
+    let _next = Engine::new(
+        Arc::new(SimBackend::new(hv.clone())),
+        journal.clone(),
+        EngineConfig::default(),
+    );
+    assert_eq!(g.sched(), own);
+    assert_eq!(g.state(), sim::DomainState::Running);
+    assert!(unresolved(&journal.entries().unwrap()).is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -12,6 +12,7 @@ use relocd_core::time::Instant;
 
 use super::image::{ImageDecoder, ImageError, LibxcDecoder};
 use super::link::{read_full, write_frame, Header, Link, ReadEnd, WRITE_SLICE};
+use super::pack::Forms;
 use super::{guest_err, Clock, JournalSink, Refusal, SessionError, POLL_INTERVAL};
 
 /// The destination's settings.
@@ -159,6 +160,7 @@ where
     let mut ctl = vec![0u8; MAX_CONTROL_FRAME_LEN + 64];
     let mut body: Vec<u8> = Vec::new();
     let mut unpacked: Vec<u8> = Vec::new();
+    let mut unpack_scratch: Vec<u8> = Vec::new();
     let mut link_dead = false;
     let mut commit_journaled = false;
     let mut failure: Option<SessionError> = None;
@@ -183,11 +185,16 @@ where
                 }
                 DestAction::CompleteImage => {
                     let mut text = String::new();
+                    let sched = sm.receive().and_then(|r| r.sched);
                     let result = match sink.as_mut() {
-                        Some(s) if decoder.is_complete() => match s.complete() {
+                        Some(s) if decoder.is_complete() => match sched
+                            .map_or(Ok(()), |p| s.set_sched_params(p))
+                            .map_err(|e| guest_err("set the scheduling parameters", e))
+                            .and_then(|()| {
+                                s.complete().map_err(|e| guest_err("complete the image", e))
+                            }) {
                             Ok(()) => Ok(()),
-                            Err(e) => {
-                                let f = guest_err("complete the image", e);
+                            Err(f) => {
                                 text = f.to_string();
                                 failure = Some(f);
                                 Err(AbortReason::DestFailed)
@@ -355,16 +362,21 @@ where
             _ => None,
         };
         if let Some(image) = image {
-            let packed = last.features.contains(Features::COMPRESS);
-            let r = match (sink.as_mut(), packed) {
+            let forms = Forms {
+                lz4: last.features.contains(Features::COMPRESS),
+                zero: last.features.contains(Features::ZERO_PAGES),
+            };
+            let r = match (sink.as_mut(), forms.tagged()) {
                 (Some(s), false) => decoder.apply(image, s),
-                (Some(s), true) => match super::pack::unpack(image, &mut unpacked) {
-                    Ok(chunk) => decoder.apply(chunk, s),
-                    Err(e) => {
-                        tracing::warn!("{e}");
-                        Err(ImageError::Invalid("a packed image chunk is damaged"))
+                (Some(s), true) => {
+                    match super::pack::unpack(image, forms, &mut unpacked, &mut unpack_scratch) {
+                        Ok(chunk) => decoder.apply(chunk, s),
+                        Err(e) => {
+                            tracing::warn!("{e}");
+                            Err(ImageError::Invalid("a packed image chunk is damaged"))
+                        }
                     }
-                },
+                }
                 (None, _) => Err(ImageError::Order("image before admission")),
             };
             if let Err(e) = r {

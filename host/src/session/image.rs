@@ -710,9 +710,30 @@ impl ImageDecoder for LibxcDecoder {
             // No event means all input was consumed; an empty push also
             // drains an event the decoder still holds.
             loop {
+                let input = chunk;
                 let step = self.dec.push(chunk).map_err(ImageError::Stream)?;
                 chunk = chunk.get(step.consumed..).unwrap_or_default();
                 match step.event {
+                    // The first page of a batch, with the whole page area
+                    // in this chunk after it (a chunk holds whole
+                    // records): applied from the input, not gathered; the
+                    // reader's events for the other pages are skipped.
+                    Some(Event::PageData {
+                        page: 0,
+                        offset: 0,
+                        data,
+                    }) if !self.applied
+                        && self.data.is_empty()
+                        && data.as_ptr() == input.as_ptr()
+                        && input.len() >= self.data_len =>
+                    {
+                        let pages = &input[..self.data_len];
+                        apply_batch(sink, &self.pfns, &self.types, pages)
+                            .map_err(|e| batch_failed(&mut self.sink_error, e))?;
+                        self.pages += self.pfns.len() as u64;
+                        self.applied = true;
+                    }
+                    Some(Event::PageData { .. }) if self.applied => {}
                     Some(ev) => self.event(ev, sink)?,
                     None => return Ok(()),
                 }

@@ -1,24 +1,45 @@
 //! Image chunks on the wire when both ends agreed on
-//! [`Features::COMPRESS`](relocd_core::protocol::Features::COMPRESS): each
-//! chunk's payload is one tag octet, then
+//! [`Features::COMPRESS`](relocd_core::protocol::Features::COMPRESS) or
+//! [`Features::ZERO_PAGES`](relocd_core::protocol::Features::ZERO_PAGES):
+//! each chunk's payload is one tag octet, then
 //!
-//! | tag | rest |
-//! | --- | --- |
-//! | 0 | the chunk as it is |
-//! | 1 | `u32` LE length of the chunk, then the chunk as an LZ4 block |
+//! | tag | rest | needs |
+//! | --- | --- | --- |
+//! | 0 | the chunk as it is | either |
+//! | 1 | `u32` LE length of the chunk, then the chunk as an LZ4 block | COMPRESS |
+//! | 2 | the chunk with its zero pages elided (below) | ZERO_PAGES |
+//! | 3 | `u32` LE length of a tag-2 body, then that body as an LZ4 block | both |
+//!
+//! A tag-2 body is: `u32` LE length `p` of the chunk's prefix (the bytes
+//! before its pages: the `PAGE_DATA` record's headers and pfn words), `u32`
+//! LE number `n` of 4 KiB pages after it, a bitmap of `ceil(n / 8)` bytes
+//! (bit `i % 8` of byte `i / 8` set: page `i` is all zeros; bits beyond
+//! `n` clear), the `p` prefix bytes, then the pages that are not zeros, in
+//! order. The receiver rebuilds the chunk, writing the zero pages itself,
+//! so the sink gets every page's bytes and never relies on memory the
+//! hypervisor handed it being scrubbed.
 //!
 //! The sender compresses a chunk and keeps the result only when it saves
 //! at least an eighth (a guest's free memory is mostly zero pages, its
 //! working set often not compressible at all). The receiver bounds the
 //! unpacked length by [`MAX_UNPACKED`] before it takes any memory, and
-//! refuses a block that does not unpack to exactly the length announced.
-//! The migration stream inside is Xen's libxc stream either way: only the
-//! link sees the packing.
+//! refuses a block that does not unpack to exactly the length announced,
+//! a tag the session did not agree on, and a tag-2 body whose sizes do
+//! not add up. The migration stream inside is Xen's libxc stream either
+//! way: only the link sees the packing.
+
+use relocd_core::guest::PAGE_SIZE;
 
 /// Tag of a chunk sent as it is.
 const RAW: u8 = 0;
 /// Tag of an LZ4 block.
 const LZ4: u8 = 1;
+/// Tag of a chunk with its zero pages elided.
+const ZERO: u8 = 2;
+/// Tag of an LZ4 block of a chunk with its zero pages elided.
+const ZERO_LZ4: u8 = 3;
+/// Bytes of a tag-2 body before its bitmap: prefix length, page count.
+const ZERO_HEADER_LEN: usize = 8;
 /// The longest chunk a packed one may unpack to: what the protocol allows
 /// an image chunk (4 MiB + 64 KiB).
 pub const MAX_UNPACKED: usize = (4 << 20) + (64 << 10);
@@ -35,10 +56,100 @@ pub enum UnpackError {
     /// The LZ4 block is damaged or unpacks to another length.
     #[error("packed image chunk: damaged LZ4 block")]
     Damaged,
+    /// A zero-elided chunk whose bitmap and bytes do not add up.
+    #[error("packed image chunk: the zero-page bitmap does not match the pages sent")]
+    Zeros,
+}
+
+/// The forms a session agreed on: which tags a packed chunk may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Forms {
+    /// LZ4 blocks (`COMPRESS`).
+    pub lz4: bool,
+    /// Zero pages elided (`ZERO_PAGES`).
+    pub zero: bool,
+}
+
+impl Forms {
+    /// Whether chunks carry a tag octet at all.
+    pub fn tagged(self) -> bool {
+        self.lz4 || self.zero
+    }
+}
+
+/// The tag octet of a chunk sent as it is.
+pub const RAW_TAG: [u8; 1] = [RAW];
+
+/// The tag octet of a zero-elided chunk sent uncompressed.
+pub const ZERO_TAG: [u8; 1] = [ZERO];
+
+/// Whether a page reads as all zeros. Looks at the first word first, so
+/// a page with data is told at once; an OR over the rest otherwise, which
+/// the compiler vectorises.
+pub fn is_zero_page(page: &[u8]) -> bool {
+    match page.get(..8) {
+        Some(head) if head.iter().any(|&b| b != 0) => false,
+        _ => page.iter().fold(0, |acc, &b| acc | b) == 0,
+    }
+}
+
+/// The header of a tag-2 body (without the tag) for a chunk of
+/// `prefix_len` bytes followed by `pages`, into `out` (cleared first):
+/// lengths and the bitmap of zero pages. Returns how many pages are
+/// zeros (0: nothing to elide; send the chunk as it is).
+pub fn zero_header(prefix_len: usize, pages: &[u8], out: &mut Vec<u8>) -> usize {
+    out.clear();
+    let n = pages.len() / PAGE_SIZE;
+    let (Ok(p32), Ok(n32)) = (u32::try_from(prefix_len), u32::try_from(n)) else {
+        return 0;
+    };
+    out.extend_from_slice(&p32.to_le_bytes());
+    out.extend_from_slice(&n32.to_le_bytes());
+    out.resize(ZERO_HEADER_LEN + n.div_ceil(8), 0);
+    let mut zeros = 0;
+    for (i, page) in pages.chunks_exact(PAGE_SIZE).enumerate() {
+        if is_zero_page(page) {
+            out[ZERO_HEADER_LEN + i / 8] |= 1 << (i % 8);
+            zeros += 1;
+        }
+    }
+    zeros
+}
+
+/// The runs of pages of `pages` that are not zeros by the bitmap of a
+/// [`zero_header`], appended to `parts` in order: what follows the header
+/// and the prefix on the wire, sent from where the pages are.
+pub fn nonzero_runs<'a>(header: &[u8], pages: &'a [u8], parts: &mut Vec<&'a [u8]>) {
+    let bitmap = header.get(ZERO_HEADER_LEN..).unwrap_or_default();
+    let zero = |i: usize| bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0);
+    let n = pages.len() / PAGE_SIZE;
+    let mut i = 0;
+    while i < n {
+        if zero(i) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && !zero(i) {
+            i += 1;
+        }
+        parts.push(&pages[start * PAGE_SIZE..i * PAGE_SIZE]);
+    }
 }
 
 /// Packs the concatenation of `parts` into `out` (cleared first).
 pub fn pack(parts: &[&[u8]], scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
+    pack_as(parts, RAW, LZ4, scratch, out);
+}
+
+/// Packs the concatenation of `parts`, a tag-2 body, into `out` (cleared
+/// first): as an LZ4 block (tag 3) when that saves enough, else as it is
+/// (tag 2).
+pub fn pack_zero(parts: &[&[u8]], scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
+    pack_as(parts, ZERO, ZERO_LZ4, scratch, out);
+}
+
+fn pack_as(parts: &[&[u8]], raw: u8, lz4: u8, scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
     scratch.clear();
     for p in parts {
         scratch.extend_from_slice(p);
@@ -46,7 +157,7 @@ pub fn pack(parts: &[&[u8]], scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
     out.clear();
     let worth = scratch.len() >= 512 && u32::try_from(scratch.len()).is_ok();
     if worth {
-        out.push(LZ4);
+        out.push(lz4);
         out.extend_from_slice(&(scratch.len() as u32).to_le_bytes());
         let bound = lz4_flex::block::get_maximum_output_size(scratch.len());
         let at = out.len();
@@ -60,45 +171,174 @@ pub fn pack(parts: &[&[u8]], scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
         }
         out.clear();
     }
-    out.push(RAW);
+    out.push(raw);
     out.extend_from_slice(scratch);
 }
 
-/// Unpacks a chunk: the chunk itself, borrowed from `packed` or unpacked
-/// into `buf`.
-pub fn unpack<'a>(packed: &'a [u8], buf: &'a mut Vec<u8>) -> Result<&'a [u8], UnpackError> {
+/// Unpacks a chunk of a session that agreed on `forms`: the chunk itself,
+/// borrowed from `packed` or rebuilt in `buf` (`scratch` holds an LZ4
+/// block's tag-2 body on the way).
+pub fn unpack<'a>(
+    packed: &'a [u8],
+    forms: Forms,
+    buf: &'a mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<&'a [u8], UnpackError> {
     let (&tag, rest) = packed.split_first().ok_or(UnpackError::Header)?;
     match tag {
         RAW => Ok(rest),
-        LZ4 => {
-            let len = rest.get(..4).ok_or(UnpackError::Header)?;
-            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
-            if len as usize > MAX_UNPACKED {
-                return Err(UnpackError::TooLong(len));
-            }
-            buf.clear();
-            buf.resize(len as usize, 0);
-            let n = lz4_flex::block::decompress_into(&rest[4..], buf)
-                .map_err(|_| UnpackError::Damaged)?;
-            if n != len as usize {
-                return Err(UnpackError::Damaged);
-            }
+        LZ4 if forms.lz4 => {
+            unlz4(rest, MAX_UNPACKED, buf)?;
+            Ok(&buf[..])
+        }
+        ZERO if forms.zero => {
+            restore_zeros(rest, buf)?;
+            Ok(&buf[..])
+        }
+        ZERO_LZ4 if forms.lz4 && forms.zero => {
+            unlz4(rest, MAX_ZERO_BODY, scratch)?;
+            restore_zeros(scratch, buf)?;
             Ok(&buf[..])
         }
         _ => Err(UnpackError::Header),
     }
 }
 
+/// The longest tag-2 body: a whole chunk with no page elided, its header
+/// and a bitmap of every page it could hold.
+const MAX_ZERO_BODY: usize =
+    MAX_UNPACKED + ZERO_HEADER_LEN + (MAX_UNPACKED / PAGE_SIZE).div_ceil(8);
+
+/// Unpacks an LZ4 block with its `u32` length into `buf`, at most `max`
+/// bytes.
+fn unlz4(rest: &[u8], max: usize, buf: &mut Vec<u8>) -> Result<(), UnpackError> {
+    let len = rest.get(..4).ok_or(UnpackError::Header)?;
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
+    if len as usize > max {
+        return Err(UnpackError::TooLong(len));
+    }
+    buf.clear();
+    buf.resize(len as usize, 0);
+    let n = lz4_flex::block::decompress_into(&rest[4..], buf).map_err(|_| UnpackError::Damaged)?;
+    if n != len as usize {
+        return Err(UnpackError::Damaged);
+    }
+    Ok(())
+}
+
+/// Rebuilds a chunk from a tag-2 body into `out`, writing its zero pages.
+fn restore_zeros(body: &[u8], out: &mut Vec<u8>) -> Result<(), UnpackError> {
+    let word = |at: usize| {
+        body.get(at..at + 4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize)
+            .ok_or(UnpackError::Header)
+    };
+    let (prefix_len, n) = (word(0)?, word(4)?);
+    let total = (n as u64) * PAGE_SIZE as u64 + prefix_len as u64;
+    if total > MAX_UNPACKED as u64 {
+        return Err(UnpackError::TooLong(
+            u32::try_from(total).unwrap_or(u32::MAX),
+        ));
+    }
+    let total = total as usize;
+    let bm_len = n.div_ceil(8);
+    let bitmap = body
+        .get(ZERO_HEADER_LEN..ZERO_HEADER_LEN + bm_len)
+        .ok_or(UnpackError::Header)?;
+    // Bits beyond the last page must be clear.
+    if n % 8 != 0 && bitmap.last().is_some_and(|&b| b >> (n % 8) != 0) {
+        return Err(UnpackError::Zeros);
+    }
+    let zeros: usize = bitmap.iter().map(|b| b.count_ones() as usize).sum();
+    let rest = &body[ZERO_HEADER_LEN + bm_len..];
+    let data_pages = n - zeros;
+    if rest.len() != prefix_len + data_pages * PAGE_SIZE {
+        return Err(UnpackError::Zeros);
+    }
+    let (prefix, mut data) = rest.split_at(prefix_len);
+    out.clear();
+    out.reserve(total);
+    out.extend_from_slice(prefix);
+    for i in 0..n {
+        if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+            out.resize(out.len() + PAGE_SIZE, 0);
+        } else {
+            let (page, more) = data.split_at(PAGE_SIZE);
+            out.extend_from_slice(page);
+            data = more;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LZ4_ONLY: Forms = Forms {
+        lz4: true,
+        zero: false,
+    };
+    const BOTH: Forms = Forms {
+        lz4: true,
+        zero: true,
+    };
+    const ZERO_ONLY: Forms = Forms {
+        lz4: false,
+        zero: true,
+    };
 
     fn round_trip(parts: &[&[u8]]) -> Vec<u8> {
         let (mut s, mut p, mut b) = (Vec::new(), Vec::new(), Vec::new());
         pack(parts, &mut s, &mut p);
         let whole: Vec<u8> = parts.concat();
-        assert_eq!(unpack(&p, &mut b).unwrap(), &whole[..]);
+        assert_eq!(unpack(&p, LZ4_ONLY, &mut b, &mut s).unwrap(), &whole[..]);
         p
+    }
+
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A chunk of a prefix and `pages.len()` pages, page `i` zeros when
+    /// `pages[i]`; sent zero-elided (as the source does) and rebuilt.
+    fn zero_round_trip(zeros: &[bool], forms: Forms) -> (Vec<u8>, usize) {
+        // Record headers and ascending pfn words, as the source sends.
+        let prefix: Vec<u8> = (0..16 + 8 * zeros.len()).map(|i| (i / 8) as u8).collect();
+        let mut pages = Vec::new();
+        for (i, &z) in zeros.iter().enumerate() {
+            if z {
+                pages.extend_from_slice(&[0u8; PAGE_SIZE]);
+            } else {
+                pages.extend_from_slice(&noise(i as u64 + 10, PAGE_SIZE));
+            }
+        }
+        let mut hdr = Vec::new();
+        let n = zero_header(prefix.len(), &pages, &mut hdr);
+        assert_eq!(n, zeros.iter().filter(|&&z| z).count());
+        let mut parts: Vec<&[u8]> = vec![&hdr, &prefix];
+        nonzero_runs(&hdr, &pages, &mut parts);
+        let mut wire = Vec::new();
+        if forms.lz4 {
+            pack_zero(&parts, &mut Vec::new(), &mut wire);
+        } else {
+            wire.push(ZERO);
+            for p in &parts {
+                wire.extend_from_slice(p);
+            }
+        }
+        let (mut b, mut s) = (vec![0xeeu8; 7], Vec::new());
+        let whole = [&prefix[..], &pages[..]].concat();
+        assert_eq!(unpack(&wire, forms, &mut b, &mut s).unwrap(), &whole[..]);
+        (wire, n)
     }
 
     #[test]
@@ -125,29 +365,122 @@ mod tests {
     }
 
     #[test]
+    fn zero_pages_travel_as_bits() {
+        // Mixed: zeros and data interleaved, runs at both ends.
+        let mixed = [
+            true, false, false, true, true, false, true, true, true, false,
+        ];
+        let (wire, n) = zero_round_trip(&mixed, ZERO_ONLY);
+        assert_eq!(n, 6);
+        assert_eq!(wire[0], ZERO);
+        // Tag, lengths, 2 bitmap bytes, the prefix, 4 data pages.
+        assert_eq!(wire.len(), 1 + 8 + 2 + 16 + 80 + 4 * PAGE_SIZE);
+        // All zeros: headers only.
+        let (wire, _) = zero_round_trip(&[true; 1024], ZERO_ONLY);
+        assert_eq!(wire.len(), 1 + 8 + 128 + 16 + 8 * 1024);
+        // With LZ4 on top (the data pages are noise, the pfn words too:
+        // whichever form is smaller goes).
+        let (wire, _) = zero_round_trip(&mixed, BOTH);
+        assert!(matches!(wire[0], ZERO | ZERO_LZ4));
+        let (wire, _) = zero_round_trip(&[true; 1024], BOTH);
+        assert_eq!(wire[0], ZERO_LZ4);
+        // A page with a single byte set far in is not a zero page.
+        let mut page = [0u8; PAGE_SIZE];
+        assert!(is_zero_page(&page));
+        page[4000] = 1;
+        assert!(!is_zero_page(&page));
+    }
+
+    #[test]
+    fn forms_not_agreed_and_bad_bitmaps_are_refused() {
+        let (wire, _) = zero_round_trip(&[true, false, true], ZERO_ONLY);
+        let (mut b, mut s) = (Vec::new(), Vec::new());
+        // Not agreed: a session without ZERO_PAGES refuses tag 2, one
+        // without COMPRESS refuses tags 1 and 3.
+        assert_eq!(
+            unpack(&wire, LZ4_ONLY, &mut b, &mut s),
+            Err(UnpackError::Header)
+        );
+        let (lz, _) = zero_round_trip(&[true; 64], BOTH);
+        assert_eq!(
+            unpack(&lz, ZERO_ONLY, &mut b, &mut s),
+            Err(UnpackError::Header)
+        );
+        // A bitmap that claims one zero page more than was elided.
+        let mut more = wire.clone();
+        more[1 + 8] |= 0b010;
+        assert_eq!(
+            unpack(&more, ZERO_ONLY, &mut b, &mut s),
+            Err(UnpackError::Zeros)
+        );
+        // A bit set beyond the last page.
+        let mut beyond = wire.clone();
+        beyond[1 + 8] |= 0b1000;
+        assert_eq!(
+            unpack(&beyond, ZERO_ONLY, &mut b, &mut s),
+            Err(UnpackError::Zeros)
+        );
+        // A page count whose rebuilt chunk would exceed the bound: refused
+        // before anything is taken.
+        let mut huge = vec![ZERO, 0, 0, 0, 0];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        let mut fresh = Vec::new();
+        assert!(matches!(
+            unpack(&huge, ZERO_ONLY, &mut fresh, &mut s),
+            Err(UnpackError::TooLong(_))
+        ));
+        assert!(fresh.capacity() < 1024);
+        // Cut short anywhere: a typed error, never a panic.
+        for cut in 0..wire.len() {
+            assert!(
+                unpack(&wire[..cut], ZERO_ONLY, &mut b, &mut s).is_err(),
+                "{cut}"
+            );
+        }
+    }
+
+    #[test]
     fn damaged_or_oversized_chunks_are_refused() {
-        let mut b = Vec::new();
-        assert_eq!(unpack(&[], &mut b), Err(UnpackError::Header));
-        assert_eq!(unpack(&[7, 1, 2], &mut b), Err(UnpackError::Header));
-        assert_eq!(unpack(&[LZ4, 1, 2], &mut b), Err(UnpackError::Header));
+        let (mut b, mut s) = (Vec::new(), Vec::new());
+        assert_eq!(
+            unpack(&[], LZ4_ONLY, &mut b, &mut s),
+            Err(UnpackError::Header)
+        );
+        assert_eq!(
+            unpack(&[7, 1, 2], BOTH, &mut b, &mut s),
+            Err(UnpackError::Header)
+        );
+        assert_eq!(
+            unpack(&[LZ4, 1, 2], LZ4_ONLY, &mut b, &mut s),
+            Err(UnpackError::Header)
+        );
         let mut huge = vec![LZ4];
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(unpack(&huge, &mut b), Err(UnpackError::TooLong(u32::MAX)));
+        assert_eq!(
+            unpack(&huge, LZ4_ONLY, &mut b, &mut s),
+            Err(UnpackError::TooLong(u32::MAX))
+        );
         assert!(b.capacity() < 1024, "nothing taken for a refused length");
         let (mut s, mut p) = (Vec::new(), Vec::new());
         pack(&[&vec![0u8; 8192]], &mut s, &mut p);
         // announce one byte more than the block holds
         let mut wrong = p.clone();
         wrong[1] = wrong[1].wrapping_add(1);
-        assert_eq!(unpack(&wrong, &mut b), Err(UnpackError::Damaged));
+        assert_eq!(
+            unpack(&wrong, LZ4_ONLY, &mut b, &mut s),
+            Err(UnpackError::Damaged)
+        );
         // cut the block short
-        assert_eq!(unpack(&p[..p.len() - 3], &mut b), Err(UnpackError::Damaged));
+        assert_eq!(
+            unpack(&p[..p.len() - 3], LZ4_ONLY, &mut b, &mut s),
+            Err(UnpackError::Damaged)
+        );
     }
 
     #[test]
     fn any_bytes_unpack_without_a_panic() {
         let mut x = 7u64;
-        let mut b = Vec::new();
+        let (mut b, mut s) = (Vec::new(), Vec::new());
         for n in 0..2000usize {
             let mut v: Vec<u8> = (0..(n % 97))
                 .map(|_| {
@@ -156,12 +489,15 @@ mod tests {
                 })
                 .collect();
             if let Some(f) = v.first_mut() {
-                *f %= 3;
+                *f %= 4;
             }
             if v.len() > 5 {
                 v[1..5].copy_from_slice(&((n as u32) * 31).to_le_bytes());
             }
-            let _ = unpack(&v, &mut b);
+            if v.len() > 9 && n % 2 == 0 {
+                v[5..9].copy_from_slice(&((n as u32) % 9).to_le_bytes());
+            }
+            let _ = unpack(&v, BOTH, &mut b, &mut s);
         }
     }
 }

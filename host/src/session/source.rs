@@ -9,8 +9,8 @@ use std::time::Duration;
 use relocd_core::guest::{GuestInfo, PageType, Pfn, SourceGuest, PAGE_SIZE};
 use relocd_core::precopy::drive::{self, BatchBuf, DriveError};
 use relocd_core::precopy::{
-    Decision, DefaultPolicy, Phase as PcPhase, PolicyConfig, Precopy, PrecopyConfig, Summary,
-    MAX_BATCH_SIZE,
+    ConvergeConfig, ConvergePolicy, Decision, DefaultPolicy, Phase as PcPhase, PolicyConfig,
+    Precopy, PrecopyConfig, Summary, MAX_BATCH_SIZE,
 };
 use relocd_core::protocol::journal::{Record, RecordKind, Role};
 use relocd_core::protocol::{
@@ -23,6 +23,7 @@ use super::image::{ImageEncoder, LibxcEncoder};
 use super::link::{
     read_full, write_frame, Header, Link, ReadEnd, WriteError, WriteFail, WRITE_SLICE,
 };
+use super::pack::Forms;
 use super::{
     guest_err, mib_per_s, Clock, JournalSink, LinkTimeouts, Phase, Progress, SessionError,
     POLL_INTERVAL,
@@ -54,6 +55,9 @@ pub struct SourceOptions {
     /// destination, and whether the guest cannot go without it (it has
     /// devices); see [`relocd_core::protocol::ConfigOffer`].
     pub guest_config: Option<(Vec<u8>, bool)>,
+    /// Auto-converge (`--auto-converge`): throttle a guest whose dirty set
+    /// stops shrinking; `None` (the default) leaves it alone.
+    pub auto_converge: Option<ConvergeConfig>,
 }
 
 impl SourceOptions {
@@ -67,9 +71,18 @@ impl SourceOptions {
             policy: PolicyConfig::default(),
             bandwidth_limit: None,
             timeouts: LinkTimeouts::default(),
-            // Packing is the user's choice (`migrate --compress`).
-            features: Features(Features::LIVE.0 | Features::GUEST_CONFIG.0),
+            // Packing is the user's choice (`migrate --compress`); zero
+            // pages go as markers, the scheduling parameters and the
+            // guest's configuration travel, wherever the destination takes
+            // them.
+            features: Features(
+                Features::LIVE.0
+                    | Features::GUEST_CONFIG.0
+                    | Features::ZERO_PAGES.0
+                    | Features::SCHED.0,
+            ),
             guest_config: None,
+            auto_converge: None,
         }
     }
 }
@@ -95,8 +108,16 @@ pub struct SourceReport {
     /// The migration image before packing (equal to `image_bytes` when the
     /// chunks went as they are).
     pub image_bytes_unpacked: u64,
+    /// Pages that travelled as a zero-page marker (`ZERO_PAGES`), not as
+    /// 4 KiB each.
+    pub zero_pages: u64,
     /// The guest's memory in bytes.
     pub guest_bytes: u64,
+    /// The highest auto-converge throttle applied, percent of the guest's
+    /// CPU time taken (0: none).
+    pub throttle_percent: u8,
+    /// How many times auto-converge tightened the throttle.
+    pub throttle_steps: u32,
     /// From the suspend to the destination's `Committed` (its guest runs).
     pub downtime_ms: u64,
     /// From the call to the end.
@@ -347,6 +368,10 @@ pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
         chunk: Vec::new(),
         packed: Vec::new(),
         pack_scratch: Vec::new(),
+        zero_header: Vec::new(),
+        zero_pages: 0,
+        throttle: 0,
+        throttle_steps: 0,
         unpacked_bytes: 0,
         ctl: vec![0; MAX_CONTROL_FRAME_LEN + 64],
         xfer: Xfer::Idle,
@@ -390,7 +415,7 @@ struct SrcDriver<'a, L: Link, G: SourceGuest> {
     clock: &'a Clock,
     opts: &'a SourceOptions,
     info: GuestInfo,
-    pc: Option<Precopy<DefaultPolicy>>,
+    pc: Option<Precopy<ConvergePolicy>>,
     bitmap: Vec<u64>,
     scratch: Vec<u64>,
     pfns: Vec<Pfn>,
@@ -401,6 +426,14 @@ struct SrcDriver<'a, L: Link, G: SourceGuest> {
     /// gathered in first.
     packed: Vec<u8>,
     pack_scratch: Vec<u8>,
+    /// The zero-page bitmap of the chunk being sent.
+    zero_header: Vec<u8>,
+    /// Pages that travelled as a zero marker.
+    zero_pages: u64,
+    /// The throttle the guest runs under (percent taken), and how often
+    /// it was tightened.
+    throttle: u8,
+    throttle_steps: u32,
     /// Image bytes before packing (`image_bytes` counts them as sent).
     unpacked_bytes: u64,
     ctl: Vec<u8>,
@@ -675,6 +708,18 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
 
     fn start(&mut self, now: Instant, live: bool) {
         self.transfer_start = Some(std::time::Instant::now());
+        // The guest's own scheduling parameters travel with it.
+        match self.guest.sched_params() {
+            Ok(Some(p)) => {
+                if let Err(e) = self.sm.handle_sched(now, p) {
+                    return self.local_failure(now, SessionError::Internal(e.to_string()));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return self.local_failure(now, guest_err("read the scheduling parameters", e))
+            }
+        }
         let words = self.info.bitmap_words();
         self.bitmap = vec![0; words];
         self.scratch = vec![0; words];
@@ -694,7 +739,10 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         let cfg = PrecopyConfig {
             bandwidth_limit: self.opts.bandwidth_limit,
         };
-        let policy = DefaultPolicy::new(self.opts.policy);
+        let policy = ConvergePolicy::new(
+            DefaultPolicy::new(self.opts.policy),
+            self.opts.auto_converge,
+        );
         if live {
             match drive::start_live(&mut *self.guest, &mut self.bitmap, cfg, policy, now) {
                 Ok(pc) => {
@@ -739,25 +787,71 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
 
     /// Sends one image chunk (header from the machine, then the payload).
     fn send_chunk(&mut self, now: Instant, parts: &[&[u8]]) -> bool {
+        self.send_image(now, parts, &[])
+    }
+
+    /// The packing forms the session agreed on ([`super::pack`]).
+    fn forms(&self) -> Forms {
+        let f = self.sm.transfer().map_or(Features(0), |t| t.features);
+        Forms {
+            lz4: f.contains(Features::COMPRESS),
+            zero: f.contains(Features::ZERO_PAGES),
+        }
+    }
+
+    /// Sends one image chunk: `head`, then `pages` (whole 4 KiB pages, the
+    /// end of a `PAGE_DATA` record), packed as the session agreed. Pages
+    /// go to the socket from where they are, in vectored writes; with
+    /// `ZERO_PAGES` the zero ones stay behind, named by a bitmap.
+    fn send_image(&mut self, now: Instant, head: &[&[u8]], pages: &[u8]) -> bool {
         self.flush(now);
         if self.link_dead {
             return false;
         }
-        let raw_len: usize = parts.iter().map(|p| p.len()).sum();
-        let compress = self
-            .sm
-            .transfer()
-            .is_some_and(|t| t.features.contains(Features::COMPRESS));
+        let head_len: usize = head.iter().map(|p| p.len()).sum();
+        let raw_len = head_len + pages.len();
+        let forms = self.forms();
         let mut packed = std::mem::take(&mut self.packed);
         let mut scratch = std::mem::take(&mut self.pack_scratch);
-        let r = if compress {
-            super::pack::pack(parts, &mut scratch, &mut packed);
-            self.send_parts(now, &[&packed], packed.len(), raw_len)
+        let mut zh = std::mem::take(&mut self.zero_header);
+        let zeros = if forms.zero && !pages.is_empty() {
+            super::pack::zero_header(head_len, pages, &mut zh)
         } else {
-            self.send_parts(now, parts, raw_len, raw_len)
+            0
         };
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(head.len() + 8);
+        let r = if zeros > 0 {
+            self.zero_pages += zeros as u64;
+            if !forms.lz4 {
+                parts.push(&super::pack::ZERO_TAG);
+            }
+            parts.push(&zh);
+            parts.extend_from_slice(head);
+            super::pack::nonzero_runs(&zh, pages, &mut parts);
+            if forms.lz4 {
+                super::pack::pack_zero(&parts, &mut scratch, &mut packed);
+                self.send_parts(now, &[&packed], packed.len(), raw_len)
+            } else {
+                let len = parts.iter().map(|p| p.len()).sum();
+                self.send_parts(now, &parts, len, raw_len)
+            }
+        } else {
+            parts.extend_from_slice(head);
+            parts.push(pages);
+            if forms.lz4 {
+                super::pack::pack(&parts, &mut scratch, &mut packed);
+                self.send_parts(now, &[&packed], packed.len(), raw_len)
+            } else if forms.tagged() {
+                parts.insert(0, &super::pack::RAW_TAG);
+                self.send_parts(now, &parts, raw_len + 1, raw_len)
+            } else {
+                self.send_parts(now, &parts, raw_len, raw_len)
+            }
+        };
+        drop(parts);
         self.packed = packed;
         self.pack_scratch = scratch;
+        self.zero_header = zh;
         r
     }
 
@@ -799,7 +893,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         self.pc = Some(pc);
     }
 
-    fn step_with(&mut self, now: Instant, pc: &mut Precopy<DefaultPolicy>) {
+    fn step_with(&mut self, now: Instant, pc: &mut Precopy<ConvergePolicy>) {
         // The batch buffers leave `self` for the step, so the pages can be
         // sent from where the guest put them.
         let (mut pfns, mut types, mut data) = (
@@ -825,7 +919,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
     fn batch(
         &mut self,
         now: Instant,
-        pc: &mut Precopy<DefaultPolicy>,
+        pc: &mut Precopy<ConvergePolicy>,
         pfns: &mut [Pfn],
         types: &mut [PageType],
         data: &mut [u8],
@@ -847,7 +941,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             self.local_failure(now, e.into());
             return true;
         }
-        let sent = self.send_chunk(now, &[&chunk, b.data]);
+        let sent = self.send_image(now, &[&chunk], b.data);
         let len = (chunk.len() + b.data.len()) as u64;
         self.chunk = chunk;
         if sent {
@@ -860,7 +954,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         true
     }
 
-    fn pc_progress(&mut self, pc: &Precopy<DefaultPolicy>) {
+    fn pc_progress(&mut self, pc: &Precopy<ConvergePolicy>) {
         let p = pc.progress();
         let phase = match p.phase {
             PcPhase::Live(r) => Phase::Live(r),
@@ -884,7 +978,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         );
     }
 
-    fn end_round(&mut self, now: Instant, pc: &mut Precopy<DefaultPolicy>) {
+    fn end_round(&mut self, now: Instant, pc: &mut Precopy<ConvergePolicy>) {
         let decision = match drive::end_live_round(pc, &mut *self.guest, &mut self.bitmap, now) {
             Ok(d) => d,
             Err(e) => return self.drive_failure(now, "read the dirty log", e),
@@ -899,6 +993,29 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             return;
         }
         self.pc_progress(pc);
+        let want = pc.policy().throttle();
+        if want != self.throttle && decision == Decision::ContinuePrecopy {
+            match self.guest.throttle(want) {
+                Ok(true) => {
+                    tracing::info!(
+                        throttle = want,
+                        round = stats.round,
+                        "auto-converge: the guest's dirty set stopped shrinking; throttled"
+                    );
+                    self.throttle = want;
+                    self.throttle_steps = pc.policy().steps();
+                }
+                Ok(false) => {
+                    // Rounds spent on a throttle that cannot be applied
+                    // would only delay the stop-and-copy.
+                    tracing::warn!(
+                        "auto-converge: this guest's scheduler cannot cap it; going on without"
+                    );
+                    pc.policy_mut().converge = None;
+                }
+                Err(e) => return self.local_failure(now, guest_err("throttle the guest", e)),
+            }
+        }
         match decision {
             Decision::ContinuePrecopy => {}
             Decision::StopAndCopy => {
@@ -926,7 +1043,7 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         }
     }
 
-    fn end_image(&mut self, now: Instant, pc: &mut Precopy<DefaultPolicy>) {
+    fn end_image(&mut self, now: Instant, pc: &mut Precopy<ConvergePolicy>) {
         match pc.finish(self.clock.now()) {
             Ok(s) => self.summary = Some(s),
             Err(e) => {
@@ -1007,6 +1124,9 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                     bytes_sent: self.bytes_sent,
                     image_bytes: self.image_bytes,
                     image_bytes_unpacked: self.unpacked_bytes,
+                    zero_pages: self.zero_pages,
+                    throttle_percent: self.throttle,
+                    throttle_steps: self.throttle_steps,
                     guest_bytes: self.info.nr_pages * PAGE_SIZE as u64,
                     downtime_ms: self
                         .suspend_at
@@ -1027,6 +1147,11 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                     journal_err = self.journal.record(&rec).err();
                 }
                 let mut guest_failure = None;
+                if self.throttle > 0 {
+                    if let Err(g) = self.guest.throttle(0) {
+                        guest_failure = Some(guest_err("give the guest its CPU time back", g));
+                    }
+                }
                 if self.logdirty {
                     if let Err(g) = self.guest.disable_logdirty() {
                         guest_failure = Some(guest_err("disable log-dirty", g));
@@ -1048,7 +1173,16 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                 }
                 Err(SessionError::from_protocol(e, self.sm.peer_detail()))
             }
-            SourceOutcome::InDoubt(e) => Err(SessionError::InDoubt(e)),
+            SourceOutcome::InDoubt(e) => {
+                // Stopped here until the operator decides; whichever way,
+                // with its own scheduling parameters.
+                if self.throttle > 0 {
+                    if let Err(g) = self.guest.throttle(0) {
+                        tracing::warn!("in doubt: the guest's own scheduling parameters were not restored: {g:?}");
+                    }
+                }
+                Err(SessionError::InDoubt(e))
+            }
         }
     }
 }

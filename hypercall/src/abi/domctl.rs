@@ -694,6 +694,68 @@ pub struct ExtVcpuContextRaw {
     pub vmce: HvmVmceVcpu,
 }
 
+/// Scheduler ids and `XEN_DOMCTL_scheduler_op` commands.
+pub mod sched {
+    /// `XEN_SCHEDULER_CREDIT`
+    pub const CREDIT: u32 = 5;
+    /// `XEN_SCHEDULER_CREDIT2`
+    pub const CREDIT2: u32 = 6;
+    /// `XEN_SCHEDULER_ARINC653`
+    pub const ARINC653: u32 = 7;
+    /// `XEN_SCHEDULER_RTDS`
+    pub const RTDS: u32 = 8;
+    /// `XEN_SCHEDULER_NULL`
+    pub const NULL: u32 = 9;
+    /// `XEN_DOMCTL_SCHEDOP_putinfo`
+    pub const OP_PUTINFO: u32 = 0;
+    /// `XEN_DOMCTL_SCHEDOP_getinfo`
+    pub const OP_GETINFO: u32 = 1;
+}
+
+/// `struct xen_domctl_sched_credit`, and `struct xen_domctl_sched_credit2`
+/// (the same two fields).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedCredit {
+    /// Relative share (1 to 65535; Xen's default 256).
+    pub weight: u16,
+    /// Ceiling in percent of one CPU for the whole domain (0: none).
+    pub cap: u16,
+}
+
+/// `struct xen_domctl_scheduler_op` (`XEN_DOMCTL_scheduler_op`). The C
+/// union `u` is a 16-byte array here; the credit and credit2 members are
+/// its first four bytes ([`SchedulerOp::credit`],
+/// [`SchedulerOp::with_credit`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedulerOp {
+    /// `XEN_SCHEDULER_*` ([`sched`]): must be the domain's scheduler.
+    pub sched_id: u32,
+    /// `XEN_DOMCTL_SCHEDOP_*` ([`sched`]).
+    pub cmd: u32,
+    /// The union: credit/credit2 parameters, RTDS's, or per-vCPU ones.
+    pub u: [u8; 16],
+}
+
+impl SchedulerOp {
+    /// An operation on the credit or credit2 parameters.
+    pub fn with_credit(sched_id: u32, cmd: u32, credit: SchedCredit) -> SchedulerOp {
+        let mut u = [0u8; 16];
+        u[0..2].copy_from_slice(&credit.weight.to_ne_bytes());
+        u[2..4].copy_from_slice(&credit.cap.to_ne_bytes());
+        SchedulerOp { sched_id, cmd, u }
+    }
+
+    /// The credit or credit2 parameters in the union.
+    pub fn credit(&self) -> SchedCredit {
+        SchedCredit {
+            weight: u16::from_ne_bytes([self.u[0], self.u[1]]),
+            cap: u16::from_ne_bytes([self.u[2], self.u[3]]),
+        }
+    }
+}
+
 /// `struct xen_domctl_vcpu_msr`: one MSR of
 /// `XEN_DOMCTL_{get,set}_vcpu_msrs` (16 bytes; its bytes are what a
 /// stream's `X86_PV_VCPU_MSRS` record carries, [`PlainData::as_bytes`]).
@@ -730,6 +792,8 @@ plain_data! {
     }
     VcpuMsr { index, reserved, value }
     VcpuMsrs { vcpu, msr_count, msrs }
+    SchedCredit { weight, cap }
+    SchedulerOp { sched_id, cmd, u }
 }
 
 plain_data! {
@@ -777,8 +841,10 @@ payloads! {
     SetDomainHandle = 16;
     ExtVcpuContextRaw = 64;
     VcpuMsrs = 16;
+    SchedulerOp = 24;
 }
 const _: () = assert!(size_of::<HvmVmceVcpu>() == 32);
 const _: () = assert!(size_of::<VcpuMsr>() == 16);
 const _: () = assert!(size_of::<Domctl>() == 144);
 const _: () = assert!(size_of::<ShadowOpStats>() == 8);
+const _: () = assert!(size_of::<SchedCredit>() == 4);

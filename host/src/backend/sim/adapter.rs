@@ -14,7 +14,8 @@
 use std::fmt;
 
 use relocd_core::guest::{
-    GuestInfo, GuestType, PageType, Pfn, SinkGuest, SourceGuest, PAGE_SIZE as CORE_PAGE_SIZE,
+    GuestInfo, GuestType, PageType, Pfn, SchedParams, SinkGuest, SourceGuest,
+    PAGE_SIZE as CORE_PAGE_SIZE,
 };
 
 use super::{DomainState, SimError, SimGuest, VCPU_STATE_LEN};
@@ -107,12 +108,17 @@ fn sim<T>(r: Result<T, SimError>) -> Result<T, SimFault> {
 #[derive(Clone, Debug)]
 pub struct SimSource {
     guest: SimGuest,
+    /// Its own scheduling parameters while auto-converge throttles it.
+    own_sched: Option<SchedParams>,
 }
 
 impl SimSource {
     /// Wraps a guest of a [`SimHypervisor`](super::SimHypervisor).
     pub fn new(guest: SimGuest) -> Self {
-        SimSource { guest }
+        SimSource {
+            guest,
+            own_sched: None,
+        }
     }
 
     /// The guest.
@@ -210,6 +216,22 @@ impl SourceGuest for SimSource {
     fn destroy(&mut self) -> Result<(), SimFault> {
         sim(self.guest.destroy())
     }
+
+    fn sched_params(&mut self) -> Result<Option<SchedParams>, SimFault> {
+        Ok(Some(self.own_sched.unwrap_or(self.guest.sched())))
+    }
+
+    fn throttle(&mut self, percent: u8) -> Result<bool, SimFault> {
+        if percent == 0 {
+            if let Some(own) = self.own_sched.take() {
+                sim(self.guest.set_sched(own))?;
+            }
+            return Ok(true);
+        }
+        let own = *self.own_sched.get_or_insert(self.guest.sched());
+        sim(self.guest.set_sched(own.throttled(1, percent)))?;
+        Ok(true)
+    }
 }
 
 /// A simulated domain being built from a migration image (created empty
@@ -240,6 +262,10 @@ impl SimSink {
 
 impl SinkGuest for SimSink {
     type Error = SimFault;
+
+    fn set_sched_params(&mut self, params: SchedParams) -> Result<(), SimFault> {
+        sim(self.guest.set_sched(params))
+    }
 
     fn populate(&mut self, pfns: &[Pfn], _types: &[PageType]) -> Result<(), SimFault> {
         sim(self.guest.populate(pfns))

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::memory::{is_zero, SparseMemory};
 use super::workload::{counter_page, page_contents, read_counter, ExpectedMemory, VcpuState};
 use super::{DomainState, Domid, Drive, HvShared, PageType, SimError, PAGE_SIZE};
+use relocd_core::guest::SchedParams;
 
 /// Most steps a real-time ticker runs at one wake-up to catch up; beyond
 /// that the missed time is dropped (the guest's vCPU was "slow").
@@ -31,6 +32,9 @@ pub(crate) struct GuestState {
     dirty: Option<Vec<u64>>,
     /// Bumped at every unpause and pause so a stale ticker thread stops.
     ticker: u64,
+    /// Scheduling parameters: a cap slows the workload (one vCPU: a cap
+    /// of `c` percent runs `c` % of its steps).
+    sched: SchedParams,
 }
 
 fn mark(dirty: &mut Option<Vec<u64>>, pfn: u64) {
@@ -43,6 +47,14 @@ fn mark(dirty: &mut Option<Vec<u64>>, pfn: u64) {
 }
 
 impl GuestState {
+    /// The share of its steps the vCPU runs under its cap, 1 to 100.
+    fn speed_percent(&self) -> u128 {
+        match self.sched.cap {
+            0 => 100,
+            c => u128::from(c.min(100)),
+        }
+    }
+
     /// Runs one step of the workload (see `workload`'s module doc).
     fn step(&mut self) {
         let GuestState {
@@ -142,6 +154,7 @@ impl SimGuest {
                     mem: SparseMemory::new(nr_pages),
                     dirty: None,
                     ticker: 0,
+                    sched: SchedParams::DEFAULT,
                 }),
                 wake: Condvar::new(),
                 hv,
@@ -190,6 +203,24 @@ impl SimGuest {
         self.lock().run
     }
 
+    /// The scheduling parameters (weight, cap) as Xen's credit schedulers
+    /// hold them.
+    pub fn sched(&self) -> SchedParams {
+        self.lock().sched
+    }
+
+    /// Sets the scheduling parameters. A cap below 100 (one vCPU) makes
+    /// the real-time workload run that share of its steps: a capped guest
+    /// dirties memory proportionally slower. [`advance`](Self::advance)
+    /// is not capped (it is the tests' explicit clock).
+    pub fn set_sched(&self, params: SchedParams) -> Result<(), SimError> {
+        let mut st = self.lock();
+        st.live()?;
+        st.sched = params;
+        self.inner.wake.notify_all();
+        Ok(())
+    }
+
     /// Pages that hold storage (written with something other than zeros);
     /// the rest read as zeros and cost nothing.
     pub fn allocated_pages(&self) -> u64 {
@@ -221,6 +252,25 @@ impl SimGuest {
             st.step();
         }
         steps
+    }
+
+    /// Writes the workload's fill (its module doc): the initial contents of
+    /// the pages [`Workload::filled`] names.
+    ///
+    /// [`Workload::filled`]: super::Workload::filled
+    pub(crate) fn fill(&self, workload: &super::Workload) {
+        if workload.fill_percent == 0 {
+            return;
+        }
+        let mut st = self.lock();
+        let nr = self.inner.nr_pages;
+        for pfn in 1..nr {
+            if workload.filled(nr, pfn) {
+                if let Some(page) = st.mem.get_mut(pfn) {
+                    page_contents(workload.seed, 0, pfn, page);
+                }
+            }
+        }
     }
 
     // ----- source side -----
@@ -519,12 +569,14 @@ fn check_batch(pages: usize, bytes: usize) -> Result<(), SimError> {
 }
 
 /// The real-time driver of one run of a guest (from an unpause to the next
-/// pause): one step per `period` of wall time since the unpause. It stops
-/// when the guest is paused, destroyed or dropped.
+/// pause): one step per `period` of the vCPU's time, which is wall time
+/// scaled by its cap ([`SimGuest::set_sched`]). It stops when the guest is
+/// paused, destroyed or dropped.
 fn ticker(weak: &Weak<GuestInner>, generation: u64, period: Duration) {
-    let start = Instant::now();
     let period_ns = period.as_nanos().max(1);
-    let mut done: u64 = 0;
+    let mut last = Instant::now();
+    // vCPU time earned and not yet spent on steps, ns.
+    let mut owed: u128 = 0;
     loop {
         let Some(inner) = weak.upgrade() else {
             return;
@@ -533,15 +585,28 @@ fn ticker(weak: &Weak<GuestInner>, generation: u64, period: Duration) {
         if st.run != DomainState::Running || st.ticker != generation {
             return;
         }
-        let due = u64::try_from(start.elapsed().as_nanos() / period_ns).unwrap_or(u64::MAX);
-        let behind = due.saturating_sub(done);
-        for _ in 0..behind.min(MAX_CATCH_UP) {
+        let now = Instant::now();
+        let speed = st.speed_percent();
+        owed += now.saturating_duration_since(last).as_nanos() * speed / 100;
+        last = now;
+        let due = owed / period_ns;
+        for i in 0..due.min(u128::from(MAX_CATCH_UP)) {
+            if i > 0 {
+                // The lock is let go between steps, so a migration's reads
+                // and dirty-log calls interleave with a catch-up as they
+                // would with a real guest's writes.
+                drop(st);
+                st = inner.lock();
+                if st.run != DomainState::Running || st.ticker != generation {
+                    return;
+                }
+            }
             st.step();
         }
         // Time beyond the catch-up limit is lost, not owed.
-        done = due;
-        let next = start + period.saturating_mul(u32::try_from(done + 1).unwrap_or(u32::MAX));
-        let wait = next.saturating_duration_since(Instant::now());
+        owed -= due * period_ns;
+        let wall_ns = (period_ns - owed) * 100 / speed;
+        let wait = Duration::from_nanos(u64::try_from(wall_ns).unwrap_or(u64::MAX));
         let (st, _) = inner
             .wake
             .wait_timeout(st, wait)

@@ -16,6 +16,7 @@ use crate::backend::sim::{
 };
 use crate::devices::GuestDevices;
 use crate::engine::{Backend, Domain, NewGuest, Refusal, Settle, Settled};
+use relocd_core::guest::SchedParams;
 
 /// Guest memory the sim backend offers when `--sim-capacity` is not given
 /// and the host's memory cannot be read: 1 GiB.
@@ -204,6 +205,8 @@ pub fn spec_from_request(req: &SimCreateRequest) -> Result<GuestSpec, CommandErr
         .map_err(bad)?
         .with_dirty_rate(req.dirty_rate_bytes_per_s)
         .map_err(bad)?
+        .with_fill(req.fill_percent)
+        .map_err(bad)?
         .with_pattern(pattern))
 }
 
@@ -314,6 +317,22 @@ impl Backend for SimBackend {
         Ok(Settled::Done)
     }
 
+    fn restore_sched(&self, name: &str, params: SchedParams) -> Result<Settled, CommandError> {
+        let Some(g) = self.hv.by_name(name) else {
+            return Ok(Settled::Gone);
+        };
+        if g.sched() == params {
+            return Ok(Settled::Unchanged);
+        }
+        g.set_sched(params).map_err(|e| {
+            CommandError::new(
+                ErrorKind::Internal,
+                format!("scheduling parameters of `{name}`: {e}"),
+            )
+        })?;
+        Ok(Settled::Done)
+    }
+
     fn sim_create(&self, req: &SimCreateRequest) -> Result<DomainInfo, CommandError> {
         self.create(&spec_from_request(req)?)
     }
@@ -334,6 +353,7 @@ mod tests {
             dirty_rate_bytes_per_s: 4 << 20,
             pattern: Some("hot".into()),
             vcpus: None,
+            fill_percent: 0,
         }
     }
 

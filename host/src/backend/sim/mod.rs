@@ -87,7 +87,7 @@ pub use guest::{bitmap_words, SimGuest};
 pub use hooks::{default_sim_capacity, spec_from_request, SimBackend, FALLBACK_SIM_CAPACITY};
 pub use memory::{Page, CHUNK_PAGES};
 pub use spec::{
-    check_memory, check_name, parse_guests_file, parse_memory, parse_rate, parse_size,
+    check_memory, check_name, parse_fill, parse_guests_file, parse_memory, parse_rate, parse_size,
     seed_from_name, GuestSpec, SpecError, MAX_MEMORY, MAX_NAME_LEN,
 };
 pub use workload::{
@@ -412,17 +412,18 @@ impl SimHypervisor {
         Ok(guest)
     }
 
-    /// Creates a guest from `spec` with zeroed memory and its vCPU at step
-    /// 0, running (or paused with `start_paused`).
+    /// Creates a guest from `spec` with its initial memory (zeros, and
+    /// the pages of its fill) and its vCPU at step 0, running (or paused
+    /// with `start_paused`).
     pub fn create(&self, spec: &GuestSpec, start_paused: bool) -> Result<SimGuest, SimError> {
         let vcpu = VcpuState::boot(spec.workload());
         vcpu.check()?;
-        let run = if start_paused {
-            DomainState::Paused
-        } else {
-            DomainState::Running
-        };
-        self.insert(&spec.name, spec.memory, Some(vcpu), run)
+        let guest = self.insert(&spec.name, spec.memory, Some(vcpu), DomainState::Paused)?;
+        guest.fill(&spec.workload());
+        if !start_paused {
+            guest.unpause()?;
+        }
+        Ok(guest)
     }
 
     /// Creates an empty, paused domain of `memory` bytes with no vCPU

@@ -27,6 +27,7 @@
 //! | `dirty-rate` | rate | `0` (idle) |
 //! | `pattern` | `uniform` or `hot` | `uniform` |
 //! | `seed` | decimal `u64` | derived from the name |
+//! | `fill` | percentage of pages holding data from the start (0–100) | `0` |
 //!
 //! Unknown keys, repeated keys and repeated names are errors that give the
 //! line number.
@@ -77,6 +78,9 @@ pub enum SpecError {
     /// characters.
     #[error("`{0}`: a guest name must be 1 to 64 bytes with no spaces or control characters")]
     BadName(String),
+    /// A fill that is not a whole percentage from 0 to 100.
+    #[error("`{0}`: the fill is a percentage from 0 to 100")]
+    BadFill(String),
     /// A seed that is not a decimal `u64`.
     #[error("`{0}`: a seed must be a decimal number below 2^64")]
     BadSeed(String),
@@ -92,7 +96,7 @@ pub enum SpecError {
     #[error("`{0}`: expected key=value")]
     NotKeyValue(String),
     /// A key the guests file does not know.
-    #[error("`{0}`: unknown key (known: memory, dirty-rate, pattern, seed)")]
+    #[error("`{0}`: unknown key (known: memory, dirty-rate, pattern, seed, fill)")]
     UnknownKey(String),
     /// A key given twice on one line.
     #[error("`{0}` given twice")]
@@ -154,6 +158,15 @@ pub fn parse_rate(text: &str) -> Result<u64, SpecError> {
         SpecError::Overflow(_) => SpecError::Overflow(text.to_owned()),
         other => other,
     })
+}
+
+/// Parses a fill: a whole percentage from 0 to 100 (`25`, `25%`).
+pub fn parse_fill(text: &str) -> Result<u8, SpecError> {
+    let digits = text.strip_suffix('%').unwrap_or(text);
+    match digits.parse::<u8>() {
+        Ok(p) if p <= 100 && !digits.starts_with('+') => Ok(p),
+        _ => Err(SpecError::BadFill(text.to_owned())),
+    }
 }
 
 /// Parses a guest memory size: a size that is a non-zero whole number of
@@ -225,6 +238,9 @@ pub struct GuestSpec {
     /// Simulated time per workload step, in nanoseconds
     /// ([`DEFAULT_STEP_PERIOD_NS`], 10 ms, unless changed).
     pub step_period_ns: u64,
+    /// Percentage of its pages that hold data from the start (`--fill`);
+    /// the others are zeros.
+    pub fill_percent: u8,
 }
 
 impl GuestSpec {
@@ -241,7 +257,18 @@ impl GuestSpec {
             pattern: Pattern::Uniform,
             seed: seed_from_name(name),
             step_period_ns: DEFAULT_STEP_PERIOD_NS,
+            fill_percent: 0,
         })
+    }
+
+    /// Sets the fill: the percentage of pages that hold data from the
+    /// start (at most 100).
+    pub fn with_fill(mut self, percent: u8) -> Result<Self, SpecError> {
+        if percent > 100 {
+            return Err(SpecError::BadFill(percent.to_string()));
+        }
+        self.fill_percent = percent;
+        Ok(self)
     }
 
     /// Sets the dirty rate (bytes per second), checked against the limit.
@@ -277,6 +304,7 @@ impl GuestSpec {
             dirty_rate: self.dirty_rate,
             pattern: self.pattern,
             step_period_ns: self.step_period_ns,
+            fill_percent: self.fill_percent,
         }
     }
 
@@ -303,7 +331,7 @@ fn parse_line(line: &str) -> Result<Option<GuestSpec>, SpecError> {
         return Ok(None);
     };
     check_name(name)?;
-    let (mut memory, mut rate, mut pattern, mut seed) = (None, None, None, None);
+    let (mut memory, mut rate, mut pattern, mut seed, mut fill) = (None, None, None, None, None);
     for word in words {
         let (key, value) = word
             .split_once('=')
@@ -319,6 +347,7 @@ fn parse_line(line: &str) -> Result<Option<GuestSpec>, SpecError> {
                         .map_err(|_| SpecError::BadSeed(value.to_owned()))?,
                 )
                 .is_some(),
+            "fill" => fill.replace(parse_fill(value)?).is_some(),
             _ => return Err(SpecError::UnknownKey(key.to_owned())),
         };
         if repeated {
@@ -330,6 +359,9 @@ fn parse_line(line: &str) -> Result<Option<GuestSpec>, SpecError> {
         .with_pattern(pattern.unwrap_or(Pattern::Uniform));
     if let Some(seed) = seed {
         spec = spec.with_seed(seed);
+    }
+    if let Some(fill) = fill {
+        spec = spec.with_fill(fill)?;
     }
     Ok(Some(spec))
 }

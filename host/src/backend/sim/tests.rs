@@ -680,3 +680,51 @@ fn sink_checks_its_input() {
     g.unpause().unwrap();
     assert_eq!(g.set_vcpu_state(good), Err(SimError::NotPaused("s".into())));
 }
+
+#[test]
+fn fill_writes_a_share_of_pages_that_the_recomputation_knows() {
+    let h = hv();
+    let s = spec("filled", 16 * MIB, 4 * MIB, Pattern::Uniform)
+        .with_fill(25)
+        .unwrap();
+    let g = h.create(&s, true).unwrap();
+    let pages = s.nr_pages();
+    // About a quarter of the pages, pfn 0 (the counter page) not among them.
+    let filled = g.allocated_pages();
+    assert!(
+        filled > pages * 22 / 100 && filled < pages * 28 / 100,
+        "{filled}"
+    );
+    assert_eq!(filled, s.expected_memory(0).written_pages());
+    assert!(!s.workload().filled(pages, 0));
+    g.verify(&s.expected_memory(0)).unwrap();
+    // The workload goes on over it; a page it rewrites holds its step.
+    g.unpause().unwrap();
+    g.advance(30);
+    g.verify(&s.expected_memory(30)).unwrap();
+    // A guest without the fill is not the same memory.
+    let plain = spec("plain", 16 * MIB, 4 * MIB, Pattern::Uniform);
+    let p = h.create(&plain, true).unwrap();
+    assert_eq!(p.allocated_pages(), 0);
+    assert!(matches!(
+        p.verify(&s.expected_memory(0)),
+        Err(SimError::MemoryDiffers { .. })
+    ));
+    // 0 and 100 are the ends; the fill travels in the vCPU blob.
+    assert_eq!(parse_fill("100"), Ok(100));
+    assert_eq!(parse_fill("25%"), Ok(25));
+    for bad in ["101", "-1", "", "x", "+5", "2.5"] {
+        assert!(parse_fill(bad).is_err(), "{bad}");
+    }
+    assert!(GuestSpec::new("x", MIB).unwrap().with_fill(101).is_err());
+    let blob = g.vcpu_context().unwrap();
+    let back = VcpuState::from_bytes(&blob).unwrap();
+    assert_eq!(back.workload.fill_percent, 25);
+    let mut over = blob;
+    over[48] = 101;
+    assert!(VcpuState::from_bytes(&over).is_err());
+    // The guests file knows it too.
+    let specs = parse_guests_file("a memory=1M fill=50\n").unwrap();
+    assert_eq!(specs[0].fill_percent, 50);
+    assert!(parse_guests_file("a memory=1M fill=500\n").is_err());
+}

@@ -38,6 +38,14 @@
 //!   uniformly in all workload pages.
 //!
 //! A guest of one page writes only its counter page.
+//!
+//! # Fill
+//!
+//! A workload with a fill of `f` percent starts from a memory in which
+//! each workload page whose [`Workload::filled`] holds (about `f` % of
+//! them, picked by a hash of the seed and the pfn) has the contents
+//! [`page_contents`]`(seed, 0, pfn)`, as if a step 0 had written it; the
+//! other pages are zeros, as most of a freshly booted guest's are.
 
 use std::collections::HashMap;
 
@@ -96,6 +104,9 @@ pub struct Workload {
     /// Simulated time per step, in nanoseconds (never 0 in a valid
     /// workload).
     pub step_period_ns: u64,
+    /// Percentage of the workload pages that hold data before step 1 (the
+    /// module doc's "Fill"); at most 100.
+    pub fill_percent: u8,
 }
 
 /// splitmix64's finaliser: a cheap, well-mixed 64-bit hash.
@@ -158,6 +169,15 @@ impl Workload {
                 None => return,
             }
         }
+    }
+
+    /// Whether `pfn` of a guest of `nr_pages` pages holds data before step
+    /// 1 (module doc, "Fill").
+    pub fn filled(&self, nr_pages: u64, pfn: u64) -> bool {
+        self.fill_percent > 0
+            && pfn >= 1
+            && pfn < nr_pages
+            && hash3(self.seed, 0x6669_6c6c, pfn) % 100 < u64::from(self.fill_percent)
     }
 
     /// Steps per second of simulated time.
@@ -227,7 +247,8 @@ pub const VCPU_STATE_VERSION: u32 = 1;
 /// | 24..32 | seed |
 /// | 32..40 | dirty rate, bytes/s |
 /// | 40..48 | step period, ns |
-/// | 48..64 | reserved, zero |
+/// | 48 | fill percentage (0–100) |
+/// | 49..64 | reserved, zero |
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VcpuState {
     /// The last step run (0: none yet); the next step is `step + 1`.
@@ -252,8 +273,8 @@ pub enum VcpuStateError {
     /// A pattern code that is not known.
     #[error("vCPU state pattern code {0} is unknown")]
     Pattern(u32),
-    /// Step period 0 or above [`MAX_STEP_PERIOD_NS`], or dirty rate above
-    /// [`MAX_DIRTY_RATE`].
+    /// Step period 0 or above [`MAX_STEP_PERIOD_NS`], dirty rate above
+    /// [`MAX_DIRTY_RATE`], or a fill above 100 %.
     #[error("vCPU state workload out of range (step period {period_ns} ns, dirty rate {dirty_rate} B/s)")]
     Range {
         /// The step period found.
@@ -294,6 +315,7 @@ impl VcpuState {
         out[24..32].copy_from_slice(&self.workload.seed.to_le_bytes());
         out[32..40].copy_from_slice(&self.workload.dirty_rate.to_le_bytes());
         out[40..48].copy_from_slice(&self.workload.step_period_ns.to_le_bytes());
+        out[48] = self.workload.fill_percent;
         out
     }
 
@@ -311,7 +333,7 @@ impl VcpuState {
         }
         let code = le_u32(bytes, 12);
         let pattern = Pattern::from_code(code).ok_or(VcpuStateError::Pattern(code))?;
-        if bytes[48..].iter().any(|&b| b != 0) {
+        if bytes[49..].iter().any(|&b| b != 0) {
             return Err(VcpuStateError::Reserved);
         }
         let state = VcpuState {
@@ -321,6 +343,7 @@ impl VcpuState {
                 dirty_rate: le_u64(bytes, 32),
                 pattern,
                 step_period_ns: le_u64(bytes, 40),
+                fill_percent: bytes[48],
             },
         };
         state.check()?;
@@ -334,6 +357,7 @@ impl VcpuState {
         if w.step_period_ns == 0
             || w.step_period_ns > MAX_STEP_PERIOD_NS
             || w.dirty_rate > MAX_DIRTY_RATE
+            || w.fill_percent > 100
         {
             return Err(VcpuStateError::Range {
                 period_ns: w.step_period_ns,
@@ -359,8 +383,9 @@ pub struct ExpectedMemory {
 }
 
 impl ExpectedMemory {
-    /// What a guest of `nr_pages` pages running `workload` from a zeroed
-    /// memory holds after `steps` steps.
+    /// What a guest of `nr_pages` pages running `workload` from its
+    /// initial memory (zeros, and the fill's pages) holds after `steps`
+    /// steps.
     pub fn after(workload: Workload, nr_pages: u64, steps: u64) -> Self {
         let mut last_write = HashMap::new();
         for k in 1..=steps {
@@ -386,13 +411,16 @@ impl ExpectedMemory {
         self.nr_pages
     }
 
-    /// The step that last wrote `pfn`, or `None` if no step wrote it (it
-    /// reads as zeros).
+    /// The step that last wrote `pfn` (0: the fill), or `None` if nothing
+    /// wrote it (it reads as zeros).
     pub fn last_write(&self, pfn: u64) -> Option<u64> {
         if pfn == 0 {
             return (self.steps > 0).then_some(self.steps);
         }
-        self.last_write.get(&pfn).copied()
+        match self.last_write.get(&pfn) {
+            Some(&k) => Some(k),
+            None => self.workload.filled(self.nr_pages, pfn).then_some(0),
+        }
     }
 
     /// Fills `out` with the expected contents of `pfn`.
@@ -410,12 +438,21 @@ impl ExpectedMemory {
         if self.steps > 0 {
             f(0);
         }
-        self.last_write.keys().copied().for_each(f);
+        self.last_write.keys().copied().for_each(&mut f);
+        if self.workload.fill_percent > 0 {
+            for pfn in 1..self.nr_pages {
+                if self.workload.filled(self.nr_pages, pfn) && !self.last_write.contains_key(&pfn) {
+                    f(pfn);
+                }
+            }
+        }
     }
 
     /// The number of pages that hold something other than zeros.
     pub fn written_pages(&self) -> u64 {
-        self.last_write.len() as u64 + u64::from(self.steps > 0)
+        let mut n = 0;
+        self.for_each_written(|_| n += 1);
+        n
     }
 }
 

@@ -22,7 +22,7 @@
 
 use std::path::PathBuf;
 
-use relocd_core::guest::GuestType;
+use relocd_core::guest::{GuestType, SchedParams};
 use relocd_core::protocol::RefuseReason;
 use relocd_hypercall::{DomId, Hypervisor, XenOps};
 
@@ -451,6 +451,28 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
                 Ok(Settled::Done)
             }
             Settle::DestroyIncoming => Ok(Settled::Unchanged),
+        }
+    }
+
+    fn restore_sched(&self, name: &str, params: SchedParams) -> Result<Settled, CommandError> {
+        let Some((domid, _)) = self.named(name) else {
+            return Ok(Settled::Gone);
+        };
+        let xen = self.hypervisor();
+        let now = super::sched::get(xen, domid)
+            .map_err(|e| err(ErrorKind::Internal, format!("scheduler of {name}: {e}")))?;
+        match now {
+            Some((_, p)) if p == params => Ok(Settled::Unchanged),
+            Some(_) => {
+                super::sched::set(xen, domid, params).map_err(|e| {
+                    err(
+                        ErrorKind::Internal,
+                        format!("scheduling parameters of {name}: {e}"),
+                    )
+                })?;
+                Ok(Settled::Done)
+            }
+            None => Ok(Settled::Unchanged),
         }
     }
 }

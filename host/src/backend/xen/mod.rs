@@ -27,6 +27,7 @@ pub mod pv_sink;
 pub mod pv_source;
 #[cfg(test)]
 mod save_tests;
+pub mod sched;
 #[cfg(test)]
 pub(crate) mod test_guest;
 #[cfg(test)]

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use relocd_core::guest::{PageType, Pfn, SinkGuest, PAGE_SIZE};
+use relocd_core::guest::{PageType, Pfn, SchedParams, SinkGuest, PAGE_SIZE};
 use relocd_core::pv::{self, FrameMap};
 use relocd_core::stream::x86::TscInfoRepr;
 use relocd_core::stream::x86_pv::{PvInfoRepr, VCPU_HEADER_LEN};
@@ -816,6 +816,16 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
 
 impl<H: Hypervisor> SinkGuest for PvSink<'_, H> {
     type Error = PvRestoreError;
+
+    fn set_sched_params(&mut self, params: SchedParams) -> Result<()> {
+        if !super::sched::set(self.xen, self.domid, params)? {
+            tracing::info!(
+                domid = self.domid,
+                "the new domain's scheduler has no weight or cap; the guest's are not set"
+            );
+        }
+        Ok(())
+    }
 
     fn populate(&mut self, pfns: &[Pfn], types: &[PageType]) -> Result<()> {
         let max = self.max_pfn()?;

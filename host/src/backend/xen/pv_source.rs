@@ -22,7 +22,7 @@
 use std::time::{Duration, Instant};
 
 use relocd_core::guest::{
-    GuestInfo, GuestType, PageType, Pfn, RecordPoint, SourceGuest, PAGE_SIZE,
+    GuestInfo, GuestType, PageType, Pfn, RecordPoint, SchedParams, SourceGuest, PAGE_SIZE,
 };
 use relocd_core::pv::{self, Mode};
 use relocd_core::stream::x86::{TscInfoRepr, TSC_INFO_LEN};
@@ -103,6 +103,8 @@ pub struct PvSource<'x, H: Hypervisor> {
     counters: PvCounters,
     /// How long [`SourceGuest::suspend`] waits.
     pub suspend_timeout: Duration,
+    /// Its own weight and cap while auto-converge caps it.
+    own_sched: Option<SchedParams>,
 }
 
 fn shared_info<H: Hypervisor>(
@@ -170,6 +172,7 @@ impl<'x, H: Hypervisor> PvSource<'x, H> {
             bytes: vec![0; words * 8],
             counters: PvCounters::default(),
             suspend_timeout: SUSPEND_TIMEOUT,
+            own_sched: None,
         })
     }
 
@@ -664,7 +667,40 @@ impl<H: Hypervisor> SourceGuest for PvSource<'_, H> {
         self.paused = false;
         // What the toolstack keeps of the domain in xenstore goes with it.
         super::backend::forget_domain(&mut self.xs, self.domid, vm);
+        self.own_sched = None;
         Ok(())
+    }
+
+    fn sched_params(&mut self) -> Result<Option<SchedParams>, PvSaveError> {
+        if let Some(own) = self.own_sched {
+            return Ok(Some(own));
+        }
+        Ok(super::sched::get(self.xen, self.domid)?.map(|(_, p)| p))
+    }
+
+    /// A scheduler cap (credit, credit2) of the throttled share of the
+    /// guest's own; its own weight and cap back with 0.
+    fn throttle(&mut self, percent: u8) -> Result<bool, PvSaveError> {
+        if percent == 0 {
+            if let Some(own) = self.own_sched {
+                super::sched::set(self.xen, self.domid, own)?;
+                self.own_sched = None;
+            }
+            return Ok(true);
+        }
+        let own = match self.own_sched {
+            Some(own) => own,
+            None => match super::sched::get(self.xen, self.domid)? {
+                Some((_, own)) => own,
+                None => return Ok(false),
+            },
+        };
+        self.own_sched = Some(own);
+        Ok(super::sched::set(
+            self.xen,
+            self.domid,
+            own.throttled(self.vcpus, percent),
+        )?)
     }
 }
 
@@ -690,6 +726,15 @@ pub fn resume_suspended<H: Hypervisor>(
 impl<H: Hypervisor> Drop for PvSource<'_, H> {
     /// Whatever happened, log-dirty does not outlive the source.
     fn drop(&mut self) {
+        // A throttle never outlives the source either.
+        if let Some(own) = self.own_sched {
+            if let Err(e) = super::sched::set(self.xen, self.domid, own) {
+                tracing::warn!(
+                    domid = self.domid,
+                    "restoring the scheduling parameters: {e}"
+                );
+            }
+        }
         if self.logdirty {
             if let Err(e) = self.xen.logdirty_disable(self.domid) {
                 tracing::warn!(domid = self.domid, "turning log-dirty off: {e}");

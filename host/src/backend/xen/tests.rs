@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use relocd_core::protocol::RefuseReason;
+use relocd_hypercall::abi::domctl::{sched, SchedCredit};
 use relocd_hypercall::fake::{FakeDomain, FakeXen};
 use relocd_hypercall::XenOps;
 
@@ -73,6 +74,7 @@ fn req(domain: &str, port: u16) -> MigrateRequest {
         max_iters: None,
         abort_if_busy: false,
         compress: false,
+        auto_converge: false,
     }
 }
 
@@ -400,8 +402,17 @@ fn a_pv_guest_moves_between_two_fake_xen_hosts() {
                 .xen
                 .guest_write(test_guest::DOMID, MFN0 + pfn, 4000, &pfn.to_le_bytes()));
         }
+        // Its own weight and cap, to be found on B.
+        let own = SchedCredit {
+            weight: 512,
+            cap: 30,
+        };
+        g.xen
+            .set_sched_credit(test_guest::DOMID, sched::CREDIT2, own)
+            .unwrap();
         let mut r = req("web1", port);
         r.live = live;
+        r.auto_converge = live;
         let s = a.migrate(&r, &mut NoProgress).unwrap();
         t.join().unwrap();
         assert!(s.pages_sent >= test_guest::PAGES, "{s:?}");
@@ -437,6 +448,10 @@ fn a_pv_guest_moves_between_two_fake_xen_hosts() {
         );
         assert!(xb.pinned_tables(d).contains(&(mfn(1), 4)));
         assert_eq!(
+            nd.sched, own,
+            "B's domain has the guest's own weight and cap"
+        );
+        assert_eq!(
             xs.read_string(&format!("/local/domain/{d}/name")).unwrap(),
             "web1"
         );
@@ -448,6 +463,89 @@ fn a_pv_guest_moves_between_two_fake_xen_hosts() {
         std::fs::remove_dir_all(&dir_a).unwrap();
         std::fs::remove_dir_all(&dir_b).unwrap();
     }
+}
+
+/// Auto-converge on Xen: a credit2 cap of the throttled share of the
+/// guest's own (its weight kept), and its own back with 0 or when the
+/// source is dropped.
+#[test]
+fn a_pv_source_is_capped_through_the_scheduler_and_given_its_own_back() {
+    use super::test_guest;
+    use crate::engine::Backend as _;
+    use relocd_core::guest::{SchedParams, SourceGuest};
+    let g = test_guest::guest();
+    let b = XenBackend::with_store(g.xen.clone(), store_of(g.store.clone()));
+    let sched_of = || g.xen.domain(test_guest::DOMID).unwrap().sched;
+    let d = b.find("web1").unwrap();
+    let mut src = b.open_source(&d).unwrap();
+    assert_eq!(
+        src.sched_params().unwrap(),
+        Some(SchedParams {
+            weight: 256,
+            cap: 0
+        })
+    );
+    assert!(src.throttle(20).unwrap());
+    assert_eq!(
+        sched_of(),
+        SchedCredit {
+            weight: 256,
+            cap: 80
+        }
+    );
+    assert!(src.throttle(90).unwrap());
+    assert_eq!(sched_of().cap, 10);
+    // What travels is its own, not the throttle.
+    assert_eq!(src.sched_params().unwrap().unwrap().cap, 0);
+    assert!(src.throttle(0).unwrap());
+    assert_eq!(
+        sched_of(),
+        SchedCredit {
+            weight: 256,
+            cap: 0
+        }
+    );
+    // A throttle does not outlive the source.
+    assert!(src.throttle(60).unwrap());
+    assert_eq!(sched_of().cap, 40);
+    drop(src);
+    assert_eq!(sched_of().cap, 0);
+    // The start-up settling's hook, by name.
+    g.xen
+        .set_sched_credit(
+            test_guest::DOMID,
+            sched::CREDIT2,
+            SchedCredit {
+                weight: 256,
+                cap: 5,
+            },
+        )
+        .unwrap();
+    let own = SchedParams {
+        weight: 300,
+        cap: 0,
+    };
+    assert_eq!(
+        b.restore_sched("web1", own).unwrap(),
+        crate::engine::Settled::Done
+    );
+    assert_eq!(
+        sched_of(),
+        SchedCredit {
+            weight: 300,
+            cap: 0
+        }
+    );
+    // A domain under another scheduler has no weight or cap to set.
+    let mut rtds = g.xen.domain(test_guest::DOMID).unwrap();
+    rtds.scheduler = sched::RTDS;
+    g.xen.add_domain(rtds);
+    assert!(src_of(&b).throttle(50).is_ok_and(|t| !t));
+}
+
+fn src_of(b: &XenBackend<FakeXen>) -> <XenBackend<FakeXen> as crate::engine::Backend>::Source<'_> {
+    use crate::engine::Backend as _;
+    b.open_source(&b.find("web1").unwrap()).unwrap()
 }
 
 /// A save through the engine leaves a prepared and a resolved record.
