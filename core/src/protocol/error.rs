@@ -148,6 +148,13 @@ impl fmt::Display for Error {
                 Secs(*limit)
             ),
             Error::LinkLost { state } => write!(f, "connection lost in state {state}"),
+            Error::NotRelocd { first } if matches!(first, [0x14..=0x17, 0x03, ..]) => write!(
+                f,
+                "the peer speaks TLS, not plain relocd (its first bytes are a TLS record, \
+                 \"{}\"): use the TLS relocation port with TLS (migrate --ssl), or the \
+                 plain port without it",
+                first.escape_ascii()
+            ),
             Error::NotRelocd { first } => write!(
                 f,
                 "the peer does not speak relocd's relocation protocol \

@@ -110,6 +110,10 @@ pub struct MigrateRequest {
     /// (`--compress`): fewer bytes on a slow link, more CPU.
     #[serde(default)]
     pub compress: bool,
+    /// Over TLS (`--ssl`), whatever `xend-relocation-ssl` says; never
+    /// falls back to plaintext.
+    #[serde(default)]
+    pub ssl: bool,
 }
 
 /// `relocd save`'s arguments.
