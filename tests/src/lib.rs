@@ -3,3 +3,4 @@
 pub mod acl_gen;
 pub mod fuzz_entry;
 pub mod xen_utils;
+pub mod tls_certs;

@@ -895,6 +895,8 @@ enum FirstFrame {
     Closed,
     /// The deadline passed (or the reaper shut the connection down).
     TimedOut,
+    /// A TLS handshake record (a TLS client on a plain port).
+    Tls,
 }
 
 /// Waits, until `deadline`, for the peer's first frame (its `Hello`: a
@@ -933,6 +935,9 @@ fn await_first_frame(stream: &Conn, deadline: Instant) -> io::Result<FirstFrame>
             header_read = true;
             let mut header = [0u8; FRAME_HEADER_LEN];
             header.copy_from_slice(&buf[..FRAME_HEADER_LEN]);
+            if !stream.is_tls() && matches!(header, [0x16, 0x03, 0..=0x04, _]) {
+                return Ok(FirstFrame::Tls);
+            }
             let len = usize::try_from(u32::from_be_bytes(header)).unwrap_or(usize::MAX);
             if len > MAX_CONTROL_FRAME_LEN {
                 return Ok(FirstFrame::Ready);
@@ -1017,6 +1022,13 @@ fn admit_and_run(tcp: TcpStream, peer: SocketAddr, mut slot: Slot, ctx: &Ctx) {
     }
     match first {
         Ok(FirstFrame::Ready) => {}
+        Ok(FirstFrame::Tls) => {
+            tracing::warn!(%peer, name = %peer_name,
+                "relocation connection refused: the peer speaks TLS, not plain relocd (a \
+                 TLS client on the plain relocation port: TLS migrations go to \
+                 xend-relocation-ssl-port)");
+            return;
+        }
         Ok(FirstFrame::Closed | FirstFrame::TimedOut) => {
             tracing::debug!(%peer, "relocation connection closed by the peer before its first message");
             return;
