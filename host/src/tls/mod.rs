@@ -19,7 +19,7 @@
 mod names;
 mod stream;
 
-pub use names::{cert_names, CertNames};
+pub use names::{cert_names, CertNames, MAX_NAMES};
 pub use stream::{FailureProbe, TlsStream};
 
 use rustls::pki_types::pem::PemObject;
