@@ -668,7 +668,7 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
         None => {
             tracing::info!(
                 config = %config_path.display(),
-                "not listening for relocations: (xend-relocation-server yes) is not set \
+                "not listening for relocations in plain TCP: (xend-relocation-server yes) is not set \
                  (set it in the config, or pass --listen ADDR:PORT); \
                  the management socket is served"
             );
