@@ -2,15 +2,13 @@
 //! writes with the socket's timeouts, and it can be split between a writer
 //! and a reader thread (the source's) with [`TlsStream::try_clone`].
 //!
-//! The rustls connection sits behind a mutex that is never held during a
-//! socket call: the reader reads ciphertext with the lock released, then
-//! takes it to decrypt; the writer encrypts under it, then sends the
-//! records with it released. Records leave in order because every send
-//! holds the `out` lock, taken before the connection's.
-//!
-//! A write returns once its plaintext is encrypted and handed to the
-//! socket as far as the socket takes it within its write timeout; what the
-//! socket did not take is sent first by the next write or by
+//! The rustls connection sits behind a mutex. The reader waits for
+//! ciphertext with the lock released (a socket read into a buffer of its
+//! own), then takes it to decrypt, straight into the caller's buffer. The
+//! writer encrypts under it and hands the records to the socket (one
+//! vectored write, no copy), holding it at most the socket's write timeout
+//! (the drivers' short write slice); what the socket did not take stays
+//! queued in rustls, in order, and goes first with the next write or with
 //! [`std::io::Write::flush`] (which `write_frame` calls after each frame),
 //! so a slow peer costs the writer the same timeouts as plain TCP.
 
@@ -28,24 +26,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Ciphertext waiting for the socket.
-#[derive(Default)]
-struct Out {
-    buf: Vec<u8>,
-    sent: usize,
-}
-
-/// The reader's state: plaintext decrypted and not yet read (at most what
-/// one socket read decrypts to), and the buffer for ciphertext.
+/// The reader's state: ciphertext read and not yet given to rustls, and
+/// plaintext peeked at and not yet read.
 struct In {
+    raw: Box<[u8]>,
+    raw_pos: usize,
+    raw_len: usize,
     plain: Vec<u8>,
     pos: usize,
-    raw: Box<[u8]>,
+    /// The socket said EOF (and rustls was told).
+    eof: bool,
 }
 
 struct Inner {
     conn: Mutex<rustls::Connection>,
-    out: Mutex<Out>,
     input: Mutex<In>,
     /// The first TLS error this connection met (an alert from the peer,
     /// a record that does not decrypt), for the operator's message.
@@ -70,6 +64,21 @@ fn invalid(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// What one attempt to get plaintext out of rustls gave.
+enum Plain {
+    /// Bytes (or 0: the peer closed cleanly).
+    Got(usize),
+    /// Nothing decrypted waits.
+    Empty,
+}
+
 impl TlsStream {
     /// Wraps a connection whose handshake is complete.
     pub(crate) fn new(tcp: TcpStream, mut conn: rustls::Connection) -> TlsStream {
@@ -79,11 +88,13 @@ impl TlsStream {
             tcp,
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
-                out: Mutex::new(Out::default()),
                 input: Mutex::new(In {
+                    raw: vec![0u8; READ_CHUNK].into_boxed_slice(),
+                    raw_pos: 0,
+                    raw_len: 0,
                     plain: Vec::new(),
                     pos: 0,
-                    raw: vec![0u8; READ_CHUNK].into_boxed_slice(),
+                    eof: false,
                 }),
                 failure: Mutex::new(None),
             }),
@@ -132,13 +143,9 @@ impl TlsStream {
     /// Sends the close_notify alert, then closes our sending direction.
     pub fn close_write(&self) {
         {
-            let mut out = lock(&self.inner.out);
-            {
-                let mut c = lock(&self.inner.conn);
-                c.send_close_notify();
-                let _ = c.write_tls(&mut out.buf);
-            }
-            let _ = self.send_pending(&mut out);
+            let mut c = lock(&self.inner.conn);
+            c.send_close_notify();
+            let _ = self.send(&mut c);
         }
         let _ = self.tcp.shutdown(Shutdown::Write);
     }
@@ -148,33 +155,53 @@ impl TlsStream {
         let _ = self.tcp.shutdown(Shutdown::Both);
     }
 
-    /// Sends what waits in `out`; a timeout leaves the rest for later.
-    fn send_pending(&self, out: &mut Out) -> io::Result<()> {
-        while out.sent < out.buf.len() {
-            match (&self.tcp).write(&out.buf[out.sent..]) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "connection closed",
-                    ))
-                }
-                Ok(n) => out.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+    /// Hands the queued records to the socket; a timeout leaves the rest
+    /// queued.
+    fn send(&self, c: &mut rustls::Connection) -> io::Result<()> {
+        while c.wants_write() {
+            if c.write_tls(&mut &self.tcp)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "connection closed",
+                ));
             }
         }
-        out.buf.clear();
-        out.sent = 0;
         Ok(())
     }
 
-    /// One socket read, decrypted into `input.plain`. `Ok(false)`: the
-    /// peer closed the TCP connection.
-    fn fill(&self, input: &mut In) -> io::Result<bool> {
-        if input.pos == input.plain.len() {
-            input.plain.clear();
-            input.pos = 0;
+    /// Plaintext rustls holds, into `buf`.
+    fn take_plain(c: &mut rustls::Connection, buf: &mut [u8]) -> io::Result<Plain> {
+        match c.reader().read(buf) {
+            Ok(n) => Ok(Plain::Got(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Plain::Empty),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Gives rustls the ciphertext read and not yet given, up to the first
+    /// record that decrypts to plaintext (rustls holds only so much of it).
+    fn feed(&self, c: &mut rustls::Connection, input: &mut In) -> io::Result<()> {
+        while input.raw_pos < input.raw_len {
+            let mut rest = &input.raw[input.raw_pos..input.raw_len];
+            let before = rest.len();
+            c.read_tls(&mut rest)?;
+            input.raw_pos += before - rest.len();
+            match c.process_new_packets() {
+                Ok(state) if state.plaintext_bytes_to_read() > 0 => break,
+                Ok(_) => {}
+                Err(e) => {
+                    self.note(&e);
+                    let _ = self.send(c); // the alert, if rustls queued one
+                    return Err(invalid(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One socket read into `input.raw` (the lock released meanwhile);
+    /// at EOF rustls is told, and its reader says whether it was clean.
+    fn fill(&self, input: &mut In) -> io::Result<()> {
         let n = loop {
             match (&self.tcp).read(&mut input.raw) {
                 Ok(n) => break n,
@@ -182,40 +209,18 @@ impl TlsStream {
                 Err(e) => return Err(e),
             }
         };
-        let mut c = lock(&self.inner.conn);
-        let mut rest = &input.raw[..n];
-        loop {
-            if n == 0 {
-                // Tell rustls of the EOF: its reader says whether it was clean.
-                let _ = c.read_tls(&mut rest);
-            } else {
-                c.read_tls(&mut rest)?;
-            }
+        input.raw_pos = 0;
+        input.raw_len = n;
+        if n == 0 {
+            input.eof = true;
+            let mut c = lock(&self.inner.conn);
+            let _ = c.read_tls(&mut &[][..]);
             if let Err(e) = c.process_new_packets() {
                 self.note(&e);
                 return Err(invalid(e));
             }
-            // Drain what decrypted, so rustls's own buffer never fills.
-            let mut reader = c.reader();
-            let mut chunk = [0u8; 16 * 1024];
-            loop {
-                match reader.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(k) => input.plain.extend_from_slice(&chunk[..k]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        if input.plain.len() > input.pos {
-                            break; // give what arrived first; the error comes next
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-            if rest.is_empty() {
-                break;
-            }
         }
-        Ok(n > 0)
+        Ok(())
     }
 
     /// Copies into `buf` the start of the plaintext not yet read, reading
@@ -224,14 +229,32 @@ impl TlsStream {
     pub(crate) fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         let mut input = lock(&self.inner.input);
         let input = &mut *input;
-        if input.plain.len() - input.pos < buf.len() {
+        let mut read_once = false;
+        while input.plain.len() - input.pos < buf.len() {
+            {
+                let mut c = lock(&self.inner.conn);
+                let mut chunk = [0u8; 4096];
+                match Self::take_plain(&mut c, &mut chunk) {
+                    Ok(Plain::Got(0)) => break,
+                    Ok(Plain::Got(n)) => {
+                        input.plain.extend_from_slice(&chunk[..n]);
+                        continue;
+                    }
+                    Ok(Plain::Empty) => {}
+                    Err(_) if input.plain.len() > input.pos => break,
+                    Err(e) => return Err(e),
+                }
+                if input.raw_pos < input.raw_len {
+                    self.feed(&mut c, input)?;
+                    continue;
+                }
+            }
+            if input.eof || (read_once && input.plain.len() > input.pos) {
+                break;
+            }
             match self.fill(input) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) && input.plain.len() > input.pos => {}
+                Ok(()) => read_once = true,
+                Err(e) if timed_out(&e) && input.plain.len() > input.pos => break,
                 Err(e) => return Err(e),
             }
         }
@@ -249,21 +272,33 @@ impl Read for TlsStream {
         }
         let mut input = lock(&self.inner.input);
         let input = &mut *input;
+        if input.pos < input.plain.len() {
+            let avail = &input.plain[input.pos..];
+            let n = avail.len().min(buf.len());
+            buf[..n].copy_from_slice(&avail[..n]);
+            input.pos += n;
+            if input.pos == input.plain.len() {
+                input.plain = Vec::new();
+                input.pos = 0;
+            }
+            return Ok(n);
+        }
         loop {
-            if input.pos < input.plain.len() {
-                let avail = &input.plain[input.pos..];
-                let n = avail.len().min(buf.len());
-                buf[..n].copy_from_slice(&avail[..n]);
-                input.pos += n;
-                return Ok(n);
-            }
-            let before = input.plain.len();
-            let open = self.fill(input)?;
-            if input.plain.len() == before && !open {
-                // EOF: clean (close_notify) or not, rustls's reader says.
+            {
                 let mut c = lock(&self.inner.conn);
-                return c.reader().read(buf);
+                if let Plain::Got(n) = Self::take_plain(&mut c, buf)? {
+                    return Ok(n);
+                }
+                if input.raw_pos < input.raw_len {
+                    self.feed(&mut c, input)?;
+                    continue;
+                }
+                if input.eof {
+                    // rustls's reader said neither clean close nor error.
+                    return Ok(0);
+                }
             }
+            self.fill(input)?;
         }
     }
 }
@@ -274,13 +309,12 @@ impl Write for TlsStream {
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let mut out = lock(&self.inner.out);
+        let mut c = lock(&self.inner.conn);
         // What an earlier call left goes first; a timeout here accepts
         // nothing of this call.
-        self.send_pending(&mut out)?;
+        self.send(&mut c)?;
         let mut taken = 0;
         {
-            let mut c = lock(&self.inner.conn);
             let mut w = c.writer();
             for b in bufs {
                 let room = MAX_WRITE - taken;
@@ -297,22 +331,10 @@ impl Write for TlsStream {
                     break;
                 }
             }
-            while c.wants_write() {
-                if c.write_tls(&mut out.buf)? == 0 {
-                    break;
-                }
-            }
         }
-        match self.send_pending(&mut out) {
+        match self.send(&mut c) {
             Ok(()) => Ok(taken),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(taken)
-            }
+            Err(e) if timed_out(&e) => Ok(taken),
             // The bytes were taken; the next call reports the failure.
             Err(_) if taken > 0 => Ok(taken),
             Err(e) => Err(e),
@@ -320,8 +342,8 @@ impl Write for TlsStream {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let mut out = lock(&self.inner.out);
-        self.send_pending(&mut out)
+        let mut c = lock(&self.inner.conn);
+        self.send(&mut c)
     }
 }
 
