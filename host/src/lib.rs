@@ -16,6 +16,6 @@ pub mod journal;
 pub mod lock;
 pub mod peer;
 pub mod session;
-pub mod tls;
 pub mod settings;
+pub mod tls;
 pub mod units;

@@ -178,10 +178,19 @@ pub fn tls_files(
     .into_iter()
     .filter_map(|(on, text)| on.then_some(text))
     .collect();
-    let path = |a: Option<relocd_core::sxp::Atom<'_>>| a.map(|a| PathBuf::from(a.to_owned_string()));
+    let path =
+        |a: Option<relocd_core::sxp::Atom<'_>>| a.map(|a| PathBuf::from(a.to_owned_string()));
     let files = [
-        (path(cfg.ssl_key_file), SETTING_KEY, "the host's private key (PEM)"),
-        (path(cfg.ssl_cert_file), SETTING_CERT, "the host's certificate (PEM)"),
+        (
+            path(cfg.ssl_key_file),
+            SETTING_KEY,
+            "the host's private key (PEM)",
+        ),
+        (
+            path(cfg.ssl_cert_file),
+            SETTING_CERT,
+            "the host's certificate (PEM)",
+        ),
         (
             path(cfg.ssl_ca_file),
             SETTING_CA,

@@ -181,28 +181,48 @@ fn serve_refuses_tls_files_it_cannot_use_and_names_them() {
             ],
         ),
         (
-            config_text(&with(&missing, &good.cert, &good.ca), "(xend-relocation-ssl-server yes)"),
-            vec![
-                format!("{} (xend-relocation-server-ssl-key-file): no such file", missing.display()),
-            ],
+            config_text(
+                &with(&missing, &good.cert, &good.ca),
+                "(xend-relocation-ssl-server yes)",
+            ),
+            vec![format!(
+                "{} (xend-relocation-server-ssl-key-file): no such file",
+                missing.display()
+            )],
         ),
         (
-            config_text(&with(&good.key, &garbage, &good.ca), "(xend-relocation-ssl yes)"),
+            config_text(
+                &with(&good.key, &garbage, &good.ca),
+                "(xend-relocation-ssl yes)",
+            ),
             vec![
-                format!("{} (xend-relocation-server-ssl-cert-file)", garbage.display()),
+                format!(
+                    "{} (xend-relocation-server-ssl-cert-file)",
+                    garbage.display()
+                ),
                 "holds no certificate".into(),
             ],
         ),
         (
-            config_text(&with(&good.key, &good.cert, &a_dir), "(xend-relocation-ssl-server yes)"),
-            vec![
-                format!("{} (relocd-relocation-ssl-ca-file): cannot read", a_dir.display()),
-            ],
+            config_text(
+                &with(&good.key, &good.cert, &a_dir),
+                "(xend-relocation-ssl-server yes)",
+            ),
+            vec![format!(
+                "{} (relocd-relocation-ssl-ca-file): cannot read",
+                a_dir.display()
+            )],
         ),
         (
-            config_text(&with(&other.key, &good.cert, &good.ca), "(xend-relocation-ssl-server yes)"),
+            config_text(
+                &with(&other.key, &good.cert, &good.ca),
+                "(xend-relocation-ssl-server yes)",
+            ),
             vec![
-                format!("{} (xend-relocation-server-ssl-key-file) does not match", other.key.display()),
+                format!(
+                    "{} (xend-relocation-server-ssl-key-file) does not match",
+                    other.key.display()
+                ),
                 good.cert.display().to_string(),
             ],
         ),
@@ -211,7 +231,10 @@ fn serve_refuses_tls_files_it_cannot_use_and_names_them() {
         let (code, text) = serve_fails(&dir, &config);
         assert_eq!(code, Some(2), "{config}\n{text}");
         for n in &needles {
-            assert!(text.contains(n.as_str()), "{n:?} not in:\n{text}\nconfig:\n{config}");
+            assert!(
+                text.contains(n.as_str()),
+                "{n:?} not in:\n{text}\nconfig:\n{config}"
+            );
         }
         assert!(!text.contains("relocd ready"), "{text}");
     }
@@ -271,7 +294,10 @@ fn a_refused_tls_migration_exits_1_with_what_to_fix() {
     let out = a.relocd(&["migrate", "--ssl", "--live", "web1", &tls_port]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("does not trust this host's certificate"), "{err}");
+    assert!(
+        err.contains("does not trust this host's certificate"),
+        "{err}"
+    );
     assert!(err.contains("a.crt"), "names the certificate to fix: {err}");
     assert!(err.contains("web1 keeps running here"), "{err}");
     b.wait_for("TLS handshake failed");

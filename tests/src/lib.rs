@@ -2,5 +2,5 @@
 
 pub mod acl_gen;
 pub mod fuzz_entry;
-pub mod xen_utils;
 pub mod tls_certs;
+pub mod xen_utils;

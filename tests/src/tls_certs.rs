@@ -43,17 +43,14 @@ impl Ca {
         self.issue_valid(names, 2020, 2021)
     }
 
-    fn issue_valid(
-        &self,
-        names: &[&str],
-        from_year: i32,
-        to_year: i32,
-    ) -> HostCert {
+    fn issue_valid(&self, names: &[&str], from_year: i32, to_year: i32) -> HostCert {
         let key = KeyPair::generate().expect("host key");
         let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
         let mut p = CertificateParams::new(names.clone()).expect("host params");
-        p.distinguished_name
-            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        p.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         p.not_before = rcgen::date_time_ymd(from_year, 1, 1);
         p.not_after = rcgen::date_time_ymd(to_year, 1, 1);
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -61,7 +58,9 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let cert = p.signed_by(&key, &self.cert, &self.key).expect("host certificate");
+        let cert = p
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("host certificate");
         HostCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),

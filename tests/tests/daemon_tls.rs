@@ -19,7 +19,9 @@ use relocd::api::{
 };
 use relocd::backend::sim::{spec_from_request, GuestSpec};
 use relocd::client::{Client, ClientError};
-use relocd::daemon::listener::{Admission, AdmitAll, ListenerConfig, PatternAdmission, PendingLimits};
+use relocd::daemon::listener::{
+    Admission, AdmitAll, ListenerConfig, PatternAdmission, PendingLimits,
+};
 use relocd::daemon::{Daemon, DaemonConfig, DaemonParts, SimBackend, TlsListen};
 use relocd::engine::{Engine, EngineConfig, Incoming, Service, TlsClient};
 use relocd::peer::Resolver;
@@ -62,7 +64,11 @@ fn logs() -> String {
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !f() {
-        assert!(Instant::now() < deadline, "never: {what}\n--- log ---\n{}", logs());
+        assert!(
+            Instant::now() < deadline,
+            "never: {what}\n--- log ---\n{}",
+            logs()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -284,7 +290,11 @@ fn names(n: &Node) -> Vec<(String, DomainState)> {
 
 /// The guest runs on at `n` (its step counter moves) and is not in doubt.
 fn running_at(n: &Node, name: &str) {
-    let g = n.sim.hypervisor().by_name(name).expect("still at the source");
+    let g = n
+        .sim
+        .hypervisor()
+        .by_name(name)
+        .expect("still at the source");
     let s = g.steps().unwrap();
     eventually("the guest runs at the source", || g.steps().unwrap() > s);
     assert!(names(n).contains(&(name.to_owned(), DomainState::Running)));
@@ -318,9 +328,15 @@ fn refused(a: &Node, req: &Request, dest: &Node, kind: ErrorKind, needles: &[&st
         }
         other => panic!("{other:?}"),
     };
-    let Request::Migrate(m) = req else { unreachable!() };
+    let Request::Migrate(m) = req else {
+        unreachable!()
+    };
     running_at(a, &m.domain);
-    assert_eq!(dest.received.load(Ordering::SeqCst), 0, "the destination's engine ran");
+    assert_eq!(
+        dest.received.load(Ordering::SeqCst),
+        0,
+        "the destination's engine ran"
+    );
     assert!(dest.sim.hypervisor().by_name(&m.domain).is_none());
     message
 }
@@ -339,9 +355,10 @@ impl Resolver for NoNames {
 
 /// hosts-allow `^hosta\.example\.org$` (not 127.0.0.1's address).
 fn hosta_only() -> Arc<dyn Admission> {
-    Arc::new(PatternAdmission::new(NoNames, |ip: &str, name: Option<&str>| {
-        ip == "192.0.2.77" || name == Some("hosta.example.org")
-    }))
+    Arc::new(PatternAdmission::new(
+        NoNames,
+        |ip: &str, name: Option<&str>| ip == "192.0.2.77" || name == Some("hosta.example.org"),
+    ))
 }
 
 /// A host certificate for loopback from `ca`, with `dns` as its name.
@@ -408,7 +425,9 @@ fn live_migration_over_tls_is_byte_exact_and_admitted_by_certificate_name() {
     let spec = create(&a, "web1", 16 * MIB);
     std::thread::sleep(Duration::from_millis(100));
     let out = a.call(&migrate("web1", b.tls_addr(), true)).unwrap();
-    let Outcome::Migrated(s) = out else { panic!("{out:?}") };
+    let Outcome::Migrated(s) = out else {
+        panic!("{out:?}")
+    };
     assert!(s.rounds >= 2, "{s:?}");
     assert!(s.pages_sent >= 16 * MIB / 4096);
     check_moved(&spec, &a, &b);
@@ -433,11 +452,16 @@ fn a_client_certificate_from_another_ca_is_refused() {
         &migrate("web1", b.tls_addr(), true),
         &b,
         ErrorKind::Refused,
-        &["does not trust this host's certificate", "relocd-relocation-ssl-ca-file", "a.crt"],
+        &[
+            "does not trust this host's certificate",
+            "relocd-relocation-ssl-ca-file",
+            "a.crt",
+        ],
     );
     eventually("the destination logs why", || {
         logs().contains("TLS handshake failed")
-            && logs().contains("its certificate is not signed by a CA in relocd-relocation-ssl-ca-file")
+            && logs()
+                .contains("its certificate is not signed by a CA in relocd-relocation-ssl-ca-file")
     });
 }
 
@@ -559,7 +583,11 @@ fn a_tls_client_on_the_plain_port_fails_and_never_falls_back() {
         &migrate("web1", open.plain(), true),
         &open,
         ErrorKind::Refused,
-        &["during the TLS handshake", "not a TLS relocation port", "without --ssl"],
+        &[
+            "during the TLS handshake",
+            "not a TLS relocation port",
+            "without --ssl",
+        ],
     );
     eventually("the destination logs a TLS client", || {
         logs().contains("the peer speaks TLS, not plain relocd")
@@ -623,7 +651,9 @@ fn reloaded_certificates_serve_new_connections_and_running_migrations_go_on() {
         let control = a.daemon.control_path().to_owned();
         move || Client::connect(&control)?.call(&Request::Migrate(req), |_| {})
     });
-    eventually("the migration runs", || b.received.load(Ordering::SeqCst) == 1);
+    eventually("the migration runs", || {
+        b.received.load(Ordering::SeqCst) == 1
+    });
     // The destination's certificate now comes from the other CA.
     let newer = w.other_ca.issue(&["hostb.example.org", "127.0.0.1"]);
     std::fs::write(w.dir.join("dest.key"), &newer.key_pem).unwrap();
@@ -634,11 +664,18 @@ fn reloaded_certificates_serve_new_connections_and_running_migrations_go_on() {
     check_moved(&spec, &a, &b);
     // A new connection gets the new certificate, which `a` does not trust.
     create(&a, "web2", 4 * MIB);
-    refused_after(&a, &migrate("web2", b.tls_addr(), true), "is not signed by a CA");
+    refused_after(
+        &a,
+        &migrate("web2", b.tls_addr(), true),
+        "is not signed by a CA",
+    );
     // A broken file leaves the certificates in force.
     std::fs::write(w.dir.join("dest.key"), "not a key").unwrap();
     let e = b.tls.as_ref().unwrap().reload().unwrap_err().to_string();
-    assert!(e.contains("dest.key") && e.contains("no private key"), "{e}");
+    assert!(
+        e.contains("dest.key") && e.contains("no private key"),
+        "{e}"
+    );
 }
 
 /// As [`refused`], for a destination whose engine has run before.
@@ -647,7 +684,9 @@ fn refused_after(a: &Node, req: &Request, needle: &str) {
         Err(ClientError::Remote(e)) => assert!(e.message.contains(needle), "{e:?}"),
         other => panic!("{other:?}"),
     }
-    let Request::Migrate(m) = req else { unreachable!() };
+    let Request::Migrate(m) = req else {
+        unreachable!()
+    };
     running_at(a, &m.domain);
 }
 

@@ -46,8 +46,18 @@ fn tls_pair(dir: &Path) -> Pair {
         )
     };
     Pair {
-        server: load(write_files(dir, "server", &ca.issue(&["127.0.0.1"]), &[&ca])),
-        client: load(write_files(dir, "client", &ca.issue(&["hosta.example.org"]), &[&ca])),
+        server: load(write_files(
+            dir,
+            "server",
+            &ca.issue(&["127.0.0.1"]),
+            &[&ca],
+        )),
+        client: load(write_files(
+            dir,
+            "client",
+            &ca.issue(&["hosta.example.org"]),
+            &[&ca],
+        )),
     }
 }
 
@@ -78,6 +88,32 @@ fn links(tls: Option<&Pair>) -> (Conn, Conn) {
         None => Conn::Tcp(s),
     };
     (src, accept.join().unwrap())
+}
+
+/// MiB/s of a copy of `bytes` in 4 MiB writes over a link pair (the
+/// transport alone, no guest).
+fn copy(tls: Option<&Pair>, bytes: u64) -> f64 {
+    use std::io::{Read, Write};
+    let (mut src, mut dst) = links(tls);
+    let rx = thread::spawn(move || {
+        let mut buf = vec![0u8; 4 << 20];
+        let mut got = 0u64;
+        while got < bytes {
+            let n = dst.read(&mut buf).unwrap();
+            assert!(n > 0);
+            got += n as u64;
+        }
+    });
+    let buf = vec![0x5au8; 4 << 20];
+    let t = Instant::now();
+    let mut sent = 0;
+    while sent < bytes {
+        src.write_all(&buf).unwrap();
+        src.flush().unwrap();
+        sent += buf.len() as u64;
+    }
+    rx.join().unwrap();
+    bytes as f64 / MIB as f64 / t.elapsed().as_secs_f64()
 }
 
 fn migrate_live(tag: &str, spec: &GuestSpec, tls: Option<&Pair>) -> SourceReport {
@@ -169,6 +205,18 @@ fn tls_against_plaintext() {
         median(hs)
     );
 
+    let (mut tcp_copy, mut tls_copy) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        tcp_copy.push(copy(None, GIB));
+        tls_copy.push(copy(Some(&pair), GIB));
+    }
+    let (cp, ct) = (median(tcp_copy), median(tls_copy));
+    println!(
+        "1 GiB copy, the link alone (median of {RUNS}): TCP {cp:.0} MiB/s, TLS {ct:.0} MiB/s, \
+         TLS / TCP {:.2}",
+        ct / cp
+    );
+
     let idle = GuestSpec::new("idle", GIB).unwrap();
     let busy = GuestSpec::new("busy", GIB)
         .unwrap()
@@ -178,12 +226,23 @@ fn tls_against_plaintext() {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..RUNS {
         println!("run {}:", run + 1);
-        let r = migrate_live("idle-plain", &idle, None);
-        line("idle 1 GiB, plaintext", &r);
-        idle_plain.push(r.bandwidth_mib_s);
-        let r = migrate_live("idle-tls", &idle, Some(&pair));
-        line("idle 1 GiB, TLS", &r);
-        idle_tls.push(r.bandwidth_mib_s);
+        // Which goes first alternates, so neither always meets a warmer machine.
+        let order = if run % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for tls in order {
+            if tls {
+                let r = migrate_live("idle-tls", &idle, Some(&pair));
+                line("idle 1 GiB, TLS", &r);
+                idle_tls.push(r.bandwidth_mib_s);
+            } else {
+                let r = migrate_live("idle-plain", &idle, None);
+                line("idle 1 GiB, plaintext", &r);
+                idle_plain.push(r.bandwidth_mib_s);
+            }
+        }
         let r = migrate_live("busy-plain", &busy, None);
         line("1 GiB dirtying 64 MiB/s, plaintext", &r);
         busy_plain.push(r.downtime_ms as f64);

@@ -215,10 +215,17 @@ fn garbage_and_truncated_handshakes_cost_nothing_lasting() {
         after < before + 16 * 1024,
         "memory grew from {before} KiB to {after} KiB over 400 hostile handshakes"
     );
-    assert_eq!(echo.0.load(Ordering::SeqCst), 0, "a hostile peer got a session");
+    assert_eq!(
+        echo.0.load(Ordering::SeqCst),
+        0,
+        "a hostile peer got a session"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while listener.pending_connections() > 0 {
-        assert!(Instant::now() < deadline, "pending connections never drained");
+        assert!(
+            Instant::now() < deadline,
+            "pending connections never drained"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 

@@ -261,7 +261,10 @@ where
             "matches no xend-relocation-hosts-allow pattern (tried its address {ip_text}, \
              its certificate's names: {names}, its reverse name: {peer_name})"
         );
-        (AdmissionVerdict::Refuse { peer_name, reason }, String::new())
+        (
+            AdmissionVerdict::Refuse { peer_name, reason },
+            String::new(),
+        )
     }
 }
 

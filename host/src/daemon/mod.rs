@@ -602,12 +602,13 @@ fn reread_tls(tls: Option<&crate::tls::Tls>) {
 pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     // First, so a signal during start-up already means a clean stop.
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|source| {
-        DaemonError::Os {
-            what: "installing signal handlers",
-            source,
-        }
-    })?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|source| {
+            DaemonError::Os {
+                what: "installing signal handlers",
+                source,
+            }
+        })?;
 
     let xen = match args.backend {
         BackendKind::Sim => None,

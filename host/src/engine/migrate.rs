@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::guard::{GuardedLink, TrackedSource};
 use super::journal::{session_key, DaemonJournal};
 use super::{
-    connect, connect_tls, made_up_uuid, migrate_error, tls_error, source_options, summary, target, to_progress, Active,
-    Backend, Engine, DEFAULT_PORT,
+    connect, connect_tls, made_up_uuid, migrate_error, source_options, summary, target, tls_error,
+    to_progress, Active, Backend, Engine, DEFAULT_PORT,
 };
 use crate::api::{
     CommandError, ErrorKind, MigrateRequest, Phase, Progress, ProgressSink, TransferSummary,
@@ -42,9 +42,7 @@ impl<B: Backend> Engine<B> {
             }
             _ => None,
         };
-        let port = req
-            .port
-            .unwrap_or(tls.map_or(DEFAULT_PORT, |t| t.port));
+        let port = req.port.unwrap_or(tls.map_or(DEFAULT_PORT, |t| t.port));
         let to = target(&req.host, port);
         let _ = progress.report(&Progress::phase(Phase::Connecting));
         let tcp = connect(&req.host, port, self.cfg.io_timeout)?;

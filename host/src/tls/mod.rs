@@ -227,14 +227,16 @@ fn build(files: &TlsFiles) -> Result<(Configs, Vec<String>), TlsSetupError> {
             },
         })?;
     drop(certified);
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| TlsSetupError::File {
-                path: files.ca.clone(),
-                setting: SETTING_CA,
-                problem: format!("cannot verify clients with it: {e}"),
-            })?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsSetupError::File {
+        path: files.ca.clone(),
+        setting: SETTING_CA,
+        problem: format!("cannot verify clients with it: {e}"),
+    })?;
     let setup = |e: rustls::Error| TlsSetupError::File {
         path: files.cert.clone(),
         setting: SETTING_CERT,
@@ -328,8 +330,8 @@ impl Tls {
     /// `deadline`. The client's certificate is verified against the CA;
     /// its names are [`TlsStream`]'s peer's ([`peer_names`]).
     pub fn accept(&self, tcp: TcpStream, deadline: Instant) -> Result<TlsStream, HandshakeError> {
-        let conn = ServerConnection::new(self.configs().server.clone())
-            .map_err(HandshakeError::Tls)?;
+        let conn =
+            ServerConnection::new(self.configs().server.clone()).map_err(HandshakeError::Tls)?;
         handshake(tcp, rustls::Connection::Server(conn), deadline)
     }
 
@@ -381,18 +383,22 @@ fn handshake(
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(HandshakeError::Closed)
             }
             Err(e) => {
                 let kind = e.kind();
-                return Err(match e.into_inner().map(|i| i.downcast::<rustls::Error>()) {
-                    Some(Ok(tls)) => HandshakeError::Tls(*tls),
-                    Some(Err(other)) => HandshakeError::Io(io::Error::new(kind, other)),
-                    None => HandshakeError::Io(io::Error::from(kind)),
-                });
+                return Err(
+                    match e.into_inner().map(|i| i.downcast::<rustls::Error>()) {
+                        Some(Ok(tls)) => HandshakeError::Tls(*tls),
+                        Some(Err(other)) => HandshakeError::Io(io::Error::new(kind, other)),
+                        None => HandshakeError::Io(io::Error::from(kind)),
+                    },
+                );
             }
         }
     }
@@ -440,9 +446,9 @@ pub fn describe(e: &rustls::Error) -> String {
             A::CertificateExpired => {
                 "the peer says this host's certificate has expired: renew it".to_owned()
             }
-            A::BadCertificate | A::UnsupportedCertificate | A::CertificateUnknown => format!(
-                "the peer refused this host's certificate (TLS alert {a:?})"
-            ),
+            A::BadCertificate | A::UnsupportedCertificate | A::CertificateUnknown => {
+                format!("the peer refused this host's certificate (TLS alert {a:?})")
+            }
             A::AccessDenied => "the peer denied access".to_owned(),
             a => format!("the peer ended the handshake (TLS alert {a:?})"),
         },

@@ -174,9 +174,15 @@ mod tests {
         assert_eq!(tlv(&[0x30]), None);
         assert_eq!(tlv(&[0x30, 0x05, 1, 2]), None);
         assert_eq!(tlv(&[0x30, 0x85, 0, 0, 0, 0, 1]), None);
-        assert_eq!(tlv(&[0x30, 0x81, 0x02, 7, 8, 9]), Some((0x30, &[7u8, 8][..], &[9u8][..])));
+        assert_eq!(
+            tlv(&[0x30, 0x81, 0x02, 7, 8, 9]),
+            Some((0x30, &[7u8, 8][..], &[9u8][..]))
+        );
         assert_eq!(tlv(&[0x1f, 0x01, 0]), None);
-        assert_eq!(cert_names(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), CertNames::default());
+        assert_eq!(
+            cert_names(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]),
+            CertNames::default()
+        );
     }
 
     #[test]

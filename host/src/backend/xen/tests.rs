@@ -73,6 +73,7 @@ fn req(domain: &str, port: u16) -> MigrateRequest {
         max_iters: None,
         abort_if_busy: false,
         compress: false,
+        ssl: false,
     }
 }
 
@@ -94,7 +95,7 @@ fn pair() -> (TcpStream, Incoming) {
         link,
         Incoming {
             id: 1,
-            stream,
+            stream: crate::session::Conn::Tcp(stream),
             peer,
             shutdown: ShutdownToken::new(),
         },
@@ -383,7 +384,7 @@ fn a_pv_guest_moves_between_two_fake_xen_hosts() {
             let (stream, peer) = l.accept().unwrap();
             rx.receive(Incoming {
                 id: 1,
-                stream,
+                stream: crate::session::Conn::Tcp(stream),
                 peer,
                 shutdown: ShutdownToken::new(),
             });
