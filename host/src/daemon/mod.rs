@@ -443,9 +443,10 @@ pub struct ServeArgs {
     /// Timeout on every read and write of a relocation session, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub io_timeout: u64,
-    /// How long a relocation connection may take to be admitted (hosts-allow
-    /// decided and the peer's first message received), in seconds; a peer
-    /// that says nothing is closed then, not after --io-timeout.
+    /// How long a relocation connection may take to be admitted (the TLS
+    /// handshake on the TLS port, hosts-allow decided and the peer's first
+    /// message received), in seconds; a peer that says nothing is closed
+    /// then, not after --io-timeout.
     #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub handshake_timeout: u64,
     /// Relocation connections from one host that may await admission at
