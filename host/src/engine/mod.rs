@@ -652,8 +652,9 @@ pub(crate) fn connect_tls(
             format!(
                 "{to} closed the connection during the TLS handshake: it is not a TLS \
                  relocation port (the peer's xend-relocation-ssl-port, 8003 unless set, with \
-                 (xend-relocation-ssl-server yes)); migrate without --ssl to its plain \
-                 port, or give the TLS one. {domain} keeps running here"
+                 (xend-relocation-ssl-server yes)), or it gave up on the handshake (its log \
+                 says why); for a plain port, migrate without --ssl, or give the TLS one. \
+                 {domain} keeps running here"
             ),
         ),
         H::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => err(

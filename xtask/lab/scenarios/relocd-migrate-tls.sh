@@ -34,6 +34,13 @@ cat > "$E2E_MIG_CONFIG" <<EOF
 (relocd-relocation-ssl-ca-file /e2e/tls/ca.pem)
 (xend-relocation-ssl yes)
 EOF
+# TLS draws on the kernel's random pool, which a dom0 under QEMU without a
+# hardware RNG fills only some time after boot (getrandom blocks until
+# then, past the handshake timeout): wait for it, bounded, before serving.
+t0=$(e2e_now)
+timeout 150 dd if=/dev/random of=/dev/null bs=1 count=1 2>/dev/null \
+  || e2e_fail "the kernel's random pool was not ready within 150 s"
+e2e_report random_pool_wait_s "$(e2e_secs "$t0" "$(e2e_now)")"
 e2e_mig_serve
 e2e_mig_wait_link
 

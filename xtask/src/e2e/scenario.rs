@@ -219,8 +219,9 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "two hosts: relocd migrate --live --ssl A to B over TLS, both hosts authenticated by the lab's certificates, A admitted by its certificate's name; it counts on at B",
         hosts: 2,
         xen: XenBuild::Shadow,
-        // As relocd-migrate-remote (measured 51-68 s), plus the handshake.
-        timeout: Duration::from_secs(140),
+        // As relocd-migrate-remote (measured 51-68 s), plus up to a minute
+        // for dom0's random pool after boot (TLS needs it).
+        timeout: Duration::from_secs(200),
     },
 ];
 
