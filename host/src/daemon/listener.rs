@@ -128,7 +128,7 @@ impl Admission for AdmitAll {
     fn decide_tls(&self, peer: SocketAddr, _names: &CertNames) -> (AdmissionVerdict, String) {
         (
             self.decide(peer),
-            "hosts-allow is empty: every host with a certificate from the CA".to_owned(),
+            "(hosts-allow is empty: every host with a certificate from the CA)".to_owned(),
         )
     }
 }
