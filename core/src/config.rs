@@ -73,6 +73,9 @@ pub const KEY_SSL_KEY_FILE: &str = "xend-relocation-server-ssl-key-file";
 pub const KEY_SSL_CERT_FILE: &str = "xend-relocation-server-ssl-cert-file";
 /// Key: use SSL when migrating out (bool).
 pub const KEY_SSL: &str = "xend-relocation-ssl";
+/// Key: the CA bundle peers' certificates must chain to (path; relocd's
+/// own, xend never checked peers).
+pub const KEY_SSL_CA_FILE: &str = "relocd-relocation-ssl-ca-file";
 /// Prefix reserved for relocd's own settings.
 pub const RELOCD_PREFIX: &str = "relocd-";
 
@@ -81,7 +84,7 @@ pub const DEFAULT_PORT: u16 = 8002;
 /// Default [`KEY_SSL_PORT`], as in xend.
 pub const DEFAULT_SSL_PORT: u16 = 8003;
 
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 10] = [
     KEY_SERVER,
     KEY_PORT,
     KEY_ADDRESS,
@@ -91,6 +94,7 @@ const KEYS: [&str; 9] = [
     KEY_SSL_KEY_FILE,
     KEY_SSL_CERT_FILE,
     KEY_SSL,
+    KEY_SSL_CA_FILE,
 ];
 
 /// The relocation settings. String fields borrow from the parsed text.
@@ -114,6 +118,8 @@ pub struct RelocationConfig<'a> {
     pub ssl_cert_file: Option<Atom<'a>>,
     /// `xend-relocation-ssl`, default `no`.
     pub ssl: bool,
+    /// `relocd-relocation-ssl-ca-file`; `None` when absent or `''`.
+    pub ssl_ca_file: Option<Atom<'a>>,
 }
 
 impl Default for RelocationConfig<'_> {
@@ -129,6 +135,7 @@ impl Default for RelocationConfig<'_> {
             ssl_key_file: None,
             ssl_cert_file: None,
             ssl: false,
+            ssl_ca_file: None,
         }
     }
 }
@@ -613,7 +620,8 @@ impl<'a> RelocationConfig<'a> {
                 5 => cfg.ssl_port = to_port(key, &v)?,
                 6 => cfg.ssl_key_file = Some(to_string(key, &v)?).filter(|a| !a.is_empty()),
                 7 => cfg.ssl_cert_file = Some(to_string(key, &v)?).filter(|a| !a.is_empty()),
-                _ => cfg.ssl = to_bool(key, &v)?,
+                8 => cfg.ssl = to_bool(key, &v)?,
+                _ => cfg.ssl_ca_file = Some(to_string(key, &v)?).filter(|a| !a.is_empty()),
             }
         }
         Ok(cfg)

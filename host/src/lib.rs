@@ -19,5 +19,6 @@ pub mod lock;
 pub mod peer;
 pub mod session;
 pub mod settings;
+pub mod tls;
 pub mod units;
 pub mod version;

@@ -139,6 +139,16 @@ pub fn compile_hosts_allow(
 /// binds it: `xend-relocation-address` (empty, xend's default: every
 /// interface) and `xend-relocation-port`.
 pub fn relocation_listen_text(cfg: &RelocationConfig<'_>) -> String {
+    listen_text(cfg, cfg.port)
+}
+
+/// `host:port` for the TLS relocation server of `cfg`:
+/// `xend-relocation-address` and `xend-relocation-ssl-port` (8003).
+pub fn relocation_ssl_listen_text(cfg: &RelocationConfig<'_>) -> String {
+    listen_text(cfg, cfg.ssl_port)
+}
+
+fn listen_text(cfg: &RelocationConfig<'_>, port: u16) -> String {
     let host = cfg.address.to_owned_string();
     let host = if host.is_empty() {
         "0.0.0.0".to_owned()
@@ -146,10 +156,60 @@ pub fn relocation_listen_text(cfg: &RelocationConfig<'_>) -> String {
         host
     };
     if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{}", cfg.port)
+        format!("[{host}]:{port}")
     } else {
-        format!("{host}:{}", cfg.port)
+        format!("{host}:{port}")
     }
+}
+
+/// The TLS files `cfg` names, and whether TLS is asked for
+/// (`xend-relocation-ssl-server` or `xend-relocation-ssl`). Asked for with
+/// a file setting missing is an error that names it; not asked for, the
+/// files are used when all three are set (for `migrate --ssl`), and
+/// `None` is returned otherwise.
+pub fn tls_files(
+    cfg: &RelocationConfig<'_>,
+) -> Result<Option<(crate::tls::TlsFiles, bool)>, crate::tls::TlsSetupError> {
+    use crate::tls::{TlsFiles, TlsSetupError, SETTING_CA, SETTING_CERT, SETTING_KEY};
+    let asked: Vec<&str> = [
+        (cfg.ssl_server, "(xend-relocation-ssl-server yes)"),
+        (cfg.ssl, "(xend-relocation-ssl yes)"),
+    ]
+    .into_iter()
+    .filter_map(|(on, text)| on.then_some(text))
+    .collect();
+    let path =
+        |a: Option<relocd_core::sxp::Atom<'_>>| a.map(|a| PathBuf::from(a.to_owned_string()));
+    let files = [
+        (
+            path(cfg.ssl_key_file),
+            SETTING_KEY,
+            "the host's private key (PEM)",
+        ),
+        (
+            path(cfg.ssl_cert_file),
+            SETTING_CERT,
+            "the host's certificate (PEM)",
+        ),
+        (
+            path(cfg.ssl_ca_file),
+            SETTING_CA,
+            "the CA certificates (PEM) peers' certificates must chain to",
+        ),
+    ];
+    if !asked.is_empty() {
+        if let Some((_, setting, what)) = files.iter().find(|(p, _, _)| p.is_none()) {
+            return Err(TlsSetupError::NotSet {
+                setting,
+                what,
+                asked: asked.join(", "),
+            });
+        }
+    }
+    let [(Some(key), ..), (Some(cert), ..), (Some(ca), ..)] = files else {
+        return Ok(None);
+    };
+    Ok(Some((TlsFiles { key, cert, ca }, !asked.is_empty())))
 }
 
 /// The one decision on whether a relocation server is open to anyone who

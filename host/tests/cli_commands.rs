@@ -285,12 +285,21 @@ fn migrate_sends_what_was_typed_and_prints_the_summary() {
             abort_if_busy: true,
             compress: false,
             auto_converge: true,
+            ssl: false,
         })
     );
     assert_eq!(json(&out)["host"], "::1");
     let out = s.relocd(&["migrate", "web1", "[::1]"]);
     let headline = text(&out.stdout).lines().next().unwrap().to_owned();
     assert_eq!(headline, "migrated web1 to [::1]:8002 (offline)");
+    // --ssl asks the daemon for TLS; the port it names defaults to 8003.
+    let out = s.relocd(&["migrate", "--ssl", "web1", "[::1]"]);
+    let Seen::Migrate(req) = s.last_seen() else {
+        panic!("not a migrate")
+    };
+    assert!(req.ssl && req.port.is_none(), "{req:?}");
+    let headline = text(&out.stdout).lines().next().unwrap().to_owned();
+    assert_eq!(headline, "migrated web1 to [::1]:8003 (offline)");
 }
 
 #[test]

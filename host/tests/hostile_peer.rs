@@ -150,7 +150,7 @@ struct Recorder {
     seen: Mutex<mpsc::Sender<Seen>>,
 }
 
-fn read_frame(s: &mut TcpStream) -> io::Result<Vec<u8>> {
+fn read_frame(s: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut header = [0u8; 4];
     s.read_exact(&mut header)?;
     let len = usize::try_from(u32::from_be_bytes(header))

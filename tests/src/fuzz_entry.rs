@@ -402,3 +402,11 @@ pub fn stream_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     out
 }
+
+/// cert_names: the subject alternative names of a peer's certificate, read
+/// from arbitrary DER: never more than the bound, never a panic.
+pub fn cert_names(data: &[u8]) {
+    let names = relocd::tls::cert_names(data);
+    assert!(names.dns.len() + names.ip.len() <= relocd::tls::MAX_NAMES);
+    assert!(names.dns.iter().all(|n| !n.is_empty() && n.len() <= 253));
+}

@@ -2,4 +2,5 @@
 
 pub mod acl_gen;
 pub mod fuzz_entry;
+pub mod tls_certs;
 pub mod xen_utils;

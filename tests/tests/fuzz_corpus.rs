@@ -67,6 +67,16 @@ fn control_msg_corpus() {
     replay("control_msg", relocd_tests::fuzz_entry::control_msg);
 }
 
+#[test]
+fn cert_names_corpus() {
+    replay("cert_names", relocd_tests::fuzz_entry::cert_names);
+    // The seed is a real certificate: its names are read.
+    let seed = std::fs::read(corpus("cert_names")[0].clone()).unwrap();
+    let names = relocd::tls::cert_names(&seed);
+    assert_eq!(names.dns, ["hosta.example.org"]);
+    assert_eq!(names.ip.len(), 2, "{names:?}");
+}
+
 /// The stream seeds in `fuzz/corpus/` are what the writer produces today
 /// (`RELOCD_WRITE_SEEDS=1` rewrites them), and each is a complete stream.
 #[test]

@@ -277,6 +277,20 @@ fn bench(args: &[String]) -> Result<()> {
         "--nocapture",
         "--test-threads=1",
     ]))?;
+    // TLS against plaintext, the same sessions, in the same run.
+    run(cargo().args([
+        "test",
+        "--release",
+        "--quiet",
+        "-p",
+        "relocd-tests",
+        "--test",
+        "tls_bench",
+        "--",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]))?;
     // The daemons' memory: real `relocd serve` processes.
     run(cargo().args(["build", "--release", "--quiet", "-p", "relocd"]))?;
     let bin = workspace_root().join("target/release/relocd");

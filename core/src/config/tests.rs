@@ -83,6 +83,26 @@ fn all_relocation_keys() {
     assert_eq!(cfg.hosts_allow.pos(), Some(at(4, 30)));
     assert!(cfg.ssl_key_file.unwrap().eq_str("/etc/xen/k.pem"));
     assert!(cfg.ssl_cert_file.unwrap().eq_str("/etc/xen/c.pem"));
+    assert_eq!(cfg.ssl_ca_file, None);
+}
+
+#[test]
+fn ca_file_is_relocds_own_setting() {
+    let (cfg, ws) = parse("(relocd-relocation-ssl-ca-file '/etc/relocd/ca.pem')").unwrap();
+    assert!(ws.is_empty());
+    assert!(cfg.ssl_ca_file.unwrap().eq_str("/etc/relocd/ca.pem"));
+    let (cfg, _) = parse("(relocd-relocation-ssl-ca-file '')").unwrap();
+    assert_eq!(
+        cfg.ssl_ca_file, None,
+        "'' is no file, like the key and cert"
+    );
+    // Like every relocation key: the first form counts, a list is an error.
+    let (cfg, ws) =
+        parse("(relocd-relocation-ssl-ca-file /a.pem)(relocd-relocation-ssl-ca-file /b.pem)")
+            .unwrap();
+    assert!(cfg.ssl_ca_file.unwrap().eq_str("/a.pem"));
+    assert_eq!(ws.len(), 1);
+    assert!(parse("(relocd-relocation-ssl-ca-file (a b))").is_err());
 }
 
 #[test]

@@ -159,6 +159,13 @@ impl fmt::Display for Error {
             Error::MissingFeature { feature } => {
                 write!(f, "the peer does not support {feature}")
             }
+            Error::NotRelocd { first } if matches!(first, [0x14..=0x17, 0x03, ..]) => write!(
+                f,
+                "the peer speaks TLS, not plain relocd (its first bytes are a TLS record, \
+                 \"{}\"): use the TLS relocation port with TLS (migrate --ssl), or the \
+                 plain port without it",
+                first.escape_ascii()
+            ),
             Error::NotRelocd { first } => write!(
                 f,
                 "the peer does not speak relocd's relocation protocol \

@@ -1561,6 +1561,20 @@ fn refusals_and_aborts_carry_their_detail() {
     );
 }
 
+/// A TLS record where a relocd frame should be (a TLS client on the plain
+/// port, or a TLS server's alert to a plain client) says what to do.
+#[test]
+fn a_tls_peer_is_named_as_such() {
+    use std::string::ToString;
+    for first in [[0x16, 0x03, 0x01, 0x02], [0x15, 0x03, 0x03, 0x00]] {
+        let text = Error::NotRelocd { first }.to_string();
+        assert!(text.contains("speaks TLS"), "{text}");
+        assert!(text.contains("--ssl"), "{text}");
+    }
+    let text = Error::NotRelocd { first: *b"HTTP" }.to_string();
+    assert!(!text.contains("TLS"), "{text}");
+}
+
 /// A peer that is not relocd is named as such, on either side, before a
 /// byte of its "frame" is read; nothing is sent back to it.
 #[test]

@@ -120,6 +120,10 @@ pub struct MigrateRequest {
     /// scheduling parameters come back on every path.
     #[serde(default)]
     pub auto_converge: bool,
+    /// Over TLS (`--ssl`), whatever `xend-relocation-ssl` says; never
+    /// falls back to plaintext.
+    #[serde(default)]
+    pub ssl: bool,
 }
 
 /// `relocd save`'s arguments.

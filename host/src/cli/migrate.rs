@@ -12,6 +12,11 @@ use std::path::Path;
 /// one (the daemon applies it; shown in messages).
 pub const DEFAULT_PORT: u16 = 8002;
 
+/// xend's TLS relocation port (`xend-relocation-ssl-port`), the port
+/// `--ssl` dials when none is given (shown in messages; the daemon applies
+/// its own `xend-relocation-ssl-port`).
+pub const DEFAULT_SSL_PORT: u16 = relocd_core::config::DEFAULT_SSL_PORT;
+
 /// The destination as typed: a host name or address and an optional port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Destination {
@@ -124,8 +129,16 @@ guest is destroyed here only after HOST holds a complete copy and says so; \
 any failure before that leaves it running here.
 
 HOST is a name or an address, optionally with :PORT (IPv6: [ADDRESS]:PORT); \
-the port defaults to 8002 (xend-relocation-port). HOST's relocd must listen \
-for relocations and admit this host (xend-relocation-hosts-allow).
+the port defaults to 8002 (xend-relocation-port), or with --ssl to 8003 \
+(xend-relocation-ssl-port). HOST's relocd must listen for relocations and \
+admit this host (xend-relocation-hosts-allow).
+
+With --ssl (or (xend-relocation-ssl yes) in this host's config) the guest \
+travels over TLS, both hosts authenticated: this host presents its \
+certificate (xend-relocation-server-ssl-cert-file and -key-file) and checks \
+that HOST's certificate chains to a CA in relocd-relocation-ssl-ca-file and \
+carries the name or address given as HOST. A HOST without TLS on that port \
+is an error; relocd never falls back to plaintext.
 
 Backends: the sim backend (serve --backend sim) migrates its simulated \
 guests; the xen backend (serve --backend xen) migrates 64-bit PV guests to \
@@ -176,6 +189,11 @@ pub struct MigrateArgs {
     /// the destination's domain gets them.
     #[arg(long, requires = "live")]
     pub auto_converge: bool,
+    /// Over TLS, both hosts authenticated by certificates from
+    /// relocd-relocation-ssl-ca-file; the port defaults to 8003
+    /// (xend-relocation-ssl-port). Never falls back to plaintext.
+    #[arg(long)]
+    pub ssl: bool,
     /// The guest (name or id).
     #[arg(value_name = "DOMAIN")]
     pub domain: String,
@@ -209,6 +227,7 @@ impl MigrateArgs {
             abort_if_busy: self.abort_if_busy,
             compress: self.compress,
             auto_converge: self.auto_converge,
+            ssl: self.ssl,
         })
     }
 }
@@ -216,7 +235,12 @@ impl MigrateArgs {
 /// Runs `relocd migrate`.
 pub fn run(control: &Path, args: &MigrateArgs, out: &Output) -> Result<(), Failure> {
     let req = args.to_request()?;
-    let to = args.host.display(req.port.unwrap_or(DEFAULT_PORT));
+    let default_port = if req.ssl {
+        DEFAULT_SSL_PORT
+    } else {
+        DEFAULT_PORT
+    };
+    let to = args.host.display(req.port.unwrap_or(default_port));
     let mode = if req.live { "live" } else { "offline" };
     let cmd = LongCommand {
         label: format!("migrate {} → {to}", req.domain),
@@ -231,7 +255,8 @@ pub fn run(control: &Path, args: &MigrateArgs, out: &Output) -> Result<(), Failu
             &outcome,
             &[
                 ("host", Value::from(args.host.host.clone())),
-                ("port", Value::from(req.port.unwrap_or(DEFAULT_PORT))),
+                ("port", Value::from(req.port.unwrap_or(default_port))),
+                ("ssl", Value::from(req.ssl)),
                 ("live", Value::from(req.live)),
                 ("auto_converge", Value::from(req.auto_converge)),
             ],

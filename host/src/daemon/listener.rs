@@ -30,9 +30,21 @@
 //! 5. Read and write timeouts ([`ListenerConfig::io_timeout`]) are set on the
 //!    socket, and the [`Session`] goes to [`SessionHandler::handle`] on the
 //!    connection's thread.
+//!
+//! A TLS listener ([`RelocationListener::start_tls`]) does the TLS handshake
+//! first, within the same handshake deadline: the peer must present a
+//! certificate that chains to the CA ([`crate::tls`]). A handshake that
+//! fails is logged with its reason and the connection closed; nothing of
+//! the session was read. Then hosts-allow decides on the peer's address,
+//! the names its verified certificate carries (DNS and IP subject
+//! alternative names) and its forward-confirmed reverse name
+//! ([`Admission::decide_tls`]); the log says which admitted it, or that
+//! none did. Steps 3 to 5 follow, on the decrypted stream.
 
 use super::ShutdownToken;
 use crate::peer::{canonical, BoundedNaming, LookupLimits, PeerName, Resolver};
+use crate::session::Conn;
+use crate::tls::{CertNames, Tls};
 use relocd_core::protocol::{FRAME_HEADER_LEN, MAX_CONTROL_FRAME_LEN};
 use std::collections::HashMap;
 use std::io;
@@ -80,6 +92,19 @@ pub trait Admission: Send + Sync {
         let _ = peer;
         false
     }
+
+    /// Decides on a TLS peer, whose verified certificate carries `names`,
+    /// and says what admitted it (for the log). The default decides on the
+    /// address alone, as [`Admission::decide`].
+    fn decide_tls(&self, peer: SocketAddr, names: &CertNames) -> (AdmissionVerdict, String) {
+        let _ = names;
+        let verdict = self.decide(peer);
+        let how = match &verdict {
+            AdmissionVerdict::Admit { .. } => "by the admission policy".to_owned(),
+            AdmissionVerdict::Refuse { .. } => String::new(),
+        };
+        (verdict, how)
+    }
 }
 
 /// Admits every peer without a lookup: an empty
@@ -98,6 +123,13 @@ impl Admission for AdmitAll {
 
     fn admits_by_address(&self, _peer: SocketAddr) -> bool {
         true
+    }
+
+    fn decide_tls(&self, peer: SocketAddr, _names: &CertNames) -> (AdmissionVerdict, String) {
+        (
+            self.decide(peer),
+            "(hosts-allow is empty: every host with a certificate from the CA)".to_owned(),
+        )
     }
 }
 
@@ -186,6 +218,54 @@ where
     fn admits_by_address(&self, peer: SocketAddr) -> bool {
         (self.matcher)(&canonical(peer.ip()).to_string(), None)
     }
+
+    /// Tries, in order: the peer's address; each DNS name of its verified
+    /// certificate (as the host name, with the address); each IP address
+    /// of its certificate; its forward-confirmed reverse name (looked up
+    /// only when nothing before admitted it).
+    fn decide_tls(&self, peer: SocketAddr, names: &CertNames) -> (AdmissionVerdict, String) {
+        let ip = canonical(peer.ip());
+        let ip_text = ip.to_string();
+        let admit = |how: String| {
+            (
+                AdmissionVerdict::Admit {
+                    peer_name: PeerName::None {
+                        reason: format!("not looked up: admitted {how}"),
+                    },
+                },
+                how,
+            )
+        };
+        if (self.matcher)(&ip_text, None) {
+            return admit(format!("by its address {ip_text}"));
+        }
+        for dns in &names.dns {
+            if (self.matcher)(&ip_text, Some(dns)) {
+                return admit(format!("by its certificate's name {dns}"));
+            }
+        }
+        for cert_ip in &names.ip {
+            let text = canonical(*cert_ip).to_string();
+            if (self.matcher)(&text, None) {
+                return admit(format!("by its certificate's address {text}"));
+            }
+        }
+        let peer_name = self.naming.name(ip);
+        if let Some(name) = peer_name.usable() {
+            if (self.matcher)(&ip_text, Some(name)) {
+                let how = format!("by its forward-confirmed reverse name {name}");
+                return (AdmissionVerdict::Admit { peer_name }, how);
+            }
+        }
+        let reason = format!(
+            "matches no xend-relocation-hosts-allow pattern (tried its address {ip_text}, \
+             its certificate's names: {names}, its reverse name: {peer_name})"
+        );
+        (
+            AdmissionVerdict::Refuse { peer_name, reason },
+            String::new(),
+        )
+    }
 }
 
 /// An admitted relocation connection, handed to a [`SessionHandler`].
@@ -193,9 +273,10 @@ where
 pub struct Session {
     /// The daemon-local session number (for logs).
     pub id: u64,
-    /// The connection, with read and write timeouts already set. Nothing has
-    /// been read from it.
-    pub stream: TcpStream,
+    /// The connection (TCP, or TLS with the handshake done), with read and
+    /// write timeouts already set. Nothing of the session has been read
+    /// from it.
+    pub stream: Conn,
     /// The peer's address.
     pub peer: SocketAddr,
     /// The peer's name, as admission found it.
@@ -530,6 +611,31 @@ impl RelocationListener {
         handler: Arc<dyn SessionHandler>,
         shutdown: ShutdownToken,
     ) -> io::Result<RelocationListener> {
+        RelocationListener::start_inner(cfg, limits, None, admission, handler, shutdown)
+    }
+
+    /// [`RelocationListener::start_with`] for TLS: every connection is
+    /// admitted only after a TLS handshake in which the peer proved its
+    /// certificate (module doc).
+    pub fn start_tls(
+        cfg: ListenerConfig,
+        limits: PendingLimits,
+        tls: Arc<Tls>,
+        admission: Arc<dyn Admission>,
+        handler: Arc<dyn SessionHandler>,
+        shutdown: ShutdownToken,
+    ) -> io::Result<RelocationListener> {
+        RelocationListener::start_inner(cfg, limits, Some(tls), admission, handler, shutdown)
+    }
+
+    fn start_inner(
+        cfg: ListenerConfig,
+        limits: PendingLimits,
+        tls: Option<Arc<Tls>>,
+        admission: Arc<dyn Admission>,
+        handler: Arc<dyn SessionHandler>,
+        shutdown: ShutdownToken,
+    ) -> io::Result<RelocationListener> {
         let listener = TcpListener::bind(cfg.addr)?;
         let local = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -549,6 +655,7 @@ impl RelocationListener {
         let ctx = Arc::new(Ctx {
             cfg,
             limits,
+            tls,
             admission,
             handler,
             shutdown,
@@ -697,15 +804,19 @@ impl LogBudget {
 /// typed refusal, that this host is busy (its operator then reads "HOST is
 /// busy: too many connections awaiting admission", not a hosts-allow
 /// refusal); any other peer is closed unread and learns nothing. Either way
-/// a log line names the peer (at most a few a second).
+/// a log line names the peer (at most a few a second). On a TLS listener
+/// (`plain` false) no peer is told: it has proved nothing yet, and the
+/// refusal would have to travel in the clear.
 fn answer_pending_full(
     stream: TcpStream,
     peer: SocketAddr,
     full: PendingFull,
     log: &LogBudget,
     admission: &dyn Admission,
+    plain: bool,
 ) {
-    let told = admission.admits_by_address(peer)
+    let told = plain
+        && admission.admits_by_address(peer)
         && crate::session::refuse_unread(
             stream,
             crate::session::Refusal::new(
@@ -729,6 +840,8 @@ const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 struct Ctx {
     cfg: ListenerConfig,
     limits: PendingLimits,
+    /// Set for a TLS listener.
+    tls: Option<Arc<Tls>>,
     admission: Arc<dyn Admission>,
     handler: Arc<dyn SessionHandler>,
     shutdown: ShutdownToken,
@@ -758,7 +871,8 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
         let slot = match Slot::pending(shared, &stream, peer, cfg.max_pending, &ctx.limits) {
             Ok(slot) => slot,
             Err(full) => {
-                answer_pending_full(stream, peer, full, &ctx.log, &*ctx.admission);
+                let plain = ctx.tls.is_none();
+                answer_pending_full(stream, peer, full, &ctx.log, &*ctx.admission, plain);
                 continue;
             }
         };
@@ -784,6 +898,8 @@ enum FirstFrame {
     Closed,
     /// The deadline passed (or the reaper shut the connection down).
     TimedOut,
+    /// A TLS handshake record (a TLS client on a plain port).
+    Tls,
 }
 
 /// Waits, until `deadline`, for the peer's first frame (its `Hello`: a
@@ -791,7 +907,7 @@ enum FirstFrame {
 /// wholly received, without consuming a byte of it: the handler reads it.
 /// A header announcing more than that is `Ready` at once, for the handler
 /// to refuse in its own words.
-fn await_first_frame(stream: &TcpStream, deadline: Instant) -> io::Result<FirstFrame> {
+fn await_first_frame(stream: &Conn, deadline: Instant) -> io::Result<FirstFrame> {
     /// How long to wait for more when part of the frame is there: a peek
     /// does not block while any byte is unread.
     const TRICKLE: Duration = Duration::from_millis(20);
@@ -803,7 +919,7 @@ fn await_first_frame(stream: &TcpStream, deadline: Instant) -> io::Result<FirstF
         if now >= deadline {
             return Ok(FirstFrame::TimedOut);
         }
-        stream.set_read_timeout(Some(deadline - now))?;
+        stream.tcp().set_read_timeout(Some(deadline - now))?;
         let n = match stream.peek(&mut buf[..want]) {
             Ok(0) => return Ok(FirstFrame::Closed),
             Ok(n) => n,
@@ -822,6 +938,9 @@ fn await_first_frame(stream: &TcpStream, deadline: Instant) -> io::Result<FirstF
             header_read = true;
             let mut header = [0u8; FRAME_HEADER_LEN];
             header.copy_from_slice(&buf[..FRAME_HEADER_LEN]);
+            if !stream.is_tls() && matches!(header, [0x16, 0x03, 0..=0x04, _]) {
+                return Ok(FirstFrame::Tls);
+            }
             let len = usize::try_from(u32::from_be_bytes(header)).unwrap_or(usize::MAX);
             if len > MAX_CONTROL_FRAME_LEN {
                 return Ok(FirstFrame::Ready);
@@ -836,15 +955,57 @@ fn await_first_frame(stream: &TcpStream, deadline: Instant) -> io::Result<FirstF
     }
 }
 
-fn admit_and_run(stream: TcpStream, peer: SocketAddr, mut slot: Slot, ctx: &Ctx) {
+/// The TLS handshake and hosts-allow of a TLS listener's connection: the
+/// stream and the peer's name when admitted; `None` when refused (logged).
+fn tls_admission(
+    tls: &Tls,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+    ctx: &Ctx,
+) -> Option<(Conn, PeerName)> {
+    let started = Instant::now();
+    let stream = match tls.accept(tcp, deadline) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(suppressed) = ctx.log.take() {
+                tracing::warn!(%peer, reason = %e, suppressed,
+                    "relocation connection refused: TLS handshake failed");
+            }
+            return None; // closed; nothing of the session was read
+        }
+    };
+    let names = crate::tls::peer_names(&stream);
+    let handshake_ms = started.elapsed().as_secs_f64() * 1e3;
+    match ctx.admission.decide_tls(peer, &names) {
+        (AdmissionVerdict::Refuse { peer_name, reason }, _) => {
+            tracing::warn!(%peer, certificate = %names, name = %peer_name, %reason,
+                "relocation connection refused");
+            None
+        }
+        (AdmissionVerdict::Admit { peer_name }, how) => {
+            tracing::info!(%peer, certificate = %names, handshake_ms,
+                "TLS peer admitted {how}");
+            Some((Conn::Tls(stream), peer_name))
+        }
+    }
+}
+
+fn admit_and_run(tcp: TcpStream, peer: SocketAddr, mut slot: Slot, ctx: &Ctx) {
     let (cfg, handler) = (&ctx.cfg, &*ctx.handler);
     let deadline = Instant::now() + ctx.limits.handshake_timeout;
-    let peer_name = match ctx.admission.decide(peer) {
-        AdmissionVerdict::Refuse { peer_name, reason } => {
-            tracing::warn!(%peer, name = %peer_name, %reason, "relocation connection refused");
-            return; // `stream` drops here: closed, unread.
-        }
-        AdmissionVerdict::Admit { peer_name } => peer_name,
+    let (stream, peer_name) = match &ctx.tls {
+        Some(tls) => match tls_admission(tls, tcp, peer, deadline, ctx) {
+            Some(admitted) => admitted,
+            None => return,
+        },
+        None => match ctx.admission.decide(peer) {
+            AdmissionVerdict::Refuse { peer_name, reason } => {
+                tracing::warn!(%peer, name = %peer_name, %reason, "relocation connection refused");
+                return; // `tcp` drops here: closed, unread.
+            }
+            AdmissionVerdict::Admit { peer_name } => (Conn::Tcp(tcp), peer_name),
+        },
     };
     if ctx.shutdown.is_triggered() {
         tracing::info!(%peer, "daemon stopping; relocation connection closed");
@@ -864,6 +1025,13 @@ fn admit_and_run(stream: TcpStream, peer: SocketAddr, mut slot: Slot, ctx: &Ctx)
     }
     match first {
         Ok(FirstFrame::Ready) => {}
+        Ok(FirstFrame::Tls) => {
+            tracing::warn!(%peer, name = %peer_name,
+                "relocation connection refused: the peer speaks TLS, not plain relocd (a \
+                 TLS client on the plain relocation port: TLS migrations go to \
+                 xend-relocation-ssl-port)");
+            return;
+        }
         Ok(FirstFrame::Closed | FirstFrame::TimedOut) => {
             tracing::debug!(%peer, "relocation connection closed by the peer before its first message");
             return;
@@ -874,9 +1042,10 @@ fn admit_and_run(stream: TcpStream, peer: SocketAddr, mut slot: Slot, ctx: &Ctx)
         }
     }
     if let Err(e) = stream
+        .tcp()
         .set_read_timeout(cfg.io_timeout)
-        .and_then(|()| stream.set_write_timeout(cfg.io_timeout))
-        .and_then(|()| stream.set_nodelay(true))
+        .and_then(|()| stream.tcp().set_write_timeout(cfg.io_timeout))
+        .and_then(|()| stream.tcp().set_nodelay(true))
     {
         tracing::warn!(%peer, error = %e, "setting socket options failed; closed");
         return;
@@ -953,7 +1122,7 @@ mod tests {
             let mut buf = [0u8; 5];
             let n = session.stream.read(&mut buf).unwrap_or(0);
             let first = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let timeout = session.stream.read_timeout().unwrap();
+            let timeout = session.stream.tcp().read_timeout().unwrap();
             self.seen.lock().unwrap().send((first, timeout)).unwrap();
             let _ = self.release.lock().unwrap().recv();
             let _ = session.stream.write_all(b"DONE\n");

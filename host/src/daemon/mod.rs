@@ -7,7 +7,9 @@
 //! - the management socket ([`mgmt`], wire format in [`control`]): a Unix
 //!   socket, root only, for the local CLI (`relocd list`, `migrate`, …);
 //! - the relocation listener ([`listener`]): TCP, for other hosts, with
-//!   hosts-allow decided before a byte is read.
+//!   hosts-allow decided before a byte is read; and beside it, or instead,
+//!   the TLS relocation listener (`xend-relocation-ssl-server`), which
+//!   admits only peers with a certificate from the CA ([`crate::tls`]).
 //!
 //! [`serve`] is the whole `relocd serve` command; [`Daemon::start`] is the
 //! same daemon without the config file and the signal handling, for tests
@@ -89,6 +91,10 @@ pub enum DaemonError {
     /// text names the file, line and setting).
     #[error("{0}")]
     HostsAllow(String),
+    /// TLS is asked for and its files cannot be used (the text names the
+    /// file, its setting and the problem).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsSetupError),
     /// `--backend xen` where Xen cannot be reached.
     #[error(transparent)]
     Xen(#[from] crate::backend::xen::XenUnavailable),
@@ -117,9 +123,10 @@ impl DaemonError {
     pub fn kind(&self) -> control::ErrorKind {
         use control::ErrorKind;
         match self {
-            DaemonError::Settings(_) | DaemonError::HostsAllow(_) | DaemonError::Guests { .. } => {
-                ErrorKind::Config
-            }
+            DaemonError::Settings(_)
+            | DaemonError::HostsAllow(_)
+            | DaemonError::Guests { .. }
+            | DaemonError::Tls(_) => ErrorKind::Config,
             DaemonError::Control(ControlError::AlreadyRunning { .. })
             | DaemonError::Journal(JournalError::InUse { .. }) => ErrorKind::Exists,
             DaemonError::Control(
@@ -157,6 +164,15 @@ pub struct DaemonParts {
     pub admission: Arc<dyn Admission>,
 }
 
+/// The TLS relocation listener: where, and with which certificates.
+#[derive(Clone, Debug)]
+pub struct TlsListen {
+    /// Where and how (as the plain listener's).
+    pub config: ListenerConfig,
+    /// The host's identity and the CA (shared with the engine).
+    pub tls: Arc<crate::tls::Tls>,
+}
+
 /// The listener's sessions, handed to the engine.
 struct ServiceSessions(Arc<dyn Service>);
 
@@ -186,6 +202,8 @@ pub struct Daemon {
     control_path: PathBuf,
     listener: Option<RelocationListener>,
     listen_addr: Option<SocketAddr>,
+    tls_listener: Option<RelocationListener>,
+    tls_listen_addr: Option<SocketAddr>,
     service: Arc<dyn Service>,
     journal: Arc<Journal>,
     shutdown: ShutdownToken,
@@ -219,6 +237,16 @@ impl Daemon {
         pending: PendingLimits,
         parts: impl FnOnce(&Arc<Journal>) -> DaemonParts,
     ) -> Result<Daemon, DaemonError> {
+        Daemon::start_full(cfg, pending, None, parts)
+    }
+
+    /// [`Daemon::start_with`] with a TLS relocation listener as well.
+    pub fn start_full(
+        cfg: DaemonConfig,
+        pending: PendingLimits,
+        tls: Option<TlsListen>,
+        parts: impl FnOnce(&Arc<Journal>) -> DaemonParts,
+    ) -> Result<Daemon, DaemonError> {
         let socket = ControlSocket::claim(&cfg.control)?;
         let journal = Arc::new(Journal::open(&cfg.state_dir)?);
         let entries = journal.entries()?;
@@ -238,7 +266,7 @@ impl Daemon {
                 let addr = lc.addr;
                 let l = RelocationListener::start_with(
                     lc,
-                    pending,
+                    pending.clone(),
                     parts.admission.clone(),
                     Arc::new(ServiceSessions(parts.service.clone())),
                     shutdown.clone(),
@@ -252,6 +280,27 @@ impl Daemon {
             }
             None => None,
         };
+        let tls_listener = match tls {
+            Some(t) => {
+                let addr = t.config.addr;
+                let l = RelocationListener::start_tls(
+                    t.config,
+                    pending,
+                    t.tls,
+                    parts.admission.clone(),
+                    Arc::new(ServiceSessions(parts.service.clone())),
+                    shutdown.clone(),
+                )
+                .map_err(|source| DaemonError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+                tracing::info!(listen = %l.local_addr(), "TLS relocation listener ready");
+                Some(l)
+            }
+            None => None,
+        };
+        let tls_listen_addr = tls_listener.as_ref().map(RelocationListener::local_addr);
         let listen_addr = listener.as_ref().map(RelocationListener::local_addr);
         let info = PingInfo {
             protocol: control::PROTOCOL_VERSION,
@@ -279,6 +328,8 @@ impl Daemon {
             control_path: cfg.control,
             listener,
             listen_addr,
+            tls_listener,
+            tls_listen_addr,
             service: parts.service,
             journal,
             shutdown,
@@ -295,6 +346,11 @@ impl Daemon {
     /// The relocation listener's bound address, when listening.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen_addr
+    }
+
+    /// The TLS relocation listener's bound address, when listening.
+    pub fn tls_listen_addr(&self) -> Option<SocketAddr> {
+        self.tls_listen_addr
     }
 
     /// The journal.
@@ -321,8 +377,13 @@ impl Daemon {
             control.stop();
         }
         self.service.shutdown();
-        if let Some(listener) = self.listener.take() {
-            if !listener.stop(self.grace) {
+        let deadline = std::time::Instant::now() + self.grace;
+        for listener in [self.listener.take(), self.tls_listener.take()]
+            .into_iter()
+            .flatten()
+        {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !listener.stop(left) {
                 tracing::warn!(
                     grace_s = self.grace.as_secs_f64(),
                     "relocation sessions still running after the grace period"
@@ -368,6 +429,12 @@ pub struct ServeArgs {
     /// the log line "relocation listener ready" says which.
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
     pub listen: Option<String>,
+    /// Listen for TLS relocations on ADDR:PORT, whatever the config says
+    /// (xend-relocation-ssl-server and -ssl-port); the key, certificate and
+    /// CA files come from the config. The log line "TLS relocation
+    /// listener ready" says where.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    pub ssl_listen: Option<String>,
     /// Where the journal lives.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
@@ -377,9 +444,10 @@ pub struct ServeArgs {
     /// Timeout on every read and write of a relocation session, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub io_timeout: u64,
-    /// How long a relocation connection may take to be admitted (hosts-allow
-    /// decided and the peer's first message received), in seconds; a peer
-    /// that says nothing is closed then, not after --io-timeout.
+    /// How long a relocation connection may take to be admitted (the TLS
+    /// handshake on the TLS port, hosts-allow decided and the peer's first
+    /// message received), in seconds; a peer that says nothing is closed
+    /// then, not after --io-timeout.
     #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub handshake_timeout: u64,
     /// Relocation connections from one host that may await admission at
@@ -488,17 +556,67 @@ pub fn init_logging(json: bool) {
     };
 }
 
-/// `relocd serve`: reads the config, starts the daemon, and runs until
-/// SIGTERM or SIGINT; then stops it cleanly.
-pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    // First, so a signal during start-up already means a clean stop.
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(|source| {
-        DaemonError::Os {
-            what: "installing signal handlers",
-            source,
+/// The TLS identity `cfg` asks for: `None` when TLS is neither asked for
+/// nor fully configured. Asked for, any problem is an error; not asked
+/// for, a problem is warned about (`migrate --ssl` is then refused).
+fn load_tls(
+    cfg: &relocd_core::config::RelocationConfig<'_>,
+) -> Result<Option<Arc<crate::tls::Tls>>, DaemonError> {
+    let Some((files, asked)) = settings::tls_files(cfg)? else {
+        return Ok(None);
+    };
+    match crate::tls::Tls::load(files) {
+        Ok((tls, warnings)) => {
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(Some(Arc::new(tls)))
         }
-    })?;
+        Err(e) if asked => Err(e.into()),
+        Err(e) => {
+            tracing::warn!("TLS files unusable, so `migrate --ssl` is refused: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// SIGHUP: the TLS files are read again for the connections that follow;
+/// running migrations keep the certificates they started with.
+fn reread_tls(tls: Option<&crate::tls::Tls>) {
+    let Some(tls) = tls else {
+        tracing::info!("SIGHUP: no TLS certificates to re-read");
+        return;
+    };
+    match tls.reload() {
+        Ok(warnings) => {
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::info!(
+                key = %tls.files().key.display(),
+                cert = %tls.files().cert.display(),
+                ca = %tls.files().ca.display(),
+                "SIGHUP: TLS certificates re-read; new connections use them, running \
+                 migrations keep theirs"
+            );
+        }
+        Err(e) => tracing::error!("SIGHUP: TLS certificates NOT re-read, those in force stay: {e}"),
+    }
+}
+
+/// `relocd serve`: reads the config, starts the daemon, and runs until
+/// SIGTERM or SIGINT; then stops it cleanly. SIGHUP re-reads the TLS
+/// certificates.
+pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // First, so a signal during start-up already means a clean stop.
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|source| {
+            DaemonError::Os {
+                what: "installing signal handlers",
+                source,
+            }
+        })?;
 
     let xen = match args.backend {
         BackendKind::Sim => None,
@@ -559,13 +677,35 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
         None => {
             tracing::info!(
                 config = %config_path.display(),
-                "not listening for relocations: (xend-relocation-server yes) is not set \
+                "not listening for relocations in plain TCP: (xend-relocation-server yes) is not set \
                  (set it in the config, or pass --listen ADDR:PORT); \
                  the management socket is served"
             );
             None
         }
     };
+    let tls = load_tls(&cfg)?;
+    let ssl_listen_addr = match (&args.ssl_listen, &tls) {
+        (Some(text), Some(_)) => Some(resolve_addr(text)?),
+        (Some(_), None) => {
+            return Err(crate::tls::TlsSetupError::NotSet {
+                setting: crate::tls::SETTING_CA,
+                what: "the CA certificates (PEM) peers' certificates must chain to, with \
+                       xend-relocation-server-ssl-key-file and -cert-file",
+                asked: "--ssl-listen".to_owned(),
+            }
+            .into())
+        }
+        (None, _) if cfg.ssl_server => {
+            Some(resolve_addr(&settings::relocation_ssl_listen_text(&cfg))?)
+        }
+        (None, _) => None,
+    };
+    let engine_tls = tls.as_ref().map(|t| crate::engine::TlsClient {
+        tls: t.clone(),
+        by_default: cfg.ssl,
+        port: cfg.ssl_port,
+    });
     let io_timeout = Duration::from_secs(args.io_timeout);
     let max_sessions = usize::try_from(args.max_concurrent).unwrap_or(usize::MAX);
     let hosts_allow = cfg.hosts_allow.to_owned_string();
@@ -575,32 +715,49 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         per_address: usize::try_from(args.max_pending_per_host).unwrap_or(usize::MAX),
     };
-    let daemon = Daemon::start_with(
+    let listener_config = |addr| ListenerConfig {
+        addr,
+        max_sessions,
+        max_pending: max_sessions.saturating_mul(4).saturating_add(16),
+        io_timeout: Some(io_timeout),
+    };
+    let tls_listen = match (ssl_listen_addr, &tls) {
+        (Some(addr), Some(tls)) => Some(TlsListen {
+            config: listener_config(addr),
+            tls: tls.clone(),
+        }),
+        _ => None,
+    };
+    let daemon = Daemon::start_full(
         DaemonConfig {
             control: control.to_owned(),
             state_dir: args.state_dir.clone(),
-            listen: listen_addr.map(|addr| ListenerConfig {
-                addr,
-                max_sessions,
-                max_pending: max_sessions.saturating_mul(4).saturating_add(16),
-                io_timeout: Some(io_timeout),
-            }),
+            listen: listen_addr.map(listener_config),
             shutdown_grace: io_timeout,
         },
         pending,
+        tls_listen,
         |journal| {
             let cfg = crate::engine::EngineConfig {
                 io_timeout,
                 max_transfer_time: Duration::from_secs(args.max_transfer_time),
             };
             // What a killed daemon left half done is settled by Engine::new.
-            let service: Arc<dyn Service> = match &xen {
-                Some(x) => Arc::new(crate::engine::Engine::new(x.clone(), journal.clone(), cfg)),
-                None => Arc::new(crate::engine::Engine::new(
+            let service: Arc<dyn Service> = match (&xen, engine_tls) {
+                (Some(x), None) => {
+                    Arc::new(crate::engine::Engine::new(x.clone(), journal.clone(), cfg))
+                }
+                (Some(x), Some(t)) => Arc::new(
+                    crate::engine::Engine::new(x.clone(), journal.clone(), cfg).with_tls(t),
+                ),
+                (None, None) => Arc::new(crate::engine::Engine::new(
                     sim.clone(),
                     journal.clone(),
                     cfg,
                 )),
+                (None, Some(t)) => Arc::new(
+                    crate::engine::Engine::new(sim.clone(), journal.clone(), cfg).with_tls(t),
+                ),
             };
             DaemonParts { service, admission }
         },
@@ -615,7 +772,8 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
             });
         }
     }
-    // The listener is plain TCP: its peers are not authenticated by TLS.
+    // The plain listener's peers are not authenticated by TLS (the TLS
+    // listener's all are, by the CA).
     let open = daemon
         .listen_addr()
         .and_then(|a| settings::open_relocation_warning(a, &hosts_allow, false));
@@ -625,6 +783,7 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
     tracing::info!(
         control = %daemon.control_path().display(),
         listen = %daemon.listen_addr().map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        listen_tls = %daemon.tls_listen_addr().map_or_else(|| "-".to_owned(), |a| a.to_string()),
         backend = backend_name,
         pid = std::process::id(),
         "relocd ready"
@@ -633,10 +792,13 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
     if let Err(e) = systemd::notify("READY=1\nSTATUS=serving") {
         tracing::warn!(error = %e, "could not tell systemd that relocd is ready (NOTIFY_SOCKET)");
     }
-    let signal = match signals.forever().next() {
-        Some(SIGTERM) => "SIGTERM",
-        Some(SIGINT) => "SIGINT",
-        _ => "end of signal stream",
+    let signal = loop {
+        match signals.forever().next() {
+            Some(SIGHUP) => reread_tls(tls.as_deref()),
+            Some(SIGTERM) => break "SIGTERM",
+            Some(SIGINT) => break "SIGINT",
+            _ => break "end of signal stream",
+        }
     };
     tracing::info!(signal, "stopping");
     let _ = systemd::notify("STOPPING=1");

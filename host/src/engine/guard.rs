@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -17,7 +16,7 @@ use relocd_core::guest::{
 };
 
 use crate::journal::{Journal, JournalEntry, JournalSched};
-use crate::session::Link;
+use crate::session::{Conn, Link};
 
 /// Set once the engine simulates its own death: from then on no guest
 /// operation, journal write or socket I/O of its sessions has any effect.
@@ -35,10 +34,10 @@ pub(crate) fn lock(s: &Stopped) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
     s.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A TCP connection that fails every call once the engine crashed.
+/// A connection (TCP or TLS) that fails every call once the engine crashed.
 #[derive(Debug)]
 pub(crate) struct GuardedLink {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Conn,
     pub(crate) crashed: Crashed,
 }
 
@@ -76,21 +75,21 @@ impl Write for GuardedLink {
 impl Link for GuardedLink {
     fn try_clone(&self) -> io::Result<Self> {
         Ok(GuardedLink {
-            stream: self.stream.try_clone()?,
+            stream: Link::try_clone(&self.stream)?,
             crashed: self.crashed.clone(),
         })
     }
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.stream.set_read_timeout(t)
+        Link::set_read_timeout(&self.stream, t)
     }
     fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.stream.set_write_timeout(t)
+        Link::set_write_timeout(&self.stream, t)
     }
     fn shutdown(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        Link::shutdown(&self.stream);
     }
     fn close_write(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        Link::close_write(&self.stream);
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::guard::{GuardedLink, TrackedSource};
 use super::journal::{session_key, DaemonJournal};
 use super::{
-    connect, made_up_uuid, migrate_error, source_options, summary, target, to_progress, Active,
-    Backend, Engine, DEFAULT_PORT,
+    connect, connect_tls, made_up_uuid, migrate_error, source_options, summary, target, tls_error,
+    to_progress, Active, Backend, Engine, DEFAULT_PORT,
 };
 use crate::api::{
     CommandError, ErrorKind, MigrateRequest, Phase, Progress, ProgressSink, TransferSummary,
@@ -43,10 +43,31 @@ impl<B: Backend> Engine<B> {
         let (d, _claim) = self.source_domain(&req.domain, super::Purpose::Migrate)?;
         let name = d.name.clone();
         let src = self.backend.open_source(&d)?;
-        let port = req.port.unwrap_or(DEFAULT_PORT);
+        let tls = match (&self.tls, req.ssl) {
+            (Some(t), ssl) if ssl || t.by_default => Some(t),
+            (None, true) => {
+                return Err(CommandError::new(
+                    ErrorKind::Config,
+                    "--ssl: this host has no TLS identity: set \
+                     xend-relocation-server-ssl-key-file, xend-relocation-server-ssl-cert-file \
+                     and relocd-relocation-ssl-ca-file in its xend-config.sxp and restart \
+                     relocd serve",
+                ))
+            }
+            _ => None,
+        };
+        let port = req.port.unwrap_or(tls.map_or(DEFAULT_PORT, |t| t.port));
         let to = target(&req.host, port);
         let _ = progress.report(&Progress::phase(Phase::Connecting));
-        let stream = connect(&req.host, port, self.cfg.io_timeout)?;
+        let tcp = connect(&req.host, port, self.cfg.io_timeout)?;
+        let (stream, tls_probe) = match tls {
+            Some(t) => {
+                let s = connect_tls(&t.tls, tcp, &req.host, &to, &name, self.cfg.io_timeout)?;
+                let probe = s.failure_probe();
+                (session::Conn::Tls(s), Some((t, probe)))
+            }
+            None => (session::Conn::Tcp(tcp), None),
+        };
         let _active = Active::new(&self.active);
         let sid = self.session_id();
         self.register(sid, &stream);
@@ -138,6 +159,14 @@ impl<B: Backend> Engine<B> {
                 let _ = journal.put(sid, CommitState::Resolved);
                 tracing::warn!(domain = %name, to = %to, error = %e,
                     "migration failed; the guest runs here");
+                // A TLS alert (the destination refused this host's
+                // certificate) says more than the lost link it caused.
+                if let Some((t, tls_err)) = tls_probe
+                    .as_ref()
+                    .and_then(|(t, p)| p.failure().map(|f| (t, f)))
+                {
+                    return Err(tls_error(&t.tls, &tls_err, &to, &name));
+                }
                 Err(migrate_error(&name, &to, e))
             }
         }

@@ -62,6 +62,19 @@ use guard::{Crashed, Stopped};
 /// The relocation port when a request names none (xend's default).
 pub const DEFAULT_PORT: u16 = 8002;
 
+/// How this host migrates out over TLS: its identity and trust, whether
+/// TLS is the default (`xend-relocation-ssl`), and the port a TLS
+/// migration dials when the request names none (`xend-relocation-ssl-port`).
+#[derive(Clone, Debug)]
+pub struct TlsClient {
+    /// The certificates (shared with the TLS listener; SIGHUP re-reads them).
+    pub tls: Arc<crate::tls::Tls>,
+    /// Every migration uses TLS, not only `migrate --ssl`.
+    pub by_default: bool,
+    /// The destination port when the request names none.
+    pub port: u16,
+}
+
 /// The engine's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -150,8 +163,9 @@ impl ShutdownToken {
 pub struct Incoming {
     /// The daemon-local session number (for logs).
     pub id: u64,
-    /// The connection, with its timeouts set; nothing read from it yet.
-    pub stream: TcpStream,
+    /// The connection (TCP, or TLS with the handshake done), with its
+    /// timeouts set; nothing of the session read from it yet.
+    pub stream: crate::session::Conn,
     /// The peer's address.
     pub peer: SocketAddr,
     /// Triggered when the daemon stops.
@@ -264,6 +278,8 @@ pub struct Engine<B: Backend> {
     stopped: Stopped,
     /// What is in flight, for `relocd status`.
     inflight: inflight::InFlight,
+    /// TLS for outgoing migrations, when this host has an identity.
+    tls: Option<TlsClient>,
 }
 
 impl<B: Backend> std::fmt::Debug for Engine<B> {
@@ -346,10 +362,17 @@ impl<B: Backend> Engine<B> {
             in_doubt: Mutex::new(BTreeSet::new()),
             stopped: Stopped::default(),
             inflight: inflight::InFlight::new(),
+            tls: None,
         };
         e.reconcile();
         e.backend.start_up();
         e
+    }
+
+    /// The engine with TLS for its outgoing migrations.
+    pub fn with_tls(mut self, tls: TlsClient) -> Engine<B> {
+        self.tls = Some(tls);
+        self
     }
 
     /// The backend.
@@ -368,8 +391,8 @@ impl<B: Backend> Engine<B> {
             .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
     }
 
-    fn register(&self, session: u64, stream: &TcpStream) {
-        if let Ok(s) = stream.try_clone() {
+    fn register(&self, session: u64, stream: &crate::session::Conn) {
+        if let Ok(s) = stream.tcp().try_clone() {
             self.links
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -685,6 +708,98 @@ pub(crate) fn connect(
         None => format!("{host} has no address"),
     };
     Err(err(ErrorKind::Network, format!("cannot connect: {detail}")))
+}
+
+/// The TLS handshake of an outgoing migration, with an error that says
+/// what to fix (the guest has not been touched yet).
+pub(crate) fn connect_tls(
+    tls: &crate::tls::Tls,
+    tcp: TcpStream,
+    host: &str,
+    to: &str,
+    domain: &str,
+    io_timeout: Duration,
+) -> Result<crate::tls::TlsStream, CommandError> {
+    use crate::tls::HandshakeError as H;
+    tls.connect(tcp, host, io_timeout).map_err(|e| match e {
+        H::Closed => err(
+            ErrorKind::Refused,
+            format!(
+                "{to} closed the connection during the TLS handshake: it is not a TLS \
+                 relocation port (the peer's xend-relocation-ssl-port, 8003 unless set, with \
+                 (xend-relocation-ssl-server yes)), or it gave up on the handshake (its log \
+                 says why); for a plain port, migrate without --ssl, or give the TLS one. \
+                 {domain} keeps running here"
+            ),
+        ),
+        H::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => err(
+            ErrorKind::Refused,
+            format!(
+                "{to} reset the connection during the TLS handshake: it is not a TLS \
+                 relocation port (the peer's xend-relocation-ssl-port, 8003 unless set); \
+                 migrate without --ssl to its plain port, or give the TLS one. \
+                 {domain} keeps running here"
+            ),
+        ),
+        H::TimedOut => err(
+            ErrorKind::Network,
+            format!(
+                "no TLS handshake with {to} within {}s: is it a TLS relocation port? \
+                 {domain} keeps running here",
+                io_timeout.as_secs()
+            ),
+        ),
+        H::Tls(e) => tls_error(tls, &e, to, domain),
+        H::Io(e) => err(
+            ErrorKind::Network,
+            format!("TLS handshake with {to} failed: {e}; {domain} keeps running here"),
+        ),
+    })
+}
+
+/// A migration that TLS ended (at the handshake, or with an alert the
+/// destination sent after it, as TLS 1.3 servers judge the client's
+/// certificate once the client thinks the handshake is done).
+pub(crate) fn tls_error(
+    tls: &crate::tls::Tls,
+    e: &rustls::Error,
+    to: &str,
+    domain: &str,
+) -> CommandError {
+    let files = tls.files();
+    let fix = match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => format!(
+            "; this host trusts only the CAs in {} (relocd-relocation-ssl-ca-file): give \
+             {to} a certificate from one of them, or add its CA there",
+            files.ca.display()
+        ),
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. },
+        ) => format!(
+            "; dial {to} by a name or address its certificate carries (its DNS or IP \
+             subject alternative names), or reissue it with that name"
+        ),
+        rustls::Error::AlertReceived(
+            rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::CertificateExpired
+            | rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::CertificateUnknown,
+        ) => format!(
+            "; this host's certificate is {} ({}): have it issued (or renewed) by a CA \
+             in {to}'s relocd-relocation-ssl-ca-file",
+            files.cert.display(),
+            crate::tls::SETTING_CERT
+        ),
+        _ => String::new(),
+    };
+    err(
+        ErrorKind::Refused,
+        format!(
+            "TLS with {to} failed: {}{fix}. {domain} keeps running here",
+            crate::tls::describe(e)
+        ),
+    )
 }
 
 /// The error a failed migration reports to the client.

@@ -43,6 +43,97 @@ impl Link for TcpStream {
     }
 }
 
+/// A relocation connection as the daemon holds it: plain TCP, or TLS
+/// over TCP (the handshake done). The protocol inside is the same.
+#[derive(Debug)]
+pub enum Conn {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS, both ends authenticated.
+    Tls(crate::tls::TlsStream),
+}
+
+impl Conn {
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Tcp(s) => s,
+            Conn::Tls(s) => s.tcp(),
+        }
+    }
+
+    /// Whether this is a TLS connection.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Conn::Tls(_))
+    }
+
+    /// Copies the start of what the peer sent and this side has not read
+    /// into `buf`, consuming nothing (a TCP peek; under TLS, the plaintext,
+    /// reading once more from the socket when less than `buf` waits).
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.peek(buf),
+            Conn::Tls(s) => s.peek(buf),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.write_vectored(bufs),
+            Conn::Tls(s) => s.write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl Link for Conn {
+    fn try_clone(&self) -> io::Result<Self> {
+        Ok(match self {
+            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+            Conn::Tls(s) => Conn::Tls(s.try_clone()?),
+        })
+    }
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_read_timeout(t)
+    }
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_write_timeout(t)
+    }
+    fn shutdown(&self) {
+        let _ = self.tcp().shutdown(Shutdown::Both);
+    }
+    fn close_write(&self) {
+        match self {
+            Conn::Tcp(s) => {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+            Conn::Tls(s) => s.close_write(),
+        }
+    }
+}
+
 /// The one place where the host's clock meets the core's: core
 /// [`time::Instant`]s are nanoseconds since this clock was made.
 #[derive(Clone, Copy, Debug)]
@@ -212,7 +303,27 @@ pub(crate) fn write_frame<W: Write>(
             return fail(WriteFail::TimedOut, accepted);
         }
     }
-    Ok(())
+    // A link that buffers (TLS records the socket has not taken yet) sends
+    // the rest now, under the same deadline; for TCP this does nothing.
+    loop {
+        match w.flush() {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return fail(WriteFail::Io(e), accepted),
+        }
+        if stop() {
+            return fail(WriteFail::Stopped, accepted);
+        }
+        if std::time::Instant::now() >= deadline {
+            return fail(WriteFail::TimedOut, accepted);
+        }
+    }
 }
 
 /// A frame header's bytes.

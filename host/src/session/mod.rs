@@ -44,7 +44,7 @@ pub use image::{
     encode_head, encode_tail, ImageDecoder, ImageEncoder, ImageError, LibxcDecoder, LibxcEncoder,
 };
 pub use journal::{FileJournal, JournalSink};
-pub use link::{Clock, Link};
+pub use link::{Clock, Conn, Link};
 pub use source::{
     run_source, run_source_with_encoder, SourceOptions, SourceReport, PROGRESS_INTERVAL,
 };

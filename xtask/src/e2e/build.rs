@@ -192,6 +192,7 @@ pub fn prepare(ws_root: &Path, cache: &Path, shadow: bool) -> Result<Artifacts> 
         fs::copy(root.join(format!("boot/vmlinuz-{kver}")), &kernel)?;
         let n = guest_image(&root, &lab, &kver, &guest_initrd)?;
         eprintln!("e2e: guest initramfs {} KiB", n / 1024);
+        let certs = lab_certs(&out.join("tls"))?;
         let n = dom0_image(
             &root,
             &lab,
@@ -199,6 +200,7 @@ pub fn prepare(ws_root: &Path, cache: &Path, shadow: bool) -> Result<Artifacts> 
             &kernel,
             &guest_initrd,
             &relocd,
+            &certs,
             &dom0_initrd,
         )?;
         eprintln!("e2e: dom0 initramfs {} KiB", n / 1024);
@@ -694,8 +696,101 @@ fn add_tree_files<W: std::io::Write>(
     Ok(())
 }
 
+/// The TLS scenario's certificates (`relocd-migrate-tls`), made anew by
+/// each build with openssl in `dir`: a CA, and for each dom0 a key and a
+/// certificate for its link address and the name `hostX.e2e` (A
+/// 169.254.0.1, B 169.254.0.2), for server and client use. Returned as
+/// (name under `/e2e/tls/`, mode, bytes).
+fn lab_certs(dir: &Path) -> Result<Vec<(String, u32, Vec<u8>)>> {
+    ensure_debian("openssl", &["openssl"])?;
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir)?;
+    let openssl = |args: &[&str]| -> Result<()> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context("openssl")?;
+        if !out.status.success() {
+            bail!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["-days", "30", "-subj", "/CN=relocd e2e CA"])
+        .collect::<Vec<_>>(),
+    )?;
+    let mut files = vec![("ca.pem".to_owned(), 0o644, fs::read(dir.join("ca.pem"))?)];
+    for (h, ip) in [("a", "169.254.0.1"), ("b", "169.254.0.2")] {
+        let (key, csr, crt, ext) = (
+            format!("{h}.key"),
+            format!("{h}.csr"),
+            format!("{h}.crt"),
+            format!("{h}.ext"),
+        );
+        fs::write(
+            dir.join(&ext),
+            format!(
+                "subjectAltName=IP:{ip},DNS:host{h}.e2e\n\
+                 extendedKeyUsage=serverAuth,clientAuth\n\
+                 keyUsage=critical,digitalSignature\n\
+                 basicConstraints=critical,CA:FALSE\n"
+            ),
+        )?;
+        let subj = format!("/CN=host{h}.e2e");
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-keyout", &key, "-out", &csr, "-subj", &subj],
+            ]
+            .concat(),
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-out",
+            &crt,
+            "-extfile",
+            &ext,
+        ])?;
+        files.push((key.clone(), 0o600, fs::read(dir.join(&key))?));
+        files.push((crt.clone(), 0o644, fs::read(dir.join(&crt))?));
+    }
+    Ok(files)
+}
+
 /// dom0's initramfs: busybox, the Xen userland and its libraries, the
-/// modules, relocd and its libraries, the lab scripts and the test guest.
+/// modules, relocd and its libraries, the lab scripts, the TLS scenario's
+/// certificates and the test guest.
+#[allow(clippy::too_many_arguments)]
 fn dom0_image(
     root: &Path,
     lab: &Path,
@@ -703,6 +798,7 @@ fn dom0_image(
     kernel: &Path,
     guest_initrd: &Path,
     relocd: &Path,
+    certs: &[(String, u32, Vec<u8>)],
     dst: &Path,
 ) -> Result<u64> {
     let mut bins: Vec<PathBuf> = XEN_BINS
@@ -768,6 +864,9 @@ fn dom0_image(
                 0o644,
                 &script(lab, &format!("scenarios/{n}"))?,
             )?;
+        }
+        for (name, mode, data) in certs {
+            a.file(&format!("e2e/tls/{name}"), *mode, data)?;
         }
         a.file("e2e/guest/vmlinuz", 0o644, &fs::read(kernel)?)?;
         a.file("e2e/guest/initrd.cpio", 0o644, &fs::read(guest_initrd)?)?;

@@ -27,6 +27,8 @@
 //! relocd's own), `relocd-migrate-remote` (`--live` A to B; relocd's
 //! figures and the pause the guest saw, timed on one clock),
 //! `relocd-migrate-refused` (B's hosts-allow does not admit A),
+//! `relocd-migrate-tls` (the live migration over TLS, certificates made by
+//! the lab build),
 //! `relocd-migrate-no-memory` (B has too little free memory: its reason
 //! reaches A's user), `relocd-migrate-faults` (the link cut mid pre-copy;
 //! the destination daemon killed in the stop-and-copy, then in the
@@ -249,6 +251,15 @@ pub const SCENARIOS: &[Scenario] = &[
         xen: XenBuild::Shadow,
         // Measured 23-43 s.
         timeout: Duration::from_secs(80),
+    },
+    Scenario {
+        name: "relocd-migrate-tls",
+        about: "two hosts: relocd migrate --live --ssl A to B over TLS, both hosts authenticated by the lab's certificates, A admitted by its certificate's name; it counts on at B",
+        hosts: 2,
+        xen: XenBuild::Shadow,
+        // As relocd-migrate-remote (measured 51-68 s), plus up to a minute
+        // for dom0's random pool after boot (TLS needs it).
+        timeout: Duration::from_secs(200),
     },
 ];
 

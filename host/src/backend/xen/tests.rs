@@ -75,6 +75,7 @@ fn req(domain: &str, port: u16) -> MigrateRequest {
         abort_if_busy: false,
         compress: false,
         auto_converge: false,
+        ssl: false,
     }
 }
 
@@ -96,7 +97,7 @@ fn pair() -> (TcpStream, Incoming) {
         link,
         Incoming {
             id: 1,
-            stream,
+            stream: crate::session::Conn::Tcp(stream),
             peer,
             shutdown: ShutdownToken::new(),
         },
@@ -386,7 +387,7 @@ fn a_pv_guest_moves_between_two_fake_xen_hosts() {
             let (stream, peer) = l.accept().unwrap();
             rx.receive(Incoming {
                 id: 1,
-                stream,
+                stream: crate::session::Conn::Tcp(stream),
                 peer,
                 shutdown: ShutdownToken::new(),
             });
@@ -764,7 +765,7 @@ fn a_guest_moves_with_its_network_and_disk_between_fake_xen_hosts() {
         let (stream, peer) = l.accept().unwrap();
         rx.receive(Incoming {
             id: 1,
-            stream,
+            stream: crate::session::Conn::Tcp(stream),
             peer,
             shutdown: ShutdownToken::new(),
         });
@@ -939,7 +940,7 @@ fn a_destination_without_the_bridge_or_the_disk_refuses_before_the_guest_stops()
             let (stream, peer) = l.accept().unwrap();
             rx.receive(Incoming {
                 id: 1,
-                stream,
+                stream: crate::session::Conn::Tcp(stream),
                 peer,
                 shutdown: ShutdownToken::new(),
             });
@@ -1133,7 +1134,7 @@ fn a_failing_hotplug_script_on_the_destination_leaves_the_guest_where_it_was() {
         let (stream, peer) = l.accept().unwrap();
         rx.receive(Incoming {
             id: 1,
-            stream,
+            stream: crate::session::Conn::Tcp(stream),
             peer,
             shutdown: ShutdownToken::new(),
         });
