@@ -678,6 +678,42 @@ fn device_host(dir: &std::path::Path, bridges: &[&str]) -> super::devices::Devic
     }
 }
 
+/// Host B for the device tests: dom0 alone on a fake Xen, its engine
+/// (journal and libxl records in `dir`, the bridges `bridges`) receiving
+/// one migration on a port of loopback in a thread.
+fn receiving_host(
+    dir: &std::path::Path,
+    bridges: &[&str],
+) -> (
+    FakeXen,
+    super::xenstore::fake::Store,
+    u16,
+    std::thread::JoinHandle<()>,
+) {
+    let xb = FakeXen::new();
+    xb.add_domain(FakeDomain::pv(0, 16, 1));
+    let bstore = FakeXenstored::new(&[("/local/domain/0/name", "Domain-0")])
+        .store
+        .clone();
+    let b = engine(
+        XenBackend::with_store(xb.clone(), store_of(bstore.clone()))
+            .with_device_host(device_host(dir, bridges)),
+        dir,
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (stream, peer) = l.accept().unwrap();
+        b.receive(Incoming {
+            id: 1,
+            stream: crate::session::Conn::Tcp(stream),
+            peer,
+            shutdown: ShutdownToken::new(),
+        });
+    });
+    (xb, bstore, port, t)
+}
+
 /// The test guest with a vif and a vbd, as xl left them on A: frontend
 /// and backend trees, and libxl's record naming `vif_script`,
 /// `block_script` and the disk `target`.
@@ -748,28 +784,7 @@ fn a_guest_moves_with_its_network_and_disk_between_fake_xen_hosts() {
             .with_device_host(device_host(&dir_a, &["br-test"])),
         &dir_a,
     );
-    let xb = FakeXen::new();
-    xb.add_domain(FakeDomain::pv(0, 16, 1));
-    let bstore = FakeXenstored::new(&[("/local/domain/0/name", "Domain-0")])
-        .store
-        .clone();
-    let b = Arc::new(engine(
-        XenBackend::with_store(xb.clone(), store_of(bstore.clone()))
-            .with_device_host(device_host(&dir_b, &["br-test"])),
-        &dir_b,
-    ));
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let rx = b.clone();
-    let t = std::thread::spawn(move || {
-        let (stream, peer) = l.accept().unwrap();
-        rx.receive(Incoming {
-            id: 1,
-            stream: crate::session::Conn::Tcp(stream),
-            peer,
-            shutdown: ShutdownToken::new(),
-        });
-    });
+    let (xb, bstore, port, t) = receiving_host(&dir_b, &["br-test"]);
     let mut r = req("web1", port);
     r.live = true;
     a.migrate(&r, &mut NoProgress).unwrap();
@@ -918,33 +933,12 @@ fn a_destination_without_the_bridge_or_the_disk_refuses_before_the_guest_stops()
             XenBackend::with_store(g.xen.clone(), store_of(g.store.clone())),
             &dir_a,
         );
-        let xb = FakeXen::new();
-        xb.add_domain(FakeDomain::pv(0, 16, 1));
-        let bstore = FakeXenstored::new(&[("/local/domain/0/name", "Domain-0")])
-            .store
-            .clone();
         let bridges: &[&str] = if lack == "bridge" {
             &["br0"]
         } else {
             &["br-test"]
         };
-        let b = Arc::new(engine(
-            XenBackend::with_store(xb.clone(), store_of(bstore.clone()))
-                .with_device_host(device_host(&dir_b, bridges)),
-            &dir_b,
-        ));
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let rx = b.clone();
-        let t = std::thread::spawn(move || {
-            let (stream, peer) = l.accept().unwrap();
-            rx.receive(Incoming {
-                id: 1,
-                stream: crate::session::Conn::Tcp(stream),
-                peer,
-                shutdown: ShutdownToken::new(),
-            });
-        });
+        let (xb, bstore, port, t) = receiving_host(&dir_b, bridges);
         let mut r = req("web1", port);
         r.live = true;
         let e = a.migrate(&r, &mut NoProgress).unwrap_err();
@@ -1117,28 +1111,7 @@ fn a_failing_hotplug_script_on_the_destination_leaves_the_guest_where_it_was() {
         XenBackend::with_store(g.xen.clone(), store_of(g.store.clone())),
         &dir_a,
     );
-    let xb = FakeXen::new();
-    xb.add_domain(FakeDomain::pv(0, 16, 1));
-    let bstore = FakeXenstored::new(&[("/local/domain/0/name", "Domain-0")])
-        .store
-        .clone();
-    let b = Arc::new(engine(
-        XenBackend::with_store(xb.clone(), store_of(bstore.clone()))
-            .with_device_host(device_host(&dir_b, &["br-test"])),
-        &dir_b,
-    ));
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let rx = b.clone();
-    let t = std::thread::spawn(move || {
-        let (stream, peer) = l.accept().unwrap();
-        rx.receive(Incoming {
-            id: 1,
-            stream: crate::session::Conn::Tcp(stream),
-            peer,
-            shutdown: ShutdownToken::new(),
-        });
-    });
+    let (xb, bstore, port, t) = receiving_host(&dir_b, &["br-test"]);
     let e = a.migrate(&req("web1", port), &mut NoProgress).unwrap_err();
     t.join().unwrap();
     assert!(e.message.contains("a hotplug script failed"), "{e:?}");
