@@ -396,3 +396,67 @@ e2e_mig_tx() { cat /sys/class/net/eth0/statistics/tx_bytes 2>/dev/null || echo 0
 e2e_mig_report_tx() { # e2e_mig_report_tx NAME BEFORE: bytes eth0 sent since BEFORE
   e2e_report "$1_eth0_tx_bytes" $(($(e2e_mig_tx) - $2))
 }
+
+# The live move of relocd-migrate-remote, A to B, both daemons serving:
+# A moves the test guest with `relocd migrate --live FLAGS` ($1) and checks
+# it is gone; B checks the counter goes on with memory intact, runs the
+# scenario's own check ($2, a function name, if given), then destroys it.
+# The lists agree on both hosts before and after.
+e2e_mig_live_move() {
+  case "$E2E_MIG_ROLE" in
+  A)
+    e2e_mig_guest96
+    e2e_guest_start
+    e2e_mig_timeline_listen
+    e2e_mig_sync ready
+    e2e_mig_timeline_relay
+    e2e_mig_lists_agree before
+    sleep 3
+    domid=$(xl domid $E2E_GUEST)
+    tx0=$(e2e_mig_tx)
+    e2e_step relocd-migrate sh -c "relocd --control $E2E_MIG_SOCK migrate --live $1 --json $E2E_GUEST $E2E_MIG_PEER > /tmp/migrate.json 2> /tmp/migrate.err"
+    rc=$?
+    e2e_mig_report_tx migrate "$tx0"
+    cat /tmp/migrate.json /tmp/migrate.err
+    e2e_collect /tmp/migrate.json migrate.json
+    if [ $rc != 0 ]; then
+      e2e_mig_tell "failed" 20
+      [ "$(xl domid $E2E_GUEST 2>/dev/null)" = "$domid" ] || e2e_fail "after the failed migration the guest is not domain $domid"
+      e2e_mig_counts_on failed-migration
+      e2e_fail "relocd migrate --live $1 to B failed (rc $rc): $(cat /tmp/migrate.json /tmp/migrate.err | tail -2 | tr '\n' ' ')"
+    fi
+    e2e_mig_report_json migrate /tmp/migrate.json
+    sleep 1   # let xenconsoled drain the source domain's last lines
+    before=$(e2e_last_counter "$E2E_GUEST_LOG")
+    e2e_report counter_at_suspend "$before"
+    e2e_mig_tell "$before" || e2e_fail "cannot tell B the counter"
+    xl list | grep -q "^$E2E_GUEST " && e2e_fail "the guest is still on A after the migration"
+    xl list | awk '$2 == "'"$domid"'"' | grep -q . && e2e_fail "domain $domid is still on A"
+    e2e_mig_lists_agree after
+    e2e_mig_gap migrate "$before" || e2e_fail "no guest-measured gap"
+    e2e_mig_sync checked
+    ;;
+  B)
+    e2e_mig_timeline_listen
+    e2e_mig_sync ready
+    e2e_mig_timeline_relay
+    before=$(e2e_mig_hear 400)
+    case "$before" in
+      ''|*[!0-9]*)
+        e2e_mig_no_guest "the failed migration" 30
+        e2e_fail "A's migration failed ('$before'); B has no leftover domain"
+        ;;
+    esac
+    xl list
+    xl list | grep -q "^$E2E_GUEST " || e2e_fail "no $E2E_GUEST on B after the migration"
+    log=$(ls -t "$E2E_CONSOLE_DIR"/guest-*.log 2>/dev/null | head -1)
+    [ -n "$log" ] || e2e_fail "no guest console log on B"
+    e2e_report target_console_log "${log##*/}"
+    e2e_guest_goes_on migrate "$before" "$log" 1
+    e2e_mig_lists_agree after
+    [ -z "$2" ] || $2
+    e2e_mig_sync checked
+    e2e_step destroy xl destroy $E2E_GUEST || e2e_fail "xl destroy on B failed"
+    ;;
+  esac
+}
