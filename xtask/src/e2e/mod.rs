@@ -26,6 +26,7 @@
 
 mod build;
 mod cpio;
+mod flask;
 mod qemu;
 mod scenario;
 
@@ -264,7 +265,7 @@ fn run(chosen: &[&'static Scenario], xen: Option<XenBuild>, keep_going: bool) ->
         .map_err(|e| Unavailable(format!("{e:#}")))?;
 
     if xen == Some(XenBuild::Any) {
-        if let Some(s) = chosen.iter().find(|s| s.xen == XenBuild::Shadow) {
+        if let Some(s) = chosen.iter().find(|s| s.xen != XenBuild::Any) {
             bail!(
                 "`{}` needs the shadow-paging hypervisor; drop --xen stock",
                 s.name
@@ -277,6 +278,20 @@ fn run(chosen: &[&'static Scenario], xen: Option<XenBuild>, keep_going: bool) ->
         (Some(XenBuild::Any), _) => art.xen_stock.clone(),
         (_, Some(p)) => p.clone(),
         (_, None) => bail!("the shadow-paging hypervisor was not built"),
+    };
+    let mut art = art;
+    let flask = if chosen.iter().any(|s| s.xen == XenBuild::Flask) {
+        let t = Instant::now();
+        eprintln!("e2e: building xen-flask");
+        let f = flask::prepare(&cache, &ws.join("xtask/lab"))?;
+        art.phases.push(build::Phase {
+            name: "xen-flask+policy",
+            secs: t.elapsed().as_secs_f64(),
+            cached: f.cached,
+        });
+        Some(f)
+    } else {
+        None
     };
     let build_secs = t0.elapsed().as_secs_f64();
 
@@ -297,18 +312,33 @@ fn run(chosen: &[&'static Scenario], xen: Option<XenBuild>, keep_going: bool) ->
     // scenarios on one host share a boot; two-host ones share a pair
     let mut outcomes = Vec::new();
     let mut boots = Vec::new();
-    for hosts in [1usize, 2] {
+    // FLASK scenarios boot their own hosts (the FLASK image, enforcing,
+    // the policy module, dom0 set up for the relocd domain)
+    for (hosts, on_flask) in [(1usize, false), (2, false), (1, true), (2, true)] {
         let group: Vec<&Scenario> = chosen
             .iter()
             .copied()
-            .filter(|s| s.hosts == hosts)
+            .filter(|s| s.hosts == hosts && (s.xen == XenBuild::Flask) == on_flask)
             .collect();
         if group.is_empty() {
             continue;
         }
         let deadline = t0 + RUN_BUDGET;
-        let (boot, mut outs) =
-            run_group(&group, hosts, &art, &xen_image, &logs, keep_going, deadline)?;
+        let (image, extras) = match (&flask, on_flask) {
+            (Some(f), true) => {
+                let (xen_args, modules) = flask::boot_extras(f);
+                let extras = BootExtras {
+                    xen_args,
+                    modules,
+                    dom0_args: vec!["e2e.driver_domain=1".into()],
+                };
+                (f.xen.clone(), extras)
+            }
+            _ => (xen_image.clone(), BootExtras::default()),
+        };
+        let (boot, mut outs) = run_group(
+            &group, hosts, &art, &image, &extras, &logs, keep_going, deadline,
+        )?;
         boots.push(boot);
         outcomes.append(&mut outs);
     }
@@ -393,13 +423,26 @@ impl BootWatch {
     }
 }
 
+/// What a boot adds to the plain one (the FLASK hosts').
+#[derive(Default)]
+struct BootExtras {
+    /// Xen's command-line words.
+    xen_args: Vec<String>,
+    /// Multiboot modules after dom0's initramfs.
+    modules: Vec<PathBuf>,
+    /// dom0's command-line words.
+    dom0_args: Vec<String>,
+}
+
 /// Boots `hosts` hosts, runs `group` on them one after another, powers
 /// them off. Returns a line about the boot and the outcomes.
+#[allow(clippy::too_many_arguments)]
 fn run_group(
     group: &[&Scenario],
     hosts: usize,
     art: &build::Artifacts,
     xen: &Path,
+    extras: &BootExtras,
     logs: &Path,
     keep_going: bool,
     deadline: Instant,
@@ -458,6 +501,7 @@ fn run_group(
         }
         dom0_args.push(format!("e2e.role={name}"));
         dom0_args.push("e2e.xfer=1".into());
+        dom0_args.extend(extras.dom0_args.iter().cloned());
         let spec = HostSpec {
             name: name.to_string(),
             xen: xen.to_path_buf(),
@@ -469,6 +513,8 @@ fn run_group(
             link,
             pidfile: logs.join(format!("{prefix}-{name}.pid")),
             xfer: Some(xfer[i].clone()),
+            xen_args: extras.xen_args.clone(),
+            modules: extras.modules.clone(),
         };
         let log = logs.join(format!("{prefix}-{name}.log"));
         eprintln!(

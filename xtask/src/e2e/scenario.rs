@@ -51,6 +51,10 @@ pub enum XenBuild {
     Any,
     /// The rebuild with `CONFIG_SHADOW_PAGING=y` (PV log-dirty, migration).
     Shadow,
+    /// The rebuild with shadow paging, XSM and FLASK, booted enforcing
+    /// with the example policy and relocd's module (`super::flask`); such
+    /// scenarios share boots of their own, with the relocd domain's set-up.
+    Flask,
 }
 
 /// One named scenario.
@@ -216,14 +220,37 @@ pub const SCENARIOS: &[Scenario] = &[
 
 /// Scenarios that run only when named (slow, experimental, or repeated by a
 /// default one). Named ones still share one boot a host count.
-pub const BY_NAME_ONLY: &[Scenario] = &[Scenario {
-    name: "xl-migrate-remote",
-    about: "two hosts: xl live-migrates the test guest from A to B over the link; it counts on",
-    hosts: 2,
-    xen: XenBuild::Shadow,
-    // Measured 78-89 s (the link carries ~1.6 MiB/s).
-    timeout: Duration::from_secs(180),
-}];
+pub const BY_NAME_ONLY: &[Scenario] = &[
+    Scenario {
+        name: "xl-migrate-remote",
+        about: "two hosts: xl live-migrates the test guest from A to B over the link; it counts on",
+        hosts: 2,
+        xen: XenBuild::Shadow,
+        // Measured 78-89 s (the link carries ~1.6 MiB/s).
+        timeout: Duration::from_secs(180),
+    },
+    Scenario {
+        name: "flask-boot",
+        about: "Xen with FLASK enforcing and relocd's policy module: dom0 boots, xl list, xl create of the test guest (domU_t), it counts",
+        hosts: 1,
+        xen: XenBuild::Flask,
+        timeout: Duration::from_secs(100),
+    },
+    Scenario {
+        name: "driver-domain-migrate",
+        about: "two FLASK hosts, a relocd domain (relocd_t) on each, no relocd in either dom0: relocd migrate --live from A's relocd domain moves the test guest to B; it counts on",
+        hosts: 2,
+        xen: XenBuild::Flask,
+        timeout: Duration::from_secs(300),
+    },
+    Scenario {
+        name: "driver-domain-denied",
+        about: "FLASK: from the relocd domain, saving or migrating dom0 and a nomigrate_t guest fail with the denial named; xl dmesg has the AVC lines; the guest runs on",
+        hosts: 1,
+        xen: XenBuild::Flask,
+        timeout: Duration::from_secs(200),
+    },
+];
 
 /// The scenario called `name` (in [`SCENARIOS`] or [`BY_NAME_ONLY`]).
 pub fn find(name: &str) -> Option<&'static Scenario> {
