@@ -55,6 +55,13 @@ e2e_dd_wait() { # the relocd domain is domain 1, labelled relocd_t, and serves
     sleep 0.5
   done
   grep -q DD-WARN "$E2E_DD_LOG" && { grep DD-WARN "$E2E_DD_LOG"; echo "E2E-WARN the relocd domain warned"; }
+  # jumbo frames as on the link: netback takes MTU 9000 once the frontend
+  # has connected (scatter-gather); else the relocd domain goes back to 1500
+  if ! ip link set vif$E2E_DD_DOMID.0 mtu 9000 2>/dev/null; then
+    echo "E2E-WARN vif$E2E_DD_DOMID.0 refuses MTU 9000; the relocd domain uses 1500"
+    e2e_dd 'ip link set eth0 mtu 1500' >/dev/null
+  fi
+  ip link set xenbr0 mtu 9000 2>/dev/null
   xl list -Z | grep "^$E2E_DD_NAME " | grep -q relocd_t || e2e_fail "the relocd domain is not labelled relocd_t: $(xl list -Z | grep "^$E2E_DD_NAME ")"
 }
 
