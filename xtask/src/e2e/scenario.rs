@@ -36,7 +36,11 @@
 //! `migrate-side-by-side` (`xl migrate` A to B, then `relocd migrate
 //! --live` B to A, on one guest).
 //! [`BY_NAME_ONLY`] holds `xl-migrate-remote`, whose xl migration
-//! `migrate-side-by-side` repeats.
+//! `migrate-side-by-side` repeats, and the FLASK scenarios (relocd in a
+//! driver domain, `docs/driver-domain.md`), which boot hosts of their own
+//! with the FLASK hypervisor: `flask-boot` (dom0, the relocd domain and a
+//! guest under the enforcing policy), `driver-domain-migrate` and
+//! `driver-domain-denied` (helpers in `lab/dd/lib-dd.sh`).
 //!
 //! The whole run has a deadline (`RUN_BUDGET` in the parent module): a
 //! scenario whose timeout would end past it is not started and fails as
