@@ -5,7 +5,7 @@
 . /e2e/dd/lib-dd.sh
 e2e_step xl-info sh -c 'xl info > /tmp/xl-info.txt' || e2e_fail "xl info failed"
 e2e_report xen_version "$(awk -F': *' '/^xen_version/ {print $2}' /tmp/xl-info.txt)"
-e2e_report xsm "$(awk -F': *' '/^xen_commandline/ {print $2}' /tmp/xl-info.txt)"
+e2e_report flask "$(xl dmesg | grep -o -E 'Flask: +[A-Z][a-z]+ in [a-z]+ mode' | head -1)"
 xl dmesg | grep -i -E "flask|xsm" | head -5
 xl dmesg | grep -q -E "Flask: +(Starting in|Policy loaded, continuing in) enforcing" || e2e_fail "Xen's log does not say FLASK enforces"
 e2e_step xl-list xl list -Z || e2e_fail "xl list -Z failed"
