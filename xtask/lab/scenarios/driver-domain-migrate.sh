@@ -11,7 +11,15 @@
 . /e2e/lib-migrate.sh
 . /e2e/dd/lib-dd.sh
 [ -n "$E2E_MIG_PEER" ] || e2e_fail "no e2e.peer on the kernel command line (run with two hosts)"
-trap e2e_mig_end EXIT
+# e2e_dd_end: the EXIT trap: the relocd domain's log, then lib-migrate's
+e2e_dd_end() {
+  _ddrc=$?
+  e2e_dd 'cat /tmp/relocd-serve.log' > /tmp/dd-serve.log 2>&1
+  e2e_collect /tmp/dd-serve.log relocd-domain-serve.log
+  (exit $_ddrc)
+  e2e_mig_end
+}
+trap e2e_dd_end EXIT
 e2e_dd_wait
 e2e_dd_no_dom0_relocd
 e2e_dd_report_figures
@@ -23,8 +31,11 @@ e2e_step dd-link e2e_dd "ping -c 3 -W 2 $peer_dd" || e2e_fail "the relocd domain
 # e2e_dd_lists_agree WHEN: the guest's line in the relocd domain's list
 # and in dom0's xl list (present on both, or on neither)
 e2e_dd_lists_agree() {
-  e2e_dd 'relocd --control /run/relocd.sock list' > /tmp/dd-list-$1.txt || e2e_fail "relocd list in the relocd domain failed"
+  e2e_dd 'relocd --control /run/relocd.sock list' > /tmp/dd-list-$1.txt
+  _rc=$?
+  cat /tmp/dd-list-$1.txt
   e2e_collect /tmp/dd-list-$1.txt "relocd-domain-list-$1.txt"
+  [ $_rc = 0 ] || e2e_fail "relocd list in the relocd domain failed (rc $_rc)"
   _r=0; grep -q "$E2E_GUEST" /tmp/dd-list-$1.txt && _r=1
   _x=0; xl list | grep -q "^$E2E_GUEST " && _x=1
   [ $_r = $_x ] || e2e_fail "$1: relocd list ($_r) and xl list ($_x) disagree on $E2E_GUEST"
@@ -79,6 +90,4 @@ B)
   e2e_step destroy xl destroy $E2E_GUEST || e2e_fail "xl destroy on B failed"
   ;;
 esac
-# the relocd domains' own logs
-e2e_dd 'cat /tmp/relocd-serve.log' > /tmp/dd-serve.log; e2e_collect /tmp/dd-serve.log relocd-domain-serve.log
 echo "E2E-INFO driver-domain-migrate: host $E2E_MIG_ROLE OK"

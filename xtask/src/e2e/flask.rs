@@ -8,7 +8,10 @@
 //! - `out/xenpolicy-relocd`: Xen's example policy (`tools/flask/policy` of
 //!   that source) with the module `xtask/lab/flask/relocd.te` added, built
 //!   with Debian's `checkpolicy` and `m4`; rebuilt whenever the module
-//!   changes (the policy sources are kept for that);
+//!   changes (the policy sources are kept for that); plus the lab's
+//!   amendment `xtask/lab/flask/lab.te` (dom0 may map a `nomigrate_t`
+//!   guest's console grant while xl builds it, which the example policy
+//!   misses);
 //! - the relocd domain's initramfs (`out/relocd-domain.cpio`): busybox,
 //!   relocd, the modules it needs (privcmd, xenfs, evtchn, gntdev,
 //!   netfront) and `xtask/lab/dd/init`; dom0's image carries it with the
@@ -60,9 +63,12 @@ pub fn prepare(cache: &Path, lab: &Path) -> Result<FlaskBuild> {
     let policy = out.join("xenpolicy-relocd");
     let dir = cache.join("xen-flask");
     let module = fs::read(lab.join("flask/relocd.te")).context("xtask/lab/flask/relocd.te")?;
+    let amendment = fs::read(lab.join("flask/lab.te")).context("xtask/lab/flask/lab.te")?;
+    // the stamp: both modules as compiled
+    let modules = [module.clone(), b"\n".to_vec(), amendment.clone()].concat();
     let policy_stamp = dir.join("policy-module.te");
     let xen_cached = xen.is_file() && dir.join("built-from").is_file();
-    let policy_cached = policy.is_file() && fs::read(&policy_stamp).ok() == Some(module.clone());
+    let policy_cached = policy.is_file() && fs::read(&policy_stamp).ok() == Some(modules.clone());
     if xen_cached && policy_cached {
         return Ok(FlaskBuild {
             xen,
@@ -115,8 +121,8 @@ pub fn prepare(cache: &Path, lab: &Path) -> Result<FlaskBuild> {
         }
         let _ = fs::remove_dir_all(&src);
     }
-    build_policy(&policy_src, &module, &dir, &policy)?;
-    fs::write(&policy_stamp, &module)?;
+    build_policy(&policy_src, &module, &amendment, &dir, &policy)?;
+    fs::write(&policy_stamp, &modules)?;
     Ok(FlaskBuild {
         xen,
         policy,
@@ -190,9 +196,16 @@ fn build_xen(cache: &Path, src: &Path, dir: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Xen's example policy with `module` added as `relocd.te`, compiled by
-/// the policy's own `Makefile.common` (m4, then checkpolicy).
-fn build_policy(policy_src: &Path, module: &[u8], dir: &Path, dst: &Path) -> Result<()> {
+/// Xen's example policy with `module` added as `relocd.te` and the lab's
+/// `amendment` as `lab.te`, compiled by the policy's own `Makefile.common`
+/// (m4, then checkpolicy).
+fn build_policy(
+    policy_src: &Path,
+    module: &[u8],
+    amendment: &[u8],
+    dir: &Path,
+    dst: &Path,
+) -> Result<()> {
     let work = dir.join("policy-build");
     if work.exists() {
         fs::remove_dir_all(&work)?;
@@ -200,8 +213,12 @@ fn build_policy(policy_src: &Path, module: &[u8], dir: &Path, dst: &Path) -> Res
     run(Command::new("cp").arg("-a").arg(policy_src).arg(&work))?;
     let pol = work.join("tools/flask/policy");
     fs::write(pol.join("modules/relocd.te"), module)?;
+    fs::write(pol.join("modules/lab.te"), amendment)?;
     let mut conf = fs::read_to_string(pol.join("modules/modules.conf"))?;
-    conf.push_str("\n# relocd in a driver domain (xtask/lab/flask/relocd.te)\nrelocd = on\n");
+    conf.push_str(
+        "\n# relocd in a driver domain (xtask/lab/flask/relocd.te)\nrelocd = on\n\
+         \n# the lab's amendment of the example policy (xtask/lab/flask/lab.te)\nlab = on\n",
+    );
     fs::write(pol.join("modules/modules.conf"), conf)?;
     let out = work.join("out");
     fs::create_dir_all(&out)?;
