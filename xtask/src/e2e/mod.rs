@@ -298,6 +298,14 @@ fn run(chosen: &[&'static Scenario], xen: Option<XenBuild>, keep_going: bool) ->
     let mut report = String::new();
     writeln!(report, "relocd e2e — {}", now_utc())?;
     writeln!(report, "hypervisor: {}", xen_image.display())?;
+    if let Some(f) = &flask {
+        writeln!(
+            report,
+            "hypervisor of the FLASK scenarios: {} (flask=enforcing, policy {})",
+            f.xen.display(),
+            f.policy.display()
+        )?;
+    }
     for p in &art.phases {
         writeln!(
             report,
