@@ -264,7 +264,9 @@ impl fmt::Display for Error {
             }
             return if self.errno == errno::EPERM {
                 f.write_str(
-                    "; EPERM: without a FLASK policy, Xen lets only a privileged domain do this",
+                    "; EPERM: without a FLASK policy, Xen lets only a privileged domain do this \
+                     (in a driver domain, Linux's privcmd also refuses hypercalls unless \
+                     xen-privcmd is loaded with unrestricted=1)",
                 )
             } else {
                 f.write_str("; `xl dmesg` shows the AVC denial")
