@@ -256,8 +256,13 @@ impl fmt::Display for Error {
                 "denied by Xen's security policy (XSM/FLASK): {}",
                 self.op
             )?;
-            if let Some(d) = self.domain {
-                write!(f, " on domain {d}")?;
+            match (self.op, self.domain) {
+                // domain 0 asks Xen to pick the new domain's id
+                (Op::Domctl(crate::abi::domctl::cmd::CREATEDOMAIN), Some(0)) => {
+                    f.write_str(" of a new domain")?
+                }
+                (_, Some(d)) => write!(f, " on domain {d}")?,
+                _ => {}
             }
             if let Some(p) = self.flask_permission() {
                 write!(f, " (needs FLASK permission {p})")?;

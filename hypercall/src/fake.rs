@@ -393,6 +393,8 @@ impl Hypervisor for FakeXen {
                     let mut dom = FakeDomain::pv(id, 0, cfg.max_vcpus);
                     dom.info.flags = dominf::PAUSED;
                     dom.info.handle = cfg.handle;
+                    // the security label asked for, as getdomaininfo shows it
+                    dom.info.ssidref = cfg.ssidref;
                     // A new PV domain: its pages are named by machine frame,
                     // and Xen gives it a shared-info page of its own (kept with
                     // the other Xen-owned pages it may map).

@@ -72,6 +72,14 @@ pub const fn flask_permission(op: Op) -> Option<&'static str> {
     })
 }
 
+/// FLASK's initial SID `domU` (`SECINITSID_DOMU`, fixed by the order of
+/// Xen's `xsm/flask/policy/initial_sids`): the label the policy gives a
+/// guest by default (`system_u:system_r:domU_t` in Xen's example policy).
+/// A toolstack that is not dom0 must name a label when it creates a
+/// domain: with `ssidref` 0, Xen gives a domain created by anything but
+/// itself `unlabeled_t`. Without FLASK, `ssidref` is ignored.
+pub const SECINITSID_DOMU: u32 = 12;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -236,6 +236,9 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
             max_grant_frames: 64,
             max_maptrack_frames: 1024,
             grant_opts: 2,
+            // the policy's default guest label (domU_t): relocd may run
+            // outside dom0, where ssidref 0 would mean unlabeled_t
+            ssidref: relocd_hypercall::xsm::SECINITSID_DOMU,
             ..Default::default()
         };
         let domid = xen.create_domain(0, &cfg)?;

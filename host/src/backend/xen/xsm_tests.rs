@@ -204,3 +204,41 @@ fn xenstore_s_eacces_points_at_xenstored_s_privileged_domain() {
     let m = e.to_string();
     assert!(m.contains("EACCES") && m.contains("--priv-domid"), "{m}");
 }
+
+#[test]
+fn a_guest_relocd_builds_gets_the_policy_s_default_guest_label() {
+    use crate::backend::xen::pv_sink::{PvCreate, PvSink};
+    let g = guest();
+    let req = PvCreate {
+        name: "web1-copy".into(),
+        uuid: [9; 16],
+        max_memkb: 4096,
+        vcpus: 1,
+    };
+    let sink = PvSink::create(&g.xen, connect(&g), &req).unwrap();
+    // not 0, which Xen turns into unlabeled_t when the creator is not dom0
+    assert_eq!(
+        g.xen.domain_info(sink.domid()).unwrap().ssidref,
+        relocd_hypercall::xsm::SECINITSID_DOMU
+    );
+}
+
+#[test]
+fn a_denied_createdomain_names_domain_create() {
+    use crate::backend::xen::pv_sink::{PvCreate, PvSink};
+    let g = guest();
+    g.xen.fail_on(Op::Domctl(cmd::CREATEDOMAIN), errno::EACCES);
+    let req = PvCreate {
+        name: "web1-copy".into(),
+        uuid: [9; 16],
+        max_memkb: 4096,
+        vcpus: 1,
+    };
+    let e = PvSink::create(&g.xen, connect(&g), &req).err().unwrap();
+    let m = e.to_string();
+    assert!(
+        m.contains("denied by Xen's security policy (XSM/FLASK): domctl createdomain")
+            && m.contains("(needs FLASK permission domain:create)"),
+        "{m}"
+    );
+}
