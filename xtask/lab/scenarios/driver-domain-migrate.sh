@@ -49,7 +49,9 @@ A)
   rm -f "$E2E_GUEST_LOG"
   e2e_step create xl create "$E2E_GUEST_CFG" || e2e_fail "xl create failed"
   e2e_step first-counter e2e_wait_counter "$E2E_GUEST_LOG" 5 120 || e2e_fail "the guest never counted"
+  e2e_mig_timeline_listen
   e2e_mig_sync ready
+  e2e_mig_timeline_relay
   e2e_dd_lists_agree before
   domid=$(xl domid $E2E_GUEST)
   e2e_step dd-migrate e2e_dd "relocd --control /run/relocd.sock migrate --live --compress --json $E2E_GUEST $peer_dd > /tmp/migrate.json 2> /tmp/migrate.err; rc=\$?; cat /tmp/migrate.json; cat /tmp/migrate.err >&2; exit \$rc" > /tmp/migrate.out
@@ -69,11 +71,15 @@ A)
   xl list | grep -q "^$E2E_GUEST " && e2e_fail "the guest is still on A after the migration"
   xl list | awk '$2 == "'"$domid"'"' | grep -q . && e2e_fail "domain $domid is still on A"
   e2e_dd_lists_agree after
+  e2e_mig_gap migrate "$before" || e2e_fail "no guest-measured gap"
+  e2e_report dd_relocd_after_migration "$(e2e_dd 'grep -E "VmRSS|VmHWM" /proc/$(pidof relocd)/status' | tr -s ' \t\n' ' ')"
   e2e_dd_no_dom0_relocd
   e2e_mig_sync checked
   ;;
 B)
+  e2e_mig_timeline_listen
   e2e_mig_sync ready
+  e2e_mig_timeline_relay
   before=$(e2e_mig_hear 400)
   case "$before" in
     ''|*[!0-9]*) e2e_fail "A's migration failed ('$before')" ;;
@@ -85,6 +91,7 @@ B)
   [ -n "$log" ] || e2e_fail "no guest console log on B"
   e2e_guest_goes_on migrate "$before" "$log" 1
   e2e_dd_lists_agree after
+  e2e_report dd_relocd_after_migration "$(e2e_dd 'grep -E "VmRSS|VmHWM" /proc/$(pidof relocd)/status' | tr -s ' \t\n' ' ')"
   e2e_dd_no_dom0_relocd
   e2e_mig_sync checked
   e2e_step destroy xl destroy $E2E_GUEST || e2e_fail "xl destroy on B failed"
