@@ -2,7 +2,9 @@
 # /e2e/lib.sh). The relocd domain is created by dom0's init on FLASK boots
 # (e2e.driver_domain=1), first, so that it is domain 1, the id xenstored
 # was started with (--priv-domid 1); see docs/driver-domain.md.
-E2E_DD_NAME=relocd-domain
+# (its console log, guest-dd-relocd.log, sorts before the test guest's:
+# lib-migrate.sh's timeline follows the last guest-*.log in glob order)
+E2E_DD_NAME=dd-relocd
 E2E_DD_CFG=/e2e/dd/relocd-domain.cfg
 E2E_DD_LOG=$E2E_CONSOLE_DIR/guest-$E2E_DD_NAME.log
 E2E_DD_DOMID=1
