@@ -71,7 +71,8 @@ A)
   xl list | grep -q "^$E2E_GUEST " && e2e_fail "the guest is still on A after the migration"
   xl list | awk '$2 == "'"$domid"'"' | grep -q . && e2e_fail "domain $domid is still on A"
   e2e_dd_lists_agree after
-  e2e_mig_gap migrate "$before" || e2e_fail "no guest-measured gap"
+  # a figure, not a check (the migration's checks are above and on B)
+  e2e_mig_gap migrate "$before" || echo "E2E-WARN no guest-measured gap"
   e2e_report dd_relocd_after_migration "$(e2e_dd 'grep -E "VmRSS|VmHWM" /proc/$(pidof relocd)/status' | tr -s ' \t\n' ' ')"
   e2e_dd_no_dom0_relocd
   e2e_mig_sync checked
