@@ -317,6 +317,12 @@ impl FakeXen {
         lock(&self.state).calls.clone()
     }
 
+    /// [`FakeXen::enter`] for an operation on domain `domid`: a failure
+    /// made to happen names it, as a real doorway's does.
+    fn enter_on(&self, op: Op, domid: Option<DomId>) -> Result<MutexGuard<'_, State>, Error> {
+        self.enter(op).map_err(|e| calls::on_domain(e, domid))
+    }
+
     fn enter(&self, op: Op) -> Result<MutexGuard<'_, State>, Error> {
         let mut st = lock(&self.state);
         st.calls.push(op);
@@ -360,345 +366,338 @@ impl Hypervisor for FakeXen {
     type Mapping = FakeMapping;
 
     fn domctl(&self, d: &mut Domctl, bufs: &mut [GuestBuf<'_>]) -> Result<(), Error> {
-        let domid = d.domain;
-        let result = (|| {
-            let op = Op::Domctl(d.cmd);
-            calls::domctl_handles(d)?.check(op, bufs)?;
-            let mut st = self.enter(op)?;
-            if d.interface_version != XEN_DOMCTL_INTERFACE_VERSION {
-                return Err(Error::new(op, errno::EACCES));
+        let op = Op::Domctl(d.cmd);
+        calls::domctl_handles(d)?.check(op, bufs)?;
+        let mut st = self.enter_on(op, Some(d.domain))?;
+        if d.interface_version != XEN_DOMCTL_INTERFACE_VERSION {
+            return Err(Error::new(op, errno::EACCES));
+        }
+        let at = Domctl::union_offset;
+        match d.cmd {
+            domctl::cmd::GETDOMAININFO => {
+                let (id, dom) = st
+                    .domains
+                    .range(d.domain..)
+                    .next()
+                    .ok_or(Error::new(op, errno::ESRCH))?;
+                d.domain = *id;
+                d.set_payload(&dom.info);
             }
-            let at = Domctl::union_offset;
-            match d.cmd {
-                domctl::cmd::GETDOMAININFO => {
-                    let (id, dom) = st
-                        .domains
-                        .range(d.domain..)
-                        .next()
-                        .ok_or(Error::new(op, errno::ESRCH))?;
-                    d.domain = *id;
-                    d.set_payload(&dom.info);
-                }
-                domctl::cmd::CREATEDOMAIN => {
-                    let cfg: domctl::CreateDomain = d.payload();
-                    let id = match d.domain {
-                        0 => (1..crate::abi::xen::DOMID_FIRST_RESERVED)
-                            .find(|id| !st.domains.contains_key(id))
-                            .ok_or(Error::new(op, errno::ENOMEM))?,
-                        id if st.domains.contains_key(&id) => {
-                            return Err(Error::new(op, errno::EEXIST))
+            domctl::cmd::CREATEDOMAIN => {
+                let cfg: domctl::CreateDomain = d.payload();
+                let id = match d.domain {
+                    0 => (1..crate::abi::xen::DOMID_FIRST_RESERVED)
+                        .find(|id| !st.domains.contains_key(id))
+                        .ok_or(Error::new(op, errno::ENOMEM))?,
+                    id if st.domains.contains_key(&id) => {
+                        return Err(Error::new(op, errno::EEXIST))
+                    }
+                    id => id,
+                };
+                let mut dom = FakeDomain::pv(id, 0, cfg.max_vcpus);
+                dom.info.flags = dominf::PAUSED;
+                dom.info.handle = cfg.handle;
+                // the security label asked for, as getdomaininfo shows it
+                dom.info.ssidref = cfg.ssidref;
+                // A new PV domain: its pages are named by machine frame,
+                // and Xen gives it a shared-info page of its own (kept with
+                // the other Xen-owned pages it may map).
+                dom.pv_frames = cfg.flags & domctl::cdf::HVM == 0;
+                let shinfo = FAKE_SHARED_INFO_BASE + u64::from(id);
+                dom.info.shared_info_frame = shinfo;
+                dom.grant_table.insert(shinfo, Box::new([0; PAGE_SIZE]));
+                st.domains.insert(id, dom);
+                d.domain = id;
+            }
+            domctl::cmd::PAUSEDOMAIN => {
+                let dom = domain(&mut st, d.domain, op)?;
+                dom.info.flags = (dom.info.flags | dominf::PAUSED) & !dominf::RUNNING;
+            }
+            domctl::cmd::UNPAUSEDOMAIN => {
+                let dom = domain(&mut st, d.domain, op)?;
+                dom.info.flags = (dom.info.flags & !dominf::PAUSED) | dominf::RUNNING;
+            }
+            domctl::cmd::DESTROYDOMAIN => {
+                st.domains
+                    .remove(&d.domain)
+                    .ok_or(Error::new(op, errno::ESRCH))?;
+            }
+            domctl::cmd::MAX_MEM => {
+                let p: MaxMem = d.payload();
+                domain(&mut st, d.domain, op)?.info.max_pages = p.max_memkb / 4;
+            }
+            domctl::cmd::SHADOW_OP => {
+                let mut p: ShadowOp = d.payload();
+                let dom = domain(&mut st, d.domain, op)?;
+                match p.op {
+                    shadow::OP_ENABLE_LOGDIRTY if dom.logdirty => {
+                        return Err(Error::new(op, errno::EINVAL))
+                    }
+                    shadow::OP_ENABLE_LOGDIRTY => dom.logdirty = true,
+                    shadow::OP_OFF => {
+                        dom.logdirty = false;
+                        dom.dirty.clear();
+                    }
+                    shadow::OP_CLEAN | shadow::OP_PEEK => {
+                        if !dom.logdirty {
+                            return Err(Error::new(op, errno::EINVAL));
                         }
-                        id => id,
-                    };
-                    let mut dom = FakeDomain::pv(id, 0, cfg.max_vcpus);
-                    dom.info.flags = dominf::PAUSED;
-                    dom.info.handle = cfg.handle;
-                    // the security label asked for, as getdomaininfo shows it
-                    dom.info.ssidref = cfg.ssidref;
-                    // A new PV domain: its pages are named by machine frame,
-                    // and Xen gives it a shared-info page of its own (kept with
-                    // the other Xen-owned pages it may map).
-                    dom.pv_frames = cfg.flags & domctl::cdf::HVM == 0;
-                    let shinfo = FAKE_SHARED_INFO_BASE + u64::from(id);
-                    dom.info.shared_info_frame = shinfo;
-                    dom.grant_table.insert(shinfo, Box::new([0; PAGE_SIZE]));
-                    st.domains.insert(id, dom);
-                    d.domain = id;
-                }
-                domctl::cmd::PAUSEDOMAIN => {
-                    let dom = domain(&mut st, d.domain, op)?;
-                    dom.info.flags = (dom.info.flags | dominf::PAUSED) & !dominf::RUNNING;
-                }
-                domctl::cmd::UNPAUSEDOMAIN => {
-                    let dom = domain(&mut st, d.domain, op)?;
-                    dom.info.flags = (dom.info.flags & !dominf::PAUSED) | dominf::RUNNING;
-                }
-                domctl::cmd::DESTROYDOMAIN => {
-                    st.domains
-                        .remove(&d.domain)
-                        .ok_or(Error::new(op, errno::ESRCH))?;
-                }
-                domctl::cmd::MAX_MEM => {
-                    let p: MaxMem = d.payload();
-                    domain(&mut st, d.domain, op)?.info.max_pages = p.max_memkb / 4;
-                }
-                domctl::cmd::SHADOW_OP => {
-                    let mut p: ShadowOp = d.payload();
-                    let dom = domain(&mut st, d.domain, op)?;
-                    match p.op {
-                        shadow::OP_ENABLE_LOGDIRTY if dom.logdirty => {
-                            return Err(Error::new(op, errno::EINVAL))
+                        let pages = p.pages.min(dom.max_gpfn() + 1);
+                        let bitmap =
+                            out_bytes(bufs, at(core::mem::offset_of!(ShadowOp, dirty_bitmap)), op)?;
+                        bitmap.fill(0);
+                        let mut count = 0u32;
+                        for &pfn in dom.dirty.range(..pages) {
+                            if let Some(b) = bitmap.get_mut((pfn / 8) as usize) {
+                                *b |= 1 << (pfn % 8);
+                                count += 1;
+                            }
                         }
-                        shadow::OP_ENABLE_LOGDIRTY => dom.logdirty = true,
-                        shadow::OP_OFF => {
-                            dom.logdirty = false;
+                        if p.op == shadow::OP_CLEAN {
                             dom.dirty.clear();
                         }
-                        shadow::OP_CLEAN | shadow::OP_PEEK => {
-                            if !dom.logdirty {
-                                return Err(Error::new(op, errno::EINVAL));
-                            }
-                            let pages = p.pages.min(dom.max_gpfn() + 1);
-                            let bitmap = out_bytes(
-                                bufs,
-                                at(core::mem::offset_of!(ShadowOp, dirty_bitmap)),
-                                op,
-                            )?;
-                            bitmap.fill(0);
-                            let mut count = 0u32;
-                            for &pfn in dom.dirty.range(..pages) {
-                                if let Some(b) = bitmap.get_mut((pfn / 8) as usize) {
-                                    *b |= 1 << (pfn % 8);
-                                    count += 1;
-                                }
-                            }
-                            if p.op == shadow::OP_CLEAN {
-                                dom.dirty.clear();
-                            }
-                            p.pages = pages;
-                            p.stats.dirty_count = count;
-                            d.set_payload(&p);
-                        }
-                        _ => return Err(Error::new(op, errno::EINVAL)),
+                        p.pages = pages;
+                        p.stats.dirty_count = count;
+                        d.set_payload(&p);
                     }
+                    _ => return Err(Error::new(op, errno::EINVAL)),
                 }
-                domctl::cmd::GETPAGEFRAMEINFO3 => {
-                    let p: GetPageFrameInfo3 = d.payload();
-                    if p.num > crate::PFINFO_BATCH_MAX as u64 {
-                        return Err(Error::new(op, errno::E2BIG));
-                    }
-                    let dom = domain(&mut st, d.domain, op)?;
-                    let arr = out_bytes(
-                        bufs,
-                        at(core::mem::offset_of!(GetPageFrameInfo3, array)),
-                        op,
-                    )?;
-                    for e in arr.chunks_exact_mut(8).take(p.num as usize) {
-                        let pfn = u64::from_ne_bytes(e.try_into().unwrap_or([0; 8]))
-                            & !(u64::from(pfinfo::LTAB_MASK));
-                        let ty = if dom.memory.contains_key(&pfn) {
-                            dom.page_types.get(&pfn).copied().unwrap_or(pfinfo::NOTAB)
-                        } else {
-                            pfinfo::XTAB
-                        };
-                        e.copy_from_slice(&(pfn | u64::from(ty)).to_ne_bytes());
-                    }
+            }
+            domctl::cmd::GETPAGEFRAMEINFO3 => {
+                let p: GetPageFrameInfo3 = d.payload();
+                if p.num > crate::PFINFO_BATCH_MAX as u64 {
+                    return Err(Error::new(op, errno::E2BIG));
                 }
-                domctl::cmd::GETVCPUCONTEXT | domctl::cmd::SETVCPUCONTEXT => {
-                    let p: VcpuContext = d.payload();
-                    let slot = at(core::mem::offset_of!(VcpuContext, ctxt));
-                    let dom = domain(&mut st, d.domain, op)?;
-                    let ctxt = dom
-                        .vcpus
-                        .get_mut(p.vcpu as usize)
-                        .ok_or(Error::new(op, errno::ESRCH))?;
-                    if d.cmd == domctl::cmd::GETVCPUCONTEXT {
-                        let _ = ctxt.write_to(out_bytes(bufs, slot, op)?);
+                let dom = domain(&mut st, d.domain, op)?;
+                let arr = out_bytes(
+                    bufs,
+                    at(core::mem::offset_of!(GetPageFrameInfo3, array)),
+                    op,
+                )?;
+                for e in arr.chunks_exact_mut(8).take(p.num as usize) {
+                    let pfn = u64::from_ne_bytes(e.try_into().unwrap_or([0; 8]))
+                        & !(u64::from(pfinfo::LTAB_MASK));
+                    let ty = if dom.memory.contains_key(&pfn) {
+                        dom.page_types.get(&pfn).copied().unwrap_or(pfinfo::NOTAB)
                     } else {
-                        *ctxt = VcpuGuestContext::read_from(in_bytes(bufs, slot, op)?)
-                            .ok_or(Error::new(op, errno::EFAULT))?;
-                    }
+                        pfinfo::XTAB
+                    };
+                    e.copy_from_slice(&(pfn | u64::from(ty)).to_ne_bytes());
                 }
-                domctl::cmd::GET_ADDRESS_SIZE => {
-                    let size = domain(&mut st, d.domain, op)?.address_size;
-                    d.set_payload(&AddressSize { size });
+            }
+            domctl::cmd::GETVCPUCONTEXT | domctl::cmd::SETVCPUCONTEXT => {
+                let p: VcpuContext = d.payload();
+                let slot = at(core::mem::offset_of!(VcpuContext, ctxt));
+                let dom = domain(&mut st, d.domain, op)?;
+                let ctxt = dom
+                    .vcpus
+                    .get_mut(p.vcpu as usize)
+                    .ok_or(Error::new(op, errno::ESRCH))?;
+                if d.cmd == domctl::cmd::GETVCPUCONTEXT {
+                    let _ = ctxt.write_to(out_bytes(bufs, slot, op)?);
+                } else {
+                    *ctxt = VcpuGuestContext::read_from(in_bytes(bufs, slot, op)?)
+                        .ok_or(Error::new(op, errno::EFAULT))?;
                 }
-                domctl::cmd::SET_ADDRESS_SIZE => {
-                    let p: AddressSize = d.payload();
-                    if p.size != 32 && p.size != 64 {
+            }
+            domctl::cmd::GET_ADDRESS_SIZE => {
+                let size = domain(&mut st, d.domain, op)?.address_size;
+                d.set_payload(&AddressSize { size });
+            }
+            domctl::cmd::SET_ADDRESS_SIZE => {
+                let p: AddressSize = d.payload();
+                if p.size != 32 && p.size != 64 {
+                    return Err(Error::new(op, errno::EINVAL));
+                }
+                domain(&mut st, d.domain, op)?.address_size = p.size;
+            }
+            domctl::cmd::RESUMEDOMAIN => {
+                // Clears the shutdown; a toolstack pause stays.
+                let dom = domain(&mut st, d.domain, op)?;
+                let code = dominf::SHUTDOWN_MASK << dominf::SHUTDOWN_SHIFT;
+                let mut flags = dom.info.flags & !code & !dominf::SHUTDOWN;
+                if flags & dominf::PAUSED == 0 {
+                    flags |= dominf::RUNNING;
+                }
+                dom.info.flags = flags;
+            }
+            domctl::cmd::SETDOMAINHANDLE => {
+                let p: SetDomainHandle = d.payload();
+                domain(&mut st, d.domain, op)?.info.handle = p.handle;
+            }
+            domctl::cmd::GET_EXT_VCPUCONTEXT | domctl::cmd::SET_EXT_VCPUCONTEXT => {
+                let mut p: ExtVcpuContextRaw = d.payload();
+                let dom = domain(&mut st, d.domain, op)?;
+                let ext = dom
+                    .ext_vcpus
+                    .get_mut(p.vcpu as usize)
+                    .ok_or(Error::new(op, errno::ESRCH))?;
+                let full = core::mem::size_of::<ExtVcpuContextRaw>();
+                if d.cmd == domctl::cmd::GET_EXT_VCPUCONTEXT {
+                    let vcpu = p.vcpu;
+                    p = *ext;
+                    p.vcpu = vcpu;
+                    p.size = full as u32;
+                    d.set_payload(&p);
+                } else {
+                    // As Xen: at least everything before the vMCE state.
+                    let size = p.size as usize;
+                    if size < core::mem::offset_of!(ExtVcpuContextRaw, vmce) {
                         return Err(Error::new(op, errno::EINVAL));
                     }
-                    domain(&mut st, d.domain, op)?.address_size = p.size;
-                }
-                domctl::cmd::RESUMEDOMAIN => {
-                    // Clears the shutdown; a toolstack pause stays.
-                    let dom = domain(&mut st, d.domain, op)?;
-                    let code = dominf::SHUTDOWN_MASK << dominf::SHUTDOWN_SHIFT;
-                    let mut flags = dom.info.flags & !code & !dominf::SHUTDOWN;
-                    if flags & dominf::PAUSED == 0 {
-                        flags |= dominf::RUNNING;
+                    if let Some(tail) = p.as_bytes_mut().get_mut(size.min(full)..) {
+                        tail.fill(0);
                     }
-                    dom.info.flags = flags;
+                    *ext = p;
                 }
-                domctl::cmd::SETDOMAINHANDLE => {
-                    let p: SetDomainHandle = d.payload();
-                    domain(&mut st, d.domain, op)?.info.handle = p.handle;
-                }
-                domctl::cmd::GET_EXT_VCPUCONTEXT | domctl::cmd::SET_EXT_VCPUCONTEXT => {
-                    let mut p: ExtVcpuContextRaw = d.payload();
-                    let dom = domain(&mut st, d.domain, op)?;
-                    let ext = dom
-                        .ext_vcpus
-                        .get_mut(p.vcpu as usize)
-                        .ok_or(Error::new(op, errno::ESRCH))?;
-                    let full = core::mem::size_of::<ExtVcpuContextRaw>();
-                    if d.cmd == domctl::cmd::GET_EXT_VCPUCONTEXT {
-                        let vcpu = p.vcpu;
-                        p = *ext;
-                        p.vcpu = vcpu;
-                        p.size = full as u32;
+            }
+            domctl::cmd::GET_VCPU_MSRS | domctl::cmd::SET_VCPU_MSRS => {
+                let mut p: VcpuMsrs = d.payload();
+                let slot = at(core::mem::offset_of!(VcpuMsrs, msrs));
+                let dom = domain(&mut st, d.domain, op)?;
+                let msrs = dom
+                    .msrs
+                    .get_mut(p.vcpu as usize)
+                    .ok_or(Error::new(op, errno::ESRCH))?;
+                let each = core::mem::size_of::<VcpuMsr>();
+                if d.cmd == domctl::cmd::GET_VCPU_MSRS {
+                    let Some(data) = buf_for(bufs, slot) else {
+                        // NULL array: the maximum count.
+                        p.msr_count = FAKE_MAX_VCPU_MSRS;
                         d.set_payload(&p);
-                    } else {
-                        // As Xen: at least everything before the vMCE state.
-                        let size = p.size as usize;
-                        if size < core::mem::offset_of!(ExtVcpuContextRaw, vmce) {
-                            return Err(Error::new(op, errno::EINVAL));
-                        }
-                        if let Some(tail) = p.as_bytes_mut().get_mut(size.min(full)..) {
-                            tail.fill(0);
-                        }
-                        *ext = p;
-                    }
-                }
-                domctl::cmd::GET_VCPU_MSRS | domctl::cmd::SET_VCPU_MSRS => {
-                    let mut p: VcpuMsrs = d.payload();
-                    let slot = at(core::mem::offset_of!(VcpuMsrs, msrs));
-                    let dom = domain(&mut st, d.domain, op)?;
-                    let msrs = dom
-                        .msrs
-                        .get_mut(p.vcpu as usize)
-                        .ok_or(Error::new(op, errno::ESRCH))?;
-                    let each = core::mem::size_of::<VcpuMsr>();
-                    if d.cmd == domctl::cmd::GET_VCPU_MSRS {
-                        let Some(data) = buf_for(bufs, slot) else {
-                            // NULL array: the maximum count.
-                            p.msr_count = FAKE_MAX_VCPU_MSRS;
-                            d.set_payload(&p);
-                            return Ok(());
-                        };
-                        let out = data.output().ok_or(Error::new(op, errno::EFAULT))?;
-                        let live: Vec<VcpuMsr> = msrs
-                            .iter()
-                            .filter(|(_, &v)| v != 0)
-                            .map(|(&index, &value)| VcpuMsr {
-                                index,
-                                reserved: 0,
-                                value,
-                            })
-                            .collect();
-                        let fits = live.len() <= p.msr_count as usize;
-                        for (m, dst) in live.iter().zip(out.chunks_exact_mut(each)) {
-                            let _ = m.write_to(dst);
-                        }
-                        p.msr_count = live.len() as u32;
-                        d.set_payload(&p);
-                        if !fits {
-                            return Err(Error::new(op, errno::ENOBUFS));
-                        }
-                    } else {
-                        if p.msr_count > FAKE_MAX_VCPU_MSRS {
-                            return Err(Error::new(op, errno::EINVAL));
-                        }
-                        let src = in_bytes(bufs, slot, op)?;
-                        let given: Vec<VcpuMsr> = src
-                            .chunks_exact(each)
-                            .take(p.msr_count as usize)
-                            .filter_map(VcpuMsr::read_from)
-                            .collect();
-                        if let Some(bad) = given.iter().position(|m| m.reserved != 0) {
-                            p.msr_count = bad as u32;
-                            d.set_payload(&p);
-                            return Err(Error::new(op, errno::EINVAL));
-                        }
-                        let mut next = msrs.clone();
-                        next.extend(given.iter().map(|m| (m.index, m.value)));
-                        if next.len() > FAKE_MAX_VCPU_MSRS as usize {
-                            return Err(Error::new(op, errno::EINVAL));
-                        }
-                        *msrs = next;
-                    }
-                }
-                domctl::cmd::GET_CPU_POLICY => {
-                    // Two CPUID leaves and one MSR: enough to carry through a
-                    // stream and compare.
-                    domain(&mut st, d.domain, op)?;
-                    let mut p: CpuPolicy = d.payload();
-                    let leaves = [
-                        CpuidLeaf {
-                            leaf: 0,
-                            subleaf: u32::MAX,
-                            a: 0xd,
-                            b: 0x756e_6547,
-                            c: 0x6c65_746e,
-                            d: 0x4965_6e69,
-                        },
-                        CpuidLeaf {
-                            leaf: 1,
-                            subleaf: u32::MAX,
-                            a: 0x663,
-                            b: 0,
-                            c: 0x8000_0000,
-                            d: 0x0781_abfd,
-                        },
-                    ];
-                    let msrs = [MsrEntry {
-                        idx: 0xce,
-                        flags: 0,
-                        val: 0,
-                    }];
-                    if (p.nr_leaves as usize) < leaves.len() || (p.nr_msrs as usize) < msrs.len() {
-                        return Err(Error::new(op, errno::ENOBUFS));
-                    }
-                    let lslot = at(core::mem::offset_of!(CpuPolicy, leaves));
-                    let mslot = at(core::mem::offset_of!(CpuPolicy, msrs));
-                    let out = out_bytes(bufs, lslot, op)?;
-                    for (l, dst) in leaves
+                        return Ok(());
+                    };
+                    let out = data.output().ok_or(Error::new(op, errno::EFAULT))?;
+                    let live: Vec<VcpuMsr> = msrs
                         .iter()
-                        .zip(out.chunks_exact_mut(core::mem::size_of::<CpuidLeaf>()))
-                    {
-                        let _ = l.write_to(dst);
-                    }
-                    let out = out_bytes(bufs, mslot, op)?;
-                    for (m, dst) in msrs
-                        .iter()
-                        .zip(out.chunks_exact_mut(core::mem::size_of::<MsrEntry>()))
-                    {
+                        .filter(|(_, &v)| v != 0)
+                        .map(|(&index, &value)| VcpuMsr {
+                            index,
+                            reserved: 0,
+                            value,
+                        })
+                        .collect();
+                    let fits = live.len() <= p.msr_count as usize;
+                    for (m, dst) in live.iter().zip(out.chunks_exact_mut(each)) {
                         let _ = m.write_to(dst);
                     }
-                    p.nr_leaves = leaves.len() as u32;
-                    p.nr_msrs = msrs.len() as u32;
+                    p.msr_count = live.len() as u32;
                     d.set_payload(&p);
-                }
-                domctl::cmd::GETTSCINFO => {
-                    domain(&mut st, d.domain, op)?;
-                    d.set_payload(&TscInfo {
-                        tsc_mode: 0,
-                        gtsc_khz: 2_000_000,
-                        incarnation: 1,
-                        pad: 0,
-                        elapsed_nsec: 123_456_789,
-                    });
-                }
-                domctl::cmd::MAX_VCPUS => {
-                    // As Xen 4.17: only the count createdomain set is accepted
-                    // (it creates the vCPUs, which the model has already).
-                    let p: crate::abi::domctl::MaxVcpus = d.payload();
-                    let dom = domain(&mut st, d.domain, op)?;
-                    if p.max as usize != dom.vcpus.len() {
+                    if !fits {
+                        return Err(Error::new(op, errno::ENOBUFS));
+                    }
+                } else {
+                    if p.msr_count > FAKE_MAX_VCPU_MSRS {
                         return Err(Error::new(op, errno::EINVAL));
                     }
+                    let src = in_bytes(bufs, slot, op)?;
+                    let given: Vec<VcpuMsr> = src
+                        .chunks_exact(each)
+                        .take(p.msr_count as usize)
+                        .filter_map(VcpuMsr::read_from)
+                        .collect();
+                    if let Some(bad) = given.iter().position(|m| m.reserved != 0) {
+                        p.msr_count = bad as u32;
+                        d.set_payload(&p);
+                        return Err(Error::new(op, errno::EINVAL));
+                    }
+                    let mut next = msrs.clone();
+                    next.extend(given.iter().map(|m| (m.index, m.value)));
+                    if next.len() > FAKE_MAX_VCPU_MSRS as usize {
+                        return Err(Error::new(op, errno::EINVAL));
+                    }
+                    *msrs = next;
                 }
-                domctl::cmd::SET_CPU_POLICY | domctl::cmd::SETVCPUEXTSTATE => {
-                    // Accepted as given (Xen would audit them).
-                    domain(&mut st, d.domain, op)?;
-                }
-                domctl::cmd::SETTSCINFO => {
-                    let t: TscInfo = d.payload();
-                    domain(&mut st, d.domain, op)?.tsc = Some(t);
-                }
-                domctl::cmd::GETVCPUEXTSTATE => {
-                    // A CPU without XSAVE: no extended state.
-                    domain(&mut st, d.domain, op)?;
-                    let mut p: VcpuExtState = d.payload();
-                    p.xfeature_mask = 0;
-                    p.size = 0;
-                    d.set_payload(&p);
-                }
-                _ => return Err(Error::new(op, errno::ENOSYS)),
             }
-            Ok(())
-        })();
-        result.map_err(|e| e.on(domid))
+            domctl::cmd::GET_CPU_POLICY => {
+                // Two CPUID leaves and one MSR: enough to carry through a
+                // stream and compare.
+                domain(&mut st, d.domain, op)?;
+                let mut p: CpuPolicy = d.payload();
+                let leaves = [
+                    CpuidLeaf {
+                        leaf: 0,
+                        subleaf: u32::MAX,
+                        a: 0xd,
+                        b: 0x756e_6547,
+                        c: 0x6c65_746e,
+                        d: 0x4965_6e69,
+                    },
+                    CpuidLeaf {
+                        leaf: 1,
+                        subleaf: u32::MAX,
+                        a: 0x663,
+                        b: 0,
+                        c: 0x8000_0000,
+                        d: 0x0781_abfd,
+                    },
+                ];
+                let msrs = [MsrEntry {
+                    idx: 0xce,
+                    flags: 0,
+                    val: 0,
+                }];
+                if (p.nr_leaves as usize) < leaves.len() || (p.nr_msrs as usize) < msrs.len() {
+                    return Err(Error::new(op, errno::ENOBUFS));
+                }
+                let lslot = at(core::mem::offset_of!(CpuPolicy, leaves));
+                let mslot = at(core::mem::offset_of!(CpuPolicy, msrs));
+                let out = out_bytes(bufs, lslot, op)?;
+                for (l, dst) in leaves
+                    .iter()
+                    .zip(out.chunks_exact_mut(core::mem::size_of::<CpuidLeaf>()))
+                {
+                    let _ = l.write_to(dst);
+                }
+                let out = out_bytes(bufs, mslot, op)?;
+                for (m, dst) in msrs
+                    .iter()
+                    .zip(out.chunks_exact_mut(core::mem::size_of::<MsrEntry>()))
+                {
+                    let _ = m.write_to(dst);
+                }
+                p.nr_leaves = leaves.len() as u32;
+                p.nr_msrs = msrs.len() as u32;
+                d.set_payload(&p);
+            }
+            domctl::cmd::GETTSCINFO => {
+                domain(&mut st, d.domain, op)?;
+                d.set_payload(&TscInfo {
+                    tsc_mode: 0,
+                    gtsc_khz: 2_000_000,
+                    incarnation: 1,
+                    pad: 0,
+                    elapsed_nsec: 123_456_789,
+                });
+            }
+            domctl::cmd::MAX_VCPUS => {
+                // As Xen 4.17: only the count createdomain set is accepted
+                // (it creates the vCPUs, which the model has already).
+                let p: crate::abi::domctl::MaxVcpus = d.payload();
+                let dom = domain(&mut st, d.domain, op)?;
+                if p.max as usize != dom.vcpus.len() {
+                    return Err(Error::new(op, errno::EINVAL));
+                }
+            }
+            domctl::cmd::SET_CPU_POLICY | domctl::cmd::SETVCPUEXTSTATE => {
+                // Accepted as given (Xen would audit them).
+                domain(&mut st, d.domain, op)?;
+            }
+            domctl::cmd::SETTSCINFO => {
+                let t: TscInfo = d.payload();
+                domain(&mut st, d.domain, op)?.tsc = Some(t);
+            }
+            domctl::cmd::GETVCPUEXTSTATE => {
+                // A CPU without XSAVE: no extended state.
+                domain(&mut st, d.domain, op)?;
+                let mut p: VcpuExtState = d.payload();
+                p.xfeature_mask = 0;
+                p.size = 0;
+                d.set_payload(&p);
+            }
+            _ => return Err(Error::new(op, errno::ENOSYS)),
+        }
+        Ok(())
     }
 
     fn sysctl(&self, s: &mut Sysctl, bufs: &mut [GuestBuf<'_>]) -> Result<(), Error> {
@@ -738,71 +737,62 @@ impl Hypervisor for FakeXen {
     }
 
     fn memory_op(&self, cmd: u32, arg: &mut [u8], bufs: &mut [GuestBuf<'_>]) -> Result<u64, Error> {
-        let domid = calls::memory_op_domain(cmd, arg);
-        let result = (|| {
-            let op = Op::MemoryOp(cmd);
-            calls::memory_op_handles(cmd, arg)?.check(op, bufs)?;
-            let mut st = self.enter(op)?;
-            match cmd {
-                memory::cmd::MAXIMUM_GPFN => {
-                    let domid = DomId::read_from(arg).ok_or(Error::new(op, errno::EFAULT))?;
-                    Ok(domain(&mut st, domid, op)?.max_gpfn())
-                }
-                memory::cmd::POPULATE_PHYSMAP => {
-                    let r =
-                        MemoryReservation::read_from(arg).ok_or(Error::new(op, errno::EFAULT))?;
-                    if r.extent_order != 0 {
-                        return Err(Error::new(op, errno::EINVAL));
-                    }
-                    let dom = domain(&mut st, r.domid, op)?;
-                    let slot = core::mem::offset_of!(MemoryReservation, extent_start);
-                    let ext = out_bytes(bufs, slot, op)?;
-                    let mut done = 0u64;
-                    for e in ext.chunks_exact_mut(8).take(r.nr_extents as usize) {
-                        let pfn = u64::from_ne_bytes(e.try_into().unwrap_or([0; 8]));
-                        let key = if dom.pv_frames {
-                            pfn + FAKE_MFN_OFFSET
-                        } else {
-                            pfn
-                        };
-                        dom.memory
-                            .entry(key)
-                            .or_insert_with(|| Box::new([0; PAGE_SIZE]));
-                        e.copy_from_slice(&(pfn + FAKE_MFN_OFFSET).to_ne_bytes());
-                        done += 1;
-                    }
-                    dom.sync();
-                    Ok(done)
-                }
-                _ => Err(Error::new(op, errno::ENOSYS)),
+        let op = Op::MemoryOp(cmd);
+        calls::memory_op_handles(cmd, arg)?.check(op, bufs)?;
+        let mut st = self.enter_on(op, calls::memory_op_domain(cmd, arg))?;
+        match cmd {
+            memory::cmd::MAXIMUM_GPFN => {
+                let domid = DomId::read_from(arg).ok_or(Error::new(op, errno::EFAULT))?;
+                Ok(domain(&mut st, domid, op)?.max_gpfn())
             }
-        })();
-        result.map_err(|e| calls::on_domain(e, domid))
+            memory::cmd::POPULATE_PHYSMAP => {
+                let r = MemoryReservation::read_from(arg).ok_or(Error::new(op, errno::EFAULT))?;
+                if r.extent_order != 0 {
+                    return Err(Error::new(op, errno::EINVAL));
+                }
+                let dom = domain(&mut st, r.domid, op)?;
+                let slot = core::mem::offset_of!(MemoryReservation, extent_start);
+                let ext = out_bytes(bufs, slot, op)?;
+                let mut done = 0u64;
+                for e in ext.chunks_exact_mut(8).take(r.nr_extents as usize) {
+                    let pfn = u64::from_ne_bytes(e.try_into().unwrap_or([0; 8]));
+                    let key = if dom.pv_frames {
+                        pfn + FAKE_MFN_OFFSET
+                    } else {
+                        pfn
+                    };
+                    dom.memory
+                        .entry(key)
+                        .or_insert_with(|| Box::new([0; PAGE_SIZE]));
+                    e.copy_from_slice(&(pfn + FAKE_MFN_OFFSET).to_ne_bytes());
+                    done += 1;
+                }
+                dom.sync();
+                Ok(done)
+            }
+            _ => Err(Error::new(op, errno::ENOSYS)),
+        }
     }
 
     fn event_channel_op(&self, cmd: u32, arg: &mut [u8]) -> Result<u64, Error> {
-        let domid = calls::event_channel_op_domain(cmd, arg);
-        let result = (|| {
-            let op = Op::Hypercall(crate::abi::xen::hypercall::EVENT_CHANNEL_OP);
-            calls::event_channel_op_handles(cmd, arg)?;
-            let mut st = self.enter(op)?;
-            match cmd {
-                evtchn::cmd::ALLOC_UNBOUND => {
-                    let mut a =
-                        EvtchnAllocUnbound::read_from(arg).ok_or(Error::new(op, errno::EFAULT))?;
-                    let self_to_0 = |d: DomId| if d == DOMID_SELF { 0 } else { d };
-                    let dom = domain(&mut st, self_to_0(a.dom), op)?;
-                    let port = dom.next_port;
-                    dom.next_port += 1;
-                    dom.unbound_ports.insert(port, self_to_0(a.remote_dom));
-                    a.port = port;
-                    let _ = a.write_to(arg);
-                    Ok(0)
-                }
-                _ => Err(Error::new(op, errno::ENOSYS)),
+        let op = Op::Hypercall(crate::abi::xen::hypercall::EVENT_CHANNEL_OP);
+        calls::event_channel_op_handles(cmd, arg)?;
+        let mut st = self.enter_on(op, calls::event_channel_op_domain(cmd, arg))?;
+        match cmd {
+            evtchn::cmd::ALLOC_UNBOUND => {
+                let mut a =
+                    EvtchnAllocUnbound::read_from(arg).ok_or(Error::new(op, errno::EFAULT))?;
+                let self_to_0 = |d: DomId| if d == DOMID_SELF { 0 } else { d };
+                let dom = domain(&mut st, self_to_0(a.dom), op)?;
+                let port = dom.next_port;
+                dom.next_port += 1;
+                dom.unbound_ports.insert(port, self_to_0(a.remote_dom));
+                a.port = port;
+                let _ = a.write_to(arg);
+                Ok(0)
             }
-        })();
-        result.map_err(|e| calls::on_domain(e, domid))
+            _ => Err(Error::new(op, errno::ENOSYS)),
+        }
     }
 
     fn grant_table_op(
@@ -842,68 +832,60 @@ impl Hypervisor for FakeXen {
     }
 
     unsafe fn mmuext_op(&self, ops: &[MmuextOp], domid: DomId) -> Result<(), Error> {
-        let result = (|| {
-            let op = Op::MmuextOp;
-            let mut st = self.enter(op)?;
-            // The caller (domain 0) cannot name itself, as in `get_pg_owner`.
-            if domid == 0 {
-                return Err(Error::new(op, errno::ESRCH));
-            }
-            let dom = domain(&mut st, domid, op)?;
-            for o in ops {
-                match o.cmd {
-                    mmuext::PIN_L1_TABLE..=mmuext::PIN_L4_TABLE => {
-                        if dom.pinned.contains_key(&o.arg1) {
-                            return Err(Error::new(op, errno::EINVAL));
-                        }
-                        dom.pinned.insert(o.arg1, (o.cmd + 1) as u8);
+        let op = Op::MmuextOp;
+        let mut st = self.enter_on(op, Some(domid))?;
+        // The caller (domain 0) cannot name itself, as in `get_pg_owner`.
+        if domid == 0 {
+            return Err(Error::new(op, errno::ESRCH));
+        }
+        let dom = domain(&mut st, domid, op)?;
+        for o in ops {
+            match o.cmd {
+                mmuext::PIN_L1_TABLE..=mmuext::PIN_L4_TABLE => {
+                    if dom.pinned.contains_key(&o.arg1) {
+                        return Err(Error::new(op, errno::EINVAL));
                     }
-                    mmuext::UNPIN_TABLE => {
-                        dom.pinned
-                            .remove(&o.arg1)
-                            .ok_or(Error::new(op, errno::EINVAL))?;
-                    }
-                    _ => return Err(Error::new(op, errno::ENOSYS)),
+                    dom.pinned.insert(o.arg1, (o.cmd + 1) as u8);
                 }
+                mmuext::UNPIN_TABLE => {
+                    dom.pinned
+                        .remove(&o.arg1)
+                        .ok_or(Error::new(op, errno::EINVAL))?;
+                }
+                _ => return Err(Error::new(op, errno::ENOSYS)),
             }
-            Ok(())
-        })();
-        result.map_err(|e| e.on(domid))
+        }
+        Ok(())
     }
 
     unsafe fn mmu_update(&self, _reqs: &[MmuUpdate], domid: DomId) -> Result<(), Error> {
-        self.enter(Op::MmuUpdate)
-            .map(|_| ())
-            .map_err(|e| e.on(domid))
+        self.enter_on(Op::MmuUpdate, Some(domid)).map(|_| ())
     }
 
     fn map_foreign(&self, domid: DomId, pfns: &[XenPfn], prot: Prot) -> Result<FakeMapping, Error> {
-        let result = (|| {
-            let op = Op::MapForeign;
-            let mut st = self.enter(op)?;
-            if pfns.is_empty() {
-                return Err(Error::new(op, errno::EINVAL));
-            }
-            let dom = domain(&mut st, domid, op)?;
-            let errs = pfns
-                .iter()
-                .map(|p| {
-                    if dom.page(*p).is_some() {
-                        0
-                    } else {
-                        -errno::EINVAL
-                    }
-                })
-                .collect();
-            Ok(FakeMapping {
-                state: Arc::clone(&self.state),
-                domid,
-                pfns: pfns.to_vec(),
-                errs,
-                prot,
+        let op = Op::MapForeign;
+        let mut st = self.enter_on(op, Some(domid))?;
+        if pfns.is_empty() {
+            return Err(Error::new(op, errno::EINVAL));
+        }
+        let dom = domain(&mut st, domid, op)?;
+        let errs = pfns
+            .iter()
+            .map(|p| {
+                if dom.page(*p).is_some() {
+                    0
+                } else {
+                    -errno::EINVAL
+                }
             })
-        })();
-        result.map_err(|e| e.on(domid))
+            .collect();
+        Ok(FakeMapping {
+            state: Arc::clone(&self.state),
+            domid,
+            pfns: pfns.to_vec(),
+            errs,
+            prot,
+        })
     }
 }
 
