@@ -190,6 +190,36 @@ pub fn memory_op_handles(cmd: u32, arg: &[u8]) -> Result<Handles, Error> {
     Ok(handles)
 }
 
+/// The domain a memory_op with argument `arg` acts on, when it names one
+/// (for [`Error::on`]: a denial then says which domain).
+pub fn memory_op_domain(cmd: u32, arg: &[u8]) -> Option<crate::DomId> {
+    use memory::cmd::*;
+    match cmd {
+        MAXIMUM_GPFN | CURRENT_RESERVATION | MAXIMUM_RESERVATION => crate::DomId::read_from(arg),
+        INCREASE_RESERVATION | DECREASE_RESERVATION | POPULATE_PHYSMAP => {
+            MemoryReservation::read_from(arg).map(|r| r.domid)
+        }
+        _ => None,
+    }
+}
+
+/// The domain an `event_channel_op` with argument `arg` acts on
+/// (`EVTCHNOP_alloc_unbound`'s `dom`), for [`Error::on`].
+pub fn event_channel_op_domain(cmd: u32, arg: &[u8]) -> Option<crate::DomId> {
+    match cmd {
+        evtchn::cmd::ALLOC_UNBOUND => EvtchnAllocUnbound::read_from(arg).map(|a| a.dom),
+        _ => None,
+    }
+}
+
+/// `e`, noting domain `domid` when there is one.
+pub fn on_domain(e: Error, domid: Option<crate::DomId>) -> Error {
+    match domid {
+        Some(d) => e.on(d),
+        None => e,
+    }
+}
+
 /// The handles of an `event_channel_op` whose argument is `arg`, or
 /// `EOPNOTSUPP` (a command not issued) / `EINVAL` (argument of the wrong
 /// size). Errors are `Op::Hypercall(EVENT_CHANNEL_OP)`.

@@ -176,6 +176,9 @@ pub struct Error {
     pub op: Op,
     /// The errno (positive).
     pub errno: i32,
+    /// The domain the operation acted on, when the doorway knew it (see
+    /// [`Error::on`]).
+    pub domain: Option<crate::DomId>,
 }
 
 impl Error {
@@ -185,7 +188,47 @@ impl Error {
         Error {
             op,
             errno: errno.wrapping_abs(),
+            domain: None,
         }
+    }
+
+    /// The same error, noting that the operation acted on domain `domid`
+    /// (reserved ids such as `DOMID_SELF` are not noted).
+    pub const fn on(self, domid: crate::DomId) -> Self {
+        Error {
+            domain: if domid < crate::abi::xen::DOMID_FIRST_RESERVED {
+                Some(domid)
+            } else {
+                self.domain
+            },
+            ..self
+        }
+    }
+
+    /// Whether Xen's security policy refused the operation: `EACCES` (a
+    /// FLASK denial: the AVC refused a permission) or `EPERM` (the default
+    /// XSM policy: only a privileged domain may) from a hypercall that XSM
+    /// checks, a domctl, sysctl, memory, mmu, event-channel or grant-table
+    /// operation, or a foreign mapping.
+    pub const fn denied_by_policy(&self) -> bool {
+        let checked = matches!(
+            self.op,
+            Op::Domctl(_)
+                | Op::Sysctl(_)
+                | Op::MemoryOp(_)
+                | Op::MmuextOp
+                | Op::MmuUpdate
+                | Op::MapForeign
+                | Op::Hypercall(_)
+        );
+        checked && matches!(self.errno, errno::EACCES | errno::EPERM)
+    }
+
+    /// The FLASK permission (`class:permission`, as Xen's policy and the
+    /// AVC messages of `xl dmesg` name it) that Xen 4.17's FLASK module
+    /// checks for this operation, where one operation has one.
+    pub const fn flask_permission(&self) -> Option<&'static str> {
+        crate::xsm::flask_permission(self.op)
     }
 
     /// The kind of failure.
@@ -207,6 +250,33 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.denied_by_policy() {
+            write!(
+                f,
+                "denied by Xen's security policy (XSM/FLASK): {}",
+                self.op
+            )?;
+            match (self.op, self.domain) {
+                // domain 0 asks Xen to pick the new domain's id
+                (Op::Domctl(crate::abi::domctl::cmd::CREATEDOMAIN), Some(0)) => {
+                    f.write_str(" of a new domain")?
+                }
+                (_, Some(d)) => write!(f, " on domain {d}")?,
+                _ => {}
+            }
+            if let Some(p) = self.flask_permission() {
+                write!(f, " (needs FLASK permission {p})")?;
+            }
+            return if self.errno == errno::EPERM {
+                f.write_str(
+                    "; EPERM: without a FLASK policy, Xen lets only a privileged domain do this \
+                     (in a driver domain, Linux's privcmd also refuses hypercalls unless \
+                     xen-privcmd is loaded with unrestricted=1)",
+                )
+            } else {
+                f.write_str("; `xl dmesg` shows the AVC denial")
+            };
+        }
         write!(f, "{} failed: ", self.op)?;
         match errno::name(self.errno) {
             Some(n) => write!(f, "{n} ({})", self.errno)?,
@@ -218,9 +288,6 @@ impl fmt::Display for Error {
             ),
             (Op::Open(_), ErrorKind::PermissionDenied) => {
                 f.write_str("; relocd must run as root in dom0 or a privileged driver domain")
-            }
-            (Op::Domctl(_) | Op::Sysctl(_), ErrorKind::PermissionDenied) => {
-                f.write_str("; this domain is not privileged for it")
             }
             _ => Ok(()),
         }
@@ -268,5 +335,66 @@ mod tests {
         );
         let e = Error::new(Op::MemoryOp(14), errno::ESRCH);
         assert_eq!(e.to_string(), "memory_op maximum_gpfn failed: ESRCH (3)");
+    }
+
+    #[test]
+    fn a_policy_denial_names_operation_domain_and_permission() {
+        use crate::abi::domctl::cmd;
+        let e = Error::new(Op::Domctl(cmd::PAUSEDOMAIN), -errno::EACCES).on(7);
+        assert!(e.denied_by_policy());
+        assert_eq!(
+            e.to_string(),
+            "denied by Xen's security policy (XSM/FLASK): domctl pausedomain on domain 7 \
+             (needs FLASK permission domain:pause); `xl dmesg` shows the AVC denial"
+        );
+        // the default policy's EPERM
+        let e = Error::new(Op::MemoryOp(crate::abi::memory::cmd::POPULATE_PHYSMAP), 1).on(3);
+        assert!(e.to_string().starts_with(
+            "denied by Xen's security policy (XSM/FLASK): memory_op populate_physmap on domain 3 \
+             (needs FLASK permission mmu:adjust); EPERM"
+        ), "{e}");
+        // no domain known, no permission known: still the policy's refusal
+        let e = Error::new(Op::Domctl(cmd::GDBSX_GUESTMEMIO), errno::EACCES);
+        assert_eq!(
+            e.to_string(),
+            "denied by Xen's security policy (XSM/FLASK): domctl gdbsx_guestmemio; `xl dmesg` shows the AVC denial"
+        );
+        // DOMID_SELF is not a domain to name
+        assert_eq!(e.on(crate::abi::xen::DOMID_SELF).domain, None);
+        // opening privcmd as a user is not Xen's policy
+        let e = Error::new(Op::Open(Device::Privcmd), errno::EACCES);
+        assert!(!e.denied_by_policy());
+        assert!(
+            e.to_string()
+                .starts_with("opening /dev/xen/privcmd failed: EACCES"),
+            "{e}"
+        );
+        // other errnos keep their form
+        assert!(!Error::new(Op::MmuUpdate, errno::EINVAL).denied_by_policy());
+    }
+
+    #[test]
+    fn the_fake_s_denials_carry_the_domain_acted_on() {
+        use crate::fake::{FakeDomain, FakeXen};
+        use crate::XenOps;
+        let x = FakeXen::new();
+        x.add_domain(FakeDomain::pv(7, 4, 1));
+        x.fail_on(
+            Op::Domctl(crate::abi::domctl::cmd::PAUSEDOMAIN),
+            errno::EACCES,
+        );
+        let e = x.pause(7).unwrap_err();
+        assert_eq!(e.domain, Some(7));
+        assert!(
+            e.to_string().contains("domctl pausedomain on domain 7"),
+            "{e}"
+        );
+        x.fail_on(Op::MapForeign, errno::EACCES);
+        let e = crate::Hypervisor::map_foreign(&x, 7, &[0], crate::Prot::Read).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("foreign mapping on domain 7 (needs FLASK permission mmu:map_read"),
+            "{e}"
+        );
     }
 }

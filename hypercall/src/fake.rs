@@ -327,6 +327,12 @@ impl FakeXen {
         lock(&self.state).calls.clone()
     }
 
+    /// [`FakeXen::enter`] for an operation on domain `domid`: a failure
+    /// made to happen names it, as a real doorway's does.
+    fn enter_on(&self, op: Op, domid: Option<DomId>) -> Result<MutexGuard<'_, State>, Error> {
+        self.enter(op).map_err(|e| calls::on_domain(e, domid))
+    }
+
     fn enter(&self, op: Op) -> Result<MutexGuard<'_, State>, Error> {
         let mut st = lock(&self.state);
         st.calls.push(op);
@@ -372,7 +378,7 @@ impl Hypervisor for FakeXen {
     fn domctl(&self, d: &mut Domctl, bufs: &mut [GuestBuf<'_>]) -> Result<(), Error> {
         let op = Op::Domctl(d.cmd);
         calls::domctl_handles(d)?.check(op, bufs)?;
-        let mut st = self.enter(op)?;
+        let mut st = self.enter_on(op, Some(d.domain))?;
         if d.interface_version != XEN_DOMCTL_INTERFACE_VERSION {
             return Err(Error::new(op, errno::EACCES));
         }
@@ -401,6 +407,8 @@ impl Hypervisor for FakeXen {
                 let mut dom = FakeDomain::pv(id, 0, cfg.max_vcpus);
                 dom.info.flags = dominf::PAUSED;
                 dom.info.handle = cfg.handle;
+                // the security label asked for, as getdomaininfo shows it
+                dom.info.ssidref = cfg.ssidref;
                 // A new PV domain: its pages are named by machine frame,
                 // and Xen gives it a shared-info page of its own (kept with
                 // the other Xen-owned pages it may map).
@@ -767,7 +775,7 @@ impl Hypervisor for FakeXen {
     fn memory_op(&self, cmd: u32, arg: &mut [u8], bufs: &mut [GuestBuf<'_>]) -> Result<u64, Error> {
         let op = Op::MemoryOp(cmd);
         calls::memory_op_handles(cmd, arg)?.check(op, bufs)?;
-        let mut st = self.enter(op)?;
+        let mut st = self.enter_on(op, calls::memory_op_domain(cmd, arg))?;
         match cmd {
             memory::cmd::MAXIMUM_GPFN => {
                 let domid = DomId::read_from(arg).ok_or(Error::new(op, errno::EFAULT))?;
@@ -805,7 +813,7 @@ impl Hypervisor for FakeXen {
     fn event_channel_op(&self, cmd: u32, arg: &mut [u8]) -> Result<u64, Error> {
         let op = Op::Hypercall(crate::abi::xen::hypercall::EVENT_CHANNEL_OP);
         calls::event_channel_op_handles(cmd, arg)?;
-        let mut st = self.enter(op)?;
+        let mut st = self.enter_on(op, calls::event_channel_op_domain(cmd, arg))?;
         match cmd {
             evtchn::cmd::ALLOC_UNBOUND => {
                 let mut a =
@@ -861,7 +869,7 @@ impl Hypervisor for FakeXen {
 
     unsafe fn mmuext_op(&self, ops: &[MmuextOp], domid: DomId) -> Result<(), Error> {
         let op = Op::MmuextOp;
-        let mut st = self.enter(op)?;
+        let mut st = self.enter_on(op, Some(domid))?;
         // The caller (domain 0) cannot name itself, as in `get_pg_owner`.
         if domid == 0 {
             return Err(Error::new(op, errno::ESRCH));
@@ -886,13 +894,13 @@ impl Hypervisor for FakeXen {
         Ok(())
     }
 
-    unsafe fn mmu_update(&self, _reqs: &[MmuUpdate], _domid: DomId) -> Result<(), Error> {
-        self.enter(Op::MmuUpdate).map(|_| ())
+    unsafe fn mmu_update(&self, _reqs: &[MmuUpdate], domid: DomId) -> Result<(), Error> {
+        self.enter_on(Op::MmuUpdate, Some(domid)).map(|_| ())
     }
 
     fn map_foreign(&self, domid: DomId, pfns: &[XenPfn], prot: Prot) -> Result<FakeMapping, Error> {
         let op = Op::MapForeign;
-        let mut st = self.enter(op)?;
+        let mut st = self.enter_on(op, Some(domid))?;
         if pfns.is_empty() {
             return Err(Error::new(op, errno::EINVAL));
         }

@@ -54,6 +54,7 @@ pub mod fake;
 mod hypervisor;
 mod ops;
 mod plain;
+pub mod xsm;
 
 pub use abi::domctl::VcpuMsr;
 pub use abi::domctl::XEN_DOMCTL_INTERFACE_VERSION;

@@ -620,9 +620,10 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
 
     let xen = match args.backend {
         BackendKind::Sim => None,
-        BackendKind::Xen => Some(Arc::new(crate::backend::xen::XenBackend::new(
-            crate::backend::xen::open_privcmd()?,
-        ))),
+        BackendKind::Xen => Some(Arc::new(
+            crate::backend::xen::XenBackend::new(crate::backend::xen::open_privcmd()?)
+                .in_own_domain()?,
+        )),
     };
     // Read before anything is claimed, so a bad file stops nothing running.
     let guests = match &args.guests {

@@ -283,7 +283,10 @@ fn domctl_via<I: Issue>(
         args: [0; 5],
         arg_index: 0,
     };
-    in_place(via, call, domctl.as_bytes_mut(), handles, bufs).map(|_| ())
+    let domid = domctl.domain;
+    in_place(via, call, domctl.as_bytes_mut(), handles, bufs)
+        .map(|_| ())
+        .map_err(|e| e.on(domid))
 }
 
 fn sysctl_via<I: Issue>(
@@ -315,7 +318,8 @@ fn memory_op_via<I: Issue>(
         args: [u64::from(cmd), 0, 0, 0, 0],
         arg_index: 1,
     };
-    in_place(via, call, arg, handles, bufs)
+    let domid = calls::memory_op_domain(cmd, arg);
+    in_place(via, call, arg, handles, bufs).map_err(|e| calls::on_domain(e, domid))
 }
 
 fn event_channel_op_via<I: Issue>(via: &I, cmd: u32, arg: &mut [u8]) -> Result<u64, Error> {
@@ -326,7 +330,8 @@ fn event_channel_op_via<I: Issue>(via: &I, cmd: u32, arg: &mut [u8]) -> Result<u
         args: [u64::from(cmd), 0, 0, 0, 0],
         arg_index: 1,
     };
-    in_place(via, call, arg, handles, &mut [])
+    let domid = calls::event_channel_op_domain(cmd, arg);
+    in_place(via, call, arg, handles, &mut []).map_err(|e| calls::on_domain(e, domid))
 }
 
 fn grant_table_op_via<I: Issue>(

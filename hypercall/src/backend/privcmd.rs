@@ -287,8 +287,10 @@ impl Hypervisor for Privcmd {
             args: [0; 5],
             arg_index: 0,
         };
+        let domid = domctl.domain;
         self.bounced(call, domctl.as_bytes_mut(), handles, bufs)
             .map(|_| ())
+            .map_err(|e| e.on(domid))
     }
 
     fn sysctl(&self, sysctl: &mut Sysctl, bufs: &mut [GuestBuf<'_>]) -> Result<(), Error> {
@@ -313,7 +315,9 @@ impl Hypervisor for Privcmd {
             args,
             arg_index: 1,
         };
+        let domid = calls::memory_op_domain(cmd, arg);
         self.bounced(call, arg, handles, bufs)
+            .map_err(|e| calls::on_domain(e, domid))
     }
 
     fn event_channel_op(&self, cmd: u32, arg: &mut [u8]) -> Result<u64, Error> {
@@ -324,7 +328,9 @@ impl Hypervisor for Privcmd {
             args: [u64::from(cmd), 0, 0, 0, 0],
             arg_index: 1,
         };
+        let domid = calls::event_channel_op_domain(cmd, arg);
         self.bounced(call, arg, handles, &mut [])
+            .map_err(|e| calls::on_domain(e, domid))
     }
 
     fn grant_table_op(
@@ -347,11 +353,13 @@ impl Hypervisor for Privcmd {
     unsafe fn mmuext_op(&self, ops: &[MmuextOp], domid: DomId) -> Result<(), Error> {
         // SAFETY: forwarded from this method's contract.
         unsafe { self.mmu_batch(Op::MmuextOp, hypercall::MMUEXT_OP, ops, domid) }
+            .map_err(|e| e.on(domid))
     }
 
     unsafe fn mmu_update(&self, reqs: &[MmuUpdate], domid: DomId) -> Result<(), Error> {
         // SAFETY: forwarded from this method's contract.
         unsafe { self.mmu_batch(Op::MmuUpdate, hypercall::MMU_UPDATE, reqs, domid) }
+            .map_err(|e| e.on(domid))
     }
 
     fn map_foreign(
@@ -360,7 +368,7 @@ impl Hypervisor for Privcmd {
         pfns: &[XenPfn],
         prot: Prot,
     ) -> Result<ForeignMapping, Error> {
-        ForeignMapping::new(self, domid, pfns, prot)
+        ForeignMapping::new(self, domid, pfns, prot).map_err(|e| e.on(domid))
     }
 }
 

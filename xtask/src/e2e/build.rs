@@ -110,7 +110,7 @@ const MODULES: &[&str] = &[
 const GUEST_MODULES: &[&str] = &["drivers/net/xen-netfront", "drivers/block/xen-blkfront"];
 
 const LIB_DIRS: &[&str] = &["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"];
-const LDSO: &str = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2";
+pub(super) const LDSO: &str = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2";
 
 /// What the hosts boot.
 pub struct Artifacts {
@@ -543,7 +543,7 @@ fn build_relocd(ws_root: &Path, dst: &Path) -> Result<()> {
 /// The shared libraries `bins` need, as resolved by the unpacked glibc's
 /// own loader (`ld.so --list`) inside `root`: paths relative to `root`.
 /// Fails when one is missing or would come from the build machine.
-fn needed_libs(root: &Path, bins: &[PathBuf]) -> Result<Vec<String>> {
+pub(super) fn needed_libs(root: &Path, bins: &[PathBuf]) -> Result<Vec<String>> {
     let path = LIB_DIRS
         .iter()
         .map(|d| root.join(d).display().to_string())
@@ -610,7 +610,7 @@ fn parse_ldso_list(text: &str) -> Result<Vec<String>, String> {
 }
 
 /// Adds busybox and a link per applet.
-fn add_busybox<W: std::io::Write>(a: &mut cpio::Writer<W>, root: &Path) -> Result<()> {
+pub(super) fn add_busybox<W: std::io::Write>(a: &mut cpio::Writer<W>, root: &Path) -> Result<()> {
     let busybox = root.join("bin/busybox");
     a.file("bin/busybox", 0o755, &fs::read(&busybox)?)?;
     let out = Command::new(&busybox).arg("--list").output()?;
@@ -807,6 +807,9 @@ fn dom0_image(
         .map(|b| root.join(b))
         .collect();
     bins.push(relocd.to_path_buf());
+    // the relocd domain of the driver-domain scenarios (see super::flask)
+    let relocd_domain = dst.with_file_name("relocd-domain.cpio");
+    super::flask::domain_image(root, lab, kver, relocd, &relocd_domain)?;
     let mut libs = needed_libs(root, &bins)?;
     // glibc dlopen()s libgcc_s for pthread_cancel: `xl create` aborts without it
     libs.push("lib/x86_64-linux-gnu/libgcc_s.so.1".into());
@@ -877,6 +880,7 @@ fn dom0_image(
                 &script(lab, &format!("guest/{cfg}"))?,
             )?;
         }
+        super::flask::add_to_dom0(a, root, kver, lab, &relocd_domain)?;
         for d in [
             "var/lib/xen/save",
             "var/log/xen/console",

@@ -35,6 +35,7 @@
 
 mod build;
 mod cpio;
+mod flask;
 mod qemu;
 mod scenario;
 
@@ -278,7 +279,7 @@ fn run(chosen: &[&'static Scenario], xen: Option<XenBuild>, keep_going: bool) ->
         .map_err(|e| Unavailable(format!("{e:#}")))?;
 
     if xen == Some(XenBuild::Any) {
-        if let Some(s) = chosen.iter().find(|s| s.xen == XenBuild::Shadow) {
+        if let Some(s) = chosen.iter().find(|s| s.xen != XenBuild::Any) {
             bail!(
                 "`{}` needs the shadow-paging hypervisor; drop --xen stock",
                 s.name
@@ -292,11 +293,33 @@ fn run(chosen: &[&'static Scenario], xen: Option<XenBuild>, keep_going: bool) ->
         (_, Some(p)) => p.clone(),
         (_, None) => bail!("the shadow-paging hypervisor was not built"),
     };
+    let mut art = art;
+    let flask = if chosen.iter().any(|s| s.xen == XenBuild::Flask) {
+        let t = Instant::now();
+        eprintln!("e2e: building xen-flask");
+        let f = flask::prepare(&cache, &ws.join("xtask/lab"))?;
+        art.phases.push(build::Phase {
+            name: "xen-flask+policy",
+            secs: t.elapsed().as_secs_f64(),
+            cached: f.cached,
+        });
+        Some(f)
+    } else {
+        None
+    };
     let build_secs = t0.elapsed().as_secs_f64();
 
     let mut report = String::new();
     writeln!(report, "relocd e2e — {}", now_utc())?;
     writeln!(report, "hypervisor: {}", xen_image.display())?;
+    if let Some(f) = &flask {
+        writeln!(
+            report,
+            "hypervisor of the FLASK scenarios: {} (flask=enforcing, policy {})",
+            f.xen.display(),
+            f.policy.display()
+        )?;
+    }
     for p in &art.phases {
         writeln!(
             report,
@@ -311,18 +334,33 @@ fn run(chosen: &[&'static Scenario], xen: Option<XenBuild>, keep_going: bool) ->
     // scenarios on one host share a boot; two-host ones share a pair
     let mut outcomes = Vec::new();
     let mut boots = Vec::new();
-    for hosts in [1usize, 2] {
+    // FLASK scenarios boot their own hosts (the FLASK image, enforcing,
+    // the policy module, dom0 set up for the relocd domain)
+    for (hosts, on_flask) in [(1usize, false), (2, false), (1, true), (2, true)] {
         let group: Vec<&Scenario> = chosen
             .iter()
             .copied()
-            .filter(|s| s.hosts == hosts)
+            .filter(|s| s.hosts == hosts && (s.xen == XenBuild::Flask) == on_flask)
             .collect();
         if group.is_empty() {
             continue;
         }
         let deadline = t0 + RUN_BUDGET;
-        let (boot, mut outs) =
-            run_group(&group, hosts, &art, &xen_image, &logs, keep_going, deadline)?;
+        let (image, extras) = match (&flask, on_flask) {
+            (Some(f), true) => {
+                let (xen_args, modules) = flask::boot_extras(f);
+                let extras = BootExtras {
+                    xen_args,
+                    modules,
+                    dom0_args: vec!["e2e.driver_domain=1".into()],
+                };
+                (f.xen.clone(), extras)
+            }
+            _ => (xen_image.clone(), BootExtras::default()),
+        };
+        let (boot, mut outs) = run_group(
+            &group, hosts, &art, &image, &extras, &logs, keep_going, deadline,
+        )?;
         boots.push(boot);
         outcomes.append(&mut outs);
     }
@@ -407,13 +445,26 @@ impl BootWatch {
     }
 }
 
+/// What a boot adds to the plain one (the FLASK hosts').
+#[derive(Default)]
+struct BootExtras {
+    /// Xen's command-line words.
+    xen_args: Vec<String>,
+    /// Multiboot modules after dom0's initramfs.
+    modules: Vec<PathBuf>,
+    /// dom0's command-line words.
+    dom0_args: Vec<String>,
+}
+
 /// Boots `hosts` hosts, runs `group` on them one after another, powers
 /// them off. Returns a line about the boot and the outcomes.
+#[allow(clippy::too_many_arguments)]
 fn run_group(
     group: &[&Scenario],
     hosts: usize,
     art: &build::Artifacts,
     xen: &Path,
+    extras: &BootExtras,
     logs: &Path,
     keep_going: bool,
     deadline: Instant,
@@ -484,6 +535,7 @@ fn run_group(
         dom0_args.push(format!("e2e.role={name}"));
         dom0_args.push("e2e.xfer=1".into());
         dom0_args.push("e2e.shared=1".into());
+        dom0_args.extend(extras.dom0_args.iter().cloned());
         let spec = HostSpec {
             name: name.to_string(),
             xen: xen.to_path_buf(),
@@ -496,6 +548,8 @@ fn run_group(
             pidfile: logs.join(format!("{prefix}-{name}.pid")),
             xfer: Some(xfer[i].clone()),
             shared: Some(shared.clone()),
+            xen_args: extras.xen_args.clone(),
+            modules: extras.modules.clone(),
         };
         let log = logs.join(format!("{prefix}-{name}.log"));
         eprintln!(

@@ -70,6 +70,10 @@ pub struct HostSpec {
     /// (serial `e2e-shared`, `/dev/vdb` in dom0, which links it as
     /// `/dev/e2e-shared`): the shared storage guests' disks live on.
     pub shared: Option<PathBuf>,
+    /// Extra words of Xen's command line (`flask=enforcing`).
+    pub xen_args: Vec<String>,
+    /// Multiboot modules after dom0's initramfs (the FLASK policy).
+    pub modules: Vec<PathBuf>,
 }
 
 impl HostSpec {
@@ -91,6 +95,15 @@ impl HostSpec {
             "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all \
              dom0_mem={m}M,max:{m}M dom0_max_vcpus=1 bootscrub=false"
         );
+        let xen_cmdline = std::iter::once(xen_cmdline)
+            .chain(self.xen_args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut modules = format!("{kernel} {dom0},{initrd}");
+        for m in &self.modules {
+            modules.push(',');
+            modules.push_str(plain_path(m)?);
+        }
         let mut a: Vec<String> = [
             "-name",
             &format!("relocd-e2e-{}", self.name),
@@ -122,7 +135,7 @@ impl HostSpec {
             "-append",
             &xen_cmdline,
             "-initrd",
-            &format!("{kernel} {dom0},{initrd}"),
+            &modules,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -474,7 +487,25 @@ mod tests {
             pidfile: "/c/A.pid".into(),
             xfer: None,
             shared: None,
+            xen_args: Vec::new(),
+            modules: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_flask_host_gets_its_policy_as_a_module_and_enforcing_on_xen_s_line() {
+        let mut s = spec(None);
+        s.xen_args = vec!["flask=enforcing".into()];
+        s.modules = vec!["/c/xenpolicy-relocd".into()];
+        let a = s.qemu_args().unwrap();
+        let initrd = arg_after(&a, "-initrd")[0];
+        assert!(
+            initrd.ends_with(",/c/dom0.cpio,/c/xenpolicy-relocd"),
+            "{initrd}"
+        );
+        assert!(arg_after(&a, "-append")[0].ends_with(" flask=enforcing"));
+        s.modules = vec!["/c/a,b".into()];
+        assert!(s.qemu_args().is_err());
     }
 
     fn arg_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {

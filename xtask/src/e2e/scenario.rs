@@ -43,9 +43,13 @@
 //! and `relocd-devices-faults` (B without the bridge, without the disk,
 //! its daemon killed in the stop-and-copy).
 //! [`BY_NAME_ONLY`] holds `xl-migrate-remote`, whose xl migration
-//! `migrate-side-by-side` repeats, and `migrate-side-by-side`, whose
+//! `migrate-side-by-side` repeats, `migrate-side-by-side`, whose
 //! comparison of xl's and relocd's migration `devices-side-by-side`
-//! repeats with a guest that has devices.
+//! repeats with a guest that has devices, and the FLASK scenarios (relocd
+//! in a driver domain, `docs/driver-domain.md`), which boot hosts of their
+//! own with the FLASK hypervisor: `flask-boot` (dom0, the relocd domain and
+//! a guest under the enforcing policy), `driver-domain-migrate` and
+//! `driver-domain-denied` (helpers in `lab/dd/lib-dd.sh`).
 //!
 //! The whole run has a deadline (`RUN_BUDGET` in the parent module): a
 //! scenario whose timeout would end past it is not started and fails as
@@ -60,6 +64,10 @@ pub enum XenBuild {
     Any,
     /// The rebuild with `CONFIG_SHADOW_PAGING=y` (PV log-dirty, migration).
     Shadow,
+    /// The rebuild with shadow paging, XSM and FLASK, booted enforcing
+    /// with the example policy and relocd's module (`super::flask`); such
+    /// scenarios share boots of their own, with the relocd domain's set-up.
+    Flask,
 }
 
 /// One named scenario.
@@ -281,6 +289,27 @@ pub const BY_NAME_ONLY: &[Scenario] = &[
         xen: XenBuild::Shadow,
         // Measured 102-197 s (xl's migration 64-98 s).
         timeout: Duration::from_secs(260),
+    },
+    Scenario {
+        name: "flask-boot",
+        about: "Xen with FLASK enforcing and relocd's policy module: dom0 boots, xl list, xl create of the test guest (domU_t), it counts",
+        hosts: 1,
+        xen: XenBuild::Flask,
+        timeout: Duration::from_secs(100),
+    },
+    Scenario {
+        name: "driver-domain-migrate",
+        about: "two FLASK hosts, a relocd domain (relocd_t) on each, no relocd in either dom0: relocd migrate --live from A's relocd domain moves the test guest to B; it counts on",
+        hosts: 2,
+        xen: XenBuild::Flask,
+        timeout: Duration::from_secs(300),
+    },
+    Scenario {
+        name: "driver-domain-denied",
+        about: "FLASK: from the relocd domain, saving or migrating dom0 and a nomigrate_t guest fail with the denial named; xl dmesg has the AVC lines; the guest runs on",
+        hosts: 1,
+        xen: XenBuild::Flask,
+        timeout: Duration::from_secs(200),
     },
 ];
 

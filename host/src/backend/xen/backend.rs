@@ -23,6 +23,8 @@ pub struct XenBackend<H> {
     userdata: std::path::PathBuf,
     /// Where guests' device backends are set up.
     devices: super::devices::DeviceHost,
+    /// The domain relocd runs in (see [`XenBackend::in_own_domain`]).
+    own: DomId,
 }
 
 impl<H: Hypervisor + Send + Sync> XenBackend<H> {
@@ -39,7 +41,30 @@ impl<H: Hypervisor + Send + Sync> XenBackend<H> {
             store,
             userdata: std::path::PathBuf::from(super::libxl::LIBXL_USERDATA_DIR),
             devices: super::devices::DeviceHost::default(),
+            own: 0,
         }
+    }
+
+    /// The same backend, knowing the domain relocd runs in as
+    /// [`super::own_domain::find_here`] finds it (what `relocd serve`
+    /// does at start-up: relocd may run in a driver domain).
+    pub fn in_own_domain(self) -> Result<Self, super::XenUnavailable> {
+        let own = super::own_domain::find_here().map_err(super::XenUnavailable::OwnDomain)?;
+        tracing::info!("relocd runs in {own}");
+        Ok(self.with_own_domid(own.domid))
+    }
+
+    /// The same backend, running in domain `domid` (tests; a backend made
+    /// by [`XenBackend::with_store`] runs in domain 0, as the fake
+    /// hypervisor's caller does).
+    pub fn with_own_domid(mut self, domid: DomId) -> Self {
+        self.own = domid;
+        self
+    }
+
+    /// The domain relocd runs in.
+    pub fn own_domid(&self) -> DomId {
+        self.own
     }
 
     /// The same backend with guests' devices set up on `host` (tests).

@@ -153,10 +153,15 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
     }
 
     fn check_source(&self, d: &Domain, purpose: Purpose) -> Result<(), CommandError> {
-        if d.id == 0 {
+        // relocd cannot stop the domain it runs in; any other domain, dom0
+        // too where relocd runs in a driver domain, is Xen's policy to allow
+        if d.id == u32::from(self.own_domid()) {
             return Err(err(
                 ErrorKind::Refused,
-                "domain 0 cannot be saved or migrated",
+                format!(
+                    "domain {} is the one relocd runs in: it cannot be saved or migrated",
+                    d.id
+                ),
             ));
         }
         let domid = self.domid_of(d)?;

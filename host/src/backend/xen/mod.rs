@@ -20,6 +20,7 @@ pub mod backend;
 pub mod devices;
 pub mod hooks;
 pub mod libxl;
+pub mod own_domain;
 pub mod p2m;
 pub mod probe;
 pub mod pv_error;
@@ -33,6 +34,8 @@ pub(crate) mod test_guest;
 #[cfg(test)]
 mod tests;
 pub mod xenstore;
+#[cfg(test)]
+mod xsm_tests;
 
 pub use backend::XenBackend;
 
@@ -50,6 +53,9 @@ pub enum XenUnavailable {
     /// privcmd is there but could not be opened.
     #[error("cannot open Xen's privcmd: {0}")]
     Open(relocd_hypercall::Error),
+    /// The domain relocd runs in could not be found.
+    #[error("{0}")]
+    OwnDomain(own_domain::OwnDomainError),
 }
 
 /// Opens `/dev/xen/privcmd`, with a plain message where there is no Xen.

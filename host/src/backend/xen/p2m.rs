@@ -69,7 +69,7 @@ fn read_entries<H: Hypervisor>(
     let mut page = [0u8; PAGE_SIZE];
     for i in 0..mfns.len() {
         if let Some(errno) = map.page_error(i) {
-            return Err(PvSaveError::Map { what, errno });
+            return Err(PvSaveError::map(what, errno, domid));
         }
         map.read_page(i, &mut page)?;
         for w in page.chunks_exact(8) {

@@ -122,8 +122,15 @@ pub fn resolve_domain<H: Hypervisor, T: Transport>(
     name: &str,
 ) -> Result<DomId, ProbeError> {
     if let Ok(id) = name.parse::<DomId>() {
-        xen.domain_info(id)
-            .map_err(|_| ProbeError::NoSuchDomain(name.to_owned()))?;
+        // a refusal by Xen's security policy is said as such: under FLASK
+        // a domain relocd may not see is there all the same
+        xen.domain_info(id).map_err(|e| {
+            if e.denied_by_policy() {
+                ProbeError::Xen(e)
+            } else {
+                ProbeError::NoSuchDomain(name.to_owned())
+            }
+        })?;
         return Ok(id);
     }
     let Some(xs) = xs else {

@@ -65,3 +65,17 @@ pub enum PvSaveError {
     #[error("out of order: {0}")]
     Order(&'static str),
 }
+
+impl PvSaveError {
+    /// Frame `what` of domain `domid` could not be mapped (`errno`, the
+    /// frame's own result): a denial by Xen's security policy is Xen's
+    /// error, naming the domain and the FLASK permission.
+    pub fn map(what: &'static str, errno: i32, domid: DomId) -> Self {
+        let e = relocd_hypercall::Error::new(relocd_hypercall::Op::MapForeign, errno).on(domid);
+        if e.denied_by_policy() {
+            PvSaveError::Xen(e)
+        } else {
+            PvSaveError::Map { what, errno }
+        }
+    }
+}

@@ -119,6 +119,20 @@ pub enum PvRestoreError {
     Unsupported(&'static str),
 }
 
+impl PvRestoreError {
+    /// Frame `what` of the new domain `domid` could not be mapped
+    /// (`errno`): a denial by Xen's security policy is Xen's error, naming
+    /// the domain and the FLASK permission.
+    fn map(what: &'static str, errno: i32, domid: DomId) -> Self {
+        let e = relocd_hypercall::Error::new(relocd_hypercall::Op::MapForeign, errno).on(domid);
+        if e.denied_by_policy() {
+            PvRestoreError::Xen(e)
+        } else {
+            PvRestoreError::Map { what, errno }
+        }
+    }
+}
+
 type Result<T> = core::result::Result<T, PvRestoreError>;
 
 /// What the new domain is.
@@ -227,6 +241,9 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
             max_grant_frames: 64,
             max_maptrack_frames: 1024,
             grant_opts: 2,
+            // the policy's default guest label (domU_t): relocd may run
+            // outside dom0, where ssidref 0 would mean unlabeled_t
+            ssidref: relocd_hypercall::xsm::SECINITSID_DOMU,
             ..Default::default()
         };
         let domid = xen.create_domain(0, &cfg)?;
@@ -446,10 +463,11 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
             self.xen
                 .map_foreign(self.domid, &[info.shared_info_frame], Prot::ReadWrite)?;
         if let Some(errno) = map.page_error(0) {
-            return Err(PvRestoreError::Map {
-                what: "the shared-info page",
+            return Err(PvRestoreError::map(
+                "the shared-info page",
                 errno,
-            });
+                self.domid,
+            ));
         }
         let mut page = [0u8; PAGE_SIZE];
         map.read_page(0, &mut page)?;
@@ -532,10 +550,11 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
         )?;
         let mut map = self.xen.map_foreign(self.domid, &[mfn], Prot::ReadWrite)?;
         if let Some(errno) = map.page_error(0) {
-            return Err(PvRestoreError::Map {
-                what: "the start-info page",
+            return Err(PvRestoreError::map(
+                "the start-info page",
                 errno,
-            });
+                self.domid,
+            ));
         }
         let mut si = [0u8; PAGE_SIZE];
         map.read_page(0, &mut si)?;
@@ -680,10 +699,7 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
         let mut page = [0u8; PAGE_SIZE];
         for i in 0..mfns.len() {
             if let Some(errno) = map.page_error(i) {
-                return Err(PvRestoreError::Map {
-                    what: "a p2m page",
-                    errno,
-                });
+                return Err(PvRestoreError::map("a p2m page", errno, self.domid));
             }
             for (k, e) in page.chunks_exact_mut(8).enumerate() {
                 let pfn = i * 512 + k;
@@ -701,10 +717,7 @@ impl<'x, H: Hypervisor> PvSink<'x, H> {
         self.xen.grant_table_frames(self.domid, 1, &mut frame)?;
         let mut map = self.xen.map_foreign(self.domid, &frame, Prot::ReadWrite)?;
         if let Some(errno) = map.page_error(0) {
-            return Err(PvRestoreError::Map {
-                what: "the grant table",
-                errno,
-            });
+            return Err(PvRestoreError::map("the grant table", errno, self.domid));
         }
         let mut page = [0u8; PAGE_SIZE];
         map.read_page(0, &mut page)?;
@@ -881,10 +894,7 @@ impl<H: Hypervisor> SinkGuest for PvSink<'_, H> {
         let mut page = [0u8; PAGE_SIZE];
         for (k, &(pfn, t)) in slots.iter().enumerate() {
             if let Some(errno) = map.page_error(k) {
-                return Err(PvRestoreError::Map {
-                    what: "a page",
-                    errno,
-                });
+                return Err(PvRestoreError::map("a page", errno, self.domid));
             }
             page.copy_from_slice(&data[k * PAGE_SIZE..(k + 1) * PAGE_SIZE]);
             if let Some(level) = t.table_level() {

@@ -114,10 +114,7 @@ fn shared_info<H: Hypervisor>(
 ) -> Result<Box<[u8; PAGE_SIZE]>, PvSaveError> {
     let map = xen.map_foreign(domid, &[frame], Prot::Read)?;
     if let Some(errno) = map.page_error(0) {
-        return Err(PvSaveError::Map {
-            what: "the shared-info page",
-            errno,
-        });
+        return Err(PvSaveError::map("the shared-info page", errno, domid));
     }
     let mut page = Box::new([0u8; PAGE_SIZE]);
     map.read_page(0, &mut page)?;
@@ -566,10 +563,7 @@ impl<H: Hypervisor> SourceGuest for PvSource<'_, H> {
         let mut page = [0u8; PAGE_SIZE];
         for (j, &i) in map_slots.iter().enumerate() {
             if let Some(errno) = map.page_error(j) {
-                return Err(PvSaveError::Map {
-                    what: "a page",
-                    errno,
-                });
+                return Err(PvSaveError::map("a page", errno, self.domid));
             }
             map.read_page(j, &mut page)?;
             if let Some(level) = types[i].table_level() {

@@ -320,7 +320,7 @@ pub enum XenstoreError {
     #[error("bad path or value for xenstore: {0}")]
     BadRequest(&'static str),
     /// xenstored answered with an error.
-    #[error("xenstore {op} {path}: {errno}")]
+    #[error("xenstore {op} {path}: {errno}{}", store_hint(*errno))]
     Store {
         /// The request (`READ`, `DIRECTORY`, `WRITE`).
         op: &'static str,
@@ -335,6 +335,17 @@ pub enum XenstoreError {
     /// Reading or writing the connection failed.
     #[error("xenstore connection: {0}")]
     Io(#[from] io::Error),
+}
+
+/// What an errno of xenstored's means for relocd.
+fn store_hint(errno: StoreErrno) -> &'static str {
+    match errno {
+        StoreErrno::Access => {
+            " (denied by xenstored's permissions: outside dom0, relocd's domain must be \
+             privileged in xenstored, e.g. C xenstored's --priv-domid; see docs/driver-domain.md)"
+        }
+        _ => "",
+    }
 }
 
 impl XenstoreError {
