@@ -188,6 +188,8 @@ struct State {
     calls: Vec<Op>,
     fail_next: Option<Error>,
     fail_on: Option<Error>,
+    /// Fails every call of its operation, as a policy denies them all.
+    fail_always: Option<Error>,
 }
 
 /// The fake hypervisor. Cheap to clone: clones share the model.
@@ -321,6 +323,18 @@ impl FakeXen {
         lock(&self.state).fail_on = Some(Error::new(op, errno));
     }
 
+    /// Makes every later call of `op` fail with `errno`, as a security
+    /// policy that denies it does (where [`FakeXen::fail_on`] fails the
+    /// next one only).
+    pub fn fail_always(&self, op: Op, errno: i32) {
+        lock(&self.state).fail_always = Some(Error::new(op, errno));
+    }
+
+    /// Ends [`FakeXen::fail_always`].
+    pub fn stop_failing(&self) {
+        lock(&self.state).fail_always = None;
+    }
+
     /// The calls that reached the fake (after the doorway's checks), in
     /// order.
     pub fn calls(&self) -> Vec<Op> {
@@ -338,6 +352,9 @@ impl FakeXen {
         st.calls.push(op);
         if let Some(e) = st.fail_on.filter(|e| e.op == op) {
             st.fail_on = None;
+            return Err(e);
+        }
+        if let Some(e) = st.fail_always.filter(|e| e.op == op) {
             return Err(e);
         }
         match st.fail_next.take() {
