@@ -190,6 +190,19 @@ struct State {
     fail_on: Option<Error>,
     /// Fails every call of its operation, as a policy denies them all.
     fail_always: Option<Error>,
+    /// What runs before each call of an operation: the guest acting
+    /// between two of the caller's steps.
+    before: Vec<(Op, Hook)>,
+}
+
+/// A closure [`FakeXen::before`] runs, given the fake.
+#[derive(Clone)]
+struct Hook(Arc<dyn Fn(&FakeXen) + Send + Sync>);
+
+impl core::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 /// The fake hypervisor. Cheap to clone: clones share the model.
@@ -330,6 +343,14 @@ impl FakeXen {
         lock(&self.state).fail_always = Some(Error::new(op, errno));
     }
 
+    /// Runs `hook` before every later call of `op`, with the model
+    /// unlocked, so it may act as the guest does ([`FakeXen::guest_write`])
+    /// at a point of the caller's sequence rather than whenever a thread
+    /// happens to be scheduled.
+    pub fn before(&self, op: Op, hook: impl Fn(&FakeXen) + Send + Sync + 'static) {
+        lock(&self.state).before.push((op, Hook(Arc::new(hook))));
+    }
+
     /// Ends [`FakeXen::fail_always`].
     pub fn stop_failing(&self) {
         lock(&self.state).fail_always = None;
@@ -348,6 +369,15 @@ impl FakeXen {
     }
 
     fn enter(&self, op: Op) -> Result<MutexGuard<'_, State>, Error> {
+        let hooks: Vec<Hook> = lock(&self.state)
+            .before
+            .iter()
+            .filter(|(o, _)| *o == op)
+            .map(|(_, h)| h.clone())
+            .collect();
+        for h in hooks {
+            (h.0)(self);
+        }
         let mut st = lock(&self.state);
         st.calls.push(op);
         if let Some(e) = st.fail_on.filter(|e| e.op == op) {

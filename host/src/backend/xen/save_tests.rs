@@ -105,11 +105,10 @@ struct SaveOptions {
 /// Saves the test guest through the engine, with libxl's record of it in
 /// a scratch userdata directory beside `file`.
 fn run(g: &Guest, file: &Path, opts: &SaveOptions) -> Result<TransferSummary, CommandError> {
-    let dir = std::env::temp_dir().join(format!(
-        "relocd-xsave-state-{}-{}",
-        std::process::id(),
-        file.display().to_string().len()
-    ));
+    // beside the file's scratch directory, which names the test, so tests
+    // running at once never share a journal
+    let scratch = file.parent().expect("a file in a scratch directory");
+    let dir = scratch.with_extension("state");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let info = g.xen.domain_info(DOMID).unwrap();
@@ -243,8 +242,26 @@ fn live_save_runs_rounds_and_resends_dirtied_pages() {
     let g = guest();
     let dir = scratch("live");
     let file = dir.join("web1.save");
-    // the guest writes while the rounds run; the last value that made it
-    // into each page is what the file must hold
+    // The guest writes before each log-dirty call, so pages are dirtied
+    // during the rounds whatever the scheduler does; the last value that
+    // made it into each page is what the file must hold.
+    let stepped = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    {
+        let stepped = stepped.clone();
+        let n = std::sync::atomic::AtomicU64::new(1 << 32);
+        g.xen.before(
+            Op::Domctl(relocd_hypercall::abi::domctl::cmd::SHADOW_OP),
+            move |x| {
+                for pfn in 80..90 {
+                    let v = n.fetch_add(1, Ordering::SeqCst);
+                    if x.guest_write(DOMID, MFN0 + pfn, 0, &v.to_le_bytes()) {
+                        stepped.lock().unwrap().insert(pfn, v);
+                    }
+                }
+            },
+        );
+    }
+    // and a thread writes other pages at any moment, racing the rounds
     let writer = {
         let x = g.xen.clone();
         let stop = g.stop.clone();
@@ -264,8 +281,7 @@ fn live_save_runs_rounds_and_resends_dirtied_pages() {
             last
         })
     };
-    // Round 1 capped at 8 MiB/s (~0.3 s for the 600 pages), so the
-    // writer gets to dirty pages during it even on a loaded machine.
+    // Round 1 capped at 8 MiB/s (~0.3 s for the 600 pages).
     let opts = SaveOptions {
         live: true,
         bandwidth: Some(8 << 20),
@@ -273,17 +289,22 @@ fn live_save_runs_rounds_and_resends_dirtied_pages() {
     };
     let s = run(&g, &file, &opts).unwrap();
     g.stop.store(true, Ordering::SeqCst);
-    let last = writer.join().unwrap();
+    let mut last = writer.join().unwrap();
+    let stepped = stepped.lock().unwrap().clone();
+    assert_eq!(stepped.len(), 10, "the guest wrote before log-dirty began");
+    last.extend(stepped);
     assert!(s.rounds >= 2, "{s:?}");
-    assert!(s.pages_sent >= PAGES, "{s:?}");
+    assert!(
+        s.pages_sent >= PAGES + 10,
+        "the dirtied pages went again: {s:?}"
+    );
     let p = parse(&std::fs::read(&file).unwrap());
     assert_eq!(p.pages.len() as u64, PAGES);
-    assert!(!last.is_empty());
     for (pfn, n) in &last {
         assert_eq!(
             word(&p.pages[pfn], 0),
             *n,
-            "pfn {pfn}: the writer's last value"
+            "pfn {pfn}: the guest's last value"
         );
     }
     assert!(p.records.iter().filter(|r| **r == "PAGE_DATA").count() >= 2);
