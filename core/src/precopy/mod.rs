@@ -14,7 +14,7 @@
 //!          loop {
 //!              while n = pc.next_batch(bitmap, pfns) > 0 {
 //!                  read pfns[..n], send one PAGE_DATA record of `bytes` bytes
-//!                  if let Some(t) = pc.record_batch(now, n, bytes) { wait until t }
+//!                  if let Some(t) = pc.record_batch(now, n, bytes, wire) { wait until t }
 //!              }
 //!              dirty = guest.clean_dirty(bitmap)
 //!              match pc.end_round(now, dirty)? {
@@ -426,11 +426,20 @@ impl<P: PrecopyPolicy> Precopy<P> {
         Ok(n)
     }
 
-    /// Records that a batch of `pages` pages went out as `bytes` bytes,
-    /// finished at `now`. Under a bandwidth cap in a live round or an
+    /// Records that a batch of `pages` pages went out, finished at `now`:
+    /// `bytes` of the guest's image (what rates and the downtime projection
+    /// count) that took `wire` bytes on the link once packed (what a
+    /// bandwidth cap books: zero pages and compression leave more of the
+    /// cap for the pages that remain). Under a cap in a live round or an
     /// offline transfer, returns the instant before which the next batch
     /// must not start (`None`: go on).
-    pub fn record_batch(&mut self, now: Instant, pages: u64, bytes: u64) -> Option<Instant> {
+    pub fn record_batch(
+        &mut self,
+        now: Instant,
+        pages: u64,
+        bytes: u64,
+        wire: u64,
+    ) -> Option<Instant> {
         self.round_sent = self.round_sent.saturating_add(pages);
         self.round_bytes = self.round_bytes.saturating_add(bytes);
         self.total_pages = self.total_pages.saturating_add(pages);
@@ -445,7 +454,7 @@ impl<P: PrecopyPolicy> Precopy<P> {
         // previous batch's end. A slow link thus earns no burst credit.
         let start = self.next_send_at.max(self.last_batch_end);
         self.last_batch_end = now;
-        self.next_send_at = start + Duration::for_bytes_at_rate(bytes, cap);
+        self.next_send_at = start + Duration::for_bytes_at_rate(wire, cap);
         if self.next_send_at > now {
             Some(self.next_send_at)
         } else {

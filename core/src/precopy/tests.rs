@@ -186,7 +186,7 @@ impl Sim {
                 let ms = bytes.div_ceil(self.link_bytes_per_ms).max(1);
                 now += Duration::from_millis(ms);
                 self.dirty(&mut log, ms * self.dirty_pages_per_ms);
-                if let Some(t) = pc.record_batch(now, n, bytes) {
+                if let Some(t) = pc.record_batch(now, n, bytes, bytes) {
                     let wait = t - now;
                     let wait_ms = wait.as_nanos().div_ceil(1_000_000);
                     self.dirty(&mut log, wait_ms * self.dirty_pages_per_ms);
@@ -224,7 +224,7 @@ impl Sim {
             final_pages += n;
             now += Duration::from_millis(1);
             assert_eq!(
-                pc.record_batch(now, n, n * page_bytes),
+                pc.record_batch(now, n, n * page_bytes, n * page_bytes),
                 None,
                 "final round is uncapped"
             );
@@ -365,16 +365,16 @@ fn bandwidth_cap_paces_batches() {
     );
     // 500 kB sent instantly: wait until 0.5 s.
     assert_eq!(
-        pc.record_batch(Instant::ZERO, 100, 500_000),
+        pc.record_batch(Instant::ZERO, 100, 500_000, 500_000),
         Some(Instant::from_millis(500))
     );
     // Called again at 0.5 s with 250 kB: booked until 0.75 s.
     assert_eq!(
-        pc.record_batch(Instant::from_millis(500), 50, 250_000),
+        pc.record_batch(Instant::from_millis(500), 50, 250_000, 250_000),
         Some(Instant::from_millis(750))
     );
     // A slow link needs no pacing: 1 kB at 2 s.
-    assert_eq!(pc.record_batch(Instant::from_secs(2), 1, 1000), None);
+    assert_eq!(pc.record_batch(Instant::from_secs(2), 1, 1000, 1000), None);
     let d = pc.end_round(Instant::from_secs(2), 100).unwrap();
     let s = pc.progress().last_round.unwrap();
     assert_eq!(s.bytes_sent, 751_000);
@@ -387,6 +387,29 @@ fn bandwidth_cap_paces_batches() {
     assert_eq!(pc.phase(), Phase::Live(2));
 }
 
+/// A batch that packs small (zero pages, compression) books only what it
+/// took on the link; the round's figures still count the guest's bytes.
+#[test]
+fn bandwidth_cap_books_the_bytes_on_the_wire() {
+    let mut pc = Precopy::live(
+        4096,
+        PrecopyConfig {
+            bandwidth_limit: Some(1_000_000),
+        },
+        DefaultPolicy::default(),
+        Instant::ZERO,
+    );
+    // 400 kB of pages packed into 100 kB: 0.1 s of the link, not 0.4 s
+    assert_eq!(
+        pc.record_batch(Instant::ZERO, 100, 400_000, 100_000),
+        Some(Instant::from_millis(100))
+    );
+    pc.end_round(Instant::from_secs(1), 0).unwrap();
+    let s = pc.progress().last_round.unwrap();
+    assert_eq!((s.pages_sent, s.bytes_sent), (100, 400_000));
+    assert_eq!(s.bandwidth, 400_000);
+}
+
 /// An offline transfer's one round is paced by the cap too; the
 /// stop-and-copy that ends a live transfer never is.
 #[test]
@@ -397,7 +420,7 @@ fn bandwidth_cap_paces_an_offline_round_but_not_a_live_final_one() {
     let mut off = Precopy::offline(4096, config, DefaultPolicy::default(), Instant::ZERO);
     assert_eq!(off.phase(), Phase::Final);
     assert_eq!(
-        off.record_batch(Instant::ZERO, 100, 500_000),
+        off.record_batch(Instant::ZERO, 100, 500_000, 500_000),
         Some(Instant::from_millis(500))
     );
     let mut live = Precopy::live(4096, config, DefaultPolicy::default(), Instant::ZERO);
@@ -408,7 +431,7 @@ fn bandwidth_cap_paces_an_offline_round_but_not_a_live_final_one() {
     }
     live.begin_final(t, 10).unwrap();
     assert_eq!(live.phase(), Phase::Final);
-    assert_eq!(live.record_batch(t, 100, 500_000), None);
+    assert_eq!(live.record_batch(t, 100, 500_000, 500_000), None);
 }
 
 /// A guest whose odd pfns are holes (XTAB) and which can be told to lie

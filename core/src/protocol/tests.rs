@@ -858,7 +858,9 @@ impl Pair {
             assert_eq!(rec.len() + 11, b.record_len());
             if self.src_chunk(&rec) {
                 if let Some(pc) = self.src.pc.as_mut() {
-                    if let Some(t) = pc.record_batch(now, n as u64, rec.len() as u64) {
+                    if let Some(t) =
+                        pc.record_batch(now, n as u64, rec.len() as u64, rec.len() as u64)
+                    {
                         self.src.next_send = t;
                     }
                 }

@@ -165,9 +165,11 @@ pub struct MigrateArgs {
     /// pre-copy stops once the dirty pages can be sent within it.
     #[arg(long, value_name = "MS", requires = "live", value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub downtime_limit: Option<u64>,
-    /// Bandwidth cap, bytes per second with binary units (100M/s, 1G; at
-    /// least 4K): on the pre-copy rounds, and on the whole copy of an
-    /// offline migration; never on a live migration's stop-and-copy.
+    /// Bandwidth cap on the link, bytes per second with binary units
+    /// (100M/s, 1G; at least 4K), counted as sent (zero pages and
+    /// compression make room for more pages): on the pre-copy rounds, and
+    /// on the whole copy of an offline migration; never on a live
+    /// migration's stop-and-copy.
     #[arg(long, value_name = "RATE", value_parser = parse_bandwidth)]
     pub bandwidth: Option<u64>,
     /// At most N pre-copy rounds before the stop-and-copy.

@@ -368,7 +368,7 @@ where
             let before = out.bytes;
             out.put(&[&chunk, b.data])?;
             let wrote = out.bytes - before;
-            if let Some(at) = pc.record_batch(clock.now(), b.pfns.len() as u64, wrote) {
+            if let Some(at) = pc.record_batch(clock.now(), b.pfns.len() as u64, wrote, wrote) {
                 // Sleep in short steps, so a cancel acts at once.
                 while clock.now() < at {
                     if cancelled(progress) {

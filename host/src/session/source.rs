@@ -941,11 +941,13 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             self.local_failure(now, e.into());
             return true;
         }
+        let packed_before = self.image_bytes;
         let sent = self.send_image(now, &[&chunk], b.data);
         let len = (chunk.len() + b.data.len()) as u64;
+        let wire = self.image_bytes - packed_before;
         self.chunk = chunk;
         if sent {
-            self.next_send = pc.record_batch(self.clock.now(), n, len);
+            self.next_send = pc.record_batch(self.clock.now(), n, len, wire);
             self.batches += 1;
             if self.batches % 8 == 0 {
                 self.pc_progress(pc);
