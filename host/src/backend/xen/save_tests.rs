@@ -5,10 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::api::{CommandError, ErrorKind, NoProgress, SaveRequest, TransferSummary};
-use crate::backend::xen::backend::XenBackend;
-use crate::backend::xen::libxl::libxl_config_path;
-use crate::engine::{Engine, EngineConfig, Service};
-use crate::journal::Journal;
+use crate::engine::Service;
 use relocd_core::stream::reader::Layer;
 use relocd_core::stream::reader::{Decoder, Event, Options};
 use relocd_hypercall::abi::xen::VcpuGuestContext;
@@ -111,26 +108,7 @@ fn run(g: &Guest, file: &Path, opts: &SaveOptions) -> Result<TransferSummary, Co
     let dir = scratch.with_extension("state");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let info = g.xen.domain_info(DOMID).unwrap();
-    std::fs::write(
-        libxl_config_path(&dir, DOMID, &info.handle),
-        b"{\"c_info\":{\"name\":\"web1\"}}",
-    )
-    .unwrap();
-    let store = g.store.clone();
-    let b = XenBackend::with_store(
-        g.xen.clone(),
-        Box::new(move || {
-            let mut f = crate::backend::xen::xenstore::fake::FakeXenstored::new(&[]);
-            f.store = store.clone();
-            Ok(crate::backend::xen::xenstore::Xenstore::new(
-                Box::new(f) as Box<dyn crate::backend::xen::xenstore::Transport>
-            ))
-        }),
-    )
-    .with_userdata(dir.clone());
-    let journal = Arc::new(Journal::open(&dir.join("state")).unwrap());
-    let e = Engine::new(Arc::new(b), journal, EngineConfig::default());
+    let e = engine(g, &dir, None);
     let r = e.save(
         &SaveRequest {
             domain: DOMID.to_string(),

@@ -3,15 +3,20 @@
 //! `MFN0 + p`, the p2m tree in its own pages, page tables, a start-info
 //! page, and a thread playing its kernel's part in the suspend protocol.
 
+use crate::backend::xen::backend::XenBackend;
+use crate::backend::xen::libxl::libxl_config_path;
 use crate::backend::xen::p2m::{SHINFO_FRAME_LIST_LIST, SHINFO_MAX_PFN};
 use crate::backend::xen::xenstore::fake::FakeXenstored;
 use crate::backend::xen::xenstore::{Transport, Xenstore};
+use crate::engine::{Engine, EngineConfig};
+use crate::journal::Journal;
 use relocd_core::guest::PAGE_SIZE;
 use relocd_hypercall::abi::domctl::pfinfo;
 use relocd_hypercall::abi::xen::vgcf;
 use relocd_hypercall::fake::{FakeDomain, FakeXen};
 use relocd_hypercall::DomId;
-use std::path::PathBuf;
+use relocd_hypercall::XenOps;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -133,6 +138,33 @@ pub fn connect(g: &Guest) -> Xenstore<Box<dyn Transport>> {
     let mut fake = FakeXenstored::new(&[]);
     fake.store = g.store.clone();
     Xenstore::new(Box::new(fake) as Box<dyn Transport>)
+}
+
+/// An engine over the test guest's fake hypervisor and store, in domain
+/// 0 unless `own` names another, with libxl's record of the guest and the
+/// journal in `dir`.
+pub fn engine(g: &Guest, dir: &Path, own: Option<u16>) -> Engine<XenBackend<FakeXen>> {
+    let info = g.xen.domain_info(DOMID).unwrap();
+    std::fs::write(
+        libxl_config_path(dir, DOMID, &info.handle),
+        b"{\"c_info\":{\"name\":\"web1\"}}",
+    )
+    .unwrap();
+    let store = g.store.clone();
+    let mut b = XenBackend::with_store(
+        g.xen.clone(),
+        Box::new(move || {
+            let mut f = FakeXenstored::new(&[]);
+            f.store = store.clone();
+            Ok(Xenstore::new(Box::new(f) as Box<dyn Transport>))
+        }),
+    )
+    .with_userdata(dir.to_owned());
+    if let Some(own) = own {
+        b = b.with_own_domid(own);
+    }
+    let journal = Arc::new(Journal::open(&dir.join("state")).unwrap());
+    Engine::new(Arc::new(b), journal, EngineConfig::default())
 }
 
 pub fn scratch(name: &str) -> PathBuf {

@@ -4,16 +4,11 @@
 //! errno; the guest runs on, unpaused; relocd refuses the domain it runs in
 //! and leaves any other (dom0 included, when relocd is not in dom0) to Xen.
 
-use std::sync::Arc;
-
 use crate::api::{CommandError, ErrorKind, NoProgress, SaveRequest, TransferSummary};
-use crate::backend::xen::backend::XenBackend;
-use crate::backend::xen::libxl::libxl_config_path;
 use crate::backend::xen::test_guest::*;
 use crate::backend::xen::xenstore::fake::FakeXenstored;
-use crate::backend::xen::xenstore::{Transport, Xenstore};
-use crate::engine::{Engine, EngineConfig, Service};
-use crate::journal::Journal;
+use crate::backend::xen::xenstore::Xenstore;
+use crate::engine::Service;
 use relocd_hypercall::abi::domctl::cmd;
 use relocd_hypercall::{errno, Op, XenOps};
 
@@ -27,25 +22,7 @@ fn save(
     fail: Option<(Op, i32)>,
 ) -> Result<TransferSummary, CommandError> {
     let dir = scratch(&format!("xsm-{tag}"));
-    let info = g.xen.domain_info(DOMID).unwrap();
-    std::fs::write(
-        libxl_config_path(&dir, DOMID, &info.handle),
-        b"{\"c_info\":{\"name\":\"web1\"}}",
-    )
-    .unwrap();
-    let store = g.store.clone();
-    let b = XenBackend::with_store(
-        g.xen.clone(),
-        Box::new(move || {
-            let mut f = FakeXenstored::new(&[]);
-            f.store = store.clone();
-            Ok(Xenstore::new(Box::new(f) as Box<dyn Transport>))
-        }),
-    )
-    .with_userdata(dir.clone())
-    .with_own_domid(own);
-    let journal = Arc::new(Journal::open(&dir.join("state")).unwrap());
-    let e = Engine::new(Arc::new(b), journal, EngineConfig::default());
+    let e = engine(g, &dir, Some(own));
     if let Some((op, errno)) = fail {
         // A lookup is asked twice (for `relocd status`, then for the
         // command); a policy denies both.
