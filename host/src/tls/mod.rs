@@ -426,6 +426,9 @@ enum Step {
     /// rustls would let application data go: done, unless it still waits
     /// for the peer's Finished (a server).
     Traffic,
+    /// Application data came: done if the handshake is, so that the
+    /// records after it are opened by the stream, not rustls.
+    Plain,
     Closed,
     Failed(rustls::Error),
     Io(io::Error),
@@ -540,7 +543,7 @@ fn handshake<C: Side>(
             Ok(ConnectionState::BlockedHandshake) => Step::Read,
             Ok(ConnectionState::WriteTraffic(_)) => Step::Traffic,
             Ok(ConnectionState::ReadTraffic(mut r)) => {
-                let mut step = Step::Next;
+                let mut step = Step::Plain;
                 while let Some(rec) = r.next_record() {
                     match rec {
                         Ok(rec) if plain.len() + rec.payload.len() <= HANDSHAKE_PLAIN => {
@@ -568,12 +571,13 @@ fn handshake<C: Side>(
         inb.copy_within(discard..len, 0);
         len -= discard;
         let step = match step {
-            Step::Traffic if !conn.common().is_handshaking() => break,
+            Step::Traffic | Step::Plain if !conn.common().is_handshaking() => break,
             Step::Traffic => Step::Read,
+            Step::Plain => Step::Next,
             s => s,
         };
         match step {
-            Step::Next | Step::Traffic => {}
+            Step::Next | Step::Traffic | Step::Plain => {}
             Step::Read => {
                 if len == inb.len() {
                     let e = rustls::Error::InvalidMessage(rustls::InvalidMessage::MessageTooLarge);

@@ -228,6 +228,14 @@ impl TlsStream {
         self.inner.peer_cert.clone()
     }
 
+    /// Makes this side update its sending key every `records` records (at
+    /// least 2) instead of at the suite's limit (millions of records): for
+    /// tests of the key update.
+    #[doc(hidden)]
+    pub fn set_send_key_limit(&self, records: u64) {
+        lock(&self.inner.tx).limit = records.max(2);
+    }
+
     /// A handle that reports [`TlsStream::failure`] after the stream is gone.
     pub fn failure_probe(&self) -> FailureProbe {
         FailureProbe(self.inner.clone())
