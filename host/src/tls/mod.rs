@@ -581,7 +581,7 @@ fn handshake<C: Side>(
             Step::Read => {
                 if len == inb.len() {
                     let e = rustls::Error::InvalidMessage(rustls::InvalidMessage::MessageTooLarge);
-                    send_alert(&mut conn, &mut inb, &mut len, &tcp, deadline);
+                    send_alert(&mut conn, &mut inb[..len], &tcp, deadline);
                     return Err(HandshakeError::Tls(e));
                 }
                 until(&tcp, deadline)?;
@@ -597,7 +597,7 @@ fn handshake<C: Side>(
             }
             Step::Closed => return Err(HandshakeError::Closed),
             Step::Failed(e) => {
-                send_alert(&mut conn, &mut inb, &mut len, &tcp, deadline);
+                send_alert(&mut conn, &mut inb[..len], &tcp, deadline);
                 return Err(HandshakeError::Tls(e));
             }
             Step::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -638,37 +638,16 @@ fn handshake<C: Side>(
 }
 
 /// Sends the alert rustls queued with an error (best effort, within the
-/// deadline). rustls reads on in the same input (`inb[..len]`, which its
-/// partial handshake messages point into).
-fn send_alert<C: Side>(
-    conn: &mut C,
-    inb: &mut [u8],
-    len: &mut usize,
-    tcp: &TcpStream,
-    deadline: Instant,
-) {
+/// deadline). rustls hands queued records out before it reads on, so one
+/// call gives the alert; it is given the same input (`inb`, which its
+/// partial handshake messages point into), and not called again (it would
+/// read the bad input again).
+fn send_alert<C: Side>(conn: &mut C, inb: &mut [u8], tcp: &TcpStream, deadline: Instant) {
     let mut out = Vec::new();
-    for _ in 0..4 {
-        let status = conn.process(&mut inb[..*len]);
-        let discard = status.discard;
-        let done = match status.state {
-            Ok(ConnectionState::EncodeTlsData(mut e)) => encode(&mut e, &mut out).is_err(),
-            Ok(ConnectionState::TransmitTlsData(t)) => {
-                let _ = send_all(tcp, &out, deadline);
-                out.clear();
-                t.done();
-                true
-            }
-            _ => true,
-        };
-        inb.copy_within(discard..*len, 0);
-        *len -= discard;
-        if done {
-            break;
+    if let Ok(ConnectionState::EncodeTlsData(mut e)) = conn.process(inb).state {
+        if encode(&mut e, &mut out).is_ok() {
+            let _ = send_all(tcp, &out, deadline);
         }
-    }
-    if !out.is_empty() {
-        let _ = send_all(tcp, &out, deadline);
     }
 }
 

@@ -461,8 +461,18 @@ impl TlsStream {
                 Ok(Some((keys, requested))) => {
                     rx.keys = keys;
                     if requested {
-                        // Answered with the next records this side sends.
-                        let r = self.update_tx(&mut lock(&self.inner.tx), false);
+                        // Answered with the next records this side sends;
+                        // a peer that asks faster than it reads them is
+                        // cut off (what waits for it stays bounded).
+                        let mut tx = lock(&self.inner.tx);
+                        let r = if tx.buf.len() - tx.sent > MAX_WRITE {
+                            Err(rustls::Error::PeerMisbehaved(
+                                rustls::PeerMisbehaved::TooManyKeyUpdateRequests,
+                            ))
+                        } else {
+                            self.update_tx(&mut tx, false)
+                        };
+                        drop(tx);
                         r.map_err(|e| self.fail(rx, e))?;
                     }
                 }
