@@ -136,7 +136,43 @@ pub(crate) fn open(keys: &mut Keys, rec: &mut [u8]) -> Result<(u8, Range<usize>)
         .key
         .open_in_place(nonce, Aad::from(aad), body)
         .map_err(|_| rustls::Error::DecryptError)?;
-    // The inner plaintext: content, its type, zeros (padding).
+    let (typ, end) = inner(plain)?;
+    Ok((typ, HEADER_LEN..HEADER_LEN + end))
+}
+
+/// Opens the whole record `rec` into `out` (at least as long as its body
+/// less the tag: [`opened_len`]), leaving `rec` as it was: its inner
+/// content type and the length of its plaintext at the start of `out`.
+/// When it does not open, `out` holds garbage.
+pub(crate) fn open_into(
+    keys: &mut Keys,
+    rec: &[u8],
+    out: &mut [u8],
+) -> Result<(u8, usize), rustls::Error> {
+    let (header, body) = rec.split_at(HEADER_LEN);
+    let aad = [header[0], header[1], header[2], header[3], header[4]];
+    let Some(split) = body.len().checked_sub(TAG_LEN) else {
+        return Err(rustls::Error::DecryptError);
+    };
+    let (cipher, tag) = body.split_at(split);
+    let Some(out) = out.get_mut(..split) else {
+        return Err(rustls::Error::DecryptError);
+    };
+    let nonce = keys.next_nonce(rustls::Error::DecryptError)?;
+    keys.key
+        .open_separate_gather(nonce, Aad::from(aad), cipher, tag, out)
+        .map_err(|_| rustls::Error::DecryptError)?;
+    inner(out)
+}
+
+/// How many bytes [`open_into`] writes for a record of `len` bytes.
+pub(crate) fn opened_len(len: usize) -> usize {
+    len.saturating_sub(HEADER_LEN + TAG_LEN)
+}
+
+/// The inner plaintext's content type and content length (it is content,
+/// type, zeros).
+fn inner(plain: &[u8]) -> Result<(u8, usize), rustls::Error> {
     let Some(end) = plain.iter().rposition(|&b| b != 0) else {
         return Err(rustls::Error::PeerMisbehaved(
             PeerMisbehaved::IllegalTlsInnerPlaintext,
@@ -145,7 +181,7 @@ pub(crate) fn open(keys: &mut Keys, rec: &mut [u8]) -> Result<(u8, Range<usize>)
     if end > MAX_PLAIN {
         return Err(rustls::Error::PeerSentOversizedRecord);
     }
-    Ok((plain[end], HEADER_LEN..HEADER_LEN + end))
+    Ok((plain[end], end))
 }
 
 #[cfg(test)]
@@ -180,6 +216,24 @@ mod tests {
             assert_eq!((t, &rec[r]), (typ, plain));
         }
         assert_eq!((tx.seq(), rx.seq()), (7, 7));
+    }
+
+    #[test]
+    fn a_record_opens_into_another_buffer_as_in_place() {
+        let (mut tx, mut rx) = (keys(0), keys(0));
+        let plain = (0..20_000u32).map(|i| i as u8).collect::<Vec<_>>();
+        let rec = sealed(&mut tx, &plain[..MAX_PLAIN], APPLICATION_DATA);
+        let mut out = vec![0u8; opened_len(rec.len())];
+        let (t, n) = open_into(&mut rx, &rec, &mut out).unwrap();
+        assert_eq!((t, &out[..n]), (APPLICATION_DATA, &plain[..MAX_PLAIN]));
+        // Too short an output, or a damaged record: refused.
+        let rec = sealed(&mut tx, b"abc", ALERT);
+        assert!(open_into(&mut keys(1), &rec, &mut [0u8; 3]).is_err());
+        let mut bad = rec.clone();
+        bad[7] ^= 0x80;
+        assert!(open_into(&mut keys(1), &bad, &mut out).is_err());
+        let (t, n) = open_into(&mut rx, &rec, &mut out).unwrap();
+        assert_eq!((t, &out[..n]), (ALERT, &b"abc"[..]));
     }
 
     #[test]
