@@ -1,9 +1,10 @@
 //! TLS 1.3 record protection (RFC 8446 §5) after the handshake: rustls
 //! makes the keys (and the new ones at each key update), this seals and
 //! opens the records with aws-lc-rs in the connection's own buffers, so a
-//! byte is copied once on each side (into the record it is sealed in; out
-//! of the record it was opened in) and a whole write's records go to the
-//! socket in one system call.
+//! byte is copied at most once on each side besides the socket's own
+//! copies (into the record it is sealed in; out of the record it was
+//! opened in, unless it is decrypted straight into the reader's buffer)
+//! and a whole write's records go to the socket in one system call.
 
 use std::ops::Range;
 

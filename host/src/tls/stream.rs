@@ -16,9 +16,11 @@
 //!   `write_frame` calls after each frame), so a slow peer costs the
 //!   writer the same timeouts as plain TCP.
 //! - A read fills a [`READ_BUF`] buffer from the socket (many records a
-//!   call), opens the records in place and copies the plaintext to the
-//!   caller (one copy). A record is at most 16 KiB + 261 bytes: a peer
-//!   cannot make this side hold more.
+//!   call) and decrypts the next record straight into the caller's buffer
+//!   when that has room for all of it (the session's frame bodies do);
+//!   otherwise it opens the record in place and copies the plaintext out.
+//!   A record is at most 16 KiB + 261 bytes: a peer cannot make this side
+//!   hold more.
 //!
 //! The peer's key updates are followed (and answered when it asks); this
 //! side updates its own sending key before the suite's confidentiality
