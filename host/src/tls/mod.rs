@@ -17,15 +17,19 @@
 //! connections that follow, leaving running ones alone.
 
 mod names;
+mod record;
 mod stream;
 
 pub use names::{cert_names, CertNames, MAX_NAMES};
 pub use stream::{FailureProbe, TlsStream};
 
+use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
-use std::io;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -250,6 +254,8 @@ fn build(files: &TlsFiles) -> Result<(Configs, Vec<String>), TlsSetupError> {
         .map_err(setup)?;
     server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     server.send_tls13_tickets = 0;
+    // The records are sealed and opened by the stream (stream.rs).
+    server.enable_secret_extraction = true;
     let mut client = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(setup)?
@@ -257,6 +263,7 @@ fn build(files: &TlsFiles) -> Result<(Configs, Vec<String>), TlsSetupError> {
         .with_client_auth_cert(chain, key)
         .map_err(setup)?;
     client.resumption = rustls::client::Resumption::disabled();
+    client.enable_secret_extraction = true;
     Ok((
         Configs {
             server: Arc::new(server),
@@ -330,9 +337,9 @@ impl Tls {
     /// `deadline`. The client's certificate is verified against the CA;
     /// its names are [`TlsStream`]'s peer's ([`peer_names`]).
     pub fn accept(&self, tcp: TcpStream, deadline: Instant) -> Result<TlsStream, HandshakeError> {
-        let conn =
-            ServerConnection::new(self.configs().server.clone()).map_err(HandshakeError::Tls)?;
-        handshake(tcp, rustls::Connection::Server(conn), deadline)
+        let conn = UnbufferedServerConnection::new(self.configs().server.clone())
+            .map_err(HandshakeError::Tls)?;
+        handshake(tcp, conn, deadline)
     }
 
     /// The client side of a handshake with the relocation server `host`
@@ -350,62 +357,298 @@ impl Tls {
                 format!("`{host}` is not a host name or address a certificate can carry"),
             ))
         })?;
-        let conn = ClientConnection::new(self.configs().client.clone(), name)
+        let conn = UnbufferedClientConnection::new(self.configs().client.clone(), name)
             .map_err(HandshakeError::Tls)?;
-        handshake(
-            tcp,
-            rustls::Connection::Client(conn),
-            Instant::now() + timeout,
-        )
+        handshake(tcp, conn, Instant::now() + timeout)
     }
 }
 
-fn handshake(
-    mut tcp: TcpStream,
-    mut conn: rustls::Connection,
+/// The largest handshake message rustls takes is 64 KiB; with the records
+/// around it, what the handshake may hold of the peer's bytes.
+const HANDSHAKE_IN: usize = (1 << 16) + 4 * record::MAX_RECORD;
+/// The most this side's own handshake flight may take.
+const HANDSHAKE_OUT: usize = 1 << 18;
+/// The most application data that may come with the handshake's end.
+const HANDSHAKE_PLAIN: usize = 1 << 16;
+
+/// The two sides of rustls's unbuffered connection, as the handshake
+/// drives them.
+trait Side {
+    type Data;
+    fn common(&self) -> &rustls::CommonState;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, stream::Kernel), rustls::Error>;
+}
+
+impl Side for UnbufferedClientConnection {
+    type Data = rustls::client::ClientConnectionData;
+    fn common(&self) -> &rustls::CommonState {
+        self
+    }
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, stream::Kernel), rustls::Error> {
+        let (s, k) = self.dangerous_into_kernel_connection()?;
+        Ok((s, stream::Kernel::Client(k)))
+    }
+}
+
+impl Side for UnbufferedServerConnection {
+    type Data = rustls::server::ServerConnectionData;
+    fn common(&self) -> &rustls::CommonState {
+        self
+    }
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, stream::Kernel), rustls::Error> {
+        let (s, k) = self.dangerous_into_kernel_connection()?;
+        Ok((s, stream::Kernel::Server(k)))
+    }
+}
+
+/// What one step of the handshake asks for.
+enum Step {
+    /// Go on.
+    Next,
+    /// More bytes from the peer.
+    Read,
+    /// rustls would let application data go: done, unless it still waits
+    /// for the peer's Finished (a server).
+    Traffic,
+    /// Application data came: done if the handshake is, so that the
+    /// records after it are opened by the stream, not rustls.
+    Plain,
+    Closed,
+    Failed(rustls::Error),
+    Io(io::Error),
+}
+
+fn io_step(e: io::Error, deadline: Instant) -> Step {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    ) && Instant::now() < deadline
+    {
+        // The deadline decides, not one call's timeout.
+        return Step::Next;
+    }
+    Step::Io(e)
+}
+
+/// Sets both socket timeouts to what is left until `deadline`.
+fn until(tcp: &TcpStream, deadline: Instant) -> Result<(), HandshakeError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(HandshakeError::TimedOut);
+    }
+    tcp.set_read_timeout(Some(left))
+        .and_then(|()| tcp.set_write_timeout(Some(left)))
+        .map_err(HandshakeError::Io)
+}
+
+/// Writes all of `out` before `deadline`.
+fn send_all(tcp: &TcpStream, out: &[u8], deadline: Instant) -> Result<(), HandshakeError> {
+    let mut at = 0;
+    while at < out.len() {
+        until(tcp, deadline)?;
+        match (&*tcp).write(&out[at..]) {
+            Ok(0) => return Err(HandshakeError::Closed),
+            Ok(n) => at += n,
+            Err(e) => match io_step(e, deadline) {
+                Step::Next => {}
+                Step::Io(e) => return Err(HandshakeError::Io(e)),
+                _ => return Err(HandshakeError::TimedOut),
+            },
+        }
+    }
+    Ok(())
+}
+
+/// Encodes what rustls has to send after `out` (bounded).
+fn encode<D>(
+    e: &mut rustls::unbuffered::EncodeTlsData<'_, D>,
+    out: &mut Vec<u8>,
+) -> Result<(), rustls::Error> {
+    let start = out.len();
+    let mut room = 4096;
+    loop {
+        if start + room > HANDSHAKE_OUT {
+            return Err(rustls::Error::General(
+                "the handshake flight is too large".into(),
+            ));
+        }
+        out.resize(start + room, 0);
+        match e.encode(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(rustls::unbuffered::EncodeError::InsufficientSize(s)) => {
+                room = s.required_size;
+            }
+            Err(rustls::unbuffered::EncodeError::AlreadyEncoded) => {
+                out.truncate(start);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Drives `conn` through the handshake over `tcp` until `deadline`, then
+/// hands the connection's keys to a [`TlsStream`]. An error rustls meets
+/// sends its alert to the peer before it is returned.
+fn handshake<C: Side>(
+    tcp: TcpStream,
+    mut conn: C,
     deadline: Instant,
 ) -> Result<TlsStream, HandshakeError> {
     let (rt, wt) = (
         tcp.read_timeout().map_err(HandshakeError::Io)?,
         tcp.write_timeout().map_err(HandshakeError::Io)?,
     );
-    while conn.is_handshaking() {
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(HandshakeError::TimedOut);
-        }
-        let left = deadline - now;
-        tcp.set_read_timeout(Some(left))
-            .and_then(|()| tcp.set_write_timeout(Some(left)))
-            .map_err(HandshakeError::Io)?;
-        match conn.complete_io(&mut tcp) {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+    let mut inb = vec![0u8; HANDSHAKE_IN];
+    let mut len = 0;
+    let mut out = Vec::new();
+    let mut plain = Vec::new();
+    loop {
+        let status = conn.process(&mut inb[..len]);
+        let discard = status.discard;
+        let step = match status.state {
+            Err(e) => Step::Failed(e),
+            Ok(ConnectionState::EncodeTlsData(mut e)) => match encode(&mut e, &mut out) {
+                Ok(()) => Step::Next,
+                Err(e) => Step::Failed(e),
+            },
+            Ok(ConnectionState::TransmitTlsData(t)) => match send_all(&tcp, &out, deadline) {
+                Ok(()) => {
+                    out.clear();
+                    t.done();
+                    Step::Next
+                }
+                Err(HandshakeError::Io(e)) => Step::Io(e),
+                Err(HandshakeError::Closed) => Step::Closed,
+                Err(_) => return Err(HandshakeError::TimedOut),
+            },
+            Ok(ConnectionState::BlockedHandshake) => Step::Read,
+            Ok(ConnectionState::WriteTraffic(_)) => Step::Traffic,
+            Ok(ConnectionState::ReadTraffic(mut r)) => {
+                let mut step = Step::Plain;
+                while let Some(rec) = r.next_record() {
+                    match rec {
+                        Ok(rec) if plain.len() + rec.payload.len() <= HANDSHAKE_PLAIN => {
+                            plain.extend_from_slice(rec.payload);
+                        }
+                        Ok(_) => {
+                            step = Step::Failed(rustls::Error::General(
+                                "too much data with the handshake".into(),
+                            ));
+                            break;
+                        }
+                        Err(e) => {
+                            step = Step::Failed(e);
+                            break;
+                        }
+                    }
+                }
+                step
+            }
+            Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => Step::Closed,
+            Ok(_) => Step::Failed(rustls::Error::General(
+                "an unexpected state in the TLS handshake".into(),
+            )),
+        };
+        inb.copy_within(discard..len, 0);
+        len -= discard;
+        let step = match step {
+            Step::Traffic | Step::Plain if !conn.common().is_handshaking() => break,
+            Step::Traffic => Step::Read,
+            Step::Plain => Step::Next,
+            s => s,
+        };
+        match step {
+            Step::Next | Step::Traffic | Step::Plain => {}
+            Step::Read => {
+                if len == inb.len() {
+                    let e = rustls::Error::InvalidMessage(rustls::InvalidMessage::MessageTooLarge);
+                    send_alert(&mut conn, &mut inb[..len], &tcp, deadline);
+                    return Err(HandshakeError::Tls(e));
+                }
+                until(&tcp, deadline)?;
+                match (&tcp).read(&mut inb[len..]) {
+                    Ok(0) => return Err(HandshakeError::Closed),
+                    Ok(n) => len += n,
+                    Err(e) => match io_step(e, deadline) {
+                        Step::Next => {}
+                        Step::Io(e) => return Err(HandshakeError::Io(e)),
+                        _ => return Err(HandshakeError::TimedOut),
+                    },
+                }
+            }
+            Step::Closed => return Err(HandshakeError::Closed),
+            Step::Failed(e) => {
+                send_alert(&mut conn, &mut inb[..len], &tcp, deadline);
+                return Err(HandshakeError::Tls(e));
+            }
+            Step::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(HandshakeError::Closed)
             }
-            Err(e) => {
-                let kind = e.kind();
-                return Err(
-                    match e.into_inner().map(|i| i.downcast::<rustls::Error>()) {
-                        Some(Ok(tls)) => HandshakeError::Tls(*tls),
-                        Some(Err(other)) => HandshakeError::Io(io::Error::new(kind, other)),
-                        None => HandshakeError::Io(io::Error::from(kind)),
-                    },
-                );
+            Step::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(HandshakeError::TimedOut)
             }
+            Step::Io(e) => return Err(HandshakeError::Io(e)),
         }
     }
     tcp.set_read_timeout(rt)
         .and_then(|()| tcp.set_write_timeout(wt))
         .map_err(HandshakeError::Io)?;
-    Ok(TlsStream::new(tcp, conn))
+    let peer_cert = conn
+        .common()
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|c| c.to_vec());
+    let (secrets, kernel) = conn.into_kernel().map_err(HandshakeError::Tls)?;
+    let rest = inb[..len].to_vec();
+    TlsStream::new(
+        tcp,
+        stream::Handover {
+            secrets,
+            kernel,
+            rest,
+            plain,
+            peer_cert,
+        },
+    )
+    .map_err(HandshakeError::Tls)
+}
+
+/// Sends the alert rustls queued with an error (best effort, within the
+/// deadline). rustls hands queued records out before it reads on, so one
+/// call gives the alert; it is given the same input (`inb`, which its
+/// partial handshake messages point into), and not called again (it would
+/// read the bad input again).
+fn send_alert<C: Side>(conn: &mut C, inb: &mut [u8], tcp: &TcpStream, deadline: Instant) {
+    let mut out = Vec::new();
+    if let Ok(ConnectionState::EncodeTlsData(mut e)) = conn.process(inb).state {
+        if encode(&mut e, &mut out).is_ok() {
+            let _ = send_all(tcp, &out, deadline);
+        }
+    }
 }
 
 /// The names the peer's verified certificate carries (empty before a
