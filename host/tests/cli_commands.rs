@@ -284,6 +284,7 @@ fn migrate_sends_what_was_typed_and_prints_the_summary() {
             max_iters: Some(5),
             abort_if_busy: true,
             compress: false,
+            no_zero_pages: false,
             auto_converge: true,
             ssl: false,
         })

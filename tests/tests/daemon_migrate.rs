@@ -278,8 +278,22 @@ fn offline_then_live_migration_through_the_control_socket() {
     // and the pages the workload spread over) travel as markers.
     assert!(s.bytes_sent < 16 * MIB, "{s:?}");
     assert!(s.pages_sent >= 16 * MIB / 4096);
+    assert!(s.zero_pages > 0, "{s:?}");
     assert!(lines > 0);
     check_moved(&spec, &b, &a);
+
+    // Offline again with --no-zero-pages: every page goes in full.
+    let Request::Migrate(mut full) = migrate_req("web1", b.addr(), false) else {
+        unreachable!()
+    };
+    full.no_zero_pages = true;
+    let Outcome::Migrated(s) = a.call(&Request::Migrate(full)).unwrap() else {
+        panic!()
+    };
+    assert_eq!(s.zero_pages, 0, "{s:?}");
+    assert_eq!(s.pages_sent, 16 * MIB / 4096);
+    assert!(s.bytes_sent > 16 * MIB, "{s:?}");
+    check_moved(&spec, &a, &b);
     // Both journals hold only settled sessions.
     for n in [&a, &b] {
         let open = relocd::journal::unresolved(&n.daemon.journal().entries().unwrap());

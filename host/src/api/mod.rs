@@ -115,6 +115,11 @@ pub struct MigrateRequest {
     /// (`--compress`): fewer bytes on a slow link, more CPU.
     #[serde(default)]
     pub compress: bool,
+    /// Send all-zero pages in full, not as markers (`--no-zero-pages`;
+    /// markers are the default where the destination takes them): what
+    /// the markers save, measured.
+    #[serde(default)]
+    pub no_zero_pages: bool,
     /// Throttle the guest's vCPUs when its dirty set stops shrinking
     /// (`--auto-converge`), step by step up to a ceiling; its own
     /// scheduling parameters come back on every path.

@@ -1023,6 +1023,9 @@ pub(crate) fn source_options(
     if req.compress {
         opts.features = Features(opts.features.0 | Features::COMPRESS.0);
     }
+    if req.no_zero_pages {
+        opts.features = Features(opts.features.0 & !Features::ZERO_PAGES.0);
+    }
     if req.auto_converge {
         opts.auto_converge = Some(relocd_core::precopy::ConvergeConfig::default());
     }

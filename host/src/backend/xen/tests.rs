@@ -74,6 +74,7 @@ fn req(domain: &str, port: u16) -> MigrateRequest {
         max_iters: None,
         abort_if_busy: false,
         compress: false,
+        no_zero_pages: false,
         auto_converge: false,
         ssl: false,
     }
