@@ -335,7 +335,9 @@ fn run(chosen: &[&'static Scenario], xen: Option<XenBuild>, keep_going: bool) ->
     let mut outcomes = Vec::new();
     let mut boots = Vec::new();
     // FLASK scenarios boot their own hosts (the FLASK image, enforcing,
-    // the policy module, dom0 set up for the relocd domain)
+    // the policy module, dom0 set up for the relocd domain); all of them
+    // take two hosts, so they share one pair and one boot of its relocd
+    // domains
     for (hosts, on_flask) in [(1usize, false), (2, false), (1, true), (2, true)] {
         let group: Vec<&Scenario> = chosen
             .iter()
@@ -992,6 +994,13 @@ mod tests {
         assert!(
             RUN_BUDGET + ACK_TIMEOUT * 3 + Duration::from_secs(20) <= Duration::from_secs(37 * 60)
         );
+        // the FLASK scenarios share one pair of FLASK hosts (one boot, one
+        // relocd domain a host)
+        for s in SCENARIOS.iter().chain(scenario::BY_NAME_ONLY) {
+            if s.xen == XenBuild::Flask {
+                assert_eq!(s.hosts, 2, "{}", s.name);
+            }
+        }
         // every scenario fits a run on its own, boot and all
         for s in SCENARIOS.iter().chain(scenario::BY_NAME_ONLY) {
             assert!(BOOT_TIMEOUT + s.timeout < RUN_BUDGET / 2, "{}", s.name);

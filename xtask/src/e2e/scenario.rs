@@ -46,10 +46,12 @@
 //! `migrate-side-by-side` repeats, `migrate-side-by-side`, whose
 //! comparison of xl's and relocd's migration `devices-side-by-side`
 //! repeats with a guest that has devices, and the FLASK scenarios (relocd
-//! in a driver domain, `docs/driver-domain.md`), which boot hosts of their
-//! own with the FLASK hypervisor: `flask-boot` (dom0, the relocd domain and
-//! a guest under the enforcing policy), `driver-domain-migrate` and
-//! `driver-domain-denied` (helpers in `lab/dd/lib-dd.sh`).
+//! in a driver domain, `docs/driver-domain.md`), which share one pair of
+//! hosts of their own booted with the FLASK hypervisor (one relocd domain
+//! a host, created as dom0 boots): `flask-boot` (dom0, the relocd domain
+//! and a guest under the enforcing policy, on both hosts),
+//! `driver-domain-migrate` and `driver-domain-denied` (its checks on A;
+//! helpers in `lab/dd/lib-dd.sh`).
 //!
 //! The whole run has a deadline (`RUN_BUDGET` in the parent module): a
 //! scenario whose timeout would end past it is not started and fails as
@@ -292,8 +294,8 @@ pub const BY_NAME_ONLY: &[Scenario] = &[
     },
     Scenario {
         name: "flask-boot",
-        about: "Xen with FLASK enforcing and relocd's policy module: dom0 boots, xl list, xl create of the test guest (domU_t), it counts",
-        hosts: 1,
+        about: "two FLASK hosts: Xen with FLASK enforcing and relocd's policy module: dom0 boots, the relocd domain is relocd_t, xl create of the test guest (domU_t), it counts",
+        hosts: 2,
         xen: XenBuild::Flask,
         timeout: Duration::from_secs(100),
     },
@@ -306,8 +308,8 @@ pub const BY_NAME_ONLY: &[Scenario] = &[
     },
     Scenario {
         name: "driver-domain-denied",
-        about: "FLASK: from the relocd domain, saving or migrating dom0 and a nomigrate_t guest fail with the denial named; xl dmesg has the AVC lines; the guest runs on",
-        hosts: 1,
+        about: "two FLASK hosts: from A's relocd domain, saving or migrating dom0 and a nomigrate_t guest fail with the denial named; xl dmesg has the AVC lines; the guest runs on",
+        hosts: 2,
         xen: XenBuild::Flask,
         timeout: Duration::from_secs(200),
     },
