@@ -4,7 +4,8 @@
 //! emulation, one or two virtual hosts, and runs named scenarios in dom0
 //! through the serial console. Logs go to `target/e2e/`: one console log a
 //! host (`host-A.log` for the single host, `pair-A.log` and `pair-B.log` for
-//! the two linked ones), a folder a scenario with its part of the console
+//! the two linked ones, `flask-pair-A.log` and `flask-pair-B.log` for the
+//! FLASK scenarios' pair), a folder a scenario with its part of the console
 //! and the files it collected, and `summary.txt` with the figures.
 //!
 //! ```text
@@ -355,6 +356,7 @@ fn run(chosen: &[&'static Scenario], xen: Option<XenBuild>, keep_going: bool) ->
                     xen_args,
                     modules,
                     dom0_args: vec!["e2e.driver_domain=1".into()],
+                    log_prefix: "flask-",
                 };
                 (f.xen.clone(), extras)
             }
@@ -456,6 +458,9 @@ struct BootExtras {
     modules: Vec<PathBuf>,
     /// dom0's command-line words.
     dom0_args: Vec<String>,
+    /// Before the hosts' file names (`flask-pair-A.log`), so that they do
+    /// not overwrite the plain boot's.
+    log_prefix: &'static str,
 }
 
 /// Boots `hosts` hosts, runs `group` on them one after another, powers
@@ -493,7 +498,11 @@ fn run_group(
     let names = ["A", "B"];
     let port = if hosts > 1 { free_port()? } else { 0 };
     // console logs: host-A.log for the single host, pair-A/B.log for two
-    let prefix = if hosts > 1 { "pair" } else { "host" };
+    let prefix = format!(
+        "{}{}",
+        extras.log_prefix,
+        if hosts > 1 { "pair" } else { "host" }
+    );
     let mut lab = Lab::new();
     let xfer: Vec<PathBuf> = names[..hosts]
         .iter()
