@@ -78,6 +78,10 @@ A)
   e2e_mig_sync checked
   ;;
 B)
+  # no guest of that name here, nor its console log (an earlier scenario
+  # on these hosts may have run one): the log read below is the arrival's
+  xl destroy $E2E_GUEST >/dev/null 2>&1
+  rm -f "$E2E_CONSOLE_DIR"/guest-$E2E_GUEST*.log
   e2e_mig_timeline_listen
   e2e_mig_sync ready
   e2e_mig_timeline_relay

@@ -4,7 +4,8 @@
 //! emulation, one or two virtual hosts, and runs named scenarios in dom0
 //! through the serial console. Logs go to `target/e2e/`: one console log a
 //! host (`host-A.log` for the single host, `pair-A.log` and `pair-B.log` for
-//! the two linked ones), a folder a scenario with its part of the console
+//! the two linked ones, `flask-pair-A.log` and `flask-pair-B.log` for the
+//! FLASK scenarios' pair), a folder a scenario with its part of the console
 //! and the files it collected, and `summary.txt` with the figures.
 //!
 //! ```text
@@ -57,13 +58,14 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The whole e2e run, build included, ends within this: `cargo xtask
 /// test` must end within 45 minutes and spends about eight of them before
-/// the e2e part (a clean clone, cold build). The 18 default scenarios took
-/// 19.2 minutes on a loaded machine; the four with the device guest, which
-/// replaced `migrate-side-by-side`, add about ten more (an estimate from
-/// their parts, not yet one whole run); each scenario's timeout is about
+/// the e2e part (a clean clone, cold build). The 24 scenarios without
+/// FLASK took 22.3 minutes in a clean-clone CI run (the shadow rebuild
+/// included); the FLASK ones add their own Xen build (170 s from an empty
+/// cache on a loaded machine) and one pair of hosts (boot, the three
+/// scenarios and power-off: 134-200 s). Each scenario's timeout is about
 /// twice its measured time, and one that could end past the budget is not
 /// started (and fails the run), so the budget leaves room for both.
-const RUN_BUDGET: Duration = Duration::from_secs(32 * 60);
+const RUN_BUDGET: Duration = Duration::from_secs(36 * 60);
 /// The transfer disk's size (sparse: only what dom0 writes takes room).
 const XFER_BYTES: u64 = 4 << 30;
 /// The shared disk's size (sparse): the device guest's vbd, which gets two
@@ -335,7 +337,9 @@ fn run(chosen: &[&'static Scenario], xen: Option<XenBuild>, keep_going: bool) ->
     let mut outcomes = Vec::new();
     let mut boots = Vec::new();
     // FLASK scenarios boot their own hosts (the FLASK image, enforcing,
-    // the policy module, dom0 set up for the relocd domain)
+    // the policy module, dom0 set up for the relocd domain); all of them
+    // take two hosts, so they share one pair and one boot of its relocd
+    // domains
     for (hosts, on_flask) in [(1usize, false), (2, false), (1, true), (2, true)] {
         let group: Vec<&Scenario> = chosen
             .iter()
@@ -353,6 +357,7 @@ fn run(chosen: &[&'static Scenario], xen: Option<XenBuild>, keep_going: bool) ->
                     xen_args,
                     modules,
                     dom0_args: vec!["e2e.driver_domain=1".into()],
+                    log_prefix: "flask-",
                 };
                 (f.xen.clone(), extras)
             }
@@ -454,6 +459,9 @@ struct BootExtras {
     modules: Vec<PathBuf>,
     /// dom0's command-line words.
     dom0_args: Vec<String>,
+    /// Before the hosts' file names (`flask-pair-A.log`), so that they do
+    /// not overwrite the plain boot's.
+    log_prefix: &'static str,
 }
 
 /// Boots `hosts` hosts, runs `group` on them one after another, powers
@@ -491,7 +499,11 @@ fn run_group(
     let names = ["A", "B"];
     let port = if hosts > 1 { free_port()? } else { 0 };
     // console logs: host-A.log for the single host, pair-A/B.log for two
-    let prefix = if hosts > 1 { "pair" } else { "host" };
+    let prefix = format!(
+        "{}{}",
+        extras.log_prefix,
+        if hosts > 1 { "pair" } else { "host" }
+    );
     let mut lab = Lab::new();
     let xfer: Vec<PathBuf> = names[..hosts]
         .iter()
@@ -992,6 +1004,13 @@ mod tests {
         assert!(
             RUN_BUDGET + ACK_TIMEOUT * 3 + Duration::from_secs(20) <= Duration::from_secs(37 * 60)
         );
+        // the FLASK scenarios share one pair of FLASK hosts (one boot, one
+        // relocd domain a host)
+        for s in SCENARIOS.iter().chain(scenario::BY_NAME_ONLY) {
+            if s.xen == XenBuild::Flask {
+                assert_eq!(s.hosts, 2, "{}", s.name);
+            }
+        }
         // every scenario fits a run on its own, boot and all
         for s in SCENARIOS.iter().chain(scenario::BY_NAME_ONLY) {
             assert!(BOOT_TIMEOUT + s.timeout < RUN_BUDGET / 2, "{}", s.name);

@@ -42,6 +42,13 @@
 //! `relocd migrate --live` B to A, on one guest), `relocd-migrate-devices`
 //! and `relocd-devices-faults` (B without the bridge, without the disk,
 //! its daemon killed in the stop-and-copy).
+//! The FLASK scenarios (relocd in a driver domain,
+//! `docs/driver-domain.md`) share one pair of hosts of their own, booted
+//! last with the FLASK hypervisor (one relocd domain a host, created as
+//! dom0 boots): `flask-boot` (dom0, the relocd domain and a guest under
+//! the enforcing policy, on both hosts), `driver-domain-migrate` and
+//! `driver-domain-denied` (its checks on A; helpers in
+//! `lab/dd/lib-dd.sh`).
 //! [`BY_NAME_ONLY`] holds `relocd-auto-converge` (one guest dirtying
 //! faster than the link carries, `e2e.hot_mb`: `xl migrate`, `relocd
 //! migrate --live` and `--live --auto-converge` side by side, a cancelled
@@ -50,11 +57,7 @@
 //! `xl-migrate-remote`, whose xl migration
 //! `migrate-side-by-side` repeats, `migrate-side-by-side`, whose
 //! comparison of xl's and relocd's migration `devices-side-by-side`
-//! repeats with a guest that has devices, and the FLASK scenarios (relocd
-//! in a driver domain, `docs/driver-domain.md`), which boot hosts of their
-//! own with the FLASK hypervisor: `flask-boot` (dom0, the relocd domain and
-//! a guest under the enforcing policy), `driver-domain-migrate` and
-//! `driver-domain-denied` (helpers in `lab/dd/lib-dd.sh`).
+//! repeats with a guest that has devices.
 //!
 //! The whole run has a deadline (`RUN_BUDGET` in the parent module): a
 //! scenario whose timeout would end past it is not started and fails as
@@ -274,6 +277,30 @@ pub const SCENARIOS: &[Scenario] = &[
         // for dom0's random pool after boot (TLS needs it).
         timeout: Duration::from_secs(200),
     },
+    Scenario {
+        name: "flask-boot",
+        about: "two FLASK hosts: Xen with FLASK enforcing and relocd's policy module: dom0 boots, the relocd domain is relocd_t, xl create of the test guest (domU_t), it counts",
+        hosts: 2,
+        xen: XenBuild::Flask,
+        // Measured 30-50 s (both hosts at once).
+        timeout: Duration::from_secs(100),
+    },
+    Scenario {
+        name: "driver-domain-migrate",
+        about: "two FLASK hosts, a relocd domain (relocd_t) on each, no relocd in either dom0: relocd migrate --live from A's relocd domain moves the test guest to B; it counts on",
+        hosts: 2,
+        xen: XenBuild::Flask,
+        // Measured 51-71 s (the migration itself 8-13 s).
+        timeout: Duration::from_secs(180),
+    },
+    Scenario {
+        name: "driver-domain-denied",
+        about: "two FLASK hosts: from A's relocd domain, saving or migrating dom0 and a nomigrate_t guest fail with the denial named; xl dmesg has the AVC lines; the guest runs on",
+        hosts: 2,
+        xen: XenBuild::Flask,
+        // Measured 30-43 s.
+        timeout: Duration::from_secs(120),
+    },
 ];
 
 /// Scenarios that run only when named (slow, experimental, or repeated by a
@@ -306,27 +333,6 @@ pub const BY_NAME_ONLY: &[Scenario] = &[
         xen: XenBuild::Shadow,
         // Measured 102-197 s (xl's migration 64-98 s).
         timeout: Duration::from_secs(260),
-    },
-    Scenario {
-        name: "flask-boot",
-        about: "Xen with FLASK enforcing and relocd's policy module: dom0 boots, xl list, xl create of the test guest (domU_t), it counts",
-        hosts: 1,
-        xen: XenBuild::Flask,
-        timeout: Duration::from_secs(100),
-    },
-    Scenario {
-        name: "driver-domain-migrate",
-        about: "two FLASK hosts, a relocd domain (relocd_t) on each, no relocd in either dom0: relocd migrate --live from A's relocd domain moves the test guest to B; it counts on",
-        hosts: 2,
-        xen: XenBuild::Flask,
-        timeout: Duration::from_secs(300),
-    },
-    Scenario {
-        name: "driver-domain-denied",
-        about: "FLASK: from the relocd domain, saving or migrating dom0 and a nomigrate_t guest fail with the denial named; xl dmesg has the AVC lines; the guest runs on",
-        hosts: 1,
-        xen: XenBuild::Flask,
-        timeout: Duration::from_secs(200),
     },
 ];
 

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use relocd_core::guest::{GuestType, SchedParams};
 use relocd_core::protocol::RefuseReason;
-use relocd_hypercall::{DomId, Hypervisor, XenOps};
+use relocd_hypercall::{errno, DomId, Hypervisor, XenOps};
 
 use super::backend::{domain_name, forget_domain, XenBackend};
 use super::devices;
@@ -403,10 +403,16 @@ impl<H: Hypervisor + Send + Sync + 'static> engine::Backend for XenBackend<H> {
 
     fn start_up(&self) {
         let xen = self.hypervisor();
+        let own = self.own_domid();
         match self.store() {
             Ok(mut xs) => {
+                // Gone means Xen says there is no such domain. The domain
+                // relocd runs in is not gone (in a driver domain its own
+                // vif is served from dom0), and a lookup the security
+                // policy denies says nothing about a domain: its backends
+                // stay.
                 let swept = devices::sweep_orphans(&mut xs, self.device_host(), |d| {
-                    xen.domain_info(d).is_ok()
+                    d == own || !matches!(xen.domain_info(d), Err(e) if e.errno == errno::ESRCH)
                 });
                 if !swept.is_empty() {
                     tracing::info!(?swept, "took down the backends of domains that are gone");

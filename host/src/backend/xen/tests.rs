@@ -1078,6 +1078,81 @@ fn start_up_takes_down_the_backends_of_domains_that_are_gone() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// In a driver domain the sweep leaves alone the backends of the domain
+/// relocd runs in (its own vif, served from dom0) and those of domains the
+/// security policy will not let it look up: only a domain Xen says does
+/// not exist is gone.
+#[test]
+fn start_up_in_a_driver_domain_keeps_its_own_and_denied_domains_backends() {
+    use relocd_hypercall::abi::domctl::cmd;
+    use relocd_hypercall::{errno, Op};
+    let dir = scratch("orphans-dd");
+    let log = dir.join("hotplug.log");
+    let script = recording_script(&dir, "vif-test", &log);
+    // relocd in domain 1, which the fake does not know (a lookup of it
+    // fails as one of a missing domain would)
+    let x = FakeXen::new();
+    x.add_domain(FakeDomain::pv(0, 16, 1));
+    x.add_domain(FakeDomain::pv(5, 256, 1));
+    let keys = |ids: &[u16]| -> Vec<(String, String)> {
+        ids.iter()
+            .flat_map(|d| {
+                [
+                    (
+                        format!("/local/domain/0/backend/vif/{d}/0/state"),
+                        "4".into(),
+                    ),
+                    (
+                        format!("/local/domain/0/backend/vif/{d}/0/script"),
+                        script.clone(),
+                    ),
+                ]
+            })
+            .collect()
+    };
+    let initial = keys(&[1, 5, 9]);
+    let pairs: Vec<(&str, &str)> = initial
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let store = FakeXenstored::new(&pairs).store.clone();
+    let start = |store: &super::xenstore::fake::Store| {
+        let b = XenBackend::with_store(x.clone(), store_of(store.clone()))
+            .with_device_host(device_host(&dir, &[]))
+            .with_own_domid(1);
+        drop(engine(b, &dir));
+    };
+    start(&store);
+    let left: Vec<String> = store.lock().unwrap().keys().cloned().collect();
+    assert!(left.iter().all(|k| !k.contains("/vif/9/")), "{left:?}");
+    for d in [1, 5] {
+        assert!(
+            left.contains(&format!("/local/domain/0/backend/vif/{d}/0/state")),
+            "domain {d}: {left:?}"
+        );
+    }
+    let ran = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(ran.lines().count(), 1, "{ran}");
+    assert!(ran.contains("XENBUS_PATH=backend/vif/9/0"), "{ran}");
+
+    // every lookup denied, as FLASK denies relocd_t domains of other
+    // types: nothing is taken down, not even a domain that is gone
+    let pairs: Vec<(String, String)> = keys(&[5, 9]);
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let store = FakeXenstored::new(&pairs).store.clone();
+    x.fail_always(Op::Domctl(cmd::GETDOMAININFO), errno::EACCES);
+    start(&store);
+    x.stop_failing();
+    let left: Vec<String> = store.lock().unwrap().keys().cloned().collect();
+    assert_eq!(left.len(), 4, "{left:?}");
+    let ran = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(ran.lines().count(), 1, "no script ran: {ran}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A hotplug script that fails on the destination fails the migration
 /// before its commit: the guest runs on at the source with its devices,
 /// the destination keeps nothing, and the source's operator reads the
