@@ -3,20 +3,30 @@
 //! `EADDRINUSE`; the kernel frees the name when the holder exits, however it
 //! exits (SIGKILL included), so there is never a stale lock to clean up.
 //!
-//! The names are keyed on a directory's device and inode numbers, so two
-//! spellings of one directory (symlinks, `..`) get the same lock. The
+//! The names are keyed on a directory's device and inode numbers and its
+//! canonical path, so two spellings of one directory (symlinks, `..`) get
+//! the same lock, and a directory made where none was locked never meets
+//! the lock of a removed one whose inode number it was given. The
 //! abstract namespace belongs to the network namespace: daemons in different
 //! network namespaces sharing a file system do not see each other's locks
 //! (the management socket's liveness probe still catches that case there).
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::Path;
 
 /// Longest abstract name (`sun_path` minus the leading NUL).
 const MAX_NAME: usize = 107;
+
+/// FNV-1a of `bytes`: a short stand-in for a long name.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
 
 /// A held lock; released on drop or process exit.
 #[derive(Debug)]
@@ -31,17 +41,16 @@ impl InstanceLock {
     /// another live process holds it.
     pub fn acquire(what: &str, dir: &Path, item: &str) -> io::Result<Option<InstanceLock>> {
         let meta = std::fs::metadata(dir)?;
-        let mut name = format!("relocd/{what}/{:x}/{:x}/{item}", meta.dev(), meta.ino());
+        let path = fnv1a(std::fs::canonicalize(dir)?.as_os_str().as_bytes());
+        let key = format!(
+            "relocd/{what}/{:x}/{:x}/{path:016x}",
+            meta.dev(),
+            meta.ino()
+        );
+        let mut name = format!("{key}/{item}");
         if name.len() > MAX_NAME {
-            // Keep it unique but short: the item's bytes folded (FNV-1a).
-            let hash = item.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
-            name = format!(
-                "relocd/{what}/{:x}/{:x}/#{hash:016x}",
-                meta.dev(),
-                meta.ino()
-            );
+            // Keep it unique but short: the item's bytes folded.
+            name = format!("{key}/#{:016x}", fnv1a(item.as_bytes()));
         }
         let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
         match UnixListener::bind_addr(&addr) {
@@ -89,5 +98,44 @@ mod tests {
             .is_none());
         drop((other, kind, a));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A directory removed while its lock is held, and another made at
+    /// another path with the same inode number: the two locks are
+    /// different (tests that remove their scratch directory before the
+    /// engine holding it is gone made the next test's journal "in use").
+    #[test]
+    fn a_new_directory_given_a_removed_one_s_inode_is_not_locked() {
+        let base = std::env::temp_dir().join(format!("relocd-lock-reuse-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let old = base.join("old");
+        std::fs::create_dir(&old).unwrap();
+        let ino = std::fs::metadata(&old).unwrap().ino();
+        let held = InstanceLock::acquire("test", &old, "x").unwrap().unwrap();
+        std::fs::remove_dir(&old).unwrap();
+        // File systems hand a freed inode number out again soon; make
+        // directories until one gets it (or give up: then nothing to show).
+        let mut reused = None;
+        for i in 0..2000 {
+            let d = base.join(format!("new{i}"));
+            std::fs::create_dir(&d).unwrap();
+            if std::fs::metadata(&d).unwrap().ino() == ino {
+                reused = Some(d);
+                break;
+            }
+        }
+        if let Some(d) = reused {
+            assert!(
+                InstanceLock::acquire("test", &d, "x").unwrap().is_some(),
+                "{} took {}'s lock",
+                d.display(),
+                old.display()
+            );
+        } else {
+            eprintln!("inode {ino} was not handed out again here: the case is not shown");
+        }
+        drop(held);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
