@@ -168,9 +168,11 @@ fn status_follows_a_capped_migration_at_both_ends_and_says_when_nothing_is_in_fl
         "64M",
         "--dirty-rate",
         "8M/s",
+        "--fill",
+        "100",
     ]);
     assert!(out.status.success(), "{out:?}");
-    // 64 MiB at 16 MiB/s, and a downtime target no round can meet: several
+    // 64 MiB, no zero page (a cap paces the bytes on the wire) at 16 MiB/s, and a downtime target no round can meet: several
     // rounds of a few seconds in all, up to --max-iters.
     let mut migrate = Command::new(BIN)
         .arg("--control")

@@ -170,13 +170,19 @@ fn node_with_pending(
 }
 
 fn create(n: &Node, name: &str, memory: u64) -> GuestSpec {
+    create_filled(n, name, memory, 0)
+}
+
+/// [`create`] with `fill` percent of the pages holding data from the start
+/// (100: no zero page, so a bandwidth cap paces every page).
+fn create_filled(n: &Node, name: &str, memory: u64, fill: u8) -> GuestSpec {
     let req = SimCreateRequest {
         name: name.into(),
         memory_bytes: memory,
         dirty_rate_bytes_per_s: 4 * MIB,
         pattern: Some("hot".into()),
         vcpus: None,
-        fill_percent: 0,
+        fill_percent: fill,
     };
     let spec = spec_from_request(&req).unwrap();
     n.call(&Request::SimCreate(req)).unwrap();
@@ -571,7 +577,7 @@ fn cancel_from_the_client_leaves_the_guest_running_at_the_source() {
     let dir = scratch("cancel");
     let a = node(&dir, "a", false, 1 << 30, Arc::new(AdmitAll));
     let b = node(&dir, "b", true, 1 << 30, Arc::new(AdmitAll));
-    create(&a, "web1", 16 * MIB);
+    create_filled(&a, "web1", 16 * MIB, 100);
     let to = b.addr();
     let mut client = Client::connect(a.control()).unwrap();
     let mut canceller = client.canceller().unwrap();

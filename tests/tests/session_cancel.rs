@@ -250,10 +250,12 @@ fn cancel_reaches_a_source_under_a_bandwidth_cap() {
             &Clock::new(),
         )
     });
-    // 1 MiB/s: a batch of 4 MiB books four seconds of the link.
+    // 1 MiB/s: a batch of 4 MiB books four seconds of the link (whole
+    // pages: zero pages as markers would book next to nothing).
     let mut opts = SourceOptions::new(23, "web1", true);
     long_timeouts(&mut opts);
     opts.bandwidth_limit = Some(MIB);
+    opts.features = relocd_core::protocol::Features::LIVE;
     let r = run_watched(
         &g,
         to,
