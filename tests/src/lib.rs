@@ -2,5 +2,6 @@
 
 pub mod acl_gen;
 pub mod fuzz_entry;
+pub mod sim_dest;
 pub mod tls_certs;
 pub mod xen_utils;

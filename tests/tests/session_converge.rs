@@ -5,7 +5,7 @@
 //! byte for byte with its own scheduling parameters, never the throttle;
 //! a cancelled throttled migration gives the source its own back.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -15,12 +15,12 @@ use relocd::backend::sim::{
     DomainState, Drive, GuestSpec, SimGuest, SimHypervisor, SimSink, SimSource,
 };
 use relocd::session::{
-    run_dest, run_source, Clock, DestOptions, DestReport, FileJournal, Phase, Progress,
-    SessionError, SourceOptions, SourceReport,
+    run_source, Clock, DestReport, FileJournal, Phase, Progress, SessionError, SourceOptions,
+    SourceReport,
 };
 use relocd_core::guest::SchedParams;
 use relocd_core::precopy::ConvergeConfig;
-use relocd_core::protocol::{AdmissionRequest, DestConfig, Features, RefuseReason};
+use relocd_core::protocol::{Features, RefuseReason};
 
 const MIB: u64 = 1 << 20;
 
@@ -36,33 +36,12 @@ fn spawn_dest(
     dir: &Path,
     features: Features,
 ) -> (SocketAddr, JoinHandle<Result<DestReport, SessionError>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let hv = hv.clone();
-    let journal = dir.join("dest.journal");
-    let h = thread::spawn(move || {
-        let (s, _) = listener.accept().unwrap();
-        let mut j = FileJournal::open(&journal).unwrap();
-        let opts = DestOptions {
-            config: DestConfig {
-                features,
-                ..DestConfig::default()
-            },
-            ..DestOptions::default()
-        };
-        run_dest(
-            s,
-            |req: &AdmissionRequest, _config: Option<&[u8]>| {
-                hv.create_empty(req.name.as_str(), req.memory_bytes)
-                    .map(SimSink::new)
-                    .map_err(|_| RefuseReason::NoCapacity)
-            },
-            &opts,
-            &mut j,
-            &Clock::new(),
-        )
-    });
-    (addr, h)
+    relocd_tests::sim_dest::spawn_dest(dir, features, move |req| {
+        hv.create_empty(req.name.as_str(), req.memory_bytes)
+            .map(SimSink::new)
+            .map_err(|_| RefuseReason::NoCapacity)
+    })
 }
 
 const OWN: SchedParams = SchedParams {

@@ -5,19 +5,18 @@
 //! with LZ4 on top; and with a peer that does not offer the feature, on
 //! either side.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 
 use relocd::backend::sim::{
     DomainState, Drive, GuestSpec, SimError, SimGuest, SimHypervisor, SimSink, SimSource, PAGE_SIZE,
 };
 use relocd::session::{
-    run_dest, run_source, Clock, DestOptions, DestReport, FileJournal, SessionError, SourceOptions,
-    SourceReport,
+    run_source, Clock, DestReport, FileJournal, SessionError, SourceOptions, SourceReport,
 };
-use relocd_core::protocol::{AdmissionRequest, DestConfig, Features, RefuseReason};
+use relocd_core::protocol::{AdmissionRequest, Features, RefuseReason};
 
 const MIB: u64 = 1 << 20;
 
@@ -58,29 +57,8 @@ fn spawn_dest(
     dir: &Path,
     features: Features,
 ) -> (SocketAddr, JoinHandle<Result<DestReport, SessionError>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let hv = hv.clone();
-    let journal = dir.join("dest.journal");
-    let h = thread::spawn(move || {
-        let (s, _) = listener.accept().unwrap();
-        let mut j = FileJournal::open(&journal).unwrap();
-        let opts = DestOptions {
-            config: DestConfig {
-                features,
-                ..DestConfig::default()
-            },
-            ..DestOptions::default()
-        };
-        run_dest(
-            s,
-            |req: &AdmissionRequest, _config: Option<&[u8]>| garbage_domain(&hv, req),
-            &opts,
-            &mut j,
-            &Clock::new(),
-        )
-    });
-    (addr, h)
+    relocd_tests::sim_dest::spawn_dest(dir, features, move |req| garbage_domain(&hv, req))
 }
 
 /// Moves a 64 MiB guest with a 25 % fill (and 20 steps of its workload)
