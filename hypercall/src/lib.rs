@@ -12,6 +12,8 @@
 //! - [`backend`]: the doorways. `privcmd` (feature `privcmd`, default; Linux
 //!   dom0 or driver domain) and `hypercall_page` (feature `page`; a bare
 //!   PV/PVH domain's hypercall page, no std: domctl, sysctl and memory_op).
+//! - [`anon`] (feature `privcmd`): zero-filled anonymous memory, for the
+//!   simulated hypervisor's guests.
 //! - `fake` (feature `fake`): an in-memory Xen for tests above the trait.
 //!
 //! Code above this crate is generic over [`Hypervisor`] and calls the
@@ -46,6 +48,8 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+#[cfg(feature = "privcmd")]
+pub mod anon;
 pub mod backend;
 pub mod calls;
 mod error;

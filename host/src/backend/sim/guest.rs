@@ -150,8 +150,10 @@ impl SimGuest {
                 state: Mutex::new(GuestState {
                     name,
                     run,
+                    // A domain made without a vCPU is a destination: the
+                    // migration writes its memory in long runs.
+                    mem: SparseMemory::new(nr_pages, vcpu.is_none()),
                     vcpu,
-                    mem: SparseMemory::new(nr_pages),
                     dirty: None,
                     ticker: 0,
                     sched: SchedParams::DEFAULT,
@@ -418,7 +420,14 @@ impl SimGuest {
         }
         let GuestState { mem, dirty, .. } = &mut *st;
         for (&pfn, page) in pfns.iter().zip(data.chunks_exact(PAGE_SIZE)) {
-            mem.write(pfn, page);
+            // In range (checked above): false is memory the host could not
+            // map.
+            if !mem.write(pfn, page) {
+                return Err(SimError::NoCapacity {
+                    needed: PAGE_SIZE as u64,
+                    free: 0,
+                });
+            }
             mark(dirty, pfn);
         }
         Ok(())

@@ -1,20 +1,79 @@
 //! Sparse guest memory: pages that were never written (or were last written
-//! with zeros) take no memory and read as zeros.
+//! with zeros) hold no data and read as zeros.
 //!
-//! Storage is two levels: a table with one slot per chunk of
-//! [`CHUNK_PAGES`] pages, and per chunk, allocated on its first write, one
-//! slot per page holding a boxed 4 KiB page or nothing. A 1 GiB guest
-//! (262144 pages) costs a 4 KiB table until it is written.
+//! Storage is a table with one slot per chunk of [`CHUNK_PAGES`] pages.
+//! A chunk is allocated on its first write as one zero-filled anonymous
+//! mapping (the kernel backs a page only when it is first touched; a
+//! memory written in long runs, a migration's destination, asks for huge
+//! pages), with a bitmap of the pages that hold data. Pages are stored in place, so writing a
+//! page is one copy and no allocation, and a run of pfns is one slice.
+//! A 1 GiB guest (262144 pages) costs a table of 16 slots until it is
+//! written, and then what it touches.
+//!
+//! Invariant: a page whose bit is clear is all zeros in its chunk.
+
+use relocd_hypercall::anon::AnonMemory;
 
 use super::PAGE_SIZE;
 
-/// Pages per lazily allocated chunk.
-pub const CHUNK_PAGES: usize = 512;
+/// Pages per lazily allocated chunk (64 MiB).
+pub const CHUNK_PAGES: usize = 16384;
 
 /// One 4 KiB page.
 pub type Page = [u8; PAGE_SIZE];
 
-type Chunk = Box<[Option<Box<Page>>]>;
+#[derive(Debug)]
+struct Chunk {
+    data: AnonMemory,
+    /// Bit `i % 64` of word `i / 64`: page `i` of the chunk holds data.
+    present: Box<[u64]>,
+    count: usize,
+}
+
+impl Chunk {
+    /// `None` when the host cannot map the memory.
+    fn new(pages: usize, huge: bool) -> Option<Self> {
+        Some(Chunk {
+            data: AnonMemory::new(pages * PAGE_SIZE, huge).ok()?,
+            present: vec![0; pages.div_ceil(64)].into_boxed_slice(),
+            count: 0,
+        })
+    }
+
+    fn has(&self, i: usize) -> bool {
+        self.present
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Marks page `i` as holding data; returns whether it was new.
+    fn set(&mut self, i: usize) -> bool {
+        let Some(w) = self.present.get_mut(i / 64) else {
+            return false;
+        };
+        let bit = 1 << (i % 64);
+        let new = *w & bit == 0;
+        *w |= bit;
+        self.count += usize::from(new);
+        new
+    }
+
+    fn page(&self, i: usize) -> Option<&Page> {
+        self.data
+            .as_slice()
+            .get(i * PAGE_SIZE..(i + 1) * PAGE_SIZE)?
+            .try_into()
+            .ok()
+    }
+
+    fn page_mut(&mut self, i: usize) -> Option<&mut Page> {
+        self.data
+            .as_mut_slice()
+            .get_mut(i * PAGE_SIZE..(i + 1) * PAGE_SIZE)?
+            .try_into()
+            .ok()
+    }
+}
 
 /// Sparse memory of a fixed number of pages.
 #[derive(Debug)]
@@ -22,6 +81,8 @@ pub(crate) struct SparseMemory {
     nr_pages: u64,
     chunks: Vec<Option<Chunk>>,
     allocated: u64,
+    /// Chunks ask for huge pages.
+    huge: bool,
 }
 
 fn split(pfn: u64) -> (usize, usize) {
@@ -46,8 +107,9 @@ pub(crate) fn is_zero(data: &[u8]) -> bool {
 }
 
 impl SparseMemory {
-    /// A zeroed memory of `nr_pages` pages.
-    pub(crate) fn new(nr_pages: u64) -> Self {
+    /// A zeroed memory of `nr_pages` pages; `huge`: it will be written in
+    /// long runs (a destination's), so its chunks ask for huge pages.
+    pub(crate) fn new(nr_pages: u64, huge: bool) -> Self {
         let nr_chunks = nr_pages.div_ceil(CHUNK_PAGES as u64);
         let nr_chunks = usize::try_from(nr_chunks).unwrap_or(usize::MAX);
         let mut chunks = Vec::new();
@@ -56,6 +118,7 @@ impl SparseMemory {
             nr_pages,
             chunks,
             allocated: 0,
+            huge,
         }
     }
 
@@ -64,22 +127,39 @@ impl SparseMemory {
         self.nr_pages
     }
 
-    /// The number of pages that hold storage.
+    /// The number of pages that hold data.
     pub(crate) fn allocated_pages(&self) -> u64 {
         self.allocated
     }
 
-    /// The stored page at `pfn`, or `None` when it reads as zeros (or is
-    /// out of range).
+    /// The pages chunk `c` has (the last one may be short).
+    fn chunk_pages(&self, c: usize) -> usize {
+        let start = c as u64 * CHUNK_PAGES as u64;
+        let left = self.nr_pages.saturating_sub(start);
+        usize::try_from(left.min(CHUNK_PAGES as u64)).unwrap_or(CHUNK_PAGES)
+    }
+
+    /// The page at `pfn` if it holds data; `None` when it reads as zeros
+    /// (or is out of range).
     pub(crate) fn get(&self, pfn: u64) -> Option<&Page> {
         if pfn >= self.nr_pages {
             return None;
         }
         let (c, p) = split(pfn);
-        self.chunks.get(c)?.as_ref()?.get(p)?.as_deref()
+        let chunk = self.chunks.get(c)?.as_ref()?;
+        if !chunk.has(p) {
+            return None;
+        }
+        chunk.page(p)
     }
 
-    /// Copies `pfn` into `out` (zeros if never written).
+    /// The page at `pfn` as it reads: its data, or zeros.
+    pub(crate) fn page(&self, pfn: u64) -> &Page {
+        static ZERO: Page = [0; PAGE_SIZE];
+        self.get(pfn).unwrap_or(&ZERO)
+    }
+
+    /// Copies `pfn` into `out` (zeros if it holds no data).
     pub(crate) fn read(&self, pfn: u64, out: &mut [u8]) {
         match self.get(pfn) {
             Some(page) => out.copy_from_slice(page),
@@ -87,75 +167,69 @@ impl SparseMemory {
         }
     }
 
-    /// The page at `pfn` for writing, allocated (zeroed) if needed; `None`
-    /// when out of range.
+    /// The page at `pfn` for writing, marked as holding data; `None` when
+    /// out of range or when the host cannot back it.
     pub(crate) fn get_mut(&mut self, pfn: u64) -> Option<&mut Page> {
         if pfn >= self.nr_pages {
             return None;
         }
         let (c, p) = split(pfn);
-        let chunk = self.chunks.get_mut(c)?.get_or_insert_with(|| {
-            let mut slots = Vec::new();
-            slots.resize_with(CHUNK_PAGES, || None);
-            slots.into_boxed_slice()
-        });
-        let slot = chunk.get_mut(p)?;
+        let (pages, huge) = (self.chunk_pages(c), self.huge);
+        let slot = self.chunks.get_mut(c)?;
         if slot.is_none() {
-            self.allocated += 1;
+            *slot = Some(Chunk::new(pages, huge)?);
         }
-        Some(slot.get_or_insert_with(|| Box::new([0; PAGE_SIZE])))
+        let chunk = slot.as_mut()?;
+        self.allocated += u64::from(chunk.set(p));
+        chunk.page_mut(p)
     }
 
-    /// Writes `data` (one page) at `pfn`; a page of zeros frees the
-    /// storage instead. Returns false when `pfn` is out of range.
+    /// Writes `data` (one page) at `pfn`; a page of zeros is stored as
+    /// none ([`discard`](Self::discard)). Returns false when `pfn` is out
+    /// of range, `data` is not one page, or the host cannot back it.
     pub(crate) fn write(&mut self, pfn: u64, data: &[u8]) -> bool {
-        if pfn >= self.nr_pages {
+        if pfn >= self.nr_pages || data.len() != PAGE_SIZE {
             return false;
         }
         if is_zero(data) {
             self.discard(pfn);
             return true;
         }
-        let (c, p) = split(pfn);
-        let Some(chunk) = self.chunks.get_mut(c) else {
-            return false;
-        };
-        let chunk = chunk.get_or_insert_with(|| {
-            let mut slots = Vec::new();
-            slots.resize_with(CHUNK_PAGES, || None);
-            slots.into_boxed_slice()
-        });
-        let Some(slot) = chunk.get_mut(p) else {
-            return false;
-        };
-        match slot {
-            Some(page) => page.copy_from_slice(data),
-            None => {
-                // A new page is made from the data (one copy), not zeroed
-                // first and then overwritten.
-                let Ok(page) = Box::<[u8]>::from(data).try_into() else {
-                    return false;
-                };
-                *slot = Some(page);
-                self.allocated += 1;
+        match self.get_mut(pfn) {
+            Some(page) => {
+                page.copy_from_slice(data);
+                true
             }
+            None => false,
         }
-        true
     }
 
-    /// Frees the storage of `pfn`, which then reads as zeros.
+    /// Makes `pfn` read as zeros: its bytes are cleared and it no longer
+    /// holds data; a chunk left without data is freed.
     pub(crate) fn discard(&mut self, pfn: u64) {
-        let (c, p) = split(pfn);
-        let Some(Some(chunk)) = self.chunks.get_mut(c) else {
-            return;
-        };
-        let freed = chunk.get_mut(p).and_then(Option::take).is_some();
-        if !freed {
+        if pfn >= self.nr_pages {
             return;
         }
+        let (c, p) = split(pfn);
+        let Some(slot) = self.chunks.get_mut(c) else {
+            return;
+        };
+        let Some(chunk) = slot.as_mut() else {
+            return;
+        };
+        if !chunk.has(p) {
+            return;
+        }
+        if let Some(page) = chunk.page_mut(p) {
+            page.fill(0);
+        }
+        if let Some(w) = chunk.present.get_mut(p / 64) {
+            *w &= !(1 << (p % 64));
+        }
+        chunk.count -= 1;
         self.allocated -= 1;
-        if chunk.iter().all(Option::is_none) {
-            self.chunks[c] = None;
+        if chunk.count == 0 {
+            *slot = None;
         }
     }
 
@@ -165,5 +239,82 @@ impl SparseMemory {
         self.chunks.shrink_to_fit();
         self.nr_pages = 0;
         self.allocated = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(byte: u8) -> Vec<u8> {
+        vec![byte; PAGE_SIZE]
+    }
+
+    #[test]
+    fn pages_read_back_and_zeros_take_nothing() {
+        // Two chunks and a short third one.
+        let nr = 2 * CHUNK_PAGES as u64 + 3;
+        let mut m = SparseMemory::new(nr, false);
+        let mut out = page(0xee);
+        m.read(nr - 1, &mut out);
+        assert_eq!(out, page(0));
+        assert_eq!(m.chunks.iter().filter(|c| c.is_some()).count(), 0);
+        for (pfn, b) in [(0, 1), (CHUNK_PAGES as u64 - 1, 2), (nr - 1, 3)] {
+            assert!(m.write(pfn, &page(b)));
+        }
+        assert_eq!(m.allocated_pages(), 3);
+        // The first chunk holds two of them; the second holds nothing.
+        assert_eq!(m.chunks.iter().filter(|c| c.is_some()).count(), 2);
+        assert!(m.chunks[1].is_none());
+        assert_eq!(
+            m.chunks[2].as_ref().unwrap().data.as_slice().len(),
+            3 * PAGE_SIZE
+        );
+        m.read(CHUNK_PAGES as u64 - 1, &mut out);
+        assert_eq!(out, page(2));
+        assert_eq!(m.page(nr - 1)[..], page(3)[..]);
+        assert_eq!(m.page(1)[..], page(0)[..]);
+        assert!(m.get(1).is_none());
+        // Rewriting a page with data does not count it twice.
+        assert!(m.write(0, &page(9)));
+        assert_eq!(m.allocated_pages(), 3);
+        // Out of range or not a page: refused, nothing changes.
+        assert!(!m.write(nr, &page(1)));
+        assert!(!m.write(5, &page(1)[..100]));
+        assert!(m.get_mut(nr).is_none());
+        assert_eq!(m.allocated_pages(), 3);
+    }
+
+    #[test]
+    fn a_zero_page_clears_what_was_there_and_frees_an_empty_chunk() {
+        let mut m = SparseMemory::new(CHUNK_PAGES as u64 * 2, true);
+        let pfn = CHUNK_PAGES as u64 + 7;
+        assert!(m.write(pfn, &page(0x5a)));
+        assert!(m.write(pfn + 1, &page(0x5b)));
+        assert!(m.write(pfn, &page(0)));
+        assert!(m.get(pfn).is_none());
+        assert_eq!(m.allocated_pages(), 1);
+        // The bytes are gone, not just the bit: marking the page written
+        // again shows zeros.
+        assert_eq!(m.get_mut(pfn).unwrap()[..], page(0)[..]);
+        m.discard(pfn);
+        m.discard(pfn + 1);
+        assert_eq!(m.allocated_pages(), 0);
+        assert!(m.chunks[1].is_none());
+        // Discarding what holds nothing is harmless.
+        m.discard(pfn);
+        m.discard(u64::MAX);
+        assert_eq!(m.allocated_pages(), 0);
+    }
+
+    #[test]
+    fn a_page_written_in_place_holds_data() {
+        let mut m = SparseMemory::new(10, false);
+        m.get_mut(4).unwrap()[17] = 1;
+        assert_eq!(m.allocated_pages(), 1);
+        assert_eq!(m.get(4).unwrap()[17], 1);
+        m.clear();
+        assert_eq!(m.nr_pages(), 0);
+        assert!(m.get(4).is_none());
     }
 }
