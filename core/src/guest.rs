@@ -189,11 +189,17 @@ impl SchedParams {
     }
 }
 
+/// What [`SourceGuest::lend_pages`] calls with a lent batch: the page
+/// types and the contents of the pages that have data, as runs of whole
+/// pages.
+pub type LendFn<'f> = dyn FnMut(&[PageType], &[&[u8]]) + 'f;
+
 /// The domain being migrated away, on the sending host.
 ///
 /// Call order during a migration (each hook says when and how often):
-/// `info` → live only: `enable_logdirty` → rounds of `read_pages` and
-/// `clean_dirty` → `suspend` → `clean_dirty` once more → `read_pages` for the
+/// `info` → live only: `enable_logdirty` → rounds of `lend_pages` (or
+/// `read_pages` where the backend does not lend) and `clean_dirty` →
+/// `suspend` → `clean_dirty` once more → `lend_pages`/`read_pages` for the
 /// last pages → `vcpu_context` per vCPU → then, by the protocol's outcome,
 /// `destroy` (migrated), `resume` (aborted), or nothing (in doubt: the guest
 /// stays suspended until the operator decides).
@@ -247,6 +253,26 @@ pub trait SourceGuest {
         types: &mut [PageType],
         data: &mut [u8],
     ) -> Result<usize, Self::Error>;
+
+    /// Lends a batch of pages where they are instead of copying them
+    /// (see [`read_pages`](Self::read_pages)): fills `types` as
+    /// `read_pages` does and calls `f` once, while the pages are lent,
+    /// with the types and the contents of every page that has data, in
+    /// order, as runs of whole pages (one slice may hold several pages).
+    /// The contents are already normalised for the stream.
+    ///
+    /// Returns `false`, without calling `f`, when the backend cannot lend
+    /// this batch (the default): the caller then copies it with
+    /// `read_pages`. Same bounds as `read_pages`.
+    fn lend_pages(
+        &mut self,
+        pfns: &[Pfn],
+        types: &mut [PageType],
+        f: &mut LendFn<'_>,
+    ) -> Result<bool, Self::Error> {
+        let _ = (pfns, types, f);
+        Ok(false)
+    }
 
     /// Pauses the vCPUs (`XEN_DOMCTL_pausedomain`). Used by an offline
     /// migration before the only round, and by the operator's tools.

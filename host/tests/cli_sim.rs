@@ -545,7 +545,7 @@ fn max_transfer_time_bounds_an_admitted_session() {
             "still admitted after {PATIENCE:?}"
         );
         let page = [since.elapsed().as_millis() as u8; PAGE_SIZE];
-        enc.pages(&[1], &[PageType::NOTAB], &page, &mut chunk)
+        enc.pages(&[1], &[PageType::NOTAB], &[&page], &mut chunk)
             .unwrap();
         chunk.extend_from_slice(&page);
         let _ = s.write_all(&frame(&Msg::Image(&chunk)));

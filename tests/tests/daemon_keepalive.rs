@@ -379,7 +379,7 @@ fn slow_progress_ends_at_the_transfer_bound() {
             enc.static_end(&mut chunk).unwrap();
         }
         let page = [step as u8; PAGE_SIZE];
-        enc.pages(&[0], &[PageType::NOTAB], &page, &mut chunk)
+        enc.pages(&[0], &[PageType::NOTAB], &[&page], &mut chunk)
             .unwrap();
         chunk.extend_from_slice(&page);
         let ok = s.write_all(&frame(&Msg::Image(&chunk))).is_ok();

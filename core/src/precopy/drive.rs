@@ -72,6 +72,33 @@ impl Batch<'_> {
     }
 }
 
+/// One batch where its pages are: lent by the guest
+/// ([`SourceGuest::lend_pages`]) or copied into the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pages<'a> {
+    /// The pfns, ascending.
+    pub pfns: &'a [Pfn],
+    /// Their types.
+    pub types: &'a [PageType],
+    /// The contents of the pages that have data, in order, as runs of
+    /// whole pages.
+    pub runs: &'a [&'a [u8]],
+}
+
+impl Pages<'_> {
+    /// Bytes of page contents.
+    pub fn data_len(&self) -> usize {
+        self.runs.iter().map(|r| r.len()).sum()
+    }
+}
+
+/// Whether `runs` are whole pages, as many as `types` says have data.
+fn runs_match(types: &[PageType], runs: &[&[u8]]) -> bool {
+    let with_data = types.iter().filter(|t| t.has_data()).count();
+    runs.iter().all(|r| r.len() % PAGE_SIZE == 0)
+        && runs.iter().map(|r| r.len() / PAGE_SIZE).sum::<usize>() == with_data
+}
+
 fn guest<T, E>(r: Result<T, E>) -> Result<T, DriveError<E>> {
     r.map_err(DriveError::Guest)
 }
@@ -136,6 +163,66 @@ pub fn read_batch<'b, G: SourceGuest, P: PrecopyPolicy>(
         types,
         data: &data[..k * PAGE_SIZE],
     }))
+}
+
+/// Takes the next batch of the current round and hands it to `send` with
+/// the pages where they are: lent by the guest, or, when it cannot lend
+/// them, copied into `buf.data` with [`SourceGuest::read_pages`]. Returns
+/// what `send` returned, or `None` when the round is done (call
+/// [`end_live_round`] or [`Precopy::finish`]).
+pub fn send_batch<G: SourceGuest, P: PrecopyPolicy, R>(
+    pc: &mut Precopy<P>,
+    g: &mut G,
+    bitmap: &[u64],
+    buf: BatchBuf<'_>,
+    send: impl FnOnce(Pages<'_>) -> R,
+) -> Result<Option<R>, DriveError<G::Error>> {
+    let BatchBuf { pfns, types, data } = buf;
+    let room = pfns.len().min(types.len()).min(data.len() / PAGE_SIZE);
+    let n = pc.next_batch(bitmap, &mut pfns[..room])?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let pfns = &pfns[..n];
+    let types = &mut types[..n];
+    let mut send = Some(send);
+    let mut sent = None;
+    let mut mismatch = false;
+    let lent = guest(g.lend_pages(pfns, types, &mut |types, runs| {
+        let Some(send) = send.take() else {
+            return;
+        };
+        if types.len() != pfns.len() || !runs_match(types, runs) {
+            mismatch = true;
+            return;
+        }
+        sent = Some(send(Pages { pfns, types, runs }));
+    }))?;
+    if lent {
+        return match sent {
+            Some(r) if !mismatch => Ok(Some(r)),
+            _ => Err(DriveError::BatchMismatch),
+        };
+    }
+    // Not lent: `send` must not have been called.
+    let Some(send) = send else {
+        return Err(DriveError::BatchMismatch);
+    };
+    let k = guest(g.read_pages(pfns, types, &mut data[..n * PAGE_SIZE]))?;
+    let types: &[PageType] = types;
+    let data: &[u8] = data;
+    let Some(run) = data.get(..k.saturating_mul(PAGE_SIZE)) else {
+        return Err(DriveError::BatchMismatch);
+    };
+    let runs = [run];
+    if !runs_match(types, &runs) {
+        return Err(DriveError::BatchMismatch);
+    }
+    Ok(Some(send(Pages {
+        pfns,
+        types,
+        runs: &runs,
+    })))
 }
 
 /// Ends a live round: collects the pages dirtied during it into `bitmap`

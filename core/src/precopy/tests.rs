@@ -441,6 +441,165 @@ struct Holes {
     suspended: bool,
 }
 
+/// How [`Lender`] lends.
+#[derive(Clone, Copy, PartialEq)]
+enum Lend {
+    /// Not at all: the caller copies.
+    Never,
+    /// Every page with data, from its own memory.
+    Honest,
+    /// One page short.
+    Short,
+    /// Says it lent without calling back.
+    Silent,
+}
+
+/// [`Holes`] that also lends its pages from its own memory and counts the
+/// copies asked of it.
+struct Lender {
+    holes: Holes,
+    lend: Lend,
+    mem: Vec<u8>,
+    copies: usize,
+}
+
+impl crate::guest::SourceGuest for Lender {
+    type Error = ();
+    fn info(&self) -> Result<crate::guest::GuestInfo, ()> {
+        self.holes.info()
+    }
+    fn enable_logdirty(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn clean_dirty(&mut self, bitmap: &mut [u64]) -> Result<u64, ()> {
+        self.holes.clean_dirty(bitmap)
+    }
+    fn read_pages(
+        &mut self,
+        pfns: &[Pfn],
+        types: &mut [crate::guest::PageType],
+        data: &mut [u8],
+    ) -> Result<usize, ()> {
+        self.copies += 1;
+        self.holes.read_pages(pfns, types, data)
+    }
+    fn lend_pages(
+        &mut self,
+        pfns: &[Pfn],
+        types: &mut [crate::guest::PageType],
+        f: &mut crate::guest::LendFn<'_>,
+    ) -> Result<bool, ()> {
+        if self.lend == Lend::Never {
+            return Ok(false);
+        }
+        let mut runs: Vec<&[u8]> = Vec::new();
+        for (i, &p) in pfns.iter().enumerate() {
+            let page = p as usize;
+            if p % 2 == 1 {
+                types[i] = crate::guest::PageType::XTAB;
+            } else {
+                types[i] = crate::guest::PageType::NOTAB;
+                runs.push(&self.mem[page * PAGE_SIZE..(page + 1) * PAGE_SIZE]);
+            }
+        }
+        match self.lend {
+            Lend::Short => {
+                runs.pop();
+                f(types, &runs)
+            }
+            Lend::Silent => {}
+            _ => f(types, &runs),
+        }
+        Ok(true)
+    }
+    fn pause(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn unpause(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn suspend(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn resume(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn vcpu_context(&mut self, _: u32, _: &mut [u8]) -> Result<usize, ()> {
+        Ok(0)
+    }
+    fn destroy(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+}
+
+/// `send_batch` hands over lent pages as they are, falls back to a copy
+/// for a guest that cannot lend, and catches a lender that miscounts.
+#[test]
+fn send_batch_sends_lent_pages_or_falls_back_to_a_copy() {
+    use drive::*;
+    let policy = SimplePolicy {
+        target_dirty: 0,
+        max_rounds: 2,
+    };
+    let mut mem = vec![0u8; 10 * PAGE_SIZE];
+    for (i, page) in mem.chunks_mut(PAGE_SIZE).enumerate() {
+        page.fill(0x40 + i as u8);
+    }
+    for lend in [Lend::Honest, Lend::Never, Lend::Short, Lend::Silent] {
+        let mut g = Lender {
+            holes: Holes {
+                lie: false,
+                suspended: false,
+            },
+            lend,
+            mem: mem.clone(),
+            copies: 0,
+        };
+        let mut bm = [0u64; 1];
+        let mut pc = start_live(
+            &mut g,
+            &mut bm,
+            PrecopyConfig::default(),
+            policy,
+            Instant::ZERO,
+        )
+        .unwrap();
+        let (mut pfns, mut types, mut data) = (
+            [0u64; 4],
+            [crate::guest::PageType::NOTAB; 4],
+            vec![0u8; 4 * PAGE_SIZE],
+        );
+        let buf = BatchBuf {
+            pfns: &mut pfns,
+            types: &mut types,
+            data: &mut data,
+        };
+        let data_ptr = buf.data.as_ptr() as usize;
+        let mem_ptr = g.mem.as_ptr() as usize;
+        let r = send_batch(&mut pc, &mut g, &bm, buf, |p| {
+            assert_eq!(p.pfns, &[0, 1, 2, 3]);
+            assert_eq!(p.types[1], crate::guest::PageType::XTAB);
+            assert_eq!(p.data_len(), 2 * PAGE_SIZE);
+            let first = p.runs[0].as_ptr() as usize;
+            let bytes: Vec<u8> = p.runs.iter().flat_map(|r| r.iter().copied()).collect();
+            (first, bytes[0], bytes[PAGE_SIZE])
+        });
+        match lend {
+            Lend::Honest => {
+                // Sent from the guest's memory (pfn 0), nothing copied.
+                assert_eq!(r, Ok(Some((mem_ptr, 0x40, 0x42))));
+                assert_eq!(g.copies, 0);
+            }
+            Lend::Never => {
+                // Copied into the caller's buffer: Holes writes the pfn.
+                assert_eq!(r, Ok(Some((data_ptr, 0, 2))));
+                assert_eq!(g.copies, 1);
+            }
+            Lend::Short | Lend::Silent => assert_eq!(r, Err(DriveError::BatchMismatch)),
+        }
+    }
+}
+
 impl crate::guest::SourceGuest for Holes {
     type Error = ();
     fn info(&self) -> Result<crate::guest::GuestInfo, ()> {

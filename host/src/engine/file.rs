@@ -358,17 +358,22 @@ where
                 types: &mut types,
                 data: &mut data,
             };
-            let Some(b) = drive::read_batch(&mut pc, src, &bitmap, buf).map_err(drive_err)? else {
+            // The pages go to the file from where the guest lends them.
+            let before = out.bytes;
+            let sent = drive::send_batch(&mut pc, src, &bitmap, buf, |b| {
+                chunk.clear();
+                encoder
+                    .pages(b.pfns, b.types, b.runs, &mut chunk)
+                    .map_err(|e| session_err(e.into()))?;
+                out.put(&[&chunk])?;
+                out.put(b.runs)?;
+                Ok::<_, CommandError>(b.pfns.len() as u64)
+            });
+            let Some(n) = sent.map_err(drive_err)?.transpose()? else {
                 break;
             };
-            chunk.clear();
-            encoder
-                .pages(b.pfns, b.types, b.data, &mut chunk)
-                .map_err(|e| session_err(e.into()))?;
-            let before = out.bytes;
-            out.put(&[&chunk, b.data])?;
             let wrote = out.bytes - before;
-            if let Some(at) = pc.record_batch(clock.now(), b.pfns.len() as u64, wrote, wrote) {
+            if let Some(at) = pc.record_batch(clock.now(), n, wrote, wrote) {
                 // Sleep in short steps, so a cancel acts at once.
                 while clock.now() < at {
                     if cancelled(progress) {

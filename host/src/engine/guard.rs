@@ -205,6 +205,17 @@ impl<S: SourceGuest> SourceGuest for TrackedSource<S> {
             .read_pages(pfns, types, data)
             .map_err(Tracked::Guest)
     }
+    fn lend_pages(
+        &mut self,
+        pfns: &[Pfn],
+        types: &mut [PageType],
+        f: &mut relocd_core::guest::LendFn<'_>,
+    ) -> Result<bool, Self::Error> {
+        self.live()?;
+        self.inner
+            .lend_pages(pfns, types, f)
+            .map_err(Tracked::Guest)
+    }
     fn pause(&mut self) -> Result<(), Self::Error> {
         self.live()?;
         self.mark();

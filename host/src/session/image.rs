@@ -105,17 +105,18 @@ pub trait ImageEncoder {
     fn record(&mut self, rtype: u32, body: &[u8], out: &mut Vec<u8>) -> Result<(), ImageError>;
     /// The end of the static records.
     fn static_end(&mut self, out: &mut Vec<u8>) -> Result<(), ImageError>;
-    /// One batch of pages: `types[i]` is the type of `pfns[i]`, `data` the
-    /// packed contents of those that have data (`SourceGuest::read_pages`).
+    /// One batch of pages: `types[i]` is the type of `pfns[i]`, `runs` the
+    /// contents of those that have data, in order, as runs of whole pages
+    /// (`SourceGuest::lend_pages` or `read_pages`).
     ///
     /// Appends to `out` the bytes of the batch's record(s) that precede the
-    /// page contents; the chunk is `out` followed by `data` itself, which
-    /// the caller sends from its own buffer, spared a copy.
+    /// page contents; the chunk is `out` followed by the runs themselves,
+    /// which the caller sends from where they are, spared a copy.
     fn pages(
         &mut self,
         pfns: &[Pfn],
         types: &[PageType],
-        data: &[u8],
+        runs: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<(), ImageError>;
     /// The vCPU states from `SourceGuest::vcpu_context` (index = vCPU id;
@@ -358,7 +359,7 @@ impl ImageEncoder for LibxcEncoder {
         &mut self,
         pfns: &[Pfn],
         types: &[PageType],
-        data: &[u8],
+        runs: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<(), ImageError> {
         if types.len() != pfns.len() {
@@ -370,7 +371,7 @@ impl ImageEncoder for LibxcEncoder {
             pfn,
             page_type: wire_type(t),
         }));
-        let pages: Vec<&[u8]> = data.chunks(PAGE_SIZE).collect();
+        let pages: Vec<&[u8]> = runs.iter().flat_map(|r| r.chunks(PAGE_SIZE)).collect();
         let w = self.writer()?;
         // Record header, count, pfn words: everything but the pages, which
         // end the record with no padding (whole pages are 8-aligned).
@@ -789,7 +790,7 @@ mod tests {
             let mut data = vec![0; batch.len() * PAGE_SIZE];
             src.read_pages(batch, &mut types, &mut data).unwrap();
             out.clear();
-            enc.pages(batch, &types, &data, &mut out).unwrap();
+            enc.pages(batch, &types, &[&data], &mut out).unwrap();
             assert_eq!(out.len(), 16 + 8 * batch.len());
             out.extend_from_slice(&data);
             image.extend_from_slice(&out);
@@ -908,7 +909,7 @@ mod tests {
         enc.record(RecordType::X86PvP2mFrames.into(), &p2m, &mut out)
             .unwrap();
         image.append(&mut out);
-        enc.pages(&pfns, &types, &data, &mut out).unwrap();
+        enc.pages(&pfns, &types, &[&data], &mut out).unwrap();
         image.append(&mut out);
         image.extend_from_slice(&data);
         enc.record(RecordType::X86TscInfo.into(), &tsc_b, &mut out)
@@ -1026,7 +1027,7 @@ mod tests {
         enc.record(recs[2].0, &recs[2].1, &mut out).unwrap();
         chunks.push(std::mem::take(&mut out));
         let data = vec![1u8; 2 * PAGE_SIZE];
-        enc.pages(&[0, 1], &[PageType::NOTAB; 2], &data, &mut out)
+        enc.pages(&[0, 1], &[PageType::NOTAB; 2], &[&data], &mut out)
             .unwrap();
         out.extend_from_slice(&data);
         chunks.push(std::mem::take(&mut out));

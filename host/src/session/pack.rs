@@ -93,13 +93,19 @@ pub fn is_zero_page(page: &[u8]) -> bool {
     }
 }
 
+/// The pages of `runs` (runs of whole pages), in order.
+fn pages_of<'a>(runs: &'a [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> {
+    runs.iter().flat_map(|r| r.chunks_exact(PAGE_SIZE))
+}
+
 /// The header of a tag-2 body (without the tag) for a chunk of
-/// `prefix_len` bytes followed by `pages`, into `out` (cleared first):
-/// lengths and the bitmap of zero pages. Returns how many pages are
-/// zeros (0: nothing to elide; send the chunk as it is).
-pub fn zero_header(prefix_len: usize, pages: &[u8], out: &mut Vec<u8>) -> usize {
+/// `prefix_len` bytes followed by the pages of `runs` (runs of whole
+/// pages), into `out` (cleared first): lengths and the bitmap of zero
+/// pages. Returns how many pages are zeros (0: nothing to elide; send the
+/// chunk as it is).
+pub fn zero_header(prefix_len: usize, runs: &[&[u8]], out: &mut Vec<u8>) -> usize {
     out.clear();
-    let n = pages.len() / PAGE_SIZE;
+    let n: usize = runs.iter().map(|r| r.len() / PAGE_SIZE).sum();
     let (Ok(p32), Ok(n32)) = (u32::try_from(prefix_len), u32::try_from(n)) else {
         return 0;
     };
@@ -107,7 +113,7 @@ pub fn zero_header(prefix_len: usize, pages: &[u8], out: &mut Vec<u8>) -> usize 
     out.extend_from_slice(&n32.to_le_bytes());
     out.resize(ZERO_HEADER_LEN + n.div_ceil(8), 0);
     let mut zeros = 0;
-    for (i, page) in pages.chunks_exact(PAGE_SIZE).enumerate() {
+    for (i, page) in pages_of(runs).enumerate() {
         if is_zero_page(page) {
             out[ZERO_HEADER_LEN + i / 8] |= 1 << (i % 8);
             zeros += 1;
@@ -116,25 +122,95 @@ pub fn zero_header(prefix_len: usize, pages: &[u8], out: &mut Vec<u8>) -> usize 
     zeros
 }
 
-/// The runs of pages of `pages` that are not zeros by the bitmap of a
+/// The stretches of `runs` whose pages are not zeros by the bitmap of a
 /// [`zero_header`], appended to `parts` in order: what follows the header
 /// and the prefix on the wire, sent from where the pages are.
-pub fn nonzero_runs<'a>(header: &[u8], pages: &'a [u8], parts: &mut Vec<&'a [u8]>) {
+pub fn nonzero_runs<'a>(header: &[u8], runs: &[&'a [u8]], parts: &mut Vec<&'a [u8]>) {
     let bitmap = header.get(ZERO_HEADER_LEN..).unwrap_or_default();
     let zero = |i: usize| bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0);
-    let n = pages.len() / PAGE_SIZE;
-    let mut i = 0;
-    while i < n {
-        if zero(i) {
-            i += 1;
-            continue;
+    // Page index of the first page of the run at hand.
+    let mut base = 0;
+    for run in runs {
+        let n = run.len() / PAGE_SIZE;
+        let mut i = 0;
+        while i < n {
+            if zero(base + i) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < n && !zero(base + i) {
+                i += 1;
+            }
+            parts.push(&run[start * PAGE_SIZE..i * PAGE_SIZE]);
         }
-        let start = i;
-        while i < n && !zero(i) {
-            i += 1;
-        }
-        parts.push(&pages[start * PAGE_SIZE..i * PAGE_SIZE]);
+        base += n;
     }
+}
+
+/// Room a sender reuses from chunk to chunk: an LZ4 block, the gathered
+/// input it is made from, a zero-page bitmap.
+#[derive(Debug, Default)]
+pub struct PackBufs {
+    packed: Vec<u8>,
+    scratch: Vec<u8>,
+    zero_header: Vec<u8>,
+}
+
+/// Packs one image chunk, `head` followed by the pages of `runs` (runs of
+/// whole pages, the end of a `PAGE_DATA` record), as a session that agreed
+/// on `forms` sends it, and calls `emit` with the parts to send, in order,
+/// and their length. Pages stay where they are unless LZ4 gathers them;
+/// with `zero` the zero ones stay behind, named by a bitmap. Returns what
+/// `emit` returned and how many pages travel as zero markers.
+pub fn pack_chunk<R>(
+    forms: Forms,
+    head: &[&[u8]],
+    runs: &[&[u8]],
+    bufs: &mut PackBufs,
+    emit: impl FnOnce(&[&[u8]], usize) -> R,
+) -> (R, usize) {
+    let PackBufs {
+        packed,
+        scratch,
+        zero_header: zh,
+    } = bufs;
+    let head_len: usize = head.iter().map(|p| p.len()).sum();
+    let zeros = if forms.zero && !runs.is_empty() {
+        zero_header(head_len, runs, zh)
+    } else {
+        0
+    };
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(head.len() + runs.len() + 8);
+    let r = if zeros > 0 {
+        if !forms.lz4 {
+            parts.push(&ZERO_TAG);
+        }
+        parts.push(zh);
+        parts.extend_from_slice(head);
+        nonzero_runs(zh, runs, &mut parts);
+        if forms.lz4 {
+            pack_zero(&parts, scratch, packed);
+            emit(&[packed], packed.len())
+        } else {
+            let len = parts.iter().map(|p| p.len()).sum();
+            emit(&parts, len)
+        }
+    } else {
+        if forms.tagged() && !forms.lz4 {
+            parts.push(&RAW_TAG);
+        }
+        parts.extend_from_slice(head);
+        parts.extend_from_slice(runs);
+        if forms.lz4 {
+            pack(&parts, scratch, packed);
+            emit(&[packed], packed.len())
+        } else {
+            let len = parts.iter().map(|p| p.len()).sum();
+            emit(&parts, len)
+        }
+    };
+    (r, zeros)
 }
 
 /// Packs the concatenation of `parts` into `out` (cleared first).
@@ -321,11 +397,27 @@ mod tests {
                 pages.extend_from_slice(&noise(i as u64 + 10, PAGE_SIZE));
             }
         }
+        // The pages as a guest lends them: runs of one, two, then the rest.
+        let mut runs: Vec<&[u8]> = Vec::new();
+        let mut rest = &pages[..];
+        for k in [1, 2] {
+            if rest.len() > k * PAGE_SIZE {
+                let (run, after) = rest.split_at(k * PAGE_SIZE);
+                runs.push(run);
+                rest = after;
+            }
+        }
+        runs.push(rest);
         let mut hdr = Vec::new();
-        let n = zero_header(prefix.len(), &pages, &mut hdr);
+        let n = zero_header(prefix.len(), &runs, &mut hdr);
         assert_eq!(n, zeros.iter().filter(|&&z| z).count());
         let mut parts: Vec<&[u8]> = vec![&hdr, &prefix];
-        nonzero_runs(&hdr, &pages, &mut parts);
+        nonzero_runs(&hdr, &runs, &mut parts);
+        // No stretch crosses a run's end, and none holds a zero page.
+        assert!(parts[2..].iter().all(|p| runs.iter().any(|r| {
+            let (r0, p0) = (r.as_ptr() as usize, p.as_ptr() as usize);
+            p0 >= r0 && p0 + p.len() <= r0 + r.len()
+        })));
         let mut wire = Vec::new();
         if forms.lz4 {
             pack_zero(&parts, &mut Vec::new(), &mut wire);

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::Duration;
 
 use relocd_core::guest::{GuestInfo, PageType, Pfn, SourceGuest, PAGE_SIZE};
-use relocd_core::precopy::drive::{self, BatchBuf, DriveError};
+use relocd_core::precopy::drive::{self, BatchBuf, DriveError, Pages};
 use relocd_core::precopy::{
     ConvergeConfig, ConvergePolicy, Decision, DefaultPolicy, Phase as PcPhase, PolicyConfig,
     Precopy, PrecopyConfig, Summary, MAX_BATCH_SIZE,
@@ -23,7 +23,7 @@ use super::image::{ImageEncoder, LibxcEncoder};
 use super::link::{
     read_full, write_frame, Header, Link, ReadEnd, WriteError, WriteFail, WRITE_SLICE,
 };
-use super::pack::Forms;
+use super::pack::{Forms, PackBufs};
 use super::{
     guest_err, mib_per_s, Clock, JournalSink, LinkTimeouts, Phase, Progress, SessionError,
     POLL_INTERVAL,
@@ -366,9 +366,7 @@ pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
         types: vec![PageType::NOTAB; MAX_BATCH_SIZE],
         data: vec![0; MAX_BATCH_SIZE * PAGE_SIZE],
         chunk: Vec::new(),
-        packed: Vec::new(),
-        pack_scratch: Vec::new(),
-        zero_header: Vec::new(),
+        pack_bufs: PackBufs::default(),
         zero_pages: 0,
         throttle: 0,
         throttle_steps: 0,
@@ -402,6 +400,53 @@ pub fn run_source_with_encoder<L: Link, G: SourceGuest>(
     r
 }
 
+/// Why an image chunk did not go.
+enum ChunkFail {
+    /// The protocol machine refused the chunk (a bug here).
+    Internal(String),
+    /// The link failed, timed out, or the operator cancelled mid-write.
+    Write(WriteError),
+}
+
+/// What writing an image chunk needs of the source driver, borrowed apart
+/// from the guest so a batch can be written while the guest lends it.
+struct ChunkOut<'x, L: Link> {
+    sm: &'x mut Source,
+    link: &'x mut L,
+    timeout: Duration,
+    cancel: &'x AtomicBool,
+    committed: bool,
+    beat: &'x mut Beat,
+    progress: &'x mut dyn FnMut(Progress),
+    bytes_sent: &'x mut u64,
+}
+
+impl<L: Link> ChunkOut<'_, L> {
+    /// Writes one image frame: the machine's chunk header, then `parts`
+    /// (`len` bytes, as packed).
+    fn write(&mut self, parts: &[&[u8]], len: usize) -> Result<(), ChunkFail> {
+        let mut hdr = [0u8; IMAGE_HEADER_MAX];
+        let h = self
+            .sm
+            .image_chunk_header(len, &mut hdr)
+            .map_err(|e| ChunkFail::Internal(e.to_string()))?;
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        all.push(&hdr[..h]);
+        all.extend_from_slice(parts);
+        send_frame(
+            self.link,
+            &all,
+            self.timeout,
+            self.cancel,
+            self.committed,
+            self.beat,
+            &mut *self.progress,
+            self.bytes_sent,
+        )
+        .map_err(ChunkFail::Write)
+    }
+}
+
 struct SrcDriver<'a, L: Link, G: SourceGuest> {
     sm: Source,
     link: L,
@@ -422,12 +467,8 @@ struct SrcDriver<'a, L: Link, G: SourceGuest> {
     types: Vec<PageType>,
     data: Vec<u8>,
     chunk: Vec<u8>,
-    /// A chunk packed for the link ([`super::pack`]), and the room it is
-    /// gathered in first.
-    packed: Vec<u8>,
-    pack_scratch: Vec<u8>,
-    /// The zero-page bitmap of the chunk being sent.
-    zero_header: Vec<u8>,
+    /// Room for packing chunks for the link ([`super::pack`]).
+    pack_bufs: PackBufs,
     /// Pages that travelled as a zero marker.
     zero_pages: u64,
     /// The throttle the guest runs under (percent taken), and how often
@@ -799,87 +840,65 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         }
     }
 
-    /// Sends one image chunk: `head`, then `pages` (whole 4 KiB pages, the
-    /// end of a `PAGE_DATA` record), packed as the session agreed. Pages
-    /// go to the socket from where they are, in vectored writes; with
-    /// `ZERO_PAGES` the zero ones stay behind, named by a bitmap.
-    fn send_image(&mut self, now: Instant, head: &[&[u8]], pages: &[u8]) -> bool {
+    /// Sends one image chunk: `head`, then the pages of `runs` (runs of
+    /// whole pages, the end of a `PAGE_DATA` record), packed as the session
+    /// agreed ([`super::pack::pack_chunk`]), in vectored writes.
+    fn send_image(&mut self, now: Instant, head: &[&[u8]], runs: &[&[u8]]) -> bool {
         self.flush(now);
         if self.link_dead {
             return false;
         }
-        let head_len: usize = head.iter().map(|p| p.len()).sum();
-        let raw_len = head_len + pages.len();
         let forms = self.forms();
-        let mut packed = std::mem::take(&mut self.packed);
-        let mut scratch = std::mem::take(&mut self.pack_scratch);
-        let mut zh = std::mem::take(&mut self.zero_header);
-        let zeros = if forms.zero && !pages.is_empty() {
-            super::pack::zero_header(head_len, pages, &mut zh)
-        } else {
-            0
-        };
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(head.len() + 8);
-        let r = if zeros > 0 {
-            self.zero_pages += zeros as u64;
-            if !forms.lz4 {
-                parts.push(&super::pack::ZERO_TAG);
-            }
-            parts.push(&zh);
-            parts.extend_from_slice(head);
-            super::pack::nonzero_runs(&zh, pages, &mut parts);
-            if forms.lz4 {
-                super::pack::pack_zero(&parts, &mut scratch, &mut packed);
-                self.send_parts(now, &[&packed], packed.len(), raw_len)
-            } else {
-                let len = parts.iter().map(|p| p.len()).sum();
-                self.send_parts(now, &parts, len, raw_len)
-            }
-        } else {
-            parts.extend_from_slice(head);
-            parts.push(pages);
-            if forms.lz4 {
-                super::pack::pack(&parts, &mut scratch, &mut packed);
-                self.send_parts(now, &[&packed], packed.len(), raw_len)
-            } else if forms.tagged() {
-                parts.insert(0, &super::pack::RAW_TAG);
-                self.send_parts(now, &parts, raw_len + 1, raw_len)
-            } else {
-                self.send_parts(now, &parts, raw_len, raw_len)
-            }
-        };
-        drop(parts);
-        self.packed = packed;
-        self.pack_scratch = scratch;
-        self.zero_header = zh;
-        r
+        let raw_len = head.iter().chain(runs).map(|p| p.len()).sum();
+        let mut bufs = std::mem::take(&mut self.pack_bufs);
+        let (r, zeros) = super::pack::pack_chunk(forms, head, runs, &mut bufs, |parts, len| {
+            self.out().write(parts, len).map(|()| len)
+        });
+        self.pack_bufs = bufs;
+        self.chunk_sent(now, r, raw_len, zeros)
     }
 
-    fn send_parts(&mut self, now: Instant, parts: &[&[u8]], len: usize, raw_len: usize) -> bool {
-        let mut hdr = [0u8; IMAGE_HEADER_MAX];
-        let h = match self.sm.image_chunk_header(len, &mut hdr) {
-            Ok(h) => h,
-            Err(e) => {
-                self.local_failure(now, SessionError::Internal(e.to_string()));
-                return false;
-            }
-        };
-        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-        all.push(&hdr[..h]);
-        all.extend_from_slice(parts);
-        match self.send(&all) {
-            Ok(()) => {
+    /// Books a chunk sent (`Ok` with its length on the wire) or handles
+    /// its failure; whether it went.
+    fn chunk_sent(
+        &mut self,
+        now: Instant,
+        r: Result<usize, ChunkFail>,
+        raw_len: usize,
+        zeros: usize,
+    ) -> bool {
+        match r {
+            Ok(len) => {
                 self.image_bytes += len as u64;
                 self.unpacked_bytes += raw_len as u64;
+                self.zero_pages += zeros as u64;
                 true
             }
-            Err(mut e) => {
+            Err(ChunkFail::Internal(e)) => {
+                self.local_failure(now, SessionError::Internal(e));
+                false
+            }
+            Err(ChunkFail::Write(mut e)) => {
                 // Part of the image may have gone: either way the session
                 // is over before its commit.
                 e.accepted = true;
                 self.write_error(now, e);
                 false
             }
+        }
+    }
+
+    /// The writer of image chunks, borrowing only what writing needs.
+    fn out(&mut self) -> ChunkOut<'_, L> {
+        ChunkOut {
+            sm: &mut self.sm,
+            link: &mut self.link,
+            timeout: self.opts.timeouts.write,
+            cancel: self.cancel,
+            committed: self.commit_journaled,
+            beat: &mut self.beat,
+            progress: &mut *self.progress,
+            bytes_sent: &mut self.bytes_sent,
         }
     }
 
@@ -913,9 +932,9 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         }
     }
 
-    /// Reads and sends the next batch: `true` when one was handled (sent,
-    /// or failed and the session aborted), `false` when the round has no
-    /// more pages.
+    /// Takes the next batch and sends it, from where the guest lends its
+    /// pages when it can: `true` when one was handled (sent, or failed and
+    /// the session aborted), `false` when the round has no more pages.
     fn batch(
         &mut self,
         now: Instant,
@@ -924,30 +943,69 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         types: &mut [PageType],
         data: &mut [u8],
     ) -> bool {
+        self.flush(now);
+        if self.link_dead {
+            return true;
+        }
+        let forms = self.forms();
+        let mut chunk = std::mem::take(&mut self.chunk);
+        let mut bufs = std::mem::take(&mut self.pack_bufs);
         let buf = BatchBuf { pfns, types, data };
-        let b = match drive::read_batch(pc, &mut *self.guest, &self.bitmap, buf) {
-            Ok(Some(b)) => b,
+        // The guest is borrowed for the send: the rest of the driver is
+        // reached through the writer alone.
+        let Self {
+            guest,
+            encoder,
+            bitmap,
+            sm,
+            link,
+            opts,
+            cancel,
+            commit_journaled,
+            beat,
+            progress,
+            bytes_sent,
+            ..
+        } = self;
+        let mut out = ChunkOut {
+            sm,
+            link,
+            timeout: opts.timeouts.write,
+            cancel,
+            committed: *commit_journaled,
+            beat,
+            progress: &mut **progress,
+            bytes_sent,
+        };
+        let r = drive::send_batch(pc, &mut **guest, bitmap, buf, |p: Pages<'_>| {
+            chunk.clear();
+            if let Err(e) = encoder.pages(p.pfns, p.types, p.runs, &mut chunk) {
+                return Err(SessionError::from(e));
+            }
+            let raw_len = chunk.len() + p.data_len();
+            let (r, zeros) =
+                super::pack::pack_chunk(forms, &[&chunk], p.runs, &mut bufs, |parts, len| {
+                    out.write(parts, len).map(|()| len)
+                });
+            Ok((p.pfns.len() as u64, r, raw_len, zeros))
+        });
+        self.chunk = chunk;
+        self.pack_bufs = bufs;
+        let (n, r, raw_len, zeros) = match r {
+            Ok(Some(Ok(sent))) => sent,
             Ok(None) => return false,
+            Ok(Some(Err(e))) => {
+                self.local_failure(now, e);
+                return true;
+            }
             Err(e) => {
                 self.drive_failure(now, "read pages", e);
                 return true;
             }
         };
-        let n = b.pfns.len() as u64;
-        let mut chunk = std::mem::take(&mut self.chunk);
-        chunk.clear();
-        if let Err(e) = self.encoder.pages(b.pfns, b.types, b.data, &mut chunk) {
-            self.chunk = chunk;
-            self.local_failure(now, e.into());
-            return true;
-        }
-        let packed_before = self.image_bytes;
-        let sent = self.send_image(now, &[&chunk], b.data);
-        let len = (chunk.len() + b.data.len()) as u64;
-        let wire = self.image_bytes - packed_before;
-        self.chunk = chunk;
-        if sent {
-            self.next_send = pc.record_batch(self.clock.now(), n, len, wire);
+        let wire = r.as_ref().map_or(0, |&len| len as u64);
+        if self.chunk_sent(now, r, raw_len, zeros) {
+            self.next_send = pc.record_batch(self.clock.now(), n, raw_len as u64, wire);
             self.batches += 1;
             if self.batches % 8 == 0 {
                 self.pc_progress(pc);

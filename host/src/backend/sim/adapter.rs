@@ -187,6 +187,22 @@ impl SourceGuest for SimSource {
         Ok(n)
     }
 
+    fn lend_pages(
+        &mut self,
+        pfns: &[Pfn],
+        types: &mut [PageType],
+        f: &mut relocd_core::guest::LendFn<'_>,
+    ) -> Result<bool, SimFault> {
+        let Some(types) = types.get_mut(..pfns.len()) else {
+            return Err(SimFault::BufferSize);
+        };
+        // Every simulated page is an ordinary one.
+        types.fill(PageType::NOTAB);
+        let types: &[PageType] = types;
+        sim(self.guest.lend_pages(pfns, &mut |runs| f(types, runs)))?;
+        Ok(true)
+    }
+
     fn pause(&mut self) -> Result<(), SimFault> {
         sim(self.guest.pause())
     }
@@ -361,6 +377,21 @@ mod tests {
             src.read_pages(&[256], &mut types, &mut data),
             Err(SimFault::PfnOutOfRange { pfn: 256 })
         );
+        // Lent, the same pages read the same, and the types say so.
+        let mut lent = Vec::new();
+        let mut types = [PageType::XTAB; 3];
+        let ok = src.lend_pages(&[0, 1, 2], &mut types, &mut |t, runs| {
+            assert_eq!(t, [PageType::NOTAB; 3]);
+            lent = runs.concat();
+        });
+        assert_eq!(ok, Ok(true));
+        assert!(lent == data);
+        let mut called = false;
+        assert_eq!(
+            src.lend_pages(&[1, 256], &mut types, &mut |_, _| called = true),
+            Err(SimFault::PfnOutOfRange { pfn: 256 })
+        );
+        assert!(!called);
 
         // The sink writes only the pages that carry data.
         let there = SimHypervisor::new(1 << 30, Drive::Manual);

@@ -292,6 +292,28 @@ impl SimGuest {
         Ok(())
     }
 
+    /// Calls `f` with the pages `pfns` where they are, in order, as runs
+    /// of whole pages (pages that were never written as zeros): what
+    /// [`read_pages`](Self::read_pages) would copy. The domain stays locked
+    /// while `f` runs: its vCPU waits, and nothing changes the pages.
+    pub fn lend_pages(&self, pfns: &[u64], f: &mut dyn FnMut(&[&[u8]])) -> Result<(), SimError> {
+        let st = self.lock();
+        st.live()?;
+        for &pfn in pfns {
+            st.check_pfn(pfn)?;
+        }
+        let mut runs = Vec::with_capacity(pfns.len());
+        if !st.mem.lend(pfns, &mut runs) {
+            // Every pfn is in range (checked above).
+            return Err(SimError::PfnOutOfRange {
+                pfn: pfns.iter().copied().max().unwrap_or_default(),
+                nr_pages: st.mem.nr_pages(),
+            });
+        }
+        f(&runs);
+        Ok(())
+    }
+
     /// Fills `types` with the type of each page of `pfns` (as Xen's
     /// getpageframeinfo3). Every page of a simulated guest is
     /// [`PageType::NOTAB`].

@@ -153,10 +153,63 @@ impl SparseMemory {
         chunk.page(p)
     }
 
-    /// The page at `pfn` as it reads: its data, or zeros.
-    pub(crate) fn page(&self, pfn: u64) -> &Page {
-        static ZERO: Page = [0; PAGE_SIZE];
-        self.get(pfn).unwrap_or(&ZERO)
+    /// The pages `pfns` as they read, where they are, appended to `runs`:
+    /// consecutive pfns stored side by side come as one slice, pages that
+    /// hold no data as slices of zeros. `false` (and `runs` as it was)
+    /// when a pfn is out of range.
+    pub(crate) fn lend<'m>(&'m self, pfns: &[u64], runs: &mut Vec<&'m [u8]>) -> bool {
+        /// Zeros lent for up to this many pages that hold no data.
+        const ZERO_RUN: usize = 16;
+        static ZEROS: [u8; ZERO_RUN * PAGE_SIZE] = [0; ZERO_RUN * PAGE_SIZE];
+        let start = runs.len();
+        // The run being gathered: `(chunk, first page)` of stored pages or
+        // `None` for zeros, and its length in pages.
+        let mut cur: Option<(Option<(usize, usize)>, usize)> = None;
+        let flush = |cur: Option<(Option<(usize, usize)>, usize)>, runs: &mut Vec<&'m [u8]>| {
+            let Some((at, n)) = cur else {
+                return true;
+            };
+            let run = match at {
+                Some((c, p)) => self
+                    .chunks
+                    .get(c)
+                    .and_then(Option::as_ref)
+                    .and_then(|ch| ch.data.as_slice().get(p * PAGE_SIZE..(p + n) * PAGE_SIZE)),
+                None => ZEROS.get(..n * PAGE_SIZE),
+            };
+            run.map(|r| runs.push(r)).is_some()
+        };
+        for &pfn in pfns {
+            if pfn >= self.nr_pages {
+                runs.truncate(start);
+                return false;
+            }
+            let (c, p) = split(pfn);
+            let stored = self
+                .chunks
+                .get(c)
+                .and_then(Option::as_ref)
+                .is_some_and(|ch| ch.has(p));
+            let next = match cur {
+                Some((Some((cc, cp)), n)) if stored && cc == c && cp + n == p => {
+                    Some((Some((cc, cp)), n + 1))
+                }
+                Some((None, n)) if !stored && n < ZERO_RUN => Some((None, n + 1)),
+                _ => {
+                    if !flush(cur, runs) {
+                        runs.truncate(start);
+                        return false;
+                    }
+                    Some((stored.then_some((c, p)), 1))
+                }
+            };
+            cur = next;
+        }
+        if !flush(cur, runs) {
+            runs.truncate(start);
+            return false;
+        }
+        true
     }
 
     /// Copies `pfn` into `out` (zeros if it holds no data).
@@ -272,8 +325,7 @@ mod tests {
         );
         m.read(CHUNK_PAGES as u64 - 1, &mut out);
         assert_eq!(out, page(2));
-        assert_eq!(m.page(nr - 1)[..], page(3)[..]);
-        assert_eq!(m.page(1)[..], page(0)[..]);
+        assert_eq!(m.get(nr - 1).unwrap()[..], page(3)[..]);
         assert!(m.get(1).is_none());
         // Rewriting a page with data does not count it twice.
         assert!(m.write(0, &page(9)));
@@ -305,6 +357,37 @@ mod tests {
         m.discard(pfn);
         m.discard(u64::MAX);
         assert_eq!(m.allocated_pages(), 0);
+    }
+
+    /// Lent pages read as copied ones, in as few slices as their storage
+    /// allows.
+    #[test]
+    fn lent_pages_read_as_copies_in_runs() {
+        let nr = CHUNK_PAGES as u64 + 40;
+        let mut m = SparseMemory::new(nr, false);
+        // Stored: 3, 4, 5 (one run), the last page of chunk 0 and the first
+        // of chunk 1 (adjacent pfns, two chunks: two runs).
+        let stored = [3, 4, 5, CHUNK_PAGES as u64 - 1, CHUNK_PAGES as u64];
+        for &pfn in &stored {
+            assert!(m.write(pfn, &page(pfn as u8 | 1)));
+        }
+        // 20 pages without data after pfn 5: zeros in two slices (16 + 4).
+        let mut pfns: Vec<u64> = (3..26).collect();
+        pfns.extend([CHUNK_PAGES as u64 - 1, CHUNK_PAGES as u64, nr - 1]);
+        let mut runs = Vec::new();
+        assert!(m.lend(&pfns, &mut runs));
+        let lens: Vec<usize> = runs.iter().map(|r| r.len() / PAGE_SIZE).collect();
+        assert_eq!(lens, [3, 16, 4, 1, 1, 1]);
+        let lent: Vec<u8> = runs.concat();
+        let mut copied = vec![0u8; pfns.len() * PAGE_SIZE];
+        for (&pfn, out) in pfns.iter().zip(copied.chunks_mut(PAGE_SIZE)) {
+            m.read(pfn, out);
+        }
+        assert!(lent == copied);
+        // A pfn out of range: nothing lent, `runs` as it was.
+        let mut runs = vec![&b"kept"[..]];
+        assert!(!m.lend(&[3, nr], &mut runs));
+        assert_eq!(runs, [&b"kept"[..]]);
     }
 
     #[test]

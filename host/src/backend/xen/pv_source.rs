@@ -560,14 +560,21 @@ impl<H: Hypervisor> SourceGuest for PvSource<'_, H> {
         };
         let map = self.xen.map_foreign(self.domid, &map_mfns, Prot::Read)?;
         let mut k = 0usize;
-        let mut page = [0u8; PAGE_SIZE];
         for (j, &i) in map_slots.iter().enumerate() {
             if let Some(errno) = map.page_error(j) {
                 return Err(PvSaveError::map("a page", errno, self.domid));
             }
-            map.read_page(j, &mut page)?;
+            // One copy, from the mapping straight to its place in the
+            // batch; a page table is normalised there. (The mapping itself
+            // is never lent: the guest may be writing to it, which no Rust
+            // reference may describe.)
+            let page: &mut [u8; PAGE_SIZE] = data
+                .get_mut(k * PAGE_SIZE..(k + 1) * PAGE_SIZE)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(PvSaveError::Order("batch data buffer too short"))?;
+            map.read_page(j, page)?;
             if let Some(level) = types[i].table_level() {
-                match pv::normalise_page_table(level, &mut page, &self.p2m, mode) {
+                match pv::normalise_page_table(level, page, &self.p2m, mode) {
                     Ok(pv::Normalised::Done(_)) => self.counters.page_tables += 1,
                     Ok(pv::Normalised::Deferred { .. }) => {
                         types[i] = PageType::XTAB;
@@ -579,10 +586,6 @@ impl<H: Hypervisor> SourceGuest for PvSource<'_, H> {
                     }
                 }
             }
-            let dst = data
-                .get_mut(k * PAGE_SIZE..(k + 1) * PAGE_SIZE)
-                .ok_or(PvSaveError::Order("batch data buffer too short"))?;
-            dst.copy_from_slice(&page);
             k += 1;
         }
         Ok(k)
