@@ -150,19 +150,31 @@ pub fn read_batch<'b, G: SourceGuest, P: PrecopyPolicy>(
     }
     let pfns: &'b [Pfn] = pfns;
     let pfns = &pfns[..n];
-    let k = guest(g.read_pages(pfns, &mut types[..n], &mut data[..n * PAGE_SIZE]))?;
+    let data = copy_pages(g, pfns, &mut types[..n], &mut data[..n * PAGE_SIZE])?;
     let types: &'b [PageType] = types;
-    let types = &types[..n];
+    Ok(Some(Batch {
+        pfns,
+        types: &types[..n],
+        data,
+    }))
+}
+
+/// Copies a batch with [`SourceGuest::read_pages`] and checks the count:
+/// the packed contents of the pages that have data.
+fn copy_pages<'d, G: SourceGuest>(
+    g: &mut G,
+    pfns: &[Pfn],
+    types: &mut [PageType],
+    data: &'d mut [u8],
+) -> Result<&'d [u8], DriveError<G::Error>> {
+    let k = guest(g.read_pages(pfns, types, data))?;
     let with_data = types.iter().filter(|t| t.has_data()).count();
     if k != with_data {
         return Err(DriveError::BatchMismatch);
     }
-    let data: &'b [u8] = data;
-    Ok(Some(Batch {
-        pfns,
-        types,
-        data: &data[..k * PAGE_SIZE],
-    }))
+    let data: &'d [u8] = data;
+    data.get(..k.saturating_mul(PAGE_SIZE))
+        .ok_or(DriveError::BatchMismatch)
 }
 
 /// Takes the next batch of the current round and hands it to `send` with
@@ -208,16 +220,8 @@ pub fn send_batch<G: SourceGuest, P: PrecopyPolicy, R>(
     let Some(send) = send else {
         return Err(DriveError::BatchMismatch);
     };
-    let k = guest(g.read_pages(pfns, types, &mut data[..n * PAGE_SIZE]))?;
+    let runs = [copy_pages(g, pfns, types, &mut data[..n * PAGE_SIZE])?];
     let types: &[PageType] = types;
-    let data: &[u8] = data;
-    let Some(run) = data.get(..k.saturating_mul(PAGE_SIZE)) else {
-        return Err(DriveError::BatchMismatch);
-    };
-    let runs = [run];
-    if !runs_match(types, &runs) {
-        return Err(DriveError::BatchMismatch);
-    }
     Ok(Some(send(Pages {
         pfns,
         types,
