@@ -17,12 +17,13 @@
 //!    a throttle that just took hold gets its rounds.
 //!
 //! The steps: [`ConvergeConfig::initial`] (20 %), then each step halves the
-//! CPU time left (20, 60, 80, 90, 95, 98 %), or takes three quarters of it
-//! when the round was busy (the guest dirtied at least
-//! [`super::BUSY_PERCENT`] % of what the round sent: the link does not keep
-//! up at all; 20, 80, 95, 99 %), up to [`ConvergeConfig::ceiling`] (99 %).
-//! Every round a throttle that does not bite costs a whole copy of the
-//! dirty set, so a guest far faster than the link is not eased in. The
+//! CPU time left (20, 60, 80, 90, 95, 98 %); when the round was busy (the
+//! guest dirtied at least [`super::BUSY_PERCENT`] % of what the round
+//! sent: the link does not keep up at all) a step takes three quarters of
+//! the time left, the first one included (80, 95, 99 %), up to
+//! [`ConvergeConfig::ceiling`] (99 %). Every round a throttle that does
+//! not bite costs a whole copy of the dirty set, so a guest far faster
+//! than the link is not eased in. The
 //! throttle never loosens during a migration: a guest that converged under
 //! it would dirty more without it.
 //! The host reads [`ConvergePolicy::throttle`] after each round and tells
@@ -51,12 +52,15 @@ impl Default for ConvergeConfig {
 
 impl ConvergeConfig {
     /// The throttle after `t`: [`initial`](Self::initial) from 0, then half
-    /// of the CPU time left, or three quarters of it after a `busy` round,
-    /// at most [`ceiling`](Self::ceiling).
+    /// of the CPU time left; after a `busy` round three quarters of what
+    /// [`initial`](Self::initial) leaves from 0, and of the time left after
+    /// that. At most [`ceiling`](Self::ceiling).
     pub fn next(&self, t: u8, busy: bool) -> u8 {
         let ceiling = self.ceiling.min(100);
         let left = 100 - t.min(100);
-        let n = if t == 0 {
+        let n = if t == 0 && busy {
+            100 - (100 - self.initial.clamp(1, 100)) / 4
+        } else if t == 0 {
             self.initial.max(1)
         } else if busy {
             100 - left / 4
@@ -153,7 +157,7 @@ mod tests {
         let c = ConvergeConfig::default();
         for (busy, want) in [
             (false, [20, 60, 80, 90, 95, 98, 99, 99]),
-            (true, [20, 80, 95, 99, 99, 99, 99, 99]),
+            (true, [80, 95, 99, 99, 99, 99, 99, 99]),
         ] {
             let mut t = 0;
             let mut seen = [0u8; 8];
@@ -167,7 +171,8 @@ mod tests {
             initial: 10,
             ceiling: 50,
         };
-        assert_eq!(low.next(0, true), 10);
+        assert_eq!(low.next(0, false), 10);
+        assert_eq!(low.next(0, true), 50);
         assert_eq!(low.next(10, false), 50);
         assert_eq!(low.next(50, true), 50);
     }
@@ -212,9 +217,10 @@ mod tests {
             Decision::StopAndCopy,
             "busy for 3 rounds at the ceiling"
         );
-        // Busy rounds (the link does not keep up at all) take bigger steps.
+        // Busy rounds (the link does not keep up at all) take bigger steps,
+        // from the first.
         let mut b = ConvergePolicy::new(base, Some(ConvergeConfig::default()));
-        for (round, want) in [(1, 20), (2, 80), (3, 95), (4, 99)] {
+        for (round, want) in [(1, 80), (2, 95), (3, 99)] {
             assert_eq!(
                 b.decide(&stats(round, 1000, 990, 5000, round)),
                 Decision::ContinuePrecopy
@@ -225,7 +231,7 @@ mod tests {
         // Converged: stop, whatever the throttle.
         let mut q = ConvergePolicy::new(base, Some(ConvergeConfig::default()));
         assert_eq!(
-            q.decide(&stats(1, 1000, 900, 5000, 1)),
+            q.decide(&stats(1, 1000, 800, 5000, 1)),
             Decision::ContinuePrecopy
         );
         assert_eq!(q.decide(&stats(2, 900, 10, 200, 0)), Decision::StopAndCopy);

@@ -191,9 +191,10 @@ pub struct MigrateArgs {
     pub no_zero_pages: bool,
     /// When the guest dirties memory faster than the rounds shrink it,
     /// throttle its vCPUs through the scheduler (20 % of their time
-    /// first, then half of what is left each round, three quarters when
-    /// the link does not keep up at all, up to 99 %) until it converges; its own cap and weight come back on every path, and
-    /// the destination's domain gets them.
+    /// first, then half of what is left each round; three quarters of it,
+    /// from the first step, when the link does not keep up at all: 80 %,
+    /// 95 %; up to 99 %) until it converges; its own cap and weight come
+    /// back on every path, and the destination's domain gets them.
     #[arg(long, requires = "live")]
     pub auto_converge: bool,
     /// Over TLS, both hosts authenticated by certificates from
