@@ -12,6 +12,8 @@
 //! - [`backend`]: the doorways. `privcmd` (feature `privcmd`, default; Linux
 //!   dom0 or driver domain) and `hypercall_page` (feature `page`; a bare
 //!   PV/PVH domain's hypercall page, no std: domctl, sysctl and memory_op).
+//! - `residency` (feature `residency`, default; Linux): `madvise` on
+//!   read-only file mappings, to give back pages start-up left resident.
 //! - `fake` (feature `fake`): an in-memory Xen for tests above the trait.
 //!
 //! Code above this crate is generic over [`Hypervisor`] and calls the
@@ -54,6 +56,8 @@ pub mod fake;
 mod hypervisor;
 mod ops;
 mod plain;
+#[cfg(all(feature = "residency", target_os = "linux"))]
+pub mod residency;
 pub mod xsm;
 
 pub use abi::domctl::VcpuMsr;

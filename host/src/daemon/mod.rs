@@ -781,6 +781,15 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
     if let Some(warning) = open {
         tracing::warn!("{warning}");
     }
+    // Start-up is over (libraries loaded, sockets open): give back the
+    // code and read-only data pages it left mapped (issue 17).
+    let trimmed = crate::residency::trim();
+    tracing::debug!(
+        mappings = trimmed.mappings,
+        kib = trimmed.kib,
+        skipped = trimmed.skipped,
+        "residency trim: read-only file pages dropped after start-up"
+    );
     tracing::info!(
         control = %daemon.control_path().display(),
         listen = %daemon.listen_addr().map_or_else(|| "-".to_owned(), |a| a.to_string()),
