@@ -1,14 +1,22 @@
-//! After start-up, give back the code and read-only data pages start-up
-//! left mapped (issue 17: the daemon's idle RSS).
+//! Give back the code and read-only data pages that start-up and each
+//! burst of work leave mapped (issue 17: the daemon's idle RSS).
 //!
 //! Most of an idle `relocd serve`'s resident memory is not its own data but
 //! file pages: relocd's and the C libraries' code and read-only data, mapped
-//! in as start-up touched them, plus their neighbours that the kernel's
+//! in as they were touched, plus their neighbours that the kernel's
 //! fault-around (64 KiB per fault) mapped along with them. [`trim`] reads
 //! `/proc/self/smaps`, picks the mappings [`selected`] says may be dropped,
 //! and hands each to [`relocd_hypercall::residency::release_file_pages`]
-//! (`MADV_RANDOM`, then `MADV_DONTNEED`). The pages stay in the page cache;
-//! what runs again later faults back in page by page, as it is used.
+//! (`MADV_DONTNEED`). The pages stay in the page cache; what runs again
+//! later faults back in as it is used (a minor fault, no disk read while
+//! the page cache keeps them).
+//!
+//! When: `relocd serve` trims once start-up is over, and calls
+//! [`enable_idle_trim`]; from then on the daemon trims again each time its
+//! last piece of work ends (a management connection, a relocation session:
+//! each holds a [`Busy`] while it runs). A request's code faults back in
+//! with fault-around, and would otherwise stay mapped for the daemon's
+//! lifetime.
 //!
 //! Safe because only mappings whose every page is the file's own are
 //! dropped: private, file-backed, not writable, and with `Anonymous: 0 kB`
@@ -21,6 +29,59 @@
 //! left as it was.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Work in progress (management connections, relocation sessions).
+static BUSY: AtomicUsize = AtomicUsize::new(0);
+/// Set by `relocd serve`: trim whenever [`BUSY`] falls to zero.
+static IDLE_TRIM: AtomicBool = AtomicBool::new(false);
+/// One trim at a time (a second one meanwhile would find nothing to do).
+static TRIMMING: Mutex<()> = Mutex::new(());
+
+/// A piece of work the daemon is doing; when the last one ends (is
+/// dropped) and [`enable_idle_trim`] was called, the daemon [`trim`]s.
+#[must_use = "the work lasts as long as the guard"]
+#[derive(Debug)]
+pub struct Busy(());
+
+impl Busy {
+    /// Work starts.
+    pub fn enter() -> Busy {
+        BUSY.fetch_add(1, Ordering::SeqCst);
+        Busy(())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if BUSY.fetch_sub(1, Ordering::SeqCst) == 1 && IDLE_TRIM.load(Ordering::SeqCst) {
+            trim_logged("idle");
+        }
+    }
+}
+
+/// From now on, trim whenever the last [`Busy`] ends (`relocd serve` only;
+/// a daemon embedded in a test process leaves its host's memory alone).
+pub fn enable_idle_trim() {
+    IDLE_TRIM.store(true, Ordering::SeqCst);
+}
+
+/// [`trim`], unless one is running, with its outcome logged at debug.
+pub fn trim_logged(when: &'static str) {
+    let Ok(_one) = TRIMMING.try_lock() else {
+        return;
+    };
+    let done = trim();
+    tracing::debug!(
+        when,
+        mappings = done.mappings,
+        kib = done.kib,
+        skipped = done.skipped,
+        "residency trim: read-only file pages dropped"
+    );
+}
+
 
 /// `/proc/self/smaps` is read up to this many bytes (relocd's is ~50 KB).
 const SMAPS_MAX: u64 = 4 << 20;

@@ -5,15 +5,21 @@
 //! neighbouring pages that are already in the page cache too ("fault-around",
 //! 64 KiB by default). Start-up touches code that never runs again, and
 //! fault-around maps far more than was touched; all of it counts in the
-//! process's RSS for as long as it lives. [`release_file_pages`] stops
-//! fault-around on one range and drops this process's mapping of its pages:
-//! the page cache keeps them, and a page faults back in (from the cache, or
-//! the file) the next time it is used.
+//! process's RSS for as long as it lives. [`release_file_pages`] drops this
+//! process's mapping of one range's pages (`MADV_DONTNEED`): the page cache
+//! keeps them, and a page faults back in (from the cache, or the file) the
+//! next time it is used.
+//!
+//! No `MADV_RANDOM`: on Linux 6.18 it does not stop fault-around (the
+//! mapping gets `VM_RAND_READ`, which only turns read-ahead off; pages
+//! touched afterwards still come back in whole 64 KiB blocks, measured with
+//! `/proc/PID/pagemap`), so it would only slow the refault of a page the
+//! page cache has evicted.
 //!
 //! Which ranges qualify is the caller's policy (relocd's is in
-//! `relocd::residency`, from `/proc/self/smaps`); this module holds the two
-//! `madvise` calls and the check that keeps the second one from destroying
-//! data: every page of the range must be a file page (no copy-on-write copy).
+//! `relocd::residency`, from `/proc/self/smaps`); this module holds the
+//! `madvise` call and the check that keeps it from destroying data: every
+//! page of the range must be a file page (no copy-on-write copy).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -50,8 +56,6 @@ pub enum ResidencyError {
     Pagemap(std::io::Error),
     /// `madvise` refused.
     Madvise {
-        /// The advice given (`MADV_RANDOM`, `MADV_DONTNEED`).
-        advice: &'static str,
         /// The kernel's answer.
         source: std::io::Error,
     },
@@ -67,7 +71,7 @@ impl core::fmt::Display for ResidencyError {
                 write!(f, "the page at {addr:#x} is a private copy, not the file's")
             }
             ResidencyError::Pagemap(e) => write!(f, "reading /proc/self/pagemap: {e}"),
-            ResidencyError::Madvise { advice, source } => write!(f, "madvise({advice}): {source}"),
+            ResidencyError::Madvise { source } => write!(f, "madvise(MADV_DONTNEED): {source}"),
         }
     }
 }
@@ -75,7 +79,7 @@ impl core::fmt::Display for ResidencyError {
 impl std::error::Error for ResidencyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ResidencyError::Pagemap(e) | ResidencyError::Madvise { source: e, .. } => Some(e),
+            ResidencyError::Pagemap(e) | ResidencyError::Madvise { source: e } => Some(e),
             _ => None,
         }
     }
@@ -118,17 +122,15 @@ fn check_file_pages(start: usize, len: usize) -> Result<(), ResidencyError> {
     Ok(())
 }
 
-fn madvise(start: usize, len: usize, advice: libc::c_int) -> Result<(), std::io::Error> {
+fn madvise_dontneed(start: usize, len: usize) -> Result<(), std::io::Error> {
     // SAFETY: madvise reads no memory of ours; it works on this process's
-    // page tables for the range. The two advices used here are
-    // MADV_RANDOM, a hint that changes no contents, and MADV_DONTNEED,
-    // which `release_file_pages` gives only after checking that the range
-    // is page-aligned and holds file pages alone, in a mapping its caller
-    // found private, file-backed and not writable: dropping such a page
-    // loses nothing, because the next access maps the same file page again
-    // (the same bytes). An unmapped range makes the call fail with ENOMEM
-    // and changes nothing.
-    let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, advice) };
+    // page tables for the range. MADV_DONTNEED is given only by
+    // `release_file_pages`, after checking that the range is page-aligned
+    // and holds file pages alone, in a mapping its caller found private,
+    // file-backed and not writable: dropping such a page loses nothing,
+    // because the next access maps the same file page again (the same
+    // bytes). An unmapped range makes the call fail with ENOMEM.
+    let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
     if rc == 0 {
         Ok(())
     } else {
@@ -136,9 +138,9 @@ fn madvise(start: usize, len: usize, advice: libc::c_int) -> Result<(), std::io:
     }
 }
 
-/// Stops fault-around on `start..start + len` (`MADV_RANDOM`) and drops
-/// this process's mapping of its resident pages (`MADV_DONTNEED`); they stay
-/// in the page cache and fault back in one by one as they are used.
+/// Drops this process's mapping of the resident pages of `start..start +
+/// len` (`MADV_DONTNEED`); they stay in the page cache and fault back in as
+/// they are used.
 ///
 /// For ranges of a **private, file-backed, not writable** mapping, such as
 /// an executable's or a shared library's code and read-only data (the
@@ -147,25 +149,20 @@ fn madvise(start: usize, len: usize, advice: libc::c_int) -> Result<(), std::io:
 /// [`ResidencyError::NotFilePage`] if any page is a private copy rather than
 /// the file's own page (a read-only-after-relocation segment the dynamic
 /// linker wrote is one): dropping a copy would bring back the file's
-/// original bytes. `MADV_RANDOM` is left in force even then (it is only a
-/// hint: no fault-around and no read-ahead on that range).
+/// original bytes.
 ///
 /// Not for a mapping another thread may make writable, unmap or replace
-/// while this runs (`mprotect`, `munmap`, `dlclose`): call it where the
-/// process's mappings are settled, once start-up has loaded what it loads.
+/// while this runs (`mprotect`, `munmap`, `dlclose`). A library loaded
+/// meanwhile (`dlopen`, e.g. glibc's NSS modules) only adds mappings; its
+/// segments are written while still writable, so a caller that skips
+/// writable mappings and ones holding anonymous pages skips them, and this
+/// check catches a copy made since. relocd unloads no library.
 pub fn release_file_pages(start: usize, len: usize) -> Result<(), ResidencyError> {
     if len == 0 || start % PAGE != 0 || len % PAGE != 0 || start.checked_add(len).is_none() {
         return Err(ResidencyError::BadRange { start, len });
     }
-    madvise(start, len, libc::MADV_RANDOM).map_err(|source| ResidencyError::Madvise {
-        advice: "MADV_RANDOM",
-        source,
-    })?;
     check_file_pages(start, len)?;
-    madvise(start, len, libc::MADV_DONTNEED).map_err(|source| ResidencyError::Madvise {
-        advice: "MADV_DONTNEED",
-        source,
-    })
+    madvise_dontneed(start, len).map_err(|source| ResidencyError::Madvise { source })
 }
 
 #[cfg(test)]
