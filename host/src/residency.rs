@@ -72,9 +72,11 @@ pub fn trim_logged(when: &'static str) {
     let Ok(_one) = TRIMMING.try_lock() else {
         return;
     };
+    let t = std::time::Instant::now();
     let done = trim();
     tracing::debug!(
         when,
+        took_us = t.elapsed().as_micros(),
         mappings = done.mappings,
         kib = done.kib,
         skipped = done.skipped,
