@@ -84,7 +84,6 @@ pub fn trim_logged(when: &'static str) {
     );
 }
 
-
 /// `/proc/self/smaps` is read up to this many bytes (relocd's is ~50 KB).
 const SMAPS_MAX: u64 = 4 << 20;
 /// At most this many mappings are parsed.
