@@ -116,7 +116,7 @@ pub enum SmapsError {
     /// Reading failed.
     #[error("reading /proc/self/smaps: {0}")]
     Read(#[from] std::io::Error),
-    /// The text is longer than [`SMAPS_MAX`] or lists too many mappings.
+    /// The text is longer than 4 MiB or lists more than 16384 mappings.
     #[error("/proc/self/smaps is larger than expected")]
     TooLarge,
     /// A line is not what the kernel writes.
