@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod journal;
 pub mod lock;
 pub mod peer;
+pub mod residency;
 pub mod session;
 pub mod settings;
 pub mod tls;

@@ -633,3 +633,76 @@ fn a_bad_hosts_allow_names_the_file_and_line_and_exits_like_check_host() {
     }
     assert!(!control.exists());
 }
+
+/// The `mappings=N` of a "residency trim" log line.
+fn trimmed_mappings(line: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix("mappings="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no mappings= in {line:?}"))
+}
+
+#[test]
+fn daemons_that_dropped_their_code_pages_still_migrate_a_guest() {
+    // Both daemons drop their read-only file pages after start-up and again
+    // each time they fall idle; code that runs afterwards faults back in. A
+    // live migration there and back after those trims must work as ever.
+    let dir = Scratch::new("trim");
+    let config = dir.config("(xend-relocation-server no)\n");
+    let (src_sock, dst_sock) = (dir.path("src.sock"), dir.path("dst.sock"));
+    let (src_state, dst_state) = (dir.path("src-state"), dir.path("dst-state"));
+    let args = |state: &Path| {
+        [
+            "--config".to_owned(),
+            config.to_str().unwrap().to_owned(),
+            "--state-dir".to_owned(),
+            state.to_str().unwrap().to_owned(),
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ]
+    };
+    let (src_args, dst_args) = (args(&src_state), args(&dst_state));
+    let src = Daemon::spawn(&src_sock, &src_args.each_ref().map(String::as_str));
+    let dst = Daemon::spawn(&dst_sock, &dst_args.each_ref().map(String::as_str));
+    for d in [&src, &dst] {
+        let line = d.wait_for("residency trim");
+        assert!(line.contains("when=\"start-up\""), "{line}");
+        assert!(trimmed_mappings(&line) > 0, "nothing was trimmed: {line}");
+        d.wait_for("relocd ready");
+    }
+    let addr = |d: &Daemon| d.ping().listen.unwrap();
+    let (src_addr, dst_addr) = (addr(&src), addr(&dst));
+    // Each management connection ends in an idle trim.
+    src.wait_for("when=\"idle\"");
+    dst.wait_for("when=\"idle\"");
+
+    let out = relocd(&src_sock, &["sim", "create", "g1", "--memory", "64M"]);
+    assert!(out.status.success(), "{out:?}");
+    src.wait_for("when=\"idle\"");
+    let out = relocd(&src_sock, &["migrate", "--live", "g1", &dst_addr]);
+    assert!(out.status.success(), "{out:?}\n{}", src.log_text());
+    // The receiving session's end is an idle point too.
+    let line = dst.wait_for("when=\"idle\"");
+    assert!(trimmed_mappings(&line) > 0, "{line}");
+    let listed = |sock: &Path| {
+        let out = relocd(sock, &["list", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(&dst_sock), ["g1"]);
+    assert!(listed(&src_sock).is_empty());
+
+    // And back, after both have trimmed again.
+    src.wait_for("when=\"idle\"");
+    dst.wait_for("when=\"idle\"");
+    let out = relocd(&dst_sock, &["migrate", "--live", "g1", &src_addr]);
+    assert!(out.status.success(), "{out:?}\n{}", dst.log_text());
+    assert_eq!(listed(&src_sock), ["g1"]);
+    assert!(listed(&dst_sock).is_empty());
+}

@@ -14,6 +14,8 @@
 //!   PV/PVH domain's hypercall page, no std: domctl, sysctl and memory_op).
 //! - [`anon`] (feature `privcmd`): zero-filled anonymous memory, for the
 //!   simulated hypervisor's guests.
+//! - `residency` (feature `residency`, default; Linux): `madvise` on
+//!   read-only file mappings, to give back pages start-up left resident.
 //! - `fake` (feature `fake`): an in-memory Xen for tests above the trait.
 //!
 //! Code above this crate is generic over [`Hypervisor`] and calls the
@@ -58,6 +60,8 @@ pub mod fake;
 mod hypervisor;
 mod ops;
 mod plain;
+#[cfg(all(feature = "residency", target_os = "linux"))]
+pub mod residency;
 pub mod xsm;
 
 pub use abi::domctl::VcpuMsr;

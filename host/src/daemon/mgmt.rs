@@ -306,8 +306,11 @@ fn accept_loop(listener: UnixListener, ctx: Arc<ControlContext>, stopping: Arc<A
             .spawn({
                 let (ctx, clients) = (ctx.clone(), clients.clone());
                 move || {
+                    let busy = crate::residency::Busy::enter();
                     serve_client(stream, &ctx);
                     clients.fetch_sub(1, Ordering::SeqCst);
+                    // The last piece of work: relocd serve trims here.
+                    drop(busy);
                 }
             });
         if let Err(e) = spawned {

@@ -187,6 +187,7 @@ fn incoming(s: Session) -> crate::engine::Incoming {
 
 impl SessionHandler for ServiceSessions {
     fn handle(&self, session: Session) {
+        let _busy = crate::residency::Busy::enter();
         self.0.receive(incoming(session));
     }
 
@@ -781,6 +782,11 @@ pub fn serve(control: &Path, args: &ServeArgs) -> Result<(), DaemonError> {
     if let Some(warning) = open {
         tracing::warn!("{warning}");
     }
+    // Start-up is over (libraries loaded, sockets open): give back the
+    // code and read-only data pages it left mapped, and again whenever the
+    // daemon falls idle (issue 17; crate::residency).
+    crate::residency::trim_logged("start-up");
+    crate::residency::enable_idle_trim();
     tracing::info!(
         control = %daemon.control_path().display(),
         listen = %daemon.listen_addr().map_or_else(|| "-".to_owned(), |a| a.to_string()),
