@@ -442,158 +442,169 @@ fn live_migration_over_tls_is_byte_exact_and_admitted_by_certificate_name() {
     }
 }
 
-#[test]
-fn a_client_certificate_from_another_ca_is_refused() {
-    let w = world("other-ca");
-    let b = w.dest(&host_cert(&w.ca, "hostb.example.org"));
-    let a = w.source("a", &host_cert(&w.other_ca, "hosta.example.org"), &[&w.ca]);
+/// Where a [`Refusal`] goes.
+enum Dest {
+    /// [`World::dest`]'s TLS port, with this certificate.
+    Tls(fn(&World) -> HostCert),
+    /// The plain port of a destination without TLS that admits everyone.
+    PlainOpen,
+}
+
+/// A migration that must be refused before the destination reads a
+/// relocation message: the source's certificate (it trusts the test CA),
+/// `--ssl` or not, what the refusal says and what the destination logs.
+struct Refusal {
+    dir: &'static str,
+    dest: Dest,
+    source: fn(&World) -> HostCert,
+    ssl: bool,
+    says: &'static [&'static str],
+    logged: &'static [&'static str],
+}
+
+/// hosta to hostb's TLS port, with `--ssl`.
+const REFUSAL: Refusal = Refusal {
+    dir: "",
+    dest: Dest::Tls(|w| host_cert(&w.ca, "hostb.example.org")),
+    source: |w| host_cert(&w.ca, "hosta.example.org"),
+    ssl: true,
+    says: &[],
+    logged: &[],
+};
+
+/// Runs `case` ([`refused`]), then waits for each of `case.logged`.
+fn check_refusal(case: Refusal) {
+    let w = world(case.dir);
+    let b = match case.dest {
+        Dest::Tls(cert) => w.dest(&cert(&w)),
+        Dest::PlainOpen => node(
+            &w.dir,
+            NodeSpec {
+                tag: "open",
+                files: None,
+                plain: true,
+                tls_listener: false,
+                admission: Arc::new(AdmitAll),
+            },
+        ),
+    };
+    let a = w.source("a", &(case.source)(&w), &[&w.ca]);
     create(&a, "web1", 4 * MIB);
+    let to = match case.dest {
+        Dest::Tls(_) => b.tls_addr(),
+        Dest::PlainOpen => b.plain(),
+    };
     refused(
         &a,
-        &migrate("web1", b.tls_addr(), true),
+        &migrate("web1", to, case.ssl),
         &b,
         ErrorKind::Refused,
-        &[
+        case.says,
+    );
+    eventually(&format!("the destination logs {:?}", case.logged), || {
+        let l = logs();
+        case.logged.iter().all(|n| l.contains(n))
+    });
+}
+
+#[test]
+fn a_client_certificate_from_another_ca_is_refused() {
+    check_refusal(Refusal {
+        dir: "other-ca",
+        source: |w| host_cert(&w.other_ca, "hosta.example.org"),
+        says: &[
             "does not trust this host's certificate",
             "relocd-relocation-ssl-ca-file",
             "a.crt",
         ],
-    );
-    eventually("the destination logs why", || {
-        logs().contains("TLS handshake failed")
-            && logs()
-                .contains("its certificate is not signed by a CA in relocd-relocation-ssl-ca-file")
+        logged: &[
+            "TLS handshake failed",
+            "its certificate is not signed by a CA in relocd-relocation-ssl-ca-file",
+        ],
+        ..REFUSAL
     });
 }
 
 #[test]
 fn an_expired_client_certificate_is_refused() {
-    let w = world("expired");
-    let b = w.dest(&host_cert(&w.ca, "hostb.example.org"));
-    let a = w.source("a", &w.ca.issue_expired(&["hosta.example.org"]), &[&w.ca]);
-    create(&a, "web1", 4 * MIB);
-    refused(
-        &a,
-        &migrate("web1", b.tls_addr(), true),
-        &b,
-        ErrorKind::Refused,
-        &["has expired", "renew"],
-    );
-    eventually("the destination logs why", || {
-        logs().contains("its certificate has expired")
+    check_refusal(Refusal {
+        dir: "expired",
+        source: |w| w.ca.issue_expired(&["hosta.example.org"]),
+        says: &["has expired", "renew"],
+        logged: &["its certificate has expired"],
+        ..REFUSAL
     });
 }
 
 #[test]
 fn a_name_hosts_allow_does_not_admit_is_refused() {
-    let w = world("hosts-allow");
-    let b = w.dest(&host_cert(&w.ca, "hostb.example.org"));
-    let a = w.source("a", &host_cert(&w.ca, "hostx.example.org"), &[&w.ca]);
-    create(&a, "web1", 4 * MIB);
-    refused(
-        &a,
-        &migrate("web1", b.tls_addr(), true),
-        &b,
-        ErrorKind::Refused,
-        &["xend-relocation-hosts-allow"],
-    );
-    eventually("the destination logs why, with the names it tried", || {
-        let l = logs();
-        l.contains("relocation connection refused")
-            && l.contains("its certificate's names: hostx.example.org, 127.0.0.1")
+    check_refusal(Refusal {
+        dir: "hosts-allow",
+        source: |w| host_cert(&w.ca, "hostx.example.org"),
+        says: &["xend-relocation-hosts-allow"],
+        // With the names it tried.
+        logged: &[
+            "relocation connection refused",
+            "its certificate's names: hostx.example.org, 127.0.0.1",
+        ],
+        ..REFUSAL
     });
 }
 
 #[test]
 fn a_server_certificate_from_another_ca_is_refused_by_the_client() {
-    let w = world("server-ca");
-    let b = w.dest(&host_cert(&w.other_ca, "hostb.example.org"));
-    let a = w.source("a", &host_cert(&w.ca, "hosta.example.org"), &[&w.ca]);
-    create(&a, "web1", 4 * MIB);
-    refused(
-        &a,
-        &migrate("web1", b.tls_addr(), true),
-        &b,
-        ErrorKind::Refused,
-        &[
+    check_refusal(Refusal {
+        dir: "server-ca",
+        dest: Dest::Tls(|w| host_cert(&w.other_ca, "hostb.example.org")),
+        says: &[
             "its certificate is not signed by a CA in relocd-relocation-ssl-ca-file",
             "a-ca.pem",
             "add its CA there",
         ],
-    );
-    eventually("the destination logs the client's alert", || {
-        logs().contains("the peer does not trust this host's certificate")
+        // The client's alert.
+        logged: &["the peer does not trust this host's certificate"],
+        ..REFUSAL
     });
 }
 
 #[test]
 fn a_server_certificate_for_another_name_is_refused_by_the_client() {
-    let w = world("server-name");
-    // The destination's certificate does not carry 127.0.0.1.
-    let b = w.dest(&w.ca.issue(&["hostb.example.org"]));
-    let a = w.source("a", &host_cert(&w.ca, "hosta.example.org"), &[&w.ca]);
-    create(&a, "web1", 4 * MIB);
-    refused(
-        &a,
-        &migrate("web1", b.tls_addr(), true),
-        &b,
-        ErrorKind::Refused,
-        &["not for the name dialled", "subject alternative names"],
-    );
+    check_refusal(Refusal {
+        dir: "server-name",
+        // The destination's certificate does not carry 127.0.0.1.
+        dest: Dest::Tls(|w| w.ca.issue(&["hostb.example.org"])),
+        says: &["not for the name dialled", "subject alternative names"],
+        ..REFUSAL
+    });
 }
 
 #[test]
 fn a_plaintext_client_on_the_tls_port_is_refused() {
-    let w = world("plain-on-tls");
-    let b = w.dest(&host_cert(&w.ca, "hostb.example.org"));
-    let a = w.source("a", &host_cert(&w.ca, "hosta.example.org"), &[&w.ca]);
-    create(&a, "web1", 4 * MIB);
-    refused(
-        &a,
-        &migrate("web1", b.tls_addr(), false),
-        &b,
-        ErrorKind::Refused,
-        &["speaks TLS", "--ssl"],
-    );
-    eventually("the destination logs why", || {
-        logs().contains("the peer does not speak TLS")
+    check_refusal(Refusal {
+        dir: "plain-on-tls",
+        ssl: false,
+        says: &["speaks TLS", "--ssl"],
+        logged: &["the peer does not speak TLS"],
+        ..REFUSAL
     });
 }
 
 #[test]
 fn a_tls_client_on_the_plain_port_fails_and_never_falls_back() {
-    let w = world("tls-on-plain");
-    let b = w.dest(&host_cert(&w.ca, "hostb.example.org"));
-    let a = w.source("a", &host_cert(&w.ca, "hosta.example.org"), &[&w.ca]);
-    create(&a, "web1", 4 * MIB);
-    // Admitted by hosts-allow on the plain port? No: 127.0.0.1 is not
-    // hosta. Use a destination that admits everyone on its plain port, so
-    // only TLS can stop it.
-    let open = node(
-        &w.dir,
-        NodeSpec {
-            tag: "open",
-            files: None,
-            plain: true,
-            tls_listener: false,
-            admission: Arc::new(AdmitAll),
-        },
-    );
-    refused(
-        &a,
-        &migrate("web1", open.plain(), true),
-        &open,
-        ErrorKind::Refused,
-        &[
+    // Not the TLS destination's plain port: hosts-allow there would refuse
+    // 127.0.0.1 (not hosta) before TLS could.
+    check_refusal(Refusal {
+        dir: "tls-on-plain",
+        dest: Dest::PlainOpen,
+        says: &[
             "during the TLS handshake",
             "not a TLS relocation port",
             "without --ssl",
         ],
-    );
-    eventually("the destination logs a TLS client", || {
-        logs().contains("the peer speaks TLS, not plain relocd")
+        // A TLS client.
+        logged: &["the peer speaks TLS, not plain relocd"],
+        ..REFUSAL
     });
-    drop(b);
 }
 
 #[test]
