@@ -7,351 +7,29 @@
 //! to fix. SIGHUP's re-read is checked with a migration running.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
-use relocd::api::{
-    CommandError, DomainInfo, DomainState, ErrorKind, MigrateRequest, Outcome, ProgressSink,
-    Request, ResolveRequest, RestoreRequest, SaveRequest, SimCreateRequest, TransferSummary,
-};
-use relocd::backend::sim::{spec_from_request, GuestSpec};
+use relocd::api::{ErrorKind, MigrateRequest, Outcome, Request};
 use relocd::client::{Client, ClientError};
-use relocd::daemon::listener::{
-    Admission, AdmitAll, ListenerConfig, PatternAdmission, PendingLimits,
+use relocd::daemon::listener::{Admission, PatternAdmission};
+use relocd_tests::daemons::{
+    check_moved, create, eventually, logs, migration, node, refused, running_at, scratch, NoNames,
+    Node, NodeSpec, Scratch,
 };
-use relocd::daemon::{Daemon, DaemonConfig, DaemonParts, SimBackend, TlsListen};
-use relocd::engine::{Engine, EngineConfig, Incoming, Service, TlsClient};
-use relocd::peer::Resolver;
-use relocd::tls::{Tls, TlsFiles};
 use relocd_tests::tls_certs::{write_files, Ca, Files, HostCert};
 
 const MIB: u64 = 1 << 20;
 
-// ----- log capture (one subscriber for the whole test binary) -----
-
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-
-#[derive(Clone)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> String {
-    let buf = LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let w = Capture(buf.clone());
-        let _ = tracing_subscriber::fmt()
-            .with_writer(move || w.clone())
-            .with_ansi(false)
-            .try_init();
-        buf
-    });
-    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
-}
-
-/// Waits (bounded) until `f` holds.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "never: {what}\n--- log ---\n{}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("relocd-tls-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
-}
-
-// ----- a service that counts the connections its engine receives -----
-
-/// The engine, and a count of the relocation connections handed to it: a
-/// connection refused before its first relocation message never is.
-struct Counting {
-    engine: Arc<Engine<SimBackend>>,
-    received: Arc<AtomicUsize>,
-}
-
-impl Service for Counting {
-    fn backend_name(&self) -> &str {
-        self.engine.backend_name()
-    }
-    fn list(&self) -> Result<Vec<DomainInfo>, CommandError> {
-        self.engine.list()
-    }
-    fn sim_create(&self, req: &SimCreateRequest) -> Result<DomainInfo, CommandError> {
-        self.engine.sim_create(req)
-    }
-    fn migrate(
-        &self,
-        req: &MigrateRequest,
-        progress: &mut dyn ProgressSink,
-    ) -> Result<TransferSummary, CommandError> {
-        self.engine.migrate(req, progress)
-    }
-    fn save(
-        &self,
-        req: &SaveRequest,
-        progress: &mut dyn ProgressSink,
-    ) -> Result<TransferSummary, CommandError> {
-        self.engine.save(req, progress)
-    }
-    fn restore(
-        &self,
-        req: &RestoreRequest,
-        progress: &mut dyn ProgressSink,
-    ) -> Result<DomainInfo, CommandError> {
-        self.engine.restore(req, progress)
-    }
-    fn resolve(&self, req: &ResolveRequest) -> Result<(), CommandError> {
-        self.engine.resolve(req)
-    }
-    fn receive(&self, conn: Incoming) {
-        self.received.fetch_add(1, Ordering::SeqCst);
-        self.engine.receive(conn);
-    }
-    fn busy(&self, conn: Incoming, limit: usize) {
-        self.received.fetch_add(1, Ordering::SeqCst);
-        self.engine.busy(conn, limit);
-    }
-    fn shutdown(&self) {
-        self.engine.shutdown();
-    }
-    fn stopped(&self) {
-        self.engine.stopped();
-    }
-}
-
-// ----- nodes -----
-
-struct Node {
-    daemon: Daemon,
-    sim: Arc<SimBackend>,
-    received: Arc<AtomicUsize>,
-    tls: Option<Arc<Tls>>,
-}
-
-impl Node {
-    fn call(&self, req: &Request) -> Result<Outcome, ClientError> {
-        Client::connect(self.daemon.control_path())?.call(req, |_| {})
-    }
-    fn plain(&self) -> SocketAddr {
-        self.daemon.listen_addr().expect("plain listener")
-    }
-    fn tls_addr(&self) -> SocketAddr {
-        self.daemon.tls_listen_addr().expect("TLS listener")
-    }
-}
-
-fn load(files: &Files) -> Arc<Tls> {
-    let (tls, warnings) = Tls::load(TlsFiles {
-        key: files.key.clone(),
-        cert: files.cert.clone(),
-        ca: files.ca.clone(),
-    })
-    .unwrap();
-    assert!(warnings.is_empty(), "{warnings:?}");
-    Arc::new(tls)
-}
-
-struct NodeSpec<'a> {
-    tag: &'a str,
-    /// The host's TLS files (`None`: no TLS at all).
-    files: Option<&'a Files>,
-    plain: bool,
-    tls_listener: bool,
-    admission: Arc<dyn Admission>,
-}
-
-fn node(dir: &Path, spec: NodeSpec<'_>) -> Node {
-    let _ = logs();
-    let sim = Arc::new(SimBackend::with_capacity(1 << 30));
-    let io = Duration::from_secs(5);
-    let tls = spec.files.map(load);
-    let listener = |addr| ListenerConfig {
-        addr,
-        max_sessions: 2,
-        max_pending: 8,
-        io_timeout: Some(io),
-    };
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let received = Arc::new(AtomicUsize::new(0));
-    let daemon = Daemon::start_full(
-        DaemonConfig {
-            control: dir.join(format!("{}.sock", spec.tag)),
-            state_dir: dir.join(spec.tag),
-            listen: spec.plain.then(|| listener(loopback)),
-            shutdown_grace: io,
-        },
-        PendingLimits::default(),
-        match (&tls, spec.tls_listener) {
-            (Some(t), true) => Some(TlsListen {
-                config: listener(loopback),
-                tls: t.clone(),
-            }),
-            _ => None,
-        },
-        |journal| {
-            let mut engine = Engine::new(
-                sim.clone(),
-                journal.clone(),
-                EngineConfig {
-                    io_timeout: io,
-                    ..EngineConfig::default()
-                },
-            );
-            if let Some(t) = &tls {
-                engine = engine.with_tls(TlsClient {
-                    tls: t.clone(),
-                    by_default: false,
-                    port: 8003,
-                });
-            }
-            DaemonParts {
-                service: Arc::new(Counting {
-                    engine: Arc::new(engine),
-                    received: received.clone(),
-                }),
-                admission: spec.admission,
-            }
-        },
-    )
-    .unwrap();
-    Node {
-        daemon,
-        sim,
-        received,
-        tls,
-    }
-}
-
-fn create(n: &Node, name: &str, memory: u64) -> GuestSpec {
-    let req = SimCreateRequest {
-        name: name.into(),
-        memory_bytes: memory,
-        dirty_rate_bytes_per_s: 4 * MIB,
-        pattern: Some("hot".into()),
-        vcpus: None,
-        fill_percent: 0,
-    };
-    let spec = spec_from_request(&req).unwrap();
-    n.call(&Request::SimCreate(req)).unwrap();
-    spec
-}
-
+/// `relocd migrate --live [--ssl] NAME` to `to`.
 fn migrate(name: &str, to: SocketAddr, ssl: bool) -> Request {
     Request::Migrate(MigrateRequest {
-        domain: name.into(),
-        host: to.ip().to_string(),
-        port: Some(to.port()),
         live: true,
         ssl,
-        ..MigrateRequest::default()
+        ..migration(name, to)
     })
-}
-
-fn names(n: &Node) -> Vec<(String, DomainState)> {
-    match n.call(&Request::List).unwrap() {
-        Outcome::Domains { domains } => domains.into_iter().map(|d| (d.name, d.state)).collect(),
-        o => panic!("{o:?}"),
-    }
-}
-
-/// The guest runs on at `n` (its step counter moves) and is not in doubt.
-fn running_at(n: &Node, name: &str) {
-    let g = n
-        .sim
-        .hypervisor()
-        .by_name(name)
-        .expect("still at the source");
-    let s = g.steps().unwrap();
-    eventually("the guest runs at the source", || g.steps().unwrap() > s);
-    assert!(names(n).contains(&(name.to_owned(), DomainState::Running)));
-}
-
-/// The destination holds exactly the workload's memory, and runs it.
-fn check_moved(spec: &GuestSpec, from: &Node, to: &Node) {
-    assert!(from.sim.hypervisor().by_name(&spec.name).is_none());
-    assert!(names(to).contains(&(spec.name.clone(), DomainState::Running)));
-    let g = to.sim.hypervisor().by_name(&spec.name).unwrap();
-    g.pause().unwrap();
-    let steps = g.steps().unwrap();
-    assert!(steps > 0);
-    g.verify(&spec.expected_memory(steps)).unwrap();
-    g.unpause().unwrap();
-    eventually("the step counter goes on", || g.steps().unwrap() > steps);
-}
-
-/// A migration from `a` that must fail with `kind` and a message holding
-/// each of `needles`; the guest runs on at `a`, and `dest`'s engine never
-/// got the connection (nothing of the session was read there).
-fn refused(a: &Node, req: &Request, dest: &Node, kind: ErrorKind, needles: &[&str]) -> String {
-    let message = match a.call(req) {
-        Err(ClientError::Remote(e)) => {
-            assert_eq!(e.kind, kind, "{e:?}");
-            for n in needles {
-                assert!(e.message.contains(n), "{n:?} not in {:?}", e.message);
-            }
-            assert!(e.message.contains("keeps running here"), "{e:?}");
-            e.message
-        }
-        other => panic!("{other:?}"),
-    };
-    let Request::Migrate(m) = req else {
-        unreachable!()
-    };
-    running_at(a, &m.domain);
-    assert_eq!(
-        dest.received.load(Ordering::SeqCst),
-        0,
-        "the destination's engine ran"
-    );
-    assert!(dest.sim.hypervisor().by_name(&m.domain).is_none());
-    message
-}
-
-/// No lookups: hosts-allow decides on addresses and certificates only.
-struct NoNames;
-
-impl Resolver for NoNames {
-    fn reverse(&self, _ip: IpAddr) -> Result<Option<String>, String> {
-        Ok(None)
-    }
-    fn forward(&self, _name: &str) -> Result<Vec<IpAddr>, String> {
-        Ok(Vec::new())
-    }
 }
 
 /// hosts-allow `^hosta\.example\.org$` (not 127.0.0.1's address).
@@ -393,11 +71,11 @@ impl World {
         node(
             &self.dir,
             NodeSpec {
-                tag: "dest",
                 files: Some(&files),
                 plain: true,
                 tls_listener: true,
                 admission: hosta_only(),
+                ..NodeSpec::new("dest")
             },
         )
     }
@@ -408,11 +86,8 @@ impl World {
         node(
             &self.dir,
             NodeSpec {
-                tag,
                 files: Some(&files),
-                plain: false,
-                tls_listener: false,
-                admission: Arc::new(AdmitAll),
+                ..NodeSpec::new(tag)
             },
         )
     }
@@ -480,11 +155,8 @@ fn check_refusal(case: Refusal) {
         Dest::PlainOpen => node(
             &w.dir,
             NodeSpec {
-                tag: "open",
-                files: None,
                 plain: true,
-                tls_listener: false,
-                admission: Arc::new(AdmitAll),
+                ..NodeSpec::new("open")
             },
         ),
     };
@@ -492,15 +164,17 @@ fn check_refusal(case: Refusal) {
     create(&a, "web1", 4 * MIB);
     let to = match case.dest {
         Dest::Tls(_) => b.tls_addr(),
-        Dest::PlainOpen => b.plain(),
+        Dest::PlainOpen => b.addr(),
     };
     refused(
         &a,
         &migrate("web1", to, case.ssl),
-        &b,
         ErrorKind::Refused,
         case.says,
     );
+    // Nothing of the session was read at the destination.
+    assert_eq!(b.received.load(Ordering::SeqCst), 0, "its engine ran");
+    assert!(b.sim.hypervisor().by_name("web1").is_none());
     eventually(&format!("the destination logs {:?}", case.logged), || {
         let l = logs();
         case.logged.iter().all(|n| l.contains(n))
@@ -690,7 +364,8 @@ fn reloaded_certificates_serve_new_connections_and_running_migrations_go_on() {
     );
 }
 
-/// As [`refused`], for a destination whose engine has run before.
+/// As [`refused`] (whatever the error's kind), for a destination whose
+/// engine has run before.
 fn refused_after(a: &Node, req: &Request, needle: &str) {
     match a.call(req) {
         Err(ClientError::Remote(e)) => assert!(e.message.contains(needle), "{e:?}"),
@@ -706,16 +381,7 @@ fn refused_after(a: &Node, req: &Request, needle: &str) {
 fn ssl_without_an_identity_is_refused_not_sent_in_the_clear() {
     let w = world("no-identity");
     let b = w.dest(&host_cert(&w.ca, "hostb.example.org"));
-    let a = node(
-        &w.dir,
-        NodeSpec {
-            tag: "a",
-            files: None,
-            plain: false,
-            tls_listener: false,
-            admission: Arc::new(AdmitAll),
-        },
-    );
+    let a = node(&w.dir, NodeSpec::new("a"));
     create(&a, "web1", 4 * MIB);
     refused_after(&a, &migrate("web1", b.tls_addr(), true), "no TLS identity");
     assert_eq!(b.received.load(Ordering::SeqCst), 0);
