@@ -4,5 +4,6 @@ pub mod acl_gen;
 pub mod daemons;
 pub mod fuzz_entry;
 pub mod sim_dest;
+pub mod sim_migrate;
 pub mod tls_certs;
 pub mod xen_utils;
