@@ -177,8 +177,8 @@ fn keepalive(s: &mut TcpStream, step: u32) -> bool {
 fn released(a: &Node, b: &Node, guest: &str) {
     let deadline = Instant::now() + WATCHDOG;
     let gone = || {
-        while !names(&b).is_empty() || !b.sim.hypervisor().list().is_empty() {
-            assert!(Instant::now() < deadline, "left at b: {:?}", names(&b));
+        while !names(b).is_empty() || !b.sim.hypervisor().list().is_empty() {
+            assert!(Instant::now() < deadline, "left at b: {:?}", names(b));
             std::thread::sleep(Duration::from_millis(10));
         }
     };
@@ -216,7 +216,7 @@ fn released(a: &Node, b: &Node, guest: &str) {
             other => panic!("migrating {guest} to b: {other:?}"),
         }
     }
-    assert_eq!(names(&b), [(guest.to_owned(), DomainState::Running)]);
+    assert_eq!(names(b), [(guest.to_owned(), DomainState::Running)]);
 }
 
 /// A source with one guest that needs more than half the destination's
