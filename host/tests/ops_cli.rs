@@ -22,6 +22,34 @@ const BIN: &str = env!("CARGO_BIN_EXE_relocd");
 /// Upper bound on waiting (a bound against hangs, not a timing assertion).
 const PATIENCE: Duration = Duration::from_secs(90);
 
+/// `relocd --control NAME.sock serve --backend sim --sim-capacity 1G
+/// --config NAME.sxp --state-dir NAME-state` in `dir`, the configuration
+/// file holding `config`, with no `$NOTIFY_SOCKET`, stdin and stdout
+/// null; and its control socket's path.
+fn serve_command(dir: &Scratch, name: &str, config: &str) -> (Command, PathBuf) {
+    let control = dir.path(&format!("{name}.sock"));
+    let config_file = dir.path(&format!("{name}.sxp"));
+    std::fs::write(&config_file, config).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--control")
+        .arg(&control)
+        .args([
+            "serve",
+            "--backend",
+            "sim",
+            "--sim-capacity",
+            "1G",
+            "--config",
+        ])
+        .arg(&config_file)
+        .arg("--state-dir")
+        .arg(dir.path(&format!("{name}-state")))
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    (cmd, control)
+}
+
 /// A `relocd serve --backend sim` process; killed when dropped.
 struct Serve {
     child: Child,
@@ -32,28 +60,9 @@ struct Serve {
 
 impl Serve {
     fn spawn(dir: &Scratch, name: &str, extra: &[&str], env: &[(&str, &str)]) -> Serve {
-        let control = dir.path(&format!("{name}.sock"));
-        let config = dir.path(&format!("{name}.sxp"));
-        std::fs::write(&config, "(xend-relocation-server no)\n").unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--control")
-            .arg(&control)
-            .args([
-                "serve",
-                "--backend",
-                "sim",
-                "--sim-capacity",
-                "1G",
-                "--config",
-            ])
-            .arg(&config)
-            .arg("--state-dir")
-            .arg(dir.path(&format!("{name}-state")))
-            .args(extra)
-            .env_remove("NOTIFY_SOCKET")
+        let (mut cmd, control) = serve_command(dir, name, "(xend-relocation-server no)\n");
+        cmd.args(extra)
             .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
@@ -504,33 +513,15 @@ fn serve_log(dir: &Scratch, name: &str, stream: Option<&str>) -> String {
     let file = std::fs::File::create(&log).unwrap();
     let meta = file.metadata().unwrap();
     let stream = stream.map_or_else(|| format!("{}:{}", meta.dev(), meta.ino()), str::to_owned);
-    let control = dir.path(&format!("{name}.sock"));
-    let config = dir.path(&format!("{name}.sxp"));
     // A duplicated setting: a warning at start-up.
-    std::fs::write(
-        &config,
+    let (mut cmd, control) = serve_command(
+        dir,
+        name,
         "(xend-relocation-server no)\n(xend-relocation-server no)\n",
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--control")
-        .arg(&control)
-        .args([
-            "serve",
-            "--backend",
-            "sim",
-            "--sim-capacity",
-            "1G",
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--state-dir")
-        .arg(dir.path(&format!("{name}-state")))
+    );
+    let mut child = cmd
         .env("JOURNAL_STREAM", &stream)
         .env("RELOCD_LOG", "debug")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(file)
         .spawn()
         .unwrap();

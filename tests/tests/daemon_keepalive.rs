@@ -16,20 +16,18 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relocd::api::{DomainState, MigrateRequest, Outcome, Request, SimCreateRequest};
-use relocd::client::{Client, ClientError};
-use relocd::daemon::listener::{AdmitAll, ListenerConfig};
-use relocd::daemon::{Daemon, DaemonConfig, DaemonParts, SimBackend};
-use relocd::engine::{Engine, EngineConfig};
+use relocd::api::{DomainState, Outcome, Request, SimCreateRequest};
+use relocd::client::ClientError;
+use relocd::engine::EngineConfig;
 use relocd::session::{ImageEncoder, LibxcEncoder};
 use relocd_core::guest::{GuestInfo, GuestType, PageType, PAGE_SIZE};
 use relocd_core::protocol::msg::{self, Hello, Msg, MAGIC};
 use relocd_core::protocol::{AbortReason, Features, RefuseReason, PROTOCOL_VERSION};
+use relocd_tests::daemons::{migrate_req, names, node, scratch, Node, NodeSpec};
 
 const MIB: u64 = 1 << 20;
 /// The destination's capacity: exactly what two intruders ask for.
@@ -42,77 +40,22 @@ const IO: Duration = Duration::from_secs(1);
 /// attacker.
 const WATCHDOG: Duration = Duration::from_secs(30);
 
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("relocd-k-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
-}
-
-struct Node {
-    daemon: Daemon,
-    sim: Arc<SimBackend>,
-}
-
-impl Node {
-    fn addr(&self) -> SocketAddr {
-        self.daemon.listen_addr().expect("listening")
-    }
-    fn call(&self, req: &Request) -> Outcome {
-        Client::connect(self.daemon.control_path())
-            .unwrap()
-            .call(req, |_| {})
-            .unwrap()
-    }
-    /// `relocd list`.
-    fn list(&self) -> Vec<(String, DomainState)> {
-        match self.call(&Request::List) {
-            Outcome::Domains { domains } => {
-                domains.into_iter().map(|d| (d.name, d.state)).collect()
-            }
-            o => panic!("{o:?}"),
-        }
-    }
-}
-
-fn node(dir: &Path, tag: &str, listen: bool, capacity: u64, cfg: EngineConfig) -> Node {
-    let sim = Arc::new(SimBackend::with_capacity(capacity));
-    let daemon = Daemon::start(
-        DaemonConfig {
-            control: dir.join(format!("{tag}.sock")),
-            state_dir: dir.join(tag),
-            listen: listen.then(|| ListenerConfig {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                max_sessions: SLOTS,
-                max_pending: 8,
-                io_timeout: Some(cfg.io_timeout),
-            }),
-            shutdown_grace: Duration::from_secs(5),
-        },
-        |journal| DaemonParts {
-            service: Arc::new(Engine::new(sim.clone(), journal.clone(), cfg)),
-            admission: Arc::new(AdmitAll),
-        },
-    )
-    .unwrap();
-    Node { daemon, sim }
-}
-
 /// A destination with the test's io timeout and `max_transfer_time`.
 fn destination(dir: &Path, max_transfer_time: Duration) -> Node {
     let cfg = EngineConfig {
         io_timeout: IO,
         max_transfer_time,
     };
-    node(dir, "b", true, CAPACITY, cfg)
+    node(
+        dir,
+        NodeSpec {
+            capacity: CAPACITY,
+            plain: true,
+            max_sessions: SLOTS,
+            engine: cfg,
+            ..NodeSpec::new("b")
+        },
+    )
 }
 
 fn frame(m: &Msg<'_>) -> Vec<u8> {
@@ -234,8 +177,8 @@ fn keepalive(s: &mut TcpStream, step: u32) -> bool {
 fn released(a: &Node, b: &Node, guest: &str) {
     let deadline = Instant::now() + WATCHDOG;
     let gone = || {
-        while !b.list().is_empty() || !b.sim.hypervisor().list().is_empty() {
-            assert!(Instant::now() < deadline, "left at b: {:?}", b.list());
+        while !names(b).is_empty() || !b.sim.hypervisor().list().is_empty() {
+            assert!(Instant::now() < deadline, "left at b: {:?}", names(b));
             std::thread::sleep(Duration::from_millis(10));
         }
     };
@@ -259,18 +202,9 @@ fn released(a: &Node, b: &Node, guest: &str) {
         }
     }
     let to = b.addr();
-    let req = Request::Migrate(MigrateRequest {
-        domain: guest.into(),
-        host: to.ip().to_string(),
-        port: Some(to.port()),
-        live: false,
-        ..MigrateRequest::default()
-    });
+    let req = migrate_req(guest, to, false);
     loop {
-        match Client::connect(a.daemon.control_path())
-            .unwrap()
-            .call(&req, |_| {})
-        {
+        match a.call(&req) {
             Ok(Outcome::Migrated(_)) => break,
             Err(ClientError::Remote(e))
                 if e.peer
@@ -282,13 +216,19 @@ fn released(a: &Node, b: &Node, guest: &str) {
             other => panic!("migrating {guest} to b: {other:?}"),
         }
     }
-    assert_eq!(b.list(), [(guest.to_owned(), DomainState::Running)]);
+    assert_eq!(names(b), [(guest.to_owned(), DomainState::Running)]);
 }
 
 /// A source with one guest that needs more than half the destination's
 /// capacity: it fits only once both intruders' memory is released.
 fn source(dir: &Path, guest: &str) -> Node {
-    let a = node(dir, "a", false, 1 << 30, EngineConfig::default());
+    let a = node(
+        dir,
+        NodeSpec {
+            engine: EngineConfig::default(),
+            ..NodeSpec::new("a")
+        },
+    );
     a.call(&Request::SimCreate(SimCreateRequest {
         name: guest.into(),
         memory_bytes: CAPACITY / 2 + 8 * MIB,
@@ -296,20 +236,21 @@ fn source(dir: &Path, guest: &str) -> Node {
         pattern: None,
         vcpus: None,
         fill_percent: 0,
-    }));
+    }))
+    .unwrap();
     a
 }
 
 #[test]
 fn keepalives_do_not_hold_slots_or_capacity() {
     let dir = scratch("keepalive");
-    let b = destination(&dir.0, EngineConfig::default().max_transfer_time);
-    let a = source(&dir.0, "web1");
+    let b = destination(&dir, EngineConfig::default().max_transfer_time);
+    let a = source(&dir, "web1");
     // Two intruders take every slot and all the memory…
     let intruders: Vec<_> = (0..SLOTS)
         .map(|i| admitted(b.addr(), &format!("evil{i}"), CAPACITY / 2))
         .collect();
-    assert_eq!(b.list().len(), SLOTS, "{:?}", b.list());
+    assert_eq!(names(&b).len(), SLOTS, "{:?}", names(&b));
     // …and try to keep them with frames that carry nothing.
     let ends: Vec<Ending> = std::thread::scope(|sc| {
         let hs: Vec<_> = intruders
@@ -330,8 +271,8 @@ fn keepalives_do_not_hold_slots_or_capacity() {
 #[test]
 fn a_frame_trickled_a_byte_at_a_time_does_not_hold_a_slot() {
     let dir = scratch("trickle");
-    let b = destination(&dir.0, EngineConfig::default().max_transfer_time);
-    let a = source(&dir.0, "web1");
+    let b = destination(&dir, EngineConfig::default().max_transfer_time);
+    let a = source(&dir, "web1");
     let s = admitted(b.addr(), "evil0", CAPACITY / 2);
     // An image chunk of 4,000 bytes, announced, then sent a byte every
     // 20 ms (80 s for the frame): never silent long enough for a read to
@@ -359,8 +300,8 @@ fn a_frame_trickled_a_byte_at_a_time_does_not_hold_a_slot() {
 fn slow_progress_ends_at_the_transfer_bound() {
     let dir = scratch("slow");
     let limit = Duration::from_secs(3);
-    let b = destination(&dir.0, limit);
-    let a = source(&dir.0, "web1");
+    let b = destination(&dir, limit);
+    let a = source(&dir, "web1");
     let memory = CAPACITY / 2;
     let s = admitted(b.addr(), "evil0", memory);
     // A valid image that never ends: its head, then page 0 again and

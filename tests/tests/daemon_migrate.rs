@@ -6,256 +6,41 @@
 //! the network that the destination refuses while it stays up.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use relocd::api::{
-    DomainState, ErrorKind, MigrateRequest, Outcome, PeerReason, Request, RestoreRequest,
-    SaveRequest, SimCreateRequest,
+    ErrorKind, MigrateRequest, Outcome, PeerReason, Request, RestoreRequest, SaveRequest,
 };
-use relocd::backend::sim::spec_from_request;
-use relocd::backend::sim::GuestSpec;
 use relocd::client::{Client, ClientError};
-use relocd::daemon::listener::{
-    Admission, AdmitAll, ListenerConfig, PatternAdmission, PendingLimits,
-};
-use relocd::daemon::{Daemon, DaemonConfig, DaemonParts, SimBackend};
-use relocd::engine::{Engine, EngineConfig};
-use relocd::peer::Resolver;
+use relocd::daemon::listener::{PatternAdmission, PendingLimits};
 use relocd_core::protocol::msg::{self, Hello, Msg, MAGIC};
 use relocd_core::protocol::Features;
+use relocd_tests::daemons::{
+    check_moved, create, create_filled, eventually, logs, migrate_req, migration, node, running_at,
+    scratch, NoNames, Node, NodeSpec,
+};
 
 const MIB: u64 = 1 << 20;
 
-// ----- log capture (one subscriber for the whole test binary) -----
-
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-
-#[derive(Clone)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> String {
-    let buf = LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let w = Capture(buf.clone());
-        let _ = tracing_subscriber::fmt()
-            .with_writer(move || w.clone())
-            .with_ansi(false)
-            .try_init();
-        buf
-    });
-    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
-}
-
-// ----- two daemons -----
-
-/// A scratch directory, removed when the test ends (after its daemons,
-/// which are declared later and so dropped first).
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("relocd-m-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
-}
-
-struct Node {
-    daemon: Daemon,
-    sim: Arc<SimBackend>,
-}
-
-impl Node {
-    fn control(&self) -> &Path {
-        self.daemon.control_path()
-    }
-    fn addr(&self) -> SocketAddr {
-        self.daemon.listen_addr().expect("listening")
-    }
-    fn call(&self, req: &Request) -> Result<Outcome, ClientError> {
-        Client::connect(self.control())?.call(req, |_| {})
-    }
-}
-
-fn node(dir: &Path, tag: &str, listen: bool, capacity: u64, admission: Arc<dyn Admission>) -> Node {
-    node_with(dir, tag, listen, capacity, admission, 2)
-}
-
-fn node_with(
-    dir: &Path,
-    tag: &str,
-    listen: bool,
-    capacity: u64,
-    admission: Arc<dyn Admission>,
-    max_sessions: usize,
-) -> Node {
-    node_with_pending(
+/// A daemon `tag` in `dir`, with a plain relocation listener or not.
+fn daemon(dir: &Path, tag: &str, listen: bool) -> Node {
+    node(
         dir,
-        tag,
-        listen,
-        capacity,
-        admission,
-        max_sessions,
-        PendingLimits::default(),
-    )
-}
-
-fn node_with_pending(
-    dir: &Path,
-    tag: &str,
-    listen: bool,
-    capacity: u64,
-    admission: Arc<dyn Admission>,
-    max_sessions: usize,
-    pending: PendingLimits,
-) -> Node {
-    let _ = logs();
-    let sim = Arc::new(SimBackend::with_capacity(capacity));
-    let io = Duration::from_secs(5);
-    let daemon = Daemon::start_with(
-        DaemonConfig {
-            control: dir.join(format!("{tag}.sock")),
-            state_dir: dir.join(tag),
-            listen: listen.then(|| ListenerConfig {
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                max_sessions,
-                max_pending: 8,
-                io_timeout: Some(io),
-            }),
-            shutdown_grace: io,
-        },
-        pending,
-        |journal| {
-            let engine = Arc::new(Engine::new(
-                sim.clone(),
-                journal.clone(),
-                EngineConfig {
-                    io_timeout: io,
-                    ..EngineConfig::default()
-                },
-            ));
-            DaemonParts {
-                service: engine,
-                admission,
-            }
+        NodeSpec {
+            plain: listen,
+            ..NodeSpec::new(tag)
         },
     )
-    .unwrap();
-    Node { daemon, sim }
-}
-
-fn create(n: &Node, name: &str, memory: u64) -> GuestSpec {
-    create_filled(n, name, memory, 0)
-}
-
-/// [`create`] with `fill` percent of the pages holding data from the start
-/// (100: no zero page, so a bandwidth cap paces every page).
-fn create_filled(n: &Node, name: &str, memory: u64, fill: u8) -> GuestSpec {
-    let req = SimCreateRequest {
-        name: name.into(),
-        memory_bytes: memory,
-        dirty_rate_bytes_per_s: 4 * MIB,
-        pattern: Some("hot".into()),
-        vcpus: None,
-        fill_percent: fill,
-    };
-    let spec = spec_from_request(&req).unwrap();
-    n.call(&Request::SimCreate(req)).unwrap();
-    spec
-}
-
-fn migrate_req(name: &str, to: SocketAddr, live: bool) -> Request {
-    Request::Migrate(MigrateRequest {
-        domain: name.into(),
-        host: to.ip().to_string(),
-        port: Some(to.port()),
-        live,
-        ..MigrateRequest::default()
-    })
-}
-
-fn names(n: &Node) -> Vec<(String, DomainState)> {
-    match n.call(&Request::List).unwrap() {
-        Outcome::Domains { domains } => domains.into_iter().map(|d| (d.name, d.state)).collect(),
-        o => panic!("{o:?}"),
-    }
-}
-
-/// Waits (bounded) until `f` holds.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The destination holds exactly the workload's memory at its step count,
-/// the counter goes on, and the source no longer has the guest.
-fn check_moved(spec: &GuestSpec, from: &Node, to: &Node) {
-    assert!(
-        !names(from).iter().any(|(n, _)| *n == spec.name),
-        "the source still lists {}",
-        spec.name
-    );
-    assert!(from.sim.hypervisor().by_name(&spec.name).is_none());
-    assert!(names(to).contains(&(spec.name.clone(), DomainState::Running)));
-    let g = to.sim.hypervisor().by_name(&spec.name).unwrap();
-    g.pause().unwrap();
-    let steps = g.steps().unwrap();
-    assert!(steps > 0);
-    g.verify(&spec.expected_memory(steps)).unwrap();
-    g.unpause().unwrap();
-    eventually("the step counter goes on", || g.steps().unwrap() > steps);
-}
-
-fn running_at(n: &Node, name: &str) {
-    let g = n
-        .sim
-        .hypervisor()
-        .by_name(name)
-        .expect("still at the source");
-    let s = g.steps().unwrap();
-    eventually("the guest runs at the source", || g.steps().unwrap() > s);
-    let Ok(Outcome::Domains { domains }) = n.call(&Request::List) else {
-        panic!("list failed")
-    };
-    assert!(
-        domains.iter().all(|d| d.state != DomainState::InDoubt),
-        "{domains:?}"
-    );
 }
 
 #[test]
 fn offline_then_live_migration_through_the_control_socket() {
     let dir = scratch("moves");
-    let a = node(&dir, "a", true, 1 << 30, Arc::new(AdmitAll));
-    let b = node(&dir, "b", true, 1 << 30, Arc::new(AdmitAll));
+    let a = daemon(&dir, "a", true);
+    let b = daemon(&dir, "b", true);
     let spec = create(&a, "web1", 16 * MIB);
     std::thread::sleep(Duration::from_millis(100));
 
@@ -307,53 +92,43 @@ fn offline_then_live_migration_through_the_control_socket() {
     }
 }
 
-struct NoNames;
-
-impl Resolver for NoNames {
-    fn reverse(&self, _ip: IpAddr) -> Result<Option<String>, String> {
-        Ok(None)
-    }
-    fn forward(&self, _name: &str) -> Result<Vec<IpAddr>, String> {
-        Ok(Vec::new())
-    }
-}
-
+/// A live migration of web1 from `a` to `to` that must be refused
+/// ([`daemons::refused`](relocd_tests::daemons::refused)); the
+/// destination's typed reason.
 fn refused(a: &Node, to: SocketAddr, kind: ErrorKind, needle: &str) -> Option<PeerReason> {
-    let peer = match a.call(&migrate_req("web1", to, true)) {
-        Err(ClientError::Remote(e)) => {
-            assert_eq!(e.kind, kind, "{e:?}");
-            assert!(e.message.contains(needle), "{needle:?} not in {e:?}");
-            assert!(e.message.contains("keeps running here"), "{e:?}");
-            e.peer
-        }
-        other => panic!("{other:?}"),
-    };
-    running_at(a, "web1");
-    peer
+    relocd_tests::daemons::refused(a, &migrate_req("web1", to, true), kind, &[needle]).peer
 }
 
 #[test]
 fn refusals_have_clear_messages_and_the_guest_stays() {
     let dir = scratch("refusals");
-    let a = node(&dir, "a", false, 1 << 30, Arc::new(AdmitAll));
+    let a = daemon(&dir, "a", false);
     create(&a, "web1", 16 * MIB);
 
     let deny = node(
         &dir,
-        "deny",
-        true,
-        1 << 30,
-        Arc::new(PatternAdmission::new(
-            NoNames,
-            |ip: &str, _: Option<&str>| ip == "10.9.9.9",
-        )),
+        NodeSpec {
+            plain: true,
+            admission: Arc::new(PatternAdmission::new(
+                NoNames,
+                |ip: &str, _: Option<&str>| ip == "10.9.9.9",
+            )),
+            ..NodeSpec::new("deny")
+        },
     );
     refused(&a, deny.addr(), ErrorKind::Refused, "hosts-allow");
     eventually("the refusal is logged", || {
         logs().contains("relocation connection refused")
     });
 
-    let small = node(&dir, "small", true, 8 * MIB, Arc::new(AdmitAll));
+    let small = node(
+        &dir,
+        NodeSpec {
+            plain: true,
+            capacity: 8 * MIB,
+            ..NodeSpec::new("small")
+        },
+    );
     let peer = refused(
         &a,
         small.addr(),
@@ -370,7 +145,7 @@ fn refusals_have_clear_messages_and_the_guest_stays() {
     );
     assert!(small.sim.hypervisor().list().is_empty());
 
-    let taken = node(&dir, "taken", true, 1 << 30, Arc::new(AdmitAll));
+    let taken = daemon(&dir, "taken", true);
     create(&taken, "web1", 4 * MIB);
     refused(
         &a,
@@ -416,7 +191,7 @@ fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
 #[test]
 fn wrong_protocol_version_is_refused_and_logged() {
     let dir = scratch("version");
-    let b = node(&dir, "b", true, 1 << 30, Arc::new(AdmitAll));
+    let b = daemon(&dir, "b", true);
     let mut s = TcpStream::connect(b.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(&frame(&Msg::Hello(Hello {
@@ -460,8 +235,8 @@ fn verify_file(file: &Path) {
 #[test]
 fn save_verify_restore_gives_the_same_memory() {
     let dir = scratch("save");
-    let a = node(&dir, "a", false, 1 << 30, Arc::new(AdmitAll));
-    let b = node(&dir, "b", false, 1 << 30, Arc::new(AdmitAll));
+    let a = daemon(&dir, "a", false);
+    let b = daemon(&dir, "b", false);
     let spec = create(&a, "db1", 8 * MIB);
     let g = a.sim.hypervisor().by_name("db1").unwrap();
     eventually("some steps", || g.steps().unwrap() > 5);
@@ -527,8 +302,8 @@ fn save_verify_restore_gives_the_same_memory() {
 #[test]
 fn bad_input_from_the_network_is_refused_and_the_daemon_serves_on() {
     let dir = scratch("badinput");
-    let a = node(&dir, "a", false, 1 << 30, Arc::new(AdmitAll));
-    let b = node(&dir, "b", true, 1 << 30, Arc::new(AdmitAll));
+    let a = daemon(&dir, "a", false);
+    let b = daemon(&dir, "b", true);
     let hello = frame(&Msg::Hello(Hello {
         magic: MAGIC,
         min_version: 2,
@@ -575,8 +350,8 @@ fn bad_input_from_the_network_is_refused_and_the_daemon_serves_on() {
 #[test]
 fn cancel_from_the_client_leaves_the_guest_running_at_the_source() {
     let dir = scratch("cancel");
-    let a = node(&dir, "a", false, 1 << 30, Arc::new(AdmitAll));
-    let b = node(&dir, "b", true, 1 << 30, Arc::new(AdmitAll));
+    let a = daemon(&dir, "a", false);
+    let b = daemon(&dir, "b", true);
     create_filled(&a, "web1", 16 * MIB, 100);
     let to = b.addr();
     let mut client = Client::connect(a.control()).unwrap();
@@ -586,12 +361,9 @@ fn cancel_from_the_client_leaves_the_guest_running_at_the_source() {
     // seconds before the end, and the cancel with it.
     let r = client.call(
         &Request::Migrate(MigrateRequest {
-            domain: "web1".into(),
-            host: to.ip().to_string(),
-            port: Some(to.port()),
             live: true,
             bandwidth_bytes_per_s: Some(4 * MIB),
-            ..MigrateRequest::default()
+            ..migration("web1", to)
         }),
         |p| {
             if !sent && p.pages_sent > 0 {
@@ -620,18 +392,15 @@ fn cancel_from_the_client_leaves_the_guest_running_at_the_source() {
 #[test]
 fn the_bandwidth_cap_holds_offline() {
     let dir = scratch("offline-cap");
-    let a = node(&dir, "a", false, 1 << 30, Arc::new(AdmitAll));
-    let b = node(&dir, "b", true, 1 << 30, Arc::new(AdmitAll));
+    let a = daemon(&dir, "a", false);
+    let b = daemon(&dir, "b", true);
     create(&a, "web1", 8 * MIB);
     let cap = 16 * MIB;
     let to = b.addr();
     let Ok(Outcome::Migrated(s)) = a.call(&Request::Migrate(MigrateRequest {
-        domain: "web1".into(),
-        host: to.ip().to_string(),
-        port: Some(to.port()),
         live: false,
         bandwidth_bytes_per_s: Some(cap),
-        ..MigrateRequest::default()
+        ..migration("web1", to)
     })) else {
         panic!("the migration failed")
     };
@@ -680,17 +449,16 @@ fn the_demo_runs_and_its_checks_pass() {
 #[test]
 fn a_host_with_no_room_for_another_connection_is_said_to_be_busy() {
     let dir = scratch("pending-full");
-    let a = node(&dir, "a", false, 1 << 30, Arc::new(AdmitAll));
-    let b = node_with_pending(
+    let a = daemon(&dir, "a", false);
+    let b = node(
         &dir,
-        "b",
-        true,
-        1 << 30,
-        Arc::new(AdmitAll),
-        2,
-        PendingLimits {
-            handshake_timeout: Duration::from_secs(60),
-            per_address: 1,
+        NodeSpec {
+            plain: true,
+            pending: PendingLimits {
+                handshake_timeout: Duration::from_secs(60),
+                per_address: 1,
+            },
+            ..NodeSpec::new("b")
         },
     );
     create(&a, "web1", 8 * MIB);
@@ -710,8 +478,15 @@ fn a_host_with_no_room_for_another_connection_is_said_to_be_busy() {
 #[test]
 fn the_concurrency_limit_refuses_with_the_protocols_reason() {
     let dir = scratch("busy");
-    let a = node(&dir, "a", false, 1 << 30, Arc::new(AdmitAll));
-    let b = node_with(&dir, "b", true, 1 << 30, Arc::new(AdmitAll), 1);
+    let a = daemon(&dir, "a", false);
+    let b = node(
+        &dir,
+        NodeSpec {
+            plain: true,
+            max_sessions: 1,
+            ..NodeSpec::new("b")
+        },
+    );
     create(&a, "slow", 16 * MIB);
     create(&a, "web1", 8 * MIB);
     let to = b.addr();
@@ -720,12 +495,9 @@ fn the_concurrency_limit_refuses_with_the_protocols_reason() {
     let first = std::thread::spawn(move || {
         Client::connect(&control).unwrap().call(
             &Request::Migrate(MigrateRequest {
-                domain: "slow".into(),
-                host: to.ip().to_string(),
-                port: Some(to.port()),
                 live: true,
                 bandwidth_bytes_per_s: Some(8 * MIB),
-                ..MigrateRequest::default()
+                ..migration("slow", to)
             }),
             |_| {},
         )

@@ -7,351 +7,29 @@
 //! to fix. SIGHUP's re-read is checked with a migration running.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
-use relocd::api::{
-    CommandError, DomainInfo, DomainState, ErrorKind, MigrateRequest, Outcome, ProgressSink,
-    Request, ResolveRequest, RestoreRequest, SaveRequest, SimCreateRequest, TransferSummary,
-};
-use relocd::backend::sim::{spec_from_request, GuestSpec};
+use relocd::api::{ErrorKind, MigrateRequest, Outcome, Request};
 use relocd::client::{Client, ClientError};
-use relocd::daemon::listener::{
-    Admission, AdmitAll, ListenerConfig, PatternAdmission, PendingLimits,
+use relocd::daemon::listener::{Admission, PatternAdmission};
+use relocd_tests::daemons::{
+    check_moved, create, eventually, logs, migration, node, refused, running_at, scratch, NoNames,
+    Node, NodeSpec, Scratch,
 };
-use relocd::daemon::{Daemon, DaemonConfig, DaemonParts, SimBackend, TlsListen};
-use relocd::engine::{Engine, EngineConfig, Incoming, Service, TlsClient};
-use relocd::peer::Resolver;
-use relocd::tls::{Tls, TlsFiles};
 use relocd_tests::tls_certs::{write_files, Ca, Files, HostCert};
 
 const MIB: u64 = 1 << 20;
 
-// ----- log capture (one subscriber for the whole test binary) -----
-
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-
-#[derive(Clone)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> String {
-    let buf = LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let w = Capture(buf.clone());
-        let _ = tracing_subscriber::fmt()
-            .with_writer(move || w.clone())
-            .with_ansi(false)
-            .try_init();
-        buf
-    });
-    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
-}
-
-/// Waits (bounded) until `f` holds.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "never: {what}\n--- log ---\n{}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("relocd-tls-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
-}
-
-// ----- a service that counts the connections its engine receives -----
-
-/// The engine, and a count of the relocation connections handed to it: a
-/// connection refused before its first relocation message never is.
-struct Counting {
-    engine: Arc<Engine<SimBackend>>,
-    received: Arc<AtomicUsize>,
-}
-
-impl Service for Counting {
-    fn backend_name(&self) -> &str {
-        self.engine.backend_name()
-    }
-    fn list(&self) -> Result<Vec<DomainInfo>, CommandError> {
-        self.engine.list()
-    }
-    fn sim_create(&self, req: &SimCreateRequest) -> Result<DomainInfo, CommandError> {
-        self.engine.sim_create(req)
-    }
-    fn migrate(
-        &self,
-        req: &MigrateRequest,
-        progress: &mut dyn ProgressSink,
-    ) -> Result<TransferSummary, CommandError> {
-        self.engine.migrate(req, progress)
-    }
-    fn save(
-        &self,
-        req: &SaveRequest,
-        progress: &mut dyn ProgressSink,
-    ) -> Result<TransferSummary, CommandError> {
-        self.engine.save(req, progress)
-    }
-    fn restore(
-        &self,
-        req: &RestoreRequest,
-        progress: &mut dyn ProgressSink,
-    ) -> Result<DomainInfo, CommandError> {
-        self.engine.restore(req, progress)
-    }
-    fn resolve(&self, req: &ResolveRequest) -> Result<(), CommandError> {
-        self.engine.resolve(req)
-    }
-    fn receive(&self, conn: Incoming) {
-        self.received.fetch_add(1, Ordering::SeqCst);
-        self.engine.receive(conn);
-    }
-    fn busy(&self, conn: Incoming, limit: usize) {
-        self.received.fetch_add(1, Ordering::SeqCst);
-        self.engine.busy(conn, limit);
-    }
-    fn shutdown(&self) {
-        self.engine.shutdown();
-    }
-    fn stopped(&self) {
-        self.engine.stopped();
-    }
-}
-
-// ----- nodes -----
-
-struct Node {
-    daemon: Daemon,
-    sim: Arc<SimBackend>,
-    received: Arc<AtomicUsize>,
-    tls: Option<Arc<Tls>>,
-}
-
-impl Node {
-    fn call(&self, req: &Request) -> Result<Outcome, ClientError> {
-        Client::connect(self.daemon.control_path())?.call(req, |_| {})
-    }
-    fn plain(&self) -> SocketAddr {
-        self.daemon.listen_addr().expect("plain listener")
-    }
-    fn tls_addr(&self) -> SocketAddr {
-        self.daemon.tls_listen_addr().expect("TLS listener")
-    }
-}
-
-fn load(files: &Files) -> Arc<Tls> {
-    let (tls, warnings) = Tls::load(TlsFiles {
-        key: files.key.clone(),
-        cert: files.cert.clone(),
-        ca: files.ca.clone(),
-    })
-    .unwrap();
-    assert!(warnings.is_empty(), "{warnings:?}");
-    Arc::new(tls)
-}
-
-struct NodeSpec<'a> {
-    tag: &'a str,
-    /// The host's TLS files (`None`: no TLS at all).
-    files: Option<&'a Files>,
-    plain: bool,
-    tls_listener: bool,
-    admission: Arc<dyn Admission>,
-}
-
-fn node(dir: &Path, spec: NodeSpec<'_>) -> Node {
-    let _ = logs();
-    let sim = Arc::new(SimBackend::with_capacity(1 << 30));
-    let io = Duration::from_secs(5);
-    let tls = spec.files.map(load);
-    let listener = |addr| ListenerConfig {
-        addr,
-        max_sessions: 2,
-        max_pending: 8,
-        io_timeout: Some(io),
-    };
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let received = Arc::new(AtomicUsize::new(0));
-    let daemon = Daemon::start_full(
-        DaemonConfig {
-            control: dir.join(format!("{}.sock", spec.tag)),
-            state_dir: dir.join(spec.tag),
-            listen: spec.plain.then(|| listener(loopback)),
-            shutdown_grace: io,
-        },
-        PendingLimits::default(),
-        match (&tls, spec.tls_listener) {
-            (Some(t), true) => Some(TlsListen {
-                config: listener(loopback),
-                tls: t.clone(),
-            }),
-            _ => None,
-        },
-        |journal| {
-            let mut engine = Engine::new(
-                sim.clone(),
-                journal.clone(),
-                EngineConfig {
-                    io_timeout: io,
-                    ..EngineConfig::default()
-                },
-            );
-            if let Some(t) = &tls {
-                engine = engine.with_tls(TlsClient {
-                    tls: t.clone(),
-                    by_default: false,
-                    port: 8003,
-                });
-            }
-            DaemonParts {
-                service: Arc::new(Counting {
-                    engine: Arc::new(engine),
-                    received: received.clone(),
-                }),
-                admission: spec.admission,
-            }
-        },
-    )
-    .unwrap();
-    Node {
-        daemon,
-        sim,
-        received,
-        tls,
-    }
-}
-
-fn create(n: &Node, name: &str, memory: u64) -> GuestSpec {
-    let req = SimCreateRequest {
-        name: name.into(),
-        memory_bytes: memory,
-        dirty_rate_bytes_per_s: 4 * MIB,
-        pattern: Some("hot".into()),
-        vcpus: None,
-        fill_percent: 0,
-    };
-    let spec = spec_from_request(&req).unwrap();
-    n.call(&Request::SimCreate(req)).unwrap();
-    spec
-}
-
+/// `relocd migrate --live [--ssl] NAME` to `to`.
 fn migrate(name: &str, to: SocketAddr, ssl: bool) -> Request {
     Request::Migrate(MigrateRequest {
-        domain: name.into(),
-        host: to.ip().to_string(),
-        port: Some(to.port()),
         live: true,
         ssl,
-        ..MigrateRequest::default()
+        ..migration(name, to)
     })
-}
-
-fn names(n: &Node) -> Vec<(String, DomainState)> {
-    match n.call(&Request::List).unwrap() {
-        Outcome::Domains { domains } => domains.into_iter().map(|d| (d.name, d.state)).collect(),
-        o => panic!("{o:?}"),
-    }
-}
-
-/// The guest runs on at `n` (its step counter moves) and is not in doubt.
-fn running_at(n: &Node, name: &str) {
-    let g = n
-        .sim
-        .hypervisor()
-        .by_name(name)
-        .expect("still at the source");
-    let s = g.steps().unwrap();
-    eventually("the guest runs at the source", || g.steps().unwrap() > s);
-    assert!(names(n).contains(&(name.to_owned(), DomainState::Running)));
-}
-
-/// The destination holds exactly the workload's memory, and runs it.
-fn check_moved(spec: &GuestSpec, from: &Node, to: &Node) {
-    assert!(from.sim.hypervisor().by_name(&spec.name).is_none());
-    assert!(names(to).contains(&(spec.name.clone(), DomainState::Running)));
-    let g = to.sim.hypervisor().by_name(&spec.name).unwrap();
-    g.pause().unwrap();
-    let steps = g.steps().unwrap();
-    assert!(steps > 0);
-    g.verify(&spec.expected_memory(steps)).unwrap();
-    g.unpause().unwrap();
-    eventually("the step counter goes on", || g.steps().unwrap() > steps);
-}
-
-/// A migration from `a` that must fail with `kind` and a message holding
-/// each of `needles`; the guest runs on at `a`, and `dest`'s engine never
-/// got the connection (nothing of the session was read there).
-fn refused(a: &Node, req: &Request, dest: &Node, kind: ErrorKind, needles: &[&str]) -> String {
-    let message = match a.call(req) {
-        Err(ClientError::Remote(e)) => {
-            assert_eq!(e.kind, kind, "{e:?}");
-            for n in needles {
-                assert!(e.message.contains(n), "{n:?} not in {:?}", e.message);
-            }
-            assert!(e.message.contains("keeps running here"), "{e:?}");
-            e.message
-        }
-        other => panic!("{other:?}"),
-    };
-    let Request::Migrate(m) = req else {
-        unreachable!()
-    };
-    running_at(a, &m.domain);
-    assert_eq!(
-        dest.received.load(Ordering::SeqCst),
-        0,
-        "the destination's engine ran"
-    );
-    assert!(dest.sim.hypervisor().by_name(&m.domain).is_none());
-    message
-}
-
-/// No lookups: hosts-allow decides on addresses and certificates only.
-struct NoNames;
-
-impl Resolver for NoNames {
-    fn reverse(&self, _ip: IpAddr) -> Result<Option<String>, String> {
-        Ok(None)
-    }
-    fn forward(&self, _name: &str) -> Result<Vec<IpAddr>, String> {
-        Ok(Vec::new())
-    }
 }
 
 /// hosts-allow `^hosta\.example\.org$` (not 127.0.0.1's address).
@@ -393,11 +71,11 @@ impl World {
         node(
             &self.dir,
             NodeSpec {
-                tag: "dest",
                 files: Some(&files),
                 plain: true,
                 tls_listener: true,
                 admission: hosta_only(),
+                ..NodeSpec::new("dest")
             },
         )
     }
@@ -408,11 +86,8 @@ impl World {
         node(
             &self.dir,
             NodeSpec {
-                tag,
                 files: Some(&files),
-                plain: false,
-                tls_listener: false,
-                admission: Arc::new(AdmitAll),
+                ..NodeSpec::new(tag)
             },
         )
     }
@@ -442,158 +117,168 @@ fn live_migration_over_tls_is_byte_exact_and_admitted_by_certificate_name() {
     }
 }
 
-#[test]
-fn a_client_certificate_from_another_ca_is_refused() {
-    let w = world("other-ca");
-    let b = w.dest(&host_cert(&w.ca, "hostb.example.org"));
-    let a = w.source("a", &host_cert(&w.other_ca, "hosta.example.org"), &[&w.ca]);
+/// Where a [`Refusal`] goes.
+enum Dest {
+    /// [`World::dest`]'s TLS port, with this certificate.
+    Tls(fn(&World) -> HostCert),
+    /// The plain port of a destination without TLS that admits everyone.
+    PlainOpen,
+}
+
+/// A migration that must be refused before the destination reads a
+/// relocation message: the source's certificate (it trusts the test CA),
+/// `--ssl` or not, what the refusal says and what the destination logs.
+struct Refusal {
+    dir: &'static str,
+    dest: Dest,
+    source: fn(&World) -> HostCert,
+    ssl: bool,
+    says: &'static [&'static str],
+    logged: &'static [&'static str],
+}
+
+/// hosta to hostb's TLS port, with `--ssl`.
+const REFUSAL: Refusal = Refusal {
+    dir: "",
+    dest: Dest::Tls(|w| host_cert(&w.ca, "hostb.example.org")),
+    source: |w| host_cert(&w.ca, "hosta.example.org"),
+    ssl: true,
+    says: &[],
+    logged: &[],
+};
+
+/// Runs `case` ([`refused`]), then waits for each of `case.logged`.
+fn check_refusal(case: Refusal) {
+    let w = world(case.dir);
+    let b = match case.dest {
+        Dest::Tls(cert) => w.dest(&cert(&w)),
+        Dest::PlainOpen => node(
+            &w.dir,
+            NodeSpec {
+                plain: true,
+                ..NodeSpec::new("open")
+            },
+        ),
+    };
+    let a = w.source("a", &(case.source)(&w), &[&w.ca]);
     create(&a, "web1", 4 * MIB);
+    let to = match case.dest {
+        Dest::Tls(_) => b.tls_addr(),
+        Dest::PlainOpen => b.addr(),
+    };
     refused(
         &a,
-        &migrate("web1", b.tls_addr(), true),
-        &b,
+        &migrate("web1", to, case.ssl),
         ErrorKind::Refused,
-        &[
+        case.says,
+    );
+    // Nothing of the session was read at the destination.
+    assert_eq!(b.received.load(Ordering::SeqCst), 0, "its engine ran");
+    assert!(b.sim.hypervisor().by_name("web1").is_none());
+    eventually(&format!("the destination logs {:?}", case.logged), || {
+        let l = logs();
+        case.logged.iter().all(|n| l.contains(n))
+    });
+}
+
+#[test]
+fn a_client_certificate_from_another_ca_is_refused() {
+    check_refusal(Refusal {
+        dir: "other-ca",
+        source: |w| host_cert(&w.other_ca, "hosta.example.org"),
+        says: &[
             "does not trust this host's certificate",
             "relocd-relocation-ssl-ca-file",
             "a.crt",
         ],
-    );
-    eventually("the destination logs why", || {
-        logs().contains("TLS handshake failed")
-            && logs()
-                .contains("its certificate is not signed by a CA in relocd-relocation-ssl-ca-file")
+        logged: &[
+            "TLS handshake failed",
+            "its certificate is not signed by a CA in relocd-relocation-ssl-ca-file",
+        ],
+        ..REFUSAL
     });
 }
 
 #[test]
 fn an_expired_client_certificate_is_refused() {
-    let w = world("expired");
-    let b = w.dest(&host_cert(&w.ca, "hostb.example.org"));
-    let a = w.source("a", &w.ca.issue_expired(&["hosta.example.org"]), &[&w.ca]);
-    create(&a, "web1", 4 * MIB);
-    refused(
-        &a,
-        &migrate("web1", b.tls_addr(), true),
-        &b,
-        ErrorKind::Refused,
-        &["has expired", "renew"],
-    );
-    eventually("the destination logs why", || {
-        logs().contains("its certificate has expired")
+    check_refusal(Refusal {
+        dir: "expired",
+        source: |w| w.ca.issue_expired(&["hosta.example.org"]),
+        says: &["has expired", "renew"],
+        logged: &["its certificate has expired"],
+        ..REFUSAL
     });
 }
 
 #[test]
 fn a_name_hosts_allow_does_not_admit_is_refused() {
-    let w = world("hosts-allow");
-    let b = w.dest(&host_cert(&w.ca, "hostb.example.org"));
-    let a = w.source("a", &host_cert(&w.ca, "hostx.example.org"), &[&w.ca]);
-    create(&a, "web1", 4 * MIB);
-    refused(
-        &a,
-        &migrate("web1", b.tls_addr(), true),
-        &b,
-        ErrorKind::Refused,
-        &["xend-relocation-hosts-allow"],
-    );
-    eventually("the destination logs why, with the names it tried", || {
-        let l = logs();
-        l.contains("relocation connection refused")
-            && l.contains("its certificate's names: hostx.example.org, 127.0.0.1")
+    check_refusal(Refusal {
+        dir: "hosts-allow",
+        source: |w| host_cert(&w.ca, "hostx.example.org"),
+        says: &["xend-relocation-hosts-allow"],
+        // With the names it tried.
+        logged: &[
+            "relocation connection refused",
+            "its certificate's names: hostx.example.org, 127.0.0.1",
+        ],
+        ..REFUSAL
     });
 }
 
 #[test]
 fn a_server_certificate_from_another_ca_is_refused_by_the_client() {
-    let w = world("server-ca");
-    let b = w.dest(&host_cert(&w.other_ca, "hostb.example.org"));
-    let a = w.source("a", &host_cert(&w.ca, "hosta.example.org"), &[&w.ca]);
-    create(&a, "web1", 4 * MIB);
-    refused(
-        &a,
-        &migrate("web1", b.tls_addr(), true),
-        &b,
-        ErrorKind::Refused,
-        &[
+    check_refusal(Refusal {
+        dir: "server-ca",
+        dest: Dest::Tls(|w| host_cert(&w.other_ca, "hostb.example.org")),
+        says: &[
             "its certificate is not signed by a CA in relocd-relocation-ssl-ca-file",
             "a-ca.pem",
             "add its CA there",
         ],
-    );
-    eventually("the destination logs the client's alert", || {
-        logs().contains("the peer does not trust this host's certificate")
+        // The client's alert.
+        logged: &["the peer does not trust this host's certificate"],
+        ..REFUSAL
     });
 }
 
 #[test]
 fn a_server_certificate_for_another_name_is_refused_by_the_client() {
-    let w = world("server-name");
-    // The destination's certificate does not carry 127.0.0.1.
-    let b = w.dest(&w.ca.issue(&["hostb.example.org"]));
-    let a = w.source("a", &host_cert(&w.ca, "hosta.example.org"), &[&w.ca]);
-    create(&a, "web1", 4 * MIB);
-    refused(
-        &a,
-        &migrate("web1", b.tls_addr(), true),
-        &b,
-        ErrorKind::Refused,
-        &["not for the name dialled", "subject alternative names"],
-    );
+    check_refusal(Refusal {
+        dir: "server-name",
+        // The destination's certificate does not carry 127.0.0.1.
+        dest: Dest::Tls(|w| w.ca.issue(&["hostb.example.org"])),
+        says: &["not for the name dialled", "subject alternative names"],
+        ..REFUSAL
+    });
 }
 
 #[test]
 fn a_plaintext_client_on_the_tls_port_is_refused() {
-    let w = world("plain-on-tls");
-    let b = w.dest(&host_cert(&w.ca, "hostb.example.org"));
-    let a = w.source("a", &host_cert(&w.ca, "hosta.example.org"), &[&w.ca]);
-    create(&a, "web1", 4 * MIB);
-    refused(
-        &a,
-        &migrate("web1", b.tls_addr(), false),
-        &b,
-        ErrorKind::Refused,
-        &["speaks TLS", "--ssl"],
-    );
-    eventually("the destination logs why", || {
-        logs().contains("the peer does not speak TLS")
+    check_refusal(Refusal {
+        dir: "plain-on-tls",
+        ssl: false,
+        says: &["speaks TLS", "--ssl"],
+        logged: &["the peer does not speak TLS"],
+        ..REFUSAL
     });
 }
 
 #[test]
 fn a_tls_client_on_the_plain_port_fails_and_never_falls_back() {
-    let w = world("tls-on-plain");
-    let b = w.dest(&host_cert(&w.ca, "hostb.example.org"));
-    let a = w.source("a", &host_cert(&w.ca, "hosta.example.org"), &[&w.ca]);
-    create(&a, "web1", 4 * MIB);
-    // Admitted by hosts-allow on the plain port? No: 127.0.0.1 is not
-    // hosta. Use a destination that admits everyone on its plain port, so
-    // only TLS can stop it.
-    let open = node(
-        &w.dir,
-        NodeSpec {
-            tag: "open",
-            files: None,
-            plain: true,
-            tls_listener: false,
-            admission: Arc::new(AdmitAll),
-        },
-    );
-    refused(
-        &a,
-        &migrate("web1", open.plain(), true),
-        &open,
-        ErrorKind::Refused,
-        &[
+    // Not the TLS destination's plain port: hosts-allow there would refuse
+    // 127.0.0.1 (not hosta) before TLS could.
+    check_refusal(Refusal {
+        dir: "tls-on-plain",
+        dest: Dest::PlainOpen,
+        says: &[
             "during the TLS handshake",
             "not a TLS relocation port",
             "without --ssl",
         ],
-    );
-    eventually("the destination logs a TLS client", || {
-        logs().contains("the peer speaks TLS, not plain relocd")
+        // A TLS client.
+        logged: &["the peer speaks TLS, not plain relocd"],
+        ..REFUSAL
     });
-    drop(b);
 }
 
 #[test]
@@ -679,7 +364,8 @@ fn reloaded_certificates_serve_new_connections_and_running_migrations_go_on() {
     );
 }
 
-/// As [`refused`], for a destination whose engine has run before.
+/// As [`refused`] (whatever the error's kind), for a destination whose
+/// engine has run before.
 fn refused_after(a: &Node, req: &Request, needle: &str) {
     match a.call(req) {
         Err(ClientError::Remote(e)) => assert!(e.message.contains(needle), "{e:?}"),
@@ -695,16 +381,7 @@ fn refused_after(a: &Node, req: &Request, needle: &str) {
 fn ssl_without_an_identity_is_refused_not_sent_in_the_clear() {
     let w = world("no-identity");
     let b = w.dest(&host_cert(&w.ca, "hostb.example.org"));
-    let a = node(
-        &w.dir,
-        NodeSpec {
-            tag: "a",
-            files: None,
-            plain: false,
-            tls_listener: false,
-            admission: Arc::new(AdmitAll),
-        },
-    );
+    let a = node(&w.dir, NodeSpec::new("a"));
     create(&a, "web1", 4 * MIB);
     refused_after(&a, &migrate("web1", b.tls_addr(), true), "no TLS identity");
     assert_eq!(b.received.load(Ordering::SeqCst), 0);

@@ -9,17 +9,14 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use relocd::backend::sim::{Drive, GuestSpec, SimError, SimHypervisor, SimSink, SimSource};
-use relocd::session::{
-    run_dest, run_source, Clock, Conn, DestOptions, FileJournal, SourceOptions, SourceReport,
-};
+use relocd::backend::sim::GuestSpec;
+use relocd::session::{Conn, SourceOptions, SourceReport};
 use relocd::tls::{Tls, TlsFiles};
-use relocd_core::protocol::{AdmissionRequest, RefuseReason};
+use relocd_tests::sim_migrate::migrate_over;
 use relocd_tests::tls_certs::{write_files, Ca};
 
 const MIB: u64 = 1 << 20;
@@ -116,51 +113,10 @@ fn copy(tls: Option<&Pair>, bytes: u64) -> f64 {
     bytes as f64 / MIB as f64 / t.elapsed().as_secs_f64()
 }
 
+/// A live migration of `spec` over [`links`] ([`migrate_over`]).
 fn migrate_live(tag: &str, spec: &GuestSpec, tls: Option<&Pair>) -> SourceReport {
-    let dir = std::env::temp_dir().join(format!("relocd-tlsbench-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let src_hv = SimHypervisor::new(4 * GIB, Drive::RealTime);
-    let dst_hv = SimHypervisor::new(4 * GIB, Drive::Manual);
-    let g = src_hv.create(spec, false).unwrap();
-    g.advance(100);
-    let (src_link, dst_link) = links(tls);
-    let (hv, jd) = (dst_hv.clone(), dir.join("dest.journal"));
-    let dest = thread::spawn(move || {
-        let mut j = FileJournal::open(&jd).unwrap();
-        run_dest(
-            dst_link,
-            |r: &AdmissionRequest, _config: Option<&[u8]>| {
-                hv.create_empty(r.name.as_str(), r.memory_bytes)
-                    .map(SimSink::new)
-                    .map_err(|e| match e {
-                        SimError::NoCapacity { .. } => RefuseReason::NoCapacity,
-                        _ => RefuseReason::Invalid,
-                    })
-            },
-            &DestOptions::default(),
-            &mut j,
-            &Clock::new(),
-        )
-    });
-    let mut j = FileJournal::open(&dir.join("source.journal")).unwrap();
     let opts = SourceOptions::new(1, &spec.name, true);
-    let rep = run_source(
-        src_link,
-        &mut SimSource::new(g),
-        &opts,
-        &mut j,
-        &mut |_| {},
-        &AtomicBool::new(false),
-        &Clock::new(),
-    )
-    .unwrap();
-    dest.join().unwrap().unwrap();
-    let d = dst_hv.by_name(&spec.name).unwrap();
-    d.pause().unwrap();
-    d.verify(&spec.expected_memory(d.steps().unwrap())).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    rep
+    migrate_over(tag, spec, links(tls), &opts)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

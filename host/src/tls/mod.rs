@@ -23,10 +23,10 @@ mod stream;
 pub use names::{cert_names, CertNames, MAX_NAMES};
 pub use stream::{FailureProbe, TlsStream};
 
-use rustls::client::UnbufferedClientConnection;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::UnbufferedServerConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::io::{self, Read, Write};
@@ -383,39 +383,34 @@ trait Side {
     fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, stream::Kernel), rustls::Error>;
 }
 
-impl Side for UnbufferedClientConnection {
-    type Data = rustls::client::ClientConnectionData;
-    fn common(&self) -> &rustls::CommonState {
-        self
-    }
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
-    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, stream::Kernel), rustls::Error> {
-        let (s, k) = self.dangerous_into_kernel_connection()?;
-        Ok((s, stream::Kernel::Client(k)))
-    }
+/// [`Side`] for one of rustls's unbuffered connections: the same calls on
+/// both sides, which rustls gives each its own types (`$data` its
+/// connection data, `$kernel` the [`stream::Kernel`] it becomes).
+macro_rules! side {
+    ($conn:ty, $data:ty, $kernel:ident) => {
+        impl Side for $conn {
+            type Data = $data;
+            fn common(&self) -> &rustls::CommonState {
+                self
+            }
+            fn process<'c, 'i>(
+                &'c mut self,
+                incoming: &'i mut [u8],
+            ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+                self.process_tls_records(incoming)
+            }
+            fn into_kernel(
+                self,
+            ) -> Result<(rustls::ExtractedSecrets, stream::Kernel), rustls::Error> {
+                let (s, k) = self.dangerous_into_kernel_connection()?;
+                Ok((s, stream::Kernel::$kernel(k)))
+            }
+        }
+    };
 }
 
-impl Side for UnbufferedServerConnection {
-    type Data = rustls::server::ServerConnectionData;
-    fn common(&self) -> &rustls::CommonState {
-        self
-    }
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
-    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, stream::Kernel), rustls::Error> {
-        let (s, k) = self.dangerous_into_kernel_connection()?;
-        Ok((s, stream::Kernel::Server(k)))
-    }
-}
+side!(UnbufferedClientConnection, ClientConnectionData, Client);
+side!(UnbufferedServerConnection, ServerConnectionData, Server);
 
 /// What one step of the handshake asks for.
 enum Step {
