@@ -5,16 +5,13 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Instant;
 
-use relocd::backend::sim::{Drive, GuestSpec, SimError, SimHypervisor, SimSink, SimSource};
-use relocd::session::{
-    run_dest, run_source, Clock, DestOptions, FileJournal, SourceOptions, SourceReport,
-};
-use relocd_core::protocol::{AdmissionRequest, RefuseReason};
+use relocd::backend::sim::GuestSpec;
+use relocd::session::{SourceOptions, SourceReport};
 use relocd_core::time::Duration;
+use relocd_tests::sim_migrate::{migrate_over, tcp_links};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -94,61 +91,13 @@ fn migrate_with(
     bandwidth: Option<u64>,
     tune: impl FnOnce(&mut SourceOptions),
 ) -> SourceReport {
-    let dir = std::env::temp_dir().join(format!("relocd-bench-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let src_hv = SimHypervisor::new(4 * GIB, Drive::RealTime);
-    let dst_hv = SimHypervisor::new(4 * GIB, Drive::Manual);
-    let g = src_hv.create(spec, false).unwrap();
-    // Let the workload warm up for a simulated second.
-    g.advance(100);
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let (hv, jd) = (dst_hv.clone(), dir.join("dest.journal"));
-    let dest = thread::spawn(move || {
-        let (s, _) = l.accept().unwrap();
-        s.set_nodelay(true).unwrap();
-        let mut j = FileJournal::open(&jd).unwrap();
-        run_dest(
-            s,
-            |r: &AdmissionRequest, _config: Option<&[u8]>| {
-                hv.create_empty(r.name.as_str(), r.memory_bytes)
-                    .map(SimSink::new)
-                    .map_err(|e| match e {
-                        SimError::NoCapacity { .. } => RefuseReason::NoCapacity,
-                        _ => RefuseReason::Invalid,
-                    })
-            },
-            &DestOptions::default(),
-            &mut j,
-            &Clock::new(),
-        )
-    });
-    let link = TcpStream::connect(addr).unwrap();
-    link.set_nodelay(true).unwrap();
-    let mut j = FileJournal::open(&dir.join("source.journal")).unwrap();
     let mut opts = SourceOptions::new(1, &spec.name, true);
     if let Some(ms) = downtime_limit_ms {
         opts.policy.downtime_limit = Duration::from_millis(ms);
     }
     opts.bandwidth_limit = bandwidth;
     tune(&mut opts);
-    let rep = run_source(
-        link,
-        &mut SimSource::new(g),
-        &opts,
-        &mut j,
-        &mut |_| {},
-        &AtomicBool::new(false),
-        &Clock::new(),
-    )
-    .unwrap();
-    dest.join().unwrap().unwrap();
-    let d = dst_hv.by_name(&spec.name).unwrap();
-    d.pause().unwrap();
-    d.verify(&spec.expected_memory(d.steps().unwrap())).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    rep
+    migrate_over(tag, spec, tcp_links(), &opts)
 }
 
 fn print(tag: &str, r: &SourceReport) {
