@@ -142,6 +142,10 @@ impl SimGuest {
         drive: Drive,
         hv: Weak<HvShared>,
     ) -> Self {
+        let pool = hv
+            .upgrade()
+            .map(|h| Arc::downgrade(&h.pool))
+            .unwrap_or_default();
         SimGuest {
             inner: Arc::new(GuestInner {
                 domid,
@@ -152,7 +156,7 @@ impl SimGuest {
                     run,
                     // A domain made without a vCPU is a destination: the
                     // migration writes its memory in long runs.
-                    mem: SparseMemory::new(nr_pages, vcpu.is_none()),
+                    mem: SparseMemory::new(nr_pages, vcpu.is_none(), pool),
                     vcpu,
                     dirty: None,
                     ticker: 0,

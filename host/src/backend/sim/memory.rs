@@ -2,15 +2,23 @@
 //! with zeros) hold no data and read as zeros.
 //!
 //! Storage is a table with one slot per chunk of [`CHUNK_PAGES`] pages.
-//! A chunk is allocated on its first write as one zero-filled anonymous
-//! mapping (the kernel backs a page only when it is first touched; a
-//! memory written in long runs, a migration's destination, asks for huge
-//! pages), with a bitmap of the pages that hold data. Pages are stored in place, so writing a
+//! A chunk is allocated on its first write as one anonymous mapping (the
+//! kernel backs a page only when it is first touched; a memory written in
+//! long runs, a migration's destination, asks for huge pages), with a
+//! bitmap of the pages that hold data. Chunks of a destroyed domain go to
+//! its hypervisor's [`ChunkPool`] and serve its next domains, as a
+//! hypervisor reuses its free memory: no new mapping, and no faulting and
+//! clearing by the host kernel, the cost of which would otherwise land in
+//! the middle of a migration. Pages are stored in place, so writing a
 //! page is one copy and no allocation, and a run of pfns is one slice.
 //! A 1 GiB guest (262144 pages) costs a table of 16 slots until it is
 //! written, and then what it touches.
 //!
-//! Invariant: a page whose bit is clear is all zeros in its chunk.
+//! A page whose bit is clear reads as zeros whatever its chunk holds (a
+//! pooled chunk holds what its last domain left); it is cleared when it
+//! is first written again.
+
+use std::sync::{Mutex, PoisonError, Weak};
 
 use relocd_hypercall::anon::AnonMemory;
 
@@ -22,6 +30,44 @@ pub const CHUNK_PAGES: usize = 16384;
 /// One 4 KiB page.
 pub type Page = [u8; PAGE_SIZE];
 
+/// The most freed memory one hypervisor keeps for its next domains.
+pub(crate) const POOL_MAX_BYTES: usize = 1 << 30;
+
+/// Chunk memory freed by destroyed domains, kept (at most
+/// [`POOL_MAX_BYTES`]) for the next domains of the same hypervisor.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkPool {
+    /// The chunks, and whether each was mapped for huge pages.
+    free: Mutex<Vec<(AnonMemory, bool)>>,
+}
+
+impl ChunkPool {
+    /// A pooled chunk of `len` bytes mapped as `huge` asks, if any.
+    fn take(&self, len: usize, huge: bool) -> Option<AnonMemory> {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        let i = free
+            .iter()
+            .position(|(m, h)| m.as_slice().len() == len && *h == huge)?;
+        Some(free.swap_remove(i).0)
+    }
+
+    /// Keeps `mem` for reuse, or unmaps it when the pool is full.
+    fn give(&self, mem: AnonMemory, huge: bool) {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        let held: usize = free.iter().map(|(m, _)| m.as_slice().len()).sum();
+        if held + mem.as_slice().len() <= POOL_MAX_BYTES {
+            free.push((mem, huge));
+        }
+    }
+
+    /// Bytes held.
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> usize {
+        let free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        free.iter().map(|(m, _)| m.as_slice().len()).sum()
+    }
+}
+
 #[derive(Debug)]
 struct Chunk {
     data: AnonMemory,
@@ -31,10 +77,16 @@ struct Chunk {
 }
 
 impl Chunk {
-    /// `None` when the host cannot map the memory.
-    fn new(pages: usize, huge: bool) -> Option<Self> {
+    /// A chunk from `pool` or newly mapped; `None` when the host cannot
+    /// map the memory.
+    fn new(pages: usize, huge: bool, pool: &Weak<ChunkPool>) -> Option<Self> {
+        let len = pages * PAGE_SIZE;
+        let data = match pool.upgrade().and_then(|p| p.take(len, huge)) {
+            Some(m) => m,
+            None => AnonMemory::new(len, huge).ok()?,
+        };
         Some(Chunk {
-            data: AnonMemory::new(pages * PAGE_SIZE, huge).ok()?,
+            data,
             present: vec![0; pages.div_ceil(64)].into_boxed_slice(),
             count: 0,
         })
@@ -83,6 +135,8 @@ pub(crate) struct SparseMemory {
     allocated: u64,
     /// Chunks ask for huge pages.
     huge: bool,
+    /// Where chunks come from and go back to.
+    pool: Weak<ChunkPool>,
 }
 
 fn split(pfn: u64) -> (usize, usize) {
@@ -109,7 +163,8 @@ pub(crate) fn is_zero(data: &[u8]) -> bool {
 impl SparseMemory {
     /// A zeroed memory of `nr_pages` pages; `huge`: it will be written in
     /// long runs (a destination's), so its chunks ask for huge pages.
-    pub(crate) fn new(nr_pages: u64, huge: bool) -> Self {
+    /// Chunks come from `pool` when it has them, and go back to it.
+    pub(crate) fn new(nr_pages: u64, huge: bool, pool: Weak<ChunkPool>) -> Self {
         let nr_chunks = nr_pages.div_ceil(CHUNK_PAGES as u64);
         let nr_chunks = usize::try_from(nr_chunks).unwrap_or(usize::MAX);
         let mut chunks = Vec::new();
@@ -119,6 +174,7 @@ impl SparseMemory {
             chunks,
             allocated: 0,
             huge,
+            pool,
         }
     }
 
@@ -223,6 +279,23 @@ impl SparseMemory {
     /// The page at `pfn` for writing, marked as holding data; `None` when
     /// out of range or when the host cannot back it.
     pub(crate) fn get_mut(&mut self, pfn: u64) -> Option<&mut Page> {
+        let new = {
+            let (chunk, p) = self.slot(pfn)?;
+            chunk.set(p)
+        };
+        self.allocated += u64::from(new);
+        let (chunk, p) = self.slot(pfn)?;
+        let page = chunk.page_mut(p)?;
+        if new {
+            // What a pooled chunk's last domain left there.
+            page.fill(0);
+        }
+        Some(page)
+    }
+
+    /// The chunk holding `pfn` (allocated if needed) and the page's index
+    /// in it; `None` when out of range or when the host cannot back it.
+    fn slot(&mut self, pfn: u64) -> Option<(&mut Chunk, usize)> {
         if pfn >= self.nr_pages {
             return None;
         }
@@ -230,11 +303,9 @@ impl SparseMemory {
         let (pages, huge) = (self.chunk_pages(c), self.huge);
         let slot = self.chunks.get_mut(c)?;
         if slot.is_none() {
-            *slot = Some(Chunk::new(pages, huge)?);
+            *slot = Some(Chunk::new(pages, huge, &self.pool)?);
         }
-        let chunk = slot.as_mut()?;
-        self.allocated += u64::from(chunk.set(p));
-        chunk.page_mut(p)
+        Some((slot.as_mut()?, p))
     }
 
     /// Writes `data` (one page) at `pfn`; a page of zeros is stored as
@@ -248,17 +319,20 @@ impl SparseMemory {
             self.discard(pfn);
             return true;
         }
-        match self.get_mut(pfn) {
-            Some(page) => {
-                page.copy_from_slice(data);
-                true
-            }
-            None => false,
-        }
+        let Some((chunk, p)) = self.slot(pfn) else {
+            return false;
+        };
+        let new = chunk.set(p);
+        let Some(page) = chunk.page_mut(p) else {
+            return false;
+        };
+        page.copy_from_slice(data);
+        self.allocated += u64::from(new);
+        true
     }
 
-    /// Makes `pfn` read as zeros: its bytes are cleared and it no longer
-    /// holds data; a chunk left without data is freed.
+    /// Makes `pfn` read as zeros: it no longer holds data; a chunk left
+    /// without data goes back to the pool.
     pub(crate) fn discard(&mut self, pfn: u64) {
         if pfn >= self.nr_pages {
             return;
@@ -273,25 +347,39 @@ impl SparseMemory {
         if !chunk.has(p) {
             return;
         }
-        if let Some(page) = chunk.page_mut(p) {
-            page.fill(0);
-        }
         if let Some(w) = chunk.present.get_mut(p / 64) {
             *w &= !(1 << (p % 64));
         }
         chunk.count -= 1;
         self.allocated -= 1;
         if chunk.count == 0 {
-            *slot = None;
+            if let Some(chunk) = slot.take() {
+                self.release(chunk);
+            }
+        }
+    }
+
+    /// Gives a chunk's memory back to the pool (or the host).
+    fn release(&self, chunk: Chunk) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.give(chunk.data, self.huge);
         }
     }
 
     /// Frees everything.
     pub(crate) fn clear(&mut self) {
-        self.chunks.clear();
+        for chunk in std::mem::take(&mut self.chunks).into_iter().flatten() {
+            self.release(chunk);
+        }
         self.chunks.shrink_to_fit();
         self.nr_pages = 0;
         self.allocated = 0;
+    }
+}
+
+impl Drop for SparseMemory {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
@@ -307,7 +395,7 @@ mod tests {
     fn pages_read_back_and_zeros_take_nothing() {
         // Two chunks and a short third one.
         let nr = 2 * CHUNK_PAGES as u64 + 3;
-        let mut m = SparseMemory::new(nr, false);
+        let mut m = SparseMemory::new(nr, false, Weak::new());
         let mut out = page(0xee);
         m.read(nr - 1, &mut out);
         assert_eq!(out, page(0));
@@ -339,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_zero_page_clears_what_was_there_and_frees_an_empty_chunk() {
-        let mut m = SparseMemory::new(CHUNK_PAGES as u64 * 2, true);
+        let mut m = SparseMemory::new(CHUNK_PAGES as u64 * 2, true, Weak::new());
         let pfn = CHUNK_PAGES as u64 + 7;
         assert!(m.write(pfn, &page(0x5a)));
         assert!(m.write(pfn + 1, &page(0x5b)));
@@ -364,7 +452,7 @@ mod tests {
     #[test]
     fn lent_pages_read_as_copies_in_runs() {
         let nr = CHUNK_PAGES as u64 + 40;
-        let mut m = SparseMemory::new(nr, false);
+        let mut m = SparseMemory::new(nr, false, Weak::new());
         // Stored: 3, 4, 5 (one run), the last page of chunk 0 and the first
         // of chunk 1 (adjacent pfns, two chunks: two runs).
         let stored = [3, 4, 5, CHUNK_PAGES as u64 - 1, CHUNK_PAGES as u64];
@@ -390,9 +478,58 @@ mod tests {
         assert_eq!(runs, [&b"kept"[..]]);
     }
 
+    /// A chunk a destroyed memory left in the pool serves the next one,
+    /// and its old bytes never show.
+    #[test]
+    fn pooled_chunks_are_reused_and_read_as_zeros_until_written() {
+        use std::sync::Arc;
+        let pool = Arc::new(ChunkPool::default());
+        let nr = CHUNK_PAGES as u64;
+        let mut old = SparseMemory::new(nr, false, Arc::downgrade(&pool));
+        for pfn in 0..8 {
+            assert!(old.write(pfn, &page(0xaa)));
+        }
+        drop(old);
+        assert_eq!(pool.held_bytes(), CHUNK_PAGES * PAGE_SIZE);
+        let mut new = SparseMemory::new(nr, false, Arc::downgrade(&pool));
+        assert!(new.write(7, &page(0x11)));
+        // The chunk came from the pool.
+        assert_eq!(pool.held_bytes(), 0);
+        let mut out = page(0xee);
+        for pfn in 0..7 {
+            assert!(new.get(pfn).is_none());
+            new.read(pfn, &mut out);
+            assert_eq!(out, page(0));
+        }
+        let mut runs = Vec::new();
+        assert!(new.lend(&[0, 1, 7], &mut runs));
+        assert_eq!(runs.concat(), [page(0), page(0), page(0x11)].concat());
+        // Written again in place: cleared first.
+        new.get_mut(3).unwrap()[0] = 5;
+        assert_eq!(new.get(3).unwrap()[1..], page(0)[1..]);
+        // A memory of another hugeness does not take it.
+        drop(new);
+        let mut huge = SparseMemory::new(nr, true, Arc::downgrade(&pool));
+        assert!(huge.write(0, &page(1)));
+        assert_eq!(pool.held_bytes(), CHUNK_PAGES * PAGE_SIZE);
+    }
+
+    #[test]
+    fn the_pool_keeps_at_most_its_bound() {
+        use std::sync::Arc;
+        let pool = Arc::new(ChunkPool::default());
+        let chunks = POOL_MAX_BYTES / (CHUNK_PAGES * PAGE_SIZE) + 1;
+        let mut m = SparseMemory::new((chunks * CHUNK_PAGES) as u64, false, Arc::downgrade(&pool));
+        for c in 0..chunks {
+            assert!(m.write((c * CHUNK_PAGES) as u64, &page(1)));
+        }
+        drop(m);
+        assert_eq!(pool.held_bytes(), POOL_MAX_BYTES);
+    }
+
     #[test]
     fn a_page_written_in_place_holds_data() {
-        let mut m = SparseMemory::new(10, false);
+        let mut m = SparseMemory::new(10, false, Weak::new());
         m.get_mut(4).unwrap()[17] = 1;
         assert_eq!(m.allocated_pages(), 1);
         assert_eq!(m.get(4).unwrap()[17], 1);

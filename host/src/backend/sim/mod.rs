@@ -304,6 +304,8 @@ impl Table {
 pub(crate) struct HvShared {
     drive: Drive,
     table: Mutex<Table>,
+    /// Memory of destroyed domains, for the next ones.
+    pub(crate) pool: Arc<memory::ChunkPool>,
 }
 
 impl HvShared {
@@ -343,6 +345,7 @@ impl SimHypervisor {
         SimHypervisor {
             shared: Arc::new(HvShared {
                 drive,
+                pool: Arc::default(),
                 table: Mutex::new(Table {
                     capacity,
                     used: 0,
