@@ -434,11 +434,28 @@ fn bandwidth_cap_paces_an_offline_round_but_not_a_live_final_one() {
     assert_eq!(live.record_batch(t, 100, 500_000, 500_000), None);
 }
 
-/// A guest whose odd pfns are holes (XTAB) and which can be told to lie
-/// about how many pages it copied.
+/// A guest whose odd pfns are holes (XTAB), which can be told to lie about
+/// how many pages it copied, and lends its pages as [`Lend`] says.
 struct Holes {
     lie: bool,
     suspended: bool,
+    /// How it lends its pages (from `mem`, page `pfn` at `pfn * PAGE_SIZE`).
+    lend: Lend,
+    mem: Vec<u8>,
+    /// `read_pages` calls.
+    copies: usize,
+}
+
+impl Holes {
+    fn new(lend: Lend, mem: Vec<u8>) -> Self {
+        Holes {
+            lie: false,
+            suspended: false,
+            lend,
+            mem,
+            copies: 0,
+        }
+    }
 }
 
 /// How [`Lender`] lends.
@@ -452,84 +469,6 @@ enum Lend {
     Short,
     /// Says it lent without calling back.
     Silent,
-}
-
-/// [`Holes`] that also lends its pages from its own memory and counts the
-/// copies asked of it.
-struct Lender {
-    holes: Holes,
-    lend: Lend,
-    mem: Vec<u8>,
-    copies: usize,
-}
-
-impl crate::guest::SourceGuest for Lender {
-    type Error = ();
-    fn info(&self) -> Result<crate::guest::GuestInfo, ()> {
-        self.holes.info()
-    }
-    fn enable_logdirty(&mut self) -> Result<(), ()> {
-        Ok(())
-    }
-    fn clean_dirty(&mut self, bitmap: &mut [u64]) -> Result<u64, ()> {
-        self.holes.clean_dirty(bitmap)
-    }
-    fn read_pages(
-        &mut self,
-        pfns: &[Pfn],
-        types: &mut [crate::guest::PageType],
-        data: &mut [u8],
-    ) -> Result<usize, ()> {
-        self.copies += 1;
-        self.holes.read_pages(pfns, types, data)
-    }
-    fn lend_pages(
-        &mut self,
-        pfns: &[Pfn],
-        types: &mut [crate::guest::PageType],
-        f: &mut crate::guest::LendFn<'_>,
-    ) -> Result<bool, ()> {
-        if self.lend == Lend::Never {
-            return Ok(false);
-        }
-        let mut runs: Vec<&[u8]> = Vec::new();
-        for (i, &p) in pfns.iter().enumerate() {
-            let page = p as usize;
-            if p % 2 == 1 {
-                types[i] = crate::guest::PageType::XTAB;
-            } else {
-                types[i] = crate::guest::PageType::NOTAB;
-                runs.push(&self.mem[page * PAGE_SIZE..(page + 1) * PAGE_SIZE]);
-            }
-        }
-        match self.lend {
-            Lend::Short => {
-                runs.pop();
-                f(types, &runs)
-            }
-            Lend::Silent => {}
-            _ => f(types, &runs),
-        }
-        Ok(true)
-    }
-    fn pause(&mut self) -> Result<(), ()> {
-        Ok(())
-    }
-    fn unpause(&mut self) -> Result<(), ()> {
-        Ok(())
-    }
-    fn suspend(&mut self) -> Result<(), ()> {
-        Ok(())
-    }
-    fn resume(&mut self) -> Result<(), ()> {
-        Ok(())
-    }
-    fn vcpu_context(&mut self, _: u32, _: &mut [u8]) -> Result<usize, ()> {
-        Ok(0)
-    }
-    fn destroy(&mut self) -> Result<(), ()> {
-        Ok(())
-    }
 }
 
 /// `send_batch` hands over lent pages as they are, falls back to a copy
@@ -546,15 +485,7 @@ fn send_batch_sends_lent_pages_or_falls_back_to_a_copy() {
         page.fill(0x40 + i as u8);
     }
     for lend in [Lend::Honest, Lend::Never, Lend::Short, Lend::Silent] {
-        let mut g = Lender {
-            holes: Holes {
-                lie: false,
-                suspended: false,
-            },
-            lend,
-            mem: mem.clone(),
-            copies: 0,
-        };
+        let mut g = Holes::new(lend, mem.clone());
         let mut bm = [0u64; 1];
         let mut pc = start_live(
             &mut g,
@@ -623,6 +554,7 @@ impl crate::guest::SourceGuest for Holes {
         types: &mut [crate::guest::PageType],
         data: &mut [u8],
     ) -> Result<usize, ()> {
+        self.copies += 1;
         let mut k = 0;
         for (i, p) in pfns.iter().enumerate() {
             if p % 2 == 1 {
@@ -634,6 +566,35 @@ impl crate::guest::SourceGuest for Holes {
             }
         }
         Ok(if self.lie { k + 1 } else { k })
+    }
+    fn lend_pages(
+        &mut self,
+        pfns: &[Pfn],
+        types: &mut [crate::guest::PageType],
+        f: &mut crate::guest::LendFn<'_>,
+    ) -> Result<bool, ()> {
+        if self.lend == Lend::Never {
+            return Ok(false);
+        }
+        let mut runs: Vec<&[u8]> = Vec::new();
+        for (i, &p) in pfns.iter().enumerate() {
+            let page = p as usize;
+            if p % 2 == 1 {
+                types[i] = crate::guest::PageType::XTAB;
+            } else {
+                types[i] = crate::guest::PageType::NOTAB;
+                runs.push(&self.mem[page * PAGE_SIZE..(page + 1) * PAGE_SIZE]);
+            }
+        }
+        match self.lend {
+            Lend::Short => {
+                runs.pop();
+                f(types, &runs)
+            }
+            Lend::Silent => {}
+            _ => f(types, &runs),
+        }
+        Ok(true)
     }
     fn pause(&mut self) -> Result<(), ()> {
         Ok(())
@@ -659,10 +620,7 @@ impl crate::guest::SourceGuest for Holes {
 #[test]
 fn drive_steps_over_a_guest() {
     use drive::*;
-    let mut g = Holes {
-        lie: false,
-        suspended: false,
-    };
+    let mut g = Holes::new(Lend::Never, Vec::new());
     let mut bm = [0u64; 1];
     let mut pc = start_live(
         &mut g,
