@@ -383,6 +383,19 @@ pub trait SinkGuest {
         data: &[u8],
     ) -> Result<(), Self::Error>;
 
+    /// Makes the pages `pfns` (of a batch already populated, of `types`
+    /// that have data) read as zeros: pages that travelled as zero
+    /// markers. Returns `false`, doing nothing, when the backend has no
+    /// cheaper way than being written pages of zeros (the default): the
+    /// caller then writes the whole batch with
+    /// [`write_pages`](Self::write_pages), zeros included. A backend never
+    /// assumes its memory was handed over zeroed. When it returns `true`,
+    /// `write_pages` gets the batch's other pages.
+    fn zero_pages(&mut self, pfns: &[Pfn], types: &[PageType]) -> Result<bool, Self::Error> {
+        let _ = (pfns, types);
+        Ok(false)
+    }
+
     /// Loads a vCPU's state from the stream record body. Called once per
     /// vCPU, after the last page.
     fn set_vcpu_context(&mut self, vcpu: u32, blob: &[u8]) -> Result<(), Self::Error>;

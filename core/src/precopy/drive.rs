@@ -8,6 +8,8 @@
 use super::{or_into, set_all, Decision, Error, Precopy, PrecopyConfig, PrecopyPolicy};
 use crate::guest::{PageType, Pfn, SinkGuest, SourceGuest, PAGE_SIZE};
 use crate::time::Instant;
+#[cfg(feature = "alloc")]
+use alloc::vec::Vec;
 use core::fmt;
 
 /// A step failed in the pre-copy bookkeeping or in the guest backend.
@@ -272,4 +274,62 @@ pub fn apply_batch<S: SinkGuest>(
     }
     guest(sink.populate(pfns, types))?;
     guest(sink.write_pages(pfns, types, data))
+}
+
+/// Applies one received batch whose zero pages travelled as markers: of
+/// the pages that have data, in order, those whose bit is set in `zeros`
+/// (bit `k % 8` of byte `k / 8`) are zeros and the others are `data`,
+/// packed. Populates the batch, then lets the sink clear the zero pages
+/// itself ([`SinkGuest::zero_pages`]) and writes the rest; a sink that
+/// cannot gets the whole batch, zeros written out in `rebuild`, in one
+/// [`SinkGuest::write_pages`].
+#[cfg(feature = "alloc")]
+pub fn apply_elided_batch<S: SinkGuest>(
+    sink: &mut S,
+    pfns: &[Pfn],
+    types: &[PageType],
+    zeros: &[u8],
+    data: &[u8],
+    rebuild: &mut Vec<u8>,
+) -> Result<(), DriveError<S::Error>> {
+    if pfns.len() != types.len() {
+        return Err(DriveError::BatchMismatch);
+    }
+    let with_data = types.iter().filter(|t| t.has_data()).count();
+    let zero = |k: usize| zeros.get(k / 8).is_some_and(|b| b & (1 << (k % 8)) != 0);
+    let nr_zero = (0..with_data).filter(|&k| zero(k)).count();
+    if zeros.len() < with_data.div_ceil(8) || data.len() != (with_data - nr_zero) * PAGE_SIZE {
+        return Err(DriveError::BatchMismatch);
+    }
+    guest(sink.populate(pfns, types))?;
+    if nr_zero == 0 {
+        return guest(sink.write_pages(pfns, types, data));
+    }
+    // The pages with data, split by the markers.
+    let (mut z_pfns, mut z_types) = (Vec::with_capacity(nr_zero), Vec::with_capacity(nr_zero));
+    let rest = pfns.len() - nr_zero;
+    let (mut d_pfns, mut d_types) = (Vec::with_capacity(rest), Vec::with_capacity(rest));
+    let mut k = 0;
+    for (&pfn, &t) in pfns.iter().zip(types) {
+        if t.has_data() && zero(k) {
+            z_pfns.push(pfn);
+            z_types.push(t);
+        } else {
+            d_pfns.push(pfn);
+            d_types.push(t);
+        }
+        k += usize::from(t.has_data());
+    }
+    if guest(sink.zero_pages(&z_pfns, &z_types))? {
+        return guest(sink.write_pages(&d_pfns, &d_types, data));
+    }
+    rebuild.clear();
+    let mut pages = data.chunks_exact(PAGE_SIZE);
+    for k in 0..with_data {
+        match zero(k) {
+            true => rebuild.resize(rebuild.len() + PAGE_SIZE, 0),
+            false => rebuild.extend_from_slice(pages.next().unwrap_or_default()),
+        }
+    }
+    guest(sink.write_pages(pfns, types, rebuild))
 }

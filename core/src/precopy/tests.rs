@@ -775,3 +775,112 @@ rate 200 p/ms: StopAndCopy after 8 rounds, 58034 pages sent, final 2560 pages
 rate 250 p/ms: StopAndCopy after 6 rounds, 67317 pages sent, final 6700 pages
 rate 400 p/ms: StopAndCopy after 4 rounds, 69930 pages sent, final 12917 pages
 ";
+
+/// A sink that keeps what it is written, page by page, and can clear pages
+/// itself when `cheap_zeros`.
+#[cfg(feature = "alloc")]
+struct Mem {
+    pages: Vec<Option<Vec<u8>>>,
+    cheap_zeros: bool,
+    writes: usize,
+}
+
+#[cfg(feature = "alloc")]
+impl crate::guest::SinkGuest for Mem {
+    type Error = ();
+    fn populate(&mut self, _: &[Pfn], _: &[crate::guest::PageType]) -> Result<(), ()> {
+        Ok(())
+    }
+    fn write_pages(
+        &mut self,
+        pfns: &[Pfn],
+        types: &[crate::guest::PageType],
+        data: &[u8],
+    ) -> Result<(), ()> {
+        self.writes += 1;
+        let mut pages = data.chunks_exact(PAGE_SIZE);
+        for (&pfn, t) in pfns.iter().zip(types) {
+            if t.has_data() {
+                self.pages[pfn as usize] = Some(pages.next().ok_or(())?.to_vec());
+            }
+        }
+        Ok(())
+    }
+    fn zero_pages(&mut self, pfns: &[Pfn], types: &[crate::guest::PageType]) -> Result<bool, ()> {
+        if !self.cheap_zeros {
+            return Ok(false);
+        }
+        for (&pfn, t) in pfns.iter().zip(types) {
+            assert!(t.has_data());
+            self.pages[pfn as usize] = Some(vec![0; PAGE_SIZE]);
+        }
+        Ok(true)
+    }
+    fn set_vcpu_context(&mut self, _: u32, _: &[u8]) -> Result<(), ()> {
+        Ok(())
+    }
+    fn unpause(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+    fn destroy(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+}
+
+/// A batch whose zero pages came as markers lands as the whole batch
+/// would, whether the sink clears pages itself or is written zeros; a
+/// bitmap that does not match the data is refused.
+#[cfg(feature = "alloc")]
+#[test]
+fn an_elided_batch_lands_as_the_whole_batch() {
+    use crate::guest::PageType;
+    use drive::{apply_batch, apply_elided_batch, DriveError};
+    // pfn 3 is a hole; 0, 5 and 7 are zeros.
+    let pfns: Vec<Pfn> = (0..10).collect();
+    let mut types = vec![PageType::NOTAB; 10];
+    types[3] = PageType::XTAB;
+    let zero_pfns = [0u64, 5, 7];
+    let (mut bitmap, mut data, mut whole) = (vec![0u8; 2], Vec::new(), Vec::new());
+    let mut k = 0;
+    for (&pfn, t) in pfns.iter().zip(&types) {
+        if !t.has_data() {
+            continue;
+        }
+        if zero_pfns.contains(&pfn) {
+            bitmap[k / 8] |= 1 << (k % 8);
+            whole.extend_from_slice(&[0; PAGE_SIZE]);
+        } else {
+            data.extend_from_slice(&[pfn as u8 + 1; PAGE_SIZE]);
+            whole.extend_from_slice(&[pfn as u8 + 1; PAGE_SIZE]);
+        }
+        k += 1;
+    }
+    // What the destination held before: garbage everywhere.
+    let fresh = |cheap_zeros| Mem {
+        pages: vec![Some(vec![0xee; PAGE_SIZE]); 10],
+        cheap_zeros,
+        writes: 0,
+    };
+    let mut want = fresh(false);
+    apply_batch(&mut want, &pfns, &types, &whole).unwrap();
+    for cheap in [true, false] {
+        let mut got = fresh(cheap);
+        let mut rebuild = Vec::new();
+        apply_elided_batch(&mut got, &pfns, &types, &bitmap, &data, &mut rebuild).unwrap();
+        assert!(got.pages == want.pages, "cheap zeros {cheap}");
+        // Written once either way: the rest, or the whole batch.
+        assert_eq!(got.writes, 1);
+    }
+    // Data one page short, or a bitmap too short: refused, nothing written.
+    for (bm, d) in [
+        (&bitmap[..], &data[..data.len() - PAGE_SIZE]),
+        (&bitmap[..1], &data[..]),
+    ] {
+        let mut got = fresh(true);
+        assert_eq!(
+            apply_elided_batch(&mut got, &pfns, &types, bm, d, &mut Vec::new()),
+            Err(DriveError::BatchMismatch)
+        );
+        assert_eq!(got.writes, 0);
+    }
+}

@@ -455,6 +455,32 @@ impl Decoder {
         }
     }
 
+    /// Octets of page contents the current `PAGE_DATA` record has yet to
+    /// deliver, when the decoder stands in its page area with no event
+    /// held back (`None` elsewhere).
+    pub fn page_data_left(&self) -> Option<usize> {
+        match self.st {
+            St::Pages if self.pending.is_none() => Some(self.body_left() as usize),
+            _ => None,
+        }
+    }
+
+    /// Consumes the rest of the current page area, `n` octets
+    /// ([`page_data_left`](Self::page_data_left)), without reading it: for
+    /// a host that applied those pages itself (a chunk whose zero pages
+    /// travelled as markers). The decoder goes on as if the octets had been
+    /// pushed and their events handled. `false`, and nothing changes,
+    /// outside a page area or for any other count.
+    pub fn skip_page_data(&mut self, n: usize) -> bool {
+        if self.page_data_left() != Some(n) {
+            return false;
+        }
+        // n == body_left, a u32.
+        self.cur.body_pos += n as u32;
+        self.offset += n as u64;
+        true
+    }
+
     /// Call at end of input: fails unless the stream is complete.
     pub fn finish(&self) -> Result<()> {
         match self.st {

@@ -12,7 +12,7 @@ use relocd_core::time::Instant;
 
 use super::image::{ImageDecoder, ImageError, LibxcDecoder};
 use super::link::{read_full, write_frame, Header, Link, ReadEnd, WRITE_SLICE};
-use super::pack::Forms;
+use super::pack::{Forms, Unpacked};
 use super::{guest_err, Clock, JournalSink, Refusal, SessionError, POLL_INTERVAL};
 
 /// The destination's settings.
@@ -369,8 +369,16 @@ where
             let r = match (sink.as_mut(), forms.tagged()) {
                 (Some(s), false) => decoder.apply(image, s),
                 (Some(s), true) => {
-                    match super::pack::unpack(image, forms, &mut unpacked, &mut unpack_scratch) {
-                        Ok(chunk) => decoder.apply(chunk, s),
+                    // Zero pages stay markers down to the sink, which
+                    // clears them itself where it can.
+                    match super::pack::unpack_elided(
+                        image,
+                        forms,
+                        &mut unpacked,
+                        &mut unpack_scratch,
+                    ) {
+                        Ok(Unpacked::Whole(chunk)) => decoder.apply(chunk, s),
+                        Ok(Unpacked::Elided(chunk)) => decoder.apply_elided(chunk, s),
                         Err(e) => {
                             tracing::warn!("{e}");
                             Err(ImageError::Invalid("a packed image chunk is damaged"))

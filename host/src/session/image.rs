@@ -41,8 +41,9 @@ use relocd_core::guest::{
     GuestInfo, GuestType, PageType, Pfn, RecordPoint, SinkGuest, SourceGuest, PAGE_SIZE,
 };
 
+use super::pack::Elided;
 use super::{guest_err, SessionError};
-use relocd_core::precopy::drive::{apply_batch, DriveError};
+use relocd_core::precopy::drive::{apply_batch, apply_elided_batch, DriveError};
 use relocd_core::precopy::MAX_PAGE_DATA_RECORD_LEN;
 use relocd_core::stream::domain::{DomainHeaderRepr, DomainType};
 use relocd_core::stream::reader::{Decoder, Event, Layer, Options, RecordInfo};
@@ -129,6 +130,17 @@ pub trait ImageEncoder {
 pub trait ImageDecoder {
     /// Applies one chunk. After an error the image is unusable.
     fn apply<S: SinkGuest>(&mut self, chunk: &[u8], sink: &mut S) -> Result<(), ImageError>;
+    /// Applies one chunk whose zero pages travelled as markers
+    /// ([`Elided`]). The default rebuilds the chunk and applies it.
+    fn apply_elided<S: SinkGuest>(
+        &mut self,
+        chunk: Elided<'_>,
+        sink: &mut S,
+    ) -> Result<(), ImageError> {
+        let mut whole = Vec::new();
+        chunk.rebuild(&mut whole);
+        self.apply(&whole, sink)
+    }
     /// Whether the end of the image has been applied.
     fn is_complete(&self) -> bool;
     /// Pages written to the sink so far.
@@ -500,6 +512,9 @@ pub struct LibxcDecoder {
     pages: u64,
     /// The backend's error when the sink refused.
     sink_error: Option<String>,
+    /// Room for a zero-elided batch written out for a sink that cannot
+    /// clear pages itself.
+    rebuild: Vec<u8>,
 }
 
 impl Default for LibxcDecoder {
@@ -525,6 +540,7 @@ impl LibxcDecoder {
             failed: false,
             pages: 0,
             sink_error: None,
+            rebuild: Vec::new(),
         }
     }
 
@@ -746,6 +762,58 @@ impl ImageDecoder for LibxcDecoder {
         r
     }
 
+    /// The prefix goes through the decoder; when it leaves the decoder at
+    /// the start of a `PAGE_DATA` record's page area of exactly the
+    /// chunk's pages, the batch is applied from the markers
+    /// ([`apply_elided_batch`]: the sink clears the zero pages itself where
+    /// it can) and the page area skipped; otherwise the page area is
+    /// rebuilt and pushed as usual.
+    fn apply_elided<S: SinkGuest>(
+        &mut self,
+        chunk: Elided<'_>,
+        sink: &mut S,
+    ) -> Result<(), ImageError> {
+        self.apply(chunk.prefix, sink)?;
+        let area = chunk.pages * PAGE_SIZE;
+        let ready = chunk.pages > 0
+            && !self.applied
+            && self.data.is_empty()
+            && self.data_len == area
+            && self.dec.page_data_left() == Some(area);
+        if !ready {
+            let mut pages = std::mem::take(&mut self.rebuild);
+            Elided {
+                prefix: &[],
+                ..chunk
+            }
+            .rebuild(&mut pages);
+            let r = self.apply(&pages, sink);
+            self.rebuild = pages;
+            return r;
+        }
+        let mut rebuild = std::mem::take(&mut self.rebuild);
+        let r = apply_elided_batch(
+            sink,
+            &self.pfns,
+            &self.types,
+            chunk.bitmap,
+            chunk.data,
+            &mut rebuild,
+        );
+        self.rebuild = rebuild;
+        if let Err(e) = r {
+            self.failed = true;
+            return Err(batch_failed(&mut self.sink_error, e));
+        }
+        self.pages += self.pfns.len() as u64;
+        self.applied = true;
+        if !self.dec.skip_page_data(area) {
+            self.failed = true;
+            return Err(ImageError::Order("page area out of step"));
+        }
+        Ok(())
+    }
+
     fn is_complete(&self) -> bool {
         self.ended && !self.failed && self.dec.finish().is_ok()
     }
@@ -828,6 +896,138 @@ mod tests {
         let mut dec = LibxcDecoder::new();
         assert!(dec.apply(&[0xff; 64], &mut sink2).is_err());
         assert!(!dec.is_complete());
+    }
+
+    /// A sim sink that clears zero pages itself only when `cheap` (else
+    /// it is written zeros, the default), counting the batches it cleared.
+    struct Zeroing {
+        sink: SimSink,
+        cheap: bool,
+        cleared: usize,
+    }
+
+    impl SinkGuest for Zeroing {
+        type Error = crate::backend::sim::SimFault;
+        fn populate(&mut self, p: &[Pfn], t: &[PageType]) -> Result<(), Self::Error> {
+            self.sink.populate(p, t)
+        }
+        fn write_pages(&mut self, p: &[Pfn], t: &[PageType], d: &[u8]) -> Result<(), Self::Error> {
+            self.sink.write_pages(p, t, d)
+        }
+        fn zero_pages(&mut self, p: &[Pfn], t: &[PageType]) -> Result<bool, Self::Error> {
+            if !self.cheap {
+                return Ok(false);
+            }
+            self.cleared += 1;
+            self.sink.zero_pages(p, t)
+        }
+        fn set_vcpu_context(&mut self, v: u32, b: &[u8]) -> Result<(), Self::Error> {
+            self.sink.set_vcpu_context(v, b)
+        }
+        fn complete(&mut self) -> Result<(), Self::Error> {
+            self.sink.complete()
+        }
+        fn unpause(&mut self) -> Result<(), Self::Error> {
+            self.sink.unpause()
+        }
+        fn destroy(&mut self) -> Result<(), Self::Error> {
+            self.sink.destroy()
+        }
+    }
+
+    /// Batches whose zero pages travel as markers land byte for byte over
+    /// a destination full of garbage, whether the sink clears pages itself
+    /// or is written zeros, and also when the marked chunk's prefix runs
+    /// into the pages (the page area is then rebuilt).
+    #[test]
+    fn zero_marked_batches_land_as_whole_ones() {
+        use super::super::pack::{self, Forms, Unpacked};
+        let hv = SimHypervisor::new(1 << 30, Drive::Manual);
+        let spec = GuestSpec::new("a", 8 << 20).unwrap().with_fill(25).unwrap();
+        let g = hv.create(&spec, false).unwrap();
+        g.advance(5);
+        g.pause().unwrap();
+        let mut src = SimSource::new(g.clone());
+        let info = src.info().unwrap();
+        let mut enc = LibxcEncoder::new();
+        let mut head = Vec::new();
+        enc.start(&info, &mut head).unwrap();
+        enc.static_end(&mut head).unwrap();
+        // Each batch: (record prefix, its pages).
+        let mut batches = Vec::new();
+        let pfns: Vec<u64> = (0..info.p2m_size).collect();
+        for batch in pfns.chunks(512) {
+            let mut types = vec![PageType::NOTAB; batch.len()];
+            let mut data = vec![0; batch.len() * PAGE_SIZE];
+            src.read_pages(batch, &mut types, &mut data).unwrap();
+            let mut prefix = Vec::new();
+            enc.pages(batch, &types, &[&data], &mut prefix).unwrap();
+            batches.push((prefix, data));
+        }
+        let mut blob = [0; 64];
+        let n = src.vcpu_context(0, &mut blob).unwrap();
+        let mut tail = Vec::new();
+        enc.finish(&[&blob[..n]], &mut tail).unwrap();
+        let zero_only = Forms {
+            lz4: false,
+            zero: true,
+        };
+        for (case, (cheap, shift)) in [(true, false), (false, false), (true, true)]
+            .into_iter()
+            .enumerate()
+        {
+            let there = SimHypervisor::new(1 << 30, Drive::Manual);
+            let dst = there.create_empty("a", 8 << 20).unwrap();
+            // Garbage everywhere first.
+            let all: Vec<u64> = (0..info.p2m_size).collect();
+            dst.write_pages(&all, &vec![0xee; all.len() * PAGE_SIZE])
+                .unwrap();
+            let mut sink = Zeroing {
+                sink: SimSink::new(dst.clone()),
+                cheap,
+                cleared: 0,
+            };
+            let mut dec = LibxcDecoder::new();
+            let mut apply = |dec: &mut LibxcDecoder, c: Unpacked<'_>| match c {
+                Unpacked::Whole(c) => dec.apply(c, &mut sink),
+                Unpacked::Elided(e) => dec.apply_elided(e, &mut sink),
+            };
+            apply(&mut dec, Unpacked::Whole(&head)).unwrap();
+            let mut marked = 0;
+            for (prefix, data) in &batches {
+                // The prefix may run one page into the page area.
+                let (prefix, data) = if shift {
+                    (
+                        [&prefix[..], &data[..PAGE_SIZE]].concat(),
+                        &data[PAGE_SIZE..],
+                    )
+                } else {
+                    (prefix.clone(), &data[..])
+                };
+                let (mut wire, mut b, mut sc) = (Vec::new(), Vec::new(), Vec::new());
+                let mut bufs = pack::PackBufs::default();
+                let (_, zeros) =
+                    pack::pack_chunk(zero_only, &[&prefix], &[data], &mut bufs, |p, _| {
+                        wire = p.concat();
+                    });
+                marked += zeros;
+                let c = pack::unpack_elided(&wire, zero_only, &mut b, &mut sc).unwrap();
+                apply(&mut dec, c).unwrap();
+            }
+            apply(&mut dec, Unpacked::Whole(&tail)).unwrap();
+            assert!(marked > 0, "case {case}");
+            assert!(dec.is_complete(), "case {case}");
+            assert_eq!(dec.pages_applied(), info.p2m_size, "case {case}");
+            assert_eq!(g.first_difference(&dst).unwrap(), None, "case {case}");
+            // Cleared by the sink, unless it cannot or the page area was
+            // out of step with the markers (then rebuilt, as sent).
+            assert_eq!(
+                sink.cleared > 0,
+                cheap && !shift,
+                "case {case}: {}",
+                sink.cleared
+            );
+        }
     }
 
     #[test]

@@ -268,12 +268,12 @@ pub fn unpack<'a>(
             Ok(&buf[..])
         }
         ZERO if forms.zero => {
-            restore_zeros(rest, buf)?;
+            read_zeros(rest)?.rebuild(buf);
             Ok(&buf[..])
         }
         ZERO_LZ4 if forms.lz4 && forms.zero => {
             unlz4(rest, MAX_ZERO_BODY, scratch)?;
-            restore_zeros(scratch, buf)?;
+            read_zeros(scratch)?.rebuild(buf);
             Ok(&buf[..])
         }
         _ => Err(UnpackError::Header),
@@ -302,8 +302,45 @@ fn unlz4(rest: &[u8], max: usize, buf: &mut Vec<u8>) -> Result<(), UnpackError> 
     Ok(())
 }
 
-/// Rebuilds a chunk from a tag-2 body into `out`, writing its zero pages.
-fn restore_zeros(body: &[u8], out: &mut Vec<u8>) -> Result<(), UnpackError> {
+/// A zero-elided chunk, read but not rebuilt: `prefix`, then `pages`
+/// whole pages of which those set in `bitmap` (bit `i % 8` of byte
+/// `i / 8`) are zeros and the others are `data`, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Elided<'a> {
+    /// The bytes before the pages (record headers, pfn words).
+    pub prefix: &'a [u8],
+    /// Which pages are zeros.
+    pub bitmap: &'a [u8],
+    /// How many pages the chunk holds.
+    pub pages: usize,
+    /// The pages that are not zeros, whole, in order.
+    pub data: &'a [u8],
+}
+
+impl Elided<'_> {
+    /// The chunk as it was sent, rebuilt into `out` (cleared first).
+    pub fn rebuild(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(self.prefix.len() + self.pages * PAGE_SIZE);
+        out.extend_from_slice(self.prefix);
+        let mut data = self.data.chunks_exact(PAGE_SIZE);
+        for i in 0..self.pages {
+            if self
+                .bitmap
+                .get(i / 8)
+                .is_some_and(|b| b & (1 << (i % 8)) != 0)
+            {
+                out.resize(out.len() + PAGE_SIZE, 0);
+            } else {
+                out.extend_from_slice(data.next().unwrap_or_default());
+            }
+        }
+    }
+}
+
+/// Reads a tag-2 body: checks its lengths and bitmap against what it
+/// carries, the rebuilt length against [`MAX_UNPACKED`].
+fn read_zeros(body: &[u8]) -> Result<Elided<'_>, UnpackError> {
     let word = |at: usize| {
         body.get(at..at + 4)
             .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize)
@@ -316,7 +353,6 @@ fn restore_zeros(body: &[u8], out: &mut Vec<u8>) -> Result<(), UnpackError> {
             u32::try_from(total).unwrap_or(u32::MAX),
         ));
     }
-    let total = total as usize;
     let bm_len = n.div_ceil(8);
     let bitmap = body
         .get(ZERO_HEADER_LEN..ZERO_HEADER_LEN + bm_len)
@@ -331,20 +367,42 @@ fn restore_zeros(body: &[u8], out: &mut Vec<u8>) -> Result<(), UnpackError> {
     if rest.len() != prefix_len + data_pages * PAGE_SIZE {
         return Err(UnpackError::Zeros);
     }
-    let (prefix, mut data) = rest.split_at(prefix_len);
-    out.clear();
-    out.reserve(total);
-    out.extend_from_slice(prefix);
-    for i in 0..n {
-        if bitmap[i / 8] & (1 << (i % 8)) != 0 {
-            out.resize(out.len() + PAGE_SIZE, 0);
-        } else {
-            let (page, more) = data.split_at(PAGE_SIZE);
-            out.extend_from_slice(page);
-            data = more;
+    let (prefix, data) = rest.split_at(prefix_len);
+    Ok(Elided {
+        prefix,
+        bitmap,
+        pages: n,
+        data,
+    })
+}
+
+/// A chunk as [`unpack_elided`] hands it over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unpacked<'a> {
+    /// The chunk itself.
+    Whole(&'a [u8]),
+    /// A chunk whose zero pages travelled as markers, not rebuilt: the
+    /// receiver applies them as it can (the libxc decoder lets the sink
+    /// clear them itself).
+    Elided(Elided<'a>),
+}
+
+/// [`unpack`], but a zero-elided chunk is handed over as it is read, not
+/// rebuilt with its zero pages written out.
+pub fn unpack_elided<'a>(
+    packed: &'a [u8],
+    forms: Forms,
+    buf: &'a mut Vec<u8>,
+    scratch: &'a mut Vec<u8>,
+) -> Result<Unpacked<'a>, UnpackError> {
+    match packed.first() {
+        Some(&ZERO) if forms.zero => Ok(Unpacked::Elided(read_zeros(&packed[1..])?)),
+        Some(&ZERO_LZ4) if forms.lz4 && forms.zero => {
+            unlz4(&packed[1..], MAX_ZERO_BODY, scratch)?;
+            Ok(Unpacked::Elided(read_zeros(scratch)?))
         }
+        _ => unpack(packed, forms, buf, &mut Vec::new()).map(Unpacked::Whole),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -430,6 +488,20 @@ mod tests {
         let (mut b, mut s) = (vec![0xeeu8; 7], Vec::new());
         let whole = [&prefix[..], &pages[..]].concat();
         assert_eq!(unpack(&wire, forms, &mut b, &mut s).unwrap(), &whole[..]);
+        // Read without rebuilding: the prefix, the bitmap, the pages that
+        // are not zeros, borrowed from the wire (or the LZ4 block).
+        let (mut b2, mut s2) = (Vec::new(), Vec::new());
+        match unpack_elided(&wire, forms, &mut b2, &mut s2).unwrap() {
+            Unpacked::Elided(e) => {
+                assert_eq!(e.prefix, &prefix[..]);
+                assert_eq!(e.pages, zeros.len());
+                assert_eq!(e.data.len(), (zeros.len() - n) * PAGE_SIZE);
+                let mut out = Vec::new();
+                e.rebuild(&mut out);
+                assert_eq!(out, whole);
+            }
+            Unpacked::Whole(c) => assert_eq!(c, &whole[..]),
+        }
         (wire, n)
     }
 
@@ -589,7 +661,18 @@ mod tests {
             if v.len() > 9 && n % 2 == 0 {
                 v[5..9].copy_from_slice(&((n as u32) % 9).to_le_bytes());
             }
-            let _ = unpack(&v, BOTH, &mut b, &mut s);
+            let whole = unpack(&v, BOTH, &mut b, &mut s).map(<[u8]>::to_vec);
+            // Read without rebuilding: the same verdict, the same chunk.
+            let (mut b2, mut s2) = (Vec::new(), Vec::new());
+            match unpack_elided(&v, BOTH, &mut b2, &mut s2) {
+                Ok(Unpacked::Whole(c)) => assert_eq!(Ok(c.to_vec()), whole),
+                Ok(Unpacked::Elided(e)) => {
+                    let mut out = Vec::new();
+                    e.rebuild(&mut out);
+                    assert_eq!(Ok(out), whole);
+                }
+                Err(e) => assert_eq!(Err(e), whole),
+            }
         }
     }
 }

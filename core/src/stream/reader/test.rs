@@ -653,6 +653,51 @@ fn page_contents_come_in_pieces() {
     assert_eq!(PageType::from_nibble(9).name(), "L1TAB_PIN");
 }
 
+/// A host that applied a page area itself skips it; the decoder goes on
+/// to the end of the stream. Anywhere else, or for another count, the
+/// skip is refused and nothing changes.
+#[test]
+fn a_page_area_can_be_skipped_whole() {
+    let mut v = PV_STREAM[..88].to_vec();
+    v.extend_from_slice(&[0x01, 0, 0, 0]);
+    v.extend_from_slice(&(8u32 + 16 + 8192).to_le_bytes());
+    v.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
+    v.extend_from_slice(&[0x10, 0, 0, 0, 0, 0, 0, 0x00]);
+    v.extend_from_slice(&[0x11, 0, 0, 0, 0, 0, 0, 0x00]);
+    let prefix = v.len();
+    v.extend((0..8192u32).map(|i| (i % 251) as u8));
+    v.extend_from_slice(&PV_STREAM[120..]);
+    let mut d = Decoder::new(Options::STRICT);
+    let mut input = &v[..prefix];
+    assert_eq!(d.page_data_left(), None);
+    assert!(!d.skip_page_data(8192));
+    loop {
+        if d.current_record().is_none() {
+            assert!(!d.skip_page_data(8192));
+        }
+        let step = d.push(input).unwrap();
+        input = &input[step.consumed..];
+        if step.event.is_none() && input.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(d.page_data_left(), Some(8192));
+    assert!(!d.skip_page_data(4096));
+    assert_eq!(d.offset(), prefix as u64);
+    assert!(d.skip_page_data(8192));
+    assert_eq!(d.offset(), prefix as u64 + 8192);
+    let mut rest = &v[prefix + 8192..];
+    loop {
+        let step = d.push(rest).unwrap();
+        assert!(!matches!(step.event, Some(Event::PageData { .. })));
+        rest = &rest[step.consumed..];
+        if step.event.is_none() && rest.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(d.finish(), Ok(()));
+}
+
 #[test]
 fn arbitrary_bytes_never_panic() {
     // A cheap deterministic sweep; the fuzz target does the real work.

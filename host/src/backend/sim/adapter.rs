@@ -310,6 +310,15 @@ impl SinkGuest for SimSink {
         sim(self.guest.write_pages(&self.pfns, data))
     }
 
+    fn zero_pages(&mut self, pfns: &[Pfn], types: &[PageType]) -> Result<bool, SimFault> {
+        if types.len() != pfns.len() {
+            return Err(SimFault::BufferSize);
+        }
+        // Sparse memory clears a page by forgetting it.
+        sim(self.guest.zero_pages(pfns))?;
+        Ok(true)
+    }
+
     fn set_vcpu_context(&mut self, vcpu: u32, blob: &[u8]) -> Result<(), SimFault> {
         if vcpu != 0 {
             return Err(SimFault::NoSuchVcpu(vcpu));

@@ -459,6 +459,23 @@ impl SimGuest {
         Ok(())
     }
 
+    /// Makes the pages `pfns` read as zeros (their storage goes back to
+    /// the memory's chunk; nothing is written). Shows in the dirty log
+    /// when it is on.
+    pub fn zero_pages(&self, pfns: &[u64]) -> Result<(), SimError> {
+        let mut st = self.lock();
+        st.live()?;
+        for &pfn in pfns {
+            st.check_pfn(pfn)?;
+        }
+        let GuestState { mem, dirty, .. } = &mut *st;
+        for &pfn in pfns {
+            mem.discard(pfn);
+            mark(dirty, pfn);
+        }
+        Ok(())
+    }
+
     /// Sets the vCPU state; the domain must be paused. The workload goes on
     /// from `state.step + 1` at the next [`unpause`](Self::unpause).
     pub fn set_vcpu_state(&self, state: VcpuState) -> Result<(), SimError> {
