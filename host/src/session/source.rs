@@ -826,11 +826,6 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         self.flush(now);
     }
 
-    /// Sends one image chunk (header from the machine, then the payload).
-    fn send_chunk(&mut self, now: Instant, parts: &[&[u8]]) -> bool {
-        self.send_image(now, parts, &[])
-    }
-
     /// The packing forms the session agreed on ([`super::pack`]).
     fn forms(&self) -> Forms {
         let f = self.sm.transfer().map_or(Features(0), |t| t.features);
@@ -840,19 +835,19 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         }
     }
 
-    /// Sends one image chunk: `head`, then the pages of `runs` (runs of
-    /// whole pages, the end of a `PAGE_DATA` record), packed as the session
-    /// agreed ([`super::pack::pack_chunk`]), in vectored writes.
-    fn send_image(&mut self, now: Instant, head: &[&[u8]], runs: &[&[u8]]) -> bool {
+    /// Sends one image chunk without pages (the head or the tail), packed
+    /// as the session agreed ([`super::pack::pack_chunk`]). Batches go
+    /// with their pages in [`batch`](Self::batch).
+    fn send_chunk(&mut self, now: Instant, parts: &[&[u8]]) -> bool {
         self.flush(now);
         if self.link_dead {
             return false;
         }
         let forms = self.forms();
-        let raw_len = head.iter().chain(runs).map(|p| p.len()).sum();
+        let raw_len = parts.iter().map(|p| p.len()).sum();
         let mut bufs = std::mem::take(&mut self.pack_bufs);
-        let (r, zeros) = super::pack::pack_chunk(forms, head, runs, &mut bufs, |parts, len| {
-            self.out().write(parts, len).map(|()| len)
+        let (r, zeros) = super::pack::pack_chunk(forms, parts, &[], &mut bufs, |parts, len| {
+            self.split().3.write(parts, len).map(|()| len)
         });
         self.pack_bufs = bufs;
         self.chunk_sent(now, r, raw_len, zeros)
@@ -888,9 +883,11 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         }
     }
 
-    /// The writer of image chunks, borrowing only what writing needs.
-    fn out(&mut self) -> ChunkOut<'_, L> {
-        ChunkOut {
+    /// The driver split for sending a batch while the guest lends it: the
+    /// guest, the encoder, the round's bitmap, and the writer of image
+    /// chunks (which borrows only what writing needs).
+    fn split(&mut self) -> (&mut G, &mut dyn ImageEncoder, &[u64], ChunkOut<'_, L>) {
+        let out = ChunkOut {
             sm: &mut self.sm,
             link: &mut self.link,
             timeout: self.opts.timeouts.write,
@@ -899,7 +896,8 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
             beat: &mut self.beat,
             progress: &mut *self.progress,
             bytes_sent: &mut self.bytes_sent,
-        }
+        };
+        (&mut *self.guest, &mut *self.encoder, &self.bitmap, out)
     }
 
     /// One batch of the current round, or the round's end.
@@ -953,31 +951,8 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         let buf = BatchBuf { pfns, types, data };
         // The guest is borrowed for the send: the rest of the driver is
         // reached through the writer alone.
-        let Self {
-            guest,
-            encoder,
-            bitmap,
-            sm,
-            link,
-            opts,
-            cancel,
-            commit_journaled,
-            beat,
-            progress,
-            bytes_sent,
-            ..
-        } = self;
-        let mut out = ChunkOut {
-            sm,
-            link,
-            timeout: opts.timeouts.write,
-            cancel,
-            committed: *commit_journaled,
-            beat,
-            progress: &mut **progress,
-            bytes_sent,
-        };
-        let r = drive::send_batch(pc, &mut **guest, bitmap, buf, |p: Pages<'_>| {
+        let (guest, encoder, bitmap, mut out) = self.split();
+        let r = drive::send_batch(pc, guest, bitmap, buf, |p: Pages<'_>| {
             chunk.clear();
             if let Err(e) = encoder.pages(p.pfns, p.types, p.runs, &mut chunk) {
                 return Err(SessionError::from(e));
