@@ -194,6 +194,11 @@ impl SchedParams {
 /// pages.
 pub type LendFn<'f> = dyn FnMut(&[PageType], &[&[u8]]) + 'f;
 
+/// What [`SinkGuest::lend_pages_mut`] calls with a lent batch: the pages
+/// to fill, as runs of whole pages in the batch's order. It returns
+/// whether it filled them all.
+pub type FillFn<'f> = dyn FnMut(&mut [&mut [u8]]) -> bool + 'f;
+
 /// The domain being migrated away, on the sending host.
 ///
 /// Call order during a migration (each hook says when and how often):
@@ -393,6 +398,27 @@ pub trait SinkGuest {
     /// `write_pages` gets the batch's other pages.
     fn zero_pages(&mut self, pfns: &[Pfn], types: &[PageType]) -> Result<bool, Self::Error> {
         let _ = (pfns, types);
+        Ok(false)
+    }
+
+    /// Lends the pages of a batch (already populated) that have data, by
+    /// their `types`, in order, for `f` to fill where they are, so
+    /// received pages land in the guest without a copy (read straight off
+    /// the link).
+    /// When `f` returns `true`, the pages hold what it wrote and the
+    /// backend treats them as [`write_pages`](Self::write_pages) would (PV
+    /// page tables localised). When it returns `false` the data could not
+    /// be had: the pages' contents are unspecified and the caller fails
+    /// the migration (the copy is destroyed). Returns `false`, without
+    /// calling `f`, when the backend cannot lend this batch (the default):
+    /// the caller then uses `write_pages`.
+    fn lend_pages_mut(
+        &mut self,
+        pfns: &[Pfn],
+        types: &[PageType],
+        f: &mut FillFn<'_>,
+    ) -> Result<bool, Self::Error> {
+        let _ = (pfns, types, f);
         Ok(false)
     }
 

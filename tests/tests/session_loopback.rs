@@ -514,10 +514,29 @@ fn a_peer_that_is_not_relocd_is_named_as_such() {
 
 #[test]
 fn link_cut_mid_image_resumes_at_source() {
-    let dir = temp_dir("cut");
+    // Unpacked chunks with every page in full (no zero-page markers), so
+    // the cut lands inside the image; and the default features, whose
+    // chunks' pages the destination reads straight into the new domain:
+    // the cut lands while it does.
+    for (tag, features) in [
+        ("cut", relocd_core::protocol::Features::LIVE),
+        (
+            "cut-in-place",
+            SourceOptions::new(10, "web1", false).features,
+        ),
+    ] {
+        cut_mid_image(tag, features);
+    }
+}
+
+fn cut_mid_image(tag: &str, features: relocd_core::protocol::Features) {
+    let dir = temp_dir(tag);
     let src_hv = SimHypervisor::new(1 << 30, Drive::Manual);
     let dst_hv = SimHypervisor::new(1 << 30, Drive::Manual);
+    // Every page holds data: no zero page is left out of the image.
     let spec = GuestSpec::new("web1", 64 * MIB)
+        .unwrap()
+        .with_fill(100)
         .unwrap()
         .with_dirty_rate(16 * MIB)
         .unwrap();
@@ -528,12 +547,11 @@ fn link_cut_mid_image_resumes_at_source() {
     // of pages get through; the rest of the image does not.
     let (proxy_addr, proxy) = spawn_cutting_proxy(dest_addr, 9 * MIB as usize);
     // Offline: the guest is suspended when the cut comes, so it must be
-    // resumed. Unpacked chunks with every page in full (no zero-page
-    // markers), so the cut lands inside the image.
+    // resumed.
     let mut opts = SourceOptions::new(10, "web1", false);
-    opts.features = relocd_core::protocol::Features::LIVE;
+    opts.features = features;
     let run = migrate(&g, proxy_addr, &opts, &dir, dest, false);
-    assert_eq!(proxy.join().unwrap(), 9 * MIB as usize);
+    assert_eq!(proxy.join().unwrap(), 9 * MIB as usize, "{tag}");
     assert!(
         matches!(
             run.src,
@@ -542,7 +560,7 @@ fn link_cut_mid_image_resumes_at_source() {
                 ..
             })
         ),
-        "{:?}",
+        "{tag}: {:?}",
         run.src
     );
     assert!(
@@ -553,12 +571,12 @@ fn link_cut_mid_image_resumes_at_source() {
                 ..
             })
         ),
-        "{:?}",
+        "{tag}: {:?}",
         run.dst
     );
     still_at_source(&src_hv, &g);
     assert_eq!(g.steps(), Some(42));
-    assert!(dst_hv.list().is_empty(), "{:?}", dst_hv.list());
+    assert!(dst_hv.list().is_empty(), "{tag}: {:?}", dst_hv.list());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -22,6 +22,9 @@ pub enum DriveError<E> {
     /// The backend returned a batch inconsistent with its page types (data
     /// pages counted differently, or a buffer of the wrong size).
     BatchMismatch,
+    /// A received batch's pages could not be had from their
+    /// [`PageSource`] (the link failed while they were read).
+    NoData,
 }
 
 impl<E> From<Error> for DriveError<E> {
@@ -36,6 +39,7 @@ impl<E: fmt::Debug> fmt::Display for DriveError<E> {
             DriveError::Precopy(e) => write!(f, "{e}"),
             DriveError::Guest(e) => write!(f, "guest backend: {e:?}"),
             DriveError::BatchMismatch => f.write_str("guest returned an inconsistent batch"),
+            DriveError::NoData => f.write_str("the batch's pages did not arrive"),
         }
     }
 }
@@ -276,20 +280,56 @@ pub fn apply_batch<S: SinkGuest>(
     guest(sink.write_pages(pfns, types, data))
 }
 
+/// Where the pages of a received batch that have data come from: bytes
+/// in memory, or a reader that puts them where they go (the link, read
+/// straight into the guest's memory).
+pub trait PageSource {
+    /// Bytes it has left (whole pages).
+    fn bytes_left(&self) -> usize;
+    /// All of them, when they are in memory.
+    fn as_slice(&self) -> Option<&[u8]>;
+    /// Fills `runs` (whole pages) with its next pages, in order. `false`:
+    /// they could not be had, and the batch fails.
+    fn fill(&mut self, runs: &mut [&mut [u8]]) -> bool;
+}
+
+impl PageSource for &[u8] {
+    fn bytes_left(&self) -> usize {
+        self.len()
+    }
+
+    fn as_slice(&self) -> Option<&[u8]> {
+        Some(self)
+    }
+
+    fn fill(&mut self, runs: &mut [&mut [u8]]) -> bool {
+        for run in runs.iter_mut() {
+            let Some((head, rest)) = self.split_at_checked(run.len()) else {
+                return false;
+            };
+            run.copy_from_slice(head);
+            *self = rest;
+        }
+        true
+    }
+}
+
 /// Applies one received batch whose zero pages travelled as markers: of
 /// the pages that have data, in order, those whose bit is set in `zeros`
-/// (bit `k % 8` of byte `k / 8`) are zeros and the others are `data`,
-/// packed. Populates the batch, then lets the sink clear the zero pages
-/// itself ([`SinkGuest::zero_pages`]) and writes the rest; a sink that
-/// cannot gets the whole batch, zeros written out in `rebuild`, in one
-/// [`SinkGuest::write_pages`].
+/// (bit `k % 8` of byte `k / 8`) are zeros and the others come from
+/// `data`. Populates the batch, then lets the sink clear the zero pages
+/// itself ([`SinkGuest::zero_pages`]); the pages from `data` land where
+/// the sink lends them ([`SinkGuest::lend_pages_mut`]) when `data` is a
+/// reader, and otherwise with one [`SinkGuest::write_pages`]. A sink that
+/// cannot clear pages gets the zeros written with the rest. Sizes are
+/// checked before anything is written.
 #[cfg(feature = "alloc")]
 pub fn apply_elided_batch<S: SinkGuest>(
     sink: &mut S,
     pfns: &[Pfn],
     types: &[PageType],
     zeros: &[u8],
-    data: &[u8],
+    data: &mut dyn PageSource,
     rebuild: &mut Vec<u8>,
 ) -> Result<(), DriveError<S::Error>> {
     if pfns.len() != types.len() {
@@ -298,12 +338,13 @@ pub fn apply_elided_batch<S: SinkGuest>(
     let with_data = types.iter().filter(|t| t.has_data()).count();
     let zero = |k: usize| zeros.get(k / 8).is_some_and(|b| b & (1 << (k % 8)) != 0);
     let nr_zero = (0..with_data).filter(|&k| zero(k)).count();
-    if zeros.len() < with_data.div_ceil(8) || data.len() != (with_data - nr_zero) * PAGE_SIZE {
+    if zeros.len() < with_data.div_ceil(8) || data.bytes_left() != (with_data - nr_zero) * PAGE_SIZE
+    {
         return Err(DriveError::BatchMismatch);
     }
     guest(sink.populate(pfns, types))?;
     if nr_zero == 0 {
-        return guest(sink.write_pages(pfns, types, data));
+        return write_from(sink, pfns, types, &|_| false, data, rebuild);
     }
     // The pages with data, split by the markers.
     let (mut z_pfns, mut z_types) = (Vec::with_capacity(nr_zero), Vec::with_capacity(nr_zero));
@@ -321,15 +362,89 @@ pub fn apply_elided_batch<S: SinkGuest>(
         k += usize::from(t.has_data());
     }
     if guest(sink.zero_pages(&z_pfns, &z_types))? {
-        return guest(sink.write_pages(&d_pfns, &d_types, data));
+        return write_from(sink, &d_pfns, &d_types, &|_| false, data, rebuild);
     }
-    rebuild.clear();
-    let mut pages = data.chunks_exact(PAGE_SIZE);
-    for k in 0..with_data {
-        match zero(k) {
-            true => rebuild.resize(rebuild.len() + PAGE_SIZE, 0),
-            false => rebuild.extend_from_slice(pages.next().unwrap_or_default()),
+    write_from(sink, pfns, types, &zero, data, rebuild)
+}
+
+/// Writes the pages of a populated batch that have data: the `k`-th of
+/// them is zeros where `zero(k)`, else the next page of `data`. A reader's
+/// pages go where the sink lends them; otherwise (or when the sink does
+/// not lend) the batch is written with one `write_pages`, from `data`
+/// itself when it is in memory and has all the pages.
+#[cfg(feature = "alloc")]
+fn write_from<S: SinkGuest>(
+    sink: &mut S,
+    pfns: &[Pfn],
+    types: &[PageType],
+    zero: &dyn Fn(usize) -> bool,
+    data: &mut dyn PageSource,
+    rebuild: &mut Vec<u8>,
+) -> Result<(), DriveError<S::Error>> {
+    let with_data = types.iter().filter(|t| t.has_data()).count();
+    let whole = data.bytes_left() == with_data * PAGE_SIZE;
+    if whole {
+        if let Some(bytes) = data.as_slice() {
+            return guest(sink.write_pages(pfns, types, bytes));
         }
     }
+    if data.as_slice().is_none() {
+        let mut filled = true;
+        let lent = guest(sink.lend_pages_mut(pfns, types, &mut |runs| {
+            filled = fill_pages(runs, zero, data);
+            filled
+        }))?;
+        if lent {
+            return if filled {
+                Ok(())
+            } else {
+                Err(DriveError::NoData)
+            };
+        }
+    }
+    // Every byte of the buffer is written below: no need to clear it.
+    rebuild.resize(with_data * PAGE_SIZE, 0);
+    if !fill_pages(&mut [&mut rebuild[..]], zero, data) {
+        return Err(DriveError::NoData);
+    }
     guest(sink.write_pages(pfns, types, rebuild))
+}
+
+/// Fills the pages of `runs` (runs of whole pages), in order: the `k`-th
+/// with zeros where `zero(k)`, the others from `data` in one call.
+#[cfg(feature = "alloc")]
+fn fill_pages(
+    runs: &mut [&mut [u8]],
+    zero: &dyn Fn(usize) -> bool,
+    data: &mut dyn PageSource,
+) -> bool {
+    let pages: usize = runs.iter().map(|r| r.len() / PAGE_SIZE).sum();
+    if !(0..pages).any(zero) {
+        return data.fill(runs);
+    }
+    // The stretches of pages that come from `data`.
+    let mut from_data: Vec<&mut [u8]> = Vec::new();
+    let mut k = 0;
+    for run in runs.iter_mut() {
+        let mut rest: &mut [u8] = run;
+        while !rest.is_empty() {
+            let kind = zero(k);
+            let n = (k..k + rest.len() / PAGE_SIZE)
+                .take_while(|&i| zero(i) == kind)
+                .count()
+                .max(1);
+            // A run that is not whole pages is the sink's mistake: refused.
+            let Some((head, tail)) = core::mem::take(&mut rest).split_at_mut_checked(n * PAGE_SIZE)
+            else {
+                return false;
+            };
+            match kind {
+                true => head.fill(0),
+                false => from_data.push(head),
+            }
+            rest = tail;
+            k += n;
+        }
+    }
+    data.fill(&mut from_data)
 }

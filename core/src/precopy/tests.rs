@@ -783,6 +783,44 @@ struct Mem {
     pages: Vec<Option<Vec<u8>>>,
     cheap_zeros: bool,
     writes: usize,
+    /// Lends pages to be filled in place (as two runs, split after the
+    /// first page, over garbage).
+    lends: bool,
+    lent: usize,
+}
+
+/// Pages that come from a reader, not from memory: what the link is to
+/// a destination. Fails its fills once `fail_after` calls were made.
+#[cfg(feature = "alloc")]
+struct Reader {
+    bytes: Vec<u8>,
+    at: usize,
+    calls: usize,
+    fail_after: usize,
+}
+
+#[cfg(feature = "alloc")]
+impl drive::PageSource for Reader {
+    fn bytes_left(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+    fn as_slice(&self) -> Option<&[u8]> {
+        None
+    }
+    fn fill(&mut self, runs: &mut [&mut [u8]]) -> bool {
+        self.calls += 1;
+        if self.calls > self.fail_after {
+            return false;
+        }
+        for run in runs.iter_mut() {
+            let Some(src) = self.bytes.get(self.at..self.at + run.len()) else {
+                return false;
+            };
+            run.copy_from_slice(src);
+            self.at += run.len();
+        }
+        true
+    }
 }
 
 #[cfg(feature = "alloc")]
@@ -805,6 +843,31 @@ impl crate::guest::SinkGuest for Mem {
             }
         }
         Ok(())
+    }
+    fn lend_pages_mut(
+        &mut self,
+        pfns: &[Pfn],
+        types: &[crate::guest::PageType],
+        f: &mut crate::guest::FillFn<'_>,
+    ) -> Result<bool, ()> {
+        if !self.lends {
+            return Ok(false);
+        }
+        self.lent += 1;
+        let with_data: Vec<Pfn> = pfns
+            .iter()
+            .zip(types)
+            .filter(|(_, t)| t.has_data())
+            .map(|(&p, _)| p)
+            .collect();
+        let mut buf = vec![0xdd; with_data.len() * PAGE_SIZE];
+        let (a, b) = buf.split_at_mut(PAGE_SIZE.min(with_data.len() * PAGE_SIZE));
+        if f(&mut [a, b]) {
+            for (&pfn, page) in with_data.iter().zip(buf.chunks_exact(PAGE_SIZE)) {
+                self.pages[pfn as usize] = Some(page.to_vec());
+            }
+        }
+        Ok(true)
     }
     fn zero_pages(&mut self, pfns: &[Pfn], types: &[crate::guest::PageType]) -> Result<bool, ()> {
         if !self.cheap_zeros {
@@ -856,31 +919,74 @@ fn an_elided_batch_lands_as_the_whole_batch() {
         k += 1;
     }
     // What the destination held before: garbage everywhere.
-    let fresh = |cheap_zeros| Mem {
+    let fresh = |cheap_zeros, lends| Mem {
         pages: vec![Some(vec![0xee; PAGE_SIZE]); 10],
         cheap_zeros,
         writes: 0,
+        lends,
+        lent: 0,
     };
-    let mut want = fresh(false);
+    let reader = |fail_after| Reader {
+        bytes: data.clone(),
+        at: 0,
+        calls: 0,
+        fail_after,
+    };
+    let mut want = fresh(false, false);
     apply_batch(&mut want, &pfns, &types, &whole).unwrap();
     for cheap in [true, false] {
-        let mut got = fresh(cheap);
-        let mut rebuild = Vec::new();
-        apply_elided_batch(&mut got, &pfns, &types, &bitmap, &data, &mut rebuild).unwrap();
-        assert!(got.pages == want.pages, "cheap zeros {cheap}");
-        // Written once either way: the rest, or the whole batch.
-        assert_eq!(got.writes, 1);
+        for lends in [true, false] {
+            let case = alloc::format!("cheap zeros {cheap}, lends {lends}");
+            // From memory: one write, lent or not.
+            let mut got = fresh(cheap, lends);
+            let mut rebuild = Vec::new();
+            apply_elided_batch(
+                &mut got,
+                &pfns,
+                &types,
+                &bitmap,
+                &mut &data[..],
+                &mut rebuild,
+            )
+            .unwrap();
+            assert!(got.pages == want.pages, "{case}");
+            assert_eq!((got.writes, got.lent), (1, 0), "{case}");
+            // From a reader: into the lent pages, in one read, where the
+            // sink lends; else one write.
+            let mut got = fresh(cheap, lends);
+            let mut r = reader(usize::MAX);
+            apply_elided_batch(&mut got, &pfns, &types, &bitmap, &mut r, &mut rebuild).unwrap();
+            assert!(got.pages == want.pages, "{case}, from a reader");
+            let want_counts = if lends { (0, 1) } else { (1, 0) };
+            assert_eq!((got.writes, got.lent), want_counts, "{case}, from a reader");
+            assert_eq!((r.calls, r.at), (1, data.len()), "{case}");
+            // A reader that fails: the batch fails, nothing written.
+            let mut got = fresh(cheap, lends);
+            assert_eq!(
+                apply_elided_batch(
+                    &mut got,
+                    &pfns,
+                    &types,
+                    &bitmap,
+                    &mut reader(0),
+                    &mut rebuild
+                ),
+                Err(DriveError::NoData),
+                "{case}"
+            );
+            assert_eq!(got.writes, 0);
+        }
     }
     // Data one page short, or a bitmap too short: refused, nothing written.
     for (bm, d) in [
         (&bitmap[..], &data[..data.len() - PAGE_SIZE]),
         (&bitmap[..1], &data[..]),
     ] {
-        let mut got = fresh(true);
+        let mut got = fresh(true, true);
         assert_eq!(
-            apply_elided_batch(&mut got, &pfns, &types, bm, d, &mut Vec::new()),
+            apply_elided_batch(&mut got, &pfns, &types, bm, &mut &d[..], &mut Vec::new()),
             Err(DriveError::BatchMismatch)
         );
-        assert_eq!(got.writes, 0);
+        assert_eq!((got.writes, got.lent), (0, 0));
     }
 }

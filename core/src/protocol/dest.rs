@@ -232,6 +232,9 @@ impl DestState {
 #[derive(Debug, Clone, Copy)]
 enum Input<'a> {
     Msg(Msg<'a>),
+    /// An image chunk of this many payload bytes (`Msg::Image`, read by
+    /// the host itself or decoded from a frame).
+    Image(usize),
     Admission(Result<(), msg::Refused<'a>>),
     ImageComplete(Result<(), msg::Abort<'a>>),
     Journaled,
@@ -245,6 +248,7 @@ impl Input<'_> {
     const fn name(&self) -> &'static str {
         match self {
             Input::Msg(m) => m.name(),
+            Input::Image(_) => "Image",
             Input::Admission(_) => "handle_admission",
             Input::ImageComplete(_) => "handle_image_complete",
             Input::Journaled => "handle_journaled",
@@ -481,18 +485,28 @@ impl Dest {
                 return Err(e);
             }
         };
-        let image = match m {
-            Msg::Image(bytes) => Some(Payload::Image(bytes)),
-            Msg::GuestConfig(bytes) => Some(Payload::GuestConfig(bytes)),
-            _ => None,
+        let (image, input) = match m {
+            Msg::Image(bytes) => (Some(Payload::Image(bytes)), Input::Image(bytes.len())),
+            Msg::GuestConfig(bytes) => (Some(Payload::GuestConfig(bytes)), Input::Msg(m)),
+            _ => (None, Input::Msg(m)),
         };
-        match self.handle(now, Input::Msg(m)) {
+        match self.handle(now, input) {
             Ok(()) => Ok(image),
             Err(e) => {
                 self.fail(now, e, true);
                 Err(e)
             }
         }
+    }
+
+    /// An image chunk whose frame body the host read only as far as its
+    /// payload ([`msg::image_payload_offset`]), to read the `len` payload
+    /// bytes itself, straight to where they go: the same step as
+    /// [`handle_frame`](Self::handle_frame) with that whole frame. On
+    /// `Err` the session is over, as there.
+    pub fn handle_image(&mut self, now: Instant, len: usize) -> Result<(), Error> {
+        self.handle(now, Input::Image(len))
+            .inspect_err(|&e| self.fail(now, e, true))
     }
 
     /// The host's admission decision (after creating the empty paused
@@ -648,10 +662,10 @@ impl Dest {
             // which comes once. An empty chunk and a `RoundEnd` carry
             // nothing (a peer may send round numbers without end), so
             // they leave the idle deadline where it was.
-            (S::Receiving(mut r, idle), Input::Msg(Msg::Image(bytes))) => {
+            (S::Receiving(mut r, idle), Input::Image(len)) => {
                 r.chunks = r.chunks.saturating_add(1);
-                r.bytes = r.bytes.saturating_add(bytes.len() as u64);
-                let idle = if bytes.is_empty() { idle } else { now + t.idle };
+                r.bytes = r.bytes.saturating_add(len as u64);
+                let idle = if len == 0 { idle } else { now + t.idle };
                 S::Receiving(r, idle)
             }
             (S::Receiving(mut r, idle), Input::Msg(Msg::RoundEnd(e)))

@@ -439,6 +439,36 @@ pub fn image_header(payload_len: usize, out: &mut [u8; IMAGE_HEADER_MAX]) -> Res
     Ok(FRAME_HEADER_LEN + 1 + n)
 }
 
+/// Reads the start of a frame body, `head`, of a frame whose body is
+/// `body_len` bytes: `Some(offset)` when it is an image chunk whose
+/// payload begins at `offset` and runs to the body's end, as [`decode`]
+/// would read it. Lets a receiver read the payload itself (straight into
+/// where it goes) and feed only its length to the state machine. `None`
+/// for anything else, including a payload length in a form [`decode`]
+/// might judge otherwise (not the shortest varint): such a body is read
+/// whole and decoded as usual.
+pub fn image_payload_offset(head: &[u8], body_len: usize) -> Option<usize> {
+    let (&tag, rest) = head.split_first()?;
+    if tag != IMAGE_TAG {
+        return None;
+    }
+    // The length's varint: at most 4 bytes up to MAX_IMAGE_CHUNK_LEN.
+    let mut len = 0usize;
+    for (i, &b) in rest.iter().take(4).enumerate() {
+        len |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            // The shortest form: no final zero byte after the first.
+            if i > 0 && b == 0 {
+                return None;
+            }
+            let offset = 2 + i;
+            return (len <= MAX_IMAGE_CHUNK_LEN && offset.checked_add(len) == Some(body_len))
+                .then_some(offset);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -614,6 +644,44 @@ mod test {
             image_header(MAX_IMAGE_CHUNK_LEN + 1, &mut hdr),
             Err(Error::LimitExceeded(Limit::ChunkTooLong))
         );
+    }
+
+    #[test]
+    fn an_image_payload_is_found_where_decode_finds_it() {
+        // Every image length form, and every other message: the offset is
+        // given exactly when decode reads an image, and points at its payload.
+        let payloads: Vec<Vec<u8>> = [0usize, 1, 127, 128, 16384, MAX_IMAGE_CHUNK_LEN]
+            .iter()
+            .map(|&n| vec![0xa5u8; n])
+            .collect();
+        let mut msgs: Vec<Msg<'_>> = payloads.iter().map(|p| Msg::Image(p)).collect();
+        msgs.extend(all_messages(&payloads[1]));
+        for m in msgs {
+            let mut whole = vec![0u8; MAX_IMAGE_CHUNK_LEN + 64];
+            let n = encode(&m, &mut whole).unwrap();
+            let body = &whole[4..n];
+            let head = &body[..body.len().min(6)];
+            match (
+                decode(body).unwrap(),
+                image_payload_offset(head, body.len()),
+            ) {
+                (Msg::Image(p), Some(k)) => assert_eq!(&body[k..], p),
+                (Msg::Image(_), None) => panic!("an image not found"),
+                (other, Some(_)) => panic!("{} taken for an image", other.name()),
+                (_, None) => {}
+            }
+        }
+        // The body's length must be the payload's end; a length above the
+        // bound, a varint cut short or not in its shortest form: no.
+        assert_eq!(image_payload_offset(&[IMAGE_TAG, 3], 5), Some(2));
+        assert_eq!(image_payload_offset(&[IMAGE_TAG, 3], 6), None);
+        assert_eq!(image_payload_offset(&[IMAGE_TAG, 0x83, 0x00], 6), None);
+        assert_eq!(image_payload_offset(&[IMAGE_TAG, 0x80], 2), None);
+        assert_eq!(
+            image_payload_offset(&[IMAGE_TAG, 0xff, 0xff, 0xff, 0x7f], 1 << 29),
+            None
+        );
+        assert_eq!(image_payload_offset(&[], 0), None);
     }
 
     #[test]

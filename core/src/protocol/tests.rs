@@ -1721,6 +1721,46 @@ fn frames_that_carry_nothing_do_not_keep_a_session() {
     assert!(feed_dest(&mut d, at, &frame(&Msg::Suspended)).is_err());
 }
 
+/// An image chunk whose payload the host reads itself counts as the same
+/// frame decoded whole: chunks and bytes toward `ImageEnd`, progress for
+/// the idle deadline; before admission it is refused as the frame is.
+#[test]
+fn an_image_read_past_the_machine_counts_as_the_frame() {
+    let t = Timeouts::default();
+    let now = Instant::ZERO;
+    let chunk = [7u8; 300];
+    let body = &frame(&Msg::Image(&chunk))[4..];
+    let offset = msg::image_payload_offset(&body[..6], body.len()).unwrap();
+    assert_eq!(body.len() - offset, chunk.len());
+    let mut d = admitted_dest(now);
+    let at = now + Duration::from_secs(10);
+    d.handle_image(at, chunk.len()).unwrap();
+    assert_eq!(d.poll_timeout(), Some(at + t.idle));
+    feed_dest(&mut d, at, &frame(&Msg::Image(&chunk))).unwrap();
+    let r = d.receive().unwrap();
+    assert_eq!((r.chunks, r.bytes), (2, 600));
+    feed_dest(&mut d, at, &frame(&Msg::Suspended)).unwrap();
+    let end = msg::ImageEnd {
+        chunks: 2,
+        bytes: 600,
+    };
+    feed_dest(&mut d, at, &frame(&Msg::ImageEnd(end))).unwrap();
+    assert_eq!(d.poll_action(), Some(DestAction::CompleteImage));
+    // An empty one is no progress; one before admission ends the session.
+    let mut d = admitted_dest(now);
+    d.handle_image(at, 0).unwrap();
+    assert_eq!(d.poll_timeout(), Some(now + t.idle));
+    let mut d = Dest::new(DestConfig::default(), now);
+    assert_eq!(
+        d.handle_image(now, 300),
+        Err(Error::InvalidInState {
+            state: "AwaitHello",
+            input: "Image"
+        })
+    );
+    assert!(matches!(d.outcome(), Some(DestOutcome::Discarded(_))));
+}
+
 /// Issue 13, item 2: progress keeps a session only up to its bound from
 /// admission to `Prepared` (`Timeouts::transfer`).
 #[test]

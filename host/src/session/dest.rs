@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use relocd_core::guest::SinkGuest;
+use relocd_core::precopy::drive::PageSource;
 use relocd_core::protocol::journal::{Record, RecordKind, Role};
 use relocd_core::protocol::{
     msg, AbortReason, AdmissionRequest, Dest, DestAction, DestConfig, DestOutcome, Features,
@@ -11,7 +12,7 @@ use relocd_core::protocol::{
 use relocd_core::time::Instant;
 
 use super::image::{ImageDecoder, ImageError, LibxcDecoder};
-use super::link::{read_full, write_frame, Header, Link, ReadEnd, WRITE_SLICE};
+use super::link::{read_full, read_full_vectored, write_frame, Header, Link, ReadEnd, WRITE_SLICE};
 use super::pack::{Forms, Unpacked};
 use super::{guest_err, Clock, JournalSink, Refusal, SessionError, POLL_INTERVAL};
 
@@ -340,7 +341,18 @@ where
             sm.handle_link_error(now);
             continue;
         };
-        body.resize(len, 0);
+        let forms = Forms {
+            lz4: last.features.contains(Features::COMPRESS),
+            zero: last.features.contains(Features::ZERO_PAGES),
+        };
+        // The body's start first: a zero-elided image chunk's pages go
+        // from the link straight into the guest.
+        let start = if sink.is_some() && forms.zero {
+            len.min(STREAM_PEEK)
+        } else {
+            len
+        };
+        body.resize(start, 0);
         let end = {
             let sm = &mut sm;
             let mut idle = || {
@@ -352,21 +364,87 @@ where
         if !frame_read(end, &mut sm, &mut link, &mut link_dead, clock) {
             continue;
         }
-        let now = clock.now();
-        let image = match sm.handle_frame(now, &body) {
-            Ok(Some(Payload::Image(image))) => Some(image),
-            Ok(Some(Payload::GuestConfig(c))) => {
-                guest_config = Some(c.to_vec());
-                None
+        let streamed = match streamable_head(&body, len, forms) {
+            // (A chunk shorter than what was read first is read whole.)
+            Some((payload, head)) if start < len && head >= start => {
+                // The rest of the chunk's head: its bitmap and prefix.
+                body.resize(head, 0);
+                let end = {
+                    let sm = &mut sm;
+                    let mut idle = || {
+                        sm.handle_timeout(clock.now());
+                        sm.outcome().is_some()
+                    };
+                    read_full(&mut link, &mut body[start..], &mut idle)
+                };
+                if !frame_read(end, &mut sm, &mut link, &mut link_dead, clock) {
+                    continue;
+                }
+                Some(payload)
             }
             _ => None,
         };
-        if let Some(image) = image {
-            let forms = Forms {
-                lz4: last.features.contains(Features::COMPRESS),
-                zero: last.features.contains(Features::ZERO_PAGES),
+        let now = clock.now();
+        let result = if let Some(payload) = streamed {
+            if sm.handle_image(now, len - payload).is_err() {
+                continue;
+            }
+            let Some(s) = sink.as_mut() else {
+                continue;
             };
-            let r = match (sink.as_mut(), forms.tagged()) {
+            let chunk = &body[payload + 1..];
+            let r = match super::pack::read_elided_head(chunk, len - payload - 1) {
+                Ok((elided, _)) => {
+                    let sm = &mut sm;
+                    let mut idle = || {
+                        sm.handle_timeout(clock.now());
+                        sm.outcome().is_some()
+                    };
+                    let mut pages = LinkPages {
+                        link: &mut link,
+                        left: len - body.len(),
+                        idle: &mut idle,
+                        end: ReadEnd::Done,
+                    };
+                    let r = decoder.apply_elided(elided, &mut pages, s);
+                    let end = pages.end;
+                    if !frame_read(end, sm, &mut link, &mut link_dead, clock) {
+                        continue;
+                    }
+                    r
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    Err(ImageError::Invalid("a packed image chunk is damaged"))
+                }
+            };
+            Some(r)
+        } else {
+            if body.len() < len {
+                let at = body.len();
+                body.resize(len, 0);
+                let end = {
+                    let sm = &mut sm;
+                    let mut idle = || {
+                        sm.handle_timeout(clock.now());
+                        sm.outcome().is_some()
+                    };
+                    read_full(&mut link, &mut body[at..], &mut idle)
+                };
+                if !frame_read(end, &mut sm, &mut link, &mut link_dead, clock) {
+                    continue;
+                }
+            }
+            let now = clock.now();
+            let image = match sm.handle_frame(now, &body) {
+                Ok(Some(Payload::Image(image))) => Some(image),
+                Ok(Some(Payload::GuestConfig(c))) => {
+                    guest_config = Some(c.to_vec());
+                    None
+                }
+                _ => None,
+            };
+            image.map(|image| match (sink.as_mut(), forms.tagged()) {
                 (Some(s), false) => decoder.apply(image, s),
                 (Some(s), true) => {
                     // Zero pages stay markers down to the sink, which
@@ -378,7 +456,9 @@ where
                         &mut unpack_scratch,
                     ) {
                         Ok(Unpacked::Whole(chunk)) => decoder.apply(chunk, s),
-                        Ok(Unpacked::Elided(chunk)) => decoder.apply_elided(chunk, s),
+                        Ok(Unpacked::Elided(chunk, mut data)) => {
+                            decoder.apply_elided(chunk, &mut data, s)
+                        }
                         Err(e) => {
                             tracing::warn!("{e}");
                             Err(ImageError::Invalid("a packed image chunk is damaged"))
@@ -386,23 +466,76 @@ where
                     }
                 }
                 (None, _) => Err(ImageError::Order("image before admission")),
-            };
-            if let Err(e) = r {
-                failure.get_or_insert(SessionError::Image(e));
-                let (reason, text) = match e {
-                    // What failed and what the backend said.
-                    ImageError::Sink(step) => (
-                        AbortReason::DestFailed,
-                        format!(
-                            "{step}: {}",
-                            decoder.sink_failure().unwrap_or("the guest refused")
-                        ),
+            })
+        };
+        if let Some(Err(e)) = result {
+            let now = clock.now();
+            failure.get_or_insert(SessionError::Image(e));
+            let (reason, text) = match e {
+                // What failed and what the backend said.
+                ImageError::Sink(step) => (
+                    AbortReason::DestFailed,
+                    format!(
+                        "{step}: {}",
+                        decoder.sink_failure().unwrap_or("the guest refused")
                     ),
-                    e => (AbortReason::BadImage, e.to_string()),
-                };
-                let _ = sm.abort(now, msg::Abort::new(reason, &text));
-            }
+                ),
+                e => (AbortReason::BadImage, e.to_string()),
+            };
+            let _ = sm.abort(now, msg::Abort::new(reason, &text));
         }
+    }
+}
+
+/// Bytes of a frame body read before deciding how to read the rest:
+/// the image tag, its length (at most 4 bytes), the chunk's tag and a
+/// zero-elided chunk's header.
+const STREAM_PEEK: usize = 1 + 4 + 1 + super::pack::ELIDED_HEADER_LEN;
+
+/// When `start`, the beginning of a frame body of `len` bytes, is an
+/// image chunk whose pages can be read straight into the guest (a
+/// zero-elided chunk, uncompressed): where its payload begins, and how
+/// much of the body comes before its pages (all of which is read first).
+fn streamable_head(start: &[u8], len: usize, forms: Forms) -> Option<(usize, usize)> {
+    let payload = msg::image_payload_offset(start.get(..6)?, len)?;
+    if !super::pack::is_elided(*start.get(payload)?, forms) {
+        return None;
+    }
+    let head = super::pack::elided_head_len(start.get(payload + 1..)?)?;
+    let end = (payload + 1).checked_add(head)?;
+    (end <= len).then_some((payload, end))
+}
+
+/// The pages of a chunk, read off the link as they are applied.
+struct LinkPages<'a, L> {
+    link: &'a mut L,
+    /// Bytes of the chunk not read yet.
+    left: usize,
+    idle: &'a mut dyn FnMut() -> bool,
+    /// How the last read ended.
+    end: ReadEnd,
+}
+
+impl<L: Link> PageSource for LinkPages<'_, L> {
+    fn bytes_left(&self) -> usize {
+        self.left
+    }
+
+    fn as_slice(&self) -> Option<&[u8]> {
+        None
+    }
+
+    fn fill(&mut self, runs: &mut [&mut [u8]]) -> bool {
+        let want: usize = runs.iter().map(|r| r.len()).sum();
+        if want > self.left {
+            return false;
+        }
+        self.end = read_full_vectored(self.link, runs, self.idle);
+        if !matches!(self.end, ReadEnd::Done) {
+            return false;
+        }
+        self.left -= want;
+        true
     }
 }
 
@@ -471,5 +604,64 @@ fn linger<L: Link>(link: &mut L) {
                 ) => {}
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relocd_core::guest::PAGE_SIZE;
+    use relocd_core::protocol::msg::Msg;
+
+    /// A frame body carrying `payload` as an image chunk.
+    fn image_body(payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; payload.len() + 64];
+        let n = msg::encode(&Msg::Image(payload), &mut b).unwrap();
+        b.truncate(n);
+        b.split_off(4)
+    }
+
+    #[test]
+    fn only_an_uncompressed_zero_elided_chunk_is_read_into_the_guest() {
+        let zero = Forms {
+            lz4: false,
+            zero: true,
+        };
+        // Three pages, the middle one zeros, behind a 24-byte prefix.
+        let prefix = [0x11u8; 24];
+        let pages = [vec![1u8; PAGE_SIZE], vec![0; PAGE_SIZE], vec![3; PAGE_SIZE]];
+        let runs: Vec<&[u8]> = pages.iter().map(|p| &p[..]).collect();
+        let mut wire = Vec::new();
+        let mut bufs = super::super::pack::PackBufs::default();
+        super::super::pack::pack_chunk(zero, &[&prefix], &runs, &mut bufs, |parts, _| {
+            wire = parts.concat();
+        });
+        let body = image_body(&wire);
+        let (payload, head) = streamable_head(&body, body.len(), zero).unwrap();
+        assert_eq!(&body[payload..], &wire[..]);
+        // What follows the head is the two pages with data.
+        assert_eq!(&body[head..], &[&pages[0][..], &pages[2][..]].concat()[..]);
+        let (e, at) = super::super::pack::read_elided_head(
+            &body[payload + 1..head],
+            body.len() - payload - 1,
+        )
+        .unwrap();
+        assert_eq!(
+            (e.prefix, e.pages, at),
+            (&prefix[..], 3, head - payload - 1)
+        );
+        // The session did not agree on zero pages; another tag; a header
+        // that claims more than the frame holds; not an image.
+        assert_eq!(streamable_head(&body, body.len(), Forms::default()), None);
+        let mut raw = body.clone();
+        raw[payload] = 0;
+        assert_eq!(streamable_head(&raw, raw.len(), zero), None);
+        let mut long = body.clone();
+        long[payload + 1..payload + 5].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        assert_eq!(streamable_head(&long, long.len(), zero), None);
+        let mut other = body.clone();
+        other[0] = 0;
+        assert_eq!(streamable_head(&other, other.len(), zero), None);
+        assert_eq!(streamable_head(&body[..4], body.len(), zero), None);
     }
 }

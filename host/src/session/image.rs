@@ -43,7 +43,7 @@ use relocd_core::guest::{
 
 use super::pack::Elided;
 use super::{guest_err, SessionError};
-use relocd_core::precopy::drive::{apply_batch, apply_elided_batch, DriveError};
+use relocd_core::precopy::drive::{apply_batch, apply_elided_batch, DriveError, PageSource};
 use relocd_core::precopy::MAX_PAGE_DATA_RECORD_LEN;
 use relocd_core::stream::domain::{DomainHeaderRepr, DomainType};
 use relocd_core::stream::reader::{Decoder, Event, Layer, Options, RecordInfo};
@@ -84,6 +84,9 @@ pub enum ImageError {
     /// [`ImageDecoder::sink_failure`] holds what the backend said.
     #[error("destination guest refused the image ({0})")]
     Sink(&'static str),
+    /// A chunk's pages could not be read from the link.
+    #[error("the link failed while a chunk's pages were read")]
+    Link,
 }
 
 /// Turns what the source reads from its guest into image chunks. Each
@@ -131,14 +134,18 @@ pub trait ImageDecoder {
     /// Applies one chunk. After an error the image is unusable.
     fn apply<S: SinkGuest>(&mut self, chunk: &[u8], sink: &mut S) -> Result<(), ImageError>;
     /// Applies one chunk whose zero pages travelled as markers
-    /// ([`Elided`]). The default rebuilds the chunk and applies it.
+    /// ([`Elided`]), its other pages coming from `data` (in memory, or
+    /// read off the link as they are applied; all of them are taken,
+    /// unless the chunk fails). The default rebuilds the chunk and applies
+    /// it.
     fn apply_elided<S: SinkGuest>(
         &mut self,
         chunk: Elided<'_>,
+        data: &mut dyn PageSource,
         sink: &mut S,
     ) -> Result<(), ImageError> {
-        let mut whole = Vec::new();
-        chunk.rebuild(&mut whole);
+        let (mut whole, mut fetched) = (Vec::new(), Vec::new());
+        chunk.rebuild(in_memory(data, &mut fetched)?, &mut whole);
         self.apply(&whole, sink)
     }
     /// Whether the end of the image has been applied.
@@ -153,7 +160,27 @@ pub trait ImageDecoder {
 }
 
 /// A page batch the sink refused: the backend's error as text.
+/// All of `data`'s pages in memory: `data`'s own bytes, or read into
+/// `buf`.
+fn in_memory<'a>(
+    data: &'a mut dyn PageSource,
+    buf: &'a mut Vec<u8>,
+) -> Result<&'a [u8], ImageError> {
+    if data.as_slice().is_none() {
+        buf.clear();
+        buf.resize(data.bytes_left(), 0);
+        if !data.fill(&mut [&mut buf[..]]) {
+            return Err(ImageError::Link);
+        }
+        return Ok(buf);
+    }
+    Ok(data.as_slice().unwrap_or_default())
+}
+
 fn batch_failed<E: std::fmt::Debug>(slot: &mut Option<String>, e: DriveError<E>) -> ImageError {
+    if let DriveError::NoData = e {
+        return ImageError::Link;
+    }
     *slot = Some(match e {
         DriveError::Guest(g) => format!("{g:?}"),
         other => other.to_string(),
@@ -515,6 +542,9 @@ pub struct LibxcDecoder {
     /// Room for a zero-elided batch written out for a sink that cannot
     /// clear pages itself.
     rebuild: Vec<u8>,
+    /// Room for a chunk's pages read off the link when they cannot go
+    /// straight to the sink.
+    fetched: Vec<u8>,
 }
 
 impl Default for LibxcDecoder {
@@ -541,6 +571,7 @@ impl LibxcDecoder {
             pages: 0,
             sink_error: None,
             rebuild: Vec::new(),
+            fetched: Vec::new(),
         }
     }
 
@@ -771,6 +802,7 @@ impl ImageDecoder for LibxcDecoder {
     fn apply_elided<S: SinkGuest>(
         &mut self,
         chunk: Elided<'_>,
+        data: &mut dyn PageSource,
         sink: &mut S,
     ) -> Result<(), ImageError> {
         self.apply(chunk.prefix, sink)?;
@@ -781,14 +813,19 @@ impl ImageDecoder for LibxcDecoder {
             && self.data_len == area
             && self.dec.page_data_left() == Some(area);
         if !ready {
-            let mut pages = std::mem::take(&mut self.rebuild);
-            Elided {
-                prefix: &[],
-                ..chunk
-            }
-            .rebuild(&mut pages);
-            let r = self.apply(&pages, sink);
-            self.rebuild = pages;
+            let (mut pages, mut fetched) = (
+                std::mem::take(&mut self.rebuild),
+                std::mem::take(&mut self.fetched),
+            );
+            let r = in_memory(data, &mut fetched).and_then(|data| {
+                let rest = Elided {
+                    prefix: &[],
+                    ..chunk
+                };
+                rest.rebuild(data, &mut pages);
+                self.apply(&pages, sink)
+            });
+            (self.rebuild, self.fetched) = (pages, fetched);
             return r;
         }
         let mut rebuild = std::mem::take(&mut self.rebuild);
@@ -797,7 +834,7 @@ impl ImageDecoder for LibxcDecoder {
             &self.pfns,
             &self.types,
             chunk.bitmap,
-            chunk.data,
+            data,
             &mut rebuild,
         );
         self.rebuild = rebuild;
@@ -990,7 +1027,7 @@ mod tests {
             let mut dec = LibxcDecoder::new();
             let mut apply = |dec: &mut LibxcDecoder, c: Unpacked<'_>| match c {
                 Unpacked::Whole(c) => dec.apply(c, &mut sink),
-                Unpacked::Elided(e) => dec.apply_elided(e, &mut sink),
+                Unpacked::Elided(e, mut data) => dec.apply_elided(e, &mut data, &mut sink),
             };
             apply(&mut dec, Unpacked::Whole(&head)).unwrap();
             let mut marked = 0;

@@ -1,6 +1,6 @@
 //! The connection under a session, and the clock.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
@@ -83,6 +83,12 @@ impl Read for Conn {
         match self {
             Conn::Tcp(s) => s.read(buf),
             Conn::Tls(s) => s.read(buf),
+        }
+    }
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read_vectored(bufs),
+            Conn::Tls(s) => s.read_vectored(bufs),
         }
     }
 }
@@ -201,13 +207,32 @@ pub(crate) fn read_full<R: Read>(
     buf: &mut [u8],
     idle: &mut dyn FnMut() -> bool,
 ) -> ReadEnd {
-    let mut pos = 0;
-    while pos < buf.len() {
-        match r.read(&mut buf[pos..]) {
+    read_full_vectored(r, &mut [buf], idle)
+}
+
+/// [`read_full`] over several buffers, filled in order with vectored
+/// reads (one system call for many stretches of guest memory when the
+/// socket holds them).
+pub(crate) fn read_full_vectored<R: Read>(
+    r: &mut R,
+    bufs: &mut [&mut [u8]],
+    idle: &mut dyn FnMut() -> bool,
+) -> ReadEnd {
+    /// Linux refuses more buffers than this in one call (`UIO_MAXIOV`).
+    const MAX_IOV: usize = 1024;
+    let mut slices: Vec<IoSliceMut<'_>> = bufs
+        .iter_mut()
+        .filter(|b| !b.is_empty())
+        .map(|b| IoSliceMut::new(b))
+        .collect();
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        let n = left.len().min(MAX_IOV);
+        match r.read_vectored(&mut left[..n]) {
             Ok(0) => return ReadEnd::Eof,
-            Ok(n) => {
-                pos += n;
-                if pos < buf.len() && idle() {
+            Ok(got) => {
+                IoSliceMut::advance_slices(&mut left, got);
+                if !left.is_empty() && idle() {
                     return ReadEnd::Stopped;
                 }
             }

@@ -15,8 +15,10 @@
 //! LE number `n` of 4 KiB pages after it, a bitmap of `ceil(n / 8)` bytes
 //! (bit `i % 8` of byte `i / 8` set: page `i` is all zeros; bits beyond
 //! `n` clear), the `p` prefix bytes, then the pages that are not zeros, in
-//! order. The receiver rebuilds the chunk, writing the zero pages itself,
-//! so the sink gets every page's bytes and never relies on memory the
+//! order. A chunk of pages sent uncompressed is tag 2 even with no zero
+//! page: the receiver learns from the header where the pages begin and
+//! reads them straight into the guest. It writes the zero pages itself
+//! (or has the sink clear them), and never relies on memory the
 //! hypervisor handed it being scrubbed.
 //!
 //! The sender compresses a chunk and keeps the result only when it saves
@@ -101,13 +103,13 @@ fn pages_of<'a>(runs: &'a [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> {
 /// The header of a tag-2 body (without the tag) for a chunk of
 /// `prefix_len` bytes followed by the pages of `runs` (runs of whole
 /// pages), into `out` (cleared first): lengths and the bitmap of zero
-/// pages. Returns how many pages are zeros (0: nothing to elide; send the
-/// chunk as it is).
-pub fn zero_header(prefix_len: usize, runs: &[&[u8]], out: &mut Vec<u8>) -> usize {
+/// pages. Returns how many pages are zeros, or `None` when the lengths do
+/// not fit the header (send the chunk as it is).
+pub fn zero_header(prefix_len: usize, runs: &[&[u8]], out: &mut Vec<u8>) -> Option<usize> {
     out.clear();
     let n: usize = runs.iter().map(|r| r.len() / PAGE_SIZE).sum();
     let (Ok(p32), Ok(n32)) = (u32::try_from(prefix_len), u32::try_from(n)) else {
-        return 0;
+        return None;
     };
     out.extend_from_slice(&p32.to_le_bytes());
     out.extend_from_slice(&n32.to_le_bytes());
@@ -119,7 +121,7 @@ pub fn zero_header(prefix_len: usize, runs: &[&[u8]], out: &mut Vec<u8>) -> usiz
             zeros += 1;
         }
     }
-    zeros
+    Some(zeros)
 }
 
 /// The stretches of `runs` whose pages are not zeros by the bitmap of a
@@ -161,8 +163,11 @@ pub struct PackBufs {
 /// whole pages, the end of a `PAGE_DATA` record), as a session that agreed
 /// on `forms` sends it, and calls `emit` with the parts to send, in order,
 /// and their length. Pages stay where they are unless LZ4 gathers them;
-/// with `zero` the zero ones stay behind, named by a bitmap. Returns what
-/// `emit` returned and how many pages travel as zero markers.
+/// with `zero` the zero ones stay behind, named by a bitmap. Uncompressed,
+/// a chunk of pages goes zero-elided (tag 2) even when none is zeros: its
+/// header tells the receiver where the pages begin, so it can read them
+/// straight into the guest. Returns what `emit` returned and how many
+/// pages travel as zero markers.
 pub fn pack_chunk<R>(
     forms: Forms,
     head: &[&[u8]],
@@ -176,13 +181,15 @@ pub fn pack_chunk<R>(
         zero_header: zh,
     } = bufs;
     let head_len: usize = head.iter().map(|p| p.len()).sum();
-    let zeros = if forms.zero && !runs.is_empty() {
-        zero_header(head_len, runs, zh)
-    } else {
-        0
+    let zeros = match forms.zero && !runs.is_empty() {
+        true => zero_header(head_len, runs, zh),
+        false => None,
     };
+    // LZ4 gains nothing from an empty bitmap.
+    let elide = zeros.is_some_and(|z| z > 0 || !forms.lz4);
+    let zeros = zeros.filter(|_| elide).unwrap_or(0);
     let mut parts: Vec<&[u8]> = Vec::with_capacity(head.len() + runs.len() + 8);
-    let r = if zeros > 0 {
+    let r = if elide {
         if !forms.lz4 {
             parts.push(&ZERO_TAG);
         }
@@ -268,12 +275,14 @@ pub fn unpack<'a>(
             Ok(&buf[..])
         }
         ZERO if forms.zero => {
-            read_zeros(rest)?.rebuild(buf);
+            let (e, data) = read_zeros(rest)?;
+            e.rebuild(data, buf);
             Ok(&buf[..])
         }
         ZERO_LZ4 if forms.lz4 && forms.zero => {
             unlz4(rest, MAX_ZERO_BODY, scratch)?;
-            read_zeros(scratch)?.rebuild(buf);
+            let (e, data) = read_zeros(scratch)?;
+            e.rebuild(data, buf);
             Ok(&buf[..])
         }
         _ => Err(UnpackError::Header),
@@ -302,9 +311,9 @@ fn unlz4(rest: &[u8], max: usize, buf: &mut Vec<u8>) -> Result<(), UnpackError> 
     Ok(())
 }
 
-/// A zero-elided chunk, read but not rebuilt: `prefix`, then `pages`
-/// whole pages of which those set in `bitmap` (bit `i % 8` of byte
-/// `i / 8`) are zeros and the others are `data`, in order.
+/// A zero-elided chunk without its pages: `prefix`, then `pages` whole
+/// pages of which those set in `bitmap` (bit `i % 8` of byte `i / 8`)
+/// are zeros; the others travel after it, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Elided<'a> {
     /// The bytes before the pages (record headers, pfn words).
@@ -313,17 +322,22 @@ pub struct Elided<'a> {
     pub bitmap: &'a [u8],
     /// How many pages the chunk holds.
     pub pages: usize,
-    /// The pages that are not zeros, whole, in order.
-    pub data: &'a [u8],
 }
 
 impl Elided<'_> {
-    /// The chunk as it was sent, rebuilt into `out` (cleared first).
-    pub fn rebuild(&self, out: &mut Vec<u8>) {
+    /// Pages that are not zeros.
+    pub fn data_pages(&self) -> usize {
+        let zeros: usize = self.bitmap.iter().map(|b| b.count_ones() as usize).sum();
+        self.pages.saturating_sub(zeros)
+    }
+
+    /// The chunk as it was sent, with `data` (the pages that are not
+    /// zeros), rebuilt into `out` (cleared first).
+    pub fn rebuild(&self, data: &[u8], out: &mut Vec<u8>) {
         out.clear();
         out.reserve(self.prefix.len() + self.pages * PAGE_SIZE);
         out.extend_from_slice(self.prefix);
-        let mut data = self.data.chunks_exact(PAGE_SIZE);
+        let mut data = data.chunks_exact(PAGE_SIZE);
         for i in 0..self.pages {
             if self
                 .bitmap
@@ -338,9 +352,27 @@ impl Elided<'_> {
     }
 }
 
-/// Reads a tag-2 body: checks its lengths and bitmap against what it
-/// carries, the rebuilt length against [`MAX_UNPACKED`].
-fn read_zeros(body: &[u8]) -> Result<Elided<'_>, UnpackError> {
+/// Whether a chunk's payload, `tag`, is one a receiver can take apart
+/// as it reads: zero-elided and uncompressed.
+pub fn is_elided(tag: u8, forms: Forms) -> bool {
+    tag == ZERO && forms.zero
+}
+
+/// Bytes of a tag-2 body's header (before its bitmap).
+pub const ELIDED_HEADER_LEN: usize = ZERO_HEADER_LEN;
+
+/// The length of a tag-2 body's head (header, bitmap, prefix: all that
+/// comes before its pages) from the body's first [`ELIDED_HEADER_LEN`]
+/// bytes; `None` when they are cut short or name more than a chunk may
+/// hold.
+pub fn elided_head_len(body: &[u8]) -> Option<usize> {
+    let (prefix_len, n) = zero_lengths(body).ok()?;
+    Some(ZERO_HEADER_LEN + n.div_ceil(8) + prefix_len)
+}
+
+/// A tag-2 body's prefix length and page count, bounded by
+/// [`MAX_UNPACKED`].
+fn zero_lengths(body: &[u8]) -> Result<(usize, usize), UnpackError> {
     let word = |at: usize| {
         body.get(at..at + 4)
             .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize)
@@ -353,6 +385,15 @@ fn read_zeros(body: &[u8]) -> Result<Elided<'_>, UnpackError> {
             u32::try_from(total).unwrap_or(u32::MAX),
         ));
     }
+    Ok((prefix_len, n))
+}
+
+/// Reads the head of a tag-2 body of `body_len` bytes from its start,
+/// `body` (at least [`elided_head_len`] bytes; more are ignored): checks
+/// its lengths and bitmap against the body's length. Returns the chunk
+/// without its pages and the length of its head (the pages follow).
+pub fn read_elided_head(body: &[u8], body_len: usize) -> Result<(Elided<'_>, usize), UnpackError> {
+    let (prefix_len, n) = zero_lengths(body)?;
     let bm_len = n.div_ceil(8);
     let bitmap = body
         .get(ZERO_HEADER_LEN..ZERO_HEADER_LEN + bm_len)
@@ -361,19 +402,27 @@ fn read_zeros(body: &[u8]) -> Result<Elided<'_>, UnpackError> {
     if n % 8 != 0 && bitmap.last().is_some_and(|&b| b >> (n % 8) != 0) {
         return Err(UnpackError::Zeros);
     }
-    let zeros: usize = bitmap.iter().map(|b| b.count_ones() as usize).sum();
-    let rest = &body[ZERO_HEADER_LEN + bm_len..];
-    let data_pages = n - zeros;
-    if rest.len() != prefix_len + data_pages * PAGE_SIZE {
-        return Err(UnpackError::Zeros);
-    }
-    let (prefix, data) = rest.split_at(prefix_len);
-    Ok(Elided {
+    let head_len = ZERO_HEADER_LEN + bm_len + prefix_len;
+    let prefix = body
+        .get(ZERO_HEADER_LEN + bm_len..head_len)
+        .ok_or(UnpackError::Header)?;
+    let e = Elided {
         prefix,
         bitmap,
         pages: n,
-        data,
-    })
+    };
+    if body_len.checked_sub(head_len) != Some(e.data_pages() * PAGE_SIZE) {
+        return Err(UnpackError::Zeros);
+    }
+    Ok((e, head_len))
+}
+
+/// Reads a tag-2 body: checks its lengths and bitmap against what it
+/// carries, the rebuilt length against [`MAX_UNPACKED`]. Returns the chunk
+/// without its pages, and the pages that are not zeros.
+fn read_zeros(body: &[u8]) -> Result<(Elided<'_>, &[u8]), UnpackError> {
+    let (e, head_len) = read_elided_head(body, body.len())?;
+    Ok((e, &body[head_len..]))
 }
 
 /// A chunk as [`unpack_elided`] hands it over.
@@ -381,10 +430,10 @@ fn read_zeros(body: &[u8]) -> Result<Elided<'_>, UnpackError> {
 pub enum Unpacked<'a> {
     /// The chunk itself.
     Whole(&'a [u8]),
-    /// A chunk whose zero pages travelled as markers, not rebuilt: the
-    /// receiver applies them as it can (the libxc decoder lets the sink
-    /// clear them itself).
-    Elided(Elided<'a>),
+    /// A chunk whose zero pages travelled as markers, not rebuilt, and
+    /// its pages that are not zeros: the receiver applies them as it can
+    /// (the libxc decoder lets the sink clear them itself).
+    Elided(Elided<'a>, &'a [u8]),
 }
 
 /// [`unpack`], but a zero-elided chunk is handed over as it is read, not
@@ -396,10 +445,14 @@ pub fn unpack_elided<'a>(
     scratch: &'a mut Vec<u8>,
 ) -> Result<Unpacked<'a>, UnpackError> {
     match packed.first() {
-        Some(&ZERO) if forms.zero => Ok(Unpacked::Elided(read_zeros(&packed[1..])?)),
+        Some(&ZERO) if forms.zero => {
+            let (e, data) = read_zeros(&packed[1..])?;
+            Ok(Unpacked::Elided(e, data))
+        }
         Some(&ZERO_LZ4) if forms.lz4 && forms.zero => {
             unlz4(&packed[1..], MAX_ZERO_BODY, scratch)?;
-            Ok(Unpacked::Elided(read_zeros(scratch)?))
+            let (e, data) = read_zeros(scratch)?;
+            Ok(Unpacked::Elided(e, data))
         }
         _ => unpack(packed, forms, buf, &mut Vec::new()).map(Unpacked::Whole),
     }
@@ -467,7 +520,7 @@ mod tests {
         }
         runs.push(rest);
         let mut hdr = Vec::new();
-        let n = zero_header(prefix.len(), &runs, &mut hdr);
+        let n = zero_header(prefix.len(), &runs, &mut hdr).unwrap();
         assert_eq!(n, zeros.iter().filter(|&&z| z).count());
         let mut parts: Vec<&[u8]> = vec![&hdr, &prefix];
         nonzero_runs(&hdr, &runs, &mut parts);
@@ -492,12 +545,13 @@ mod tests {
         // are not zeros, borrowed from the wire (or the LZ4 block).
         let (mut b2, mut s2) = (Vec::new(), Vec::new());
         match unpack_elided(&wire, forms, &mut b2, &mut s2).unwrap() {
-            Unpacked::Elided(e) => {
+            Unpacked::Elided(e, data) => {
                 assert_eq!(e.prefix, &prefix[..]);
                 assert_eq!(e.pages, zeros.len());
-                assert_eq!(e.data.len(), (zeros.len() - n) * PAGE_SIZE);
+                assert_eq!(data.len(), (zeros.len() - n) * PAGE_SIZE);
+                assert_eq!(e.data_pages(), zeros.len() - n);
                 let mut out = Vec::new();
-                e.rebuild(&mut out);
+                e.rebuild(data, &mut out);
                 assert_eq!(out, whole);
             }
             Unpacked::Whole(c) => assert_eq!(c, &whole[..]),
@@ -666,9 +720,9 @@ mod tests {
             let (mut b2, mut s2) = (Vec::new(), Vec::new());
             match unpack_elided(&v, BOTH, &mut b2, &mut s2) {
                 Ok(Unpacked::Whole(c)) => assert_eq!(Ok(c.to_vec()), whole),
-                Ok(Unpacked::Elided(e)) => {
+                Ok(Unpacked::Elided(e, data)) => {
                     let mut out = Vec::new();
-                    e.rebuild(&mut out);
+                    e.rebuild(data, &mut out);
                     assert_eq!(Ok(out), whole);
                 }
                 Err(e) => assert_eq!(Err(e), whole),

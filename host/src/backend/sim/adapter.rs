@@ -14,7 +14,7 @@
 use std::fmt;
 
 use relocd_core::guest::{
-    GuestInfo, GuestType, PageType, Pfn, SchedParams, SinkGuest, SourceGuest,
+    FillFn, GuestInfo, GuestType, PageType, Pfn, SchedParams, SinkGuest, SourceGuest,
     PAGE_SIZE as CORE_PAGE_SIZE,
 };
 
@@ -308,6 +308,31 @@ impl SinkGuest for SimSink {
                 .map(|(p, _)| *p),
         );
         sim(self.guest.write_pages(&self.pfns, data))
+    }
+
+    fn lend_pages_mut(
+        &mut self,
+        pfns: &[Pfn],
+        types: &[PageType],
+        f: &mut FillFn<'_>,
+    ) -> Result<bool, SimFault> {
+        if types.len() != pfns.len() {
+            return Err(SimFault::BufferSize);
+        }
+        let pfns = match types.iter().all(|t| t.has_data()) {
+            true => pfns,
+            false => {
+                self.pfns.clear();
+                self.pfns.extend(
+                    pfns.iter()
+                        .zip(types)
+                        .filter(|(_, t)| t.has_data())
+                        .map(|(p, _)| *p),
+                );
+                &self.pfns[..]
+            }
+        };
+        sim(self.guest.lend_pages_mut(pfns, f))
     }
 
     fn zero_pages(&mut self, pfns: &[Pfn], types: &[PageType]) -> Result<bool, SimFault> {

@@ -35,6 +35,9 @@ pub(crate) struct GuestState {
     /// Scheduling parameters: a cap slows the workload (one vCPU: a cap
     /// of `c` percent runs `c` % of its steps).
     sched: SchedParams,
+    /// Pages written where they are, lent to the writer
+    /// ([`SimGuest::lend_pages_mut`]).
+    filled_in_place: u64,
 }
 
 fn mark(dirty: &mut Option<Vec<u64>>, pfn: u64) {
@@ -161,6 +164,7 @@ impl SimGuest {
                     dirty: None,
                     ticker: 0,
                     sched: SchedParams::DEFAULT,
+                    filled_in_place: 0,
                 }),
                 wake: Condvar::new(),
                 hv,
@@ -231,6 +235,12 @@ impl SimGuest {
     /// the rest read as zeros and cost nothing.
     pub fn allocated_pages(&self) -> u64 {
         self.lock().mem.allocated_pages()
+    }
+
+    /// Pages written in place so far: lent to the writer and filled
+    /// ([`lend_pages_mut`](Self::lend_pages_mut)), not copied in.
+    pub fn pages_filled_in_place(&self) -> u64 {
+        self.lock().filled_in_place
     }
 
     /// The vCPU's step counter: the last workload step run; `None` for an
@@ -457,6 +467,52 @@ impl SimGuest {
             mark(dirty, pfn);
         }
         Ok(())
+    }
+
+    /// Lends the pages `pfns` (ascending) to `f` to be written whole, as
+    /// runs of whole pages in order, where they are; returns whether they
+    /// were lent. When `f` returns `true` they hold what it wrote (a page
+    /// of zeros frees its storage, as [`write_pages`](Self::write_pages)
+    /// does) and show in the dirty log when it is on; when it returns
+    /// `false` they read as zeros. `Ok(false)`, without calling `f`, when
+    /// the pfns are not ascending or memory cannot be had: write them
+    /// instead.
+    pub fn lend_pages_mut(
+        &self,
+        pfns: &[u64],
+        f: &mut dyn FnMut(&mut [&mut [u8]]) -> bool,
+    ) -> Result<bool, SimError> {
+        let mut st = self.lock();
+        st.live()?;
+        for &pfn in pfns {
+            st.check_pfn(pfn)?;
+        }
+        let GuestState {
+            mem,
+            dirty,
+            filled_in_place,
+            ..
+        } = &mut *st;
+        let mut runs = Vec::with_capacity(pfns.len().min(64));
+        let filled = match mem.lend_mut(pfns, &mut runs) {
+            true => Some(f(&mut runs)),
+            false => None,
+        };
+        drop(runs);
+        if filled == Some(true) {
+            *filled_in_place += pfns.len() as u64;
+        }
+        for &pfn in pfns {
+            match filled {
+                // Zeros take nothing; a few words tell a page with data.
+                Some(true) if mem.get(pfn).is_some_and(|p| !is_zero(p)) => {}
+                _ => mem.discard(pfn),
+            }
+            if filled == Some(true) {
+                mark(dirty, pfn);
+            }
+        }
+        Ok(filled.is_some())
     }
 
     /// Makes the pages `pfns` read as zeros (their storage goes back to

@@ -279,12 +279,7 @@ impl SparseMemory {
     /// The page at `pfn` for writing, marked as holding data; `None` when
     /// out of range or when the host cannot back it.
     pub(crate) fn get_mut(&mut self, pfn: u64) -> Option<&mut Page> {
-        let new = {
-            let (chunk, p) = self.slot(pfn)?;
-            chunk.set(p)
-        };
-        self.allocated += u64::from(new);
-        let (chunk, p) = self.slot(pfn)?;
+        let (chunk, p, new) = self.mark(pfn)?;
         let page = chunk.page_mut(p)?;
         if new {
             // What a pooled chunk's last domain left there.
@@ -293,9 +288,9 @@ impl SparseMemory {
         Some(page)
     }
 
-    /// The chunk holding `pfn` (allocated if needed) and the page's index
-    /// in it; `None` when out of range or when the host cannot back it.
-    fn slot(&mut self, pfn: u64) -> Option<(&mut Chunk, usize)> {
+    /// Marks `pfn` as holding data (its chunk allocated if needed):
+    /// the chunk, the page's index in it, and whether it is new.
+    fn mark(&mut self, pfn: u64) -> Option<(&mut Chunk, usize, bool)> {
         if pfn >= self.nr_pages {
             return None;
         }
@@ -305,7 +300,72 @@ impl SparseMemory {
         if slot.is_none() {
             *slot = Some(Chunk::new(pages, huge, &self.pool)?);
         }
-        Some((slot.as_mut()?, p))
+        let chunk = slot.as_mut()?;
+        let new = chunk.set(p);
+        self.allocated += u64::from(new);
+        Some((chunk, p, new))
+    }
+
+    /// Lends the pages `pfns` for writing, marked as holding data, as
+    /// runs of whole pages in order (consecutive pfns of one chunk are one
+    /// run), appended to `runs`. What they held before is not cleared: the
+    /// borrower writes them whole. `false`, lending nothing, when the pfns
+    /// are not ascending (two runs would overlap), one is out of range, or
+    /// the host cannot back them; pages already marked then stay marked.
+    pub(crate) fn lend_mut<'m>(&'m mut self, pfns: &[u64], runs: &mut Vec<&'m mut [u8]>) -> bool {
+        if !pfns.windows(2).all(|w| w[0] < w[1]) {
+            return false;
+        }
+        for &pfn in pfns {
+            if self.mark(pfn).is_none() {
+                return false;
+            }
+        }
+        let start = runs.len();
+        let mut i = 0;
+        for (c, slot) in self.chunks.iter_mut().enumerate() {
+            let Some(&first) = pfns.get(i) else {
+                break;
+            };
+            if split(first).0 != c {
+                continue;
+            }
+            let Some(chunk) = slot.as_mut() else {
+                runs.truncate(start);
+                return false;
+            };
+            // What is left of the chunk after the last run, and the index
+            // of its first page.
+            let mut rest: &mut [u8] = chunk.data.as_mut_slice();
+            let mut at = 0;
+            while let Some(&pfn) = pfns.get(i) {
+                let (pc, p) = split(pfn);
+                if pc != c {
+                    break;
+                }
+                let mut n = 1;
+                while pfns.get(i + n) == Some(&(pfn + n as u64)) && split(pfn + n as u64).0 == c {
+                    n += 1;
+                }
+                let taken = std::mem::take(&mut rest);
+                let Some((run, tail)) = taken
+                    .split_at_mut_checked((p - at) * PAGE_SIZE)
+                    .and_then(|(_, r)| r.split_at_mut_checked(n * PAGE_SIZE))
+                else {
+                    runs.truncate(start);
+                    return false;
+                };
+                runs.push(run);
+                rest = tail;
+                at = p + n;
+                i += n;
+            }
+        }
+        if i != pfns.len() {
+            runs.truncate(start);
+            return false;
+        }
+        true
     }
 
     /// Writes `data` (one page) at `pfn`; a page of zeros is stored as
@@ -319,15 +379,13 @@ impl SparseMemory {
             self.discard(pfn);
             return true;
         }
-        let Some((chunk, p)) = self.slot(pfn) else {
+        let Some((chunk, p, _)) = self.mark(pfn) else {
             return false;
         };
-        let new = chunk.set(p);
         let Some(page) = chunk.page_mut(p) else {
             return false;
         };
         page.copy_from_slice(data);
-        self.allocated += u64::from(new);
         true
     }
 
@@ -480,6 +538,44 @@ mod tests {
 
     /// A chunk a destroyed memory left in the pool serves the next one,
     /// and its old bytes never show.
+    #[test]
+    fn pages_lent_for_writing_come_in_runs_and_hold_what_was_written() {
+        let nr = CHUNK_PAGES as u64 + 40;
+        let mut m = SparseMemory::new(nr, false, Weak::new());
+        assert!(m.write(7, &page(0x77)));
+        // 3..6 (one run, skipping nothing), 7 (already held), 9, then the
+        // last page of chunk 0 and the first two of chunk 1 (two runs).
+        let last0 = CHUNK_PAGES as u64 - 1;
+        let pfns = [3, 4, 5, 6, 7, 9, last0, last0 + 1, last0 + 2];
+        let mut runs = Vec::new();
+        assert!(m.lend_mut(&pfns, &mut runs));
+        let lens: Vec<usize> = runs.iter().map(|r| r.len() / PAGE_SIZE).collect();
+        assert_eq!(lens, [5, 1, 1, 2]);
+        let mut k = 0;
+        for run in &mut runs {
+            for p in run.chunks_exact_mut(PAGE_SIZE) {
+                p.fill(k + 1);
+                k += 1;
+            }
+        }
+        drop(runs);
+        for (k, &pfn) in pfns.iter().enumerate() {
+            assert_eq!(
+                m.get(pfn).map(|p| p.to_vec()),
+                Some(page(k as u8 + 1)),
+                "pfn {pfn}"
+            );
+        }
+        assert_eq!(m.allocated_pages(), pfns.len() as u64);
+        assert!(m.get(8).is_none());
+        // Not ascending, a repeat, or out of range: nothing lent.
+        for bad in [&[5u64, 4][..], &[4, 4], &[3, nr]] {
+            let mut runs = Vec::new();
+            assert!(!m.lend_mut(bad, &mut runs), "{bad:?}");
+            assert!(runs.is_empty());
+        }
+    }
+
     #[test]
     fn pooled_chunks_are_reused_and_read_as_zeros_until_written() {
         use std::sync::Arc;

@@ -619,6 +619,53 @@ fn admission_domids_names_and_destroy() {
     assert_eq!(c.domid(), 3);
 }
 
+/// Pages lent for writing hold what was written, zeros take nothing, a
+/// fill that fails leaves them reading zeros, and writes show in the
+/// dirty log.
+#[test]
+fn pages_lent_to_a_sink_hold_what_was_written() {
+    let hv = hv();
+    let g = hv.create_empty("s", 64 * 4096).unwrap();
+    g.write_pages(&[2], &[0x22; PAGE_SIZE]).unwrap();
+    g.enable_log_dirty().unwrap();
+    let pfns = [1u64, 2, 3, 10];
+    // pfn 3 is written zeros.
+    let lent = g
+        .lend_pages_mut(&pfns, &mut |runs| {
+            for (k, p) in runs
+                .iter_mut()
+                .flat_map(|r| r.chunks_exact_mut(PAGE_SIZE))
+                .enumerate()
+            {
+                p.fill(if k == 2 { 0 } else { k as u8 + 1 });
+            }
+            true
+        })
+        .unwrap();
+    assert!(lent);
+    assert_eq!(g.pages_filled_in_place(), 4);
+    let mut out = vec![0u8; pfns.len() * PAGE_SIZE];
+    g.read_pages(&pfns, &mut out).unwrap();
+    let want: Vec<u8> = [1u8, 2, 0, 4]
+        .iter()
+        .flat_map(|&b| [b; PAGE_SIZE])
+        .collect();
+    assert!(out == want);
+    assert_eq!(g.allocated_pages(), 3);
+    let mut dirty = [0u64; 1];
+    assert_eq!(g.clean_dirty(&mut dirty).unwrap(), 4);
+    assert_eq!(dirty[0], (1 << 1) | (1 << 2) | (1 << 3) | (1 << 10));
+    // A fill that fails: the pages read as zeros, nothing else changes.
+    assert!(g.lend_pages_mut(&[1, 5], &mut |_| false).unwrap());
+    assert_eq!(g.pages_filled_in_place(), 4);
+    g.read_pages(&[1, 5, 2], &mut out[..3 * PAGE_SIZE]).unwrap();
+    assert!(out[..2 * PAGE_SIZE].iter().all(|&b| b == 0));
+    assert!(out[2 * PAGE_SIZE..3 * PAGE_SIZE].iter().all(|&b| b == 2));
+    // Not ascending: not lent, the caller writes them instead.
+    assert!(!g.lend_pages_mut(&[4, 3], &mut |_| unreachable!()).unwrap());
+    assert!(g.lend_pages_mut(&[64], &mut |_| true).is_err());
+}
+
 #[test]
 fn sink_checks_its_input() {
     let hv = hv();
