@@ -525,8 +525,10 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
                 }
                 self.flush(now);
             }
-            self.drain_incoming(now);
-            let mut worked = false;
+            // Frames taken here may have queued actions (a journaled
+            // commit after `Prepared`): they are taken next, not after a
+            // wait for more frames.
+            let mut worked = self.drain_incoming(now);
             if matches!(self.xfer, Xfer::Live | Xfer::Final)
                 && self.sm.outcome().is_none()
                 && self.next_send.is_none_or(|t| now >= t)
@@ -567,14 +569,21 @@ impl<L: Link, G: SourceGuest> SrcDriver<'_, L, G> {
         }
     }
 
-    fn drain_incoming(&mut self, now: Instant) {
+    /// Takes every frame the reader has; whether there was any.
+    fn drain_incoming(&mut self, now: Instant) -> bool {
+        let mut any = false;
         loop {
             match self.rx.try_recv() {
-                Ok(inc) => self.incoming(now, inc),
-                Err(TryRecvError::Empty) => return,
+                Ok(inc) => {
+                    self.incoming(now, inc);
+                    any = true;
+                }
+                Err(TryRecvError::Empty) => return any,
                 Err(TryRecvError::Disconnected) => {
+                    // News the first time only: no spinning on a dead link.
+                    let news = !self.link_reported;
                     self.link_lost(now);
-                    return;
+                    return any || news;
                 }
             }
         }
