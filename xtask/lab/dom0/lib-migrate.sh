@@ -1,5 +1,8 @@
 # Helpers of the relocd restore and migration scenarios (busybox sh),
 # sourced after /e2e/lib.sh:
+#   e2e_mig_start TRAP [ARGS] a two-host scenario's start: this host clean,
+#                            TRAP the EXIT trap, e2e_mig_config,
+#                            e2e_mig_serve ARGS, e2e_mig_wait_link
 #   e2e_mig_serve [ARGS]     relocd serve --backend xen with this host's
 #                            xend-config.sxp (e2e_mig_config) and ARGS
 #   e2e_mig_config ALLOW     writes that config: relocation server on port
@@ -21,6 +24,7 @@ E2E_MIG_TL_PORT=8004
 E2E_MIG_PIDS=
 E2E_MIG_ROLE=$(e2e_arg e2e.role)
 E2E_MIG_PEER=$(e2e_arg e2e.peer)
+E2E_MIG_ALLOW=   # e2e_mig_start's hosts-allow, if set; else the peer's address
 
 e2e_mig_config() { # e2e_mig_config ALLOW
   cat > "$E2E_MIG_CONFIG" <<EOF
@@ -29,6 +33,31 @@ e2e_mig_config() { # e2e_mig_config ALLOW
 (xend-relocation-address '')
 (xend-relocation-hosts-allow '$1')
 EOF
+}
+
+# e2e_mig_start TRAP [ARGS...]: the start of a scenario on two hosts. Fails
+# without a peer; removes the save files, the daemon's log and state, the
+# test guest and the guests' console logs; sets TRAP (e2e_mig_end or a
+# function that ends with it) as the EXIT trap; writes this host's config,
+# which admits the peer by its link address (E2E_MIG_ALLOW instead, if
+# set); starts the daemon (e2e_mig_serve ARGS) and waits for the link.
+e2e_mig_start() {
+  [ -n "$E2E_MIG_PEER" ] || e2e_fail "no e2e.peer on the kernel command line (run with two hosts)"
+  rm -f /var/lib/xen/save/* "$E2E_MIG_LOG"
+  rm -rf "$E2E_MIG_STATE"
+  trap "$1" EXIT
+  shift
+  xl destroy $E2E_GUEST >/dev/null 2>&1
+  rm -f "$E2E_CONSOLE_DIR"/guest-*
+  _allow=$E2E_MIG_ALLOW
+  case "$E2E_MIG_ROLE" in
+  A) [ -n "$_allow" ] || _allow='^169\\.254\\.0\\.2$' ;;
+  B) [ -n "$_allow" ] || _allow='^169\\.254\\.0\\.1$' ;;
+  *) e2e_fail "unknown role '$E2E_MIG_ROLE'" ;;
+  esac
+  e2e_mig_config "$_allow"
+  e2e_mig_serve "$@"
+  e2e_mig_wait_link
 }
 
 e2e_mig_serve() { # e2e_mig_serve [ARGS...]: the daemon, its PID in E2E_MIG_PID

@@ -23,16 +23,6 @@
 . /e2e/lib.sh
 . /e2e/lib-migrate.sh
 . /e2e/lib-dev.sh
-[ -n "$E2E_MIG_PEER" ] || e2e_fail "no e2e.peer on the kernel command line (run with two hosts)"
-rm -f /var/lib/xen/save/* "$E2E_MIG_LOG" /var/log/xen/xen-hotplug.log
-rm -rf "$E2E_MIG_STATE"
-xl destroy $E2E_GUEST >/dev/null 2>&1
-rm -f "$E2E_CONSOLE_DIR"/guest-*
-case "$E2E_MIG_ROLE" in
-A) e2e_mig_config '^169\\.254\\.0\\.2$' ;;
-B) e2e_mig_config '^169\\.254\\.0\\.1$' ;;
-*) e2e_fail "unknown role '$E2E_MIG_ROLE'" ;;
-esac
 SHARED_TARGET=$(readlink "$E2E_SHARED")
 
 b_restore() { # B: the bridge and the disk back as they were
@@ -49,7 +39,6 @@ faults_end() {
   (exit $_rc)
   e2e_dev_end
 }
-trap faults_end EXIT
 
 # B: no domain, no backend, no vif interface (waits up to TIMEOUT_S);
 # tells A "clean" or what is left
@@ -100,8 +89,8 @@ refused_case() { # refused_case CASE PATTERN1 PATTERN2
     || e2e_mig_soft_fail "($1) the refusal does not name the device ('$2' and '$3'): $msg"
 }
 
-e2e_mig_serve
-e2e_mig_wait_link
+rm -f /var/log/xen/xen-hotplug.log
+e2e_mig_start faults_end
 
 case "$E2E_MIG_ROLE" in
 A)

@@ -26,17 +26,6 @@
 # restart B asserts that no domain is left and tells A, which asserts it too.
 . /e2e/lib.sh
 . /e2e/lib-migrate.sh
-[ -n "$E2E_MIG_PEER" ] || e2e_fail "no e2e.peer on the kernel command line (run with two hosts)"
-rm -f /var/lib/xen/save/* "$E2E_MIG_LOG"
-rm -rf "$E2E_MIG_STATE"
-trap e2e_mig_end EXIT
-xl destroy $E2E_GUEST >/dev/null 2>&1
-rm -f "$E2E_CONSOLE_DIR"/guest-*
-case "$E2E_MIG_ROLE" in
-A) e2e_mig_config '^169\\.254\\.0\\.2$' ;;
-B) e2e_mig_config '^169\\.254\\.0\\.1$' ;;
-*) e2e_fail "unknown role '$E2E_MIG_ROLE'" ;;
-esac
 IO_TIMEOUT=5
 
 # B: kill -9 its daemon at once, then tell A whether a relocation
@@ -71,8 +60,7 @@ restart_leaves_nothing() { # restart_leaves_nothing CASE TIMEOUT_S
   echo "E2E-INFO ($1) no domain left after the daemon's restart (${_i} s)"
   e2e_mig_tell clean || e2e_fail "($1) cannot tell A that no domain is left"
 }
-e2e_mig_serve --io-timeout $IO_TIMEOUT
-e2e_mig_wait_link
+e2e_mig_start e2e_mig_end --io-timeout $IO_TIMEOUT
 
 case "$E2E_MIG_ROLE" in
 A)
