@@ -1,5 +1,8 @@
 # Helpers of the relocd restore and migration scenarios (busybox sh),
 # sourced after /e2e/lib.sh:
+#   e2e_mig_start TRAP [ARGS] a two-host scenario's start: this host clean,
+#                            TRAP the EXIT trap, e2e_mig_config,
+#                            e2e_mig_serve ARGS, e2e_mig_wait_link
 #   e2e_mig_serve [ARGS]     relocd serve --backend xen with this host's
 #                            xend-config.sxp (e2e_mig_config) and ARGS
 #   e2e_mig_config ALLOW     writes that config: relocation server on port
@@ -12,6 +15,10 @@
 #   e2e_mig_timeline_*       the guest's console lines, timed on one clock
 #   e2e_mig_end              the EXIT trap: stops what was started, collects
 #                            the daemon's log and Xen's message tail
+#   e2e_mig_kill_in_stop_copy / e2e_mig_kill_daemon
+#                            B's daemon killed -9 in the stop-and-copy of a
+#                            live move A -> B (A's part / B's), the phase
+#                            asserted; the guest goes on at A
 E2E_MIG_SOCK=/tmp/rm.sock
 E2E_MIG_LOG=/tmp/relocd-serve.log
 E2E_MIG_CONFIG=/tmp/xend-config.sxp
@@ -21,6 +28,7 @@ E2E_MIG_TL_PORT=8004
 E2E_MIG_PIDS=
 E2E_MIG_ROLE=$(e2e_arg e2e.role)
 E2E_MIG_PEER=$(e2e_arg e2e.peer)
+E2E_MIG_ALLOW=   # e2e_mig_start's hosts-allow, if set; else the peer's address
 
 e2e_mig_config() { # e2e_mig_config ALLOW
   cat > "$E2E_MIG_CONFIG" <<EOF
@@ -29,6 +37,31 @@ e2e_mig_config() { # e2e_mig_config ALLOW
 (xend-relocation-address '')
 (xend-relocation-hosts-allow '$1')
 EOF
+}
+
+# e2e_mig_start TRAP [ARGS...]: the start of a scenario on two hosts. Fails
+# without a peer; removes the save files, the daemon's log and state, the
+# test guest and the guests' console logs; sets TRAP (e2e_mig_end or a
+# function that ends with it) as the EXIT trap; writes this host's config,
+# which admits the peer by its link address (E2E_MIG_ALLOW instead, if
+# set); starts the daemon (e2e_mig_serve ARGS) and waits for the link.
+e2e_mig_start() {
+  [ -n "$E2E_MIG_PEER" ] || e2e_fail "no e2e.peer on the kernel command line (run with two hosts)"
+  rm -f /var/lib/xen/save/* "$E2E_MIG_LOG"
+  rm -rf "$E2E_MIG_STATE"
+  trap "$1" EXIT
+  shift
+  xl destroy $E2E_GUEST >/dev/null 2>&1
+  rm -f "$E2E_CONSOLE_DIR"/guest-*
+  _allow=$E2E_MIG_ALLOW
+  case "$E2E_MIG_ROLE" in
+  A) [ -n "$_allow" ] || _allow='^169\\.254\\.0\\.2$' ;;
+  B) [ -n "$_allow" ] || _allow='^169\\.254\\.0\\.1$' ;;
+  *) e2e_fail "unknown role '$E2E_MIG_ROLE'" ;;
+  esac
+  e2e_mig_config "$_allow"
+  e2e_mig_serve "$@"
+  e2e_mig_wait_link
 }
 
 e2e_mig_serve() { # e2e_mig_serve [ARGS...]: the daemon, its PID in E2E_MIG_PID
@@ -390,6 +423,119 @@ e2e_mig_session_open() {
     done < "$_f"
   done
   return 1
+}
+
+# --- B's daemon killed in the stop-and-copy (relocd-migrate-faults,
+# relocd-devices-faults). A moves the test guest to B with one pre-copy
+# round at 2 MiB/s (so that the stop-and-copy has megabytes to send). When
+# a xenstore watch on A sees relocd ask the guest to suspend (the
+# stop-and-copy begins), A freezes its own daemon (SIGSTOP: the
+# stop-and-copy takes about a second, less than telling B takes on a
+# loaded machine) and tells B "kill"; B kills its daemon (kill -9,
+# e2e_mig_kill_daemon) and says whether the relocation connection was open
+# and the half-built copy there; then A's daemon goes on (SIGCONT): the
+# migration fails, A resumes the guest. A kill after B's commit (the
+# migration succeeds, or A is in doubt) fails as a miss, B told
+# "kill-late"; else B is told "kill-done RC", restarts its daemon and says
+# "clean" or what is left.
+
+# e2e_mig_kill_in_stop_copy CASE [MARK]: A's part. MARK, if given, runs
+# right before the migration starts (a scenario's own marks). Asserts the
+# phase (relocd had asked the guest to suspend before B was told, the
+# migration still ran then, B's daemon was killed amid the transfer, the
+# migration failed before the commit) and that the guest, resumed, verifies
+# its working set and counts on as the same domain. B's word after its
+# restart is left in E2E_MIG_B_END (heard before A's own checks, which may
+# fail; the caller checks it last). Figures kill_*.
+e2e_mig_kill_in_stop_copy() {
+  _kdom=$(xl domid $E2E_GUEST)
+  # the suspend request is the watch's second event (the first is its
+  # registration)
+  xenstore-watch -n 2 /local/domain/$_kdom/control/shutdown > /tmp/watch.out 2>&1 &
+  _kwatch=$!
+  e2e_mig_bg $_kwatch
+  sleep 1
+  _kfrom=$(e2e_log_mark)
+  [ -z "$2" ] || $2
+  _kt0=$(e2e_now)
+  relocd --control $E2E_MIG_SOCK migrate --live --max-iters 1 --bandwidth 2M/s --json $E2E_GUEST $E2E_MIG_PEER \
+    > /tmp/migrate-kill.json 2>&1 &
+  _kmig=$!
+  while kill -0 $_kwatch 2>/dev/null && kill -0 $_kmig 2>/dev/null; do usleep 50000; done
+  _ksuspend=no
+  kill -0 $_kwatch 2>/dev/null || _ksuspend=yes
+  # A's daemon is frozen in the stop-and-copy until B's daemon is dead, so
+  # the kill cannot land after the commit
+  _kfrozen=no
+  if [ $_ksuspend = yes ] && kill -0 $_kmig 2>/dev/null; then
+    kill -STOP "$E2E_MIG_PID" && _kfrozen=yes
+  fi
+  _krunning=no
+  kill -0 $_kmig 2>/dev/null && _krunning=yes
+  echo "E2E-INFO ($1) suspend asked: $_ksuspend at $(e2e_secs "$_kt0" "$(e2e_now)") s, A's daemon frozen: $_kfrozen; telling B to kill its daemon"
+  e2e_mig_tell kill 20 || { kill -CONT "$E2E_MIG_PID"; e2e_fail "($1) cannot tell B to kill its daemon"; }
+  _kb_said=$(e2e_mig_hear 60)
+  kill -CONT "$E2E_MIG_PID"
+  e2e_step kill-migrate-ends wait $_kmig
+  _krc=$?
+  cat /tmp/migrate-kill.json
+  e2e_collect /tmp/migrate-kill.json migrate-kill.json
+  cat /tmp/watch.out
+  e2e_report kill_migrate_rc "$_krc"
+  e2e_report kill_migrate_message "$(tr '\n' ' ' < /tmp/migrate-kill.json | cut -c1-300)"
+  e2e_report kill_migrate_ended_after_s "$(e2e_secs "$_kt0" "$(e2e_now)")"
+  e2e_report kill_state_after "$(e2e_mig_guest_state)"
+  e2e_report kill_suspend_asked_before_kill "$_ksuspend"
+  e2e_report kill_migration_running_when_b_told "$_krunning"
+  e2e_report kill_a_daemon_frozen "$_kfrozen"
+  e2e_report kill_b_said "$_kb_said"
+  [ $_krc != 0 ] || { e2e_mig_tell "kill-late $_krc"; e2e_fail "($1) the migration succeeded: the kill came after B's commit"; }
+  if grep -q "in doubt" /tmp/migrate-kill.json; then
+    e2e_mig_tell "kill-late $_krc"
+    e2e_fail "($1) the kill came after B's commit (A: in doubt, the guest stays suspended here): the test missed the stop-and-copy"
+  fi
+  e2e_mig_tell "kill-done $_krc" || e2e_fail "cannot tell B after the kill"
+  _ki=0   # the source resumes the guest: not paused, not shut down
+  while case "$(e2e_mig_guest_state)" in *p*|*s*) true ;; *) false ;; esac && [ $_ki -lt 10 ]; do
+    sleep 1; _ki=$((_ki + 1))
+  done
+  e2e_report kill_resumed_within_s "$_ki"
+  E2E_MIG_B_END=$(e2e_mig_hear 120)
+  e2e_report kill_b_after_restart "$E2E_MIG_B_END"
+  [ $_ksuspend = yes ] \
+    || e2e_fail "($1) the migration ended (rc $_krc) before relocd asked the guest to suspend: the kill did not hit the stop-and-copy"
+  [ $_krunning = yes ] \
+    || e2e_fail "($1) the migration had ended (rc $_krc) when B was told to kill its daemon"
+  case "$_kb_said" in
+    "killed session=open copy=yes") ;;
+    *) e2e_fail "($1) B's daemon was not killed amid a transfer: B said '$_kb_said'" ;;
+  esac
+  # its check of its working set holds up its counter (10-25 s for
+  # 12 MiB under TCG): first
+  e2e_guest_verified kill "$E2E_GUEST_LOG" "$_kfrom" 120
+  e2e_mig_counts_on kill
+  [ "$(xl domid $E2E_GUEST 2>/dev/null)" = "$_kdom" ] || e2e_fail "($1) the guest's domain id changed ($_kdom)"
+}
+
+# e2e_mig_kill_daemon CASE: B's part of a kill amid a transfer (the
+# stop-and-copy above, or a scenario's pre-copy): kills its daemon (-9) at
+# once, then tells A whether a relocation connection was open right before
+# (read without a fork) and whether the half-built copy of the guest is
+# there right after, "killed session=open|closed copy=yes|no" (also left in
+# E2E_MIG_KILLED); status 1 unless open and there. Figure CASE_after_kill_domains.
+e2e_mig_kill_daemon() {
+  _open=closed
+  e2e_mig_session_open && _open=open
+  kill -9 "$E2E_MIG_PID"
+  wait "$E2E_MIG_PID" 2>/dev/null
+  E2E_MIG_PID=
+  echo "E2E-INFO ($1) daemon killed at uptime $(e2e_now); relocation connection $_open"
+  e2e_report "$1_after_kill_domains" "$(e2e_mig_guests | tr '\n' ';')"
+  _copy=no
+  e2e_mig_guests | grep -q "^$E2E_GUEST " && _copy=yes
+  E2E_MIG_KILLED="session=$_open copy=$_copy"
+  e2e_mig_tell "killed $E2E_MIG_KILLED" || e2e_fail "($1) cannot tell A about the kill"
+  [ $_open = open ] && [ $_copy = yes ]
 }
 
 e2e_mig_tx() { cat /sys/class/net/eth0/statistics/tx_bytes 2>/dev/null || echo 0; }

@@ -23,16 +23,6 @@
 . /e2e/lib.sh
 . /e2e/lib-migrate.sh
 . /e2e/lib-dev.sh
-[ -n "$E2E_MIG_PEER" ] || e2e_fail "no e2e.peer on the kernel command line (run with two hosts)"
-rm -f /var/lib/xen/save/* "$E2E_MIG_LOG" /var/log/xen/xen-hotplug.log
-rm -rf "$E2E_MIG_STATE"
-xl destroy $E2E_GUEST >/dev/null 2>&1
-rm -f "$E2E_CONSOLE_DIR"/guest-*
-case "$E2E_MIG_ROLE" in
-A) e2e_mig_config '^169\\.254\\.0\\.2$' ;;
-B) e2e_mig_config '^169\\.254\\.0\\.1$' ;;
-*) e2e_fail "unknown role '$E2E_MIG_ROLE'" ;;
-esac
 SHARED_TARGET=$(readlink "$E2E_SHARED")
 
 b_restore() { # B: the bridge and the disk back as they were
@@ -49,7 +39,6 @@ faults_end() {
   (exit $_rc)
   e2e_dev_end
 }
-trap faults_end EXIT
 
 # B: no domain, no backend, no vif interface (waits up to TIMEOUT_S);
 # tells A "clean" or what is left
@@ -100,8 +89,15 @@ refused_case() { # refused_case CASE PATTERN1 PATTERN2
     || e2e_mig_soft_fail "($1) the refusal does not name the device ('$2' and '$3'): $msg"
 }
 
-e2e_mig_serve
-e2e_mig_wait_link
+# A: the TCP stream's and the blocks' marks right before (c)'s migration
+kill_marks() {
+  s0=$(e2e_dev_stream_mark)
+  set -- $(e2e_dev_blk_last "$E2E_GUEST_LOG")
+  acked=$1
+}
+
+rm -f /var/log/xen/xen-hotplug.log
+e2e_mig_start faults_end
 
 case "$E2E_MIG_ROLE" in
 A)
@@ -133,72 +129,12 @@ A)
   [ "$said" = clean ] || e2e_fail "(b) B said '$said'"
 
   # (c) B's daemon killed in the stop-and-copy
-  xenstore-watch -n 2 /local/domain/$domid/control/shutdown > /tmp/watch.out 2>&1 &
-  wp=$!
-  e2e_mig_bg $wp
-  sleep 1
-  from=$(e2e_log_mark)
-  s0=$(e2e_dev_stream_mark)
-  set -- $(e2e_dev_blk_last "$E2E_GUEST_LOG")
-  acked=$1
-  t0=$(e2e_now)
-  relocd --control $E2E_MIG_SOCK migrate --live --max-iters 1 --bandwidth 2M/s --json $E2E_GUEST $E2E_MIG_PEER \
-    > /tmp/migrate-kill.json 2>&1 &
-  mp=$!
-  while kill -0 $wp 2>/dev/null && kill -0 $mp 2>/dev/null; do usleep 50000; done
-  suspend_asked=no
-  kill -0 $wp 2>/dev/null || suspend_asked=yes
-  frozen=no
-  if [ $suspend_asked = yes ] && kill -0 $mp 2>/dev/null; then
-    kill -STOP "$E2E_MIG_PID" && frozen=yes
-  fi
-  running_when_told=no
-  kill -0 $mp 2>/dev/null && running_when_told=yes
-  echo "E2E-INFO (c) suspend asked: $suspend_asked at $(e2e_secs "$t0" "$(e2e_now)") s, A's daemon frozen: $frozen; telling B to kill its daemon"
-  e2e_mig_tell kill 20 || { kill -CONT "$E2E_MIG_PID"; e2e_fail "(c) cannot tell B to kill its daemon"; }
-  b_said=$(e2e_mig_hear 60)
-  kill -CONT "$E2E_MIG_PID"
-  e2e_step kill-migrate-ends wait $mp
-  rc=$?
-  cat /tmp/migrate-kill.json
-  e2e_collect /tmp/migrate-kill.json migrate-kill.json
-  e2e_report kill_migrate_rc "$rc"
-  e2e_report kill_migrate_message "$(tr '\n' ' ' < /tmp/migrate-kill.json | cut -c1-300)"
-  e2e_report kill_suspend_asked_before_kill "$suspend_asked"
-  e2e_report kill_migration_running_when_b_told "$running_when_told"
-  e2e_report kill_a_daemon_frozen "$frozen"
-  e2e_report kill_b_said "$b_said"
-  [ $rc != 0 ] || { e2e_mig_tell "kill-late $rc"; e2e_fail "(c) the migration succeeded: the kill came after B's commit"; }
-  if grep -q "in doubt" /tmp/migrate-kill.json; then
-    e2e_mig_tell "kill-late $rc"
-    e2e_fail "(c) the kill came after B's commit (A: in doubt): the test missed the stop-and-copy"
-  fi
-  e2e_mig_tell "kill-done $rc" || e2e_fail "cannot tell B after the kill"
-  # B restarts its daemon and says what it has left: heard before A's own
-  # checks, which may fail
-  b_end=$(e2e_mig_hear 120)
-  e2e_report kill_b_after_restart "$b_end"
-  [ $suspend_asked = yes ] \
-    || e2e_fail "(c) the migration ended (rc $rc) before relocd asked the guest to suspend: the kill did not hit the stop-and-copy"
-  [ $running_when_told = yes ] || e2e_fail "(c) the migration had ended (rc $rc) when B was told to kill its daemon"
-  case "$b_said" in
-    "killed session=open copy=yes") ;;
-    *) e2e_fail "(c) B's daemon was not killed amid a transfer: B said '$b_said'" ;;
-  esac
-  i=0   # the source resumes the guest: not paused, not shut down
-  while case "$(e2e_mig_guest_state)" in *p*|*s*) true ;; *) false ;; esac && [ $i -lt 10 ]; do
-    sleep 1; i=$((i + 1))
-  done
-  e2e_report kill_resumed_within_s "$i"
-  e2e_guest_verified kill "$E2E_GUEST_LOG" "$from" 120
-  e2e_mig_counts_on kill
-  [ "$(xl domid $E2E_GUEST 2>/dev/null)" = "$domid" ] || e2e_fail "(c) the guest's domain id changed ($domid)"
+  e2e_mig_kill_in_stop_copy c kill_marks
   e2e_dev_stream_goes_on kill "$s0"
   e2e_dev_blocks_go_on kill "$E2E_GUEST_LOG" "$acked" "$run"
-  d=$domid
-  [ -e /sys/class/net/vif$d.0/brport ] || e2e_fail "(c) vif$d.0 is not a port of xenbr0 on A"
+  [ -e /sys/class/net/vif$domid.0/brport ] || e2e_fail "(c) vif$domid.0 is not a port of xenbr0 on A"
   e2e_mig_lists_agree after-kill
-  [ "$b_end" = clean ] || e2e_fail "(c) B's restarted daemon left: B said '$b_end'"
+  [ "$E2E_MIG_B_END" = clean ] || e2e_fail "(c) B's restarted daemon left: B said '$E2E_MIG_B_END'"
   e2e_mig_sync kill-checked
   e2e_dev_stream_stop
   e2e_step destroy xl destroy $E2E_GUEST || e2e_fail "xl destroy failed"
@@ -229,17 +165,8 @@ B)
   # (c)
   said=$(e2e_mig_hear 300)
   [ "$said" = kill ] || e2e_fail "(c) A said '$said', not kill"
-  _open=closed
-  e2e_mig_session_open && _open=open
-  kill -9 "$E2E_MIG_PID"
-  wait "$E2E_MIG_PID" 2>/dev/null
-  E2E_MIG_PID=
-  echo "E2E-INFO (c) daemon killed at uptime $(e2e_now); relocation connection $_open"
-  _copy=no
-  e2e_mig_guests | grep -q "^$E2E_GUEST " && _copy=yes
-  e2e_report kill_after_kill_domains "$(e2e_mig_guests | tr '\n' ';')"
+  e2e_mig_kill_daemon c   # A judges the kill by what B told it
   e2e_report kill_after_kill_backends "$(e2e_dev_backends_empty)"
-  e2e_mig_tell "killed session=$_open copy=$_copy" || e2e_fail "(c) cannot tell A about the kill"
   said=$(e2e_mig_hear 300)
   e2e_report a_said_after_kill "$said"
   case "$said" in

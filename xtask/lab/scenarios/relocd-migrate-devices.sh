@@ -13,19 +13,8 @@
 . /e2e/lib.sh
 . /e2e/lib-migrate.sh
 . /e2e/lib-dev.sh
-[ -n "$E2E_MIG_PEER" ] || e2e_fail "no e2e.peer on the kernel command line (run with two hosts)"
-rm -f /var/lib/xen/save/* "$E2E_MIG_LOG" /var/log/xen/xen-hotplug.log
-rm -rf "$E2E_MIG_STATE"
-trap e2e_dev_end EXIT
-xl destroy $E2E_GUEST >/dev/null 2>&1
-rm -f "$E2E_CONSOLE_DIR"/guest-*
-case "$E2E_MIG_ROLE" in
-A) e2e_mig_config '^169\\.254\\.0\\.2$' ;;
-B) e2e_mig_config '^169\\.254\\.0\\.1$' ;;
-*) e2e_fail "unknown role '$E2E_MIG_ROLE'" ;;
-esac
-e2e_mig_serve
-e2e_mig_wait_link
+rm -f /var/log/xen/xen-hotplug.log
+e2e_mig_start e2e_dev_end
 
 case "$E2E_MIG_ROLE" in
 A)

@@ -26,37 +26,7 @@
 # restart B asserts that no domain is left and tells A, which asserts it too.
 . /e2e/lib.sh
 . /e2e/lib-migrate.sh
-[ -n "$E2E_MIG_PEER" ] || e2e_fail "no e2e.peer on the kernel command line (run with two hosts)"
-rm -f /var/lib/xen/save/* "$E2E_MIG_LOG"
-rm -rf "$E2E_MIG_STATE"
-trap e2e_mig_end EXIT
-xl destroy $E2E_GUEST >/dev/null 2>&1
-rm -f "$E2E_CONSOLE_DIR"/guest-*
-case "$E2E_MIG_ROLE" in
-A) e2e_mig_config '^169\\.254\\.0\\.2$' ;;
-B) e2e_mig_config '^169\\.254\\.0\\.1$' ;;
-*) e2e_fail "unknown role '$E2E_MIG_ROLE'" ;;
-esac
 IO_TIMEOUT=5
-
-# B: kill -9 its daemon at once, then tell A whether a relocation
-# connection was open right before (read without a fork) and whether the
-# half-built copy of the guest is there right after; fails if not
-kill_daemon_amid_transfer() { # kill_daemon_amid_transfer CASE
-  _open=closed
-  e2e_mig_session_open && _open=open
-  kill -9 "$E2E_MIG_PID"
-  wait "$E2E_MIG_PID" 2>/dev/null
-  E2E_MIG_PID=
-  echo "E2E-INFO ($1) daemon killed at uptime $(e2e_now); relocation connection $_open"
-  _doms=$(e2e_mig_guests | tr '\n' ';')
-  e2e_report "$1_after_kill_domains" "$_doms"
-  _copy=no
-  e2e_mig_guests | grep -q "^$E2E_GUEST " && _copy=yes
-  e2e_mig_tell "killed session=$_open copy=$_copy" || e2e_fail "($1) cannot tell A about the kill"
-  [ $_open = open ] || e2e_fail "($1) no relocation connection was open when the daemon was killed"
-  [ $_copy = yes ] || e2e_fail "($1) no half-built copy of the guest when the daemon was killed ($_doms)"
-}
 
 # B: after the daemon's restart no domain may be left; A is told either way
 restart_leaves_nothing() { # restart_leaves_nothing CASE TIMEOUT_S
@@ -71,8 +41,7 @@ restart_leaves_nothing() { # restart_leaves_nothing CASE TIMEOUT_S
   echo "E2E-INFO ($1) no domain left after the daemon's restart (${_i} s)"
   e2e_mig_tell clean || e2e_fail "($1) cannot tell A that no domain is left"
 }
-e2e_mig_serve --io-timeout $IO_TIMEOUT
-e2e_mig_wait_link
+e2e_mig_start e2e_mig_end --io-timeout $IO_TIMEOUT
 
 case "$E2E_MIG_ROLE" in
 A)
@@ -113,74 +82,10 @@ A)
   e2e_mig_lists_agree after-cut
   e2e_mig_sync cut-checked
 
-  # (b) B's daemon killed in the stop-and-copy: it starts when relocd asks
-  # the guest to suspend (control/shutdown = suspend), which a xenstore
-  # watch sees at once (its second event: the first is its registration)
-  xenstore-watch -n 2 /local/domain/$domid/control/shutdown > /tmp/watch.out 2>&1 &
-  wp=$!
-  e2e_mig_bg $wp
-  sleep 1
-  from=$(e2e_log_mark)
-  t0=$(e2e_now)
-  relocd --control $E2E_MIG_SOCK migrate --live --max-iters 1 --bandwidth 2M/s --json $E2E_GUEST $E2E_MIG_PEER \
-    > /tmp/migrate-b.json 2>&1 &
-  mp=$!
-  while kill -0 $wp 2>/dev/null && kill -0 $mp 2>/dev/null; do usleep 50000; done
-  suspend_asked=no
-  kill -0 $wp 2>/dev/null || suspend_asked=yes
-  # The stop-and-copy lasts about a second here, less than a message and
-  # a kill take on a loaded machine: A's daemon is frozen (SIGSTOP) in it
-  # until B's daemon is dead, so the kill cannot land after the commit.
-  frozen=no
-  if [ $suspend_asked = yes ] && kill -0 $mp 2>/dev/null; then
-    kill -STOP "$E2E_MIG_PID" && frozen=yes
-  fi
-  running_when_told=no
-  kill -0 $mp 2>/dev/null && running_when_told=yes
-  echo "E2E-INFO (b) suspend asked: $suspend_asked at $(e2e_secs "$t0" "$(e2e_now)") s, A's daemon frozen: $frozen; telling B to kill its daemon"
-  e2e_mig_tell kill 20 || { kill -CONT "$E2E_MIG_PID"; e2e_fail "(b) cannot tell B to kill its daemon"; }
-  b_said=$(e2e_mig_hear 60)
-  kill -CONT "$E2E_MIG_PID"
-  e2e_step kill-migrate-ends wait $mp
-  rc=$?
-  cat /tmp/migrate-b.json
-  e2e_collect /tmp/migrate-b.json migrate-kill.json
-  cat /tmp/watch.out
-  e2e_report kill_migrate_rc "$rc"
-  e2e_report kill_migrate_message "$(tr '\n' ' ' < /tmp/migrate-b.json | cut -c1-300)"
-  e2e_report kill_migrate_ended_after_s "$(e2e_secs "$t0" "$(e2e_now)")"
-  e2e_report kill_state_after "$(e2e_mig_guest_state)"
-  e2e_report kill_suspend_asked_before_kill "$suspend_asked"
-  e2e_report kill_migration_running_when_b_told "$running_when_told"
-  e2e_report kill_a_daemon_frozen "$frozen"
-  e2e_report kill_b_said "$b_said"
-  [ $rc != 0 ] || { e2e_mig_tell "kill-late $rc"; e2e_fail "(b) the migration succeeded: the kill came after B's commit"; }
-  if grep -q "in doubt" /tmp/migrate-b.json; then
-    e2e_mig_tell "kill-late $rc"
-    e2e_fail "(b) the kill came after B's commit (A: in doubt, the guest stays suspended here): the test missed the stop-and-copy"
-  fi
-  e2e_mig_tell "kill-done $rc" || e2e_fail "cannot tell B after the kill"
-  [ $suspend_asked = yes ] \
-    || e2e_fail "(b) the migration ended (rc $rc) before relocd asked the guest to suspend: the kill did not hit the stop-and-copy"
-  [ $running_when_told = yes ] \
-    || e2e_fail "(b) the migration had ended (rc $rc) when B was told to kill its daemon"
-  case "$b_said" in
-    "killed session=open copy=yes") ;;
-    *) e2e_fail "(b) B's daemon was not killed amid a transfer: B said '$b_said'" ;;
-  esac
-  i=0   # the source resumes the guest: not paused, not shut down
-  while case "$(e2e_mig_guest_state)" in *p*|*s*) true ;; *) false ;; esac && [ $i -lt 10 ]; do
-    sleep 1; i=$((i + 1))
-  done
-  e2e_report kill_resumed_within_s "$i"
-  # its check of 12 MiB holds up its counter for 10-25 s under TCG: first
-  e2e_guest_verified kill "$E2E_GUEST_LOG" "$from" 120
-  e2e_mig_counts_on kill
-  [ "$(xl domid $E2E_GUEST 2>/dev/null)" = "$domid" ] || e2e_fail "(b) the guest's domain id changed ($domid)"
+  # (b) B's daemon killed in the stop-and-copy
+  e2e_mig_kill_in_stop_copy b
   e2e_mig_lists_agree after-kill
-  b_end=$(e2e_mig_hear 120)
-  e2e_report kill_b_after_restart "$b_end"
-  [ "$b_end" = "clean" ] || e2e_fail "(b) B's restarted daemon left a domain: B said '$b_end'"
+  [ "$E2E_MIG_B_END" = "clean" ] || e2e_fail "(b) B's restarted daemon left a domain: B said '$E2E_MIG_B_END'"
   e2e_mig_sync kill-checked
 
   # (c) B's daemon killed 5 s into the pre-copy
@@ -240,7 +145,7 @@ B)
   # (b) killed in the stop-and-copy
   said=$(e2e_mig_hear 400)
   [ "$said" = kill ] || e2e_fail "(b) A said '$said', not kill"
-  kill_daemon_amid_transfer b
+  e2e_mig_kill_daemon b || e2e_fail "(b) B's daemon was not killed amid a transfer: $E2E_MIG_KILLED"
   said=$(e2e_mig_hear 300)
   e2e_report a_said_after_kill "$said"
   case "$said" in
@@ -261,7 +166,7 @@ B)
   # (c) killed in the pre-copy
   said=$(e2e_mig_hear 200)
   [ "$said" = kill ] || e2e_fail "(c) A said '$said', not kill"
-  kill_daemon_amid_transfer c
+  e2e_mig_kill_daemon c || e2e_fail "(c) B's daemon was not killed amid a transfer: $E2E_MIG_KILLED"
   said=$(e2e_mig_hear 200)
   e2e_report a_said_after_precopy_kill "$said"
   e2e_mig_serve --io-timeout $IO_TIMEOUT

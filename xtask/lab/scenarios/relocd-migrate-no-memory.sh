@@ -16,11 +16,8 @@
 # destroyed whatever happens.
 . /e2e/lib.sh
 . /e2e/lib-migrate.sh
-[ -n "$E2E_MIG_PEER" ] || e2e_fail "no e2e.peer on the kernel command line (run with two hosts)"
 BALLAST=e2e-ballast
 LEAVE_MIB=40
-rm -f /var/lib/xen/save/* "$E2E_MIG_LOG"
-rm -rf "$E2E_MIG_STATE"
 no_memory_end() {
   _rc=$?
   xl destroy $BALLAST >/dev/null 2>&1
@@ -28,17 +25,8 @@ no_memory_end() {
   (exit $_rc)
   e2e_mig_end
 }
-trap no_memory_end EXIT
-xl destroy $E2E_GUEST >/dev/null 2>&1
 xl destroy $BALLAST >/dev/null 2>&1
-rm -f "$E2E_CONSOLE_DIR"/guest-*
-case "$E2E_MIG_ROLE" in
-A) e2e_mig_config '^169\\.254\\.0\\.2$' ;;
-B) e2e_mig_config '^169\\.254\\.0\\.1$' ;;
-*) e2e_fail "unknown role '$E2E_MIG_ROLE'" ;;
-esac
-e2e_mig_serve
-e2e_mig_wait_link
+e2e_mig_start no_memory_end
 
 free_mib() { xl info | awk '$1 == "free_memory" { print $3 }'; }
 

@@ -20,23 +20,12 @@
 # Both hosts end with no guest domain, failed or not.
 . /e2e/lib.sh
 . /e2e/lib-migrate.sh
-[ -n "$E2E_MIG_PEER" ] || e2e_fail "no e2e.peer on the kernel command line (run with two hosts)"
-rm -f /var/lib/xen/save/* "$E2E_MIG_LOG"
-rm -rf "$E2E_MIG_STATE"
 resolve_end() {
   _rc=$?
   xl destroy $E2E_GUEST >/dev/null 2>&1
   (exit $_rc)
   e2e_mig_end
 }
-trap resolve_end EXIT
-xl destroy $E2E_GUEST >/dev/null 2>&1
-rm -f "$E2E_CONSOLE_DIR"/guest-*
-case "$E2E_MIG_ROLE" in
-A) e2e_mig_config '^169\\.254\\.0\\.2$' ;;
-B) e2e_mig_config '^169\\.254\\.0\\.1$' ;;
-*) e2e_fail "unknown role '$E2E_MIG_ROLE'" ;;
-esac
 
 # B: the daemon with a fault point, or without one (no argument)
 serve_with_failpoint() {
@@ -99,8 +88,7 @@ daemon_ended_at_failpoint() { # daemon_ended_at_failpoint CASE
   e2e_report "$1_b_domains_at_failpoint" "$(e2e_mig_guests | tr '\n' ';')"
 }
 
-e2e_mig_serve
-e2e_mig_wait_link
+e2e_mig_start resolve_end
 
 case "$E2E_MIG_ROLE" in
 A)
