@@ -38,6 +38,22 @@ pub const PAGE_SIZE: usize = 4096;
 /// `log2(PAGE_SIZE)`.
 pub const PAGE_SHIFT: u32 = 12;
 
+/// Pages in [`ZERO_RUN`].
+pub const ZERO_RUN_PAGES: usize = 16;
+
+/// Zeros for up to [`ZERO_RUN_PAGES`] pages, for a backend to lend where
+/// pages hold nothing ([`SourceGuest::lend_pages`]): a run lent from here
+/// is known to be zeros without being read ([`is_zero_run`]).
+pub static ZERO_RUN: [u8; ZERO_RUN_PAGES * PAGE_SIZE] = [0; ZERO_RUN_PAGES * PAGE_SIZE];
+
+/// Whether `run` lies inside [`ZERO_RUN`], told by its address alone:
+/// then it is zeros, and nothing needs to read it to know.
+pub fn is_zero_run(run: &[u8]) -> bool {
+    let base = ZERO_RUN.as_ptr() as usize;
+    let at = run.as_ptr() as usize;
+    at >= base && at.saturating_add(run.len()) <= base + ZERO_RUN.len()
+}
+
 /// The type of a guest page, as Xen's `XEN_DOMCTL_PFINFO_*` values (the
 /// upper nibble of a 32-bit word, plus the "pinned" bit).
 ///
@@ -264,7 +280,9 @@ pub trait SourceGuest {
     /// `read_pages` does and calls `f` once, while the pages are lent,
     /// with the types and the contents of every page that has data, in
     /// order, as runs of whole pages (one slice may hold several pages).
-    /// The contents are already normalised for the stream.
+    /// The contents are already normalised for the stream. Pages that
+    /// hold nothing are best lent from [`ZERO_RUN`]: the sender then
+    /// knows them for zeros without reading them.
     ///
     /// Returns `false`, without calling `f`, when the backend cannot lend
     /// this batch (the default): the caller then copies it with
@@ -467,6 +485,19 @@ pub trait SinkGuest {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn only_the_shared_zeros_are_known_zeros_by_address() {
+        assert!(is_zero_run(&ZERO_RUN));
+        assert!(is_zero_run(&ZERO_RUN[PAGE_SIZE..3 * PAGE_SIZE]));
+        assert!(is_zero_run(&ZERO_RUN[ZERO_RUN.len()..]));
+        // Zeros elsewhere are not known: they must be read.
+        let elsewhere = [0u8; PAGE_SIZE];
+        assert!(!is_zero_run(&elsewhere));
+        // Another block of zeros of the same size.
+        static OTHER: [u8; ZERO_RUN_PAGES * PAGE_SIZE] = [0; ZERO_RUN_PAGES * PAGE_SIZE];
+        assert!(!is_zero_run(&OTHER));
+    }
 
     #[test]
     fn page_types() {

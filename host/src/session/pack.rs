@@ -30,7 +30,7 @@
 //! not add up. The migration stream inside is Xen's libxc stream either
 //! way: only the link sees the packing.
 
-use relocd_core::guest::PAGE_SIZE;
+use relocd_core::guest::{is_zero_run, PAGE_SIZE};
 
 /// Tag of a chunk sent as it is.
 const RAW: u8 = 0;
@@ -95,11 +95,6 @@ pub fn is_zero_page(page: &[u8]) -> bool {
     }
 }
 
-/// The pages of `runs` (runs of whole pages), in order.
-fn pages_of<'a>(runs: &'a [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> {
-    runs.iter().flat_map(|r| r.chunks_exact(PAGE_SIZE))
-}
-
 /// The header of a tag-2 body (without the tag) for a chunk of
 /// `prefix_len` bytes followed by the pages of `runs` (runs of whole
 /// pages), into `out` (cleared first): lengths and the bitmap of zero
@@ -115,10 +110,16 @@ pub fn zero_header(prefix_len: usize, runs: &[&[u8]], out: &mut Vec<u8>) -> Opti
     out.extend_from_slice(&n32.to_le_bytes());
     out.resize(ZERO_HEADER_LEN + n.div_ceil(8), 0);
     let mut zeros = 0;
-    for (i, page) in pages_of(runs).enumerate() {
-        if is_zero_page(page) {
-            out[ZERO_HEADER_LEN + i / 8] |= 1 << (i % 8);
-            zeros += 1;
+    let mut i = 0;
+    for run in runs {
+        // Zeros lent from the shared block are known without a read.
+        let known = is_zero_run(run);
+        for page in run.chunks_exact(PAGE_SIZE) {
+            if known || is_zero_page(page) {
+                out[ZERO_HEADER_LEN + i / 8] |= 1 << (i % 8);
+                zeros += 1;
+            }
+            i += 1;
         }
     }
     Some(zeros)
@@ -557,6 +558,17 @@ mod tests {
             Unpacked::Whole(c) => assert_eq!(c, &whole[..]),
         }
         (wire, n)
+    }
+
+    #[test]
+    fn zeros_lent_from_the_shared_block_are_marked_as_zeros() {
+        use relocd_core::guest::ZERO_RUN;
+        let data = vec![7u8; PAGE_SIZE];
+        let zeros_elsewhere = vec![0u8; PAGE_SIZE];
+        let runs: [&[u8]; 3] = [&ZERO_RUN[..2 * PAGE_SIZE], &data, &zeros_elsewhere];
+        let mut hdr = Vec::new();
+        assert_eq!(zero_header(16, &runs, &mut hdr), Some(3));
+        assert_eq!(hdr[ZERO_HEADER_LEN..], [0b1011]);
     }
 
     #[test]

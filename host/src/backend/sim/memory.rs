@@ -214,9 +214,7 @@ impl SparseMemory {
     /// hold no data as slices of zeros. `false` (and `runs` as it was)
     /// when a pfn is out of range.
     pub(crate) fn lend<'m>(&'m self, pfns: &[u64], runs: &mut Vec<&'m [u8]>) -> bool {
-        /// Zeros lent for up to this many pages that hold no data.
-        const ZERO_RUN: usize = 16;
-        static ZEROS: [u8; ZERO_RUN * PAGE_SIZE] = [0; ZERO_RUN * PAGE_SIZE];
+        use relocd_core::guest::{ZERO_RUN, ZERO_RUN_PAGES};
         let start = runs.len();
         // The run being gathered: `(chunk, first page)` of stored pages or
         // `None` for zeros, and its length in pages.
@@ -231,7 +229,7 @@ impl SparseMemory {
                     .get(c)
                     .and_then(Option::as_ref)
                     .and_then(|ch| ch.data.as_slice().get(p * PAGE_SIZE..(p + n) * PAGE_SIZE)),
-                None => ZEROS.get(..n * PAGE_SIZE),
+                None => ZERO_RUN.get(..n * PAGE_SIZE),
             };
             run.map(|r| runs.push(r)).is_some()
         };
@@ -250,7 +248,7 @@ impl SparseMemory {
                 Some((Some((cc, cp)), n)) if stored && cc == c && cp + n == p => {
                     Some((Some((cc, cp)), n + 1))
                 }
-                Some((None, n)) if !stored && n < ZERO_RUN => Some((None, n + 1)),
+                Some((None, n)) if !stored && n < ZERO_RUN_PAGES => Some((None, n + 1)),
                 _ => {
                     if !flush(cur, runs) {
                         runs.truncate(start);
