@@ -21,6 +21,10 @@ use std::path::Path;
 /// Longest abstract name (`sun_path` minus the leading NUL).
 const MAX_NAME: usize = 107;
 
+/// How long a lock found held is tried again before it counts as held
+/// by a live instance.
+const IN_USE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// FNV-1a of `bytes`: a short stand-in for a long name.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
@@ -53,13 +57,27 @@ impl InstanceLock {
             name = format!("{key}/#{:016x}", fnv1a(item.as_bytes()));
         }
         let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
-        match UnixListener::bind_addr(&addr) {
-            Ok(socket) => Ok(Some(InstanceLock {
-                _socket: socket,
-                name,
-            })),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(None),
-            Err(e) => Err(e),
+        // A lock its holder has just let go of can stay bound for a
+        // moment: a process the holder's process forked keeps a copy of
+        // the socket until it execs (close-on-exec). Only a holder that
+        // keeps it past this grace is taken to be alive.
+        let until = std::time::Instant::now() + IN_USE_GRACE;
+        loop {
+            match UnixListener::bind_addr(&addr) {
+                Ok(socket) => {
+                    return Ok(Some(InstanceLock {
+                        _socket: socket,
+                        name,
+                    }))
+                }
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    if std::time::Instant::now() >= until {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -97,6 +115,25 @@ mod tests {
             .unwrap()
             .is_none());
         drop((other, kind, a));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A copy of the lock's socket that outlives its holder for a moment
+    /// (a forked child that has not exec'd yet) delays the next instance;
+    /// it does not turn it away.
+    #[test]
+    fn a_lock_a_child_still_holds_for_a_moment_is_taken_after_it() {
+        let dir = std::env::temp_dir().join(format!("relocd-lock-fork-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let held = InstanceLock::acquire("test", &dir, "x").unwrap().unwrap();
+        let copy = held._socket.try_clone().unwrap();
+        drop(held);
+        let child = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(copy);
+        });
+        assert!(InstanceLock::acquire("test", &dir, "x").unwrap().is_some());
+        child.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
