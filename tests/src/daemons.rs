@@ -301,8 +301,8 @@ pub fn node(dir: &Path, spec: NodeSpec<'_>) -> Node {
 
 // ----- guests and migrations -----
 
-/// `relocd sim create NAME` with a hot workload dirtying 4 MiB/s; its
-/// spec, to check its memory with.
+/// `relocd sim create NAME` with a hot workload dirtying 4 MiB/s, once it
+/// has run a step; its spec, to check its memory with.
 pub fn create(n: &Node, name: &str, memory: u64) -> GuestSpec {
     create_filled(n, name, memory, 0)
 }
@@ -320,6 +320,10 @@ pub fn create_filled(n: &Node, name: &str, memory: u64, fill: u8) -> GuestSpec {
     };
     let spec = spec_from_request(&req).unwrap();
     n.call(&Request::SimCreate(req)).unwrap();
+    // Its counter has gone past the start before anything moves it, so
+    // the copy can be seen to go on from where it was.
+    let g = n.sim.hypervisor().by_name(name).expect("the new guest");
+    eventually("the new guest runs", || g.steps().is_some_and(|s| s > 0));
     spec
 }
 
