@@ -20,47 +20,62 @@ const GIB: u64 = 1 << 30;
 /// MiB/s of a plain loopback TCP copy of `bytes` in 4 MiB writes, read
 /// into one reused 4 MiB buffer.
 fn plain_tcp(bytes: u64) -> f64 {
-    tcp_copy(bytes, false)
+    let len = usize::try_from(bytes).unwrap();
+    tcp_copy(&vec![0x5au8; 4 << 20], len, vec![0u8; 4 << 20]).0
 }
 
 /// MiB/s of a plain loopback TCP copy of `bytes` into one fresh buffer of
 /// `bytes` (memory the receiver has not touched before, as a new domain's
 /// is): the cost of landing the bytes somewhere new.
 fn plain_tcp_into_fresh(bytes: u64) -> f64 {
-    tcp_copy(bytes, true)
+    let len = usize::try_from(bytes).unwrap();
+    let (rate, got) = tcp_copy(&vec![0x5au8; 4 << 20], len, vec![0u8; len]);
+    assert!(got.iter().step_by(4096).all(|&b| b == 0x5a));
+    rate
 }
 
-fn tcp_copy(bytes: u64, fresh: bool) -> f64 {
+/// Sends `bytes` over loopback TCP in writes of up to 4 MiB from `src`,
+/// again and again from its start, while the receiver reads them into
+/// `dst`, again and again from its start when it is shorter. MiB/s, and
+/// `dst` back.
+fn tcp_copy<D: AsMut<[u8]> + Send + 'static>(src: &[u8], bytes: usize, mut dst: D) -> (f64, D) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    let len = usize::try_from(bytes).unwrap();
     let rx = thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
-        let mut buf = vec![0u8; if fresh { len } else { 4 << 20 }];
+        let buf = dst.as_mut();
         let mut got = 0;
-        while got < len {
-            let at = if fresh { got } else { 0 };
-            let end = (at + (4 << 20)).min(buf.len());
+        while got < bytes {
+            let at = got % buf.len();
+            let end = (at + (4 << 20)).min(buf.len()).min(at + bytes - got);
             let n = s.read(&mut buf[at..end]).unwrap();
             assert!(n > 0);
             got += n;
         }
-        buf
+        dst
     });
     let mut s = TcpStream::connect(addr).unwrap();
-    let buf = vec![0x5au8; 4 << 20];
     let t = Instant::now();
     let mut sent = 0;
-    while sent < bytes {
-        s.write_all(&buf).unwrap();
-        sent += buf.len() as u64;
+    for part in src.chunks(4 << 20).cycle() {
+        if sent >= bytes {
+            break;
+        }
+        let part = &part[..part.len().min(bytes - sent)];
+        s.write_all(part).unwrap();
+        sent += part.len();
     }
-    let got = rx.join().unwrap();
-    let rate = bytes as f64 / MIB as f64 / t.elapsed().as_secs_f64();
-    if fresh {
-        assert!(got.iter().step_by(4096).all(|&b| b == 0x5a));
+    let dst = rx.join().unwrap();
+    (bytes as f64 / MIB as f64 / t.elapsed().as_secs_f64(), dst)
+}
+
+/// Guest-like memory for [`tcp_copy`].
+struct Mem(AnonMemory);
+
+impl AsMut<[u8]> for Mem {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.0.as_mut_slice()
     }
-    rate
 }
 
 /// A plain loopback TCP copy from one `bytes` buffer into another, both
@@ -71,7 +86,7 @@ fn tcp_copy(bytes: u64, fresh: bool) -> f64 {
 /// buffer that stays in the cache (32 MiB L3 here).
 struct MemToMem {
     src: AnonMemory,
-    dst: Option<AnonMemory>,
+    dst: Option<Mem>,
 }
 
 impl MemToMem {
@@ -88,36 +103,16 @@ impl MemToMem {
             .for_each(|b| *b = 0xee);
         MemToMem {
             src,
-            dst: Some(dst),
+            dst: Some(Mem(dst)),
         }
     }
 
     /// MiB/s of one copy.
     fn copy(&mut self) -> f64 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let mut dst = self.dst.take().unwrap();
-        let rx = thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let buf = dst.as_mut_slice();
-            let mut got = 0;
-            while got < buf.len() {
-                let end = (got + (4 << 20)).min(buf.len());
-                let n = s.read(&mut buf[got..end]).unwrap();
-                assert!(n > 0);
-                got += n;
-            }
-            dst
-        });
-        let mut s = TcpStream::connect(addr).unwrap();
         let src = self.src.as_slice();
-        let t = Instant::now();
-        for part in src.chunks(4 << 20) {
-            s.write_all(part).unwrap();
-        }
-        let dst = rx.join().unwrap();
-        let rate = src.len() as f64 / MIB as f64 / t.elapsed().as_secs_f64();
-        assert!(dst.as_slice() == src);
+        let dst = self.dst.take().unwrap();
+        let (rate, dst) = tcp_copy(src, src.len(), dst);
+        assert!(dst.0.as_slice() == src);
         self.dst = Some(dst);
         rate
     }

@@ -12,7 +12,7 @@ use relocd_core::protocol::{
 use relocd_core::time::Instant;
 
 use super::image::{ImageDecoder, ImageError, LibxcDecoder};
-use super::link::{read_full, read_full_vectored, write_frame, Header, Link, ReadEnd, WRITE_SLICE};
+use super::link::{read_full_vectored, write_frame, Header, Link, ReadEnd, WRITE_SLICE};
 use super::pack::{Forms, Unpacked};
 use super::{guest_err, Clock, JournalSink, Refusal, SessionError, POLL_INTERVAL};
 
@@ -322,14 +322,7 @@ where
         }
         // One frame: header, bound check, body.
         let mut hdr: Header = [0; 4];
-        let end = {
-            let sm = &mut sm;
-            let mut idle = || {
-                sm.handle_timeout(clock.now());
-                sm.outcome().is_some()
-            };
-            read_full(&mut link, &mut hdr, &mut idle)
-        };
+        let end = read_in(&mut link, &mut [&mut hdr], &mut sm, clock);
         if !frame_read(end, &mut sm, &mut link, &mut link_dead, clock) {
             continue;
         }
@@ -353,14 +346,7 @@ where
             len
         };
         body.resize(start, 0);
-        let end = {
-            let sm = &mut sm;
-            let mut idle = || {
-                sm.handle_timeout(clock.now());
-                sm.outcome().is_some()
-            };
-            read_full(&mut link, &mut body, &mut idle)
-        };
+        let end = read_in(&mut link, &mut [&mut body], &mut sm, clock);
         if !frame_read(end, &mut sm, &mut link, &mut link_dead, clock) {
             continue;
         }
@@ -369,14 +355,7 @@ where
             Some((payload, head)) if start < len && head >= start => {
                 // The rest of the chunk's head: its bitmap and prefix.
                 body.resize(head, 0);
-                let end = {
-                    let sm = &mut sm;
-                    let mut idle = || {
-                        sm.handle_timeout(clock.now());
-                        sm.outcome().is_some()
-                    };
-                    read_full(&mut link, &mut body[start..], &mut idle)
-                };
+                let end = read_in(&mut link, &mut [&mut body[start..]], &mut sm, clock);
                 if !frame_read(end, &mut sm, &mut link, &mut link_dead, clock) {
                     continue;
                 }
@@ -395,20 +374,16 @@ where
             let chunk = &body[payload + 1..];
             let r = match super::pack::read_elided_head(chunk, len - payload - 1) {
                 Ok((elided, _)) => {
-                    let sm = &mut sm;
-                    let mut idle = || {
-                        sm.handle_timeout(clock.now());
-                        sm.outcome().is_some()
-                    };
                     let mut pages = LinkPages {
                         link: &mut link,
                         left: len - body.len(),
-                        idle: &mut idle,
+                        sm: &mut sm,
+                        clock,
                         end: ReadEnd::Done,
                     };
                     let r = decoder.apply_elided(elided, &mut pages, s);
                     let end = pages.end;
-                    if !frame_read(end, sm, &mut link, &mut link_dead, clock) {
+                    if !frame_read(end, &mut sm, &mut link, &mut link_dead, clock) {
                         continue;
                     }
                     r
@@ -423,14 +398,7 @@ where
             if body.len() < len {
                 let at = body.len();
                 body.resize(len, 0);
-                let end = {
-                    let sm = &mut sm;
-                    let mut idle = || {
-                        sm.handle_timeout(clock.now());
-                        sm.outcome().is_some()
-                    };
-                    read_full(&mut link, &mut body[at..], &mut idle)
-                };
+                let end = read_in(&mut link, &mut [&mut body[at..]], &mut sm, clock);
                 if !frame_read(end, &mut sm, &mut link, &mut link_dead, clock) {
                     continue;
                 }
@@ -506,12 +474,23 @@ fn streamable_head(start: &[u8], len: usize, forms: Forms) -> Option<(usize, usi
     (end <= len).then_some((payload, end))
 }
 
+/// Fills `bufs` from the link, in order; while it waits, the machine's
+/// deadlines are kept, and the read stops once the session is over.
+fn read_in<L: Link>(link: &mut L, bufs: &mut [&mut [u8]], sm: &mut Dest, clock: &Clock) -> ReadEnd {
+    let mut idle = || {
+        sm.handle_timeout(clock.now());
+        sm.outcome().is_some()
+    };
+    read_full_vectored(link, bufs, &mut idle)
+}
+
 /// The pages of a chunk, read off the link as they are applied.
 struct LinkPages<'a, L> {
     link: &'a mut L,
     /// Bytes of the chunk not read yet.
     left: usize,
-    idle: &'a mut dyn FnMut() -> bool,
+    sm: &'a mut Dest,
+    clock: &'a Clock,
     /// How the last read ended.
     end: ReadEnd,
 }
@@ -530,7 +509,7 @@ impl<L: Link> PageSource for LinkPages<'_, L> {
         if want > self.left {
             return false;
         }
-        self.end = read_full_vectored(self.link, runs, self.idle);
+        self.end = read_in(self.link, runs, self.sm, self.clock);
         if !matches!(self.end, ReadEnd::Done) {
             return false;
         }

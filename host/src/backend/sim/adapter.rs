@@ -274,6 +274,28 @@ impl SimSink {
     pub fn guest(&self) -> &SimGuest {
         &self.guest
     }
+
+    /// The domain and the pfns of a batch whose `types` have data.
+    fn with_data<'s>(
+        &'s mut self,
+        pfns: &'s [Pfn],
+        types: &[PageType],
+    ) -> Result<(&'s SimGuest, &'s [Pfn]), SimFault> {
+        if types.len() != pfns.len() {
+            return Err(SimFault::BufferSize);
+        }
+        if types.iter().all(|t| t.has_data()) {
+            return Ok((&self.guest, pfns));
+        }
+        self.pfns.clear();
+        self.pfns.extend(
+            pfns.iter()
+                .zip(types)
+                .filter(|(_, t)| t.has_data())
+                .map(|(p, _)| *p),
+        );
+        Ok((&self.guest, &self.pfns))
+    }
 }
 
 impl SinkGuest for SimSink {
@@ -293,21 +315,9 @@ impl SinkGuest for SimSink {
         types: &[PageType],
         data: &[u8],
     ) -> Result<(), SimFault> {
-        if types.len() != pfns.len() {
-            return Err(SimFault::BufferSize);
-        }
-        if types.iter().all(|t| t.has_data()) {
-            return sim(self.guest.write_pages(pfns, data));
-        }
         // Only the pages that carry data are packed in `data`.
-        self.pfns.clear();
-        self.pfns.extend(
-            pfns.iter()
-                .zip(types)
-                .filter(|(_, t)| t.has_data())
-                .map(|(p, _)| *p),
-        );
-        sim(self.guest.write_pages(&self.pfns, data))
+        let (guest, pfns) = self.with_data(pfns, types)?;
+        sim(guest.write_pages(pfns, data))
     }
 
     fn lend_pages_mut(
@@ -316,23 +326,8 @@ impl SinkGuest for SimSink {
         types: &[PageType],
         f: &mut FillFn<'_>,
     ) -> Result<bool, SimFault> {
-        if types.len() != pfns.len() {
-            return Err(SimFault::BufferSize);
-        }
-        let pfns = match types.iter().all(|t| t.has_data()) {
-            true => pfns,
-            false => {
-                self.pfns.clear();
-                self.pfns.extend(
-                    pfns.iter()
-                        .zip(types)
-                        .filter(|(_, t)| t.has_data())
-                        .map(|(p, _)| *p),
-                );
-                &self.pfns[..]
-            }
-        };
-        sim(self.guest.lend_pages_mut(pfns, f))
+        let (guest, pfns) = self.with_data(pfns, types)?;
+        sim(guest.lend_pages_mut(pfns, f))
     }
 
     fn zero_pages(&mut self, pfns: &[Pfn], types: &[PageType]) -> Result<bool, SimFault> {
