@@ -891,17 +891,24 @@ impl<H: Hypervisor> SinkGuest for PvSink<'_, H> {
             return Ok(());
         }
         let mut map = self.xen.map_foreign(self.domid, &mfns, Prot::ReadWrite)?;
-        let mut page = [0u8; PAGE_SIZE];
-        for (k, &(pfn, t)) in slots.iter().enumerate() {
+        let mut table = [0u8; PAGE_SIZE];
+        for (k, (&(pfn, t), page)) in slots.iter().zip(data.chunks_exact(PAGE_SIZE)).enumerate() {
             if let Some(errno) = map.page_error(k) {
                 return Err(PvRestoreError::map("a page", errno, self.domid));
             }
-            page.copy_from_slice(&data[k * PAGE_SIZE..(k + 1) * PAGE_SIZE]);
-            if let Some(level) = t.table_level() {
-                pv::localise_page_table(level, &mut page, &self.frames)
-                    .map_err(|err| PvRestoreError::PageTable { pfn, err })?;
+            let page: &[u8; PAGE_SIZE] = page
+                .try_into()
+                .map_err(|_| PvRestoreError::Image("page data"))?;
+            match t.table_level() {
+                // A page table is localised on its way: a copy first.
+                Some(level) => {
+                    table.copy_from_slice(page);
+                    pv::localise_page_table(level, &mut table, &self.frames)
+                        .map_err(|err| PvRestoreError::PageTable { pfn, err })?;
+                    map.write_page(k, &table)?;
+                }
+                None => map.write_page(k, page)?,
             }
-            map.write_page(k, &page)?;
         }
         Ok(())
     }
